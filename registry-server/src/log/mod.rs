@@ -1,0 +1,502 @@
+//! The log: one durable, gap-free, hash-chained sequence of entries and its Merkle tree.
+//!
+//! [`Log::open`] checks the chain from the last verified point before anything else runs and
+//! refuses to start on a broken one, naming the first bad position. It then starts the single
+//! writer ([`writer`]), which owns position assignment and group commit, and hands out two kinds
+//! of handle:
+//!
+//! - [`Appender`]: submits commands; an append resolves only after its entry is durable.
+//! - [`LogReader`]: reads entries, proofs and signed checkpoints, never past the durable head,
+//!   so nobody ever sees an entry that a crash could still take back.
+//!
+//! What an entry contains is decided by a [`Machine`] running inside the writer; the log itself
+//! only frames, chains, hashes and stores.
+
+mod view;
+mod writer;
+
+use std::sync::Arc;
+
+use registry_proto::checkpoint::Checkpoint;
+use registry_proto::entry::{self, ChainError, ChainVerifier, EntryHeader};
+use registry_proto::merkle::{self, Frontier, Hash, NodeSource, ProofError};
+use registry_proto::note::NoteSigner;
+use registry_proto::time::Time;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub use view::View;
+pub use writer::{AppendError, Appended, Appender, Clock, WriterStatus, system_clock};
+
+use crate::store::{LogStore, StoreError};
+
+/// Metadata key: entries below this size were verified at an earlier start.
+const VERIFIED_SIZE: &str = "verified_size";
+
+/// The position and recorded time an entry will get, known to the machine while it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryContext {
+    /// The position the entry will have.
+    pub position: u64,
+    /// The recorded time the entry will have.
+    pub recorded_at: Time,
+}
+
+/// What a [`Machine`] decided a command appends.
+#[derive(Debug)]
+pub struct Decided<E> {
+    /// The serialized `LogEntry` fields after the header (request ID, command, events, links).
+    pub body: Vec<u8>,
+    /// What [`Machine::apply`] needs to update the projections.
+    pub effects: E,
+}
+
+/// Why a machine did not produce an entry.
+#[derive(Debug)]
+pub enum DecideError<R> {
+    /// The command is refused; nothing is appended.
+    Rejected(R),
+    /// Reading the state failed; the writer stops.
+    Store(StoreError),
+}
+
+impl<R> From<StoreError> for DecideError<R> {
+    fn from(e: StoreError) -> Self {
+        DecideError::Store(e)
+    }
+}
+
+/// The domain logic that runs inside the writer, in log order.
+///
+/// `decide` sees the state after every earlier entry, including the earlier entries of the same
+/// group commit (through the batch's [`View`]), and must not change anything; `apply` records an
+/// appended entry's effects in the projections, in the same atomic write as the entry.
+pub trait Machine: Send + 'static {
+    /// What clients submit.
+    type Command: Send + 'static;
+    /// Why a command is refused.
+    type Rejection: Send + 'static;
+    /// What `apply` needs from `decide`.
+    type Effects: Send + 'static;
+
+    /// Checks a command and returns the entry it appends.
+    fn decide(
+        &mut self,
+        command: &Self::Command,
+        context: &EntryContext,
+        view: &View<'_>,
+    ) -> Result<Decided<Self::Effects>, DecideError<Self::Rejection>>;
+
+    /// Updates the projections for an appended entry.
+    fn apply(
+        &mut self,
+        header: &EntryHeader,
+        effects: &Self::Effects,
+        view: &mut View<'_>,
+    ) -> Result<(), StoreError>;
+}
+
+/// A machine that appends bodies exactly as given and keeps no projections: the log alone, for
+/// tests and benchmarks of the storage path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawBodies;
+
+impl Machine for RawBodies {
+    type Command = Vec<u8>;
+    type Rejection = std::convert::Infallible;
+    type Effects = ();
+
+    fn decide(
+        &mut self,
+        command: &Vec<u8>,
+        _: &EntryContext,
+        _: &View<'_>,
+    ) -> Result<Decided<()>, DecideError<Self::Rejection>> {
+        Ok(Decided {
+            body: command.clone(),
+            effects: (),
+        })
+    }
+
+    fn apply(&mut self, _: &EntryHeader, _: &(), _: &mut View<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The durable head of the log: what readers may see.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Number of durable entries.
+    pub size: u64,
+    /// Merkle root over them.
+    pub root: Hash,
+    /// Leaf hash of the last entry ([`entry::ZERO_HASH`] when empty).
+    pub last_hash: Hash,
+    /// Recorded time of the last entry.
+    pub last_recorded_at: Option<Time>,
+    /// The signed checkpoint for exactly this size and root.
+    pub checkpoint: Arc<str>,
+}
+
+/// The log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The stored chain is broken: the registry refuses to start on it.
+    #[error("refusing to start: the log is broken at position {position}: {reason}")]
+    BrokenChain {
+        /// The first bad position.
+        position: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Most appends in one group commit.
+    pub max_batch: usize,
+    /// Appends that may wait for the writer before callers are held back.
+    pub queue_depth: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            queue_depth: 8192,
+        }
+    }
+}
+
+/// An open log: the writer thread plus handles to it. Dropping every [`Appender`] and calling
+/// [`Log::close`] lets the writer finish what is queued and stop.
+pub struct Log<M: Machine> {
+    reader: LogReader,
+    appender: Option<Appender<M>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<M: Machine> Log<M> {
+    /// Verifies the stored chain, then starts the writer.
+    pub fn open(
+        store: Arc<dyn LogStore>,
+        machine: M,
+        signer: NoteSigner,
+        options: LogOptions,
+        clock: Clock,
+    ) -> Result<Self, OpenError> {
+        let (frontier, last_hash, last_recorded_at) = verify_from_last_point(store.as_ref())?;
+        let signer = Arc::new(signer);
+        let head = Head {
+            size: frontier.size(),
+            root: frontier.root(),
+            last_hash,
+            last_recorded_at,
+            checkpoint: sign_checkpoint(&signer, frontier.size(), frontier.root()).into(),
+        };
+        let (head_tx, head_rx) = watch::channel(Arc::new(head));
+        let reader = LogReader {
+            store: store.clone(),
+            head: head_rx,
+            signer: signer.clone(),
+        };
+        let (appender, writer) = writer::start(writer::WriterSetup {
+            store,
+            machine,
+            signer,
+            frontier,
+            last_hash,
+            last_recorded_at,
+            head: head_tx,
+            options,
+            clock,
+        });
+        Ok(Self {
+            reader,
+            appender: Some(appender),
+            writer: Some(writer),
+        })
+    }
+
+    /// A handle for reading.
+    pub fn reader(&self) -> LogReader {
+        self.reader.clone()
+    }
+
+    /// A handle for appending.
+    pub fn appender(&self) -> Appender<M> {
+        self.appender
+            .clone()
+            .expect("the appender is only taken by close, which consumes the log")
+    }
+
+    /// Lets the writer finish every append already queued and waits for it to stop. Every other
+    /// [`Appender`] clone must be dropped first, or this waits until they are. (Dropping a `Log`
+    /// without closing it is safe too: the writer then stops once the last appender is gone.)
+    pub fn close(mut self) {
+        drop(self.appender.take());
+        if let Some(w) = self.writer.take() {
+            if w.join().is_err() {
+                tracing::error!("the log writer thread panicked");
+            }
+        }
+    }
+}
+
+/// Checks the entries appended since the last verified start: chain links, positions, recorded
+/// times, and every stored Merkle node they complete. Records the new verified size.
+fn verify_from_last_point(
+    store: &dyn LogStore,
+) -> Result<(Frontier, Hash, Option<Time>), OpenError> {
+    let size = store.size()?;
+    let verified = match store.meta(VERIFIED_SIZE)? {
+        None => 0,
+        Some(v) => u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("verified size is not 8 bytes".into()))?,
+        ),
+    };
+    if verified > size {
+        return Err(OpenError::BrokenChain {
+            position: size,
+            reason: format!("the log ends at {size} but {verified} entries were verified before"),
+        });
+    }
+    let nodes = StoreNodes(store);
+    let mut frontier = Frontier::load(&nodes, verified).map_err(|e| OpenError::BrokenChain {
+        position: verified,
+        reason: format!("the Merkle tree up to the verified point cannot be read: {e}"),
+    })?;
+    let (mut chain, mut last_hash, mut last_time) = if verified == 0 {
+        (ChainVerifier::new(), entry::ZERO_HASH, None)
+    } else {
+        let last = store
+            .entry(verified - 1)?
+            .ok_or_else(|| OpenError::BrokenChain {
+                position: verified - 1,
+                reason: "entry is missing".into(),
+            })?;
+        let header = entry::decode_header(&last).map_err(|e| OpenError::BrokenChain {
+            position: verified - 1,
+            reason: e.to_string(),
+        })?;
+        let hash = merkle::leaf_hash(&last);
+        (
+            ChainVerifier::resume(verified, hash, Some(header.recorded_at)),
+            hash,
+            Some(header.recorded_at),
+        )
+    };
+    const CHUNK: u64 = 4096;
+    let mut position = verified;
+    while position < size {
+        let end = (position + CHUNK).min(size);
+        let chunk = store.entries(position, end)?;
+        for (pos, bytes) in chunk {
+            if pos != chain.next_position() {
+                return Err(OpenError::BrokenChain {
+                    position: chain.next_position(),
+                    reason: "entry is missing".into(),
+                });
+            }
+            let leaf = chain
+                .push(&bytes)
+                .map_err(|e: ChainError| OpenError::BrokenChain {
+                    position: e.position(),
+                    reason: e.to_string(),
+                })?;
+            for node in frontier.push(leaf) {
+                if store.node(node.level, node.index)? != Some(node.hash) {
+                    return Err(OpenError::BrokenChain {
+                        position: pos,
+                        reason: format!(
+                            "stored Merkle node (level {}, index {}) does not match the entries",
+                            node.level, node.index
+                        ),
+                    });
+                }
+            }
+            last_hash = leaf;
+            last_time = Some(
+                entry::decode_header(&bytes)
+                    .map(|h| h.recorded_at)
+                    .map_err(|e| OpenError::BrokenChain {
+                        position: pos,
+                        reason: e.to_string(),
+                    })?,
+            );
+        }
+        if chain.next_position() != end {
+            return Err(OpenError::BrokenChain {
+                position: chain.next_position(),
+                reason: "entry is missing".into(),
+            });
+        }
+        position = end;
+    }
+    if size != verified {
+        tracing::info!(from = verified, to = size, "verified the log's new entries");
+        store.write(crate::store::WriteBatch {
+            meta: vec![(VERIFIED_SIZE, size.to_be_bytes().to_vec())],
+            ..Default::default()
+        })?;
+        store.sync()?;
+    }
+    Ok((frontier, last_hash, last_time))
+}
+
+fn sign_checkpoint(signer: &NoteSigner, size: u64, root: Hash) -> String {
+    let cp = Checkpoint {
+        origin: signer.name().to_string(),
+        size,
+        root,
+        extensions: vec![],
+    };
+    cp.sign(signer).expect("the signer's name is the origin")
+}
+
+/// Perfect Merkle nodes read from a store.
+pub struct StoreNodes<'a>(pub &'a dyn LogStore);
+
+impl NodeSource for StoreNodes<'_> {
+    fn perfect_node(&self, level: u32, index: u64) -> Result<Hash, ProofError> {
+        match self.0.node(level, index) {
+            Ok(Some(h)) => Ok(h),
+            Ok(None) => Err(ProofError::Source(format!(
+                "node ({level}, {index}) is not stored"
+            ))),
+            Err(e) => Err(ProofError::Source(e.to_string())),
+        }
+    }
+}
+
+/// Why a read could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The request asks for something outside the durable log.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A proof could not be built (a missing node: the store is damaged).
+    #[error("proof could not be built: {0}")]
+    Proof(ProofError),
+}
+
+/// Read access to the durable part of the log. Cheap to clone.
+#[derive(Clone)]
+pub struct LogReader {
+    store: Arc<dyn LogStore>,
+    head: watch::Receiver<Arc<Head>>,
+    signer: Arc<NoteSigner>,
+}
+
+impl LogReader {
+    /// The durable head.
+    pub fn head(&self) -> Arc<Head> {
+        self.head.borrow().clone()
+    }
+
+    /// A receiver that changes whenever the durable head moves.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Head>> {
+        self.head.clone()
+    }
+
+    /// The store, for projection reads.
+    pub fn store(&self) -> &Arc<dyn LogStore> {
+        &self.store
+    }
+
+    /// The checkpoint signer's origin.
+    pub fn origin(&self) -> &str {
+        self.signer.name()
+    }
+
+    /// Durable entries `start..end` (clamped to the head), at most `limit` of them.
+    pub fn entries(
+        &self,
+        start: u64,
+        end: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+        let end = end.min(self.head().size).min(start.saturating_add(limit));
+        Ok(self.store.entries(start, end)?)
+    }
+
+    /// One durable entry.
+    pub fn entry(&self, position: u64) -> Result<Vec<u8>, ReadError> {
+        let size = self.head().size;
+        if position >= size {
+            return Err(ReadError::OutOfRange(format!(
+                "position {position} is not in the log (size {size})"
+            )));
+        }
+        self.store.entry(position)?.ok_or_else(|| {
+            ReadError::Store(StoreError::Corrupt(format!("entry {position} is missing")))
+        })
+    }
+
+    /// Resolves a requested tree size: 0 means the head; larger than the head is refused.
+    pub fn resolve_size(&self, requested: u64) -> Result<u64, ReadError> {
+        let size = self.head().size;
+        match requested {
+            0 => Ok(size),
+            n if n <= size => Ok(n),
+            n => Err(ReadError::OutOfRange(format!(
+                "tree size {n} is larger than the log ({size})"
+            ))),
+        }
+    }
+
+    /// The root hash of the tree of `size` entries.
+    pub fn root(&self, size: u64) -> Result<Hash, ReadError> {
+        merkle::root(&StoreNodes(self.store.as_ref()), size).map_err(ReadError::Proof)
+    }
+
+    /// The inclusion proof of `position` in the tree of `size` entries.
+    pub fn inclusion_proof(&self, position: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
+        if position >= size {
+            return Err(ReadError::OutOfRange(format!(
+                "position {position} is not below tree size {size}"
+            )));
+        }
+        merkle::inclusion_proof(&StoreNodes(self.store.as_ref()), position, size)
+            .map_err(ReadError::Proof)
+    }
+
+    /// The consistency proof between two tree sizes.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, ReadError> {
+        if from == 0 || from > to {
+            return Err(ReadError::OutOfRange(format!(
+                "consistency needs 0 < from_size <= to_size, got {from} and {to}"
+            )));
+        }
+        merkle::consistency_proof(&StoreNodes(self.store.as_ref()), from, to)
+            .map_err(ReadError::Proof)
+    }
+
+    /// A signed checkpoint for `size` (the head's own when it is the head).
+    pub fn checkpoint(&self, size: u64) -> Result<String, ReadError> {
+        let head = self.head();
+        if size == head.size {
+            return Ok(head.checkpoint.to_string());
+        }
+        let root = self.root(size)?;
+        Ok(sign_checkpoint(&self.signer, size, root))
+    }
+
+    /// The request record for an ID, if its entry is durable.
+    pub fn request(&self, id: &Uuid) -> Result<Option<crate::store::RequestRecord>, ReadError> {
+        let size = self.head().size;
+        Ok(self.store.request(id)?.filter(|r| r.position < size))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,340 @@
+//! The log's own promises: durability before acknowledgement, group commit, failure handling,
+//! time ordering, and proofs for every tree size.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+use registry_proto::keys::P256KeyPair;
+use registry_proto::merkle::{self, Hash, MemoryTree};
+use registry_proto::note::NoteSigner;
+use registry_proto::time::Time;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::*;
+use crate::store::memory::MemoryStore;
+use crate::store::sled::{SledOptions, SledStore};
+use crate::store::{Keyspace, RequestRecord, WriteBatch};
+
+fn signer() -> NoteSigner {
+    NoteSigner::new("log.test/log", P256KeyPair::generate()).unwrap()
+}
+
+fn digest(b: &[u8]) -> Hash {
+    Sha256::digest(b).into()
+}
+
+/// Wraps a memory store to watch and disturb the writer: it can hold a sync until released,
+/// fail a sync, and it remembers how many entries each write carried.
+#[derive(Clone, Default)]
+struct Probe {
+    inner: MemoryStore,
+    hold_sync: Arc<AtomicBool>,
+    fail_sync: Arc<AtomicBool>,
+    syncs_started: Arc<AtomicU64>,
+    batch_sizes: Arc<Mutex<Vec<usize>>>,
+}
+
+impl LogStore for Probe {
+    fn size(&self) -> Result<u64, StoreError> {
+        self.inner.size()
+    }
+    fn entry(&self, p: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.entry(p)
+    }
+    fn entries(&self, s: u64, e: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.entries(s, e)
+    }
+    fn node(&self, l: u32, i: u64) -> Result<Option<Hash>, StoreError> {
+        self.inner.node(l, i)
+    }
+    fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.request(id)
+    }
+    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.meta(k)
+    }
+    fn get(&self, ks: Keyspace, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(ks, k)
+    }
+    fn scan_prefix(&self, ks: Keyspace, p: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.scan_prefix(ks, p)
+    }
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.batch_sizes.lock().unwrap().push(batch.entries.len());
+        self.inner.write(batch)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        self.syncs_started.fetch_add(1, Ordering::SeqCst);
+        while self.hold_sync.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if self.fail_sync.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("injected fsync failure".into()));
+        }
+        self.inner.sync()
+    }
+    fn clear_projections(&self, ks: &[Keyspace]) -> Result<(), StoreError> {
+        self.inner.clear_projections(ks)
+    }
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk()
+    }
+}
+
+fn open(store: Arc<dyn LogStore>, clock: Clock) -> Log<RawBodies> {
+    Log::open(store, RawBodies, signer(), LogOptions::default(), clock).unwrap()
+}
+
+fn body(i: u64) -> Vec<u8> {
+    use prost::Message;
+    registry_proto::pb::LogEntry {
+        request_id: format!("body-{i}"),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+async fn append(
+    a: &Appender<RawBodies>,
+    i: u64,
+) -> Result<Appended, AppendError<std::convert::Infallible>> {
+    let b = body(i);
+    a.append(Uuid::new_v4(), digest(&b), b).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_append_is_acknowledged_before_its_batch_is_synced() {
+    let probe = Probe::default();
+    let log = open(Arc::new(probe.clone()), system_clock());
+    let appender = log.appender();
+    let mut tasks = Vec::new();
+    for w in 0..64u64 {
+        let (a, p) = (appender.clone(), probe.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let done = append(&a, w * 1000 + i).await.unwrap();
+                // The moment we hear back, the entry must already survive a crash.
+                assert!(
+                    done.position < p.inner.durable_size(),
+                    "position {} acknowledged before it was durable",
+                    done.position
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let batches = probe.batch_sizes.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 64 * 20);
+    // One sync per written batch: appends share flushes instead of paying one each.
+    assert_eq!(probe.inner.sync_count() as usize, batches.len());
+    drop(appender);
+    log.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_waiting_during_a_sync_share_the_next_one() {
+    let probe = Probe::default();
+    let log = open(Arc::new(probe.clone()), system_clock());
+    let appender = log.appender();
+    probe.hold_sync.store(true, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let a = appender.clone();
+        async move { append(&a, 0).await }
+    });
+    while probe.syncs_started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let mut rest = Vec::new();
+    for i in 1..64 {
+        let a = appender.clone();
+        rest.push(tokio::spawn(async move { append(&a, i).await }));
+    }
+    while appender.queued() < 63 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    probe.hold_sync.store(false, Ordering::SeqCst);
+    first.await.unwrap().unwrap();
+    for t in rest {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(*probe.batch_sizes.lock().unwrap(), vec![1, 63]);
+    assert_eq!(probe.inner.sync_count(), 2);
+    drop(appender);
+    log.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_fails_its_batch_and_everything_after() {
+    let probe = Probe::default();
+    let log = open(Arc::new(probe.clone()), system_clock());
+    let appender = log.appender();
+    for i in 0..5 {
+        append(&appender, i).await.unwrap();
+    }
+    let durable_before = probe.inner.durable_size();
+    probe.fail_sync.store(true, Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let a = appender.clone();
+        tasks.push(tokio::spawn(async move { append(&a, 100 + i).await }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Err(AppendError::Unavailable(_))));
+    }
+    // The disk recovers, but the writer must not: it cannot know what reached the disk.
+    probe.fail_sync.store(false, Ordering::SeqCst);
+    for i in 0..5 {
+        assert!(matches!(
+            append(&appender, 200 + i).await,
+            Err(AppendError::Unavailable(_))
+        ));
+    }
+    assert!(matches!(
+        *appender.status().borrow(),
+        WriterStatus::Failed(_)
+    ));
+    assert_eq!(
+        log.reader().head().size,
+        durable_before,
+        "readers never see the failed batch"
+    );
+    assert_eq!(probe.inner.crash().size().unwrap(), durable_before);
+    drop(appender);
+    log.close();
+}
+
+#[tokio::test]
+async fn recorded_times_increase_even_when_the_clock_goes_back() {
+    let start = registry_proto::time::parse("2030-01-01T00:00:00Z").unwrap();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let clock: Clock = {
+        let ticks = ticks.clone();
+        // Every reading is a second earlier than the one before.
+        Arc::new(move || {
+            start - chrono::TimeDelta::seconds(ticks.fetch_add(1, Ordering::SeqCst) as i64)
+        })
+    };
+    let log = open(Arc::new(MemoryStore::new()), clock);
+    let appender = log.appender();
+    for i in 0..20 {
+        append(&appender, i).await.unwrap();
+    }
+    let times: Vec<Time> = log
+        .reader()
+        .entries(0, 20, 20)
+        .unwrap()
+        .iter()
+        .map(|(_, b)| registry_proto::entry::decode_header(b).unwrap().recorded_at)
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    drop(appender);
+    log.close();
+}
+
+/// A sled-backed log of `size` entries appended by eight concurrent writers, and the reference
+/// tree over its leaf hashes.
+fn sled_log(size: u64) -> (tempfile::TempDir, Log<RawBodies>, MemoryTree) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+    let log = open(store, system_clock());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let appender = log.appender();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..8u64 {
+            let a = appender.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..size).step_by(8) {
+                    append(&a, i).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let leaves = log
+        .reader()
+        .entries(0, size, size)
+        .unwrap()
+        .iter()
+        .map(|(_, b)| merkle::leaf_hash(b))
+        .collect();
+    (dir, log, MemoryTree::new(leaves))
+}
+
+/// A 2,000-entry log on sled; proptest draws tree sizes up to its head and every inclusion and
+/// consistency proof for that size must verify, and fail once the root, index or size changes.
+#[test]
+fn every_proof_the_store_produces_verifies_and_fails_when_changed() {
+    use proptest::test_runner::{Config, TestRunner};
+    let (_dir, log, tree) = sled_log(2000);
+    let reader = log.reader();
+    assert_eq!(reader.head().size, 2000);
+    // roots[n] is the root of the first n entries, computed independently of the store.
+    let mut frontier = merkle::Frontier::new();
+    let mut roots = vec![frontier.root()];
+    for i in 0..2000 {
+        frontier.push(tree.perfect_node(0, i).unwrap());
+        roots.push(frontier.root());
+    }
+    assert_eq!(roots[2000], tree.mth(0, 2000));
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        ..Config::default()
+    });
+    let result = runner.run(&(1u64..=2000), |size| {
+        let root = roots[size as usize];
+        prop_assert_eq!(reader.root(size).unwrap(), root);
+        let mut bad_root = root;
+        bad_root[31] ^= 0x80;
+        for index in 0..size {
+            let leaf = tree.perfect_node(0, index).unwrap();
+            let proof = reader.inclusion_proof(index, size).unwrap();
+            prop_assert!(merkle::verify_inclusion(index, size, &leaf, &proof, &root).is_ok());
+            prop_assert!(merkle::verify_inclusion(index, size, &leaf, &proof, &bad_root).is_err());
+            if size > 1 {
+                let other = (index + 1) % size;
+                prop_assert!(merkle::verify_inclusion(other, size, &leaf, &proof, &root).is_err());
+            }
+            // Against another size, with that size's true root.
+            if size < 2000 {
+                let r = roots[size as usize + 1];
+                prop_assert!(merkle::verify_inclusion(index, size + 1, &leaf, &proof, &r).is_err());
+            }
+        }
+        for from in 1..=size {
+            let from_root = roots[from as usize];
+            let proof = reader.consistency_proof(from, size).unwrap();
+            prop_assert!(merkle::verify_consistency(from, size, &from_root, &root, &proof).is_ok());
+            prop_assert!(
+                merkle::verify_consistency(from, size, &from_root, &bad_root, &proof).is_err()
+            );
+            if from < size {
+                let r = roots[from as usize + 1];
+                prop_assert!(
+                    merkle::verify_consistency(from + 1, size, &r, &root, &proof).is_err()
+                );
+            }
+            if size < 2000 {
+                let r = roots[size as usize + 1];
+                prop_assert!(
+                    merkle::verify_consistency(from, size + 1, &from_root, &r, &proof).is_err()
+                );
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    drop(reader);
+    log.close();
+}

@@ -1,0 +1,338 @@
+//! The single writer: position assignment and group commit.
+//!
+//! One OS thread owns the tip of the log. It takes every append waiting in its queue (up to a
+//! batch limit), runs each through the [`Machine`] in order, frames and hashes the entries, and
+//! writes the whole batch (entries, Merkle nodes, request IDs, projections) in one atomic store
+//! write followed by one sync. Only then does it publish the new head and answer the callers:
+//! appends that arrive while a sync is in progress simply form the next batch, so concurrent
+//! writers share flushes without any timer.
+//!
+//! Any storage error is final: the writer answers every pending append with `Unavailable`,
+//! marks itself failed, and stops. It never acknowledges anything after a failed write or sync,
+//! because it can no longer know what is on disk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use registry_proto::entry::{EntryHeader, encode_entry};
+use registry_proto::merkle::{Frontier, Hash, leaf_hash};
+use registry_proto::note::NoteSigner;
+use registry_proto::time::{self, MICROSECOND, Time};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::{DecideError, EntryContext, Head, LogOptions, Machine, View, sign_checkpoint};
+use crate::store::{LogStore, RequestRecord, StoreError, WriteBatch};
+
+/// The source of "now" for recorded times; injectable so tests can turn the clock back.
+pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(chrono::Utc::now)
+}
+
+/// Whether the writer still accepts appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterStatus {
+    /// Appending.
+    Running,
+    /// Stopped after a storage error; nothing will be appended until restart.
+    Failed(String),
+}
+
+/// A durable append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The entry's position.
+    pub position: u64,
+    /// True when the request ID was already in the log with the same content: `position` is
+    /// the original entry and nothing new was appended.
+    pub duplicate: bool,
+}
+
+/// An append that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError<R> {
+    /// The machine refused the command.
+    #[error("command refused")]
+    Rejected(R),
+    /// The request ID was used before for different content.
+    #[error("request ID already used for different content (entry {position})")]
+    AlreadyExists {
+        /// The entry the ID belongs to.
+        position: u64,
+    },
+    /// The writer cannot append (stopped, or storage failed). The append may or may not be
+    /// durable; retrying with the same request ID is safe.
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+type Reply<R> = oneshot::Sender<Result<Appended, AppendError<R>>>;
+
+struct Job<M: Machine> {
+    request_id: Uuid,
+    digest: Hash,
+    command: M::Command,
+    reply: Reply<M::Rejection>,
+}
+
+/// Submits appends to the writer. Cheap to clone.
+pub struct Appender<M: Machine> {
+    tx: mpsc::Sender<Job<M>>,
+    status: watch::Receiver<WriterStatus>,
+}
+
+impl<M: Machine> Clone for Appender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl<M: Machine> Appender<M> {
+    /// Appends `command` under `request_id`; `digest` identifies its content for idempotency.
+    /// Resolves once the entry is durable (or known not to be appended).
+    pub async fn append(
+        &self,
+        request_id: Uuid,
+        digest: Hash,
+        command: M::Command,
+    ) -> Result<Appended, AppendError<M::Rejection>> {
+        if let WriterStatus::Failed(why) = &*self.status.borrow() {
+            return Err(AppendError::Unavailable(why.clone()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job {
+                request_id,
+                digest,
+                command,
+                reply,
+            })
+            .await
+            .map_err(|_| AppendError::Unavailable("the log writer has stopped".into()))?;
+        answer.await.map_err(|_| {
+            AppendError::Unavailable("the log writer stopped before the append was durable".into())
+        })?
+    }
+
+    /// Appends waiting for the writer (not yet taken into a batch).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// The writer's status, for health reporting.
+    pub fn status(&self) -> watch::Receiver<WriterStatus> {
+        self.status.clone()
+    }
+}
+
+pub(super) struct WriterSetup<M> {
+    pub store: Arc<dyn LogStore>,
+    pub machine: M,
+    pub signer: Arc<NoteSigner>,
+    pub frontier: Frontier,
+    pub last_hash: Hash,
+    pub last_recorded_at: Option<Time>,
+    pub head: watch::Sender<Arc<Head>>,
+    pub options: LogOptions,
+    pub clock: Clock,
+}
+
+pub(super) fn start<M: Machine>(
+    setup: WriterSetup<M>,
+) -> (Appender<M>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(setup.options.queue_depth.max(1));
+    let (status_tx, status_rx) = watch::channel(WriterStatus::Running);
+    let writer = Writer {
+        setup,
+        status: status_tx,
+    };
+    let handle = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || writer.run(rx))
+        .expect("spawning the log writer thread");
+    (
+        Appender {
+            tx,
+            status: status_rx,
+        },
+        handle,
+    )
+}
+
+struct Writer<M: Machine> {
+    setup: WriterSetup<M>,
+    status: watch::Sender<WriterStatus>,
+}
+
+type Outcome<R> = Result<Appended, AppendError<R>>;
+
+impl<M: Machine> Writer<M> {
+    fn run(mut self, mut rx: mpsc::Receiver<Job<M>>) {
+        let max_batch = self.setup.options.max_batch.max(1);
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.commit(jobs) {
+                let why = format!("storage failed, the writer has stopped: {e}");
+                tracing::error!(error = %e, "log writer stopped after a storage error");
+                self.status.send_replace(WriterStatus::Failed(why));
+                // Dropping the receiver fails every queued append with Unavailable.
+                return;
+            }
+        }
+        tracing::debug!("log writer stopped: no appenders left");
+    }
+
+    /// The next recorded time: now, but always at least a microsecond after the last entry.
+    fn next_time(&self) -> Time {
+        let now = time::truncate_micros((self.setup.clock)());
+        match self.setup.last_recorded_at {
+            Some(last) if now <= last => last + MICROSECOND,
+            _ => now,
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<Job<M>>) -> Result<(), StoreError> {
+        let store = self.setup.store.clone();
+        let mut view = View::new(store.as_ref());
+        let mut batch = WriteBatch::default();
+        let mut in_batch: HashMap<Uuid, RequestRecord> = HashMap::new();
+        let mut replies: Vec<(Reply<M::Rejection>, Outcome<M::Rejection>)> =
+            Vec::with_capacity(jobs.len());
+        let mut failure: Option<StoreError> = None;
+
+        for job in jobs {
+            let Job {
+                request_id,
+                digest,
+                command,
+                reply,
+            } = job;
+            if failure.is_some() {
+                replies.push((reply, Err(AppendError::Unavailable(String::new()))));
+                continue;
+            }
+            match self.one(
+                request_id,
+                digest,
+                command,
+                &mut view,
+                &mut batch,
+                &mut in_batch,
+            ) {
+                Ok(outcome) => replies.push((reply, outcome)),
+                Err(e) => {
+                    failure = Some(e);
+                    replies.push((reply, Err(AppendError::Unavailable(String::new()))));
+                }
+            }
+        }
+
+        if failure.is_none() && !batch.entries.is_empty() {
+            batch.projections = view.into_writes();
+            let written = batch.entries.len();
+            if let Err(e) = store.write(batch).and_then(|()| store.sync()) {
+                failure = Some(e);
+            } else {
+                tracing::trace!(entries = written, "group commit durable");
+            }
+        }
+
+        if let Some(e) = failure {
+            let why = format!("storage failed: {e}");
+            for (reply, _) in replies {
+                let _ = reply.send(Err(AppendError::Unavailable(why.clone())));
+            }
+            return Err(e);
+        }
+
+        // Durable: publish the new head first, so a caller who hears back can read its entry.
+        let frontier = &self.setup.frontier;
+        if frontier.size() != self.setup.head.borrow().size {
+            let (size, root) = (frontier.size(), frontier.root());
+            self.setup.head.send_replace(Arc::new(Head {
+                size,
+                root,
+                last_hash: self.setup.last_hash,
+                last_recorded_at: self.setup.last_recorded_at,
+                checkpoint: sign_checkpoint(&self.setup.signer, size, root).into(),
+            }));
+        }
+        for (reply, outcome) in replies {
+            let _ = reply.send(outcome);
+        }
+        Ok(())
+    }
+
+    /// Handles one append inside the batch. `Err` is a storage failure (fatal); a refusal is an
+    /// `Ok(Err(..))` outcome.
+    fn one(
+        &mut self,
+        request_id: Uuid,
+        digest: Hash,
+        command: M::Command,
+        view: &mut View<'_>,
+        batch: &mut WriteBatch,
+        in_batch: &mut HashMap<Uuid, RequestRecord>,
+    ) -> Result<Outcome<M::Rejection>, StoreError> {
+        let known = match in_batch.get(&request_id) {
+            Some(r) => Some(*r),
+            None => self.setup.store.request(&request_id)?,
+        };
+        if let Some(record) = known {
+            return Ok(if record.digest == digest {
+                Ok(Appended {
+                    position: record.position,
+                    duplicate: true,
+                })
+            } else {
+                Err(AppendError::AlreadyExists {
+                    position: record.position,
+                })
+            });
+        }
+
+        let context = EntryContext {
+            position: self.setup.frontier.size(),
+            recorded_at: self.next_time(),
+        };
+        let decided = match self.setup.machine.decide(&command, &context, view) {
+            Ok(d) => d,
+            Err(DecideError::Rejected(r)) => return Ok(Err(AppendError::Rejected(r))),
+            Err(DecideError::Store(e)) => return Err(e),
+        };
+        let header = EntryHeader {
+            position: context.position,
+            recorded_at: context.recorded_at,
+            prev_hash: self.setup.last_hash,
+        };
+        let bytes = encode_entry(&header, &decided.body);
+        let leaf = leaf_hash(&bytes);
+        batch.nodes.extend(self.setup.frontier.push(leaf));
+        batch.entries.push((header.position, bytes));
+        let record = RequestRecord {
+            position: header.position,
+            digest,
+        };
+        batch.requests.push((request_id, record));
+        in_batch.insert(request_id, record);
+        self.setup.last_hash = leaf;
+        self.setup.last_recorded_at = Some(header.recorded_at);
+        self.setup.machine.apply(&header, &decided.effects, view)?;
+        Ok(Ok(Appended {
+            position: header.position,
+            duplicate: false,
+        }))
+    }
+}

@@ -1,0 +1,351 @@
+//! The conformance suite every [`LogStore`] must pass.
+//!
+//! It checks the store's own promises (reads return what was written, batches are atomic and
+//! ordered, prefix scans respect their bounds) and then drives the real log writer on top of it:
+//! gap-free positions, a verifying chain and tree, idempotent appends, and all of that again
+//! after closing and re-opening the store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use registry_proto::entry::ChainVerifier;
+use registry_proto::keys::P256KeyPair;
+use registry_proto::merkle::{self, MemoryTree, PerfectNode};
+use registry_proto::note::NoteSigner;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::memory::MemoryStore;
+use super::sled::{SledOptions, SledStore};
+use super::{Keyspace, LogStore, ProjectionWrite, RequestRecord, WriteBatch};
+use crate::log::{AppendError, Log, LogOptions, OpenError, RawBodies, system_clock};
+
+/// Opens stores by name; opening a name again after every handle to it is dropped re-opens the
+/// same data, as a restart would.
+pub(crate) trait Factory {
+    fn open(&mut self, name: &str) -> Arc<dyn LogStore>;
+}
+
+#[derive(Default)]
+pub(crate) struct MemoryFactory {
+    stores: HashMap<String, MemoryStore>,
+}
+
+impl Factory for MemoryFactory {
+    fn open(&mut self, name: &str) -> Arc<dyn LogStore> {
+        Arc::new(self.stores.entry(name.to_string()).or_default().reopen())
+    }
+}
+
+pub(crate) struct SledFactory {
+    dir: tempfile::TempDir,
+}
+
+impl SledFactory {
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Factory for SledFactory {
+    fn open(&mut self, name: &str) -> Arc<dyn LogStore> {
+        Arc::new(SledStore::open(&self.path(name), &SledOptions::default()).expect("open sled"))
+    }
+}
+
+pub(crate) fn run_all(f: &mut dyn Factory) {
+    an_empty_store_has_nothing(f);
+    a_batch_reads_back_as_written(f);
+    prefix_scans_stay_inside_their_prefix(f);
+    appends_get_gap_free_positions_and_a_verifying_tree(f);
+    a_retry_with_the_same_request_id_returns_the_original_position(f);
+    idempotency_holds_across_close_and_reopen(f);
+    a_reopened_log_continues_the_chain(f);
+    a_tampered_entry_stops_the_log_from_opening(f);
+}
+
+fn signer() -> NoteSigner {
+    NoteSigner::new("conformance.test/log", P256KeyPair::generate()).expect("valid name")
+}
+
+fn open_log(store: Arc<dyn LogStore>) -> Result<Log<RawBodies>, OpenError> {
+    Log::open(
+        store,
+        RawBodies,
+        signer(),
+        LogOptions::default(),
+        system_clock(),
+    )
+}
+
+fn digest(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
+}
+
+/// A body is any run of encoded `LogEntry` fields; field 4 (request ID) is enough.
+fn body(request_id: Uuid) -> Vec<u8> {
+    use prost::Message;
+    registry_proto::pb::LogEntry {
+        request_id: request_id.to_string(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn append_all(log: &Log<RawBodies>, ids: &[Uuid]) -> Vec<u64> {
+    let appender = log.appender();
+    runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for id in ids {
+            let a = appender.clone();
+            let b = body(*id);
+            let id = *id;
+            tasks.push(tokio::spawn(
+                async move { a.append(id, digest(&b), b).await },
+            ));
+        }
+        let mut positions = Vec::new();
+        for t in tasks {
+            positions.push(t.await.expect("task").expect("append").position);
+        }
+        positions
+    })
+}
+
+fn an_empty_store_has_nothing(f: &mut dyn Factory) {
+    let s = f.open("empty");
+    assert_eq!(s.size().unwrap(), 0);
+    assert_eq!(s.entry(0).unwrap(), None);
+    assert!(s.entries(0, 10).unwrap().is_empty());
+    assert_eq!(s.node(0, 0).unwrap(), None);
+    assert_eq!(s.request(&Uuid::new_v4()).unwrap(), None);
+    assert_eq!(s.meta("anything").unwrap(), None);
+    assert_eq!(s.get(Keyspace("k"), b"x").unwrap(), None);
+}
+
+fn a_batch_reads_back_as_written(f: &mut dyn Factory) {
+    let s = f.open("readback");
+    let id = Uuid::new_v4();
+    let record = RequestRecord {
+        position: 1,
+        digest: [5u8; 32],
+    };
+    s.write(WriteBatch {
+        entries: vec![(0, b"zero".to_vec()), (1, b"one".to_vec())],
+        nodes: vec![PerfectNode {
+            level: 1,
+            index: 0,
+            hash: [3u8; 32],
+        }],
+        requests: vec![(id, record)],
+        projections: vec![ProjectionWrite {
+            keyspace: Keyspace("k"),
+            key: b"a".to_vec(),
+            value: Some(b"1".to_vec()),
+        }],
+        meta: vec![("m", b"v".to_vec())],
+    })
+    .unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.size().unwrap(), 2);
+    assert_eq!(s.entry(1).unwrap(), Some(b"one".to_vec()));
+    assert_eq!(
+        s.entries(0, 100).unwrap(),
+        vec![(0, b"zero".to_vec()), (1, b"one".to_vec())]
+    );
+    assert_eq!(s.entries(1, 2).unwrap(), vec![(1, b"one".to_vec())]);
+    assert_eq!(s.node(1, 0).unwrap(), Some([3u8; 32]));
+    assert_eq!(s.request(&id).unwrap(), Some(record));
+    assert_eq!(s.meta("m").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(s.get(Keyspace("k"), b"a").unwrap(), Some(b"1".to_vec()));
+    // Deleting a projection record.
+    s.write(WriteBatch {
+        projections: vec![ProjectionWrite {
+            keyspace: Keyspace("k"),
+            key: b"a".to_vec(),
+            value: None,
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.get(Keyspace("k"), b"a").unwrap(), None);
+    // The same key in another keyspace is another record.
+    assert_eq!(s.get(Keyspace("other"), b"a").unwrap(), None);
+}
+
+fn prefix_scans_stay_inside_their_prefix(f: &mut dyn Factory) {
+    let s = f.open("prefix");
+    let put = |k: &[u8]| ProjectionWrite {
+        keyspace: Keyspace("p"),
+        key: k.to_vec(),
+        value: Some(k.to_vec()),
+    };
+    s.write(WriteBatch {
+        projections: vec![
+            put(b"ab\x00"),
+            put(b"ab\xff"),
+            put(b"aa"),
+            put(b"ac"),
+            put(b"ab"),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let keys: Vec<Vec<u8>> = s
+        .scan_prefix(Keyspace("p"), b"ab")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![b"ab".to_vec(), b"ab\x00".to_vec(), b"ab\xff".to_vec()]
+    );
+    assert!(s.scan_prefix(Keyspace("q"), b"ab").unwrap().is_empty());
+}
+
+fn appends_get_gap_free_positions_and_a_verifying_tree(f: &mut dyn Factory) {
+    let store = f.open("tree");
+    let log = open_log(store.clone()).unwrap();
+    let ids: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+    let mut positions = append_all(&log, &ids);
+    positions.sort_unstable();
+    assert_eq!(positions, (0..200).collect::<Vec<_>>());
+
+    let reader = log.reader();
+    let head = reader.head();
+    assert_eq!(head.size, 200);
+    let mut chain = ChainVerifier::new();
+    let mut tree = MemoryTree::default();
+    for (pos, bytes) in reader.entries(0, 200, 1000).unwrap() {
+        assert_eq!(pos, chain.next_position());
+        tree.push(chain.push(&bytes).expect("chain verifies"));
+    }
+    assert_eq!(head.root, tree.mth(0, 200));
+    for (index, size) in [(0, 1), (5, 17), (199, 200), (64, 65), (100, 128)] {
+        let proof = reader.inclusion_proof(index, size).unwrap();
+        let leaf = merkle::leaf_hash(&reader.entry(index).unwrap());
+        merkle::verify_inclusion(index, size, &leaf, &proof, &tree.mth(0, size)).unwrap();
+    }
+    for (from, to) in [(1, 200), (7, 8), (64, 200), (100, 101), (200, 200)] {
+        let proof = reader.consistency_proof(from, to).unwrap();
+        merkle::verify_consistency(from, to, &tree.mth(0, from), &tree.mth(0, to), &proof).unwrap();
+    }
+    log.close();
+}
+
+fn a_retry_with_the_same_request_id_returns_the_original_position(f: &mut dyn Factory) {
+    let log = open_log(f.open("idempotent")).unwrap();
+    let id = Uuid::new_v4();
+    let first = append_all(&log, &[id, Uuid::new_v4()])[0];
+    let appender = log.appender();
+    let rt = runtime();
+    let again = rt
+        .block_on(appender.append(id, digest(&body(id)), body(id)))
+        .unwrap();
+    assert_eq!(again.position, first);
+    assert!(again.duplicate);
+    assert_eq!(log.reader().head().size, 2, "a retry appends nothing");
+    let other = b"other content".to_vec();
+    match rt.block_on(appender.append(id, digest(&other), other)) {
+        Err(AppendError::AlreadyExists { position }) => assert_eq!(position, first),
+        other => panic!("reusing a request ID for other content must fail, got {other:?}"),
+    }
+    // Duplicates inside one group commit: all get the same position.
+    let dup = Uuid::new_v4();
+    let positions = append_all(&log, &[dup, dup, dup]);
+    assert!(positions.iter().all(|p| *p == positions[0]));
+    assert_eq!(log.reader().head().size, 3);
+    drop(appender);
+    log.close();
+}
+
+fn idempotency_holds_across_close_and_reopen(f: &mut dyn Factory) {
+    let id = Uuid::new_v4();
+    let first = {
+        let log = open_log(f.open("idempotent-reopen")).unwrap();
+        let p = append_all(&log, &[Uuid::new_v4(), id])[1];
+        log.close();
+        p
+    };
+    let log = open_log(f.open("idempotent-reopen")).unwrap();
+    let appender = log.appender();
+    let rt = runtime();
+    let again = rt
+        .block_on(appender.append(id, digest(&body(id)), body(id)))
+        .unwrap();
+    assert_eq!((again.position, again.duplicate), (first, true));
+    let other = b"changed".to_vec();
+    assert!(matches!(
+        rt.block_on(appender.append(id, digest(&other), other)),
+        Err(AppendError::AlreadyExists { .. })
+    ));
+    assert_eq!(log.reader().head().size, 2);
+    drop(appender);
+    log.close();
+}
+
+fn a_reopened_log_continues_the_chain(f: &mut dyn Factory) {
+    let (root, size) = {
+        let log = open_log(f.open("continue")).unwrap();
+        append_all(&log, &(0..10).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
+        let head = log.reader().head();
+        log.close();
+        (head.root, head.size)
+    };
+    let log = open_log(f.open("continue")).unwrap();
+    assert_eq!(
+        (log.reader().head().size, log.reader().head().root),
+        (size, root)
+    );
+    append_all(&log, &(0..5).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
+    let reader = log.reader();
+    let mut chain = ChainVerifier::new();
+    for (_, bytes) in reader.entries(0, 15, 100).unwrap() {
+        chain
+            .push(&bytes)
+            .expect("the chain continues across the restart");
+    }
+    assert_eq!(chain.next_position(), 15);
+    let proof = reader.consistency_proof(10, 15).unwrap();
+    merkle::verify_consistency(10, 15, &root, &reader.head().root, &proof).unwrap();
+    log.close();
+}
+
+fn a_tampered_entry_stops_the_log_from_opening(f: &mut dyn Factory) {
+    {
+        let log = open_log(f.open("tamper")).unwrap();
+        append_all(&log, &(0..10).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
+        log.close();
+    }
+    let store = f.open("tamper");
+    let mut bytes = store.entry(6).unwrap().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    store
+        .write(WriteBatch {
+            entries: vec![(6, bytes)],
+            ..Default::default()
+        })
+        .unwrap();
+    store.sync().unwrap();
+    match open_log(store) {
+        Err(OpenError::BrokenChain { position, .. }) => assert_eq!(position, 6),
+        Err(other) => panic!("expected a broken chain, got {other}"),
+        Ok(_) => panic!("a tampered log must not open"),
+    }
+}

@@ -1,0 +1,168 @@
+//! The log store: where entries, Merkle nodes, request IDs and projections live on disk.
+//!
+//! [`LogStore`] is deliberately small and dumb. It stores what the writer hands it and reads it
+//! back; it has no opinion about chains, proofs or idempotency (the [`crate::log`] module owns
+//! those rules). Two promises matter:
+//!
+//! - [`LogStore::write`] applies a [`WriteBatch`] atomically: after a crash either all of a
+//!   batch is there or none of it, and batches survive in order (a later one never without an
+//!   earlier one).
+//! - [`LogStore::sync`] returns only when everything written before it is on stable storage.
+//!   The writer acknowledges nothing before that returns.
+//!
+//! Implementations: [`sled::SledStore`] (production) and [`memory::MemoryStore`] (tests; it
+//! models durability, so unsynced writes are lost on a simulated crash). Both pass the same
+//! conformance suite.
+
+pub mod memory;
+pub mod sled;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use registry_proto::merkle::{Hash, PerfectNode};
+use uuid::Uuid;
+
+/// A storage failure. Any of these stops the writer: the registry never acknowledges a write
+/// after the disk has misbehaved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The operating system or the storage engine reported an error.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// Stored data is not what this version of the registry wrote.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// What the store remembers about a request ID: where its entry is and what it contained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// Position of the entry the request produced.
+    pub position: u64,
+    /// SHA-256 of the request's content, to tell a retry from a reuse of the ID.
+    pub digest: Hash,
+}
+
+/// A named group of projection records (one sled tree each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Keyspace(pub &'static str);
+
+/// One projection write: set or delete a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionWrite {
+    /// Which projection.
+    pub keyspace: Keyspace,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value; `None` deletes.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Everything one group commit writes, applied atomically.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// New entries, in position order, continuing the log without a gap.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Perfect Merkle subtree hashes completed by those entries.
+    pub nodes: Vec<PerfectNode>,
+    /// Request IDs of those entries.
+    pub requests: Vec<(Uuid, RequestRecord)>,
+    /// Projection updates derived from those entries.
+    pub projections: Vec<ProjectionWrite>,
+    /// Store metadata (e.g. the verified size).
+    pub meta: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl WriteBatch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.nodes.is_empty()
+            && self.requests.is_empty()
+            && self.projections.is_empty()
+            && self.meta.is_empty()
+    }
+}
+
+/// Storage for the log and its projections. See the module documentation for the promises.
+pub trait LogStore: Send + Sync + 'static {
+    /// Number of entries written (positions `0..size`).
+    fn size(&self) -> Result<u64, StoreError>;
+    /// The entry at `position`, exactly as written.
+    fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries `start..end` in order (fewer if the log is shorter).
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// A perfect Merkle subtree hash.
+    fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError>;
+    /// What is recorded for a request ID.
+    fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError>;
+    /// A metadata value.
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A projection record.
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// All projection records whose key starts with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Applies a batch atomically. Readers may see it at once; it is durable only after
+    /// [`LogStore::sync`].
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Makes everything written so far durable (for sled: flush, then fsync).
+    fn sync(&self) -> Result<(), StoreError>;
+    /// Drops every record of the given projections (before a rebuild).
+    fn clear_projections(&self, keyspaces: &[Keyspace]) -> Result<(), StoreError>;
+    /// Bytes used on disk, if the store knows.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// Big-endian key for a position, so keys sort in log order.
+pub(crate) fn position_key(position: u64) -> [u8; 8] {
+    position.to_be_bytes()
+}
+
+/// Key of a perfect node: level then index, big-endian.
+pub(crate) fn node_key(level: u32, index: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&level.to_be_bytes());
+    k[4..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Stored form of a [`RequestRecord`]: position (8 bytes, big-endian) then digest.
+pub(crate) fn encode_request(r: &RequestRecord) -> [u8; 40] {
+    let mut v = [0u8; 40];
+    v[..8].copy_from_slice(&r.position.to_be_bytes());
+    v[8..].copy_from_slice(&r.digest);
+    v
+}
+
+pub(crate) fn decode_request(v: &[u8]) -> Result<RequestRecord, StoreError> {
+    if v.len() != 40 {
+        return Err(StoreError::Corrupt(format!(
+            "request record is {} bytes, not 40",
+            v.len()
+        )));
+    }
+    let mut pos = [0u8; 8];
+    pos.copy_from_slice(&v[..8]);
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&v[8..]);
+    Ok(RequestRecord {
+        position: u64::from_be_bytes(pos),
+        digest,
+    })
+}
+
+pub(crate) fn decode_hash(v: &[u8]) -> Result<Hash, StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt(format!("stored hash is {} bytes, not 32", v.len())))
+}
