@@ -1,1 +1,1 @@
-//! placeholder
+//! Typed client and command-line tool (work in progress).

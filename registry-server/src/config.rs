@@ -1,0 +1,186 @@
+//! Server configuration: defaults, then a TOML file, then `REGISTRY_*` environment variables,
+//! then command-line flags, each layer overriding the one before.
+//!
+//! Every setting has a default that works on a fresh machine (a `./data` directory, a loopback
+//! port), so `registry-server` with no arguments starts a usable registry.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The complete server configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the log, its projections and the registry key live.
+    pub data_dir: PathBuf,
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter, in `tracing` env-filter syntax (e.g. `info`, `registry_server=debug`).
+    pub log_level: String,
+    /// The checkpoint origin (and signed-note key name). Fixed at first start; defaults to
+    /// `keyregistry.local/<registry key ID>`.
+    pub origin: Option<String>,
+    /// Seconds a graceful shutdown may take before the server exits anyway.
+    pub shutdown_timeout_secs: u64,
+    /// sled page cache in MiB.
+    pub cache_mib: u64,
+    /// Most commands in one group commit.
+    pub max_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            origin: None,
+            shutdown_timeout_secs: 10,
+            cache_mib: 512,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// Settings given on the command line; only those actually given override the other layers.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct Overrides {
+    /// Data directory [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Log format [default: text]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `registry_server=debug` [default: info]
+    #[arg(long, value_name = "FILTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Checkpoint origin, fixed at first start
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+/// The configuration could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Names of the settings, for the environment layer (`REGISTRY_DATA_DIR`, ...). Other
+/// `REGISTRY_*` variables (such as the client's `REGISTRY_SERVER`) are not ours.
+const KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "log_format",
+    "log_level",
+    "origin",
+    "shutdown_timeout_secs",
+    "cache_mib",
+    "max_batch",
+];
+
+impl Config {
+    /// Assembles the layers: defaults < `file` < environment < `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, overrides, Env::prefixed("REGISTRY_"))
+    }
+
+    fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: Env,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(env.only(KEYS))
+            .merge(Serialized::defaults(overrides));
+        figment.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_environment_beats_file_beats_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "registry.toml",
+                r#"
+                    data_dir = "/from/file"
+                    listen = "127.0.0.1:1111"
+                    log_level = "debug"
+                    max_batch = 7
+                "#,
+            )?;
+            jail.set_env("REGISTRY_LISTEN", "127.0.0.1:2222");
+            jail.set_env("REGISTRY_LOG_LEVEL", "warn");
+            jail.set_env("REGISTRY_SERVER", "http://not-a-server-setting");
+            let overrides = Overrides {
+                log_level: Some("trace".into()),
+                ..Default::default()
+            };
+            let c = Config::load(Some(Path::new("registry.toml")), &overrides)
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.data_dir, PathBuf::from("/from/file")); // file over default
+            assert_eq!(c.listen.port(), 2222); // environment over file
+            assert_eq!(c.log_level, "trace"); // flag over environment
+            assert_eq!(c.max_batch, 7);
+            assert_eq!(c.shutdown_timeout_secs, 10); // default
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_file_and_no_flags_gives_the_embedded_defaults() {
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_setting_or_a_missing_file_is_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "lissten = \"127.0.0.1:1\"\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("lissten"), "{err}");
+            assert!(Config::load(Some(Path::new("missing.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+}

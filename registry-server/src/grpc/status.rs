@@ -1,0 +1,54 @@
+//! Every domain error becomes a `tonic::Status` here, and only here.
+//!
+//! Clients get the standard codes and, for bad input, a `google.rpc.BadRequest` detail naming
+//! the field and the rule it broke, so that a program can point at the field and a person can
+//! read the message.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::log::ReadError;
+use crate::store::StoreError;
+
+/// A request field broke a rule: `code` is `INVALID_ARGUMENT` or `OUT_OF_RANGE`.
+pub(crate) fn field(code: Code, field: &str, rule: impl Into<String>) -> Status {
+    let rule = rule.into();
+    Status::with_error_details(
+        code,
+        format!("{field}: {rule}"),
+        ErrorDetails::with_bad_request_violation(field, rule),
+    )
+}
+
+/// `INVALID_ARGUMENT` for one field.
+pub(crate) fn invalid(name: &str, rule: impl Into<String>) -> Status {
+    field(Code::InvalidArgument, name, rule)
+}
+
+/// `OUT_OF_RANGE` for one field: the request is well-formed but asks beyond the log.
+pub(crate) fn out_of_range(name: &str, rule: impl Into<String>) -> Status {
+    field(Code::OutOfRange, name, rule)
+}
+
+pub(crate) fn store(e: StoreError) -> Status {
+    match e {
+        StoreError::Io(m) => Status::unavailable(format!("storage is unavailable: {m}")),
+        StoreError::Corrupt(m) => Status::internal(format!("stored data is corrupt: {m}")),
+    }
+}
+
+pub(crate) fn read(e: ReadError) -> Status {
+    match e {
+        ReadError::OutOfRange(m) => Status::out_of_range(m),
+        ReadError::Store(e) => store(e),
+        ReadError::Proof(e) => Status::internal(format!("a proof could not be built: {e}")),
+    }
+}
+
+/// Streams end with this when the server shuts down, so clients know to resume elsewhere or
+/// later from the position they reached.
+pub(crate) fn shutting_down(next: u64) -> Status {
+    Status::unavailable(format!(
+        "the server is shutting down; resume from position {next}"
+    ))
+}

@@ -1,0 +1,105 @@
+//! `registry-server`: the meter key registry service.
+//!
+//! With no arguments it serves on 127.0.0.1:50051 from `./data`, creating the data directory
+//! and the registry key on first start. See `registry-server --help` for the settings, which
+//! may also come from a TOML file (`--config`) and `REGISTRY_*` environment variables.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use registry_server::config::{Config, LogFormat, Overrides};
+use registry_server::log::{RawBodies, system_clock};
+use registry_server::server::Server;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "registry-server",
+    version,
+    about = "The public key registry for calibrated EV charging meters"
+)]
+struct Cli {
+    /// TOML configuration file (settings below override it)
+    #[arg(long, value_name = "FILE", env = "REGISTRY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("invalid log filter {:?}", config.log_level))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        () = terminate => tracing::info!("terminated"),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(&config, RawBodies, system_clock(), |_, _| {}).await?;
+    let stop = server.stop_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    server.wait().await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("registry-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_tracing(&config) {
+        eprintln!("registry-server: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("registry-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "registry-server failed");
+            eprintln!("registry-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

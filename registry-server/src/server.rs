@@ -1,0 +1,326 @@
+//! Starting and stopping a registry: data directory, registry key, log, gRPC server, and a
+//! graceful shutdown that never loses an acknowledged write.
+//!
+//! Shutdown order: mark health `NOT_SERVING`, stop accepting connections and end open streams,
+//! let in-flight requests finish (bounded by `shutdown_timeout_secs`), then let the writer
+//! commit whatever is still queued and stop. Every step is bounded, so the process always exits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry_proto::keys::P256KeyPair;
+use registry_proto::note::NoteSigner;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+
+use crate::config::Config;
+use crate::grpc::audit::{AuditApi, Identity};
+use crate::grpc::health::{self, HealthHandle};
+use crate::log::{Appender, Clock, Log, LogOptions, LogReader, Machine, OpenError, WriterStatus};
+use crate::registry_key::{self, KeyFileError};
+use crate::store::sled::{SledOptions, SledStore};
+use crate::store::{LogStore, StoreError, WriteBatch};
+
+/// Metadata key holding the checkpoint origin chosen at first start.
+const ORIGIN: &str = "origin";
+
+/// The registry could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The registry key file.
+    #[error("registry key: {0}")]
+    KeyFile(#[from] KeyFileError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log refused to open.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The configured origin contradicts the one the log was created with.
+    #[error("{0}")]
+    Origin(String),
+    /// The listen address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection descriptors could not be loaded.
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A background task of the server failed.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// What a set of extra services may use: handles to the log and the server's lifecycle.
+pub struct ServiceContext<'a, M: Machine> {
+    /// Reads the durable log.
+    pub reader: &'a LogReader,
+    /// Appends commands.
+    pub appender: &'a Appender<M>,
+    /// Cancelled when the server shuts down: streams must end.
+    pub shutdown: &'a CancellationToken,
+    /// Health of the server and its services.
+    pub health: &'a HealthHandle,
+}
+
+/// A running registry.
+pub struct Server<M: Machine> {
+    addr: SocketAddr,
+    identity: Arc<Identity>,
+    reader: LogReader,
+    appender: Appender<M>,
+    health: HealthHandle,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+/// Opens the sled store in `<data_dir>/log`.
+pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
+    let options = SledOptions {
+        cache_capacity: config.cache_mib * 1024 * 1024,
+    };
+    Ok(Arc::new(SledStore::open(
+        &config.data_dir.join("log"),
+        &options,
+    )?))
+}
+
+/// The origin fixed at first start, or the configured / default one on first start.
+fn resolve_origin(
+    store: &dyn LogStore,
+    configured: Option<&str>,
+    key: &P256KeyPair,
+) -> Result<String, ServerError> {
+    if let Some(stored) = store.meta(ORIGIN)? {
+        let stored = String::from_utf8(stored)
+            .map_err(|_| StoreError::Corrupt("stored origin is not UTF-8".into()))?;
+        if let Some(c) = configured.filter(|c| *c != stored) {
+            return Err(ServerError::Origin(format!(
+                "the configured origin {c:?} differs from {stored:?}, which this log was created \
+                 with; checkpoints would no longer verify. Remove the setting or restore it."
+            )));
+        }
+        return Ok(stored);
+    }
+    let origin = match configured {
+        Some(c) => c.to_string(),
+        None => format!("keyregistry.local/{}", registry_key::note_key_id_hex(key)),
+    };
+    NoteSigner::new(&origin, key.clone())
+        .map_err(|e| ServerError::Origin(format!("invalid origin {origin:?}: {e}")))?;
+    store.write(WriteBatch {
+        meta: vec![(ORIGIN, origin.clone().into_bytes())],
+        ..Default::default()
+    })?;
+    store.sync()?;
+    Ok(origin)
+}
+
+impl<M: Machine> Server<M> {
+    /// Opens the data directory, starts the log writer and the gRPC server, and returns once
+    /// the server listens. `extra` adds the services that use `machine` (commands, lookups).
+    pub async fn start(
+        config: &Config,
+        machine: M,
+        clock: Clock,
+        extra: impl FnOnce(ServiceContext<'_, M>, &mut RoutesBuilder),
+    ) -> Result<Self, ServerError> {
+        let key = registry_key::load_or_create(&config.data_dir)?;
+        let store = open_store(config)?;
+        let origin = resolve_origin(store.as_ref(), config.origin.as_deref(), &key.key)?;
+        let identity = Arc::new(Identity {
+            origin: origin.clone(),
+            public_key_der: key.key.public_key_der().to_vec(),
+            public_key_pem: key.key.public_key_pem(),
+            key_id: registry_key::note_key_id_hex(&key.key),
+            fingerprint: key.key.fingerprint_hex(),
+        });
+        tracing::info!(
+            created = key.created,
+            key_id = %identity.key_id,
+            fingerprint = %identity.fingerprint,
+            origin = %identity.origin,
+            public_key_file = %config.data_dir.join(registry_key::PUBLIC_KEY_FILE).display(),
+            "registry key"
+        );
+        tracing::info!(public_key_pem = %identity.public_key_pem.trim_end(), "registry public key");
+
+        let signer = NoteSigner::new(&origin, key.key)
+            .map_err(|e| ServerError::Origin(format!("invalid origin {origin:?}: {e}")))?;
+        let options = LogOptions {
+            max_batch: config.max_batch,
+            ..LogOptions::default()
+        };
+        let log = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || Log::open(store, machine, signer, options, clock))
+                .await
+                .map_err(|e| ServerError::Task(e.to_string()))??
+        };
+        let reader = log.reader();
+        let appender = log.appender();
+        tracing::info!(size = reader.head().size, "log opened and verified");
+
+        let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let (health, health_service) = health::service(drain.clone());
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        routes.add_service(crate::grpc::reflection()?);
+        routes.add_service(
+            registry_proto::pb::audit_service_server::AuditServiceServer::new(AuditApi::new(
+                reader.clone(),
+                identity.clone(),
+                drain.clone(),
+            )),
+        );
+        health.set("keyregistry.v1.AuditService", true);
+        extra(
+            ServiceContext {
+                reader: &reader,
+                appender: &appender,
+                shutdown: &drain,
+                health: &health,
+            },
+            &mut routes,
+        );
+        watch_writer(appender.status(), health.clone());
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let serve = tonic::transport::Server::builder()
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, drain.clone().cancelled_owned());
+        tracing::info!(%addr, "listening for gRPC");
+
+        let grace = Duration::from_secs(config.shutdown_timeout_secs);
+        let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
+        Ok(Self {
+            addr,
+            identity,
+            reader,
+            appender,
+            health,
+            stop,
+            task,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The registry's public identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Reads the log.
+    pub fn reader(&self) -> LogReader {
+        self.reader.clone()
+    }
+
+    /// Appends to the log directly (tests, benchmarks, bootstrap).
+    pub fn appender(&self) -> Appender<M> {
+        self.appender.clone()
+    }
+
+    /// The health handle.
+    pub fn health(&self) -> &HealthHandle {
+        &self.health
+    }
+
+    /// A token that shuts the server down when cancelled (e.g. from a signal handler).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Begins a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the server has stopped. Drop other appender handles first, or the writer
+    /// cannot stop until they are gone (it gives up waiting after the shutdown timeout).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        let Self { task, appender, .. } = self;
+        drop(appender);
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Task(e.to_string())),
+        }
+    }
+}
+
+/// Marks the server unhealthy for good if the writer stops: it needs a restart (which re-verifies
+/// the log) before it can accept writes again.
+fn watch_writer(mut status: tokio::sync::watch::Receiver<WriterStatus>, health: HealthHandle) {
+    tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            if let WriterStatus::Failed(why) = &*status.borrow() {
+                tracing::error!(%why, "the log writer failed; reporting NOT_SERVING");
+                health.set_all_not_serving();
+                return;
+            }
+        }
+    });
+}
+
+async fn run<M: Machine>(
+    serve: impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+    log: Log<M>,
+    stop: CancellationToken,
+    drain: CancellationToken,
+    health: HealthHandle,
+    grace: Duration,
+) -> Result<(), ServerError> {
+    let mut serve = tokio::spawn(serve);
+    let result = tokio::select! {
+        r = &mut serve => r,
+        () = stop.cancelled() => {
+            tracing::info!("shutting down: not serving, ending streams, finishing requests");
+            health.set_all_not_serving();
+            drain.cancel();
+            match tokio::time::timeout(grace, &mut serve).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(?grace, "requests still open after the shutdown timeout; closing them");
+                    serve.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    // The services (and their appenders) are gone with the server; the writer now commits what
+    // is queued and stops.
+    let closing = tokio::task::spawn_blocking(move || log.close());
+    if tokio::time::timeout(grace, closing).await.is_err() {
+        tracing::warn!("the log writer did not stop within the shutdown timeout");
+    }
+    tracing::info!("stopped");
+    match result {
+        Ok(r) => r.map_err(ServerError::Transport),
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => Err(ServerError::Task(e.to_string())),
+    }
+}
