@@ -20,19 +20,9 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 async fn verifier(client: &mut AuditServiceClient<Channel>) -> NoteVerifier {
-    let info = client
-        .get_registry_info(GetRegistryInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        info.key_id,
-        hex(&registry_proto::keys::note_key_id(&info.public_key_der))
-    );
-    assert_eq!(
-        info.fingerprint,
-        registry_proto::keys::fingerprint_hex(&info.public_key_der)
-    );
+    let info = client.get_registry_info(GetRegistryInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.key_id, hex(&registry_proto::keys::note_key_id(&info.public_key_der)));
+    assert_eq!(info.fingerprint, registry_proto::keys::fingerprint_hex(&info.public_key_der));
     NoteVerifier::new(&info.origin, &info.public_key_der).unwrap()
 }
 
@@ -45,22 +35,16 @@ async fn checkpoint(
     verifier: &NoteVerifier,
     size: u64,
 ) -> Checkpoint {
-    let r = client
-        .get_checkpoint(GetCheckpointRequest { tree_size: size })
-        .await
-        .unwrap()
-        .into_inner();
+    let r =
+        client.get_checkpoint(GetCheckpointRequest { tree_size: size }).await.unwrap().into_inner();
     let cp = Checkpoint::open(&r.checkpoint, verifier).expect("checkpoint signature verifies");
     assert_eq!((cp.size, cp.root.to_vec()), (r.tree_size, r.root_hash));
     cp
 }
 
 async fn all_entries(client: &mut AuditServiceClient<Channel>, start: u64) -> Vec<(u64, Vec<u8>)> {
-    let mut stream = client
-        .get_entries(GetEntriesRequest { start, end: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream =
+        client.get_entries(GetEntriesRequest { start, end: 0 }).await.unwrap().into_inner();
     let mut out = Vec::new();
     while let Some(msg) = stream.message().await.unwrap() {
         out.extend(msg.entries.into_iter().map(|e| (e.position, e.entry)));
@@ -75,17 +59,11 @@ async fn the_audit_api_serves_a_log_that_verifies_end_to_end() {
     let verifier = verifier(&mut client).await;
 
     // A follower that starts on the empty log and must see every entry exactly once.
-    let mut watch = client
-        .watch_entries(WatchEntriesRequest { start: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        client.watch_entries(WatchEntriesRequest { start: 0 }).await.unwrap().into_inner();
 
     let appended = append_raw(&registry.server, 600, 16).await;
-    assert_eq!(
-        appended.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-        (0..600).collect::<Vec<_>>()
-    );
+    assert_eq!(appended.iter().map(|(p, _)| *p).collect::<Vec<_>>(), (0..600).collect::<Vec<_>>());
 
     // The checkpoint covers everything and is signed by the registry key.
     let head = checkpoint(&mut client, &verifier, 0).await;
@@ -111,10 +89,7 @@ async fn the_audit_api_serves_a_log_that_verifies_end_to_end() {
     // Inclusion proofs at the head and at an older signed size.
     for (position, size) in [(0, 0), (17, 0), (599, 0), (3, 64), (63, 64), (100, 333)] {
         let proof = client
-            .get_inclusion_proof(GetInclusionProofRequest {
-                position,
-                tree_size: size,
-            })
+            .get_inclusion_proof(GetInclusionProofRequest { position, tree_size: size })
             .await
             .unwrap()
             .into_inner();
@@ -130,10 +105,7 @@ async fn the_audit_api_serves_a_log_that_verifies_end_to_end() {
         let old = checkpoint(&mut client, &verifier, from).await;
         let new = checkpoint(&mut client, &verifier, to).await;
         let proof = client
-            .get_consistency_proof(GetConsistencyProofRequest {
-                from_size: from,
-                to_size: to,
-            })
+            .get_consistency_proof(GetConsistencyProofRequest { from_size: from, to_size: to })
             .await
             .unwrap()
             .into_inner();
@@ -177,21 +149,15 @@ async fn a_watch_started_mid_log_catches_up_then_follows() {
     let mut client = AuditServiceClient::new(registry.channel().await);
     let verifier = verifier(&mut client).await;
     append_raw(&registry.server, 700, 8).await;
-    let mut watch = client
-        .watch_entries(WatchEntriesRequest { start: 250 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        client.watch_entries(WatchEntriesRequest { start: 250 }).await.unwrap().into_inner();
     let more = tokio::spawn({
         let appender = registry.server.appender();
         async move {
             for _ in 0..50 {
                 let id = uuid::Uuid::new_v4();
                 let body = registry_tests::body_for(id);
-                appender
-                    .append(id, registry_tests::digest(&body), body)
-                    .await
-                    .unwrap();
+                appender.append(id, registry_tests::digest(&body), body).await.unwrap();
             }
         }
     });
@@ -207,10 +173,7 @@ async fn a_watch_started_mid_log_catches_up_then_follows() {
             assert_eq!(entry::decode_header(&e.entry).unwrap().position, next);
             next += 1;
         }
-        assert_eq!(
-            Checkpoint::open(&msg.checkpoint, &verifier).unwrap().size,
-            next
-        );
+        assert_eq!(Checkpoint::open(&msg.checkpoint, &verifier).unwrap().size, next);
     }
     more.await.unwrap();
 }
@@ -223,10 +186,7 @@ async fn requests_outside_the_log_name_the_field_and_the_rule() {
     let cases = [
         (
             client
-                .get_inclusion_proof(GetInclusionProofRequest {
-                    position: 10,
-                    tree_size: 0,
-                })
+                .get_inclusion_proof(GetInclusionProofRequest { position: 10, tree_size: 0 })
                 .await
                 .unwrap_err(),
             Code::OutOfRange,
@@ -234,10 +194,7 @@ async fn requests_outside_the_log_name_the_field_and_the_rule() {
         ),
         (
             client
-                .get_inclusion_proof(GetInclusionProofRequest {
-                    position: 1,
-                    tree_size: 11,
-                })
+                .get_inclusion_proof(GetInclusionProofRequest { position: 1, tree_size: 11 })
                 .await
                 .unwrap_err(),
             Code::OutOfRange,
@@ -245,10 +202,7 @@ async fn requests_outside_the_log_name_the_field_and_the_rule() {
         ),
         (
             client
-                .get_consistency_proof(GetConsistencyProofRequest {
-                    from_size: 0,
-                    to_size: 5,
-                })
+                .get_consistency_proof(GetConsistencyProofRequest { from_size: 0, to_size: 5 })
                 .await
                 .unwrap_err(),
             Code::InvalidArgument,
@@ -256,46 +210,32 @@ async fn requests_outside_the_log_name_the_field_and_the_rule() {
         ),
         (
             client
-                .get_consistency_proof(GetConsistencyProofRequest {
-                    from_size: 6,
-                    to_size: 5,
-                })
+                .get_consistency_proof(GetConsistencyProofRequest { from_size: 6, to_size: 5 })
                 .await
                 .unwrap_err(),
             Code::OutOfRange,
             "from_size",
         ),
         (
-            client
-                .get_entries(GetEntriesRequest { start: 11, end: 0 })
-                .await
-                .unwrap_err(),
+            client.get_entries(GetEntriesRequest { start: 11, end: 0 }).await.unwrap_err(),
             Code::OutOfRange,
             "start",
         ),
         (
-            client
-                .get_entries(GetEntriesRequest { start: 5, end: 3 })
-                .await
-                .unwrap_err(),
+            client.get_entries(GetEntriesRequest { start: 5, end: 3 }).await.unwrap_err(),
             Code::InvalidArgument,
             "end",
         ),
         (
-            client
-                .watch_entries(WatchEntriesRequest { start: 12 })
-                .await
-                .unwrap_err(),
+            client.watch_entries(WatchEntriesRequest { start: 12 }).await.unwrap_err(),
             Code::OutOfRange,
             "start",
         ),
     ];
     for (status, code, field) in cases {
         assert_eq!(status.code(), code, "{status:?}");
-        let violations = status
-            .get_details_bad_request()
-            .expect("BadRequest details")
-            .field_violations;
+        let violations =
+            status.get_details_bad_request().expect("BadRequest details").field_violations;
         assert_eq!(violations.len(), 1);
         assert_eq!(violations[0].field, field);
         assert!(!violations[0].description.is_empty());
@@ -316,9 +256,7 @@ async fn stock_grpc_tools_find_health_and_reflection() {
     let mut health = HealthClient::new(channel.clone());
     for service in ["", "keyregistry.v1.AuditService"] {
         let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
+            .check(HealthCheckRequest { service: service.into() })
             .await
             .unwrap()
             .into_inner()
@@ -343,10 +281,7 @@ async fn stock_grpc_tools_find_health_and_reflection() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for wanted in ["keyregistry.v1.AuditService", "grpc.health.v1.Health"] {
-        assert!(
-            names.iter().any(|n| n == wanted),
-            "{wanted} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
     }
 }
 
@@ -359,17 +294,12 @@ async fn shutdown_ends_open_streams_and_stops_promptly() {
     let channel = registry.channel().await;
     let mut client = AuditServiceClient::new(channel.clone());
     append_raw(&registry.server, 3, 1).await;
-    let mut watch = client
-        .watch_entries(WatchEntriesRequest { start: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        client.watch_entries(WatchEntriesRequest { start: 0 }).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.entries.len(), 3);
     let mut health_watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
+        .watch(HealthCheckRequest { service: String::new() })
         .await
         .unwrap()
         .into_inner();
@@ -385,11 +315,7 @@ async fn shutdown_ends_open_streams_and_stops_promptly() {
         .expect("the watch stream ends at shutdown");
     let status = ended.expect_err("the stream ends with a status");
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("resume from position 3"),
-        "{}",
-        status.message()
-    );
+    assert!(status.message().contains("resume from position 3"), "{}", status.message());
     let last_health = tokio::time::timeout(Duration::from_secs(5), health_watch.message())
         .await
         .expect("the health watch ends at shutdown");

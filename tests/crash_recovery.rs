@@ -20,10 +20,7 @@ use registry_server::log::{Log, LogOptions, RawBodies, system_clock};
 use registry_server::{registry_key, server};
 
 fn iterations() -> usize {
-    std::env::var("REGISTRY_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+    std::env::var("REGISTRY_CRASH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
 }
 
 /// Runs the child until it has acknowledged at least one append, waits a random while longer,
@@ -56,10 +53,7 @@ fn run_and_kill(dir: &std::path::Path) -> Vec<(u64, uuid::Uuid)> {
     });
     let started = Instant::now();
     while acked.lock().unwrap().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the child never acknowledged"
-        );
+        assert!(started.elapsed() < Duration::from_secs(30), "the child never acknowledged");
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the child exited on its own: {status}");
         }
@@ -75,10 +69,7 @@ fn run_and_kill(dir: &std::path::Path) -> Vec<(u64, uuid::Uuid)> {
 #[test]
 fn acknowledged_appends_survive_sigkill_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
+    let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     let mut all_acked: Vec<(u64, uuid::Uuid)> = Vec::new();
     let runs = iterations();
     for run in 0..runs {
@@ -89,14 +80,11 @@ fn acknowledged_appends_survive_sigkill_at_random_moments() {
         let store = server::open_store(&config).unwrap();
         let signer = NoteSigner::new("crash.test/log", key.key).unwrap();
         let verifier = signer.verifier();
-        let log = Log::open(
-            store.clone(),
-            RawBodies,
-            signer,
-            LogOptions::default(),
-            system_clock(),
-        )
-        .unwrap_or_else(|e| panic!("run {run}: the log does not reopen after SIGKILL: {e}"));
+        let log =
+            Log::open(store.clone(), RawBodies, signer, LogOptions::default(), system_clock())
+                .unwrap_or_else(|e| {
+                    panic!("run {run}: the log does not reopen after SIGKILL: {e}")
+                });
         let reader = log.reader();
         let size = reader.head().size;
 
@@ -108,11 +96,7 @@ fn acknowledged_appends_survive_sigkill_at_random_moments() {
         while next < size {
             for (pos, bytes) in reader.entries(next, size, 4096).unwrap() {
                 assert_eq!(pos, next, "run {run}: gap at {next}");
-                frontier.push(
-                    chain
-                        .push(&bytes)
-                        .unwrap_or_else(|e| panic!("run {run}: {e}")),
-                );
+                frontier.push(chain.push(&bytes).unwrap_or_else(|e| panic!("run {run}: {e}")));
                 use prost::Message;
                 let entry = registry_proto::pb::LogEntry::decode(bytes.as_slice()).unwrap();
                 request_ids.push(entry.request_id);
@@ -124,20 +108,10 @@ fn acknowledged_appends_survive_sigkill_at_random_moments() {
 
         // Every acknowledged append is there, where the child was told it is.
         for (pos, id) in &all_acked {
-            assert!(
-                *pos < size,
-                "run {run}: acknowledged position {pos} lost (size {size})"
-            );
-            assert_eq!(
-                request_ids[*pos as usize],
-                id.to_string(),
-                "run {run}: position {pos}"
-            );
+            assert!(*pos < size, "run {run}: acknowledged position {pos} lost (size {size})");
+            assert_eq!(request_ids[*pos as usize], id.to_string(), "run {run}: position {pos}");
         }
-        eprintln!(
-            "run {run}: log size {size}, {} appends acknowledged so far",
-            all_acked.len()
-        );
+        eprintln!("run {run}: log size {size}, {} appends acknowledged so far", all_acked.len());
         drop(reader);
         log.close();
         drop(store);

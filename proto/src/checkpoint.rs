@@ -46,12 +46,7 @@ pub enum CheckpointError {
 impl Checkpoint {
     /// The note text: three lines plus extensions, each ending in a newline.
     pub fn to_text(&self) -> String {
-        let mut text = format!(
-            "{}\n{}\n{}\n",
-            self.origin,
-            self.size,
-            B64.encode(self.root)
-        );
+        let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
         for ext in &self.extensions {
             text.push_str(ext);
             text.push('\n');
@@ -68,40 +63,27 @@ impl Checkpoint {
         let mut lines = body.split('\n');
         let origin = lines.next().filter(|o| !o.is_empty());
         let origin = origin.ok_or(CheckpointError::Malformed("empty origin line"))?;
-        let size_line = lines
-            .next()
-            .ok_or(CheckpointError::Malformed("missing size line"))?;
+        let size_line = lines.next().ok_or(CheckpointError::Malformed("missing size line"))?;
         let canonical = !size_line.is_empty()
             && size_line.bytes().all(|b| b.is_ascii_digit())
             && (size_line == "0" || !size_line.starts_with('0'));
         if !canonical {
-            return Err(CheckpointError::Malformed(
-                "size is not a canonical decimal number",
-            ));
+            return Err(CheckpointError::Malformed("size is not a canonical decimal number"));
         }
         let size = size_line
             .parse::<u64>()
             .map_err(|_| CheckpointError::Malformed("size is out of range"))?;
-        let root_line = lines
-            .next()
-            .ok_or(CheckpointError::Malformed("missing root hash line"))?;
+        let root_line = lines.next().ok_or(CheckpointError::Malformed("missing root hash line"))?;
         let root: Hash = B64
             .decode(root_line)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or(CheckpointError::Malformed(
-                "root hash is not base64 of 32 bytes",
-            ))?;
+            .ok_or(CheckpointError::Malformed("root hash is not base64 of 32 bytes"))?;
         let extensions: Vec<String> = lines.map(str::to_string).collect();
         if extensions.iter().any(String::is_empty) {
             return Err(CheckpointError::Malformed("empty extension line"));
         }
-        Ok(Self {
-            origin: origin.to_string(),
-            size,
-            root,
-            extensions,
-        })
+        Ok(Self { origin: origin.to_string(), size, root, extensions })
     }
 
     /// Signs the checkpoint; the signer's name must be the origin.
@@ -147,11 +129,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_has_the_c2sp_text_form() {
-        let c = Checkpoint {
-            root: empty_root(),
-            size: 0,
-            ..cp()
-        };
+        let c = Checkpoint { root: empty_root(), size: 0, ..cp() };
         assert_eq!(
             c.to_text(),
             "registry.example/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n"

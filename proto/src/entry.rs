@@ -80,11 +80,7 @@ pub fn decode_header(entry: &[u8]) -> Result<EntryHeader, EntryError> {
         .as_slice()
         .try_into()
         .map_err(|_| EntryError::PrevHashLength(fields.prev_hash.len()))?;
-    Ok(EntryHeader {
-        position: fields.position,
-        recorded_at,
-        prev_hash,
-    })
+    Ok(EntryHeader { position: fields.position, recorded_at, prev_hash })
 }
 
 /// What is wrong at the first position where a sequence of entries stops being a valid chain.
@@ -150,20 +146,12 @@ pub struct ChainVerifier {
 impl ChainVerifier {
     /// Starts at position 0.
     pub fn new() -> Self {
-        Self {
-            next_position: 0,
-            prev_hash: ZERO_HASH,
-            prev_time: None,
-        }
+        Self { next_position: 0, prev_hash: ZERO_HASH, prev_time: None }
     }
 
     /// Starts after an already verified entry: its position, hash and recorded time.
     pub fn resume(next_position: u64, prev_hash: Hash, prev_time: Option<Time>) -> Self {
-        Self {
-            next_position,
-            prev_hash,
-            prev_time,
-        }
+        Self { next_position, prev_hash, prev_time }
     }
 
     /// The position the next entry must have.
@@ -177,10 +165,7 @@ impl ChainVerifier {
         let header =
             decode_header(entry).map_err(|error| ChainError::Malformed { position, error })?;
         if header.position != position {
-            return Err(ChainError::Position {
-                position,
-                claimed: header.position,
-            });
+            return Err(ChainError::Position { position, claimed: header.position });
         }
         if header.prev_hash != self.prev_hash {
             return Err(ChainError::Link { position });
@@ -256,11 +241,7 @@ mod tests {
         // Break the link of entry 3 by changing entry 2.
         entries[2] = encode_entry(&header(2, [1u8; 32]), b"");
         let mut v = ChainVerifier::new();
-        let err = entries
-            .iter()
-            .map(|e| v.push(e))
-            .find_map(Result::err)
-            .unwrap();
+        let err = entries.iter().map(|e| v.push(e)).find_map(Result::err).unwrap();
         assert_eq!(err.position(), 2);
     }
 }

@@ -50,9 +50,7 @@ pub struct P256KeyPair {
 impl std::fmt::Debug for P256KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the private half.
-        f.debug_struct("P256KeyPair")
-            .field("fingerprint", &self.fingerprint_hex())
-            .finish()
+        f.debug_struct("P256KeyPair").field("fingerprint", &self.fingerprint_hex()).finish()
     }
 }
 
@@ -121,8 +119,7 @@ impl P256KeyPair {
 }
 
 fn public_key_pem(key: &VerifyingKey) -> String {
-    key.to_public_key_pem(LineEnding::LF)
-        .expect("a valid P-256 public key always encodes")
+    key.to_public_key_pem(LineEnding::LF).expect("a valid P-256 public key always encodes")
 }
 
 /// Parses a P-256 public key given as DER SubjectPublicKeyInfo.
@@ -134,10 +131,7 @@ pub fn p256_from_spki_der(der: &[u8]) -> Result<VerifyingKey, KeyError> {
 pub fn p256_spki_der_from_pem(pem: &str) -> Result<Vec<u8>, KeyError> {
     let key = VerifyingKey::from_public_key_pem(pem.trim())
         .map_err(|e| KeyError::PublicKey(e.to_string()))?;
-    Ok(key
-        .to_public_key_der()
-        .expect("a valid P-256 public key always encodes")
-        .into_vec())
+    Ok(key.to_public_key_der().expect("a valid P-256 public key always encodes").into_vec())
 }
 
 /// The PEM form of a P-256 DER SubjectPublicKeyInfo.
@@ -164,10 +158,7 @@ mod tests {
         let k = P256KeyPair::generate();
         let back = P256KeyPair::from_pkcs8_pem(&k.to_pkcs8_pem()).unwrap();
         assert_eq!(back.public_key_der(), k.public_key_der());
-        assert_eq!(
-            p256_spki_der_from_pem(&k.public_key_pem()).unwrap(),
-            k.public_key_der()
-        );
+        assert_eq!(p256_spki_der_from_pem(&k.public_key_pem()).unwrap(), k.public_key_der());
     }
 
     #[test]

@@ -361,20 +361,13 @@ impl Frontier {
     /// Appends a leaf and returns the perfect nodes it completed: the leaf itself at level 0,
     /// then one node per level that became full.
     pub fn push(&mut self, leaf: Hash) -> Vec<PerfectNode> {
-        let mut completed = vec![PerfectNode {
-            level: 0,
-            index: self.size,
-            hash: leaf,
-        }];
+        let mut completed = vec![PerfectNode { level: 0, index: self.size, hash: leaf }];
         let mut hash = leaf;
         let mut level = 0u32;
         let mut index = self.size;
         // Each trailing one bit of the old size is a same-height subtree to merge with.
         while (self.size >> level) & 1 == 1 {
-            let left = self
-                .nodes
-                .pop()
-                .expect("frontier holds one node per set bit of size");
+            let left = self.nodes.pop().expect("frontier holds one node per set bit of size");
             hash = node_hash(&left, &hash);
             level += 1;
             index >>= 1;
@@ -437,9 +430,7 @@ impl NodeSource for MemoryTree {
         let lo = index << level;
         let hi = lo + (1u64 << level);
         if hi > self.size() {
-            return Err(ProofError::Source(format!(
-                "node ({level}, {index}) is outside the tree"
-            )));
+            return Err(ProofError::Source(format!("node ({level}, {index}) is outside the tree")));
         }
         Ok(self.mth(lo, hi))
     }
@@ -484,10 +475,7 @@ mod tests {
         // A tree of 16 leaves has 16 + 8 + 4 + 2 + 1 perfect nodes.
         assert_eq!(all.len(), 31);
         for node in all {
-            assert_eq!(
-                node.hash,
-                tree.perfect_node(node.level, node.index).unwrap()
-            );
+            assert_eq!(node.hash, tree.perfect_node(node.level, node.index).unwrap());
         }
     }
 

@@ -41,11 +41,7 @@ pub enum NoteError {
 }
 
 fn check_key_name(name: &str) -> Result<(), NoteError> {
-    if name.is_empty()
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
-    {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control()) {
         return Err(NoteError::KeyName(name.to_string()));
     }
     Ok(())
@@ -74,11 +70,7 @@ impl NoteSigner {
     pub fn new(name: &str, key: P256KeyPair) -> Result<Self, NoteError> {
         check_key_name(name)?;
         let key_id = keys::note_key_id(key.public_key_der());
-        Ok(Self {
-            name: name.to_string(),
-            key_id,
-            key,
-        })
+        Ok(Self { name: name.to_string(), key_id, key })
     }
 
     /// The key name.
@@ -100,11 +92,7 @@ impl NoteSigner {
         check_text(text)?;
         let mut sig = self.key_id.to_vec();
         sig.extend(self.key.sign_der(text.as_bytes()));
-        Ok(format!(
-            "{text}\n\u{2014} {} {}\n",
-            self.name,
-            B64.encode(sig)
-        ))
+        Ok(format!("{text}\n\u{2014} {} {}\n", self.name, B64.encode(sig)))
     }
 }
 
@@ -121,11 +109,7 @@ impl NoteVerifier {
     pub fn new(name: &str, spki_der: &[u8]) -> Result<Self, NoteError> {
         check_key_name(name)?;
         let key = keys::p256_from_spki_der(spki_der)?;
-        Ok(Self {
-            name: name.to_string(),
-            key_id: keys::note_key_id(spki_der),
-            key,
-        })
+        Ok(Self { name: name.to_string(), key_id: keys::note_key_id(spki_der), key })
     }
 
     /// The key name.
@@ -168,9 +152,7 @@ fn split(note: &str) -> Result<(&str, Vec<&str>), NoteError> {
     let text = &note[..=blank];
     let block = &note[blank + 2..];
     let Some(block) = block.strip_suffix('\n') else {
-        return Err(NoteError::Malformed(
-            "signature block must end with a newline",
-        ));
+        return Err(NoteError::Malformed("signature block must end with a newline"));
     };
     let lines: Vec<&str> = block.split('\n').collect();
     if lines.is_empty() || lines.len() > MAX_SIGNATURES {
@@ -180,16 +162,14 @@ fn split(note: &str) -> Result<(&str, Vec<&str>), NoteError> {
 }
 
 fn parse_signature_line(line: &str) -> Result<(&str, [u8; 4], Vec<u8>), NoteError> {
-    let rest = line.strip_prefix("\u{2014} ").ok_or(NoteError::Malformed(
-        "signature line must start with an em dash and a space",
-    ))?;
-    let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed(
-        "signature line must hold a key name and a signature",
-    ))?;
+    let rest = line
+        .strip_prefix("\u{2014} ")
+        .ok_or(NoteError::Malformed("signature line must start with an em dash and a space"))?;
+    let (name, b64) = rest
+        .split_once(' ')
+        .ok_or(NoteError::Malformed("signature line must hold a key name and a signature"))?;
     check_key_name(name)?;
-    let raw = B64
-        .decode(b64)
-        .map_err(|_| NoteError::Malformed("signature is not base64"))?;
+    let raw = B64.decode(b64).map_err(|_| NoteError::Malformed("signature is not base64"))?;
     if raw.len() < 5 {
         return Err(NoteError::Malformed("signature is too short"));
     }
@@ -218,15 +198,9 @@ mod tests {
         let s = signer();
         let note = s.sign("hello\n").unwrap();
         let changed = note.replacen("hello", "hellp", 1);
-        assert_eq!(
-            s.verifier().verify(&changed),
-            Err(NoteError::BadSignature(s.name().into()))
-        );
+        assert_eq!(s.verifier().verify(&changed), Err(NoteError::BadSignature(s.name().into())));
         let other = NoteSigner::new("registry.example/log", P256KeyPair::generate()).unwrap();
-        assert!(matches!(
-            other.verifier().verify(&note),
-            Err(NoteError::Unsigned { .. })
-        ));
+        assert!(matches!(other.verifier().verify(&note), Err(NoteError::Unsigned { .. })));
     }
 
     #[test]
@@ -240,22 +214,15 @@ mod tests {
         assert_eq!(s.verifier().verify(&cosigned).unwrap(), "hello\n");
         assert!(witness.verifier().verify(&cosigned).is_ok());
         let only_witness = witness.sign("hello\n").unwrap();
-        assert!(matches!(
-            s.verifier().verify(&only_witness),
-            Err(NoteError::Unsigned { .. })
-        ));
+        assert!(matches!(s.verifier().verify(&only_witness), Err(NoteError::Unsigned { .. })));
     }
 
     #[test]
     fn malformed_notes_are_refused() {
         let s = signer();
-        for bad in [
-            "",
-            "hello\n",
-            "hello\n\n",
-            "hello\n\n\u{2014} x\n",
-            "he\rllo\n\n\u{2014} a b\n",
-        ] {
+        for bad in
+            ["", "hello\n", "hello\n\n", "hello\n\n\u{2014} x\n", "he\rllo\n\n\u{2014} a b\n"]
+        {
             assert!(s.verifier().verify(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(s.sign("no newline").is_err());

@@ -10,9 +10,7 @@ use registry_proto::merkle;
 use serde::Deserialize;
 
 fn vector_dir(kind: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/merkle")
-        .join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/merkle").join(kind);
     assert!(
         dir.is_dir(),
         "Merkle test vectors missing at {} (copied from ../shared/testdata/merkle)",
@@ -72,11 +70,7 @@ struct Consistency {
 #[test]
 fn every_inclusion_vector_gives_its_expected_verdict() {
     let files = json_files(&vector_dir("inclusion"));
-    assert!(
-        files.len() > 50,
-        "expected the full inclusion suite, found {} files",
-        files.len()
-    );
+    assert!(files.len() > 50, "expected the full inclusion suite, found {} files", files.len());
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable vector");
         let v: Inclusion = serde_json::from_str(&text).expect("well-formed vector");
@@ -93,11 +87,7 @@ fn every_inclusion_vector_gives_its_expected_verdict() {
 #[test]
 fn every_consistency_vector_gives_its_expected_verdict() {
     let files = json_files(&vector_dir("consistency"));
-    assert!(
-        files.len() > 50,
-        "expected the full consistency suite, found {} files",
-        files.len()
-    );
+    assert!(files.len() > 50, "expected the full consistency suite, found {} files", files.len());
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable vector");
         let v: Consistency = serde_json::from_str(&text).expect("well-formed vector");

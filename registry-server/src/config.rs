@@ -116,16 +116,11 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment
-            .merge(env.only(KEYS))
-            .merge(Serialized::defaults(overrides));
+        figment = figment.merge(env.only(KEYS)).merge(Serialized::defaults(overrides));
         figment.extract().map_err(|e| ConfigError(e.to_string()))
     }
 }
@@ -149,10 +144,7 @@ mod tests {
             jail.set_env("REGISTRY_LISTEN", "127.0.0.1:2222");
             jail.set_env("REGISTRY_LOG_LEVEL", "warn");
             jail.set_env("REGISTRY_SERVER", "http://not-a-server-setting");
-            let overrides = Overrides {
-                log_level: Some("trace".into()),
-                ..Default::default()
-            };
+            let overrides = Overrides { log_level: Some("trace".into()), ..Default::default() };
             let c = Config::load(Some(Path::new("registry.toml")), &overrides)
                 .map_err(|e| e.to_string())?;
             assert_eq!(c.data_dir, PathBuf::from("/from/file")); // file over default

@@ -39,10 +39,7 @@ pub enum KeyFileError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
-    move |source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| KeyFileError::Io { path: path.to_path_buf(), source }
 }
 
 /// The registry key and whether it was created by this call.
@@ -66,41 +63,24 @@ pub fn load_or_create(data_dir: &Path) -> Result<LoadedKey, KeyFileError> {
                 "the registry key is readable by others; it should be mode 0600");
         }
         let pem = fs::read_to_string(&path).map_err(io(&path))?;
-        let key = P256KeyPair::from_pkcs8_pem(&pem).map_err(|source| KeyFileError::Key {
-            path: path.clone(),
-            source,
-        })?;
+        let key = P256KeyPair::from_pkcs8_pem(&pem)
+            .map_err(|source| KeyFileError::Key { path: path.clone(), source })?;
         write_public_key(data_dir, &key)?;
-        return Ok(LoadedKey {
-            key,
-            created: false,
-            path,
-        });
+        return Ok(LoadedKey { key, created: false, path });
     }
     let key = P256KeyPair::generate();
     write_private_key(&path, &key.to_pkcs8_pem())?;
     write_public_key(data_dir, &key)?;
-    Ok(LoadedKey {
-        key,
-        created: true,
-        path,
-    })
+    Ok(LoadedKey { key, created: true, path })
 }
 
 /// Writes a private key file with mode 0600 (creating it atomically; never overwriting).
 pub fn write_private_key(path: &Path, pem: &str) -> Result<(), KeyFileError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = path.with_extension("pem.tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
+    let mut f =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
     f.write_all(pem.as_bytes()).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
@@ -115,9 +95,7 @@ pub fn write_private_key(path: &Path, pem: &str) -> Result<(), KeyFileError> {
         });
     }
     fs::rename(&tmp, path).map_err(io(path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
     Ok(())
 }
 
@@ -144,10 +122,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = load_or_create(dir.path()).unwrap();
         assert!(first.created);
-        let mode = fs::metadata(dir.path().join(KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let second = load_or_create(dir.path()).unwrap();
         assert!(!second.created);
@@ -160,13 +135,7 @@ mod tests {
     fn a_damaged_key_file_is_an_error_not_a_new_identity() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(KEY_FILE), "not a key").unwrap();
-        assert!(matches!(
-            load_or_create(dir.path()),
-            Err(KeyFileError::Key { .. })
-        ));
-        assert_eq!(
-            fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(),
-            "not a key"
-        );
+        assert!(matches!(load_or_create(dir.path()), Err(KeyFileError::Key { .. })));
+        assert_eq!(fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(), "not a key");
     }
 }

@@ -85,13 +85,8 @@ pub struct Server<M: Machine> {
 
 /// Opens the sled store in `<data_dir>/log`.
 pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
-    let options = SledOptions {
-        cache_capacity: config.cache_mib * 1024 * 1024,
-    };
-    Ok(Arc::new(SledStore::open(
-        &config.data_dir.join("log"),
-        &options,
-    )?))
+    let options = SledOptions { cache_capacity: config.cache_mib * 1024 * 1024 };
+    Ok(Arc::new(SledStore::open(&config.data_dir.join("log"), &options)?))
 }
 
 /// The origin fixed at first start, or the configured / default one on first start.
@@ -156,10 +151,7 @@ impl<M: Machine> Server<M> {
 
         let signer = NoteSigner::new(&origin, key.key)
             .map_err(|e| ServerError::Origin(format!("invalid origin {origin:?}: {e}")))?;
-        let options = LogOptions {
-            max_batch: config.max_batch,
-            ..LogOptions::default()
-        };
+        let options = LogOptions { max_batch: config.max_batch, ..LogOptions::default() };
         let log = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || Log::open(store, machine, signer, options, clock))
@@ -176,13 +168,9 @@ impl<M: Machine> Server<M> {
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
         routes.add_service(crate::grpc::reflection()?);
-        routes.add_service(
-            registry_proto::pb::audit_service_server::AuditServiceServer::new(AuditApi::new(
-                reader.clone(),
-                identity.clone(),
-                drain.clone(),
-            )),
-        );
+        routes.add_service(registry_proto::pb::audit_service_server::AuditServiceServer::new(
+            AuditApi::new(reader.clone(), identity.clone(), drain.clone()),
+        ));
         health.set("keyregistry.v1.AuditService", true);
         extra(
             ServiceContext {
@@ -197,14 +185,10 @@ impl<M: Machine> Server<M> {
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = tonic::transport::Server::builder()
@@ -214,15 +198,7 @@ impl<M: Machine> Server<M> {
 
         let grace = Duration::from_secs(config.shutdown_timeout_secs);
         let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
-        Ok(Self {
-            addr,
-            identity,
-            reader,
-            appender,
-            health,
-            stop,
-            task,
-        })
+        Ok(Self { addr, identity, reader, appender, health, stop, task })
     }
 
     /// The address the server listens on.

@@ -39,11 +39,7 @@ impl TestRegistry<RawBodies> {
         let server = Server::start(&config, RawBodies, system_clock(), |_, _| {})
             .await
             .expect("server starts");
-        Self {
-            server,
-            config,
-            dir,
-        }
+        Self { server, config, dir }
     }
 }
 
@@ -55,22 +51,15 @@ impl<M: registry_server::log::Machine> TestRegistry<M> {
 
     /// A gRPC channel to the server.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .expect("valid URL")
-            .connect()
-            .await
-            .expect("connects")
+        Channel::from_shared(self.url()).expect("valid URL").connect().await.expect("connects")
     }
 }
 
 /// A log entry body (the fields after the header) carrying only a request ID.
 pub fn body_for(request_id: uuid::Uuid) -> Vec<u8> {
     use prost::Message;
-    registry_proto::pb::LogEntry {
-        request_id: request_id.to_string(),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    registry_proto::pb::LogEntry { request_id: request_id.to_string(), ..Default::default() }
+        .encode_to_vec()
 }
 
 /// SHA-256, the idempotency digest of a raw body.

@@ -54,11 +54,7 @@ pub struct AuditApi {
 impl AuditApi {
     /// A service over `reader` that ends its streams when `shutdown` is cancelled.
     pub fn new(reader: LogReader, identity: Arc<Identity>, shutdown: CancellationToken) -> Self {
-        Self {
-            reader,
-            identity,
-            shutdown,
-        }
+        Self { reader, identity, shutdown }
     }
 }
 
@@ -141,10 +137,7 @@ impl AuditService for AuditApi {
             ));
         }
         if end != 0 && end < start {
-            return Err(status::invalid(
-                "end",
-                "must be 0 (to the end) or not below start",
-            ));
+            return Err(status::invalid("end", "must be 0 (to the end) or not below start"));
         }
         let end = if end == 0 { size } else { end.min(size) };
         let (tx, rx) = mpsc::channel(4);
@@ -165,11 +158,7 @@ impl AuditService for AuditApi {
                     }
                 };
                 next = next_after(&chunk, next);
-                if tx
-                    .send(Ok(GetEntriesResponse { entries: chunk }))
-                    .await
-                    .is_err()
-                {
+                if tx.send(Ok(GetEntriesResponse { entries: chunk })).await.is_err() {
                     return; // The client went away.
                 }
             }
@@ -181,10 +170,7 @@ impl AuditService for AuditApi {
         &self,
         request: Request<GetInclusionProofRequest>,
     ) -> Result<Response<GetInclusionProofResponse>, Status> {
-        let GetInclusionProofRequest {
-            position,
-            tree_size,
-        } = request.into_inner();
+        let GetInclusionProofRequest { position, tree_size } = request.into_inner();
         let size = self.reader.resolve_size(tree_size).map_err(|e| match e {
             ReadError::OutOfRange(m) => status::out_of_range("tree_size", m),
             other => status::read(other),
@@ -198,10 +184,7 @@ impl AuditService for AuditApi {
         let reader = self.reader.clone();
         let (leaf, proof) = tokio::task::spawn_blocking(move || {
             let entry = reader.entry(position)?;
-            Ok::<_, ReadError>((
-                merkle::leaf_hash(&entry),
-                reader.inclusion_proof(position, size)?,
-            ))
+            Ok::<_, ReadError>((merkle::leaf_hash(&entry), reader.inclusion_proof(position, size)?))
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -297,10 +280,7 @@ impl AuditService for AuditApi {
                         }
                     };
                     next = end;
-                    let message = WatchEntriesResponse {
-                        entries: chunk,
-                        checkpoint,
-                    };
+                    let message = WatchEntriesResponse { entries: chunk, checkpoint };
                     if tx.send(Ok(message)).await.is_err() {
                         return;
                     }

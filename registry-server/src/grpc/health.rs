@@ -25,11 +25,7 @@ pub struct HealthHandle {
 impl HealthHandle {
     /// Marks `service` (`""` for the whole server) serving or not.
     pub fn set(&self, service: &str, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         self.statuses.send_modify(|m| {
             m.insert(service.to_string(), status);
         });
@@ -60,22 +56,12 @@ pub fn service(shutdown: CancellationToken) -> (HealthHandle, HealthServer<impl 
     let mut initial = BTreeMap::new();
     initial.insert(String::new(), ServingStatus::Serving);
     let (tx, rx) = watch::channel(initial);
-    let handle = HealthHandle {
-        statuses: Arc::new(tx),
-    };
-    (
-        handle,
-        HealthServer::new(HealthApi {
-            statuses: rx,
-            shutdown,
-        }),
-    )
+    let handle = HealthHandle { statuses: Arc::new(tx) };
+    (handle, HealthServer::new(HealthApi { statuses: rx, shutdown }))
 }
 
 fn response(status: ServingStatus) -> HealthCheckResponse {
-    HealthCheckResponse {
-        status: status as i32,
-    }
+    HealthCheckResponse { status: status as i32 }
 }
 
 #[tonic::async_trait]
@@ -126,8 +112,6 @@ impl Health for HealthApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }

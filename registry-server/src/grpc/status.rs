@@ -48,7 +48,5 @@ pub(crate) fn read(e: ReadError) -> Status {
 /// Streams end with this when the server shuts down, so clients know to resume elsewhere or
 /// later from the position they reached.
 pub(crate) fn shutting_down(next: u64) -> Status {
-    Status::unavailable(format!(
-        "the server is shutting down; resume from position {next}"
-    ))
+    Status::unavailable(format!("the server is shutting down; resume from position {next}"))
 }

@@ -26,7 +26,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use view::View;
-pub use writer::{AppendError, Appended, Appender, Clock, WriterStatus, system_clock};
+pub use writer::{
+    AppendError, Appended, Appender, Clock, WriterStats, WriterStatsSnapshot, WriterStatus,
+    system_clock,
+};
 
 use crate::store::{LogStore, StoreError};
 
@@ -112,10 +115,7 @@ impl Machine for RawBodies {
         _: &EntryContext,
         _: &View<'_>,
     ) -> Result<Decided<()>, DecideError<Self::Rejection>> {
-        Ok(Decided {
-            body: command.clone(),
-            effects: (),
-        })
+        Ok(Decided { body: command.clone(), effects: () })
     }
 
     fn apply(&mut self, _: &EntryHeader, _: &(), _: &mut View<'_>) -> Result<(), StoreError> {
@@ -165,10 +165,7 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self {
-            max_batch: 1024,
-            queue_depth: 8192,
-        }
+        Self { max_batch: 1024, queue_depth: 8192 }
     }
 }
 
@@ -199,11 +196,7 @@ impl<M: Machine> Log<M> {
             checkpoint: sign_checkpoint(&signer, frontier.size(), frontier.root()).into(),
         };
         let (head_tx, head_rx) = watch::channel(Arc::new(head));
-        let reader = LogReader {
-            store: store.clone(),
-            head: head_rx,
-            signer: signer.clone(),
-        };
+        let reader = LogReader { store: store.clone(), head: head_rx, signer: signer.clone() };
         let (appender, writer) = writer::start(writer::WriterSetup {
             store,
             machine,
@@ -215,11 +208,7 @@ impl<M: Machine> Log<M> {
             options,
             clock,
         });
-        Ok(Self {
-            reader,
-            appender: Some(appender),
-            writer: Some(writer),
-        })
+        Ok(Self { reader, appender: Some(appender), writer: Some(writer) })
     }
 
     /// A handle for reading.
@@ -229,9 +218,7 @@ impl<M: Machine> Log<M> {
 
     /// A handle for appending.
     pub fn appender(&self) -> Appender<M> {
-        self.appender
-            .clone()
-            .expect("the appender is only taken by close, which consumes the log")
+        self.appender.clone().expect("the appender is only taken by close, which consumes the log")
     }
 
     /// Lets the writer finish every append already queued and waits for it to stop. Every other
@@ -275,12 +262,10 @@ fn verify_from_last_point(
     let (mut chain, mut last_hash, mut last_time) = if verified == 0 {
         (ChainVerifier::new(), entry::ZERO_HASH, None)
     } else {
-        let last = store
-            .entry(verified - 1)?
-            .ok_or_else(|| OpenError::BrokenChain {
-                position: verified - 1,
-                reason: "entry is missing".into(),
-            })?;
+        let last = store.entry(verified - 1)?.ok_or_else(|| OpenError::BrokenChain {
+            position: verified - 1,
+            reason: "entry is missing".into(),
+        })?;
         let header = entry::decode_header(&last).map_err(|e| OpenError::BrokenChain {
             position: verified - 1,
             reason: e.to_string(),
@@ -304,12 +289,10 @@ fn verify_from_last_point(
                     reason: "entry is missing".into(),
                 });
             }
-            let leaf = chain
-                .push(&bytes)
-                .map_err(|e: ChainError| OpenError::BrokenChain {
-                    position: e.position(),
-                    reason: e.to_string(),
-                })?;
+            let leaf = chain.push(&bytes).map_err(|e: ChainError| OpenError::BrokenChain {
+                position: e.position(),
+                reason: e.to_string(),
+            })?;
             for node in frontier.push(leaf) {
                 if store.node(node.level, node.index)? != Some(node.hash) {
                     return Err(OpenError::BrokenChain {
@@ -322,14 +305,10 @@ fn verify_from_last_point(
                 }
             }
             last_hash = leaf;
-            last_time = Some(
-                entry::decode_header(&bytes)
-                    .map(|h| h.recorded_at)
-                    .map_err(|e| OpenError::BrokenChain {
-                        position: pos,
-                        reason: e.to_string(),
-                    })?,
-            );
+            last_time =
+                Some(entry::decode_header(&bytes).map(|h| h.recorded_at).map_err(|e| {
+                    OpenError::BrokenChain { position: pos, reason: e.to_string() }
+                })?);
         }
         if chain.next_position() != end {
             return Err(OpenError::BrokenChain {
@@ -351,12 +330,7 @@ fn verify_from_last_point(
 }
 
 fn sign_checkpoint(signer: &NoteSigner, size: u64, root: Hash) -> String {
-    let cp = Checkpoint {
-        origin: signer.name().to_string(),
-        size,
-        root,
-        extensions: vec![],
-    };
+    let cp = Checkpoint { origin: signer.name().to_string(), size, root, extensions: vec![] };
     cp.sign(signer).expect("the signer's name is the origin")
 }
 
@@ -367,9 +341,7 @@ impl NodeSource for StoreNodes<'_> {
     fn perfect_node(&self, level: u32, index: u64) -> Result<Hash, ProofError> {
         match self.0.node(level, index) {
             Ok(Some(h)) => Ok(h),
-            Ok(None) => Err(ProofError::Source(format!(
-                "node ({level}, {index}) is not stored"
-            ))),
+            Ok(None) => Err(ProofError::Source(format!("node ({level}, {index}) is not stored"))),
             Err(e) => Err(ProofError::Source(e.to_string())),
         }
     }
@@ -448,9 +420,9 @@ impl LogReader {
         match requested {
             0 => Ok(size),
             n if n <= size => Ok(n),
-            n => Err(ReadError::OutOfRange(format!(
-                "tree size {n} is larger than the log ({size})"
-            ))),
+            n => {
+                Err(ReadError::OutOfRange(format!("tree size {n} is larger than the log ({size})")))
+            }
         }
     }
 

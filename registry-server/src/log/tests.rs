@@ -89,11 +89,8 @@ fn open(store: Arc<dyn LogStore>, clock: Clock) -> Log<RawBodies> {
 
 fn body(i: u64) -> Vec<u8> {
     use prost::Message;
-    registry_proto::pb::LogEntry {
-        request_id: format!("body-{i}"),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    registry_proto::pb::LogEntry { request_id: format!("body-{i}"), ..Default::default() }
+        .encode_to_vec()
 }
 
 async fn append(
@@ -188,20 +185,10 @@ async fn a_failed_sync_fails_its_batch_and_everything_after() {
     // The disk recovers, but the writer must not: it cannot know what reached the disk.
     probe.fail_sync.store(false, Ordering::SeqCst);
     for i in 0..5 {
-        assert!(matches!(
-            append(&appender, 200 + i).await,
-            Err(AppendError::Unavailable(_))
-        ));
+        assert!(matches!(append(&appender, 200 + i).await, Err(AppendError::Unavailable(_))));
     }
-    assert!(matches!(
-        *appender.status().borrow(),
-        WriterStatus::Failed(_)
-    ));
-    assert_eq!(
-        log.reader().head().size,
-        durable_before,
-        "readers never see the failed batch"
-    );
+    assert!(matches!(*appender.status().borrow(), WriterStatus::Failed(_)));
+    assert_eq!(log.reader().head().size, durable_before, "readers never see the failed batch");
     assert_eq!(probe.inner.crash().size().unwrap(), durable_before);
     drop(appender);
     log.close();
@@ -241,10 +228,7 @@ fn sled_log(size: u64) -> (tempfile::TempDir, Log<RawBodies>, MemoryTree) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
     let log = open(store, system_clock());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     let appender = log.appender();
     rt.block_on(async {
         let mut tasks = Vec::new();
@@ -286,10 +270,7 @@ fn every_proof_the_store_produces_verifies_and_fails_when_changed() {
         roots.push(frontier.root());
     }
     assert_eq!(roots[2000], tree.mth(0, 2000));
-    let mut runner = TestRunner::new(Config {
-        cases: 24,
-        ..Config::default()
-    });
+    let mut runner = TestRunner::new(Config { cases: 24, ..Config::default() });
     let result = runner.run(&(1u64..=2000), |size| {
         let root = roots[size as usize];
         prop_assert_eq!(reader.root(size).unwrap(), root);

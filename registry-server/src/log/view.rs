@@ -17,10 +17,7 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     /// An empty overlay over `store`.
     pub fn new(store: &'a dyn LogStore) -> Self {
-        Self {
-            store,
-            overlay: BTreeMap::new(),
-        }
+        Self { store, overlay: BTreeMap::new() }
     }
 
     /// The current value of a projection record.
@@ -37,11 +34,8 @@ impl<'a> View<'a> {
         keyspace: Keyspace,
         prefix: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
-            .store
-            .scan_prefix(keyspace, prefix)?
-            .into_iter()
-            .collect();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.store.scan_prefix(keyspace, prefix)?.into_iter().collect();
         for ((_, k), v) in self
             .overlay
             .range((keyspace, prefix.to_vec())..)
@@ -69,11 +63,7 @@ impl<'a> View<'a> {
     pub fn into_writes(self) -> Vec<ProjectionWrite> {
         self.overlay
             .into_iter()
-            .map(|((keyspace, key), value)| ProjectionWrite {
-                keyspace,
-                key,
-                value,
-            })
+            .map(|((keyspace, key), value)| ProjectionWrite { keyspace, key, value })
             .collect()
     }
 }

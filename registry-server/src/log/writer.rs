@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use registry_proto::entry::{EntryHeader, encode_entry};
 use registry_proto::merkle::{Frontier, Hash, leaf_hash};
@@ -78,18 +79,52 @@ struct Job<M: Machine> {
     reply: Reply<M::Rejection>,
 }
 
+/// Counters of the writer's group commits, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    batches: AtomicU64,
+    entries: AtomicU64,
+    largest: AtomicU64,
+}
+
+/// A snapshot of [`WriterStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterStatsSnapshot {
+    /// Group commits that wrote at least one entry.
+    pub batches: u64,
+    /// Entries written.
+    pub entries: u64,
+    /// Most entries in one group commit.
+    pub largest: u64,
+}
+
+impl WriterStats {
+    fn record(&self, entries: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.entries.fetch_add(entries as u64, Ordering::Relaxed);
+        self.largest.fetch_max(entries as u64, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> WriterStatsSnapshot {
+        WriterStatsSnapshot {
+            batches: self.batches.load(Ordering::Relaxed),
+            entries: self.entries.load(Ordering::Relaxed),
+            largest: self.largest.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Submits appends to the writer. Cheap to clone.
 pub struct Appender<M: Machine> {
     tx: mpsc::Sender<Job<M>>,
     status: watch::Receiver<WriterStatus>,
+    stats: Arc<WriterStats>,
 }
 
 impl<M: Machine> Clone for Appender<M> {
     fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-            status: self.status.clone(),
-        }
+        Self { tx: self.tx.clone(), status: self.status.clone(), stats: self.stats.clone() }
     }
 }
 
@@ -107,12 +142,7 @@ impl<M: Machine> Appender<M> {
         }
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job {
-                request_id,
-                digest,
-                command,
-                reply,
-            })
+            .send(Job { request_id, digest, command, reply })
             .await
             .map_err(|_| AppendError::Unavailable("the log writer has stopped".into()))?;
         answer.await.map_err(|_| {
@@ -128,6 +158,11 @@ impl<M: Machine> Appender<M> {
     /// The writer's status, for health reporting.
     pub fn status(&self) -> watch::Receiver<WriterStatus> {
         self.status.clone()
+    }
+
+    /// Group commit counters.
+    pub fn stats(&self) -> WriterStatsSnapshot {
+        self.stats.snapshot()
     }
 }
 
@@ -148,26 +183,19 @@ pub(super) fn start<M: Machine>(
 ) -> (Appender<M>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(setup.options.queue_depth.max(1));
     let (status_tx, status_rx) = watch::channel(WriterStatus::Running);
-    let writer = Writer {
-        setup,
-        status: status_tx,
-    };
+    let stats = Arc::new(WriterStats::default());
+    let writer = Writer { setup, status: status_tx, stats: stats.clone() };
     let handle = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || writer.run(rx))
         .expect("spawning the log writer thread");
-    (
-        Appender {
-            tx,
-            status: status_rx,
-        },
-        handle,
-    )
+    (Appender { tx, status: status_rx, stats }, handle)
 }
 
 struct Writer<M: Machine> {
     setup: WriterSetup<M>,
     status: watch::Sender<WriterStatus>,
+    stats: Arc<WriterStats>,
 }
 
 type Outcome<R> = Result<Appended, AppendError<R>>;
@@ -213,24 +241,12 @@ impl<M: Machine> Writer<M> {
         let mut failure: Option<StoreError> = None;
 
         for job in jobs {
-            let Job {
-                request_id,
-                digest,
-                command,
-                reply,
-            } = job;
+            let Job { request_id, digest, command, reply } = job;
             if failure.is_some() {
                 replies.push((reply, Err(AppendError::Unavailable(String::new()))));
                 continue;
             }
-            match self.one(
-                request_id,
-                digest,
-                command,
-                &mut view,
-                &mut batch,
-                &mut in_batch,
-            ) {
+            match self.one(request_id, digest, command, &mut view, &mut batch, &mut in_batch) {
                 Ok(outcome) => replies.push((reply, outcome)),
                 Err(e) => {
                     failure = Some(e);
@@ -245,6 +261,7 @@ impl<M: Machine> Writer<M> {
             if let Err(e) = store.write(batch).and_then(|()| store.sync()) {
                 failure = Some(e);
             } else {
+                self.stats.record(written);
                 tracing::trace!(entries = written, "group commit durable");
             }
         }
@@ -292,21 +309,14 @@ impl<M: Machine> Writer<M> {
         };
         if let Some(record) = known {
             return Ok(if record.digest == digest {
-                Ok(Appended {
-                    position: record.position,
-                    duplicate: true,
-                })
+                Ok(Appended { position: record.position, duplicate: true })
             } else {
-                Err(AppendError::AlreadyExists {
-                    position: record.position,
-                })
+                Err(AppendError::AlreadyExists { position: record.position })
             });
         }
 
-        let context = EntryContext {
-            position: self.setup.frontier.size(),
-            recorded_at: self.next_time(),
-        };
+        let context =
+            EntryContext { position: self.setup.frontier.size(), recorded_at: self.next_time() };
         let decided = match self.setup.machine.decide(&command, &context, view) {
             Ok(d) => d,
             Err(DecideError::Rejected(r)) => return Ok(Err(AppendError::Rejected(r))),
@@ -321,18 +331,12 @@ impl<M: Machine> Writer<M> {
         let leaf = leaf_hash(&bytes);
         batch.nodes.extend(self.setup.frontier.push(leaf));
         batch.entries.push((header.position, bytes));
-        let record = RequestRecord {
-            position: header.position,
-            digest,
-        };
+        let record = RequestRecord { position: header.position, digest };
         batch.requests.push((request_id, record));
         in_batch.insert(request_id, record);
         self.setup.last_hash = leaf;
         self.setup.last_recorded_at = Some(header.recorded_at);
         self.setup.machine.apply(&header, &decided.effects, view)?;
-        Ok(Ok(Appended {
-            position: header.position,
-            duplicate: false,
-        }))
+        Ok(Ok(Appended { position: header.position, duplicate: false }))
     }
 }

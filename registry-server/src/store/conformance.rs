@@ -44,9 +44,7 @@ pub(crate) struct SledFactory {
 
 impl SledFactory {
     pub(crate) fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temporary directory"),
-        }
+        Self { dir: tempfile::tempdir().expect("temporary directory") }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -76,13 +74,7 @@ fn signer() -> NoteSigner {
 }
 
 fn open_log(store: Arc<dyn LogStore>) -> Result<Log<RawBodies>, OpenError> {
-    Log::open(
-        store,
-        RawBodies,
-        signer(),
-        LogOptions::default(),
-        system_clock(),
-    )
+    Log::open(store, RawBodies, signer(), LogOptions::default(), system_clock())
 }
 
 fn digest(body: &[u8]) -> [u8; 32] {
@@ -92,18 +84,12 @@ fn digest(body: &[u8]) -> [u8; 32] {
 /// A body is any run of encoded `LogEntry` fields; field 4 (request ID) is enough.
 fn body(request_id: Uuid) -> Vec<u8> {
     use prost::Message;
-    registry_proto::pb::LogEntry {
-        request_id: request_id.to_string(),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    registry_proto::pb::LogEntry { request_id: request_id.to_string(), ..Default::default() }
+        .encode_to_vec()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
 fn append_all(log: &Log<RawBodies>, ids: &[Uuid]) -> Vec<u64> {
@@ -114,9 +100,7 @@ fn append_all(log: &Log<RawBodies>, ids: &[Uuid]) -> Vec<u64> {
             let a = appender.clone();
             let b = body(*id);
             let id = *id;
-            tasks.push(tokio::spawn(
-                async move { a.append(id, digest(&b), b).await },
-            ));
+            tasks.push(tokio::spawn(async move { a.append(id, digest(&b), b).await }));
         }
         let mut positions = Vec::new();
         for t in tasks {
@@ -140,17 +124,10 @@ fn an_empty_store_has_nothing(f: &mut dyn Factory) {
 fn a_batch_reads_back_as_written(f: &mut dyn Factory) {
     let s = f.open("readback");
     let id = Uuid::new_v4();
-    let record = RequestRecord {
-        position: 1,
-        digest: [5u8; 32],
-    };
+    let record = RequestRecord { position: 1, digest: [5u8; 32] };
     s.write(WriteBatch {
         entries: vec![(0, b"zero".to_vec()), (1, b"one".to_vec())],
-        nodes: vec![PerfectNode {
-            level: 1,
-            index: 0,
-            hash: [3u8; 32],
-        }],
+        nodes: vec![PerfectNode { level: 1, index: 0, hash: [3u8; 32] }],
         requests: vec![(id, record)],
         projections: vec![ProjectionWrite {
             keyspace: Keyspace("k"),
@@ -163,10 +140,7 @@ fn a_batch_reads_back_as_written(f: &mut dyn Factory) {
     s.sync().unwrap();
     assert_eq!(s.size().unwrap(), 2);
     assert_eq!(s.entry(1).unwrap(), Some(b"one".to_vec()));
-    assert_eq!(
-        s.entries(0, 100).unwrap(),
-        vec![(0, b"zero".to_vec()), (1, b"one".to_vec())]
-    );
+    assert_eq!(s.entries(0, 100).unwrap(), vec![(0, b"zero".to_vec()), (1, b"one".to_vec())]);
     assert_eq!(s.entries(1, 2).unwrap(), vec![(1, b"one".to_vec())]);
     assert_eq!(s.node(1, 0).unwrap(), Some([3u8; 32]));
     assert_eq!(s.request(&id).unwrap(), Some(record));
@@ -195,26 +169,13 @@ fn prefix_scans_stay_inside_their_prefix(f: &mut dyn Factory) {
         value: Some(k.to_vec()),
     };
     s.write(WriteBatch {
-        projections: vec![
-            put(b"ab\x00"),
-            put(b"ab\xff"),
-            put(b"aa"),
-            put(b"ac"),
-            put(b"ab"),
-        ],
+        projections: vec![put(b"ab\x00"), put(b"ab\xff"), put(b"aa"), put(b"ac"), put(b"ab")],
         ..Default::default()
     })
     .unwrap();
-    let keys: Vec<Vec<u8>> = s
-        .scan_prefix(Keyspace("p"), b"ab")
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    assert_eq!(
-        keys,
-        vec![b"ab".to_vec(), b"ab\x00".to_vec(), b"ab\xff".to_vec()]
-    );
+    let keys: Vec<Vec<u8>> =
+        s.scan_prefix(Keyspace("p"), b"ab").unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec![b"ab".to_vec(), b"ab\x00".to_vec(), b"ab\xff".to_vec()]);
     assert!(s.scan_prefix(Keyspace("q"), b"ab").unwrap().is_empty());
 }
 
@@ -254,9 +215,7 @@ fn a_retry_with_the_same_request_id_returns_the_original_position(f: &mut dyn Fa
     let first = append_all(&log, &[id, Uuid::new_v4()])[0];
     let appender = log.appender();
     let rt = runtime();
-    let again = rt
-        .block_on(appender.append(id, digest(&body(id)), body(id)))
-        .unwrap();
+    let again = rt.block_on(appender.append(id, digest(&body(id)), body(id))).unwrap();
     assert_eq!(again.position, first);
     assert!(again.duplicate);
     assert_eq!(log.reader().head().size, 2, "a retry appends nothing");
@@ -285,9 +244,7 @@ fn idempotency_holds_across_close_and_reopen(f: &mut dyn Factory) {
     let log = open_log(f.open("idempotent-reopen")).unwrap();
     let appender = log.appender();
     let rt = runtime();
-    let again = rt
-        .block_on(appender.append(id, digest(&body(id)), body(id)))
-        .unwrap();
+    let again = rt.block_on(appender.append(id, digest(&body(id)), body(id))).unwrap();
     assert_eq!((again.position, again.duplicate), (first, true));
     let other = b"changed".to_vec();
     assert!(matches!(
@@ -308,17 +265,12 @@ fn a_reopened_log_continues_the_chain(f: &mut dyn Factory) {
         (head.root, head.size)
     };
     let log = open_log(f.open("continue")).unwrap();
-    assert_eq!(
-        (log.reader().head().size, log.reader().head().root),
-        (size, root)
-    );
+    assert_eq!((log.reader().head().size, log.reader().head().root), (size, root));
     append_all(&log, &(0..5).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
     let reader = log.reader();
     let mut chain = ChainVerifier::new();
     for (_, bytes) in reader.entries(0, 15, 100).unwrap() {
-        chain
-            .push(&bytes)
-            .expect("the chain continues across the restart");
+        chain.push(&bytes).expect("the chain continues across the restart");
     }
     assert_eq!(chain.next_position(), 15);
     let proof = reader.consistency_proof(10, 15).unwrap();
@@ -336,12 +288,7 @@ fn a_tampered_entry_stops_the_log_from_opening(f: &mut dyn Factory) {
     let mut bytes = store.entry(6).unwrap().unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    store
-        .write(WriteBatch {
-            entries: vec![(6, bytes)],
-            ..Default::default()
-        })
-        .unwrap();
+    store.write(WriteBatch { entries: vec![(6, bytes)], ..Default::default() }).unwrap();
     store.sync().unwrap();
     match open_log(store) {
         Err(OpenError::BrokenChain { position, .. }) => assert_eq!(position, 6),

@@ -80,12 +80,7 @@ impl MemoryStore {
 
     /// A store over only what was synced, as after a crash and restart.
     pub fn crash(&self) -> Self {
-        let durable = self
-            .shared
-            .durable
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
+        let durable = self.shared.durable.lock().map(|d| d.clone()).unwrap_or_default();
         Self {
             shared: Arc::new(Shared {
                 live: RwLock::new(durable.clone()),
@@ -115,11 +110,7 @@ impl MemoryStore {
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, StoreError> {
-        self.shared
-            .live
-            .read()
-            .map(|s| f(&s))
-            .map_err(|_| poisoned())
+        self.shared.live.read().map(|s| f(&s)).map_err(|_| poisoned())
     }
 }
 
@@ -136,12 +127,7 @@ impl LogStore for MemoryStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        self.read(|s| {
-            s.entries
-                .range(start..end)
-                .map(|(k, v)| (*k, v.clone()))
-                .collect()
-        })
+        self.read(|s| s.entries.range(start..end).map(|(k, v)| (*k, v.clone())).collect())
     }
 
     fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
@@ -177,11 +163,7 @@ impl LogStore for MemoryStore {
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut live = self.shared.live.write().map_err(|_| poisoned())?;
         live.apply(&batch);
-        self.shared
-            .unsynced
-            .lock()
-            .map_err(|_| poisoned())?
-            .push(batch);
+        self.shared.unsynced.lock().map_err(|_| poisoned())?.push(batch);
         self.shared.writes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -198,13 +180,10 @@ impl LogStore for MemoryStore {
 
     fn clear_projections(&self, keyspaces: &[Keyspace]) -> Result<(), StoreError> {
         let mut live = self.shared.live.write().map_err(|_| poisoned())?;
-        live.projections
-            .retain(|(ks, _), _| !keyspaces.contains(ks));
+        live.projections.retain(|(ks, _), _| !keyspaces.contains(ks));
         // A rebuild is followed by a sync, which must make the clearing durable too.
         let mut durable = self.shared.durable.lock().map_err(|_| poisoned())?;
-        durable
-            .projections
-            .retain(|(ks, _), _| !keyspaces.contains(ks));
+        durable.projections.retain(|(ks, _), _| !keyspaces.contains(ks));
         Ok(())
     }
 
@@ -226,10 +205,8 @@ mod tests {
     #[test]
     fn a_crash_loses_exactly_the_unsynced_writes() {
         let store = MemoryStore::new();
-        let batch = |pos: u64| WriteBatch {
-            entries: vec![(pos, vec![pos as u8])],
-            ..Default::default()
-        };
+        let batch =
+            |pos: u64| WriteBatch { entries: vec![(pos, vec![pos as u8])], ..Default::default() };
         store.write(batch(0)).unwrap();
         store.sync().unwrap();
         store.write(batch(1)).unwrap();

@@ -129,14 +129,6 @@ pub(crate) fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()
 }
 
-/// Key of a perfect node: level then index, big-endian.
-pub(crate) fn node_key(level: u32, index: u64) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..4].copy_from_slice(&level.to_be_bytes());
-    k[4..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
 /// Stored form of a [`RequestRecord`]: position (8 bytes, big-endian) then digest.
 pub(crate) fn encode_request(r: &RequestRecord) -> [u8; 40] {
     let mut v = [0u8; 40];
@@ -147,19 +139,13 @@ pub(crate) fn encode_request(r: &RequestRecord) -> [u8; 40] {
 
 pub(crate) fn decode_request(v: &[u8]) -> Result<RequestRecord, StoreError> {
     if v.len() != 40 {
-        return Err(StoreError::Corrupt(format!(
-            "request record is {} bytes, not 40",
-            v.len()
-        )));
+        return Err(StoreError::Corrupt(format!("request record is {} bytes, not 40", v.len())));
     }
     let mut pos = [0u8; 8];
     pos.copy_from_slice(&v[..8]);
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&v[8..]);
-    Ok(RequestRecord {
-        position: u64::from_be_bytes(pos),
-        digest,
-    })
+    Ok(RequestRecord { position: u64::from_be_bytes(pos), digest })
 }
 
 pub(crate) fn decode_hash(v: &[u8]) -> Result<Hash, StoreError> {

@@ -13,6 +13,19 @@
 //!
 //! Every [`WriteBatch`] is one sled transaction over the trees it touches, which sled recovers
 //! all-or-nothing and in commit order.
+//!
+//! Record layout. sled pays several microseconds per key written, so the log costs as few keys
+//! as possible: an entry's record also carries the Merkle nodes its append completed (node
+//! `(level, index)` is completed by the entry at position `((index + 1) << level) - 1`, so a node
+//! is still one read away), and request IDs are the only other key per entry. Clients that use
+//! time-ordered UUIDv7 request IDs make those inserts sequential too.
+//!
+//! ```text
+//! log/entries   position (u64 BE) -> n (u8), n × (level (u8), hash (32)), entry bytes
+//! log/requests  request ID (16)   -> position (u64 BE), content digest (32)
+//! log/meta      name              -> value
+//! projection/*  key               -> value
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -28,13 +41,44 @@ use uuid::Uuid;
 
 use super::{
     Keyspace, LogStore, RequestRecord, StoreError, WriteBatch, decode_hash, decode_request,
-    encode_request, node_key, position_key,
+    encode_request, position_key,
 };
 
 const ENTRIES: &str = "log/entries";
-const NODES: &str = "log/nodes";
 const REQUESTS: &str = "log/requests";
 const META: &str = "log/meta";
+
+/// The position whose append completes perfect node (`level`, `index`).
+fn completing_position(level: u32, index: u64) -> Option<u64> {
+    index.checked_add(1)?.checked_shl(level)?.checked_sub(1)
+}
+
+/// An entry record: the nodes its append completed, then the entry.
+fn encode_record(nodes: &[(u32, Hash)], entry: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + nodes.len() * 33 + entry.len());
+    v.push(nodes.len() as u8);
+    for (level, hash) in nodes {
+        v.push(*level as u8);
+        v.extend_from_slice(hash);
+    }
+    v.extend_from_slice(entry);
+    v
+}
+
+/// Splits an entry record into its nodes and the entry bytes.
+fn decode_record(record: &[u8]) -> Result<(Vec<(u32, Hash)>, &[u8]), StoreError> {
+    let corrupt = || StoreError::Corrupt("entry record is truncated".into());
+    let (&n, mut rest) = record.split_first().ok_or_else(corrupt)?;
+    let mut nodes = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        if rest.len() < 33 {
+            return Err(corrupt());
+        }
+        nodes.push((u32::from(rest[0]), decode_hash(&rest[1..33])?));
+        rest = &rest[33..];
+    }
+    Ok((nodes, rest))
+}
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
@@ -54,9 +98,7 @@ pub struct SledOptions {
 
 impl Default for SledOptions {
     fn default() -> Self {
-        Self {
-            cache_capacity: 512 * 1024 * 1024,
-        }
+        Self { cache_capacity: 512 * 1024 * 1024 }
     }
 }
 
@@ -65,7 +107,6 @@ pub struct SledStore {
     dir: PathBuf,
     db: sled::Db,
     entries: sled::Tree,
-    nodes: sled::Tree,
     requests: sled::Tree,
     meta: sled::Tree,
     projections: Mutex<HashMap<Keyspace, sled::Tree>>,
@@ -125,16 +166,13 @@ impl SledStore {
                 File::open(entry?.path())?.sync_all()?;
             }
             fsync_dir(&blobs)?;
-            std::fs::read_dir(&blobs)?
-                .filter_map(|e| e.ok().map(|e| e.file_name()))
-                .collect()
+            std::fs::read_dir(&blobs)?.filter_map(|e| e.ok().map(|e| e.file_name())).collect()
         } else {
             HashSet::new()
         };
         Ok(Self {
             dir: dir.to_path_buf(),
             entries: db.open_tree(ENTRIES)?,
-            nodes: db.open_tree(NODES)?,
             requests: db.open_tree(REQUESTS)?,
             meta: db.open_tree(META)?,
             db,
@@ -212,10 +250,10 @@ impl LogStore for SledStore {
     }
 
     fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .entries
-            .get(position_key(position))?
-            .map(|v| v.to_vec()))
+        match self.entries.get(position_key(position))? {
+            None => Ok(None),
+            Some(record) => Ok(Some(decode_record(&record)?.1.to_vec())),
+        }
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -229,23 +267,20 @@ impl LogStore for SledStore {
                 .as_ref()
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("entry key is not 8 bytes".into()))?;
-            out.push((u64::from_be_bytes(key), v.to_vec()));
+            out.push((u64::from_be_bytes(key), decode_record(&v)?.1.to_vec()));
         }
         Ok(out)
     }
 
     fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
-        self.nodes
-            .get(node_key(level, index))?
-            .map(|v| decode_hash(&v))
-            .transpose()
+        let Some(position) = completing_position(level, index) else { return Ok(None) };
+        let Some(record) = self.entries.get(position_key(position))? else { return Ok(None) };
+        let (nodes, _) = decode_record(&record)?;
+        Ok(nodes.into_iter().find(|(l, _)| *l == level).map(|(_, h)| h))
     }
 
     fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
-        self.requests
-            .get(id.as_bytes())?
-            .map(|v| decode_request(&v))
-            .transpose()
+        self.requests.get(id.as_bytes())?.map(|v| decode_request(&v)).transpose()
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -263,10 +298,7 @@ impl LogStore for SledStore {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         self.projection(keyspace)?
             .scan_prefix(prefix)
-            .map(|item| {
-                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
             .collect()
     }
 
@@ -275,24 +307,30 @@ impl LogStore for SledStore {
             return Ok(());
         }
         // One sled::Batch per tree, all applied in a single transaction.
-        let mut trees = vec![
-            self.entries.clone(),
-            self.nodes.clone(),
-            self.requests.clone(),
-            self.meta.clone(),
-        ];
-        let mut batches: Vec<sled::Batch> = (0..4).map(|_| sled::Batch::default()).collect();
-        for (pos, bytes) in &batch.entries {
-            batches[0].insert(&position_key(*pos), bytes.as_slice());
-        }
+        let mut trees = vec![self.entries.clone(), self.requests.clone(), self.meta.clone()];
+        let mut batches: Vec<sled::Batch> = (0..3).map(|_| sled::Batch::default()).collect();
+        let mut completed: HashMap<u64, Vec<(u32, Hash)>> = HashMap::new();
         for n in &batch.nodes {
-            batches[1].insert(&node_key(n.level, n.index), &n.hash);
+            let position = completing_position(n.level, n.index).ok_or_else(|| {
+                StoreError::Corrupt(format!("node ({}, {}) is outside any tree", n.level, n.index))
+            })?;
+            completed.entry(position).or_default().push((n.level, n.hash));
+        }
+        for (pos, bytes) in &batch.entries {
+            let mut nodes = completed.remove(pos).unwrap_or_default();
+            nodes.sort_unstable_by_key(|(level, _)| *level);
+            batches[0].insert(&position_key(*pos), encode_record(&nodes, bytes));
+        }
+        if let Some(pos) = completed.keys().next() {
+            return Err(StoreError::Corrupt(format!(
+                "Merkle nodes for position {pos} were written without its entry"
+            )));
         }
         for (id, r) in &batch.requests {
-            batches[2].insert(id.as_bytes(), &encode_request(r)[..]);
+            batches[1].insert(id.as_bytes(), &encode_request(r)[..]);
         }
         for (k, v) in &batch.meta {
-            batches[3].insert(k.as_bytes(), v.as_slice());
+            batches[2].insert(k.as_bytes(), v.as_slice());
         }
         let mut slot: HashMap<Keyspace, usize> = HashMap::new();
         for w in &batch.projections {
@@ -360,10 +398,7 @@ mod tests {
     fn a_torn_snapshot_is_removed_before_opening() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
-        let batch = WriteBatch {
-            entries: vec![(0, b"entry".to_vec())],
-            ..Default::default()
-        };
+        let batch = WriteBatch { entries: vec![(0, b"entry".to_vec())], ..Default::default() };
         store.write(batch).unwrap();
         store.sync().unwrap();
         drop(store);

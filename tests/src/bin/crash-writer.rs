@@ -17,26 +17,15 @@ fn main() {
         std::process::exit(2);
     };
     let tasks: usize = tasks.parse().expect("TASKS is a number");
-    let config = Config {
-        data_dir: dir.into(),
-        ..Config::default()
-    };
+    let config = Config { data_dir: dir.into(), ..Config::default() };
     let key = registry_key::load_or_create(&config.data_dir).expect("registry key");
     let store = server::open_store(&config).expect("store opens");
     let signer = NoteSigner::new("crash.test/log", key.key).expect("signer");
-    let log = Log::open(
-        store,
-        RawBodies,
-        signer,
-        LogOptions::default(),
-        system_clock(),
-    )
-    .expect("log opens");
+    let log = Log::open(store, RawBodies, signer, LogOptions::default(), system_clock())
+        .expect("log opens");
     let stdout = Arc::new(std::sync::Mutex::new(std::io::stdout()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let mut handles = Vec::new();
         for _ in 0..tasks {
