@@ -43,10 +43,10 @@ fn run_and_kill(dir: &std::path::Path) -> Vec<(u64, uuid::Uuid)> {
                 // A line cut off by the kill has no request ID that parses: it was never acked
                 // as far as we can tell, and is skipped.
                 let mut parts = line.split(' ');
-                if let (Some(p), Some(id)) = (parts.next(), parts.next()) {
-                    if let (Ok(p), Ok(id)) = (p.parse::<u64>(), uuid::Uuid::parse_str(id)) {
-                        acked.lock().unwrap().push((p, id));
-                    }
+                if let (Some(p), Some(id)) = (parts.next(), parts.next())
+                    && let (Ok(p), Ok(id)) = (p.parse::<u64>(), uuid::Uuid::parse_str(id))
+                {
+                    acked.lock().unwrap().push((p, id));
                 }
             }
         }

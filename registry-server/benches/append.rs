@@ -17,7 +17,7 @@ use registry_proto::keys::P256KeyPair;
 use registry_proto::note::NoteSigner;
 use registry_server::log::{Log, LogOptions, RawBodies, system_clock};
 use registry_server::store::sled::{SledOptions, SledStore};
-use registry_server::store::{Keyspace, LogStore, RequestRecord, StoreError, WriteBatch};
+use registry_server::store::{Keyspace, LogStore, Record, RequestRecord, StoreError, WriteBatch};
 use sha2::{Digest, Sha256};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -74,7 +74,7 @@ impl LogStore for Timed {
     fn get(&self, ks: Keyspace, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(ks, k)
     }
-    fn scan_prefix(&self, ks: Keyspace, p: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, ks: Keyspace, p: &[u8]) -> Result<Vec<Record>, StoreError> {
         self.inner.scan_prefix(ks, p)
     }
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {

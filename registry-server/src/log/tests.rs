@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::*;
 use crate::store::memory::MemoryStore;
 use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{Keyspace, RequestRecord, WriteBatch};
+use crate::store::{Keyspace, Record, RequestRecord, WriteBatch};
 
 fn signer() -> NoteSigner {
     NoteSigner::new("log.test/log", P256KeyPair::generate()).unwrap()
@@ -58,7 +58,7 @@ impl LogStore for Probe {
     fn get(&self, ks: Keyspace, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(ks, k)
     }
-    fn scan_prefix(&self, ks: Keyspace, p: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, ks: Keyspace, p: &[u8]) -> Result<Vec<Record>, StoreError> {
         self.inner.scan_prefix(ks, p)
     }
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::{Keyspace, LogStore, ProjectionWrite, StoreError};
+use crate::store::{Keyspace, LogStore, ProjectionWrite, Record, StoreError};
 
 /// Reads through a batch's pending projection writes to the store; collects new writes.
 pub struct View<'a> {
@@ -33,7 +33,7 @@ impl<'a> View<'a> {
         &self,
         keyspace: Keyspace,
         prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Record>, StoreError> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
             self.store.scan_prefix(keyspace, prefix)?.into_iter().collect();
         for ((_, k), v) in self

@@ -200,6 +200,9 @@ struct Writer<M: Machine> {
 
 type Outcome<R> = Result<Appended, AppendError<R>>;
 
+/// An append's reply channel with the answer it will get once the batch is durable.
+type Pending<R> = (Reply<R>, Outcome<R>);
+
 impl<M: Machine> Writer<M> {
     fn run(mut self, mut rx: mpsc::Receiver<Job<M>>) {
         let max_batch = self.setup.options.max_batch.max(1);
@@ -236,8 +239,7 @@ impl<M: Machine> Writer<M> {
         let mut view = View::new(store.as_ref());
         let mut batch = WriteBatch::default();
         let mut in_batch: HashMap<Uuid, RequestRecord> = HashMap::new();
-        let mut replies: Vec<(Reply<M::Rejection>, Outcome<M::Rejection>)> =
-            Vec::with_capacity(jobs.len());
+        let mut replies: Vec<Pending<M::Rejection>> = Vec::with_capacity(jobs.len());
         let mut failure: Option<StoreError> = None;
 
         for job in jobs {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use registry_proto::merkle::Hash;
 use uuid::Uuid;
 
-use super::{Keyspace, LogStore, RequestRecord, StoreError, WriteBatch};
+use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, WriteBatch};
 
 #[derive(Debug, Clone, Default)]
 struct State {
@@ -146,11 +146,7 @@ impl LogStore for MemoryStore {
         self.read(|s| s.projections.get(&(keyspace, key.to_vec())).cloned())
     }
 
-    fn scan_prefix(
-        &self,
-        keyspace: Keyspace,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
         self.read(|s| {
             s.projections
                 .range((keyspace, prefix.to_vec())..)

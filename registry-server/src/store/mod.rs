@@ -50,6 +50,9 @@ pub struct RequestRecord {
     pub digest: Hash,
 }
 
+/// A projection record: key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// A named group of projection records (one sled tree each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Keyspace(pub &'static str);
@@ -108,11 +111,7 @@ pub trait LogStore: Send + Sync + 'static {
     /// A projection record.
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// All projection records whose key starts with `prefix`, in key order.
-    fn scan_prefix(
-        &self,
-        keyspace: Keyspace,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError>;
     /// Applies a batch atomically. Readers may see it at once; it is durable only after
     /// [`LogStore::sync`].
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;

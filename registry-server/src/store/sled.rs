@@ -40,7 +40,7 @@ use sled::transaction::ConflictableTransactionError;
 use uuid::Uuid;
 
 use super::{
-    Keyspace, LogStore, RequestRecord, StoreError, WriteBatch, decode_hash, decode_request,
+    Keyspace, LogStore, Record, RequestRecord, StoreError, WriteBatch, decode_hash, decode_request,
     encode_request, position_key,
 };
 
@@ -66,7 +66,10 @@ fn encode_record(nodes: &[(u32, Hash)], entry: &[u8]) -> Vec<u8> {
 }
 
 /// Splits an entry record into its nodes and the entry bytes.
-fn decode_record(record: &[u8]) -> Result<(Vec<(u32, Hash)>, &[u8]), StoreError> {
+/// The perfect nodes stored with an entry: (level, hash).
+type Nodes = Vec<(u32, Hash)>;
+
+fn decode_record(record: &[u8]) -> Result<(Nodes, &[u8]), StoreError> {
     let corrupt = || StoreError::Corrupt("entry record is truncated".into());
     let (&n, mut rest) = record.split_first().ok_or_else(corrupt)?;
     let mut nodes = Vec::with_capacity(n as usize);
@@ -291,11 +294,7 @@ impl LogStore for SledStore {
         Ok(self.projection(keyspace)?.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(
-        &self,
-        keyspace: Keyspace,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
         self.projection(keyspace)?
             .scan_prefix(prefix)
             .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))

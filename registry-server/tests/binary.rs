@@ -1,0 +1,92 @@
+//! The `registry-server` binary as an operator runs it: JSON logs, a loopback port, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use registry_proto::pb::audit_service_client::AuditServiceClient;
+use registry_proto::pb::{GetRegistryInfoRequest, WatchEntriesRequest};
+
+/// Starts the binary on a free loopback port and returns it with the address it logged.
+fn start(data_dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-server"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("registry-server starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        assert!(Instant::now() < deadline, "no 'listening' log line");
+        let line = lines.next().expect("the server logs until it listens").expect("UTF-8 log");
+        let event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        if event["message"] == "listening for gRPC" {
+            break event["addr"].as_str().expect("addr field").to_string();
+        }
+    };
+    // Keep draining the logs so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_and_exits_zero_and_the_identity_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path());
+    let mut client = AuditServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let first = client.get_registry_info(GetRegistryInfoRequest {}).await.unwrap().into_inner();
+    let mut watch =
+        client.watch_entries(WatchEntriesRequest { start: 0 }).await.unwrap().into_inner();
+
+    sigterm(&child);
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("the watch stream ends at shutdown");
+    assert!(matches!(ended, Err(ref s) if s.code() == tonic::Code::Unavailable), "{ended:?}");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+
+    let (mut child, addr) = start(dir.path());
+    let mut client = AuditServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let again = client.get_registry_info(GetRegistryInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        again.public_key_der, first.public_key_der,
+        "the registry key is loaded, not regenerated"
+    );
+    assert_eq!(again.origin, first.origin);
+    sigterm(&child);
+    assert_eq!(wait_with_timeout(&mut child, Duration::from_secs(15)).code(), Some(0));
+}
+
+#[test]
+fn a_bad_setting_is_reported_with_exit_status_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_registry-server"))
+        .args(["--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+}
