@@ -5,7 +5,12 @@ use std::{env, fs, path::PathBuf};
 
 use protox::prost::Message as _;
 
-const PROTOS: &[&str] = &["keyregistry/v1/log.proto", "keyregistry/v1/audit.proto"];
+const PROTOS: &[&str] = &[
+    "keyregistry/v1/log.proto",
+    "keyregistry/v1/audit.proto",
+    "keyregistry/v1/commands.proto",
+    "keyregistry/v1/lookup.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");

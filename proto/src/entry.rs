@@ -8,7 +8,10 @@
 
 use prost::Message;
 
+use crate::command::SignedCommand;
+use crate::event::{Event, EventError, Link};
 use crate::merkle::{Hash, leaf_hash};
+use crate::pb;
 use crate::time::{self, Time};
 
 /// The `prev_hash` of the entry at position 0.
@@ -37,6 +40,61 @@ pub enum EntryError {
     /// The previous hash is not 32 bytes.
     #[error("entry's prev_hash is {0} bytes long, not 32")]
     PrevHashLength(usize),
+    /// The request ID is not a UUID.
+    #[error("entry's request_id is not a UUID")]
+    RequestId,
+    /// An event, link or the command envelope is malformed.
+    #[error("entry field {0}")]
+    Field(#[from] EventError),
+}
+
+/// Everything after the header: what the writer's machine decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryBody {
+    /// The idempotency key.
+    pub request_id: uuid::Uuid,
+    /// The signed command, absent for registry entries.
+    pub command: Option<SignedCommand>,
+    /// The events.
+    pub events: Vec<Event>,
+    /// Back-links per identifier touched.
+    pub links: Vec<Link>,
+}
+
+impl EntryBody {
+    /// The serialized body fields, to be framed by [`encode_entry`].
+    pub fn encode(&self) -> Vec<u8> {
+        pb::LogEntry {
+            request_id: self.request_id.to_string(),
+            command: self.command.as_ref().map(SignedCommand::to_pb),
+            events: self.events.iter().map(Event::to_pb).collect(),
+            links: self.links.iter().map(Link::to_pb).collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+/// A whole decoded entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position, time, previous hash.
+    pub header: EntryHeader,
+    /// Content.
+    pub body: EntryBody,
+}
+
+impl Entry {
+    /// Decodes and validates stored entry bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        let header = decode_header(bytes)?;
+        let e = pb::LogEntry::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))?;
+        let request_id = uuid::Uuid::parse_str(&e.request_id).map_err(|_| EntryError::RequestId)?;
+        let command = e.command.as_ref().map(SignedCommand::from_pb).transpose()?;
+        let events = e.events.iter().map(Event::from_pb).collect::<Result<_, _>>()?;
+        let links = e.links.iter().map(Link::from_pb).collect::<Result<_, _>>()?;
+        Ok(Self { header, body: EntryBody { request_id, command, events, links } })
+    }
 }
 
 /// Only the header fields of `LogEntry`; decoding skips the rest, so reading a header does not

@@ -2,15 +2,22 @@
 //!
 //! `registry-proto` holds the protobuf API (package `keyregistry.v1`) and everything a client or
 //! an offline verifier must compute exactly as the server does: the log entry format and its
-//! hash chain, RFC 6962 Merkle trees and proofs, and C2SP signed checkpoints. It does no I/O, so
-//! what it says about a byte string depends on nothing but those bytes.
+//! hash chain, RFC 6962 Merkle trees and proofs, C2SP signed checkpoints, identifiers and meter
+//! keys, signed commands, and the key lifecycle rules with the validity verdicts derived from
+//! them. It does no I/O, so what it says about a byte string depends on nothing but those bytes.
 
 pub mod checkpoint;
+pub mod command;
 pub mod entry;
+pub mod event;
+pub mod ids;
 pub mod keys;
+pub mod lifecycle;
 pub mod merkle;
+pub mod meter_key;
 pub mod note;
 pub mod time;
+pub mod validity;
 
 /// Generated protobuf messages and gRPC stubs for `keyregistry.v1`.
 #[allow(missing_docs, clippy::all)]

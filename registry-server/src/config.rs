@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
+
+use crate::commands::ConfirmPolicy;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,13 @@ pub struct Config {
     pub cache_mib: u64,
     /// Most commands in one group commit.
     pub max_batch: usize,
+    /// Administrator public keys (PEM files) written to the log while it has no administrator.
+    pub admin_keys: Vec<PathBuf>,
+    /// Who confirms registrations: the registry once published (`auto`), or an administrator.
+    pub confirm_policy: ConfirmPolicy,
+    /// Seconds a command's issue time, or an effective time in the future, may differ from the
+    /// registry's clock.
+    pub max_clock_skew_secs: u64,
 }
 
 impl Default for Config {
@@ -55,6 +64,9 @@ impl Default for Config {
             shutdown_timeout_secs: 10,
             cache_mib: 512,
             max_batch: 1024,
+            admin_keys: Vec::new(),
+            confirm_policy: ConfirmPolicy::Auto,
+            max_clock_skew_secs: 300,
         }
     }
 }
@@ -82,6 +94,18 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// Administrator public key (PEM), repeatable; used while the log has no administrator
+    #[arg(long = "admin-key", value_name = "PATH")]
+    #[serde(rename = "admin_keys", skip_serializing_if = "Vec::is_empty")]
+    pub admin_keys: Vec<PathBuf>,
+    /// Who confirms registrations [default: auto]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_policy: Option<ConfirmPolicy>,
+    /// Seconds of clock difference tolerated on command issue times [default: 300]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_clock_skew_secs: Option<u64>,
 }
 
 /// The configuration could not be assembled.
@@ -100,6 +124,9 @@ const KEYS: &[&str] = &[
     "shutdown_timeout_secs",
     "cache_mib",
     "max_batch",
+    "admin_keys",
+    "confirm_policy",
+    "max_clock_skew_secs",
 ];
 
 impl Config {

@@ -1,14 +1,20 @@
 //! The meter key registry service.
 //!
-//! A command travels from the gRPC layer ([`grpc`]) to the single log writer ([`log`]), which
-//! checks it against the current state, appends it durably to the store ([`store`]) and updates
-//! the projections in the same atomic write. Reads go straight to the store, never past the
-//! durable head. [`server`] wires it together with the registry key ([`registry_key`]) and the
-//! configuration ([`config`]). See ARCHITECTURE.md for the whole map.
+//! A command travels from the gRPC layer ([`grpc`]) through the edge checks ([`commands`]:
+//! signer, signature, clock) to the single log writer ([`log`]), where the lifecycle rules
+//! ([`machine`]) check it against the projections ([`projection`]) and the entry is appended
+//! durably to the store ([`store`]) together with the projection updates, in one atomic write.
+//! Reads ([`lookup`]) go straight to the projections, never past the durable head. [`server`]
+//! wires it together with the registry key ([`registry_key`]) and the configuration
+//! ([`config`]). See ARCHITECTURE.md for the whole map.
 
+pub mod commands;
 pub mod config;
 pub mod grpc;
 pub mod log;
+pub mod lookup;
+pub mod machine;
+pub mod projection;
 pub mod registry_key;
 pub mod server;
 pub mod store;

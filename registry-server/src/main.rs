@@ -10,8 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use registry_server::config::{Config, LogFormat, Overrides};
-use registry_server::log::{RawBodies, system_clock};
-use registry_server::server::Server;
+use registry_server::log::system_clock;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +24,16 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(flatten)]
     overrides: Overrides,
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Serve the registry (the default).
+    Serve,
+    /// Drop the projections and derive them again from the log (the server must be stopped).
+    Rebuild,
 }
 
 fn init_tracing(config: &Config) -> anyhow::Result<()> {
@@ -59,13 +68,28 @@ async fn shutdown_signal() {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let server = Server::start(&config, RawBodies, system_clock(), |_, _| {}).await?;
+    let server = registry_server::server::start_registry(&config, system_clock()).await?;
     let stop = server.stop_token();
     tokio::spawn(async move {
         shutdown_signal().await;
         stop.cancel();
     });
     server.wait().await?;
+    Ok(())
+}
+
+fn rebuild(config: &Config) -> anyhow::Result<()> {
+    let store = registry_server::server::open_store(config)
+        .context("opening the log (is the server still running?)")?;
+    let started = std::time::Instant::now();
+    let entries = registry_server::projection::rebuild(store.as_ref())?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        entries,
+        seconds = secs,
+        per_second = (entries as f64 / secs.max(1e-9)) as u64,
+        "projections rebuilt"
+    );
     Ok(())
 }
 
@@ -89,7 +113,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let result = match cli.command.unwrap_or(Subcommand::Serve) {
+        Subcommand::Serve => runtime.block_on(serve(config)),
+        Subcommand::Rebuild => rebuild(&config),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "registry-server failed");

@@ -15,10 +15,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
 
+use crate::commands::{CommandSettings, Commands};
 use crate::config::Config;
 use crate::grpc::audit::{AuditApi, Identity};
+use crate::grpc::commands::CommandApi;
 use crate::grpc::health::{self, HealthHandle};
+use crate::grpc::lookup::LookupApi;
 use crate::log::{Appender, Clock, Log, LogOptions, LogReader, Machine, OpenError, WriterStatus};
+use crate::lookup::Lookups;
+use crate::machine::RegistryMachine;
 use crate::registry_key::{self, KeyFileError};
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::{LogStore, StoreError, WriteBatch};
@@ -58,6 +63,15 @@ pub enum ServerError {
     /// A background task of the server failed.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A setting cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// The projections could not be rebuilt.
+    #[error("rebuilding the projections failed: {0}")]
+    Rebuild(#[from] crate::projection::RebuildError),
+    /// A start-up command (bootstrap, pending confirmations) failed.
+    #[error("start-up command failed: {0}")]
+    Command(#[from] crate::commands::CommandError),
 }
 
 /// What a set of extra services may use: handles to the log and the server's lifecycle.
@@ -120,6 +134,65 @@ fn resolve_origin(
     Ok(origin)
 }
 
+/// Reads the configured administrator public keys (P-256, PEM or hex/base64 DER).
+fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
+    config
+        .admin_keys
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
+            let key = registry_proto::meter_key::MeterKey::parse(&text, None)
+                .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
+            if key.curve != registry_proto::meter_key::Curve::Secp256r1 {
+                return Err(ServerError::Config(format!(
+                    "admin key {}: must be a P-256 key",
+                    path.display()
+                )));
+            }
+            let label =
+                path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            Ok((key.spki_der, label))
+        })
+        .collect()
+}
+
+/// Starts the registry: the lifecycle rules in the writer, the command, lookup and audit
+/// services; writes the configured administrators into an administrator-less log and confirms
+/// registrations a crash left pending.
+pub async fn start_registry(
+    config: &Config,
+    clock: Clock,
+) -> Result<Server<RegistryMachine>, ServerError> {
+    let admins = admin_keys(config)?;
+    let skew = chrono::TimeDelta::seconds(config.max_clock_skew_secs as i64);
+    let settings = CommandSettings { max_clock_skew: skew, confirm_policy: config.confirm_policy };
+    let machine = RegistryMachine::new(registry_proto::lifecycle::Policy { max_future: skew });
+    let service_clock = clock.clone();
+    let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
+        let commands =
+            Commands::new(ctx.appender.clone(), ctx.reader.clone(), settings, service_clock);
+        routes.add_service(registry_proto::pb::command_service_server::CommandServiceServer::new(
+            CommandApi::new(commands),
+        ));
+        routes.add_service(registry_proto::pb::lookup_service_server::LookupServiceServer::new(
+            LookupApi::new(Lookups::new(ctx.reader.clone())),
+        ));
+        ctx.health.set("keyregistry.v1.CommandService", true);
+        ctx.health.set("keyregistry.v1.LookupService", true);
+    })
+    .await?;
+    let commands = Commands::new(server.appender(), server.reader(), settings, clock);
+    if let Some(position) = commands.bootstrap(admins).await? {
+        tracing::info!(position, "wrote the configured administrator keys to the log");
+    }
+    let confirmed = commands.confirm_pending().await?;
+    if confirmed > 0 {
+        tracing::info!(confirmed, "confirmed registrations left pending by an earlier stop");
+    }
+    Ok(server)
+}
+
 impl<M: Machine> Server<M> {
     /// Opens the data directory, starts the log writer and the gRPC server, and returns once
     /// the server listens. `extra` adds the services that use `machine` (commands, lookups).
@@ -131,6 +204,18 @@ impl<M: Machine> Server<M> {
     ) -> Result<Self, ServerError> {
         let key = registry_key::load_or_create(&config.data_dir)?;
         let store = open_store(config)?;
+        if !crate::projection::is_complete(store.as_ref())? {
+            tracing::warn!(
+                "the projections are incomplete (interrupted rebuild?); rebuilding them from the log"
+            );
+            let s = store.clone();
+            let n = tokio::task::spawn_blocking(move || crate::projection::rebuild(s.as_ref()))
+                .await
+                .map_err(|e| ServerError::Task(e.to_string()))??;
+            tracing::info!(entries = n, "projections rebuilt");
+        } else {
+            crate::projection::mark_complete(store.as_ref())?;
+        }
         let origin = resolve_origin(store.as_ref(), config.origin.as_deref(), &key.key)?;
         let identity = Arc::new(Identity {
             origin: origin.clone(),

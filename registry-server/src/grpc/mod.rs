@@ -1,12 +1,16 @@
 //! The gRPC layer: thin services that turn protobuf into domain calls and domain errors into
 //! `tonic::Status` ([`status`], the one place that mapping happens).
 //!
+//! - [`commands`]: signed commands (`keyregistry.v1.CommandService`);
+//! - [`lookup`]: validity, key records, history, operators (`keyregistry.v1.LookupService`);
 //! - [`audit`]: checkpoints, entries, proofs, live watch (`keyregistry.v1.AuditService`);
 //! - [`health`]: `grpc.health.v1`, whose streams end at shutdown;
 //! - server reflection, so stock tools (grpcurl, grpcui) can discover and call the API.
 
 pub mod audit;
+pub mod commands;
 pub mod health;
+pub mod lookup;
 pub(crate) mod status;
 
 /// The reflection service over the registry's and the health service's descriptors.

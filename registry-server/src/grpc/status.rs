@@ -50,3 +50,41 @@ pub(crate) fn read(e: ReadError) -> Status {
 pub(crate) fn shutting_down(next: u64) -> Status {
     Status::unavailable(format!("the server is shutting down; resume from position {next}"))
 }
+
+/// A rule refused a command: the code follows the rule's class, the field goes into a
+/// `google.rpc.BadRequest` detail whatever the code, so clients can always point at it.
+pub(crate) fn rejection(r: &registry_proto::lifecycle::Rejection) -> Status {
+    use registry_proto::lifecycle::RejectCode;
+    let code = match r.code {
+        RejectCode::InvalidArgument => Code::InvalidArgument,
+        RejectCode::FailedPrecondition => Code::FailedPrecondition,
+        RejectCode::PermissionDenied => Code::PermissionDenied,
+        RejectCode::Unauthenticated => Code::Unauthenticated,
+        RejectCode::AlreadyExists => Code::AlreadyExists,
+    };
+    match &r.field {
+        Some(f) => field(code, f, r.message.clone()),
+        None => Status::new(code, r.message.clone()),
+    }
+}
+
+pub(crate) fn command(e: crate::commands::CommandError) -> Status {
+    use crate::commands::CommandError;
+    match e {
+        CommandError::Rejected(r) => rejection(&r),
+        CommandError::Unavailable(m) => {
+            Status::unavailable(format!("the log cannot take writes: {m}"))
+        }
+        CommandError::Store(e) => store(e),
+    }
+}
+
+pub(crate) fn lookup(e: crate::lookup::LookupError) -> Status {
+    use crate::lookup::LookupError;
+    match e {
+        LookupError::Invalid { field: f, message } => field(Code::InvalidArgument, &f, message),
+        LookupError::OutOfRange { field: f, message } => field(Code::OutOfRange, &f, message),
+        LookupError::NotFound { field: f, message } => field(Code::NotFound, &f, message),
+        LookupError::Store(e) => store(e),
+    }
+}

@@ -43,6 +43,8 @@ pub struct EntryContext {
     pub position: u64,
     /// The recorded time the entry will have.
     pub recorded_at: Time,
+    /// Size of the log that is durable and covered by a signed checkpoint when the batch began.
+    pub published_size: u64,
 }
 
 /// What a [`Machine`] decided a command appends.

@@ -317,8 +317,11 @@ impl<M: Machine> Writer<M> {
             });
         }
 
-        let context =
-            EntryContext { position: self.setup.frontier.size(), recorded_at: self.next_time() };
+        let context = EntryContext {
+            position: self.setup.frontier.size(),
+            recorded_at: self.next_time(),
+            published_size: self.setup.head.borrow().size,
+        };
         let decided = match self.setup.machine.decide(&command, &context, view) {
             Ok(d) => d,
             Err(DecideError::Rejected(r)) => return Ok(Err(AppendError::Rejected(r))),

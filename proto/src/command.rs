@@ -1,0 +1,481 @@
+//! Signed commands: the envelope, its signature, and the typed commands inside.
+//!
+//! The signature covers a fixed context string followed by the exact command bytes, so a
+//! signature made for a command can never be replayed as anything else (not a checkpoint, not
+//! another protocol). The bytes are stored as signed; [`Command::decode`] validates every field
+//! and names the one that is wrong, with its protobuf path.
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::event::{EndReason, EventError, parse_fingerprint};
+use crate::ids::{self, EvseId, OperatorId};
+use crate::keys::{self, P256KeyPair};
+use crate::meter_key::{Curve, MeterKey};
+use crate::pb;
+use crate::time::{self, Time};
+
+/// Prefix of every signed command message.
+pub const SIGNING_CONTEXT: &[u8] = b"keyregistry.v1 command\n";
+
+/// Longest accepted serialized command (bytes). A command is a few hundred bytes; the limit
+/// keeps entries small and leaves room for a sample signed meter value.
+pub const MAX_COMMAND_BYTES: usize = 32 * 1024;
+
+/// A command with its signature, exactly as submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCommand {
+    /// The serialized `Command`.
+    pub command: Vec<u8>,
+    /// Fingerprint of the signing key.
+    pub signer_key_id: [u8; 32],
+    /// DER ECDSA P-256 signature over SHA-256(context ‖ command).
+    pub signature: Vec<u8>,
+}
+
+impl SignedCommand {
+    /// Signs serialized command bytes.
+    pub fn sign(command: Vec<u8>, key: &P256KeyPair) -> Self {
+        let signature = key.sign_der(&signed_message(&command));
+        Self { command, signer_key_id: key.fingerprint(), signature }
+    }
+
+    /// Whether the signature verifies with the signer's DER SubjectPublicKeyInfo.
+    pub fn verify(&self, signer_spki: &[u8]) -> bool {
+        keys::p256_from_spki_der(signer_spki)
+            .map(|k| keys::p256_verify_der(&k, &signed_message(&self.command), &self.signature))
+            .unwrap_or(false)
+    }
+
+    /// SHA-256 of the command bytes: what idempotency compares. A retry may carry a fresh
+    /// signature over the same bytes; that is the same request.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(&self.command).into()
+    }
+
+    /// The log form.
+    pub fn to_pb(&self) -> pb::SignedCommand {
+        pb::SignedCommand {
+            command: self.command.clone(),
+            signer_key_id: self.signer_key_id.to_vec(),
+            signature: self.signature.clone(),
+        }
+    }
+
+    /// From the wire, checking only the envelope's shape.
+    pub fn from_pb(p: &pb::SignedCommand) -> Result<Self, EventError> {
+        if p.command.is_empty() {
+            return Err(EventError::new("command.command", "must not be empty"));
+        }
+        if p.command.len() > MAX_COMMAND_BYTES {
+            return Err(EventError::new(
+                "command.command",
+                format!("must be at most {MAX_COMMAND_BYTES} bytes"),
+            ));
+        }
+        let signer_key_id = p.signer_key_id.as_slice().try_into().map_err(|_| {
+            EventError::new(
+                "command.signer_key_id",
+                "must be the 32-byte fingerprint of the signing key",
+            )
+        })?;
+        if p.signature.is_empty() {
+            return Err(EventError::new("command.signature", "must not be empty"));
+        }
+        Ok(Self { command: p.command.clone(), signer_key_id, signature: p.signature.clone() })
+    }
+}
+
+fn signed_message(command: &[u8]) -> Vec<u8> {
+    [SIGNING_CONTEXT, command].concat()
+}
+
+/// A meter key being registered, with its signing unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    /// The parsed, normalised key.
+    pub key: MeterKey,
+    /// The key as submitted.
+    pub submitted: String,
+    /// Meter serial.
+    pub meter_serial: Option<String>,
+    /// Gateway serial.
+    pub gateway_serial: Option<String>,
+    /// Manufacturer.
+    pub manufacturer: String,
+    /// Model.
+    pub model: String,
+    /// Proof-of-possession sample.
+    pub sample_signed_meter_value: Option<String>,
+}
+
+/// What a command asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// See `AddAdminKey`.
+    AddAdminKey { public_key: Vec<u8>, label: String },
+    /// See `RevokeAdminKey`.
+    RevokeAdminKey { key_id: [u8; 32] },
+    /// See `AddOperator`.
+    AddOperator { operator_id: OperatorId, name: String, public_keys: Vec<Vec<u8>> },
+    /// See `AddOperatorKey`.
+    AddOperatorKey { operator_id: OperatorId, public_key: Vec<u8> },
+    /// See `RevokeOperatorKey`.
+    RevokeOperatorKey { operator_id: OperatorId, key_id: [u8; 32] },
+    /// See `ConfirmKey`.
+    ConfirmKey { fingerprint: String },
+    /// See `RejectKey`.
+    RejectKey { fingerprint: String, reason: String },
+    /// See `ForceTakeOver`.
+    ForceTakeOver {
+        fingerprint: String,
+        operator_id: OperatorId,
+        evse_ids: Vec<EvseId>,
+        effective_at: Option<Time>,
+    },
+    /// See `RegisterKey`.
+    RegisterKey { key: Box<NewKey>, evse_ids: Vec<EvseId>, effective_at: Option<Time> },
+    /// See `DeactivateKey`.
+    DeactivateKey {
+        fingerprint: String,
+        reason: EndReason,
+        comment: String,
+        effective_at: Option<Time>,
+    },
+    /// See `RelocateKey`.
+    RelocateKey { fingerprint: String, evse_ids: Vec<EvseId>, effective_at: Option<Time> },
+    /// See `ReplaceKey`.
+    ReplaceKey {
+        fingerprint: String,
+        new_key: Box<NewKey>,
+        effective_at: Option<Time>,
+        comment: String,
+    },
+    /// See `RotateKey`.
+    RotateKey { fingerprint: String, new_key: Box<NewKey>, effective_at: Option<Time> },
+    /// See `ReleaseKey`.
+    ReleaseKey { fingerprint: String, to_operator_id: OperatorId },
+    /// See `TakeOverKey`.
+    TakeOverKey { fingerprint: String, evse_ids: Vec<EvseId>, effective_at: Option<Time> },
+}
+
+impl Action {
+    /// Whether only administrators may order it.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Action::AddAdminKey { .. }
+                | Action::RevokeAdminKey { .. }
+                | Action::AddOperator { .. }
+                | Action::AddOperatorKey { .. }
+                | Action::RevokeOperatorKey { .. }
+                | Action::ConfirmKey { .. }
+                | Action::RejectKey { .. }
+                | Action::ForceTakeOver { .. }
+        )
+    }
+
+    /// The command's name, for messages and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::AddAdminKey { .. } => "add_admin_key",
+            Action::RevokeAdminKey { .. } => "revoke_admin_key",
+            Action::AddOperator { .. } => "add_operator",
+            Action::AddOperatorKey { .. } => "add_operator_key",
+            Action::RevokeOperatorKey { .. } => "revoke_operator_key",
+            Action::ConfirmKey { .. } => "confirm_key",
+            Action::RejectKey { .. } => "reject_key",
+            Action::ForceTakeOver { .. } => "force_take_over",
+            Action::RegisterKey { .. } => "register_key",
+            Action::DeactivateKey { .. } => "deactivate_key",
+            Action::RelocateKey { .. } => "relocate_key",
+            Action::ReplaceKey { .. } => "replace_key",
+            Action::RotateKey { .. } => "rotate_key",
+            Action::ReleaseKey { .. } => "release_key",
+            Action::TakeOverKey { .. } => "take_over_key",
+        }
+    }
+}
+
+/// A decoded, validated command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Idempotency key.
+    pub request_id: uuid::Uuid,
+    /// When the signer issued it.
+    pub issued_at: Time,
+    /// What it asks for.
+    pub action: Action,
+}
+
+fn opt_time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<Time>, EventError> {
+    t.as_ref()
+        .map(|ts| time::from_timestamp(ts).map_err(|e| EventError::new(field, e.to_string())))
+        .transpose()
+}
+
+fn fingerprint(s: &str, field: &str) -> Result<String, EventError> {
+    parse_fingerprint(s)
+        .ok_or_else(|| EventError::new(field, "must be a key fingerprint (64 hex digits)"))
+}
+
+fn key_id(s: &str, field: &str) -> Result<[u8; 32], EventError> {
+    let fp = fingerprint(s, field)?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(fp, &mut out).map_err(|e| EventError::new(field, e.to_string()))?;
+    Ok(out)
+}
+
+fn operator(s: &str, field: &str) -> Result<OperatorId, EventError> {
+    OperatorId::parse(s).map_err(|e| EventError::new(field, e.0))
+}
+
+fn evses(v: &[String], field: &str) -> Result<Vec<EvseId>, EventError> {
+    if v.is_empty() {
+        return Err(EventError::new(field, "must name at least one EVSE ID"));
+    }
+    let mut out: Vec<EvseId> = Vec::with_capacity(v.len());
+    for (i, s) in v.iter().enumerate() {
+        let id = EvseId::parse(s).map_err(|e| EventError::new(format!("{field}[{i}]"), e.0))?;
+        if out.contains(&id) {
+            return Err(EventError::new(format!("{field}[{i}]"), format!("{id} is named twice")));
+        }
+        out.push(id);
+    }
+    Ok(out)
+}
+
+/// A P-256 command-signing key in any accepted encoding, as DER SubjectPublicKeyInfo.
+fn command_key(s: &str, field: &str) -> Result<Vec<u8>, EventError> {
+    let key = MeterKey::parse(s, None).map_err(|e| EventError::new(field, e.to_string()))?;
+    if key.curve != Curve::Secp256r1 {
+        return Err(EventError::new(field, "command-signing keys must be P-256"));
+    }
+    Ok(key.spki_der)
+}
+
+fn text(s: &str, field: &str, max: usize) -> Result<String, EventError> {
+    if s.len() > max {
+        return Err(EventError::new(field, format!("must be at most {max} bytes")));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(EventError::new(field, "must not contain control characters"));
+    }
+    Ok(s.trim().to_string())
+}
+
+fn opt_serial(s: &str, field: &str) -> Result<Option<String>, EventError> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    ids::serial(s).map(Some).map_err(|e| EventError::new(field, e.0))
+}
+
+fn new_key(k: &Option<pb::NewKey>, field: &str) -> Result<NewKey, EventError> {
+    let k = k.as_ref().ok_or_else(|| EventError::new(field, "must be set"))?;
+    let named = match k.curve {
+        0 => None,
+        c => Some(Curve::from_pb(c).ok_or_else(|| {
+            EventError::new(format!("{field}.curve"), format!("unknown curve value {c}"))
+        })?),
+    };
+    let key = MeterKey::parse(&k.public_key, named)
+        .map_err(|e| EventError::new(format!("{field}.public_key"), e.to_string()))?;
+    Ok(NewKey {
+        key,
+        submitted: text(&k.public_key, &format!("{field}.public_key"), 8192)?,
+        meter_serial: opt_serial(&k.meter_serial, &format!("{field}.meter_serial"))?,
+        gateway_serial: opt_serial(&k.gateway_serial, &format!("{field}.gateway_serial"))?,
+        manufacturer: text(&k.manufacturer, &format!("{field}.manufacturer"), 128)?,
+        model: text(&k.model, &format!("{field}.model"), 128)?,
+        sample_signed_meter_value: match k.sample_signed_meter_value.trim() {
+            "" => None,
+            s => Some(text(s, &format!("{field}.sample_signed_meter_value"), 16 * 1024)?),
+        },
+    })
+}
+
+impl Command {
+    /// Decodes and validates serialized command bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EventError> {
+        let c = pb::Command::decode(bytes)
+            .map_err(|e| EventError::new("command", format!("is not a Command message: {e}")))?;
+        Self::from_pb(&c)
+    }
+
+    /// Validates a protobuf command.
+    pub fn from_pb(c: &pb::Command) -> Result<Self, EventError> {
+        use pb::command::Action as A;
+        let request_id = uuid::Uuid::parse_str(&c.request_id)
+            .map_err(|_| EventError::new("request_id", "must be a UUID"))?;
+        if request_id.is_nil() {
+            return Err(EventError::new("request_id", "must not be the nil UUID"));
+        }
+        let issued_at = opt_time(&c.issued_at, "issued_at")?
+            .ok_or_else(|| EventError::new("issued_at", "must be set"))?;
+        let action = c.action.as_ref().ok_or_else(|| EventError::new("action", "must be set"))?;
+        let action = match action {
+            A::AddAdminKey(a) => Action::AddAdminKey {
+                public_key: command_key(&a.public_key, "add_admin_key.public_key")?,
+                label: text(&a.label, "add_admin_key.label", 256)?,
+            },
+            A::RevokeAdminKey(a) => {
+                Action::RevokeAdminKey { key_id: key_id(&a.key_id, "revoke_admin_key.key_id")? }
+            }
+            A::AddOperator(a) => {
+                if a.public_keys.is_empty() {
+                    return Err(EventError::new(
+                        "add_operator.public_keys",
+                        "must name at least one key",
+                    ));
+                }
+                let name = text(&a.name, "add_operator.name", 256)?;
+                if name.is_empty() {
+                    return Err(EventError::new("add_operator.name", "must not be empty"));
+                }
+                Action::AddOperator {
+                    operator_id: operator(&a.operator_id, "add_operator.operator_id")?,
+                    name,
+                    public_keys: a
+                        .public_keys
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| command_key(k, &format!("add_operator.public_keys[{i}]")))
+                        .collect::<Result<_, _>>()?,
+                }
+            }
+            A::AddOperatorKey(a) => Action::AddOperatorKey {
+                operator_id: operator(&a.operator_id, "add_operator_key.operator_id")?,
+                public_key: command_key(&a.public_key, "add_operator_key.public_key")?,
+            },
+            A::RevokeOperatorKey(a) => Action::RevokeOperatorKey {
+                operator_id: operator(&a.operator_id, "revoke_operator_key.operator_id")?,
+                key_id: key_id(&a.key_id, "revoke_operator_key.key_id")?,
+            },
+            A::ConfirmKey(a) => Action::ConfirmKey {
+                fingerprint: fingerprint(&a.fingerprint, "confirm_key.fingerprint")?,
+            },
+            A::RejectKey(a) => Action::RejectKey {
+                fingerprint: fingerprint(&a.fingerprint, "reject_key.fingerprint")?,
+                reason: text(&a.reason, "reject_key.reason", 1024)?,
+            },
+            A::ForceTakeOver(a) => Action::ForceTakeOver {
+                fingerprint: fingerprint(&a.fingerprint, "force_take_over.fingerprint")?,
+                operator_id: operator(&a.operator_id, "force_take_over.operator_id")?,
+                evse_ids: evses(&a.evse_ids, "force_take_over.evse_ids")?,
+                effective_at: opt_time(&a.effective_at, "force_take_over.effective_at")?,
+            },
+            A::RegisterKey(a) => Action::RegisterKey {
+                key: Box::new(new_key(&a.key, "register_key.key")?),
+                evse_ids: evses(&a.evse_ids, "register_key.evse_ids")?,
+                effective_at: opt_time(&a.effective_at, "register_key.effective_at")?,
+            },
+            A::DeactivateKey(a) => Action::DeactivateKey {
+                fingerprint: fingerprint(&a.fingerprint, "deactivate_key.fingerprint")?,
+                reason: match EndReason::from_pb(a.reason) {
+                    Some(
+                        r @ (EndReason::Decommissioned | EndReason::Compromised | EndReason::Other),
+                    ) => r,
+                    _ => {
+                        return Err(EventError::new(
+                            "deactivate_key.reason",
+                            "must be DECOMMISSIONED, COMPROMISED or OTHER",
+                        ));
+                    }
+                },
+                comment: text(&a.comment, "deactivate_key.comment", 1024)?,
+                effective_at: opt_time(&a.effective_at, "deactivate_key.effective_at")?,
+            },
+            A::RelocateKey(a) => Action::RelocateKey {
+                fingerprint: fingerprint(&a.fingerprint, "relocate_key.fingerprint")?,
+                evse_ids: evses(&a.evse_ids, "relocate_key.evse_ids")?,
+                effective_at: opt_time(&a.effective_at, "relocate_key.effective_at")?,
+            },
+            A::ReplaceKey(a) => Action::ReplaceKey {
+                fingerprint: fingerprint(&a.fingerprint, "replace_key.fingerprint")?,
+                new_key: Box::new(new_key(&a.new_key, "replace_key.new_key")?),
+                effective_at: opt_time(&a.effective_at, "replace_key.effective_at")?,
+                comment: text(&a.comment, "replace_key.comment", 1024)?,
+            },
+            A::RotateKey(a) => Action::RotateKey {
+                fingerprint: fingerprint(&a.fingerprint, "rotate_key.fingerprint")?,
+                new_key: Box::new(new_key(&a.new_key, "rotate_key.new_key")?),
+                effective_at: opt_time(&a.effective_at, "rotate_key.effective_at")?,
+            },
+            A::ReleaseKey(a) => Action::ReleaseKey {
+                fingerprint: fingerprint(&a.fingerprint, "release_key.fingerprint")?,
+                to_operator_id: operator(&a.to_operator_id, "release_key.to_operator_id")?,
+            },
+            A::TakeOverKey(a) => Action::TakeOverKey {
+                fingerprint: fingerprint(&a.fingerprint, "take_over_key.fingerprint")?,
+                evse_ids: evses(&a.evse_ids, "take_over_key.evse_ids")?,
+                effective_at: opt_time(&a.effective_at, "take_over_key.effective_at")?,
+            },
+        };
+        Ok(Self { request_id, issued_at, action })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(public_key: &str, evse: &str) -> pb::Command {
+        pb::Command {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            issued_at: Some(time::to_timestamp(&chrono::Utc::now())),
+            action: Some(pb::command::Action::RegisterKey(pb::RegisterKey {
+                key: Some(pb::NewKey {
+                    public_key: public_key.into(),
+                    meter_serial: "M1".into(),
+                    ..Default::default()
+                }),
+                evse_ids: vec![evse.into()],
+                effective_at: None,
+            })),
+        }
+    }
+
+    #[test]
+    fn a_signature_verifies_only_for_its_bytes_and_key() {
+        let signer = P256KeyPair::generate();
+        let bytes =
+            register(&P256KeyPair::generate().public_key_pem(), "DE*ABC*E1").encode_to_vec();
+        let signed = SignedCommand::sign(bytes, &signer);
+        assert!(signed.verify(signer.public_key_der()));
+        assert!(!signed.verify(P256KeyPair::generate().public_key_der()));
+        let mut tampered = signed.clone();
+        tampered.command[3] ^= 1;
+        assert!(!tampered.verify(signer.public_key_der()));
+        // The context string is part of what is signed: a bare signature over the bytes fails.
+        let bare = SignedCommand { signature: signer.sign_der(&signed.command), ..signed.clone() };
+        assert!(!bare.verify(signer.public_key_der()));
+    }
+
+    #[test]
+    fn a_valid_registration_decodes_with_normalised_fields() {
+        let key = P256KeyPair::generate();
+        let c = Command::from_pb(&register(&hex::encode(key.public_key_der()), "deabce1")).unwrap();
+        let Action::RegisterKey { key: k, evse_ids, .. } = c.action else { panic!() };
+        assert_eq!(k.key.fingerprint, key.fingerprint_hex());
+        assert_eq!(evse_ids[0].as_str(), "DE*ABC*E1");
+    }
+
+    #[test]
+    fn bad_fields_are_named_by_their_path() {
+        let key = P256KeyPair::generate().public_key_pem();
+        let cases = [
+            (register(&key, "DE*ABC*X1"), "register_key.evse_ids[0]"),
+            (register("04abcd", "DE*ABC*E1"), "register_key.key.public_key"),
+            (
+                pb::Command { request_id: "nope".into(), ..register(&key, "DE*ABC*E1") },
+                "request_id",
+            ),
+            (pb::Command { issued_at: None, ..register(&key, "DE*ABC*E1") }, "issued_at"),
+            (pb::Command { action: None, ..register(&key, "DE*ABC*E1") }, "action"),
+        ];
+        for (command, field) in cases {
+            assert_eq!(Command::from_pb(&command).unwrap_err().field, field);
+        }
+    }
+}

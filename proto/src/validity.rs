@@ -1,0 +1,297 @@
+//! Validity verdicts: "was this key (or the key of this meter, gateway or EVSE) valid at t, as
+//! known at log size N?"
+//!
+//! Everything here is a pure function of the key records' histories filtered to positions
+//! below N, so the same question with the same basis always gets the same answer, and a client
+//! holding the deciding entries can compute it too.
+//!
+//! Resolution of selectors other than a fingerprint:
+//! - **EVSE**: the key whose binding to that EVSE contains t; otherwise the binding to it that
+//!   ended most recently before t (`ENDED`, with `RELOCATED` / `TAKEN_OVER` when the key moved
+//!   on), otherwise the first one starting after t (`NOT_YET`).
+//! - **Serial** (meter or gateway, optionally narrowed to a manufacturer): the key whose
+//!   signing-unit lifetime (registration to end) contains t. Serials are unique only per
+//!   manufacturer, so more than one match answers `AMBIGUOUS` with the candidates, never a guess.
+
+use std::collections::BTreeSet;
+
+use crate::event::{EndReason, IdentifierKind};
+use crate::ids::EvseId;
+use crate::lifecycle::{Binding, KeyAsOf, KeyRecord, KeyState, State};
+use crate::time::Time;
+
+/// The answer for one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Confirmed and t in its validity.
+    Valid,
+    /// Not (yet) confirmed at the basis, t in its validity otherwise.
+    Pending,
+    /// t before its effective time.
+    NotYet,
+    /// t at or after its end (or its binding's end).
+    Ended,
+    /// Rejected: never valid.
+    Rejected,
+    /// Nothing known.
+    Unknown,
+    /// A serial matched keys of several manufacturers.
+    Ambiguous,
+}
+
+/// How a question names its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// By fingerprint.
+    Fingerprint(String),
+    /// By meter serial, optionally only of one manufacturer.
+    MeterSerial {
+        /// The serial.
+        serial: String,
+        /// The manufacturer, if known.
+        manufacturer: Option<String>,
+    },
+    /// By gateway serial, optionally only of one manufacturer.
+    GatewaySerial {
+        /// The serial.
+        serial: String,
+        /// The manufacturer, if known.
+        manufacturer: Option<String>,
+    },
+    /// By EVSE ID.
+    Evse(EvseId),
+}
+
+/// A verdict with what it is based on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validity {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The key it is about (none for `Unknown` and `Ambiguous`).
+    pub key: Option<KeyRecord>,
+    /// The binding at t, or the one that ended / will start.
+    pub binding: Option<Binding>,
+    /// For `Ended`: when and why.
+    pub ended: Option<(Time, EndReason)>,
+    /// The key's state at the basis.
+    pub state: Option<KeyState>,
+    /// Positions of the entries that decide the answer, ascending.
+    pub deciding_positions: Vec<u64>,
+    /// For `Ambiguous`: the candidate fingerprints.
+    pub candidates: Vec<String>,
+}
+
+impl Validity {
+    fn none(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            key: None,
+            binding: None,
+            ended: None,
+            state: None,
+            deciding_positions: vec![],
+            candidates: vec![],
+        }
+    }
+}
+
+/// The verdict for a known key at `t`.
+pub fn for_key(key: &KeyAsOf<'_>, t: Time) -> Validity {
+    let reg = key.registration();
+    let bindings = key.bindings();
+    let first = bindings.first().cloned();
+    let last = bindings.last().cloned();
+    let at_t = bindings.iter().find(|b| b.contains(t)).cloned();
+    let end = key.end();
+    let (verdict, binding, ended) = if key.rejected().is_some() {
+        (Verdict::Rejected, first, None)
+    } else if t < reg.effective_at {
+        (Verdict::NotYet, first, None)
+    } else if let Some((end_at, reason, _)) = end.filter(|(e, _, _)| t >= *e) {
+        (Verdict::Ended, last, Some((end_at, reason)))
+    } else if key.confirmed().is_none() {
+        (Verdict::Pending, at_t.or(last), None)
+    } else {
+        (Verdict::Valid, at_t.or(last), None)
+    };
+    Validity {
+        verdict,
+        key: Some(key.record.clone()),
+        binding,
+        ended,
+        state: Some(key.state()),
+        deciding_positions: key.positions(),
+        candidates: vec![],
+    }
+}
+
+/// Answers a validity question as known at log size `as_of`.
+pub fn check<S: State>(
+    state: &S,
+    selector: &Selector,
+    t: Time,
+    as_of: u64,
+) -> Result<Validity, S::Error> {
+    match selector {
+        Selector::Fingerprint(fp) => Ok(match state.key(fp)? {
+            Some(record) => match record.as_of(as_of) {
+                Some(key) => for_key(&key, t),
+                None => Validity::none(Verdict::Unknown),
+            },
+            None => Validity::none(Verdict::Unknown),
+        }),
+        Selector::Evse(evse) => by_evse(state, evse, t, as_of),
+        Selector::MeterSerial { serial, manufacturer } => {
+            by_serial(state, IdentifierKind::MeterSerial, serial, manufacturer.as_deref(), t, as_of)
+        }
+        Selector::GatewaySerial { serial, manufacturer } => by_serial(
+            state,
+            IdentifierKind::GatewaySerial,
+            serial,
+            manufacturer.as_deref(),
+            t,
+            as_of,
+        ),
+    }
+}
+
+/// The key records indexed under an identifier and known at `as_of`.
+fn candidates<S: State>(
+    state: &S,
+    kind: IdentifierKind,
+    value: &str,
+    as_of: u64,
+) -> Result<Vec<KeyRecord>, S::Error> {
+    let mut out = Vec::new();
+    for (fp, added) in state.indexed(kind, value)? {
+        if added >= as_of {
+            continue;
+        }
+        if let Some(record) = state.key(&fp)? {
+            if record.registered_at() < as_of {
+                out.push(record);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn ambiguous(records: &[&KeyRecord], as_of: u64) -> Validity {
+    let mut v = Validity::none(Verdict::Ambiguous);
+    let mut positions = BTreeSet::new();
+    for r in records {
+        v.candidates.push(r.fingerprint().to_string());
+        positions.extend(r.as_of(as_of).map(|k| k.positions()).unwrap_or_default());
+    }
+    v.deciding_positions = positions.into_iter().collect();
+    v
+}
+
+fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Validity, S::Error> {
+    let records = candidates(state, IdentifierKind::Evse, evse.as_str(), as_of)?;
+    let mut within: Vec<(&KeyRecord, Binding)> = vec![];
+    let mut ended: Vec<(&KeyRecord, Binding)> = vec![];
+    let mut future: Vec<(&KeyRecord, Binding)> = vec![];
+    let mut rejected: Vec<&KeyRecord> = vec![];
+    for record in &records {
+        let key = record.as_of(as_of).expect("candidates are known at as_of");
+        if key.state() == KeyState::Rejected {
+            rejected.push(record);
+            continue;
+        }
+        for b in key.bindings().into_iter().filter(|b| b.evse_ids.contains(evse)) {
+            if b.contains(t) {
+                within.push((record, b));
+            } else if b.until.is_some_and(|u| u <= t) {
+                ended.push((record, b));
+            } else if b.from > t {
+                future.push((record, b));
+            }
+        }
+    }
+    if within.len() > 1 {
+        return Ok(ambiguous(&within.iter().map(|(r, _)| *r).collect::<Vec<_>>(), as_of));
+    }
+    if let Some((record, b)) = within.pop() {
+        let mut v = for_key(&record.as_of(as_of).expect("known"), t);
+        v.binding = Some(b);
+        return Ok(v);
+    }
+    if let Some((record, b)) = ended.into_iter().max_by_key(|(_, b)| b.until) {
+        let mut v = for_key(&record.as_of(as_of).expect("known"), t);
+        v.verdict = Verdict::Ended;
+        v.ended = b.until.zip(b.ended_by);
+        v.binding = Some(b);
+        return Ok(v);
+    }
+    if let Some((record, b)) = future.into_iter().min_by_key(|(_, b)| b.from) {
+        let mut v = for_key(&record.as_of(as_of).expect("known"), t);
+        v.verdict = Verdict::NotYet;
+        v.binding = Some(b);
+        return Ok(v);
+    }
+    if let Some(record) = rejected.into_iter().max_by_key(|r| r.registered_at()) {
+        return Ok(for_key(&record.as_of(as_of).expect("known"), t));
+    }
+    Ok(Validity::none(Verdict::Unknown))
+}
+
+fn by_serial<S: State>(
+    state: &S,
+    kind: IdentifierKind,
+    serial: &str,
+    manufacturer: Option<&str>,
+    t: Time,
+    as_of: u64,
+) -> Result<Validity, S::Error> {
+    let records: Vec<KeyRecord> = candidates(state, kind, serial, as_of)?
+        .into_iter()
+        .filter(|r| manufacturer.is_none_or(|m| r.registration.manufacturer == m))
+        .collect();
+    let (mut within, mut ended, mut future, mut rejected) = (vec![], vec![], vec![], vec![]);
+    for record in &records {
+        let key = record.as_of(as_of).expect("candidates are known at as_of");
+        if key.state() == KeyState::Rejected {
+            rejected.push(record);
+            continue;
+        }
+        let start = key.registration().effective_at;
+        let end = key.end().map(|(e, _, _)| e);
+        if t < start {
+            future.push((record, start));
+        } else if let Some(e) = end.filter(|e| t >= *e) {
+            ended.push((record, e));
+        } else {
+            within.push(record);
+        }
+    }
+    let manufacturers = |rs: &[&KeyRecord]| {
+        rs.iter().map(|r| r.registration.manufacturer.as_str()).collect::<BTreeSet<_>>().len()
+    };
+    let known = |r: &KeyRecord| for_key(&r.as_of(as_of).expect("known"), t);
+    match within.len() {
+        1 => return Ok(known(within[0])),
+        n if n > 1 => return Ok(ambiguous(&within, as_of)),
+        _ => {}
+    }
+    if !ended.is_empty() {
+        let rs: Vec<&KeyRecord> = ended.iter().map(|(r, _)| *r).collect();
+        if manufacturers(&rs) > 1 {
+            return Ok(ambiguous(&rs, as_of));
+        }
+        let (r, _) = ended.into_iter().max_by_key(|(_, e)| *e).expect("not empty");
+        return Ok(known(r));
+    }
+    if !future.is_empty() {
+        let rs: Vec<&KeyRecord> = future.iter().map(|(r, _)| *r).collect();
+        if manufacturers(&rs) > 1 {
+            return Ok(ambiguous(&rs, as_of));
+        }
+        let (r, _) = future.into_iter().min_by_key(|(_, s)| *s).expect("not empty");
+        return Ok(known(r));
+    }
+    if let Some(r) = rejected.into_iter().max_by_key(|r| r.registered_at()) {
+        return Ok(known(r));
+    }
+    Ok(Validity::none(Verdict::Unknown))
+}

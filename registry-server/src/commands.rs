@@ -1,0 +1,290 @@
+//! The command checks at the edge, and what follows a command.
+//!
+//! Before a command reaches the writer: its signer must be a known, unrevoked key; the signature
+//! must verify over the exact bytes; the bytes must decode to a valid command; a retry of a known
+//! request ID returns the original result (however stale its issue time); and a new command's
+//! issue time must lie within the clock-skew tolerance. These checks need no lock and run
+//! concurrently; the lifecycle rules then run once more in the writer against the state at that
+//! moment ([`crate::machine`]).
+//!
+//! After a registration is durable and covered by a signed checkpoint, the registry confirms it
+//! on its own under the automatic policy. If the process dies in between, [`Commands::confirm_pending`]
+//! finishes the job at the next start.
+
+use chrono::TimeDelta;
+use registry_proto::command::{Action, Command, SignedCommand};
+use registry_proto::lifecycle::{Proposal, RegistryAction, Rejection, State};
+use registry_proto::time::Time;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::log::{AppendError, Appender, Clock, LogReader, ReadError};
+use crate::machine::{Job, RegistryMachine};
+use crate::projection::Projection;
+use crate::store::StoreError;
+
+/// Namespace of the request IDs the registry derives for its own entries (UUIDv5).
+const REGISTRY_NAMESPACE: Uuid = Uuid::from_u128(0x5b0e_4c1e_7f2a_4d8b_9a41_6c3e_2f1d_0a77);
+
+/// Who confirms registrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfirmPolicy {
+    /// The registry, once the registration is published in a signed checkpoint.
+    Auto,
+    /// A registry administrator, with a signed confirm or reject command.
+    Manual,
+}
+
+/// Settings of the command path.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSettings {
+    /// How far a command's issue time may be from the registry's clock.
+    pub max_clock_skew: TimeDelta,
+    /// Who confirms registrations.
+    pub confirm_policy: ConfirmPolicy,
+}
+
+/// A command's durable outcome.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// Position of the command's entry.
+    pub position: u64,
+    /// The request ID was seen before with the same content.
+    pub duplicate: bool,
+    /// The entry as stored.
+    pub entry: Vec<u8>,
+    /// The automatic confirmation, if the command registered a key and policy is automatic.
+    pub confirmation: Option<(u64, Vec<u8>)>,
+}
+
+/// A command that did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Refused by a rule.
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    /// The log cannot take writes.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store failed while checking.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ReadError> for CommandError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Store(e) => CommandError::Store(e),
+            other => CommandError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct Commands {
+    appender: Appender<RegistryMachine>,
+    reader: LogReader,
+    settings: CommandSettings,
+    clock: Clock,
+}
+
+/// The request ID and content digest of a registry-derived entry.
+fn derived_id(what: &str) -> (Uuid, [u8; 32]) {
+    (Uuid::new_v5(&REGISTRY_NAMESPACE, what.as_bytes()), Sha256::digest(what.as_bytes()).into())
+}
+
+/// The fingerprint of the key a command registers, if it registers one.
+fn registered_key(action: &Action) -> Option<&str> {
+    match action {
+        Action::RegisterKey { key, .. } => Some(&key.key.fingerprint),
+        Action::ReplaceKey { new_key, .. } | Action::RotateKey { new_key, .. } => {
+            Some(&new_key.key.fingerprint)
+        }
+        _ => None,
+    }
+}
+
+impl Commands {
+    /// The command front over a running log.
+    pub fn new(
+        appender: Appender<RegistryMachine>,
+        reader: LogReader,
+        settings: CommandSettings,
+        clock: Clock,
+    ) -> Self {
+        Self { appender, reader, settings, clock }
+    }
+
+    fn now(&self) -> Time {
+        (self.clock)()
+    }
+
+    async fn append(
+        &self,
+        request_id: Uuid,
+        digest: [u8; 32],
+        proposal: Proposal,
+    ) -> Result<(u64, bool), CommandError> {
+        match self.appender.append(request_id, digest, Job { request_id, proposal }).await {
+            Ok(a) => Ok((a.position, a.duplicate)),
+            Err(AppendError::Rejected(r)) => Err(r.into()),
+            Err(AppendError::AlreadyExists { position }) => Err(Rejection::exists(
+                "request_id",
+                format!("this request ID was used for different content (entry {position})"),
+            )
+            .into()),
+            Err(AppendError::Unavailable(why)) => Err(CommandError::Unavailable(why)),
+        }
+    }
+
+    /// Checks and submits a signed command; resolves once it is durable.
+    pub async fn submit(&self, envelope: SignedCommand) -> Result<Submitted, CommandError> {
+        let store = self.reader.store().clone();
+        let signer =
+            Projection(store.as_ref()).signer(&envelope.signer_key_id)?.ok_or_else(|| {
+                Rejection::unauthenticated(
+                    "command.signer_key_id",
+                    "the signing key is not known to the registry",
+                )
+            })?;
+        if let Some(p) = signer.revoked_position {
+            return Err(Rejection::unauthenticated(
+                "command.signer_key_id",
+                format!("the signing key was revoked (entry {p})"),
+            )
+            .into());
+        }
+        if !envelope.verify(&signer.public_key) {
+            return Err(Rejection::unauthenticated(
+                "command.signature",
+                "does not verify over the command bytes with the signer's key",
+            )
+            .into());
+        }
+        let command =
+            Command::decode(&envelope.command).map_err(|e| Rejection::invalid(&e.field, e.rule))?;
+        let digest = envelope.digest();
+
+        // A retry of a durable request returns its original result, however long ago it was.
+        if let Some(record) = self.reader.request(&command.request_id)? {
+            if record.digest != digest {
+                return Err(Rejection::exists(
+                    "request_id",
+                    format!(
+                        "this request ID was used for different content (entry {})",
+                        record.position
+                    ),
+                )
+                .into());
+            }
+            return self.outcome(record.position, true, &command).await;
+        }
+
+        let skew = (command.issued_at - self.now()).abs();
+        if skew > self.settings.max_clock_skew {
+            return Err(Rejection::unauthenticated(
+                "issued_at",
+                format!(
+                    "is {} s away from the registry's clock; commands must be issued within {} s",
+                    skew.num_seconds(),
+                    self.settings.max_clock_skew.num_seconds()
+                ),
+            )
+            .into());
+        }
+        let (position, duplicate) = self
+            .append(
+                command.request_id,
+                digest,
+                Proposal::Signed { envelope, command: command.clone() },
+            )
+            .await?;
+        self.outcome(position, duplicate, &command).await
+    }
+
+    async fn outcome(
+        &self,
+        position: u64,
+        duplicate: bool,
+        command: &Command,
+    ) -> Result<Submitted, CommandError> {
+        let entry = self.reader.entry(position)?;
+        let confirmation = match (self.settings.confirm_policy, registered_key(&command.action)) {
+            (ConfirmPolicy::Auto, Some(fp)) => self.auto_confirm(fp).await?,
+            _ => None,
+        };
+        Ok(Submitted { position, duplicate, entry, confirmation })
+    }
+
+    /// Confirms a published registration on the registry's own authority. `None` when the key is
+    /// no longer pending (rejected, ended, or confirmed by an administrator).
+    async fn auto_confirm(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, CommandError> {
+        let (id, digest) = derived_id(&format!("auto-confirm:{fingerprint}"));
+        let proposal = Proposal::Registry(RegistryAction::AutoConfirm {
+            fingerprint: fingerprint.to_string(),
+        });
+        match self.append(id, digest, proposal).await {
+            Ok((position, _)) => Ok(Some((position, self.reader.entry(position)?))),
+            Err(CommandError::Rejected(r)) => {
+                tracing::debug!(%fingerprint, reason = %r, "registration not confirmed automatically");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the configured administrator keys as the log's first administrators, if the log
+    /// has none yet. Returns the entry's position when it appended one.
+    pub async fn bootstrap(
+        &self,
+        admins: Vec<(Vec<u8>, String)>,
+    ) -> Result<Option<u64>, CommandError> {
+        if admins.is_empty() {
+            return Ok(None);
+        }
+        let store = self.reader.store().clone();
+        let existing = Projection(store.as_ref()).admins()?;
+        if !existing.is_empty() {
+            for (der, label) in &admins {
+                if !existing.contains(&registry_proto::keys::fingerprint(der)) {
+                    tracing::warn!(key = %registry_proto::keys::fingerprint_hex(der), %label,
+                        "configured admin key ignored: the log already has administrators; add it with a signed add_admin_key command");
+                }
+            }
+            return Ok(None);
+        }
+        let mut fps: Vec<String> =
+            admins.iter().map(|(der, _)| registry_proto::keys::fingerprint_hex(der)).collect();
+        fps.sort();
+        let (id, digest) = derived_id(&format!("bootstrap:{}", fps.join(",")));
+        let (position, _) = self
+            .append(id, digest, Proposal::Registry(RegistryAction::Bootstrap { admins }))
+            .await?;
+        Ok(Some(position))
+    }
+
+    /// Under the automatic policy, confirms every registration still pending (after a crash
+    /// between a registration and its confirmation). Returns how many were confirmed.
+    pub async fn confirm_pending(&self) -> Result<usize, CommandError> {
+        if self.settings.confirm_policy != ConfirmPolicy::Auto {
+            return Ok(0);
+        }
+        let store = self.reader.store().clone();
+        let size = self.reader.head().size;
+        let pending = Projection(store.as_ref()).pending()?;
+        let mut confirmed = 0;
+        for (fp, registered) in pending.into_iter().filter(|(_, p)| *p < size) {
+            if self.auto_confirm(&fp).await?.is_some() {
+                tracing::info!(fingerprint = %fp, registration = registered, "confirmed a pending registration");
+                confirmed += 1;
+            }
+        }
+        Ok(confirmed)
+    }
+}

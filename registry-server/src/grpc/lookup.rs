@@ -1,0 +1,333 @@
+//! `keyregistry.v1.LookupService`: validity, key records, history and operators.
+
+use registry_proto::event::{EndReason, Identifier};
+use registry_proto::ids::{self, EvseId, OperatorId};
+use registry_proto::lifecycle::{Binding, KeyRecord, KeyState};
+use registry_proto::pb::lookup_service_server::LookupService;
+use registry_proto::pb::{self, key_selector};
+use registry_proto::time::{self, Time};
+use registry_proto::validity::{Selector, Validity, Verdict};
+use tonic::{Request, Response, Status};
+
+use super::status;
+use crate::lookup::{AsOf, Basis, Lookups, MAX_BATCH};
+
+/// Entries per history page when the request does not say.
+const DEFAULT_PAGE: usize = 100;
+/// Most entries per history page.
+const MAX_PAGE: usize = 1000;
+
+/// See the module documentation.
+pub struct LookupApi {
+    lookups: Lookups,
+}
+
+impl LookupApi {
+    /// The service over the lookups.
+    pub fn new(lookups: Lookups) -> Self {
+        Self { lookups }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Lookups) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let lookups = self.lookups.clone();
+        tokio::task::spawn_blocking(move || f(lookups))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+fn selector(key: Option<&pb::KeySelector>, field: &str) -> Result<Selector, Status> {
+    let key = key.ok_or_else(|| status::invalid(field, "must be set"))?;
+    let manufacturer =
+        (!key.manufacturer.trim().is_empty()).then(|| key.manufacturer.trim().to_string());
+    let serial = |s: &str, name: &str| {
+        ids::serial(s).map_err(|e| status::invalid(&format!("{field}.{name}"), e.0))
+    };
+    match key.selector.as_ref() {
+        Some(key_selector::Selector::Fingerprint(f)) => {
+            registry_proto::event::parse_fingerprint(f).map(Selector::Fingerprint).ok_or_else(
+                || status::invalid(&format!("{field}.fingerprint"), "must be 64 hex digits"),
+            )
+        }
+        Some(key_selector::Selector::MeterSerial(s)) => {
+            Ok(Selector::MeterSerial { serial: serial(s, "meter_serial")?, manufacturer })
+        }
+        Some(key_selector::Selector::GatewaySerial(s)) => {
+            Ok(Selector::GatewaySerial { serial: serial(s, "gateway_serial")?, manufacturer })
+        }
+        Some(key_selector::Selector::EvseId(e)) => EvseId::parse(e)
+            .map(Selector::Evse)
+            .map_err(|e| status::invalid(&format!("{field}.evse_id"), e.0)),
+        None => Err(status::invalid(
+            field,
+            "name a fingerprint, meter serial, gateway serial or EVSE ID",
+        )),
+    }
+}
+
+fn at(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Time, Status> {
+    let t = t.as_ref().ok_or_else(|| status::invalid(field, "must be set"))?;
+    time::from_timestamp(t).map_err(|e| status::invalid(field, e.to_string()))
+}
+
+fn as_of(a: &Option<pb::AsOf>) -> Result<AsOf, Status> {
+    Ok(match a.as_ref().and_then(|a| a.point.as_ref()) {
+        None => AsOf::Head,
+        Some(pb::as_of::Point::LogSize(n)) => AsOf::Size(*n),
+        Some(pb::as_of::Point::RecordedAt(t)) => AsOf::RecordedAt(
+            time::from_timestamp(t)
+                .map_err(|e| status::invalid("as_of.recorded_at", e.to_string()))?,
+        ),
+    })
+}
+
+fn basis_pb(b: &Basis) -> pb::Basis {
+    pb::Basis {
+        log_size: b.size,
+        head_hash: b.head_hash.to_vec(),
+        recorded_at: b.recorded_at.as_ref().map(time::to_timestamp),
+    }
+}
+
+fn binding_pb(b: &Binding) -> pb::Binding {
+    pb::Binding {
+        operator_id: b.operator_id.to_string(),
+        evse_ids: b.evse_ids.iter().map(|e| e.to_string()).collect(),
+        from: Some(time::to_timestamp(&b.from)),
+        until: b.until.as_ref().map(time::to_timestamp),
+    }
+}
+
+fn state_pb(s: KeyState) -> (pb::KeyState, Option<EndReason>) {
+    match s {
+        KeyState::Pending => (pb::KeyState::Pending, None),
+        KeyState::Active => (pb::KeyState::Active, None),
+        KeyState::Deactivated(r) => (pb::KeyState::Deactivated, Some(r)),
+        KeyState::Rejected => (pb::KeyState::Rejected, None),
+    }
+}
+
+/// The protobuf form of a verdict.
+pub fn validity_pb(v: &Validity) -> pb::Validity {
+    let verdict = match v.verdict {
+        Verdict::Valid => pb::Verdict::Valid,
+        Verdict::Pending => pb::Verdict::Pending,
+        Verdict::NotYet => pb::Verdict::NotYet,
+        Verdict::Ended => pb::Verdict::Ended,
+        Verdict::Rejected => pb::Verdict::Rejected,
+        Verdict::Unknown => pb::Verdict::Unknown,
+        Verdict::Ambiguous => pb::Verdict::Ambiguous,
+    };
+    let reg = v.key.as_ref().map(|k| &k.registration);
+    pb::Validity {
+        verdict: verdict as i32,
+        fingerprint: reg.map(|r| r.fingerprint.clone()).unwrap_or_default(),
+        curve: reg.map_or(0, |r| r.curve.to_pb() as i32),
+        public_key: reg.map(|r| r.public_key.clone()).unwrap_or_default(),
+        binding: v.binding.as_ref().map(binding_pb),
+        effective_from: reg.map(|r| time::to_timestamp(&r.effective_at)),
+        ended_at: v.ended.as_ref().map(|(t, _)| time::to_timestamp(t)),
+        end_reason: v.ended.map_or(0, |(_, r)| r.to_pb() as i32),
+        state: v.state.map_or(0, |s| state_pb(s).0 as i32),
+        deciding_positions: v.deciding_positions.clone(),
+        candidates: v.candidates.clone(),
+    }
+}
+
+/// The protobuf form of a key record as known at `size`.
+pub fn key_pb(record: &KeyRecord, size: u64) -> pb::KeyRecord {
+    let key = record.as_of(size).expect("the caller checked the key is known at size");
+    let reg = key.registration();
+    let (state, reason) = state_pb(key.state());
+    let bindings = key.bindings();
+    pb::KeyRecord {
+        fingerprint: reg.fingerprint.clone(),
+        curve: reg.curve.to_pb() as i32,
+        public_key: reg.public_key.clone(),
+        submitted_public_key: reg.submitted_public_key.clone(),
+        state: state as i32,
+        end_reason: reason.map_or(0, |r| r.to_pb() as i32),
+        ended_at: key.end().map(|(t, _, _)| time::to_timestamp(&t)),
+        operator_id: bindings.last().map(|b| b.operator_id.to_string()).unwrap_or_default(),
+        bindings: bindings.iter().map(binding_pb).collect(),
+        meter_serial: reg.meter_serial.clone().unwrap_or_default(),
+        gateway_serial: reg.gateway_serial.clone().unwrap_or_default(),
+        manufacturer: reg.manufacturer.clone(),
+        model: reg.model.clone(),
+        predecessor: reg.predecessor.clone().unwrap_or_default(),
+        successor: key.successor().unwrap_or_default().to_string(),
+        released_to: key.released_to().map(|o| o.to_string()).unwrap_or_default(),
+        positions: key.positions(),
+    }
+}
+
+#[tonic::async_trait]
+impl LookupService for LookupApi {
+    async fn check_validity(
+        &self,
+        request: Request<pb::CheckValidityRequest>,
+    ) -> Result<Response<pb::CheckValidityResponse>, Status> {
+        let r = request.into_inner();
+        let (sel, t, as_of) =
+            (selector(r.key.as_ref(), "key")?, at(&r.at, "at")?, as_of(&r.as_of)?);
+        self.blocking(move |l| {
+            let basis = l.basis(as_of).map_err(status::lookup)?;
+            let v = l.validity(&sel, t, &basis).map_err(status::lookup)?;
+            Ok(Response::new(pb::CheckValidityResponse {
+                validity: Some(validity_pb(&v)),
+                basis: Some(basis_pb(&basis)),
+            }))
+        })
+        .await
+    }
+
+    async fn check_validity_batch(
+        &self,
+        request: Request<pb::CheckValidityBatchRequest>,
+    ) -> Result<Response<pb::CheckValidityBatchResponse>, Status> {
+        let r = request.into_inner();
+        if r.queries.len() > MAX_BATCH {
+            return Err(status::invalid(
+                "queries",
+                format!("at most {MAX_BATCH} questions per call, got {}", r.queries.len()),
+            ));
+        }
+        let questions = r
+            .queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                Ok((
+                    selector(q.key.as_ref(), &format!("queries[{i}].key"))?,
+                    at(&q.at, &format!("queries[{i}].at"))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let as_of = as_of(&r.as_of)?;
+        self.blocking(move |l| {
+            let basis = l.basis(as_of).map_err(status::lookup)?;
+            let results = l.validity_batch(&questions, &basis).map_err(status::lookup)?;
+            Ok(Response::new(pb::CheckValidityBatchResponse {
+                results: results.iter().map(validity_pb).collect(),
+                basis: Some(basis_pb(&basis)),
+            }))
+        })
+        .await
+    }
+
+    async fn get_key(
+        &self,
+        request: Request<pb::GetKeyRequest>,
+    ) -> Result<Response<pb::GetKeyResponse>, Status> {
+        let r = request.into_inner();
+        let fp = registry_proto::event::parse_fingerprint(&r.fingerprint)
+            .ok_or_else(|| status::invalid("fingerprint", "must be 64 hex digits"))?;
+        let as_of = as_of(&r.as_of)?;
+        self.blocking(move |l| {
+            let basis = l.basis(as_of).map_err(status::lookup)?;
+            let record = l.key(&fp, &basis).map_err(status::lookup)?;
+            Ok(Response::new(pb::GetKeyResponse {
+                key: Some(key_pb(&record, basis.size)),
+                basis: Some(basis_pb(&basis)),
+            }))
+        })
+        .await
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let r = request.into_inner();
+        let id =
+            r.identifier.as_ref().ok_or_else(|| status::invalid("identifier", "must be set"))?;
+        let identifier = Identifier::from_pb(id).map_err(|e| status::invalid(&e.field, e.rule))?;
+        let page_size = match r.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n if n > MAX_PAGE => {
+                return Err(status::invalid("page_size", format!("must be at most {MAX_PAGE}")));
+            }
+            n => n,
+        };
+        // A continuation token pins the first page's basis: "<basis size>:<next position>".
+        let (as_of, start) = match r.page_token.as_str() {
+            "" => (as_of(&r.as_of)?, None),
+            token => {
+                let (size, next) = token
+                    .split_once(':')
+                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                    .ok_or_else(|| {
+                        status::invalid("page_token", "is not a token this server issued")
+                    })?;
+                (AsOf::Size(size), Some(next))
+            }
+        };
+        self.blocking(move |l| {
+            let basis = l.basis(as_of).map_err(status::lookup)?;
+            let page = l.history(&identifier, &basis, start, page_size).map_err(status::lookup)?;
+            let entries = page
+                .entries
+                .into_iter()
+                .map(|(position, bytes, e)| pb::HistoryEntry {
+                    position,
+                    recorded_at: Some(time::to_timestamp(&e.header.recorded_at)),
+                    events: e.body.events.iter().map(|ev| ev.to_pb()).collect(),
+                    signer_key_id: e
+                        .body
+                        .command
+                        .map(|c| hex::encode(c.signer_key_id))
+                        .unwrap_or_default(),
+                    entry: bytes,
+                })
+                .collect();
+            Ok(Response::new(pb::GetHistoryResponse {
+                entries,
+                next_page_token: page
+                    .next
+                    .map(|n| format!("{}:{n}", basis.size))
+                    .unwrap_or_default(),
+                basis: Some(basis_pb(&basis)),
+            }))
+        })
+        .await
+    }
+
+    async fn get_operator(
+        &self,
+        request: Request<pb::GetOperatorRequest>,
+    ) -> Result<Response<pb::GetOperatorResponse>, Status> {
+        let id = OperatorId::parse(&request.into_inner().operator_id)
+            .map_err(|e| status::invalid("operator_id", e.0))?;
+        self.blocking(move |l| {
+            let basis = l.basis(AsOf::Head).map_err(status::lookup)?;
+            let (op, signers) = l.operator(&id).map_err(status::lookup)?;
+            if op.added_position >= basis.size {
+                return Err(status::lookup(crate::lookup::LookupError::NotFound {
+                    field: "operator_id".into(),
+                    message: format!("no operator {id}"),
+                }));
+            }
+            let keys = signers
+                .into_iter()
+                .filter(|s| s.added_position < basis.size)
+                .map(|s| pb::OperatorKey {
+                    key_id: hex::encode(s.key_id),
+                    public_key: s.public_key,
+                    added_position: s.added_position,
+                    revoked_position: s.revoked_position.filter(|p| *p < basis.size).unwrap_or(0),
+                })
+                .collect();
+            Ok(Response::new(pb::GetOperatorResponse {
+                operator_id: op.operator_id.to_string(),
+                name: op.name,
+                keys,
+                added_position: op.added_position,
+                basis: Some(basis_pb(&basis)),
+            }))
+        })
+        .await
+    }
+}

@@ -1,0 +1,264 @@
+//! Lookups: validity, key records, history and operators, as known at a basis.
+//!
+//! A basis is a log size no larger than the durable head, chosen by the caller (a size or a
+//! recorded time) or the head itself. Every answer is computed from the projections filtered to
+//! that size, so the same question on the same basis always gets the same answer, even while new
+//! entries arrive. History walks the identifier's back-link chain through the log itself.
+
+use registry_proto::entry::{self, Entry};
+use registry_proto::event::Identifier;
+use registry_proto::ids::OperatorId;
+use registry_proto::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State};
+use registry_proto::merkle::{self, Hash};
+use registry_proto::time::Time;
+use registry_proto::validity::{self, Selector, Validity};
+
+use crate::log::{LogReader, ReadError};
+use crate::projection::Projection;
+use crate::store::StoreError;
+
+/// The most questions in one batch.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Which point of the log to answer from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The durable head.
+    Head,
+    /// The first `n` entries.
+    Size(u64),
+    /// Every entry recorded at or before this time.
+    RecordedAt(Time),
+}
+
+/// What an answer was computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Basis {
+    /// Entries considered.
+    pub size: u64,
+    /// Leaf hash of the last of them (zeros for none).
+    pub head_hash: Hash,
+    /// Its recorded time.
+    pub recorded_at: Option<Time>,
+}
+
+/// A lookup that cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// A field is malformed.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// The rule.
+        message: String,
+    },
+    /// The request is well-formed but outside the log.
+    #[error("{field}: {message}")]
+    OutOfRange {
+        /// The field.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// The thing asked for does not exist at the basis.
+    #[error("{field}: {message}")]
+    NotFound {
+        /// The field.
+        field: String,
+        /// What is missing.
+        message: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ReadError> for LookupError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Store(s) => LookupError::Store(s),
+            other => LookupError::Store(StoreError::Corrupt(other.to_string())),
+        }
+    }
+}
+
+/// One page of an identifier's history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Entries, newest first: position, stored bytes, decoded entry.
+    pub entries: Vec<(u64, Vec<u8>, Entry)>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<u64>,
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct Lookups {
+    reader: LogReader,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> LookupError {
+    LookupError::Invalid { field: field.into(), message: message.into() }
+}
+
+impl Lookups {
+    /// Lookups over a running log.
+    pub fn new(reader: LogReader) -> Self {
+        Self { reader }
+    }
+
+    fn state(&self) -> Projection<&dyn crate::store::LogStore> {
+        Projection(self.reader.store().as_ref())
+    }
+
+    fn basis_at(&self, size: u64) -> Result<Basis, LookupError> {
+        if size == 0 {
+            return Ok(Basis { size: 0, head_hash: entry::ZERO_HASH, recorded_at: None });
+        }
+        let bytes = self.reader.entry(size - 1)?;
+        let header =
+            entry::decode_header(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Basis {
+            size,
+            head_hash: merkle::leaf_hash(&bytes),
+            recorded_at: Some(header.recorded_at),
+        })
+    }
+
+    /// Resolves an as-of point to a basis.
+    pub fn basis(&self, as_of: AsOf) -> Result<Basis, LookupError> {
+        let head = self.reader.head();
+        match as_of {
+            AsOf::Head => Ok(Basis {
+                size: head.size,
+                head_hash: head.last_hash,
+                recorded_at: head.last_recorded_at,
+            }),
+            AsOf::Size(n) if n > head.size => Err(LookupError::OutOfRange {
+                field: "as_of.log_size".into(),
+                message: format!("{n} is larger than the durable log ({})", head.size),
+            }),
+            AsOf::Size(n) => self.basis_at(n),
+            AsOf::RecordedAt(t) => {
+                // Recorded times increase with position: binary search the count recorded ≤ t.
+                let (mut lo, mut hi) = (0u64, head.size);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    let bytes = self.reader.entry(mid)?;
+                    let at = entry::decode_header(&bytes)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                        .recorded_at;
+                    if at <= t {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                self.basis_at(lo)
+            }
+        }
+    }
+
+    /// Was the selected key valid at `t`, as known at `basis`?
+    pub fn validity(
+        &self,
+        selector: &Selector,
+        t: Time,
+        basis: &Basis,
+    ) -> Result<Validity, LookupError> {
+        Ok(validity::check(&self.state(), selector, t, basis.size)?)
+    }
+
+    /// Many questions on one basis.
+    pub fn validity_batch(
+        &self,
+        questions: &[(Selector, Time)],
+        basis: &Basis,
+    ) -> Result<Vec<Validity>, LookupError> {
+        if questions.len() > MAX_BATCH {
+            return Err(invalid(
+                "queries",
+                format!("at most {MAX_BATCH} questions per call, got {}", questions.len()),
+            ));
+        }
+        let state = self.state();
+        questions.iter().map(|(s, t)| Ok(validity::check(&state, s, *t, basis.size)?)).collect()
+    }
+
+    /// A key's record, if it was registered before the basis.
+    pub fn key(&self, fingerprint: &str, basis: &Basis) -> Result<KeyRecord, LookupError> {
+        self.state().key(fingerprint)?.filter(|r| r.registered_at() < basis.size).ok_or_else(|| {
+            LookupError::NotFound {
+                field: "fingerprint".into(),
+                message: format!("no key {fingerprint} is registered at log size {}", basis.size),
+            }
+        })
+    }
+
+    /// A page of an identifier's history as known at `basis`, newest first, from `start` (a
+    /// position from a previous page) or from the latest entry.
+    pub fn history(
+        &self,
+        identifier: &Identifier,
+        basis: &Basis,
+        start: Option<u64>,
+        page_size: usize,
+    ) -> Result<HistoryPage, LookupError> {
+        let mut next = match start {
+            Some(p) if p >= basis.size => {
+                return Err(LookupError::OutOfRange {
+                    field: "page_token".into(),
+                    message: "points past the basis".into(),
+                });
+            }
+            Some(p) => Some(p),
+            None => self.state().latest(identifier)?,
+        };
+        let mut entries = Vec::new();
+        while let Some(p) = next {
+            if p < basis.size && entries.len() == page_size {
+                break;
+            }
+            let bytes = self
+                .reader
+                .store()
+                .entry(p)?
+                .ok_or_else(|| StoreError::Corrupt(format!("entry {p} is missing")))?;
+            let decoded = Entry::decode(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("entry {p}: {e}")))?;
+            let link = decoded.body.links.iter().find(|l| l.identifier == *identifier).ok_or_else(
+                || {
+                    StoreError::Corrupt(format!(
+                        "entry {p} has no back-link for {}",
+                        identifier.value
+                    ))
+                },
+            )?;
+            next = link.previous;
+            if p < basis.size {
+                entries.push((p, bytes, decoded));
+            }
+        }
+        Ok(HistoryPage { entries, next })
+    }
+
+    /// An operator and its signing keys.
+    pub fn operator(
+        &self,
+        id: &OperatorId,
+    ) -> Result<(OperatorRecord, Vec<SignerRecord>), LookupError> {
+        let state = self.state();
+        let op = state.operator(id)?.ok_or_else(|| LookupError::NotFound {
+            field: "operator_id".into(),
+            message: format!("no operator {id}"),
+        })?;
+        let mut signers = Vec::new();
+        for k in &op.keys {
+            if let Some(s) = state.signer(k)? {
+                signers.push(s);
+            }
+        }
+        Ok((op, signers))
+    }
+}

@@ -1,0 +1,81 @@
+//! The registry's [`Machine`]: the key lifecycle rules of `registry_proto::lifecycle`, run
+//! inside the log writer against the projections.
+//!
+//! `decide` turns a proposal into the entry body (events plus back-links) or a rejection;
+//! `apply` folds the appended entry into the projections in the same atomic write. Both read the
+//! projections through the batch view, so each command sees every earlier one.
+
+use registry_proto::entry::{EntryBody, EntryHeader};
+use registry_proto::lifecycle::{self, ApplyError, DecideContext, Policy, Proposal, Rejection};
+
+use crate::log::{DecideError, Decided, EntryContext, Machine, View};
+use crate::projection::Projection;
+use crate::store::StoreError;
+
+/// A proposal with the request ID its entry will carry.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The request ID.
+    pub request_id: uuid::Uuid,
+    /// What to decide.
+    pub proposal: Proposal,
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryMachine {
+    policy: Policy,
+}
+
+impl RegistryMachine {
+    /// A machine with these policy knobs.
+    pub fn new(policy: Policy) -> Self {
+        Self { policy }
+    }
+}
+
+impl Machine for RegistryMachine {
+    type Command = Job;
+    type Rejection = Rejection;
+    type Effects = EntryBody;
+
+    fn decide(
+        &mut self,
+        job: &Job,
+        context: &EntryContext,
+        view: &View<'_>,
+    ) -> Result<Decided<EntryBody>, DecideError<Rejection>> {
+        let state = Projection(view);
+        let ctx = DecideContext {
+            now: context.recorded_at,
+            published_size: context.published_size,
+            policy: self.policy,
+        };
+        let events = lifecycle::decide(&job.proposal, &ctx, &state).map_err(|e| match e {
+            lifecycle::DecideError::Rejected(r) => DecideError::Rejected(r),
+            lifecycle::DecideError::State(e) => DecideError::Store(e),
+        })?;
+        let links = lifecycle::links(&events, &state)?;
+        let command = match &job.proposal {
+            Proposal::Signed { envelope, .. } => Some(envelope.clone()),
+            Proposal::Registry(_) => None,
+        };
+        let body = EntryBody { request_id: job.request_id, command, events, links };
+        Ok(Decided { body: body.encode(), effects: body })
+    }
+
+    fn apply(
+        &mut self,
+        header: &EntryHeader,
+        body: &EntryBody,
+        view: &mut View<'_>,
+    ) -> Result<(), StoreError> {
+        lifecycle::apply(header, body, &mut Projection(view)).map_err(|e| match e {
+            ApplyError::State(e) => e,
+            // decide produced events that apply cannot fold in: a bug, and the writer must stop.
+            ApplyError::Inconsistent { position, message } => {
+                StoreError::Corrupt(format!("entry {position} does not apply: {message}"))
+            }
+        })
+    }
+}

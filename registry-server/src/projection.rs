@@ -1,0 +1,283 @@
+//! The projections on disk: the lifecycle state (`registry_proto::lifecycle::State`) stored in
+//! sled keyspaces, so that start-up reads them instead of replaying the log.
+//!
+//! The writer updates them through its batch [`View`], in the same atomic write as the entries
+//! they derive from; lookups read them straight from the store. Records carry the log positions
+//! of their events, and every read is filtered to a basis no later than the durable head, so a
+//! record written in a batch that is not yet synced never changes an answer.
+//!
+//! ```text
+//! keys       fingerprint (hex)                     -> KeyRecord
+//! index      kind tag, value, 0x00, fingerprint    -> position added (u64 BE)
+//! operators  operator ID                           -> OperatorRecord
+//! signers    key ID (32 bytes)                     -> SignerRecord
+//! admins     "admins"                              -> active admin key IDs
+//! latest     kind tag, value                       -> latest position (u64 BE)
+//! pending    fingerprint (hex)                     -> registration position (u64 BE)
+//! ```
+//! Values are postcard-encoded; `rebuild` regenerates everything from the log.
+
+use registry_proto::event::{Identifier, IdentifierKind};
+use registry_proto::ids::OperatorId;
+use registry_proto::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State, StateMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::log::View;
+use crate::store::{Keyspace, LogStore, Record, StoreError};
+
+const KEYS: Keyspace = Keyspace("keys");
+const INDEX: Keyspace = Keyspace("index");
+const OPERATORS: Keyspace = Keyspace("operators");
+const SIGNERS: Keyspace = Keyspace("signers");
+const ADMINS: Keyspace = Keyspace("admins");
+const LATEST: Keyspace = Keyspace("latest");
+const PENDING: Keyspace = Keyspace("pending");
+
+/// Every projection keyspace, for a rebuild.
+pub const KEYSPACES: &[Keyspace] = &[KEYS, INDEX, OPERATORS, SIGNERS, ADMINS, LATEST, PENDING];
+
+/// Key-value access the projections need: the store itself or a batch view.
+pub trait Kv {
+    /// A record.
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records by key prefix.
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError>;
+}
+
+impl Kv for dyn LogStore {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        LogStore::get(self, keyspace, key)
+    }
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
+        LogStore::scan_prefix(self, keyspace, prefix)
+    }
+}
+
+impl Kv for View<'_> {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        View::get(self, keyspace, key)
+    }
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
+        View::scan_prefix(self, keyspace, prefix)
+    }
+}
+
+/// The lifecycle state over a key-value source.
+pub struct Projection<K>(pub K);
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what} record: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("projection records always serialize")
+}
+
+fn u64_value(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} value is not 8 bytes")))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn identifier_key(kind: IdentifierKind, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + value.len());
+    k.push(kind.tag());
+    k.extend_from_slice(value.as_bytes());
+    k
+}
+
+fn index_prefix(kind: IdentifierKind, value: &str) -> Vec<u8> {
+    let mut k = identifier_key(kind, value);
+    k.push(0);
+    k
+}
+
+impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<R> {
+    type Error = StoreError;
+
+    fn key(&self, fingerprint: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.0.get(KEYS, fingerprint.as_bytes())?.map(|b| decode(&b, "key")).transpose()
+    }
+
+    fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = index_prefix(kind, value);
+        self.0
+            .scan_prefix(INDEX, &prefix)?
+            .into_iter()
+            .map(|(k, v)| {
+                let fp = String::from_utf8(k[prefix.len()..].to_vec())
+                    .map_err(|_| StoreError::Corrupt("index fingerprint is not UTF-8".into()))?;
+                Ok((fp, u64_value(&v, "index")?))
+            })
+            .collect()
+    }
+
+    fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, StoreError> {
+        self.0.get(OPERATORS, id.as_str().as_bytes())?.map(|b| decode(&b, "operator")).transpose()
+    }
+
+    fn signer(&self, key_id: &[u8; 32]) -> Result<Option<SignerRecord>, StoreError> {
+        self.0.get(SIGNERS, key_id)?.map(|b| decode(&b, "signer")).transpose()
+    }
+
+    fn admins(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        Ok(self
+            .0
+            .get(ADMINS, b"admins")?
+            .map(|b| decode(&b, "admins"))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    fn latest(&self, id: &Identifier) -> Result<Option<u64>, StoreError> {
+        self.0
+            .get(LATEST, &identifier_key(id.kind, &id.value))?
+            .map(|b| u64_value(&b, "latest"))
+            .transpose()
+    }
+}
+
+impl StateMut for Projection<&mut View<'_>> {
+    fn put_key(&mut self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.0.put(KEYS, record.fingerprint().as_bytes().to_vec(), encode(record));
+        Ok(())
+    }
+
+    fn add_to_index(
+        &mut self,
+        kind: IdentifierKind,
+        value: &str,
+        fingerprint: &str,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        let mut key = index_prefix(kind, value);
+        key.extend_from_slice(fingerprint.as_bytes());
+        // An index entry records when the key first appeared under the value; keep that.
+        if self.0.get(INDEX, &key)?.is_none() {
+            self.0.put(INDEX, key, position.to_be_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    fn put_operator(&mut self, record: &OperatorRecord) -> Result<(), StoreError> {
+        self.0.put(OPERATORS, record.operator_id.as_str().as_bytes().to_vec(), encode(record));
+        Ok(())
+    }
+
+    fn put_signer(&mut self, record: &SignerRecord) -> Result<(), StoreError> {
+        self.0.put(SIGNERS, record.key_id.to_vec(), encode(record));
+        Ok(())
+    }
+
+    fn set_admins(&mut self, admins: &[[u8; 32]]) -> Result<(), StoreError> {
+        self.0.put(ADMINS, b"admins".to_vec(), encode(&admins.to_vec()));
+        Ok(())
+    }
+
+    fn set_latest(&mut self, id: &Identifier, position: u64) -> Result<(), StoreError> {
+        self.0.put(LATEST, identifier_key(id.kind, &id.value), position.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    fn set_pending(
+        &mut self,
+        fingerprint: &str,
+        registration: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let key = fingerprint.as_bytes().to_vec();
+        match registration {
+            Some(p) => self.0.put(PENDING, key, p.to_be_bytes().to_vec()),
+            None => self.0.delete(PENDING, key),
+        }
+        Ok(())
+    }
+}
+
+impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
+    /// Registrations waiting for confirmation: (fingerprint, registration position).
+    pub fn pending(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.0
+            .scan_prefix(PENDING, b"")?
+            .into_iter()
+            .map(|(k, v)| {
+                let fp = String::from_utf8(k)
+                    .map_err(|_| StoreError::Corrupt("pending key is not UTF-8".into()))?;
+                Ok((fp, u64_value(&v, "pending")?))
+            })
+            .collect()
+    }
+}
+
+/// Marks whether the projections on disk are complete (a rebuild clears them first).
+const STATUS: &str = "projections";
+const COMPLETE: &[u8] = b"complete v1";
+
+/// The projections could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An entry does not decode or does not apply: the log breaks the rules.
+    #[error("entry {position}: {message}")]
+    Entry {
+        /// Where.
+        position: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Whether the projections on disk are complete for the log.
+pub fn is_complete(store: &dyn LogStore) -> Result<bool, StoreError> {
+    Ok(store.meta(STATUS)?.as_deref() == Some(COMPLETE) || store.size()? == 0)
+}
+
+/// Marks the projections complete (for a new, empty log).
+pub fn mark_complete(store: &dyn LogStore) -> Result<(), StoreError> {
+    store.write(crate::store::WriteBatch {
+        meta: vec![(STATUS, COMPLETE.to_vec())],
+        ..Default::default()
+    })
+}
+
+/// Drops every projection and derives them again from the log, entry by entry, with the same
+/// `apply` the writer uses. Returns the number of entries replayed. The store must not be in use
+/// by a running log.
+pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
+    use crate::store::WriteBatch;
+    use registry_proto::entry::Entry;
+    store
+        .write(WriteBatch { meta: vec![(STATUS, b"rebuilding".to_vec())], ..Default::default() })?;
+    store.sync()?;
+    store.clear_projections(KEYSPACES)?;
+    let size = store.size()?;
+    const CHUNK: u64 = 4096;
+    let mut position = 0;
+    while position < size {
+        let end = (position + CHUNK).min(size);
+        let mut view = View::new(store);
+        for (p, bytes) in store.entries(position, end)? {
+            let entry = Entry::decode(&bytes)
+                .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
+            registry_proto::lifecycle::apply(
+                &entry.header,
+                &entry.body,
+                &mut Projection(&mut view),
+            )
+            .map_err(|e| match e {
+                registry_proto::lifecycle::ApplyError::State(e) => RebuildError::Store(e),
+                registry_proto::lifecycle::ApplyError::Inconsistent { position, message } => {
+                    RebuildError::Entry { position, message }
+                }
+            })?;
+        }
+        store.write(WriteBatch { projections: view.into_writes(), ..Default::default() })?;
+        position = end;
+    }
+    store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
+    store.sync()?;
+    Ok(size)
+}
