@@ -140,8 +140,14 @@ fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
         .admin_keys
         .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(path)
+            let mut text = std::fs::read_to_string(path)
                 .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
+            if text.contains("PRIVATE KEY") {
+                tracing::warn!(file = %path.display(), "admin key file holds a private key; the server only needs the public key");
+                let pair = registry_proto::keys::P256KeyPair::from_pkcs8_pem(&text)
+                    .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
+                text = pair.public_key_pem();
+            }
             let key = registry_proto::meter_key::MeterKey::parse(&text, None)
                 .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
             if key.curve != registry_proto::meter_key::Curve::Secp256r1 {

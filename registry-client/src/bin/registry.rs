@@ -1,0 +1,806 @@
+//! `registry`: the command-line tool for operators (CPOs), MSPs, administrators and auditors.
+//!
+//! Human-readable output by default, `--json` for scripts; exit status 0 on success, 1 when the
+//! server refuses or a check fails, 2 for bad usage. Every subcommand takes `--server URL`
+//! (default `http://127.0.0.1:50051`, or `REGISTRY_SERVER`). Times are RFC 3339.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use registry_client::{
+    Action, AsOf, ClientError, NewKey, RegistryClient, Selector, keyfile, render,
+};
+use registry_proto::entry::Entry;
+use registry_proto::meter_key::Curve;
+use registry_proto::pb;
+use registry_proto::time::{self, Time};
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(name = "registry", version, about = "Client for the meter key registry")]
+struct Cli {
+    /// Registry server URL
+    #[arg(long, global = true, env = "REGISTRY_SERVER", default_value = registry_client::DEFAULT_SERVER)]
+    server: String,
+    /// Machine-readable JSON output
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a P-256 key pair for signing commands (PKCS#8 PEM, mode 0600; public key next to it)
+    Keygen {
+        /// Where to write the private key
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Registry administrator commands
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Charge point operator commands
+    #[command(subcommand)]
+    Cpo(CpoCommand),
+    /// Mobility service provider lookups
+    #[command(subcommand)]
+    Msp(MspCommand),
+    /// Audit reads: checkpoints and entries
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+struct SignerArg {
+    /// Private key (PKCS#8 PEM) that signs the command
+    #[arg(long, value_name = "KEY.pem")]
+    signer: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct KeyArg {
+    /// Fingerprint of the meter key (64 hex digits)
+    #[arg(long = "key-fingerprint", value_name = "FP")]
+    fingerprint: String,
+}
+
+#[derive(Debug, Args)]
+struct NewKeyArgs {
+    /// The meter's public key in any accepted encoding, inline or @FILE
+    #[arg(long = "public-key", value_name = "KEY")]
+    public_key: String,
+    /// The key's curve when the encoding does not say (e.g. secp256r1)
+    #[arg(long)]
+    curve: Option<String>,
+    /// Meter serial number
+    #[arg(long)]
+    meter_serial: Option<String>,
+    /// Gateway / signing module serial number
+    #[arg(long)]
+    gateway_serial: Option<String>,
+    /// Manufacturer of the signing unit
+    #[arg(long)]
+    manufacturer: Option<String>,
+    /// Model of the signing unit
+    #[arg(long)]
+    model: Option<String>,
+    /// A signed meter value (OCMF) from the unit, proving possession of the key: inline or @FILE
+    #[arg(long = "sample-ocmf", value_name = "OCMF")]
+    sample_ocmf: Option<String>,
+}
+
+impl NewKeyArgs {
+    fn to_new_key(&self) -> anyhow::Result<NewKey> {
+        Ok(NewKey {
+            public_key: keyfile::public_key_arg(&self.public_key)?,
+            curve: self
+                .curve
+                .as_deref()
+                .map(|c| Curve::from_name(c).with_context(|| format!("unknown curve {c:?}")))
+                .transpose()?,
+            meter_serial: self.meter_serial.clone(),
+            gateway_serial: self.gateway_serial.clone(),
+            manufacturer: self.manufacturer.clone(),
+            model: self.model.clone(),
+            sample_signed_meter_value: self
+                .sample_ocmf
+                .as_deref()
+                .map(keyfile::public_key_arg)
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Add an operator with one or more command-signing keys
+    AddOperator {
+        #[command(flatten)]
+        signer: SignerArg,
+        /// Operator ID, e.g. DE*ABC
+        #[arg(long)]
+        operator: String,
+        /// Display name
+        #[arg(long)]
+        name: String,
+        /// The operator's public key (PEM file or inline), repeatable
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+    },
+    /// Add a command-signing key to an operator
+    AddOperatorKey {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[arg(long)]
+        operator: String,
+        /// The new public key (PEM file or inline)
+        #[arg(long)]
+        key: String,
+    },
+    /// Revoke an operator's command-signing key
+    RevokeOperatorKey {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[arg(long)]
+        operator: String,
+        /// Fingerprint of the key to revoke
+        #[arg(long = "key-id")]
+        key_id: String,
+    },
+    /// Add an administrator key
+    AddAdmin {
+        #[command(flatten)]
+        signer: SignerArg,
+        /// The new administrator's public key (PEM file or inline)
+        #[arg(long)]
+        key: String,
+        /// Who holds it
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke an administrator key
+    RevokeAdmin {
+        #[command(flatten)]
+        signer: SignerArg,
+        /// Fingerprint of the key to revoke
+        #[arg(long = "key-id")]
+        key_id: String,
+    },
+    /// Confirm a pending registration (manual confirmation policy)
+    Confirm {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Reject a pending registration
+    Reject {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+        /// Why
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Move a key to another operator without a release
+    ForceTakeover {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+        /// The new operator
+        #[arg(long)]
+        operator: String,
+        /// The new EVSE IDs, repeatable
+        #[arg(long = "evse", required = true)]
+        evse: Vec<String>,
+        /// When it happened (RFC 3339; default: now)
+        #[arg(long)]
+        effective_at: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeactivateReason {
+    Decommissioned,
+    Compromised,
+    Other,
+}
+
+#[derive(Debug, Subcommand)]
+enum CpoCommand {
+    /// Register the key of a newly commissioned signing unit
+    Register {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        new_key: NewKeyArgs,
+        /// EVSE ID the key serves, repeatable
+        #[arg(long = "evse", required = true)]
+        evse: Vec<String>,
+        /// Commissioning time (RFC 3339; default: now)
+        #[arg(long)]
+        effective_at: Option<String>,
+    },
+    /// End a key's validity
+    Deactivate {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+        #[arg(long, value_enum, default_value = "decommissioned")]
+        reason: DeactivateReason,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// When it happened (RFC 3339; default: now)
+        #[arg(long)]
+        effective_at: Option<String>,
+    },
+    /// Move a key to other EVSE IDs of the same operator
+    Relocate {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+        #[arg(long = "evse", required = true)]
+        evse: Vec<String>,
+        #[arg(long)]
+        effective_at: Option<String>,
+    },
+    /// Replace the meter or signing module: the new key continues the binding
+    Replace {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        new_key: NewKeyArgs,
+        #[arg(long)]
+        effective_at: Option<String>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// A firmware update regenerated the unit's key
+    Rotate {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        new_key: NewKeyArgs,
+        #[arg(long)]
+        effective_at: Option<String>,
+    },
+    /// Allow another operator to take a key over
+    Release {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+        /// The operator that may take it over
+        #[arg(long = "to-operator")]
+        to_operator: String,
+    },
+    /// Take over a key released to you
+    TakeOver {
+        #[command(flatten)]
+        signer: SignerArg,
+        #[command(flatten)]
+        key: KeyArg,
+        #[arg(long = "evse", required = true)]
+        evse: Vec<String>,
+        #[arg(long)]
+        effective_at: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct SelectorArgs {
+    /// Key fingerprint
+    #[arg(long = "key-fingerprint")]
+    fingerprint: Option<String>,
+    /// Meter serial
+    #[arg(long)]
+    meter_serial: Option<String>,
+    /// Gateway serial
+    #[arg(long)]
+    gateway_serial: Option<String>,
+    /// EVSE ID
+    #[arg(long)]
+    evse: Option<String>,
+}
+
+impl SelectorArgs {
+    fn selector(&self) -> Selector {
+        match (&self.fingerprint, &self.meter_serial, &self.gateway_serial, &self.evse) {
+            (Some(f), ..) => Selector::Fingerprint(f.clone()),
+            (_, Some(m), ..) => Selector::MeterSerial(m.clone()),
+            (_, _, Some(g), _) => Selector::GatewaySerial(g.clone()),
+            (_, _, _, Some(e)) => Selector::Evse(e.clone()),
+            _ => unreachable!("clap requires one selector"),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct AsOfArgs {
+    /// Answer as known when the log had this many entries
+    #[arg(long, conflicts_with = "as_of_time")]
+    as_of_size: Option<u64>,
+    /// Answer as known at this recorded time (RFC 3339)
+    #[arg(long)]
+    as_of_time: Option<String>,
+}
+
+impl AsOfArgs {
+    fn as_of(&self) -> anyhow::Result<AsOf> {
+        Ok(match (self.as_of_size, &self.as_of_time) {
+            (Some(n), _) => AsOf::Size(n),
+            (None, Some(t)) => AsOf::RecordedAt(parse_time(t)?),
+            (None, None) => AsOf::Head,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum MspCommand {
+    /// Was the key valid at a moment?
+    Check {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// Only keys of this manufacturer (with a serial)
+        #[arg(long)]
+        manufacturer: Option<String>,
+        /// The moment (RFC 3339)
+        #[arg(long)]
+        at: String,
+        #[command(flatten)]
+        as_of: AsOfArgs,
+    },
+    /// Every entry about a key, meter, gateway, EVSE or operator, newest first
+    History {
+        #[command(flatten)]
+        selector: HistorySelector,
+        #[command(flatten)]
+        as_of: AsOfArgs,
+    },
+    /// A key's full record
+    Key {
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        as_of: AsOfArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct HistorySelector {
+    #[arg(long = "key-fingerprint")]
+    fingerprint: Option<String>,
+    #[arg(long)]
+    meter_serial: Option<String>,
+    #[arg(long)]
+    gateway_serial: Option<String>,
+    #[arg(long)]
+    evse: Option<String>,
+    /// Operator ID
+    #[arg(long)]
+    operator: Option<String>,
+}
+
+impl HistorySelector {
+    fn identifier(&self) -> pb::Identifier {
+        let (kind, value) = match (
+            &self.fingerprint,
+            &self.meter_serial,
+            &self.gateway_serial,
+            &self.evse,
+            &self.operator,
+        ) {
+            (Some(v), ..) => (pb::IdentifierKind::Key, v),
+            (_, Some(v), ..) => (pb::IdentifierKind::MeterSerial, v),
+            (_, _, Some(v), ..) => (pb::IdentifierKind::GatewaySerial, v),
+            (_, _, _, Some(v), _) => (pb::IdentifierKind::Evse, v),
+            (_, _, _, _, Some(v)) => (pb::IdentifierKind::Operator, v),
+            _ => unreachable!("clap requires one selector"),
+        };
+        pb::Identifier { kind: kind as i32, value: value.clone() }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// The registry's identity: origin, public key, key ID
+    Info,
+    /// The latest signed checkpoint
+    Checkpoint,
+    /// Entries by position, decoded
+    Entries {
+        /// First position
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Position after the last one (default: the end of the log)
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+fn parse_time(s: &str) -> anyhow::Result<Time> {
+    if s == "now" {
+        return Ok(chrono::Utc::now());
+    }
+    time::parse(s)
+        .map_err(|_| anyhow::anyhow!("{s:?} is not an RFC 3339 time (e.g. 2026-11-21T10:00:00Z)"))
+}
+
+fn opt_time(s: &Option<String>) -> anyhow::Result<Option<Time>> {
+    s.as_deref().map(parse_time).transpose()
+}
+
+fn signer(s: &SignerArg) -> anyhow::Result<registry_proto::keys::P256KeyPair> {
+    Ok(keyfile::load_signer(&s.signer)?)
+}
+
+/// Prints the outcome of a command.
+fn print_submitted(json: bool, action: &str, r: &pb::SubmitCommandResponse) -> anyhow::Result<()> {
+    let entry =
+        Entry::decode(&r.entry).context("the server returned an entry that does not decode")?;
+    let confirmation = (!r.confirmation_entry.is_empty())
+        .then(|| Entry::decode(&r.confirmation_entry))
+        .transpose()
+        .context("the server returned a confirmation that does not decode")?;
+    if json {
+        let out = json!({
+            "command": action,
+            "position": r.position,
+            "duplicate": r.duplicate,
+            "entry": render::entry(&entry),
+            "confirmation_position": confirmation.as_ref().map(|_| r.confirmation_position),
+            "confirmation": confirmation.as_ref().map(render::entry),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let again =
+            if r.duplicate { " (already in the log: this is the original result)" } else { "" };
+        println!("{action}: entry {}{again}", r.position);
+        for e in &entry.body.events {
+            println!("  {}", render::event_line(e));
+        }
+        if let Some(c) = &confirmation {
+            println!("confirmed by the registry in entry {}", c.header.position);
+        }
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    if let Command::Keygen { out } = &cli.command {
+        let key = keyfile::generate(out)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "private_key_file": out.display().to_string(),
+                    "public_key_file": keyfile::public_path(out).display().to_string(),
+                    "key_id": key.fingerprint_hex(),
+                    "public_key_pem": key.public_key_pem(),
+                }))?
+            );
+        } else {
+            print!("{}", key.public_key_pem());
+            println!("key ID {}", key.fingerprint_hex());
+            println!(
+                "private key: {} (keep it secret), public key: {}",
+                out.display(),
+                keyfile::public_path(out).display()
+            );
+        }
+        return Ok(());
+    }
+    let client = RegistryClient::connect(&cli.server).await?;
+    let (name, signer, action) = match cli.command {
+        Command::Keygen { .. } => unreachable!("handled above"),
+        Command::Admin(a) => match a {
+            AdminCommand::AddOperator { signer: s, operator, name, keys } => (
+                "add-operator",
+                signer(&s)?,
+                Action::AddOperator {
+                    operator_id: operator,
+                    name,
+                    public_keys: keys
+                        .iter()
+                        .map(|k| keyfile::public_key_from_file_or_text(k))
+                        .collect::<Result<_, _>>()?,
+                },
+            ),
+            AdminCommand::AddOperatorKey { signer: s, operator, key } => (
+                "add-operator-key",
+                signer(&s)?,
+                Action::AddOperatorKey {
+                    operator_id: operator,
+                    public_key: keyfile::public_key_from_file_or_text(&key)?,
+                },
+            ),
+            AdminCommand::RevokeOperatorKey { signer: s, operator, key_id } => (
+                "revoke-operator-key",
+                signer(&s)?,
+                Action::RevokeOperatorKey { operator_id: operator, key_id },
+            ),
+            AdminCommand::AddAdmin { signer: s, key, label } => (
+                "add-admin",
+                signer(&s)?,
+                Action::AddAdminKey {
+                    public_key: keyfile::public_key_from_file_or_text(&key)?,
+                    label,
+                },
+            ),
+            AdminCommand::RevokeAdmin { signer: s, key_id } => {
+                ("revoke-admin", signer(&s)?, Action::RevokeAdminKey { key_id })
+            }
+            AdminCommand::Confirm { signer: s, key } => {
+                ("confirm", signer(&s)?, Action::Confirm { fingerprint: key.fingerprint })
+            }
+            AdminCommand::Reject { signer: s, key, reason } => {
+                ("reject", signer(&s)?, Action::Reject { fingerprint: key.fingerprint, reason })
+            }
+            AdminCommand::ForceTakeover { signer: s, key, operator, evse, effective_at } => (
+                "force-takeover",
+                signer(&s)?,
+                Action::ForceTakeOver {
+                    fingerprint: key.fingerprint,
+                    operator_id: operator,
+                    evse_ids: evse,
+                    effective_at: opt_time(&effective_at)?,
+                },
+            ),
+        },
+        Command::Cpo(c) => match c {
+            CpoCommand::Register { signer: s, new_key, evse, effective_at } => (
+                "register",
+                signer(&s)?,
+                Action::Register {
+                    key: new_key.to_new_key()?,
+                    evse_ids: evse,
+                    effective_at: opt_time(&effective_at)?,
+                },
+            ),
+            CpoCommand::Deactivate { signer: s, key, reason, comment, effective_at } => (
+                "deactivate",
+                signer(&s)?,
+                Action::Deactivate {
+                    fingerprint: key.fingerprint,
+                    reason: match reason {
+                        DeactivateReason::Decommissioned => pb::EndReason::Decommissioned,
+                        DeactivateReason::Compromised => pb::EndReason::Compromised,
+                        DeactivateReason::Other => pb::EndReason::Other,
+                    },
+                    comment,
+                    effective_at: opt_time(&effective_at)?,
+                },
+            ),
+            CpoCommand::Relocate { signer: s, key, evse, effective_at } => (
+                "relocate",
+                signer(&s)?,
+                Action::Relocate {
+                    fingerprint: key.fingerprint,
+                    evse_ids: evse,
+                    effective_at: opt_time(&effective_at)?,
+                },
+            ),
+            CpoCommand::Replace { signer: s, key, new_key, effective_at, comment } => (
+                "replace",
+                signer(&s)?,
+                Action::Replace {
+                    fingerprint: key.fingerprint,
+                    new_key: new_key.to_new_key()?,
+                    effective_at: opt_time(&effective_at)?,
+                    comment,
+                },
+            ),
+            CpoCommand::Rotate { signer: s, key, new_key, effective_at } => (
+                "rotate",
+                signer(&s)?,
+                Action::Rotate {
+                    fingerprint: key.fingerprint,
+                    new_key: new_key.to_new_key()?,
+                    effective_at: opt_time(&effective_at)?,
+                },
+            ),
+            CpoCommand::Release { signer: s, key, to_operator } => (
+                "release",
+                signer(&s)?,
+                Action::Release { fingerprint: key.fingerprint, to_operator_id: to_operator },
+            ),
+            CpoCommand::TakeOver { signer: s, key, evse, effective_at } => (
+                "take-over",
+                signer(&s)?,
+                Action::TakeOver {
+                    fingerprint: key.fingerprint,
+                    evse_ids: evse,
+                    effective_at: opt_time(&effective_at)?,
+                },
+            ),
+        },
+        Command::Msp(m) => return msp(&client, json, m).await,
+        Command::Audit(a) => return audit(&client, json, a).await,
+    };
+    let response = client.submit(&signer, &action).await?;
+    print_submitted(json, name, &response)
+}
+
+async fn msp(client: &RegistryClient, json: bool, command: MspCommand) -> anyhow::Result<()> {
+    match command {
+        MspCommand::Check { selector, manufacturer, at, as_of } => {
+            let r = client
+                .check(
+                    &selector.selector(),
+                    manufacturer.as_deref(),
+                    parse_time(&at)?,
+                    as_of.as_of()?,
+                )
+                .await?;
+            let v = r.validity.context("the server sent no verdict")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"validity": render::validity(&v), "basis": render::basis(&r.basis)})
+                    )?
+                );
+            } else {
+                println!("{}", render::validity_text(&v));
+                if let Some(b) = &r.basis {
+                    println!(
+                        "  basis      log size {}, head {}",
+                        b.log_size,
+                        hex::encode(&b.head_hash)
+                    );
+                }
+            }
+        }
+        MspCommand::History { selector, as_of } => {
+            let entries = client.history(selector.identifier(), as_of.as_of()?).await?;
+            let decoded = entries
+                .iter()
+                .map(|h| {
+                    Entry::decode(&h.entry)
+                        .with_context(|| format!("entry {} does not decode", h.position))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &decoded.iter().map(render::entry).collect::<Vec<_>>()
+                    )?
+                );
+            } else {
+                if decoded.is_empty() {
+                    println!("no entries");
+                }
+                for e in decoded {
+                    println!(
+                        "entry {} at {}",
+                        e.header.position,
+                        time::format(&e.header.recorded_at)
+                    );
+                    for ev in &e.body.events {
+                        println!("  {}", render::event_line(ev));
+                    }
+                }
+            }
+        }
+        MspCommand::Key { key, as_of } => {
+            let r = client.key(&key.fingerprint, as_of.as_of()?).await?;
+            let k = r.key.context("the server sent no key")?;
+            let out = json!({"key": render::key_record(&k), "basis": render::basis(&r.basis)});
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(())
+}
+
+async fn audit(client: &RegistryClient, json: bool, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Info => {
+            let i = client.registry_info().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "origin": i.origin, "key_id": i.key_id, "fingerprint": i.fingerprint, "public_key_pem": i.public_key_pem,
+                    }))?
+                );
+            } else {
+                println!(
+                    "origin      {}\nkey ID      {}\nfingerprint {}\n{}",
+                    i.origin,
+                    i.key_id,
+                    i.fingerprint,
+                    i.public_key_pem.trim_end()
+                );
+            }
+        }
+        AuditCommand::Checkpoint => {
+            let info = client.registry_info().await?;
+            let c = client.checkpoint(0).await?;
+            let verifier =
+                registry_proto::note::NoteVerifier::new(&info.origin, &info.public_key_der)?;
+            let cp = registry_proto::checkpoint::Checkpoint::open(&c.checkpoint, &verifier)
+                .context("the checkpoint's signature does not verify with the registry's key")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "origin": cp.origin, "tree_size": cp.size, "root_hash": hex::encode(cp.root), "checkpoint": c.checkpoint,
+                    }))?
+                );
+            } else {
+                print!("{}", c.checkpoint);
+            }
+        }
+        AuditCommand::Entries { from, to } => {
+            if to.is_some_and(|t| t < from) {
+                bail!("--to must not be below --from");
+            }
+            let entries = client.entries(from, to.unwrap_or(0)).await?;
+            for e in entries {
+                let decoded = Entry::decode(&e.entry)
+                    .with_context(|| format!("entry {} does not decode", e.position))?;
+                if json {
+                    println!("{}", serde_json::to_string(&render::entry(&decoded))?);
+                } else {
+                    println!(
+                        "entry {} at {}",
+                        e.position,
+                        time::format(&decoded.header.recorded_at)
+                    );
+                    for ev in &decoded.body.events {
+                        println!("  {}", render::event_line(ev));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("registry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let client = e.downcast_ref::<ClientError>();
+            if json {
+                let out = json!({
+                    "error": format!("{e:#}"),
+                    "code": client.and_then(ClientError::code).map(registry_client::code_name),
+                    "violations": client.map(|c| c.violations().iter().map(|v| json!({"field": v.field, "description": v.description})).collect::<Vec<_>>()),
+                });
+                println!("{out}");
+            }
+            eprintln!("registry: {e:#}");
+            if let Some(c) = client {
+                for v in c.violations() {
+                    eprintln!("  field {}: {}", v.field, v.description);
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Readable forms of what the registry returns: JSON for scripts and audit exports, short text
+//! lines for people. Times are RFC 3339 in UTC; keys and hashes are hex.
+
+use registry_proto::entry::Entry;
+use registry_proto::event::Event;
+use registry_proto::pb;
+use registry_proto::time;
+use serde_json::{Value, json};
+
+fn ts(t: &Option<prost_types::Timestamp>) -> Value {
+    match t.as_ref().and_then(|t| time::from_timestamp(t).ok()) {
+        Some(t) => Value::String(time::format(&t)),
+        None => Value::Null,
+    }
+}
+
+fn strs<T: ToString>(v: &[T]) -> Vec<String> {
+    v.iter().map(T::to_string).collect()
+}
+
+/// An event as JSON: `{"kind": "key_registered", ...}`.
+pub fn event(e: &Event) -> Value {
+    match e {
+        Event::AdminKeyAdded { public_key, label } => json!({
+            "kind": "admin_key_added",
+            "key_id": registry_proto::keys::fingerprint_hex(public_key),
+            "label": label,
+        }),
+        Event::AdminKeyRevoked { key_id } => {
+            json!({"kind": "admin_key_revoked", "key_id": hex::encode(key_id)})
+        }
+        Event::OperatorAdded { operator_id, name, public_keys } => json!({
+            "kind": "operator_added",
+            "operator_id": operator_id.to_string(),
+            "name": name,
+            "key_ids": public_keys.iter().map(|k| registry_proto::keys::fingerprint_hex(k)).collect::<Vec<_>>(),
+        }),
+        Event::OperatorKeyAdded { operator_id, public_key } => json!({
+            "kind": "operator_key_added",
+            "operator_id": operator_id.to_string(),
+            "key_id": registry_proto::keys::fingerprint_hex(public_key),
+        }),
+        Event::OperatorKeyRevoked { operator_id, key_id } => json!({
+            "kind": "operator_key_revoked",
+            "operator_id": operator_id.to_string(),
+            "key_id": hex::encode(key_id),
+        }),
+        Event::KeyRegistered(r) => json!({
+            "kind": "key_registered",
+            "fingerprint": r.fingerprint,
+            "curve": r.curve.name(),
+            "public_key": hex::encode(&r.public_key),
+            "operator_id": r.operator_id.to_string(),
+            "evse_ids": strs(&r.evse_ids),
+            "meter_serial": r.meter_serial,
+            "gateway_serial": r.gateway_serial,
+            "manufacturer": r.manufacturer,
+            "model": r.model,
+            "effective_at": time::format(&r.effective_at),
+            "predecessor": r.predecessor,
+            "has_sample_signed_meter_value": r.sample_signed_meter_value.is_some(),
+        }),
+        Event::KeyConfirmed { fingerprint, registration_position, published_in_tree_size } => {
+            json!({
+                "kind": "key_confirmed",
+                "fingerprint": fingerprint,
+                "registration_position": registration_position,
+                "published_in_tree_size": published_in_tree_size,
+            })
+        }
+        Event::KeyRejected { fingerprint, reason } => {
+            json!({"kind": "key_rejected", "fingerprint": fingerprint, "reason": reason})
+        }
+        Event::KeyEnded { fingerprint, effective_at, reason, comment, successor } => json!({
+            "kind": "key_ended",
+            "fingerprint": fingerprint,
+            "effective_at": time::format(effective_at),
+            "reason": end_reason(reason.to_pb() as i32),
+            "comment": comment,
+            "successor": successor,
+        }),
+        Event::KeyRelocated { fingerprint, effective_at, evse_ids } => json!({
+            "kind": "key_relocated",
+            "fingerprint": fingerprint,
+            "effective_at": time::format(effective_at),
+            "evse_ids": strs(evse_ids),
+        }),
+        Event::KeyReleased { fingerprint, to_operator_id } => json!({
+            "kind": "key_released",
+            "fingerprint": fingerprint,
+            "to_operator_id": to_operator_id.to_string(),
+        }),
+        Event::KeyTakenOver { fingerprint, effective_at, operator_id, evse_ids, forced } => json!({
+            "kind": "key_taken_over",
+            "fingerprint": fingerprint,
+            "effective_at": time::format(effective_at),
+            "operator_id": operator_id.to_string(),
+            "evse_ids": strs(evse_ids),
+            "forced": forced,
+        }),
+    }
+}
+
+/// A decoded entry as JSON.
+pub fn entry(e: &Entry) -> Value {
+    json!({
+        "position": e.header.position,
+        "recorded_at": time::format(&e.header.recorded_at),
+        "prev_hash": hex::encode(e.header.prev_hash),
+        "request_id": e.body.request_id.to_string(),
+        "signer_key_id": e.body.command.as_ref().map(|c| hex::encode(c.signer_key_id)),
+        "events": e.body.events.iter().map(event).collect::<Vec<_>>(),
+        "links": e.body.links.iter().map(|l| json!({
+            "identifier": identifier_kind(l.identifier.kind),
+            "value": l.identifier.value,
+            "previous": l.previous,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn identifier_kind(k: registry_proto::event::IdentifierKind) -> &'static str {
+    use registry_proto::event::IdentifierKind::*;
+    match k {
+        Key => "key",
+        Evse => "evse",
+        MeterSerial => "meter_serial",
+        GatewaySerial => "gateway_serial",
+        Operator => "operator",
+    }
+}
+
+/// A one-line summary of an event.
+pub fn event_line(e: &Event) -> String {
+    match e {
+        Event::AdminKeyAdded { public_key, label } => {
+            format!(
+                "administrator key {} added ({label})",
+                registry_proto::keys::fingerprint_hex(public_key)
+            )
+        }
+        Event::AdminKeyRevoked { key_id } => {
+            format!("administrator key {} revoked", hex::encode(key_id))
+        }
+        Event::OperatorAdded { operator_id, name, public_keys } => {
+            format!("operator {operator_id} ({name}) added with {} key(s)", public_keys.len())
+        }
+        Event::OperatorKeyAdded { operator_id, public_key } => format!(
+            "operator {operator_id} key {} added",
+            registry_proto::keys::fingerprint_hex(public_key)
+        ),
+        Event::OperatorKeyRevoked { operator_id, key_id } => {
+            format!("operator {operator_id} key {} revoked", hex::encode(key_id))
+        }
+        Event::KeyRegistered(r) => format!(
+            "key {} registered for {} ({}) from {}{}",
+            r.fingerprint,
+            strs(&r.evse_ids).join(", "),
+            r.operator_id,
+            time::format(&r.effective_at),
+            r.predecessor.as_ref().map(|p| format!(", succeeding {p}")).unwrap_or_default()
+        ),
+        Event::KeyConfirmed { fingerprint, published_in_tree_size, .. } => {
+            format!("key {fingerprint} confirmed (published in tree size {published_in_tree_size})")
+        }
+        Event::KeyRejected { fingerprint, reason } => {
+            format!("key {fingerprint} rejected: {reason}")
+        }
+        Event::KeyEnded { fingerprint, effective_at, reason, .. } => format!(
+            "key {fingerprint} ended at {} ({})",
+            time::format(effective_at),
+            end_reason(reason.to_pb() as i32)
+        ),
+        Event::KeyRelocated { fingerprint, effective_at, evse_ids } => format!(
+            "key {fingerprint} relocated to {} at {}",
+            strs(evse_ids).join(", "),
+            time::format(effective_at)
+        ),
+        Event::KeyReleased { fingerprint, to_operator_id } => {
+            format!("key {fingerprint} released to {to_operator_id}")
+        }
+        Event::KeyTakenOver { fingerprint, effective_at, operator_id, evse_ids, forced } => {
+            format!(
+                "key {fingerprint} taken over by {operator_id} for {} at {}{}",
+                strs(evse_ids).join(", "),
+                time::format(effective_at),
+                if *forced { " (forced by an administrator)" } else { "" }
+            )
+        }
+    }
+}
+
+/// The name of a verdict.
+pub fn verdict(v: i32) -> &'static str {
+    pb::Verdict::try_from(v)
+        .map(|v| v.as_str_name().trim_start_matches("VERDICT_"))
+        .unwrap_or("UNSPECIFIED")
+}
+
+/// The name of a key state.
+pub fn key_state(v: i32) -> &'static str {
+    pb::KeyState::try_from(v)
+        .map(|v| v.as_str_name().trim_start_matches("KEY_STATE_"))
+        .unwrap_or("UNSPECIFIED")
+}
+
+/// The name of an end reason.
+pub fn end_reason(v: i32) -> &'static str {
+    pb::EndReason::try_from(v)
+        .map(|v| v.as_str_name().trim_start_matches("END_REASON_"))
+        .unwrap_or("UNSPECIFIED")
+}
+
+fn curve(v: i32) -> &'static str {
+    registry_proto::meter_key::Curve::from_pb(v).map_or("", |c| c.name())
+}
+
+/// A binding as JSON.
+pub fn binding(b: &pb::Binding) -> Value {
+    json!({"operator_id": b.operator_id, "evse_ids": b.evse_ids, "from": ts(&b.from), "until": ts(&b.until)})
+}
+
+/// A basis as JSON.
+pub fn basis(b: &Option<pb::Basis>) -> Value {
+    match b {
+        Some(b) => {
+            json!({"log_size": b.log_size, "head_hash": hex::encode(&b.head_hash), "recorded_at": ts(&b.recorded_at)})
+        }
+        None => Value::Null,
+    }
+}
+
+/// A verdict as JSON.
+pub fn validity(v: &pb::Validity) -> Value {
+    json!({
+        "verdict": verdict(v.verdict),
+        "fingerprint": v.fingerprint,
+        "curve": curve(v.curve),
+        "public_key": hex::encode(&v.public_key),
+        "state": key_state(v.state),
+        "binding": v.binding.as_ref().map(binding),
+        "effective_from": ts(&v.effective_from),
+        "ended_at": ts(&v.ended_at),
+        "end_reason": (v.end_reason != 0).then(|| end_reason(v.end_reason)),
+        "deciding_positions": v.deciding_positions,
+        "candidates": v.candidates,
+    })
+}
+
+/// A verdict for people.
+pub fn validity_text(v: &pb::Validity) -> String {
+    let mut out = verdict(v.verdict).to_string();
+    if !v.fingerprint.is_empty() {
+        out.push_str(&format!(
+            "\n  key        {} ({}, {})",
+            v.fingerprint,
+            curve(v.curve),
+            key_state(v.state)
+        ));
+    }
+    if let Some(b) = &v.binding {
+        out.push_str(&format!("\n  binding    {} {}", b.operator_id, b.evse_ids.join(", ")));
+        out.push_str(&format!(
+            "\n  interval   {} .. {}",
+            ts(&b.from).as_str().unwrap_or("?"),
+            ts(&b.until).as_str().unwrap_or("open")
+        ));
+    }
+    if v.ended_at.is_some() {
+        out.push_str(&format!(
+            "\n  ended      {} ({})",
+            ts(&v.ended_at).as_str().unwrap_or("?"),
+            end_reason(v.end_reason)
+        ));
+    }
+    if !v.candidates.is_empty() {
+        out.push_str(&format!("\n  candidates {}", v.candidates.join(", ")));
+    }
+    if !v.deciding_positions.is_empty() {
+        out.push_str(&format!("\n  decided by entries {:?}", v.deciding_positions));
+    }
+    out
+}
+
+/// A key record as JSON.
+pub fn key_record(k: &pb::KeyRecord) -> Value {
+    json!({
+        "fingerprint": k.fingerprint,
+        "curve": curve(k.curve),
+        "public_key": hex::encode(&k.public_key),
+        "submitted_public_key": k.submitted_public_key,
+        "state": key_state(k.state),
+        "end_reason": (k.end_reason != 0).then(|| end_reason(k.end_reason)),
+        "ended_at": ts(&k.ended_at),
+        "operator_id": k.operator_id,
+        "bindings": k.bindings.iter().map(binding).collect::<Vec<_>>(),
+        "meter_serial": k.meter_serial,
+        "gateway_serial": k.gateway_serial,
+        "manufacturer": k.manufacturer,
+        "model": k.model,
+        "predecessor": k.predecessor,
+        "successor": k.successor,
+        "released_to": k.released_to,
+        "positions": k.positions,
+    })
+}
