@@ -98,3 +98,84 @@ pub async fn append_raw(
     all.sort();
     all
 }
+
+/// A full registry (lifecycle rules, command, lookup and audit services) on a loopback port,
+/// with one administrator key and a connected client.
+pub struct Fixture {
+    /// The running registry.
+    pub registry: TestRegistry<registry_server::machine::RegistryMachine>,
+    /// A client connected to it.
+    pub client: registry_client::RegistryClient,
+    /// The administrator's key, written to the log at first start.
+    pub admin: registry_proto::keys::P256KeyPair,
+}
+
+impl Fixture {
+    /// A registry with automatic confirmation.
+    pub async fn start() -> Self {
+        Self::start_with(registry_server::commands::ConfirmPolicy::Auto).await
+    }
+
+    /// A registry with the given confirmation policy.
+    pub async fn start_with(policy: registry_server::commands::ConfirmPolicy) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let admin = registry_proto::keys::P256KeyPair::generate();
+        let admin_file = dir.path().join("admin.pub.pem");
+        std::fs::write(&admin_file, admin.public_key_pem()).expect("admin key file");
+        let config = Config {
+            admin_keys: vec![admin_file],
+            confirm_policy: policy,
+            ..test_config(&dir.path().join("data"))
+        };
+        let server = registry_server::server::start_registry(&config, system_clock())
+            .await
+            .expect("registry starts");
+        let registry = TestRegistry { server, config, dir };
+        let client = registry_client::RegistryClient::connect(&registry.url())
+            .await
+            .expect("client connects");
+        Self { registry, client, admin }
+    }
+
+    /// Adds an operator with a fresh command key and returns the key.
+    pub async fn operator(&self, operator_id: &str) -> registry_proto::keys::P256KeyPair {
+        let key = registry_proto::keys::P256KeyPair::generate();
+        self.client
+            .submit(
+                &self.admin,
+                &registry_client::Action::AddOperator {
+                    operator_id: operator_id.into(),
+                    name: format!("Operator {operator_id}"),
+                    public_keys: vec![key.public_key_pem()],
+                },
+            )
+            .await
+            .expect("operator added");
+        key
+    }
+
+    /// The durable log size.
+    pub fn log_size(&self) -> u64 {
+        self.registry.server.reader().head().size
+    }
+}
+
+/// A new meter key; its DER SubjectPublicKeyInfo as hex is how tests submit it.
+pub fn meter_key() -> registry_proto::keys::P256KeyPair {
+    registry_proto::keys::P256KeyPair::generate()
+}
+
+/// The hex DER SubjectPublicKeyInfo of a key.
+pub fn spki_hex(key: &registry_proto::keys::P256KeyPair) -> String {
+    hex::encode(key.public_key_der())
+}
+
+/// An RFC 3339 time.
+pub fn t(s: &str) -> registry_proto::time::Time {
+    registry_proto::time::parse(s).expect("test times are RFC 3339")
+}
+
+/// The name of a verdict, e.g. `VALID`.
+pub fn verdict_name(v: &registry_proto::pb::Validity) -> &'static str {
+    registry_client::render::verdict(v.verdict)
+}
