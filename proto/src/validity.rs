@@ -217,14 +217,17 @@ fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Va
         v.binding = Some(b);
         return Ok(v);
     }
-    if let Some((record, b)) = ended.into_iter().max_by_key(|(_, b)| b.until) {
+    // Ties (zero-length bindings) go to the later binding, then the later registration.
+    if let Some((record, b)) =
+        ended.into_iter().max_by_key(|(r, b)| (b.until, b.from, r.registered_at()))
+    {
         let mut v = for_key(&record.as_of(as_of).expect("known"), t);
         v.verdict = Verdict::Ended;
         v.ended = b.until.zip(b.ended_by);
         v.binding = Some(b);
         return Ok(v);
     }
-    if let Some((record, b)) = future.into_iter().min_by_key(|(_, b)| b.from) {
+    if let Some((record, b)) = future.into_iter().min_by_key(|(r, b)| (b.from, r.registered_at())) {
         let mut v = for_key(&record.as_of(as_of).expect("known"), t);
         v.verdict = Verdict::NotYet;
         v.binding = Some(b);
@@ -279,7 +282,8 @@ fn by_serial<S: State>(
         if manufacturers(&rs) > 1 {
             return Ok(ambiguous(&rs, as_of));
         }
-        let (r, _) = ended.into_iter().max_by_key(|(_, e)| *e).expect("not empty");
+        let (r, _) =
+            ended.into_iter().max_by_key(|(r, e)| (*e, r.registered_at())).expect("not empty");
         return Ok(known(r));
     }
     if !future.is_empty() {
@@ -287,7 +291,8 @@ fn by_serial<S: State>(
         if manufacturers(&rs) > 1 {
             return Ok(ambiguous(&rs, as_of));
         }
-        let (r, _) = future.into_iter().min_by_key(|(_, s)| *s).expect("not empty");
+        let (r, _) =
+            future.into_iter().min_by_key(|(r, s)| (*s, r.registered_at())).expect("not empty");
         return Ok(known(r));
     }
     if let Some(r) = rejected.into_iter().max_by_key(|r| r.registered_at()) {
