@@ -97,6 +97,9 @@ fn query() -> impl Strategy<Value = Query> {
     )
 }
 
+/// How a successful operation updates what generation knows.
+type Effect = Box<dyn Fn(&mut Vec<Known>) + Send>;
+
 /// What generation knows about a registered key: its meter, owner and last effective day.
 #[derive(Debug, Clone, Copy)]
 struct Known {
@@ -142,12 +145,7 @@ impl Case {
     }
 
     async fn run(&self, op: &Op) {
-        let (signer_is_b, admin, action, effect): (
-            bool,
-            bool,
-            Action,
-            Box<dyn Fn(&mut Vec<Known>) + Send>,
-        ) = match op.clone() {
+        let (signer_is_b, admin, action, effect): (bool, bool, Action, Effect) = match op.clone() {
             Op::Register { by, evse: e, serial, maker, at } => {
                 let meter = self.fresh_meter();
                 (
@@ -627,7 +625,6 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
 
         // (1b) The server's own rebuild reproduces the projections byte for byte.
         let before = snapshot(store.as_ref());
-        drop(live);
         let Fixture { registry, client, .. } = case.f;
         drop(client);
         let dir = registry.dir;

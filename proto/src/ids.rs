@@ -66,6 +66,9 @@ impl OperatorId {
     /// Parses `DE*ABC`, `DEABC`, `de*abc`.
     pub fn parse(input: &str) -> Result<Self, IdError> {
         let s = input.trim().to_ascii_uppercase();
+        if !s.is_ascii() {
+            return Err(IdError(format!("operator ID {input:?} must consist of ASCII letters, digits and *")));
+        }
         let (country, party) = match s.split_once('*') {
             Some((c, p)) => (c.to_string(), p.to_string()),
             None if s.len() == 5 => (s[..2].to_string(), s[2..].to_string()),

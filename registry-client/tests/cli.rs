@@ -1,0 +1,204 @@
+//! The `registry` binary driven through the README walkthrough against a real registry on a
+//! loopback port, checking its `--json` output and exit statuses.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `registry` with `--json`; returns the exit status and the parsed output.
+fn registry(dir: &Path, server: &str, args: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .current_dir(dir)
+        .arg("--server")
+        .arg(server)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("registry runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: output is not JSON ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+fn ok(dir: &Path, server: &str, args: &[&str]) -> Value {
+    let (code, json) = registry(dir, server, args);
+    assert_eq!(code, 0, "{args:?} failed: {json}");
+    json
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_runs_through_the_registry_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Keys: an administrator, two operators and three meters.
+    for name in ["admin", "abc", "xyz", "meter1", "meter2"] {
+        let k = ok(d, "http://unused", &["keygen", "--out", &format!("{name}.pem")]);
+        assert_eq!(k["key_id"].as_str().unwrap().len(), 64);
+    }
+    let config = registry_server::config::Config {
+        data_dir: d.join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_keys: vec![d.join("admin.pub.pem")],
+        ..Default::default()
+    };
+    let server =
+        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+            .await
+            .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let s = url.as_str();
+    let run = move |args: &[&str]| ok(d, s, args);
+
+    run(&[
+        "admin",
+        "add-operator",
+        "--signer",
+        "admin.pem",
+        "--operator",
+        "DE*ABC",
+        "--name",
+        "ABC Charging",
+        "--key",
+        "abc.pub.pem",
+    ]);
+    run(&[
+        "admin",
+        "add-operator",
+        "--signer",
+        "admin.pem",
+        "--operator",
+        "DE*XYZ",
+        "--name",
+        "XYZ Energy",
+        "--key",
+        "xyz.pub.pem",
+    ]);
+
+    // Commission a charge point.
+    let reg = run(&[
+        "cpo",
+        "register",
+        "--signer",
+        "abc.pem",
+        "--public-key",
+        "@meter1.pub.pem",
+        "--evse",
+        "DE*ABC*E1001*1",
+        "--meter-serial",
+        "M-1001",
+        "--manufacturer",
+        "ACME",
+        "--effective-at",
+        "2026-01-01T08:00:00Z",
+    ]);
+    assert_eq!(reg["entry"]["events"][0]["kind"], "key_registered");
+    assert!(reg["confirmation_position"].as_u64().unwrap() > reg["position"].as_u64().unwrap());
+    let old_fp = reg["entry"]["events"][0]["fingerprint"].as_str().unwrap().to_string();
+
+    // Check a session.
+    let check = |at: &str| run(&["msp", "check", "--evse", "DE*ABC*E1001*1", "--at", at]);
+    let v = check("2026-03-01T12:00:00Z");
+    assert_eq!(
+        (v["validity"]["verdict"].as_str(), v["validity"]["fingerprint"].as_str()),
+        (Some("VALID"), Some(old_fp.as_str()))
+    );
+    assert!(v["basis"]["log_size"].as_u64().unwrap() > 0);
+
+    // Replace the meter; the old session stays verifiable with the old key.
+    let rep = run(&[
+        "cpo",
+        "replace",
+        "--signer",
+        "abc.pem",
+        "--key-fingerprint",
+        &old_fp,
+        "--public-key",
+        "@meter2.pub.pem",
+        "--meter-serial",
+        "M-2002",
+        "--manufacturer",
+        "ACME",
+        "--effective-at",
+        "2026-06-01T00:00:00Z",
+    ]);
+    let new_fp = rep["entry"]["events"][1]["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(rep["entry"]["events"][0]["reason"], "REPLACED");
+    assert_eq!(
+        check("2026-03-01T12:00:00Z")["validity"]["fingerprint"].as_str(),
+        Some(old_fp.as_str())
+    );
+    assert_eq!(
+        check("2026-07-01T12:00:00Z")["validity"]["fingerprint"].as_str(),
+        Some(new_fp.as_str())
+    );
+
+    // Another operator takes the charge point over.
+    run(&[
+        "cpo",
+        "release",
+        "--signer",
+        "abc.pem",
+        "--key-fingerprint",
+        &new_fp,
+        "--to-operator",
+        "DE*XYZ",
+    ]);
+    run(&[
+        "cpo",
+        "take-over",
+        "--signer",
+        "xyz.pem",
+        "--key-fingerprint",
+        &new_fp,
+        "--evse",
+        "DE*XYZ*E0042*1",
+        "--effective-at",
+        "2026-09-01T00:00:00Z",
+    ]);
+    let taken = run(&["msp", "check", "--evse", "DE*XYZ*E0042*1", "--at", "2026-10-01T00:00:00Z"]);
+    assert_eq!(taken["validity"]["binding"]["operator_id"], "DE*XYZ");
+    let gone = check("2026-10-01T00:00:00Z");
+    assert_eq!(
+        (gone["validity"]["verdict"].as_str(), gone["validity"]["end_reason"].as_str()),
+        (Some("ENDED"), Some("TAKEN_OVER"))
+    );
+
+    // The old operator may no longer act on the key: exit status 1 and the status code.
+    let (code, err) =
+        registry(d, s, &["cpo", "deactivate", "--signer", "abc.pem", "--key-fingerprint", &new_fp]);
+    assert_eq!(code, 1);
+    assert_eq!(err["code"], "PERMISSION_DENIED");
+    assert_eq!(err["violations"][0]["field"], "deactivate_key.fingerprint");
+
+    // History, the key record and the signed checkpoint.
+    let history = run(&["msp", "history", "--key-fingerprint", &new_fp]);
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        4,
+        "registration, confirmation, release, takeover: {history}"
+    );
+    let key = run(&["msp", "key", "--key-fingerprint", &old_fp]);
+    assert_eq!(key["key"]["state"], "DEACTIVATED");
+    assert_eq!(key["key"]["successor"], new_fp.as_str());
+    let cp = run(&["audit", "checkpoint"]);
+    assert_eq!(cp["tree_size"].as_u64(), Some(server.reader().head().size));
+
+    // Bad input is reported with the field, and a bad time never reaches the server.
+    let (code, err) = registry(
+        d,
+        s,
+        &["cpo", "register", "--signer", "abc.pem", "--public-key", "00", "--evse", "DE*ABC*E9"],
+    );
+    assert_eq!((code, err["code"].as_str()), (1, Some("INVALID_ARGUMENT")));
+    assert_eq!(err["violations"][0]["field"], "register_key.key.public_key");
+    let (code, err) =
+        registry(d, s, &["msp", "check", "--evse", "DE*ABC*E1001*1", "--at", "yesterday"]);
+    assert_eq!(code, 1);
+    assert!(err["error"].as_str().unwrap().contains("RFC 3339"), "{err}");
+}
