@@ -537,3 +537,61 @@ async fn history_lists_every_entry_of_an_identifier_newest_first_in_pages() {
     let early = f.client.history(key_id, AsOf::Size(positions[1])).await.unwrap();
     assert_eq!(early.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_like_single_questions_on_one_basis() {
+    let f = Fixture::start().await;
+    let op = f.operator("DE*ABC").await;
+    let mut questions = Vec::new();
+    for i in 0..20 {
+        let meter = meter_key();
+        let evse = format!("DE*ABC*E{i}");
+        register(
+            &f,
+            &op,
+            new_key(&meter, &format!("M-{i}")),
+            &[evse.as_str()],
+            "2026-01-01T00:00:00Z",
+        )
+        .await;
+        if i % 3 == 0 {
+            f.client
+                .submit(
+                    &op,
+                    &Action::Deactivate {
+                        fingerprint: meter.fingerprint_hex(),
+                        reason: EndReason::Decommissioned,
+                        comment: String::new(),
+                        effective_at: Some(t("2026-02-01T00:00:00Z")),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        for at in ["2025-12-01T00:00:00Z", "2026-01-15T00:00:00Z", "2026-03-01T00:00:00Z"] {
+            questions.push((Selector::Evse(evse.clone()), t(at)));
+            questions.push((Selector::Fingerprint(meter.fingerprint_hex()), t(at)));
+        }
+    }
+    questions.push((Selector::Evse("DE*ABC*E99".into()), t("2026-03-01T00:00:00Z")));
+    let batch = f.client.check_batch(&questions, AsOf::Head).await.unwrap();
+    let basis = batch.basis.unwrap();
+    assert_eq!(batch.results.len(), questions.len());
+    for ((selector, at), answer) in questions.iter().zip(&batch.results) {
+        let single = f.client.check(selector, None, *at, AsOf::Size(basis.log_size)).await.unwrap();
+        assert_eq!(single.validity.as_ref(), Some(answer), "{selector:?} at {at}");
+    }
+    let verdicts: std::collections::BTreeSet<&str> =
+        batch.results.iter().map(verdict_name).collect();
+    assert_eq!(verdicts, ["ENDED", "NOT_YET", "UNKNOWN", "VALID"].into_iter().collect());
+
+    let too_many = vec![(Selector::Evse("DE*ABC*E1".into()), t("2026-01-15T00:00:00Z")); 10_001];
+    let err = f.client.check_batch(&too_many, AsOf::Head).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
+    assert_eq!(err.violations()[0].field, "queries");
+
+    let operator = f.client.operator("deabc").await.unwrap();
+    assert_eq!((operator.operator_id.as_str(), operator.keys.len()), ("DE*ABC", 1));
+    assert_eq!(operator.keys[0].key_id, op.fingerprint_hex());
+    assert_eq!(f.client.operator("DE*ZZZ").await.unwrap_err().code(), Some(tonic::Code::NotFound));
+}

@@ -67,7 +67,9 @@ impl OperatorId {
     pub fn parse(input: &str) -> Result<Self, IdError> {
         let s = input.trim().to_ascii_uppercase();
         if !s.is_ascii() {
-            return Err(IdError(format!("operator ID {input:?} must consist of ASCII letters, digits and *")));
+            return Err(IdError(format!(
+                "operator ID {input:?} must consist of ASCII letters, digits and *"
+            )));
         }
         let (country, party) = match s.split_once('*') {
             Some((c, p)) => (c.to_string(), p.to_string()),
