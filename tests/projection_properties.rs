@@ -583,6 +583,18 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         assert_eq!(counts[1], index_entries, "no extra index entries");
         assert_eq!(counts[5], replayed.latest.len(), "no extra back-link heads");
 
+        // (1c) The head checkpoint's map root is the map of the replayed back-link heads.
+        let info = case.f.client.registry_info().await.unwrap();
+        let verifier =
+            registry_proto::note::NoteVerifier::new(&info.origin, &info.public_key_der).unwrap();
+        let head = case.f.client.checkpoint(0).await.unwrap();
+        let cp = registry_proto::checkpoint::Checkpoint::open(&head.checkpoint, &verifier).unwrap();
+        let mut map = registry_proto::map::MemoryMap::default();
+        for (id, position) in &replayed.latest {
+            map.set(id, *position);
+        }
+        assert_eq!(registry_proto::map::root_from_extensions(&cp.extensions), Some(map.root()));
+
         // (2) Every answer equals the brute force, at random times and bases.
         let size = entries.len() as u64;
         for q in &queries {

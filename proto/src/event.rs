@@ -113,6 +113,18 @@ impl IdentifierKind {
         }
     }
 
+    /// The kind for a tag from [`IdentifierKind::tag`].
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        Some(match tag {
+            b'k' => IdentifierKind::Key,
+            b'e' => IdentifierKind::Evse,
+            b'm' => IdentifierKind::MeterSerial,
+            b'g' => IdentifierKind::GatewaySerial,
+            b'o' => IdentifierKind::Operator,
+            _ => return None,
+        })
+    }
+
     fn to_pb(self) -> pb::IdentifierKind {
         match self {
             IdentifierKind::Key => pb::IdentifierKind::Key,

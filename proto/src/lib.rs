@@ -13,9 +13,12 @@ pub mod event;
 pub mod ids;
 pub mod keys;
 pub mod lifecycle;
+pub mod map;
 pub mod merkle;
 pub mod meter_key;
 pub mod note;
+pub mod proof;
+pub mod receipt;
 pub mod time;
 pub mod validity;
 

@@ -1328,164 +1328,183 @@ pub fn apply<S: StateMut>(
     state: &mut S,
 ) -> Result<(), ApplyError<S::Error>> {
     let at = Stamp { position: header.position, recorded_at: header.recorded_at };
+    for event in &body.events {
+        apply_event(event, at, state)?;
+    }
+    for link in &body.links {
+        state.set_latest(&link.identifier, at.position).map_err(ApplyError::State)?;
+    }
+    Ok(())
+}
+
+/// Folds only the events about the keys `keep` selects (no operators, no back-links): enough to
+/// rebuild those keys' records and index entries from a subset of the log, as a verifier holding
+/// their complete chains does.
+pub fn apply_key_events<S: StateMut>(
+    header: &EntryHeader,
+    body: &EntryBody,
+    state: &mut S,
+    keep: impl Fn(&str) -> bool,
+) -> Result<(), ApplyError<S::Error>> {
+    let at = Stamp { position: header.position, recorded_at: header.recorded_at };
+    for event in body.events.iter().filter(|e| e.fingerprint().is_some_and(&keep)) {
+        apply_event(event, at, state)?;
+    }
+    Ok(())
+}
+
+fn apply_event<S: StateMut>(
+    event: &Event,
+    at: Stamp,
+    state: &mut S,
+) -> Result<(), ApplyError<S::Error>> {
     let position = at.position;
     let bad = |message: String| ApplyError::Inconsistent { position, message };
     let s = ApplyError::State;
-    for event in &body.events {
-        match event {
-            Event::AdminKeyAdded { public_key, label } => {
-                let key_id = keys::fingerprint(public_key);
-                state
-                    .put_signer(&SignerRecord {
-                        key_id,
-                        public_key: public_key.clone(),
-                        role: Role::Admin,
-                        label: label.clone(),
-                        added_position: position,
-                        revoked_position: None,
-                    })
-                    .map_err(s)?;
-                let mut admins = state.admins().map_err(s)?;
-                admins.push(key_id);
-                state.set_admins(&admins).map_err(s)?;
-            }
-            Event::AdminKeyRevoked { key_id } => {
-                let mut signer = state
-                    .signer(key_id)
-                    .map_err(s)?
-                    .ok_or_else(|| bad("revokes an unknown admin key".into()))?;
-                signer.revoked_position = Some(position);
-                state.put_signer(&signer).map_err(s)?;
-                let admins: Vec<_> =
-                    state.admins().map_err(s)?.into_iter().filter(|k| k != key_id).collect();
-                state.set_admins(&admins).map_err(s)?;
-            }
-            Event::OperatorAdded { operator_id, name, public_keys } => {
-                for k in public_keys {
-                    put_operator_key(state, operator_id, k, position).map_err(s)?;
-                }
-                state
-                    .put_operator(&OperatorRecord {
-                        operator_id: operator_id.clone(),
-                        name: name.clone(),
-                        added_position: position,
-                        keys: public_keys.iter().map(|k| keys::fingerprint(k)).collect(),
-                    })
-                    .map_err(s)?;
-            }
-            Event::OperatorKeyAdded { operator_id, public_key } => {
-                let mut op = state
-                    .operator(operator_id)
-                    .map_err(s)?
-                    .ok_or_else(|| bad(format!("no operator {operator_id}")))?;
-                put_operator_key(state, operator_id, public_key, position).map_err(s)?;
-                op.keys.push(keys::fingerprint(public_key));
-                state.put_operator(&op).map_err(s)?;
-            }
-            Event::OperatorKeyRevoked { key_id, .. } => {
-                let mut signer = state
-                    .signer(key_id)
-                    .map_err(s)?
-                    .ok_or_else(|| bad("revokes an unknown operator key".into()))?;
-                signer.revoked_position = Some(position);
-                state.put_signer(&signer).map_err(s)?;
-            }
-            Event::KeyRegistered(r) => {
-                let record = KeyRecord::new(r.clone(), at);
-                state.put_key(&record).map_err(s)?;
-                for e in &r.evse_ids {
-                    state
-                        .add_to_index(IdentifierKind::Evse, e.as_str(), &r.fingerprint, position)
-                        .map_err(s)?;
-                }
-                if let Some(m) = &r.meter_serial {
-                    state
-                        .add_to_index(IdentifierKind::MeterSerial, m, &r.fingerprint, position)
-                        .map_err(s)?;
-                }
-                if let Some(g) = &r.gateway_serial {
-                    state
-                        .add_to_index(IdentifierKind::GatewaySerial, g, &r.fingerprint, position)
-                        .map_err(s)?;
-                }
-                state
-                    .add_to_index(
-                        IdentifierKind::Operator,
-                        r.operator_id.as_str(),
-                        &r.fingerprint,
-                        position,
-                    )
-                    .map_err(s)?;
-                state.set_pending(&r.fingerprint, Some(position)).map_err(s)?;
-            }
-            other => {
-                let fp = other.fingerprint().expect("every other event is about a key");
-                let mut record = state
-                    .key(fp)
-                    .map_err(s)?
-                    .ok_or_else(|| bad(format!("event about unregistered key {fp}")))?;
-                let change = match other {
-                    Event::KeyConfirmed { published_in_tree_size, .. } => {
-                        state.set_pending(fp, None).map_err(s)?;
-                        KeyChange::Confirmed { published_in_tree_size: *published_in_tree_size }
-                    }
-                    Event::KeyRejected { reason, .. } => {
-                        state.set_pending(fp, None).map_err(s)?;
-                        KeyChange::Rejected { reason: reason.clone() }
-                    }
-                    Event::KeyEnded { effective_at, reason, comment, successor, .. } => {
-                        state.set_pending(fp, None).map_err(s)?;
-                        KeyChange::Ended {
-                            effective_at: *effective_at,
-                            reason: *reason,
-                            comment: comment.clone(),
-                            successor: successor.clone(),
-                        }
-                    }
-                    Event::KeyRelocated { effective_at, evse_ids, .. } => {
-                        for e in evse_ids {
-                            state
-                                .add_to_index(IdentifierKind::Evse, e.as_str(), fp, position)
-                                .map_err(s)?;
-                        }
-                        KeyChange::Relocated {
-                            effective_at: *effective_at,
-                            evse_ids: evse_ids.clone(),
-                        }
-                    }
-                    Event::KeyReleased { to_operator_id, .. } => {
-                        KeyChange::Released { to_operator_id: to_operator_id.clone() }
-                    }
-                    Event::KeyTakenOver { effective_at, operator_id, evse_ids, forced, .. } => {
-                        for e in evse_ids {
-                            state
-                                .add_to_index(IdentifierKind::Evse, e.as_str(), fp, position)
-                                .map_err(s)?;
-                        }
-                        state
-                            .add_to_index(
-                                IdentifierKind::Operator,
-                                operator_id.as_str(),
-                                fp,
-                                position,
-                            )
-                            .map_err(s)?;
-                        KeyChange::TakenOver {
-                            effective_at: *effective_at,
-                            operator_id: operator_id.clone(),
-                            evse_ids: evse_ids.clone(),
-                            forced: *forced,
-                        }
-                    }
-                    _ => unreachable!("handled above"),
-                };
-                record.history.push(KeyEvent { at, change });
-                state.put_key(&record).map_err(s)?;
-            }
+    match event {
+        Event::AdminKeyAdded { public_key, label } => {
+            let key_id = keys::fingerprint(public_key);
+            state
+                .put_signer(&SignerRecord {
+                    key_id,
+                    public_key: public_key.clone(),
+                    role: Role::Admin,
+                    label: label.clone(),
+                    added_position: position,
+                    revoked_position: None,
+                })
+                .map_err(s)?;
+            let mut admins = state.admins().map_err(s)?;
+            admins.push(key_id);
+            state.set_admins(&admins).map_err(s)?;
         }
-    }
-    for link in &body.links {
-        state.set_latest(&link.identifier, position).map_err(s)?;
+        Event::AdminKeyRevoked { key_id } => {
+            let mut signer = state
+                .signer(key_id)
+                .map_err(s)?
+                .ok_or_else(|| bad("revokes an unknown admin key".into()))?;
+            signer.revoked_position = Some(position);
+            state.put_signer(&signer).map_err(s)?;
+            let admins: Vec<_> =
+                state.admins().map_err(s)?.into_iter().filter(|k| k != key_id).collect();
+            state.set_admins(&admins).map_err(s)?;
+        }
+        Event::OperatorAdded { operator_id, name, public_keys } => {
+            for k in public_keys {
+                put_operator_key(state, operator_id, k, position).map_err(s)?;
+            }
+            state
+                .put_operator(&OperatorRecord {
+                    operator_id: operator_id.clone(),
+                    name: name.clone(),
+                    added_position: position,
+                    keys: public_keys.iter().map(|k| keys::fingerprint(k)).collect(),
+                })
+                .map_err(s)?;
+        }
+        Event::OperatorKeyAdded { operator_id, public_key } => {
+            let mut op = state
+                .operator(operator_id)
+                .map_err(s)?
+                .ok_or_else(|| bad(format!("no operator {operator_id}")))?;
+            put_operator_key(state, operator_id, public_key, position).map_err(s)?;
+            op.keys.push(keys::fingerprint(public_key));
+            state.put_operator(&op).map_err(s)?;
+        }
+        Event::OperatorKeyRevoked { key_id, .. } => {
+            let mut signer = state
+                .signer(key_id)
+                .map_err(s)?
+                .ok_or_else(|| bad("revokes an unknown operator key".into()))?;
+            signer.revoked_position = Some(position);
+            state.put_signer(&signer).map_err(s)?;
+        }
+        Event::KeyRegistered(r) => {
+            if state.key(&r.fingerprint).map_err(s)?.is_some() {
+                return Err(bad(format!("key {} is registered twice", r.fingerprint)));
+            }
+            state.put_key(&KeyRecord::new(r.clone(), at)).map_err(s)?;
+            for e in &r.evse_ids {
+                state
+                    .add_to_index(IdentifierKind::Evse, e.as_str(), &r.fingerprint, position)
+                    .map_err(s)?;
+            }
+            if let Some(m) = &r.meter_serial {
+                state
+                    .add_to_index(IdentifierKind::MeterSerial, m, &r.fingerprint, position)
+                    .map_err(s)?;
+            }
+            if let Some(g) = &r.gateway_serial {
+                state
+                    .add_to_index(IdentifierKind::GatewaySerial, g, &r.fingerprint, position)
+                    .map_err(s)?;
+            }
+            state
+                .add_to_index(
+                    IdentifierKind::Operator,
+                    r.operator_id.as_str(),
+                    &r.fingerprint,
+                    position,
+                )
+                .map_err(s)?;
+            state.set_pending(&r.fingerprint, Some(position)).map_err(s)?;
+        }
+        other => {
+            let fp = other.fingerprint().expect("every other event is about a key");
+            let mut record = state
+                .key(fp)
+                .map_err(s)?
+                .ok_or_else(|| bad(format!("event about unregistered key {fp}")))?;
+            let change = match other {
+                Event::KeyConfirmed { published_in_tree_size, .. } => {
+                    state.set_pending(fp, None).map_err(s)?;
+                    KeyChange::Confirmed { published_in_tree_size: *published_in_tree_size }
+                }
+                Event::KeyRejected { reason, .. } => {
+                    state.set_pending(fp, None).map_err(s)?;
+                    KeyChange::Rejected { reason: reason.clone() }
+                }
+                Event::KeyEnded { effective_at, reason, comment, successor, .. } => {
+                    state.set_pending(fp, None).map_err(s)?;
+                    KeyChange::Ended {
+                        effective_at: *effective_at,
+                        reason: *reason,
+                        comment: comment.clone(),
+                        successor: successor.clone(),
+                    }
+                }
+                Event::KeyRelocated { effective_at, evse_ids, .. } => {
+                    for e in evse_ids {
+                        state
+                            .add_to_index(IdentifierKind::Evse, e.as_str(), fp, position)
+                            .map_err(s)?;
+                    }
+                    KeyChange::Relocated { effective_at: *effective_at, evse_ids: evse_ids.clone() }
+                }
+                Event::KeyReleased { to_operator_id, .. } => {
+                    KeyChange::Released { to_operator_id: to_operator_id.clone() }
+                }
+                Event::KeyTakenOver { effective_at, operator_id, evse_ids, forced, .. } => {
+                    for e in evse_ids {
+                        state
+                            .add_to_index(IdentifierKind::Evse, e.as_str(), fp, position)
+                            .map_err(s)?;
+                    }
+                    state
+                        .add_to_index(IdentifierKind::Operator, operator_id.as_str(), fp, position)
+                        .map_err(s)?;
+                    KeyChange::TakenOver {
+                        effective_at: *effective_at,
+                        operator_id: operator_id.clone(),
+                        evse_ids: evse_ids.clone(),
+                        forced: *forced,
+                    }
+                }
+                _ => unreachable!("handled above"),
+            };
+            record.history.push(KeyEvent { at, change });
+            state.put_key(&record).map_err(s)?;
+        }
     }
     Ok(())
 }
@@ -1601,5 +1620,58 @@ impl StateMut for MemoryState {
             None => self.pending.remove(fingerprint),
         };
         Ok(())
+    }
+}
+
+impl Binding {
+    /// The protobuf form.
+    pub fn to_pb(&self) -> crate::pb::Binding {
+        crate::pb::Binding {
+            operator_id: self.operator_id.to_string(),
+            evse_ids: self.evse_ids.iter().map(|e| e.to_string()).collect(),
+            from: Some(time::to_timestamp(&self.from)),
+            until: self.until.as_ref().map(time::to_timestamp),
+        }
+    }
+}
+
+impl KeyState {
+    /// The protobuf state and, for a deactivated key, its end reason.
+    pub fn to_pb(self) -> (crate::pb::KeyState, Option<EndReason>) {
+        use crate::pb::KeyState as P;
+        match self {
+            KeyState::Pending => (P::Pending, None),
+            KeyState::Active => (P::Active, None),
+            KeyState::Deactivated(r) => (P::Deactivated, Some(r)),
+            KeyState::Rejected => (P::Rejected, None),
+        }
+    }
+}
+
+impl KeyAsOf<'_> {
+    /// The protobuf key record, as known at this size.
+    pub fn to_pb(&self) -> crate::pb::KeyRecord {
+        let reg = self.registration();
+        let (state, reason) = self.state().to_pb();
+        let bindings = self.bindings();
+        crate::pb::KeyRecord {
+            fingerprint: reg.fingerprint.clone(),
+            curve: reg.curve.to_pb() as i32,
+            public_key: reg.public_key.clone(),
+            submitted_public_key: reg.submitted_public_key.clone(),
+            state: state as i32,
+            end_reason: reason.map_or(0, |r| r.to_pb() as i32),
+            ended_at: self.end().map(|(t, _, _)| time::to_timestamp(&t)),
+            operator_id: bindings.last().map(|b| b.operator_id.to_string()).unwrap_or_default(),
+            bindings: bindings.iter().map(Binding::to_pb).collect(),
+            meter_serial: reg.meter_serial.clone().unwrap_or_default(),
+            gateway_serial: reg.gateway_serial.clone().unwrap_or_default(),
+            manufacturer: reg.manufacturer.clone(),
+            model: reg.model.clone(),
+            predecessor: reg.predecessor.clone().unwrap_or_default(),
+            successor: self.successor().unwrap_or_default().to_string(),
+            released_to: self.released_to().map(|o| o.to_string()).unwrap_or_default(),
+            positions: self.positions(),
+        }
     }
 }

@@ -62,6 +62,23 @@ pub enum Selector {
     Evse(EvseId),
 }
 
+impl Selector {
+    /// The identifier whose chain decides answers about this selector.
+    pub fn identifier(&self) -> crate::event::Identifier {
+        use crate::event::Identifier;
+        match self {
+            Selector::Fingerprint(fp) => Identifier::key(fp),
+            Selector::Evse(e) => Identifier::evse(e),
+            Selector::MeterSerial { serial, .. } => {
+                Identifier { kind: IdentifierKind::MeterSerial, value: serial.clone() }
+            }
+            Selector::GatewaySerial { serial, .. } => {
+                Identifier { kind: IdentifierKind::GatewaySerial, value: serial.clone() }
+            }
+        }
+    }
+}
+
 /// A verdict with what it is based on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validity {
@@ -299,4 +316,40 @@ fn by_serial<S: State>(
         return Ok(known(r));
     }
     Ok(Validity::none(Verdict::Unknown))
+}
+
+impl Verdict {
+    /// The protobuf value.
+    pub fn to_pb(self) -> crate::pb::Verdict {
+        use crate::pb::Verdict as P;
+        match self {
+            Verdict::Valid => P::Valid,
+            Verdict::Pending => P::Pending,
+            Verdict::NotYet => P::NotYet,
+            Verdict::Ended => P::Ended,
+            Verdict::Rejected => P::Rejected,
+            Verdict::Unknown => P::Unknown,
+            Verdict::Ambiguous => P::Ambiguous,
+        }
+    }
+}
+
+impl Validity {
+    /// The protobuf form: what the server sends and what a verifying client re-derives.
+    pub fn to_pb(&self) -> crate::pb::Validity {
+        let reg = self.key.as_ref().map(|k| &k.registration);
+        crate::pb::Validity {
+            verdict: self.verdict.to_pb() as i32,
+            fingerprint: reg.map(|r| r.fingerprint.clone()).unwrap_or_default(),
+            curve: reg.map_or(0, |r| r.curve.to_pb() as i32),
+            public_key: reg.map(|r| r.public_key.clone()).unwrap_or_default(),
+            binding: self.binding.as_ref().map(Binding::to_pb),
+            effective_from: reg.map(|r| crate::time::to_timestamp(&r.effective_at)),
+            ended_at: self.ended.as_ref().map(|(t, _)| crate::time::to_timestamp(t)),
+            end_reason: self.ended.map_or(0, |(_, r)| r.to_pb() as i32),
+            state: self.state.map_or(0, |s| s.to_pb().0 as i32),
+            deciding_positions: self.deciding_positions.clone(),
+            candidates: self.candidates.clone(),
+        }
+    }
 }

@@ -9,7 +9,9 @@
 //! The `registry` command-line tool (`src/bin/registry.rs`) is built on this crate.
 
 pub mod keyfile;
+pub mod receipt_file;
 pub mod render;
+pub mod verify;
 
 use registry_proto::command::SignedCommand;
 use registry_proto::keys::P256KeyPair;
@@ -53,6 +55,9 @@ pub enum ClientError {
     /// Local input is unusable (a key file, a time).
     #[error("{0}")]
     Input(String),
+    /// The server's answer or evidence does not check out.
+    #[error("verification failed: {0}")]
+    Verification(String),
 }
 
 fn describe(code: &tonic::Code, message: &str) -> String {
@@ -372,6 +377,9 @@ pub struct RegistryClient {
 /// The default server URL.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 
+/// Entries per history page when reading a whole history.
+pub const HISTORY_PAGE: u32 = 1000;
+
 /// Responses can be large (a batch of 10,000 answers, pages of entries).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -438,8 +446,67 @@ impl RegistryClient {
             key: Some(key.to_pb(manufacturer)),
             at: Some(time::to_timestamp(&at)),
             as_of: as_of.to_pb(),
+            prove: false,
         };
         Ok(self.lookups.clone().check_validity(request).await?.into_inner())
+    }
+
+    /// Was the selected key valid at `at`? With evidence (see [`verify::Verifier`]).
+    pub async fn check_proven(
+        &self,
+        key: &Selector,
+        manufacturer: Option<&str>,
+        at: Time,
+        as_of: AsOf,
+    ) -> Result<pb::CheckValidityResponse> {
+        let request = pb::CheckValidityRequest {
+            key: Some(key.to_pb(manufacturer)),
+            at: Some(time::to_timestamp(&at)),
+            as_of: as_of.to_pb(),
+            prove: true,
+        };
+        Ok(self.lookups.clone().check_validity(request).await?.into_inner())
+    }
+
+    /// A key's record with evidence.
+    pub async fn key_proven(&self, fingerprint: &str, as_of: AsOf) -> Result<pb::GetKeyResponse> {
+        let request = pb::GetKeyRequest {
+            fingerprint: fingerprint.to_string(),
+            as_of: as_of.to_pb(),
+            prove: true,
+        };
+        Ok(self.lookups.clone().get_key(request).await?.into_inner())
+    }
+
+    /// The first page of an identifier's history with evidence of the whole chain.
+    pub async fn history_proven(
+        &self,
+        identifier: pb::Identifier,
+        as_of: AsOf,
+    ) -> Result<pb::GetHistoryResponse> {
+        let request = pb::GetHistoryRequest {
+            identifier: Some(identifier),
+            as_of: as_of.to_pb(),
+            page_size: HISTORY_PAGE,
+            page_token: String::new(),
+            prove: true,
+        };
+        Ok(self.lookups.clone().get_history(request).await?.into_inner())
+    }
+
+    /// The receipt of a confirmed key.
+    pub async fn receipt(&self, fingerprint: &str) -> Result<registry_proto::receipt::Receipt> {
+        let r = self
+            .audit
+            .clone()
+            .get_receipt(pb::GetReceiptRequest { fingerprint: fingerprint.to_string() })
+            .await?
+            .into_inner();
+        let receipt = r
+            .receipt
+            .ok_or_else(|| ClientError::Verification("the server sent no receipt".into()))?;
+        registry_proto::receipt::Receipt::from_pb(&receipt)
+            .map_err(|e| ClientError::Verification(e.to_string()))
     }
 
     /// Many validity questions at once.
@@ -457,14 +524,18 @@ impl RegistryClient {
                 })
                 .collect(),
             as_of: as_of.to_pb(),
+            prove: false,
         };
         Ok(self.lookups.clone().check_validity_batch(request).await?.into_inner())
     }
 
     /// A key's record.
     pub async fn key(&self, fingerprint: &str, as_of: AsOf) -> Result<pb::GetKeyResponse> {
-        let request =
-            pb::GetKeyRequest { fingerprint: fingerprint.to_string(), as_of: as_of.to_pb() };
+        let request = pb::GetKeyRequest {
+            fingerprint: fingerprint.to_string(),
+            as_of: as_of.to_pb(),
+            prove: false,
+        };
         Ok(self.lookups.clone().get_key(request).await?.into_inner())
     }
 
@@ -481,6 +552,7 @@ impl RegistryClient {
             as_of: as_of.to_pb(),
             page_size,
             page_token,
+            prove: false,
         };
         Ok(self.lookups.clone().get_history(request).await?.into_inner())
     }

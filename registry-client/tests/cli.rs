@@ -80,10 +80,12 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
         "xyz.pub.pem",
     ]);
 
-    // Commission a charge point.
+    // Commission a charge point, keeping the confirmation receipt.
     let reg = run(&[
         "cpo",
         "register",
+        "--receipt",
+        "meter1.receipt.json",
         "--signer",
         "abc.pem",
         "--public-key",
@@ -101,6 +103,19 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
     assert!(reg["confirmation_position"].as_u64().unwrap() > reg["position"].as_u64().unwrap());
     let old_fp = reg["entry"]["events"][0]["fingerprint"].as_str().unwrap().to_string();
 
+    // Anyone can check the receipt offline with the registry's public key.
+    let registry_key = d.join("data/registry-key.pub.pem");
+    let receipt = run(&[
+        "verify",
+        "receipt",
+        "meter1.receipt.json",
+        "--registry-key",
+        registry_key.to_str().unwrap(),
+    ]);
+    assert_eq!(receipt["valid"], true);
+    assert_eq!(receipt["fingerprint"].as_str(), Some(old_fp.as_str()));
+    assert_eq!(receipt["evse_ids"][0], "DE*ABC*E1001*1");
+
     // Check a session.
     let check = |at: &str| run(&["msp", "check", "--evse", "DE*ABC*E1001*1", "--at", at]);
     let v = check("2026-03-01T12:00:00Z");
@@ -109,6 +124,28 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
         (Some("VALID"), Some(old_fp.as_str()))
     );
     assert!(v["basis"]["log_size"].as_u64().unwrap() > 0);
+
+    // The same check, verified against the evidence instead of trusted.
+    let state = d.join("state.json");
+    let checked = run(&[
+        "msp",
+        "check",
+        "--evse",
+        "DE*ABC*E1001*1",
+        "--at",
+        "2026-03-01T12:00:00Z",
+        "--verify",
+        "--registry-key",
+        registry_key.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(checked["validity"]["verdict"], "VALID");
+    assert!(
+        checked["verified"]["checkpoint_size"].as_u64().unwrap()
+            >= v["basis"]["log_size"].as_u64().unwrap()
+    );
+    assert!(state.is_file(), "the last checkpoint is remembered");
 
     // Replace the meter; the old session stays verifiable with the old key.
     let rep = run(&[
@@ -179,11 +216,31 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
     // History, the key record and the signed checkpoint.
     let history = run(&["msp", "history", "--key-fingerprint", &new_fp]);
     assert_eq!(
-        history.as_array().unwrap().len(),
+        history["entries"].as_array().unwrap().len(),
         4,
         "registration, confirmation, release, takeover: {history}"
     );
-    let key = run(&["msp", "key", "--key-fingerprint", &old_fp]);
+    assert!(history["verified"].is_null(), "not verified unless asked");
+    let verified_history = run(&[
+        "msp",
+        "history",
+        "--key-fingerprint",
+        &new_fp,
+        "--verify",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(verified_history["entries"], history["entries"]);
+    assert!(verified_history["verified"]["checkpoint_size"].is_u64());
+    let key = run(&[
+        "msp",
+        "key",
+        "--key-fingerprint",
+        &old_fp,
+        "--verify",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
     assert_eq!(key["key"]["state"], "DEACTIVATED");
     assert_eq!(key["key"]["successor"], new_fp.as_str());
     let cp = run(&["audit", "checkpoint"]);

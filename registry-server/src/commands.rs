@@ -57,6 +57,8 @@ pub struct Submitted {
     pub entry: Vec<u8>,
     /// The automatic confirmation, if the command registered a key and policy is automatic.
     pub confirmation: Option<(u64, Vec<u8>)>,
+    /// The receipt for that registration and confirmation.
+    pub receipt: Option<registry_proto::receipt::Receipt>,
 }
 
 /// A command that did not go through.
@@ -216,7 +218,24 @@ impl Commands {
             (ConfirmPolicy::Auto, Some(fp)) => self.auto_confirm(fp).await?,
             _ => None,
         };
-        Ok(Submitted { position, duplicate, entry, confirmation })
+        // The registration to prove is the command's own entry (the new key of a replacement or
+        // rotation is registered in it too).
+        let receipt = match &confirmation {
+            Some((c, _)) => {
+                let reader = self.reader.clone();
+                let c = *c;
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        crate::evidence::receipt(&reader, position, c)
+                    })
+                    .await
+                    .map_err(|e| CommandError::Unavailable(e.to_string()))?
+                    .map_err(|e| CommandError::Unavailable(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Submitted { position, duplicate, entry, confirmation, receipt })
     }
 
     /// Confirms a published registration on the registry's own authority. `None` when the key is

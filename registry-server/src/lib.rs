@@ -10,10 +10,12 @@
 
 pub mod commands;
 pub mod config;
+pub mod evidence;
 pub mod grpc;
 pub mod log;
 pub mod lookup;
 pub mod machine;
+pub mod map;
 pub mod projection;
 pub mod registry_key;
 pub mod server;

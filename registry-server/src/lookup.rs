@@ -61,6 +61,14 @@ pub enum LookupError {
         /// Why.
         message: String,
     },
+    /// The thing asked for exists but is not in the state the request needs.
+    #[error("{field}: {message}")]
+    Precondition {
+        /// The field.
+        field: String,
+        /// Why.
+        message: String,
+    },
     /// The thing asked for does not exist at the basis.
     #[error("{field}: {message}")]
     NotFound {

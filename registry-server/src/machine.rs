@@ -8,9 +8,12 @@
 use registry_proto::entry::{EntryBody, EntryHeader};
 use registry_proto::lifecycle::{self, ApplyError, DecideContext, Policy, Proposal, Rejection};
 
+use std::sync::Arc;
+
 use crate::log::{DecideError, Decided, EntryContext, Machine, View};
+use crate::map::{MapWriter, SharedMap};
 use crate::projection::Projection;
-use crate::store::StoreError;
+use crate::store::{LogStore, StoreError};
 
 /// A proposal with the request ID its entry will carry.
 #[derive(Debug, Clone)]
@@ -22,15 +25,16 @@ pub struct Job {
 }
 
 /// See the module documentation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct RegistryMachine {
     policy: Policy,
+    map: MapWriter,
 }
 
 impl RegistryMachine {
-    /// A machine with these policy knobs.
-    pub fn new(policy: Policy) -> Self {
-        Self { policy }
+    /// A machine with these policy knobs, publishing its map to `map`.
+    pub fn new(policy: Policy, map: Arc<SharedMap>) -> Self {
+        Self { policy, map: MapWriter::new(map) }
     }
 }
 
@@ -76,6 +80,26 @@ impl Machine for RegistryMachine {
             ApplyError::Inconsistent { position, message } => {
                 StoreError::Corrupt(format!("entry {position} does not apply: {message}"))
             }
-        })
+        })?;
+        for link in &body.links {
+            self.map.touch(&link.identifier, header.position);
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
+        self.map.open(store, size)
+    }
+
+    fn finish_batch(&mut self, _size: u64, view: &mut View<'_>) -> Result<(), StoreError> {
+        self.map.finish_batch(view)
+    }
+
+    fn batch_durable(&mut self, size: u64) {
+        self.map.batch_durable(size);
+    }
+
+    fn checkpoint_extensions(&self) -> Vec<String> {
+        vec![registry_proto::map::extension_line(&self.map.root())]
     }
 }

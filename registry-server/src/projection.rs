@@ -35,7 +35,17 @@ const LATEST: Keyspace = Keyspace("latest");
 const PENDING: Keyspace = Keyspace("pending");
 
 /// Every projection keyspace, for a rebuild.
-pub const KEYSPACES: &[Keyspace] = &[KEYS, INDEX, OPERATORS, SIGNERS, ADMINS, LATEST, PENDING];
+pub const KEYSPACES: &[Keyspace] = &[
+    KEYS,
+    INDEX,
+    OPERATORS,
+    SIGNERS,
+    ADMINS,
+    LATEST,
+    PENDING,
+    crate::map::MAP,
+    crate::map::MAP_HASH,
+];
 
 /// Key-value access the projections need: the store itself or a batch view.
 pub trait Kv {
@@ -196,6 +206,17 @@ impl StateMut for Projection<&mut View<'_>> {
 }
 
 impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
+    /// Every identifier with the latest entry that touched it.
+    pub fn all_latest(&self) -> Result<Vec<(Identifier, u64)>, StoreError> {
+        self.0
+            .scan_prefix(LATEST, b"")?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok((crate::map::identifier_from_latest_key(&k)?, u64_value(&v, "latest")?))
+            })
+            .collect()
+    }
+
     /// Registrations waiting for confirmation: (fingerprint, registration position).
     pub fn pending(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.0
@@ -277,6 +298,7 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
         store.write(WriteBatch { projections: view.into_writes(), ..Default::default() })?;
         position = end;
     }
+    crate::map::rebuild(store, Projection(store).all_latest()?)?;
     store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
     store.sync()?;
     Ok(size)

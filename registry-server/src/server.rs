@@ -173,7 +173,9 @@ pub async fn start_registry(
     let admins = admin_keys(config)?;
     let skew = chrono::TimeDelta::seconds(config.max_clock_skew_secs as i64);
     let settings = CommandSettings { max_clock_skew: skew, confirm_policy: config.confirm_policy };
-    let machine = RegistryMachine::new(registry_proto::lifecycle::Policy { max_future: skew });
+    let map = std::sync::Arc::new(crate::map::SharedMap::default());
+    let machine =
+        RegistryMachine::new(registry_proto::lifecycle::Policy { max_future: skew }, map.clone());
     let service_clock = clock.clone();
     let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
         let commands =
@@ -182,7 +184,10 @@ pub async fn start_registry(
             CommandApi::new(commands),
         ));
         routes.add_service(registry_proto::pb::lookup_service_server::LookupServiceServer::new(
-            LookupApi::new(Lookups::new(ctx.reader.clone())),
+            LookupApi::new(
+                Lookups::new(ctx.reader.clone()),
+                crate::evidence::EvidenceBuilder::new(ctx.reader.clone(), map),
+            ),
         ));
         ctx.health.set("keyregistry.v1.CommandService", true);
         ctx.health.set("keyregistry.v1.LookupService", true);

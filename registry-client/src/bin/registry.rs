@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use registry_client::verify::Verifier;
 use registry_client::{
-    Action, AsOf, ClientError, NewKey, RegistryClient, Selector, keyfile, render,
+    Action, AsOf, ClientError, NewKey, RegistryClient, Selector, keyfile, receipt_file, render,
 };
 use registry_proto::entry::Entry;
 use registry_proto::meter_key::Curve;
@@ -51,6 +52,21 @@ enum Command {
     /// Audit reads: checkpoints and entries
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Offline checks that need only the registry's public key
+    #[command(subcommand)]
+    Verify(VerifyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum VerifyCommand {
+    /// Check a confirmation receipt and say what it proves
+    Receipt {
+        /// The receipt file
+        file: PathBuf,
+        /// The registry's public key (PEM)
+        #[arg(long, value_name = "PUB.pem")]
+        registry_key: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +220,13 @@ enum AdminCommand {
     },
 }
 
+#[derive(Debug, Args)]
+struct ReceiptArg {
+    /// Save the confirmation receipt (registration + confirmation + signed checkpoint + proofs)
+    #[arg(long, value_name = "FILE")]
+    receipt: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum DeactivateReason {
     Decommissioned,
@@ -225,6 +248,8 @@ enum CpoCommand {
         /// Commissioning time (RFC 3339; default: now)
         #[arg(long)]
         effective_at: Option<String>,
+        #[command(flatten)]
+        receipt: ReceiptArg,
     },
     /// End a key's validity
     Deactivate {
@@ -263,6 +288,8 @@ enum CpoCommand {
         effective_at: Option<String>,
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        receipt: ReceiptArg,
     },
     /// A firmware update regenerated the unit's key
     Rotate {
@@ -274,6 +301,16 @@ enum CpoCommand {
         new_key: NewKeyArgs,
         #[arg(long)]
         effective_at: Option<String>,
+        #[command(flatten)]
+        receipt: ReceiptArg,
+    },
+    /// Fetch the confirmation receipt of a confirmed key
+    Receipt {
+        #[command(flatten)]
+        key: KeyArg,
+        /// Where to write it
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Allow another operator to take a key over
     Release {
@@ -347,6 +384,53 @@ impl AsOfArgs {
     }
 }
 
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Check the answer against the evidence the server attaches, instead of trusting it
+    #[arg(long)]
+    verify: bool,
+    /// The registry's public key (PEM); default: the one remembered, else pinned on first use
+    #[arg(long, value_name = "PUB.pem", requires = "verify")]
+    registry_key: Option<PathBuf>,
+    /// Where to remember the registry key and the last checkpoint seen
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    state: Option<PathBuf>,
+}
+
+impl VerifyArgs {
+    async fn verifier(
+        &self,
+        client: &RegistryClient,
+        server: &str,
+    ) -> anyhow::Result<Option<Verifier>> {
+        if !self.verify {
+            return Ok(None);
+        }
+        let key = self
+            .registry_key
+            .as_ref()
+            .map(std::fs::read_to_string)
+            .transpose()
+            .context("reading --registry-key")?;
+        let state = self
+            .state
+            .clone()
+            .unwrap_or_else(|| registry_client::verify::default_state_path(server));
+        let v = Verifier::new(client, key.as_deref(), &state).await?;
+        if let Some(n) = &v.notice {
+            eprintln!("registry: {n}");
+        }
+        Ok(Some(v))
+    }
+}
+
+fn verified_line(e: &registry_proto::proof::Evidence) -> String {
+    format!(
+        "verified: follows from entries proven in the registry's signed checkpoint of size {} (consistent with the last checkpoint seen)",
+        e.size()
+    )
+}
+
 #[derive(Debug, Subcommand)]
 enum MspCommand {
     /// Was the key valid at a moment?
@@ -361,6 +445,8 @@ enum MspCommand {
         at: String,
         #[command(flatten)]
         as_of: AsOfArgs,
+        #[command(flatten)]
+        verify: VerifyArgs,
     },
     /// Every entry about a key, meter, gateway, EVSE or operator, newest first
     History {
@@ -368,6 +454,8 @@ enum MspCommand {
         selector: HistorySelector,
         #[command(flatten)]
         as_of: AsOfArgs,
+        #[command(flatten)]
+        verify: VerifyArgs,
     },
     /// A key's full record
     Key {
@@ -375,6 +463,8 @@ enum MspCommand {
         key: KeyArg,
         #[command(flatten)]
         as_of: AsOfArgs,
+        #[command(flatten)]
+        verify: VerifyArgs,
     },
 }
 
@@ -504,7 +594,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Verify(VerifyCommand::Receipt { file, registry_key }) = &cli.command {
+        return verify_receipt(json, file, registry_key);
+    }
     let client = RegistryClient::connect(&cli.server).await?;
+    let mut receipt_path: Option<PathBuf> = None;
     let (name, signer, action) = match cli.command {
         Command::Keygen { .. } => unreachable!("handled above"),
         Command::Admin(a) => match a {
@@ -562,8 +656,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ),
         },
         Command::Cpo(c) => match c {
-            CpoCommand::Register { signer: s, new_key, evse, effective_at } => (
-                "register",
+            CpoCommand::Register { signer: s, new_key, evse, effective_at, receipt } => (
+                {
+                    receipt_path = receipt.receipt;
+                    "register"
+                },
                 signer(&s)?,
                 Action::Register {
                     key: new_key.to_new_key()?,
@@ -594,8 +691,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     effective_at: opt_time(&effective_at)?,
                 },
             ),
-            CpoCommand::Replace { signer: s, key, new_key, effective_at, comment } => (
-                "replace",
+            CpoCommand::Replace { signer: s, key, new_key, effective_at, comment, receipt } => (
+                {
+                    receipt_path = receipt.receipt;
+                    "replace"
+                },
                 signer(&s)?,
                 Action::Replace {
                     fingerprint: key.fingerprint,
@@ -604,8 +704,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     comment,
                 },
             ),
-            CpoCommand::Rotate { signer: s, key, new_key, effective_at } => (
-                "rotate",
+            CpoCommand::Rotate { signer: s, key, new_key, effective_at, receipt } => (
+                {
+                    receipt_path = receipt.receipt;
+                    "rotate"
+                },
                 signer(&s)?,
                 Action::Rotate {
                     fingerprint: key.fingerprint,
@@ -627,33 +730,120 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     effective_at: opt_time(&effective_at)?,
                 },
             ),
+            CpoCommand::Receipt { key, out } => {
+                let receipt = client.receipt(&key.fingerprint).await?;
+                std::fs::write(&out, receipt_file::to_json(&receipt))
+                    .with_context(|| format!("writing {}", out.display()))?;
+                if json {
+                    println!("{}", json!({"receipt_file": out.display().to_string()}));
+                } else {
+                    println!("receipt written to {}", out.display());
+                }
+                return Ok(());
+            }
         },
-        Command::Msp(m) => return msp(&client, json, m).await,
+        Command::Msp(m) => return msp(&client, &cli.server, json, m).await,
         Command::Audit(a) => return audit(&client, json, a).await,
+        Command::Verify(_) => unreachable!("handled above"),
     };
     let response = client.submit(&signer, &action).await?;
-    print_submitted(json, name, &response)
+    print_submitted(json, name, &response)?;
+    if let Some(path) = receipt_path {
+        let receipt = response.receipt.as_ref().context(
+            "no receipt: the registration is not confirmed yet (manual confirmation policy); fetch it later with `registry cpo receipt`",
+        )?;
+        let receipt = registry_proto::receipt::Receipt::from_pb(receipt)?;
+        std::fs::write(&path, receipt_file::to_json(&receipt))
+            .with_context(|| format!("writing {}", path.display()))?;
+        if !json {
+            println!("receipt written to {}", path.display());
+        }
+    }
+    Ok(())
 }
 
-async fn msp(client: &RegistryClient, json: bool, command: MspCommand) -> anyhow::Result<()> {
+/// Checks a receipt offline and says what it proves.
+fn verify_receipt(
+    json: bool,
+    file: &std::path::Path,
+    registry_key: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let receipt = receipt_file::from_json(&text).map_err(anyhow::Error::msg)?;
+    let pem = std::fs::read_to_string(registry_key)
+        .with_context(|| format!("reading {}", registry_key.display()))?;
+    let key = registry_proto::keys::p256_spki_der_from_pem(&pem)?;
+    let proven =
+        receipt.verify(&key).map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;
+    let r = &proven.registration;
+    if json {
+        let out = json!({
+            "valid": true,
+            "fingerprint": r.fingerprint,
+            "curve": r.curve.name(),
+            "operator_id": r.operator_id.to_string(),
+            "evse_ids": r.evse_ids.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            "meter_serial": r.meter_serial,
+            "gateway_serial": r.gateway_serial,
+            "effective_at": time::format(&r.effective_at),
+            "registration_position": proven.registration_position,
+            "confirmation_position": proven.confirmation_position,
+            "published_in_tree_size": proven.published_in_tree_size,
+            "checkpoint": {"origin": proven.checkpoint.origin, "tree_size": proven.checkpoint.size, "root_hash": hex::encode(proven.checkpoint.root)},
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "receipt verified with the registry key {}",
+            registry_proto::keys::fingerprint_hex(&key)
+        );
+        println!("  key          {} ({})", r.fingerprint, r.curve);
+        println!("  operator     {}", r.operator_id);
+        println!(
+            "  EVSE IDs     {}",
+            r.evse_ids.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        println!("  effective    {}", time::format(&r.effective_at));
+        println!(
+            "  registered   entry {}, published in tree size {}",
+            proven.registration_position, proven.published_in_tree_size
+        );
+        println!("  confirmed    entry {}", proven.confirmation_position);
+        println!(
+            "  checkpoint   {} size {} root {}",
+            proven.checkpoint.origin,
+            proven.checkpoint.size,
+            hex::encode(proven.checkpoint.root)
+        );
+    }
+    Ok(())
+}
+
+async fn msp(
+    client: &RegistryClient,
+    server: &str,
+    json: bool,
+    command: MspCommand,
+) -> anyhow::Result<()> {
     match command {
-        MspCommand::Check { selector, manufacturer, at, as_of } => {
-            let r = client
-                .check(
-                    &selector.selector(),
-                    manufacturer.as_deref(),
-                    parse_time(&at)?,
-                    as_of.as_of()?,
-                )
-                .await?;
+        MspCommand::Check { selector, manufacturer, at, as_of, verify } => {
+            let (key, at, as_of) = (selector.selector(), parse_time(&at)?, as_of.as_of()?);
+            let (r, evidence) = match verify.verifier(client, server).await? {
+                Some(mut v) => {
+                    let (r, e) = v.check(client, &key, manufacturer.as_deref(), at, as_of).await?;
+                    (r, Some(e))
+                }
+                None => (client.check(&key, manufacturer.as_deref(), at, as_of).await?, None),
+            };
             let v = r.validity.context("the server sent no verdict")?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"validity": render::validity(&v), "basis": render::basis(&r.basis)})
-                    )?
-                );
+                let out = json!({
+                    "validity": render::validity(&v),
+                    "basis": render::basis(&r.basis),
+                    "verified": evidence.as_ref().map(verified_json),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("{}", render::validity_text(&v));
                 if let Some(b) = &r.basis {
@@ -663,10 +853,20 @@ async fn msp(client: &RegistryClient, json: bool, command: MspCommand) -> anyhow
                         hex::encode(&b.head_hash)
                     );
                 }
+                if let Some(e) = &evidence {
+                    println!("{}", verified_line(e));
+                }
             }
         }
-        MspCommand::History { selector, as_of } => {
-            let entries = client.history(selector.identifier(), as_of.as_of()?).await?;
+        MspCommand::History { selector, as_of, verify } => {
+            let as_of = as_of.as_of()?;
+            let (entries, evidence) = match verify.verifier(client, server).await? {
+                Some(mut v) => {
+                    let (entries, e) = v.history(client, selector.identifier(), as_of).await?;
+                    (entries, Some(e))
+                }
+                None => (client.history(selector.identifier(), as_of).await?, None),
+            };
             let decoded = entries
                 .iter()
                 .map(|h| {
@@ -675,12 +875,11 @@ async fn msp(client: &RegistryClient, json: bool, command: MspCommand) -> anyhow
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &decoded.iter().map(render::entry).collect::<Vec<_>>()
-                    )?
-                );
+                let out = json!({
+                    "entries": decoded.iter().map(render::entry).collect::<Vec<_>>(),
+                    "verified": evidence.as_ref().map(verified_json),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 if decoded.is_empty() {
                     println!("no entries");
@@ -695,16 +894,37 @@ async fn msp(client: &RegistryClient, json: bool, command: MspCommand) -> anyhow
                         println!("  {}", render::event_line(ev));
                     }
                 }
+                if let Some(e) = &evidence {
+                    println!("{}; no entry is left out", verified_line(e));
+                }
             }
         }
-        MspCommand::Key { key, as_of } => {
-            let r = client.key(&key.fingerprint, as_of.as_of()?).await?;
+        MspCommand::Key { key, as_of, verify } => {
+            let as_of = as_of.as_of()?;
+            let (r, evidence) = match verify.verifier(client, server).await? {
+                Some(mut v) => {
+                    let (r, e) = v.key(client, &key.fingerprint, as_of).await?;
+                    (r, Some(e))
+                }
+                None => (client.key(&key.fingerprint, as_of).await?, None),
+            };
             let k = r.key.context("the server sent no key")?;
-            let out = json!({"key": render::key_record(&k), "basis": render::basis(&r.basis)});
+            let out = json!({
+                "key": render::key_record(&k),
+                "basis": render::basis(&r.basis),
+                "verified": evidence.as_ref().map(verified_json),
+            });
             println!("{}", serde_json::to_string_pretty(&out)?);
+            if !json && let Some(e) = &evidence {
+                eprintln!("{}", verified_line(e));
+            }
         }
     }
     Ok(())
+}
+
+fn verified_json(e: &registry_proto::proof::Evidence) -> serde_json::Value {
+    json!({"checkpoint_size": e.size(), "root_hash": hex::encode(e.checkpoint.root)})
 }
 
 async fn audit(client: &RegistryClient, json: bool, command: AuditCommand) -> anyhow::Result<()> {

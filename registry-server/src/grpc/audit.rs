@@ -227,6 +227,21 @@ impl AuditService for AuditApi {
         }))
     }
 
+    async fn get_receipt(
+        &self,
+        request: Request<registry_proto::pb::GetReceiptRequest>,
+    ) -> Result<Response<registry_proto::pb::GetReceiptResponse>, Status> {
+        let fp = registry_proto::event::parse_fingerprint(&request.into_inner().fingerprint)
+            .ok_or_else(|| status::invalid("fingerprint", "must be 64 hex digits"))?;
+        let reader = self.reader.clone();
+        let receipt =
+            tokio::task::spawn_blocking(move || crate::evidence::receipt_for_key(&reader, &fp))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(status::lookup)?;
+        Ok(Response::new(registry_proto::pb::GetReceiptResponse { receipt: Some(receipt.to_pb()) }))
+    }
+
     type WatchEntriesStream = BoxStream<WatchEntriesResponse>;
 
     async fn watch_entries(

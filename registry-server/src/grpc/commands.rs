@@ -40,6 +40,7 @@ impl CommandService for CommandApi {
             entry: done.entry,
             confirmation_position,
             confirmation_entry,
+            receipt: done.receipt.as_ref().map(|r| r.to_pb()),
         }))
     }
 }

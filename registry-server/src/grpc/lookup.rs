@@ -1,15 +1,15 @@
 //! `keyregistry.v1.LookupService`: validity, key records, history and operators.
 
-use registry_proto::event::{EndReason, Identifier};
+use registry_proto::event::Identifier;
 use registry_proto::ids::{self, EvseId, OperatorId};
-use registry_proto::lifecycle::{Binding, KeyRecord, KeyState};
 use registry_proto::pb::lookup_service_server::LookupService;
 use registry_proto::pb::{self, key_selector};
 use registry_proto::time::{self, Time};
-use registry_proto::validity::{Selector, Validity, Verdict};
+use registry_proto::validity::Selector;
 use tonic::{Request, Response, Status};
 
 use super::status;
+use crate::evidence::EvidenceBuilder;
 use crate::lookup::{AsOf, Basis, Lookups, MAX_BATCH};
 
 /// Entries per history page when the request does not say.
@@ -20,23 +20,37 @@ const MAX_PAGE: usize = 1000;
 /// See the module documentation.
 pub struct LookupApi {
     lookups: Lookups,
+    evidence: EvidenceBuilder,
 }
 
 impl LookupApi {
-    /// The service over the lookups.
-    pub fn new(lookups: Lookups) -> Self {
-        Self { lookups }
+    /// The service over the lookups, attaching evidence from `evidence` on request.
+    pub fn new(lookups: Lookups, evidence: EvidenceBuilder) -> Self {
+        Self { lookups, evidence }
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(Lookups) -> Result<T, Status> + Send + 'static,
+        f: impl FnOnce(Lookups, EvidenceBuilder) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let lookups = self.lookups.clone();
-        tokio::task::spawn_blocking(move || f(lookups))
+        let (lookups, evidence) = (self.lookups.clone(), self.evidence.clone());
+        tokio::task::spawn_blocking(move || f(lookups, evidence))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
     }
+}
+
+/// Evidence for `roots` if asked for; EVSE and serial answers also need their keys' chains.
+fn evidence(
+    builder: &EvidenceBuilder,
+    prove: bool,
+    roots: &[Identifier],
+) -> Result<Option<pb::AnswerProof>, Status> {
+    if !prove {
+        return Ok(None);
+    }
+    let expand = roots.iter().any(|r| r.kind != registry_proto::event::IdentifierKind::Key);
+    Ok(Some(builder.answer(roots, expand).map_err(status::lookup)?.proof))
 }
 
 fn selector(key: Option<&pb::KeySelector>, field: &str) -> Result<Selector, Status> {
@@ -92,78 +106,6 @@ fn basis_pb(b: &Basis) -> pb::Basis {
     }
 }
 
-fn binding_pb(b: &Binding) -> pb::Binding {
-    pb::Binding {
-        operator_id: b.operator_id.to_string(),
-        evse_ids: b.evse_ids.iter().map(|e| e.to_string()).collect(),
-        from: Some(time::to_timestamp(&b.from)),
-        until: b.until.as_ref().map(time::to_timestamp),
-    }
-}
-
-fn state_pb(s: KeyState) -> (pb::KeyState, Option<EndReason>) {
-    match s {
-        KeyState::Pending => (pb::KeyState::Pending, None),
-        KeyState::Active => (pb::KeyState::Active, None),
-        KeyState::Deactivated(r) => (pb::KeyState::Deactivated, Some(r)),
-        KeyState::Rejected => (pb::KeyState::Rejected, None),
-    }
-}
-
-/// The protobuf form of a verdict.
-pub fn validity_pb(v: &Validity) -> pb::Validity {
-    let verdict = match v.verdict {
-        Verdict::Valid => pb::Verdict::Valid,
-        Verdict::Pending => pb::Verdict::Pending,
-        Verdict::NotYet => pb::Verdict::NotYet,
-        Verdict::Ended => pb::Verdict::Ended,
-        Verdict::Rejected => pb::Verdict::Rejected,
-        Verdict::Unknown => pb::Verdict::Unknown,
-        Verdict::Ambiguous => pb::Verdict::Ambiguous,
-    };
-    let reg = v.key.as_ref().map(|k| &k.registration);
-    pb::Validity {
-        verdict: verdict as i32,
-        fingerprint: reg.map(|r| r.fingerprint.clone()).unwrap_or_default(),
-        curve: reg.map_or(0, |r| r.curve.to_pb() as i32),
-        public_key: reg.map(|r| r.public_key.clone()).unwrap_or_default(),
-        binding: v.binding.as_ref().map(binding_pb),
-        effective_from: reg.map(|r| time::to_timestamp(&r.effective_at)),
-        ended_at: v.ended.as_ref().map(|(t, _)| time::to_timestamp(t)),
-        end_reason: v.ended.map_or(0, |(_, r)| r.to_pb() as i32),
-        state: v.state.map_or(0, |s| state_pb(s).0 as i32),
-        deciding_positions: v.deciding_positions.clone(),
-        candidates: v.candidates.clone(),
-    }
-}
-
-/// The protobuf form of a key record as known at `size`.
-pub fn key_pb(record: &KeyRecord, size: u64) -> pb::KeyRecord {
-    let key = record.as_of(size).expect("the caller checked the key is known at size");
-    let reg = key.registration();
-    let (state, reason) = state_pb(key.state());
-    let bindings = key.bindings();
-    pb::KeyRecord {
-        fingerprint: reg.fingerprint.clone(),
-        curve: reg.curve.to_pb() as i32,
-        public_key: reg.public_key.clone(),
-        submitted_public_key: reg.submitted_public_key.clone(),
-        state: state as i32,
-        end_reason: reason.map_or(0, |r| r.to_pb() as i32),
-        ended_at: key.end().map(|(t, _, _)| time::to_timestamp(&t)),
-        operator_id: bindings.last().map(|b| b.operator_id.to_string()).unwrap_or_default(),
-        bindings: bindings.iter().map(binding_pb).collect(),
-        meter_serial: reg.meter_serial.clone().unwrap_or_default(),
-        gateway_serial: reg.gateway_serial.clone().unwrap_or_default(),
-        manufacturer: reg.manufacturer.clone(),
-        model: reg.model.clone(),
-        predecessor: reg.predecessor.clone().unwrap_or_default(),
-        successor: key.successor().unwrap_or_default().to_string(),
-        released_to: key.released_to().map(|o| o.to_string()).unwrap_or_default(),
-        positions: key.positions(),
-    }
-}
-
 #[tonic::async_trait]
 impl LookupService for LookupApi {
     async fn check_validity(
@@ -173,12 +115,15 @@ impl LookupService for LookupApi {
         let r = request.into_inner();
         let (sel, t, as_of) =
             (selector(r.key.as_ref(), "key")?, at(&r.at, "at")?, as_of(&r.as_of)?);
-        self.blocking(move |l| {
+        let prove = r.prove;
+        self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let v = l.validity(&sel, t, &basis).map_err(status::lookup)?;
+            let proof = evidence(&e, prove, &[sel.identifier()])?;
             Ok(Response::new(pb::CheckValidityResponse {
-                validity: Some(validity_pb(&v)),
+                validity: Some(v.to_pb()),
                 basis: Some(basis_pb(&basis)),
+                proof,
             }))
         })
         .await
@@ -206,13 +151,16 @@ impl LookupService for LookupApi {
                 ))
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let as_of = as_of(&r.as_of)?;
-        self.blocking(move |l| {
+        let (as_of, prove) = (as_of(&r.as_of)?, r.prove);
+        self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let results = l.validity_batch(&questions, &basis).map_err(status::lookup)?;
+            let roots: Vec<Identifier> = questions.iter().map(|(s, _)| s.identifier()).collect();
+            let proof = evidence(&e, prove, &roots)?;
             Ok(Response::new(pb::CheckValidityBatchResponse {
-                results: results.iter().map(validity_pb).collect(),
+                results: results.iter().map(|v| v.to_pb()).collect(),
                 basis: Some(basis_pb(&basis)),
+                proof,
             }))
         })
         .await
@@ -225,13 +173,15 @@ impl LookupService for LookupApi {
         let r = request.into_inner();
         let fp = registry_proto::event::parse_fingerprint(&r.fingerprint)
             .ok_or_else(|| status::invalid("fingerprint", "must be 64 hex digits"))?;
-        let as_of = as_of(&r.as_of)?;
-        self.blocking(move |l| {
+        let (as_of, prove) = (as_of(&r.as_of)?, r.prove);
+        self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let record = l.key(&fp, &basis).map_err(status::lookup)?;
+            let proof = evidence(&e, prove, &[Identifier::key(&fp)])?;
             Ok(Response::new(pb::GetKeyResponse {
-                key: Some(key_pb(&record, basis.size)),
+                key: record.as_of(basis.size).map(|k| k.to_pb()),
                 basis: Some(basis_pb(&basis)),
+                proof,
             }))
         })
         .await
@@ -265,9 +215,11 @@ impl LookupService for LookupApi {
                 (AsOf::Size(size), Some(next))
             }
         };
-        self.blocking(move |l| {
+        let prove = r.prove;
+        self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let page = l.history(&identifier, &basis, start, page_size).map_err(status::lookup)?;
+            let proof = evidence(&e, prove, std::slice::from_ref(&identifier))?;
             let entries = page
                 .entries
                 .into_iter()
@@ -290,6 +242,7 @@ impl LookupService for LookupApi {
                     .map(|n| format!("{}:{n}", basis.size))
                     .unwrap_or_default(),
                 basis: Some(basis_pb(&basis)),
+                proof,
             }))
         })
         .await
@@ -301,7 +254,7 @@ impl LookupService for LookupApi {
     ) -> Result<Response<pb::GetOperatorResponse>, Status> {
         let id = OperatorId::parse(&request.into_inner().operator_id)
             .map_err(|e| status::invalid("operator_id", e.0))?;
-        self.blocking(move |l| {
+        self.blocking(move |l, _| {
             let basis = l.basis(AsOf::Head).map_err(status::lookup)?;
             let (op, signers) = l.operator(&id).map_err(status::lookup)?;
             if op.added_position >= basis.size {

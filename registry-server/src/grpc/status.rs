@@ -85,6 +85,9 @@ pub(crate) fn lookup(e: crate::lookup::LookupError) -> Status {
         LookupError::Invalid { field: f, message } => field(Code::InvalidArgument, &f, message),
         LookupError::OutOfRange { field: f, message } => field(Code::OutOfRange, &f, message),
         LookupError::NotFound { field: f, message } => field(Code::NotFound, &f, message),
+        LookupError::Precondition { field: f, message } => {
+            field(Code::FailedPrecondition, &f, message)
+        }
         LookupError::Store(e) => store(e),
     }
 }

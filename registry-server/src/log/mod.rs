@@ -99,6 +99,26 @@ pub trait Machine: Send + 'static {
         effects: &Self::Effects,
         view: &mut View<'_>,
     ) -> Result<(), StoreError>;
+
+    /// Loads whatever the machine keeps in memory, once the log is verified and before the
+    /// writer starts. `size` is the log's size.
+    fn open(&mut self, _store: &dyn LogStore, _size: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Called once per group commit after its last entry, before the batch is written: a chance
+    /// to stage writes derived from the whole batch. `size` is the log size after the batch.
+    fn finish_batch(&mut self, _size: u64, _view: &mut View<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Called when the batch that made the log `size` long is durable, before readers see it.
+    fn batch_durable(&mut self, _size: u64) {}
+
+    /// Extension lines for the next head checkpoint (after `open` or `finish_batch`).
+    fn checkpoint_extensions(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A machine that appends bodies exactly as given and keeps no projections: the log alone, for
@@ -183,19 +203,26 @@ impl<M: Machine> Log<M> {
     /// Verifies the stored chain, then starts the writer.
     pub fn open(
         store: Arc<dyn LogStore>,
-        machine: M,
+        mut machine: M,
         signer: NoteSigner,
         options: LogOptions,
         clock: Clock,
     ) -> Result<Self, OpenError> {
         let (frontier, last_hash, last_recorded_at) = verify_from_last_point(store.as_ref())?;
+        machine.open(store.as_ref(), frontier.size())?;
         let signer = Arc::new(signer);
         let head = Head {
             size: frontier.size(),
             root: frontier.root(),
             last_hash,
             last_recorded_at,
-            checkpoint: sign_checkpoint(&signer, frontier.size(), frontier.root()).into(),
+            checkpoint: sign_checkpoint(
+                &signer,
+                frontier.size(),
+                frontier.root(),
+                machine.checkpoint_extensions(),
+            )
+            .into(),
         };
         let (head_tx, head_rx) = watch::channel(Arc::new(head));
         let reader = LogReader { store: store.clone(), head: head_rx, signer: signer.clone() };
@@ -331,8 +358,8 @@ fn verify_from_last_point(
     Ok((frontier, last_hash, last_time))
 }
 
-fn sign_checkpoint(signer: &NoteSigner, size: u64, root: Hash) -> String {
-    let cp = Checkpoint { origin: signer.name().to_string(), size, root, extensions: vec![] };
+fn sign_checkpoint(signer: &NoteSigner, size: u64, root: Hash, extensions: Vec<String>) -> String {
+    let cp = Checkpoint { origin: signer.name().to_string(), size, root, extensions };
     cp.sign(signer).expect("the signer's name is the origin")
 }
 
@@ -455,14 +482,32 @@ impl LogReader {
             .map_err(ReadError::Proof)
     }
 
-    /// A signed checkpoint for `size` (the head's own when it is the head).
+    /// A signed checkpoint for `size`: the head's own (with the machine's extension lines) when
+    /// it is the head, otherwise one without extension lines.
     pub fn checkpoint(&self, size: u64) -> Result<String, ReadError> {
         let head = self.head();
         if size == head.size {
             return Ok(head.checkpoint.to_string());
         }
         let root = self.root(size)?;
-        Ok(sign_checkpoint(&self.signer, size, root))
+        Ok(sign_checkpoint(&self.signer, size, root, Vec::new()))
+    }
+
+    /// The entries at `positions` with inclusion proofs in the tree of `head`, which must be a
+    /// head this reader published (so its checkpoint is the one clients get).
+    pub fn prove(
+        &self,
+        head: &Head,
+        positions: &[u64],
+    ) -> Result<Vec<registry_proto::proof::ProvenEntry>, ReadError> {
+        positions
+            .iter()
+            .map(|&position| {
+                let entry = self.entry(position)?;
+                let proof = self.inclusion_proof(position, head.size)?;
+                Ok(registry_proto::proof::ProvenEntry { position, entry, proof })
+            })
+            .collect()
     }
 
     /// The request record for an ID, if its entry is durable.

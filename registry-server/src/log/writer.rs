@@ -258,6 +258,11 @@ impl<M: Machine> Writer<M> {
         }
 
         if failure.is_none() && !batch.entries.is_empty() {
+            if let Err(e) = self.setup.machine.finish_batch(self.setup.frontier.size(), &mut view) {
+                failure = Some(e);
+            }
+        }
+        if failure.is_none() && !batch.entries.is_empty() {
             batch.projections = view.into_writes();
             let written = batch.entries.len();
             if let Err(e) = store.write(batch).and_then(|()| store.sync()) {
@@ -280,12 +285,14 @@ impl<M: Machine> Writer<M> {
         let frontier = &self.setup.frontier;
         if frontier.size() != self.setup.head.borrow().size {
             let (size, root) = (frontier.size(), frontier.root());
+            self.setup.machine.batch_durable(size);
+            let extensions = self.setup.machine.checkpoint_extensions();
             self.setup.head.send_replace(Arc::new(Head {
                 size,
                 root,
                 last_hash: self.setup.last_hash,
                 last_recorded_at: self.setup.last_recorded_at,
-                checkpoint: sign_checkpoint(&self.setup.signer, size, root).into(),
+                checkpoint: sign_checkpoint(&self.setup.signer, size, root, extensions).into(),
             }));
         }
         for (reply, outcome) in replies {
