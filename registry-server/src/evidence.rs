@@ -96,8 +96,8 @@ impl EvidenceBuilder {
         while let Some(id) = queue.pop() {
             let key = map::key(&id);
             let index = map::bucket_of(&key);
-            if !buckets.contains_key(&index) {
-                buckets.insert(index, crate::map::read_bucket(store.as_ref(), index)?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = buckets.entry(index) {
+                slot.insert(crate::map::read_bucket(store.as_ref(), index)?);
             }
             let latest = buckets[&index].iter().find(|(k, _)| *k == key).map(|(_, p)| *p);
             let mut next = match latest {
