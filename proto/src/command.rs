@@ -42,9 +42,9 @@ impl SignedCommand {
 
     /// Whether the signature verifies with the signer's DER SubjectPublicKeyInfo.
     pub fn verify(&self, signer_spki: &[u8]) -> bool {
-        keys::p256_from_spki_der(signer_spki)
-            .map(|k| keys::p256_verify_der(&k, &signed_message(&self.command), &self.signature))
-            .unwrap_or(false)
+        keys::p256_point_of_spki(signer_spki).is_some_and(|point| {
+            keys::p256_verify_point(point, &signed_message(&self.command), &self.signature)
+        })
     }
 
     /// SHA-256 of the command bytes: what idempotency compares. A retry may carry a fresh

@@ -139,14 +139,32 @@ pub fn p256_spki_pem(der: &[u8]) -> Result<String, KeyError> {
     Ok(public_key_pem(&p256_from_spki_der(der)?))
 }
 
-/// Verifies a DER ECDSA P-256 signature over SHA-256 of `message`. High-s signatures are valid
-/// (as ECDSA defines them); nothing is normalised.
+/// Verifies a DER ECDSA P-256 signature over SHA-256 of `message` with a SEC1 point. High-s
+/// signatures are valid (as ECDSA defines them); nothing is normalised.
+///
+/// Verification runs on `ring`, about three times faster here than the `p256` crate (see the
+/// benchmarks); `ring` validates the point itself.
+pub fn p256_verify_point(sec1_point: &[u8], message: &[u8], signature_der: &[u8]) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, sec1_point)
+        .verify(message, signature_der)
+        .is_ok()
+}
+
+/// Verifies a DER ECDSA P-256 signature with a parsed key.
 pub fn p256_verify_der(key: &VerifyingKey, message: &[u8], signature_der: &[u8]) -> bool {
-    use p256::ecdsa::{Signature, signature::Verifier};
-    match Signature::from_der(signature_der) {
-        Ok(sig) => key.verify(message, &sig).is_ok(),
-        Err(_) => false,
-    }
+    p256_verify_point(key.to_sec1_point(false).as_bytes(), message, signature_der)
+}
+
+/// The SEC1 point of a P-256 DER SubjectPublicKeyInfo, without validating it (the verifier
+/// does), or `None` if it is not a P-256 key.
+pub fn p256_point_of_spki(spki_der: &[u8]) -> Option<&[u8]> {
+    use p256::pkcs8::der::Decode;
+    use p256::pkcs8::{ObjectIdentifier, SubjectPublicKeyInfoRef};
+    const EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+    let spki = SubjectPublicKeyInfoRef::from_der(spki_der).ok()?;
+    (spki.algorithm.oid == EC && spki.algorithm.parameters_oid().ok()? == P256).then_some(())?;
+    spki.subject_public_key.as_bytes()
 }
 
 #[cfg(test)]
@@ -170,6 +188,18 @@ mod tests {
         assert!(!p256_verify_der(k.verifying_key(), b"hellp", &sig));
         assert!(!p256_verify_der(other.verifying_key(), b"hello", &sig));
         assert!(!p256_verify_der(k.verifying_key(), b"hello", b"not der"));
+    }
+
+    #[test]
+    fn high_s_signatures_verify_without_normalising() {
+        use p256::ecdsa::Signature;
+        let k = P256KeyPair::generate();
+        let sig = Signature::from_der(&k.sign_der(b"m")).unwrap();
+        let (r, s) = sig.split_scalars();
+        let flipped = Signature::from_scalars(*r, -*s).unwrap();
+        for sig in [sig, flipped] {
+            assert!(p256_verify_der(k.verifying_key(), b"m", sig.to_der().as_bytes()));
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod meter_key;
 pub mod note;
 pub mod proof;
 pub mod receipt;
+pub mod replay;
 pub mod time;
 pub mod validity;
 

@@ -493,6 +493,31 @@ pub enum RegistryAction {
     },
 }
 
+/// Namespace of the request IDs the registry derives for its own entries (UUIDv5).
+const REGISTRY_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5b0e_4c1e_7f2a_4d8b_9a41_6c3e_2f1d_0a77);
+
+impl RegistryAction {
+    /// The request ID and content digest of the entry this action appends. Derived from what
+    /// the action does, so the registry appends it at most once, and auditors can check it.
+    pub fn request_id(&self) -> (uuid::Uuid, [u8; 32]) {
+        use sha2::{Digest, Sha256};
+        let what = match self {
+            RegistryAction::Bootstrap { admins } => {
+                let mut fps: Vec<String> =
+                    admins.iter().map(|(der, _)| keys::fingerprint_hex(der)).collect();
+                fps.sort();
+                format!("bootstrap:{}", fps.join(","))
+            }
+            RegistryAction::AutoConfirm { fingerprint } => format!("auto-confirm:{fingerprint}"),
+        };
+        (
+            uuid::Uuid::new_v5(&REGISTRY_NAMESPACE, what.as_bytes()),
+            Sha256::digest(what.as_bytes()).into(),
+        )
+    }
+}
+
 /// Something to decide: a signed command (already checked for its signature) or a registry
 /// action.
 #[derive(Debug, Clone)]

@@ -8,6 +8,8 @@
 //!
 //! The `registry` command-line tool (`src/bin/registry.rs`) is built on this crate.
 
+pub mod archive;
+pub mod audit;
 pub mod keyfile;
 pub mod receipt_file;
 pub mod render;

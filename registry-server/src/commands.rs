@@ -16,16 +16,12 @@ use registry_proto::command::{Action, Command, SignedCommand};
 use registry_proto::lifecycle::{Proposal, RegistryAction, Rejection, State};
 use registry_proto::time::Time;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::log::{AppendError, Appender, Clock, LogReader, ReadError};
 use crate::machine::{Job, RegistryMachine};
 use crate::projection::Projection;
 use crate::store::StoreError;
-
-/// Namespace of the request IDs the registry derives for its own entries (UUIDv5).
-const REGISTRY_NAMESPACE: Uuid = Uuid::from_u128(0x5b0e_4c1e_7f2a_4d8b_9a41_6c3e_2f1d_0a77);
 
 /// Who confirms registrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -91,11 +87,6 @@ pub struct Commands {
     reader: LogReader,
     settings: CommandSettings,
     clock: Clock,
-}
-
-/// The request ID and content digest of a registry-derived entry.
-fn derived_id(what: &str) -> (Uuid, [u8; 32]) {
-    (Uuid::new_v5(&REGISTRY_NAMESPACE, what.as_bytes()), Sha256::digest(what.as_bytes()).into())
 }
 
 /// The fingerprint of the key a command registers, if it registers one.
@@ -244,10 +235,9 @@ impl Commands {
         &self,
         fingerprint: &str,
     ) -> Result<Option<(u64, Vec<u8>)>, CommandError> {
-        let (id, digest) = derived_id(&format!("auto-confirm:{fingerprint}"));
-        let proposal = Proposal::Registry(RegistryAction::AutoConfirm {
-            fingerprint: fingerprint.to_string(),
-        });
+        let action = RegistryAction::AutoConfirm { fingerprint: fingerprint.to_string() };
+        let (id, digest) = action.request_id();
+        let proposal = Proposal::Registry(action);
         match self.append(id, digest, proposal).await {
             Ok((position, _)) => Ok(Some((position, self.reader.entry(position)?))),
             Err(CommandError::Rejected(r)) => {
@@ -278,13 +268,9 @@ impl Commands {
             }
             return Ok(None);
         }
-        let mut fps: Vec<String> =
-            admins.iter().map(|(der, _)| registry_proto::keys::fingerprint_hex(der)).collect();
-        fps.sort();
-        let (id, digest) = derived_id(&format!("bootstrap:{}", fps.join(",")));
-        let (position, _) = self
-            .append(id, digest, Proposal::Registry(RegistryAction::Bootstrap { admins }))
-            .await?;
+        let action = RegistryAction::Bootstrap { admins };
+        let (id, digest) = action.request_id();
+        let (position, _) = self.append(id, digest, Proposal::Registry(action)).await?;
         Ok(Some(position))
     }
 

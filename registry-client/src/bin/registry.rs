@@ -519,6 +519,38 @@ enum AuditCommand {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Export the log into an archive (C2SP tlog-tiles layout plus a JSON Lines view); resumes
+    /// an existing archive after checking the registry's new checkpoint is consistent with it
+    Export {
+        /// The archive directory
+        #[arg(long)]
+        out: PathBuf,
+        /// Re-fetch from this position (at most the archive's size; default: its size)
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Verify an archive offline: hash chain, Merkle and map roots against the signed
+    /// checkpoint, every signature against the keys in force, every event against the rules
+    Verify {
+        /// The archive directory
+        dir: PathBuf,
+        /// The registry's public key (PEM)
+        #[arg(long, value_name = "PUB.pem")]
+        registry_key: PathBuf,
+        /// An earlier signed checkpoint the archive must be consistent with
+        #[arg(long, value_name = "FILE")]
+        since_checkpoint: Option<PathBuf>,
+    },
+    /// Keep an archive current from the live log, checking every new checkpoint against the
+    /// previous one with a consistency proof (a mirror that detects a forked or rewritten log)
+    Follow {
+        /// The archive directory
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop once the archive holds this many entries (default: follow until stopped)
+        #[arg(long)]
+        until_size: Option<u64>,
+    },
 }
 
 fn parse_time(s: &str) -> anyhow::Result<Time> {
@@ -596,6 +628,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Verify(VerifyCommand::Receipt { file, registry_key }) = &cli.command {
         return verify_receipt(json, file, registry_key);
+    }
+    if let Command::Audit(AuditCommand::Verify { dir, registry_key, since_checkpoint }) =
+        &cli.command
+    {
+        return verify_archive(json, dir, registry_key, since_checkpoint.as_deref());
     }
     let client = RegistryClient::connect(&cli.server).await?;
     let mut receipt_path: Option<PathBuf> = None;
@@ -760,6 +797,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An error whose JSON form is already on stdout.
+#[derive(Debug)]
+struct AlreadyReported(anyhow::Error);
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
+
+/// Verifies an archive offline.
+fn verify_archive(
+    json: bool,
+    dir: &std::path::Path,
+    registry_key: &std::path::Path,
+    since: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(registry_key)
+        .with_context(|| format!("reading {}", registry_key.display()))?;
+    let key = registry_proto::keys::p256_spki_der_from_pem(&pem)?;
+    let since =
+        since.map(std::fs::read_to_string).transpose().context("reading --since-checkpoint")?;
+    let archive = registry_client::archive::Archive::new(dir);
+    let bar = registry_client::audit::progress(0, "verifying");
+    match registry_client::audit::verify(&archive, &key, since.as_deref(), &bar) {
+        Ok(v) => {
+            if json {
+                let out = json!({
+                    "valid": true,
+                    "tree_size": v.checkpoint.size,
+                    "root_hash": hex::encode(v.checkpoint.root),
+                    "keys": v.keys,
+                    "operators": v.operators,
+                    "seconds": v.seconds,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "archive verified: {} entries, root {}, {} keys, {} operators ({:.2} s)",
+                    v.checkpoint.size,
+                    hex::encode(v.checkpoint.root),
+                    v.keys,
+                    v.operators,
+                    v.seconds
+                );
+            }
+            Ok(())
+        }
+        Err(f) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"valid": false, "first_bad_position": f.position, "reason": f.reason})
+                );
+            }
+            Err(AlreadyReported(anyhow::anyhow!("the archive does not verify: {f}")).into())
+        }
+    }
 }
 
 /// Checks a receipt offline and says what it proves.
@@ -966,6 +1065,47 @@ async fn audit(client: &RegistryClient, json: bool, command: AuditCommand) -> an
                 print!("{}", c.checkpoint);
             }
         }
+        AuditCommand::Export { out, from } => {
+            let archive = registry_client::archive::Archive::new(&out);
+            let bar = registry_client::audit::progress(0, "exporting");
+            let done = registry_client::audit::export(client, &archive, from, &bar).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"archive": out.display().to_string(), "size": done.size, "fetched": done.fetched, "previous_size": done.previous_size})
+                );
+            } else {
+                println!(
+                    "archive {} holds {} entries ({} fetched, consistent with the {} archived before)",
+                    out.display(),
+                    done.size,
+                    done.fetched,
+                    done.previous_size
+                );
+            }
+        }
+        AuditCommand::Verify { .. } => unreachable!("verified offline before connecting"),
+        AuditCommand::Follow { out, until_size } => {
+            let archive = registry_client::archive::Archive::new(&out);
+            let size = registry_client::audit::follow(client, &archive, until_size, |cp| {
+                if json {
+                    println!(
+                        "{}",
+                        json!({"checkpoint_size": cp.size, "root_hash": hex::encode(cp.root)})
+                    );
+                } else {
+                    println!(
+                        "checkpoint {} verified and consistent; archive holds {} entries",
+                        hex::encode(cp.root),
+                        cp.size
+                    );
+                }
+            })
+            .await?;
+            if !json {
+                println!("stopped at {size} entries");
+            }
+        }
         AuditCommand::Entries { from, to } => {
             if to.is_some_and(|t| t < from) {
                 bail!("--to must not be below --from");
@@ -1006,7 +1146,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let client = e.downcast_ref::<ClientError>();
-            if json {
+            if json && e.downcast_ref::<AlreadyReported>().is_none() {
                 let out = json!({
                     "error": format!("{e:#}"),
                     "code": client.and_then(ClientError::code).map(registry_client::code_name),

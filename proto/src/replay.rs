@@ -1,0 +1,291 @@
+//! Replaying a log from its first entry, re-checking everything the registry claims.
+//!
+//! For every entry, in order: the hash chain (position, link to the previous entry's hash,
+//! strictly increasing recorded time); for a command, that its signer was a known, unrevoked key
+//! *at that point of the log*, that the signature verifies over the exact bytes, and that the
+//! request ID is the command's; for a registry entry, that its request ID is the one derived from
+//! its action; then that the events are exactly what the lifecycle rules derive from the command
+//! against the state so far, and the back-links exactly what the state says. At the end: the
+//! Merkle root and the map root against a signed checkpoint. This is the auditor's
+//! `registry audit verify` and the mirror's `registry audit follow`.
+
+use chrono::TimeDelta;
+
+use crate::checkpoint::Checkpoint;
+use crate::command::Command;
+use crate::entry::{ChainError, ChainVerifier, Entry};
+use crate::event::Event;
+use crate::lifecycle::{self, DecideContext, MemoryState, Policy, Proposal, RegistryAction, State};
+use crate::map::{self, MemoryMap};
+use crate::merkle::{Frontier, Hash};
+
+/// What is wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", position.map(|p| format!("entry {p}: ")).unwrap_or_default())]
+pub struct ReplayError {
+    /// The first bad position, when an entry is to blame.
+    pub position: Option<u64>,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+impl ReplayError {
+    fn at(position: u64, reason: impl Into<String>) -> Self {
+        Self { position: Some(position), reason: reason.into() }
+    }
+}
+
+/// A link error: the chain breaks between `position - 1` and `position`. Which of the two was
+/// altered only the signed root can tell; see [`locate_break`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// The entry whose `prev_hash` does not match.
+    pub position: u64,
+    /// The hash it claims for the entry before it.
+    pub claimed_prev: Hash,
+}
+
+/// One entry's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// All checks passed.
+    Ok,
+    /// The chain breaks here (see [`Break`]).
+    Break(Break),
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Replayer {
+    chain: ChainVerifier,
+    frontier: Frontier,
+    leaves: Vec<Hash>,
+    state: MemoryState,
+}
+
+impl Default for Replayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Effective times are checked against recorded times with the registry's tolerance, which a
+/// deployment may widen; replay accepts any, and checks everything else.
+const REPLAY_POLICY: Policy = Policy { max_future: TimeDelta::days(365 * 100) };
+
+impl Replayer {
+    /// A replay from position 0.
+    pub fn new() -> Self {
+        Self {
+            chain: ChainVerifier::new(),
+            frontier: Frontier::new(),
+            leaves: Vec::new(),
+            state: MemoryState::default(),
+        }
+    }
+
+    /// Entries replayed so far.
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// Every leaf hash so far.
+    pub fn leaves(&self) -> &[Hash] {
+        &self.leaves
+    }
+
+    /// The state derived so far.
+    pub fn state(&self) -> &MemoryState {
+        &self.state
+    }
+
+    /// Replays the next entry.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Step, ReplayError> {
+        let position = self.chain.next_position();
+        let leaf = match self.chain.push(bytes) {
+            Ok(leaf) => leaf,
+            Err(ChainError::Link { position }) => {
+                let claimed_prev =
+                    crate::entry::decode_header(bytes).map(|h| h.prev_hash).unwrap_or_default();
+                return Ok(Step::Break(Break { position, claimed_prev }));
+            }
+            Err(e) => return Err(ReplayError::at(e.position(), e.to_string())),
+        };
+        let entry = Entry::decode(bytes)
+            .map_err(|e| ReplayError::at(position, format!("malformed: {e}")))?;
+        self.check(position, &entry)?;
+        lifecycle::apply(&entry.header, &entry.body, &mut self.state)
+            .map_err(|e| ReplayError::at(position, format!("does not apply: {e}")))?;
+        self.frontier.push(leaf);
+        self.leaves.push(leaf);
+        Ok(Step::Ok)
+    }
+
+    /// Re-derives the entry's events and back-links and compares.
+    fn check(&self, position: u64, entry: &Entry) -> Result<(), ReplayError> {
+        let body = &entry.body;
+        let confirmed_size = body.events.iter().find_map(|e| match e {
+            Event::KeyConfirmed { published_in_tree_size, .. } => Some(*published_in_tree_size),
+            _ => None,
+        });
+        if confirmed_size.is_some_and(|s| s > position) {
+            return Err(ReplayError::at(
+                position,
+                "a confirmation claims a publication after itself",
+            ));
+        }
+        let ctx = DecideContext {
+            now: entry.header.recorded_at,
+            published_size: confirmed_size.unwrap_or(position),
+            policy: REPLAY_POLICY,
+        };
+        let proposal = match &body.command {
+            Some(envelope) => {
+                let signer = self
+                    .state
+                    .signer(&envelope.signer_key_id)
+                    .map_err(|e| match e {})?
+                    .ok_or_else(|| {
+                        ReplayError::at(
+                            position,
+                            "the command is signed by a key the log does not know at this point",
+                        )
+                    })?;
+                if let Some(revoked) = signer.revoked_position {
+                    return Err(ReplayError::at(
+                        position,
+                        format!("the command is signed by a key revoked at entry {revoked}"),
+                    ));
+                }
+                if !envelope.verify(&signer.public_key) {
+                    return Err(ReplayError::at(
+                        position,
+                        "the command's signature does not verify with its signer's key",
+                    ));
+                }
+                let command = Command::decode(&envelope.command).map_err(|e| {
+                    ReplayError::at(position, format!("the signed command is malformed: {e}"))
+                })?;
+                if command.request_id != body.request_id {
+                    return Err(ReplayError::at(
+                        position,
+                        "the entry's request ID is not the command's",
+                    ));
+                }
+                Proposal::Signed { envelope: envelope.clone(), command }
+            }
+            None => {
+                let action = registry_action(&body.events).ok_or_else(|| {
+                    ReplayError::at(
+                        position,
+                        "a registry entry with events the registry does not write itself",
+                    )
+                })?;
+                if action.request_id().0 != body.request_id {
+                    return Err(ReplayError::at(
+                        position,
+                        "the registry entry's request ID is not the one derived from its action",
+                    ));
+                }
+                Proposal::Registry(action)
+            }
+        };
+        let events = lifecycle::decide(&proposal, &ctx, &self.state).map_err(|e| match e {
+            lifecycle::DecideError::Rejected(r) => {
+                ReplayError::at(position, format!("the rules refuse this command: {r}"))
+            }
+            lifecycle::DecideError::State(e) => match e {},
+        })?;
+        if events != body.events {
+            return Err(ReplayError::at(
+                position,
+                "the events are not what the rules derive from the command",
+            ));
+        }
+        let links = lifecycle::links(&events, &self.state).map_err(|e| match e {})?;
+        if links != body.links {
+            return Err(ReplayError::at(
+                position,
+                "the back-links are not the previous entries of the identifiers touched",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The Merkle root of the first `size` entries replayed.
+    pub fn root_at(&self, size: u64) -> Hash {
+        crate::merkle::MemoryTree::new(self.leaves[..size as usize].to_vec()).mth(0, size)
+    }
+
+    /// Checks the replayed log against a signed checkpoint of the same size: Merkle root and, if
+    /// the checkpoint carries one, map root.
+    pub fn finish(&self, checkpoint: &Checkpoint) -> Result<(), ReplayError> {
+        if checkpoint.size != self.size() {
+            return Err(ReplayError {
+                position: None,
+                reason: format!(
+                    "the log holds {} entries but the checkpoint covers {}",
+                    self.size(),
+                    checkpoint.size
+                ),
+            });
+        }
+        if self.frontier.root() != checkpoint.root {
+            // Every other entry's hash is pinned by its successor's link; only the last one's is not.
+            return Err(ReplayError::at(
+                self.size().saturating_sub(1),
+                "the entry does not hash to what the signed checkpoint's root commits to",
+            ));
+        }
+        if let Some(root) = map::root_from_extensions(&checkpoint.extensions) {
+            let mut m = MemoryMap::default();
+            for (id, p) in &self.state.latest {
+                m.set(id, *p);
+            }
+            if m.root() != root {
+                return Err(ReplayError {
+                    position: None,
+                    reason: "the checkpoint's map root is not the map of the log's latest entries"
+                        .into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The registry action an entry without a command records, judged by its events.
+fn registry_action(events: &[Event]) -> Option<RegistryAction> {
+    if !events.is_empty() && events.iter().all(|e| matches!(e, Event::AdminKeyAdded { .. })) {
+        let admins = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AdminKeyAdded { public_key, label } => {
+                    Some((public_key.clone(), label.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        return Some(RegistryAction::Bootstrap { admins });
+    }
+    match events {
+        [Event::KeyConfirmed { fingerprint, .. }] => {
+            Some(RegistryAction::AutoConfirm { fingerprint: fingerprint.clone() })
+        }
+        _ => None,
+    }
+}
+
+/// Decides which side of a chain break was altered: if the leaves with entry `position - 1`'s
+/// hash replaced by the one entry `position` claims give the signed root, entry `position - 1`
+/// was changed; otherwise `position` was (its `prev_hash`). `leaves` must hold every leaf of the
+/// checkpoint's tree as read.
+pub fn locate_break(brk: &Break, leaves: &[Hash], checkpoint: &Checkpoint) -> u64 {
+    if brk.position == 0 || leaves.len() as u64 != checkpoint.size {
+        return brk.position;
+    }
+    let mut fixed = leaves.to_vec();
+    fixed[brk.position as usize - 1] = brk.claimed_prev;
+    let root = crate::merkle::MemoryTree::new(fixed).mth(0, checkpoint.size);
+    if root == checkpoint.root { brk.position - 1 } else { brk.position }
+}

@@ -1,0 +1,452 @@
+//! The audit archive: a self-contained copy of the log in the C2SP `tlog-tiles` layout, plus a
+//! readable view, that any static web server can mirror and anyone can verify offline.
+//!
+//! ```text
+//! DIR/checkpoint                  signed checkpoint covering exactly the archived entries
+//! DIR/tile/entries/<N>[.p/<W>]    entry bundles: entries as stored, each a uint16 BE length + bytes
+//! DIR/tile/<L>/<N>[.p/<W>]        hash tiles (level 0: leaf hashes; level L: roots of full tiles below)
+//! DIR/entries.jsonl               one JSON object per entry: the decoded view (for people; not verified)
+//! DIR/registry-key.pem            the registry's public key as served (verify takes the key separately)
+//! DIR/archive.json                origin, size, format
+//! ```
+//!
+//! `<N>` is written in 3-digit groups, all but the last prefixed with `x` (`x001/x234/067`).
+//! Full bundles and tiles never change once written; partial ones are replaced as the log grows.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use registry_proto::checkpoint::Checkpoint;
+use registry_proto::entry::Entry;
+use registry_proto::merkle::{self, Hash};
+use serde::{Deserialize, Serialize};
+
+/// Entries per full bundle and hashes per full tile.
+pub const WIDTH: u64 = 256;
+
+/// Why an archive cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The archive's content is malformed; the first bad position when known.
+    #[error("{}{reason}", position.map(|p| format!("entry {p}: ")).unwrap_or_default())]
+    Malformed {
+        /// The first entry affected.
+        position: Option<u64>,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io { path: path.to_path_buf(), source }
+}
+
+/// `N` as a tile path: `x001/x234/067`.
+pub fn index_path(n: u64) -> String {
+    let digits = format!("{n:03}");
+    let padded = format!("{:0>width$}", digits, width = digits.len().div_ceil(3) * 3);
+    let groups: Vec<&str> = padded
+        .as_bytes()
+        .chunks(3)
+        .map(|c| std::str::from_utf8(c).expect("ASCII digits"))
+        .collect();
+    let (last, rest) = groups.split_last().expect("at least one group");
+    rest.iter().map(|g| format!("x{g}/")).collect::<String>() + last
+}
+
+/// The path of entry bundle `n` of `width` entries.
+pub fn bundle_path(dir: &Path, n: u64, width: u64) -> PathBuf {
+    tile_path(dir, None, n, width)
+}
+
+fn tile_path(dir: &Path, level: Option<u8>, n: u64, width: u64) -> PathBuf {
+    let base = match level {
+        None => dir.join("tile/entries"),
+        Some(l) => dir.join(format!("tile/{l}")),
+    };
+    let p = base.join(index_path(n));
+    if width == WIDTH { p } else { PathBuf::from(format!("{}.p/{width}", p.display())) }
+}
+
+/// The archive's manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// Always `keyregistry.v1 archive`.
+    pub format: String,
+    /// The log's origin.
+    pub origin: String,
+    /// Entries archived.
+    pub size: u64,
+}
+
+/// An archive directory.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    dir: PathBuf,
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl Archive {
+    /// The archive in `dir` (created on first write).
+    pub fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_path_buf() }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest, if the archive exists.
+    pub fn manifest(&self) -> Result<Option<Manifest>, ArchiveError> {
+        let path = self.dir.join("archive.json");
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                ArchiveError::Malformed { position: None, reason: format!("archive.json: {e}") }
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// The archived checkpoint's text.
+    pub fn checkpoint_text(&self) -> Result<String, ArchiveError> {
+        let path = self.dir.join("checkpoint");
+        fs::read_to_string(&path).map_err(io(&path))
+    }
+
+    /// Reads bundle `n` of width `width`: the entries as stored.
+    pub fn read_bundle(&self, n: u64, width: u64) -> Result<Vec<Vec<u8>>, ArchiveError> {
+        let (entries, error) = self.parse_bundle(n, width)?;
+        match error {
+            Some(e) => Err(e),
+            None => Ok(entries),
+        }
+    }
+
+    /// Parses a bundle as far as its framing allows: the entries before any framing error, and
+    /// the error. A damaged length prefix thus still lets a verifier meet the damaged entry
+    /// itself first.
+    fn parse_bundle(
+        &self,
+        n: u64,
+        width: u64,
+    ) -> Result<(Vec<Vec<u8>>, Option<ArchiveError>), ArchiveError> {
+        let path = tile_path(&self.dir, None, n, width);
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        let first = n * WIDTH;
+        let mut out = Vec::with_capacity(width as usize);
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            let position = first + out.len() as u64;
+            let bad = |reason: &str| ArchiveError::Malformed {
+                position: Some(position),
+                reason: reason.into(),
+            };
+            if out.len() as u64 == width {
+                return Ok((out, Some(bad("the bundle holds more entries than its width"))));
+            }
+            if rest.len() < 2 {
+                return Ok((out, Some(bad("the bundle ends inside a length prefix"))));
+            }
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            if rest.len() < 2 + len {
+                // What there is of the entry is still returned: it is where the damage is.
+                out.push(rest[2..].to_vec());
+                return Ok((out, Some(bad("the entry's length runs past the end of its bundle"))));
+            }
+            out.push(rest[2..2 + len].to_vec());
+            rest = &rest[2 + len..];
+        }
+        if out.len() as u64 != width {
+            let position = Some(first + out.len() as u64);
+            return Ok((
+                out,
+                Some(ArchiveError::Malformed {
+                    position,
+                    reason: format!("the bundle holds fewer entries than its width {width}"),
+                }),
+            ));
+        }
+        Ok((out, None))
+    }
+
+    /// Every archived entry, in order, for a log of `size` entries; a framing error comes after
+    /// the entries that could be read before it.
+    pub fn entries(&self, size: u64) -> impl Iterator<Item = Result<Vec<u8>, ArchiveError>> + '_ {
+        let bundles = size.div_ceil(WIDTH);
+        (0..bundles).flat_map(move |n| {
+            let width = if (n + 1) * WIDTH <= size { WIDTH } else { size % WIDTH };
+            match self.parse_bundle(n, width) {
+                Ok((entries, error)) => {
+                    entries.into_iter().map(Ok).chain(error.map(Err)).collect::<Vec<_>>()
+                }
+                Err(e) => vec![Err(e)],
+            }
+        })
+    }
+
+    /// Writes entries `start..` (bundles, hash tiles, the readable view), given every leaf hash
+    /// up to the new end. The archive's checkpoint and manifest are unchanged until
+    /// [`Archive::commit`], so an interrupted export leaves an archive that still verifies and
+    /// resumes from its old size.
+    pub fn write_entries(
+        &self,
+        start: u64,
+        new_entries: &[Vec<u8>],
+        leaves: &[Hash],
+    ) -> Result<(), ArchiveError> {
+        let size = start + new_entries.len() as u64;
+        if leaves.len() as u64 != size {
+            return Err(ArchiveError::Malformed {
+                position: None,
+                reason: "leaf hashes do not match the entries".into(),
+            });
+        }
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        // Entry bundles from the one holding `start`: earlier entries of that bundle come from disk.
+        let first_bundle = start / WIDTH;
+        let mut pending: Vec<Vec<u8>> = if start % WIDTH == 0 {
+            Vec::new()
+        } else {
+            let stored = self
+                .stored_width(first_bundle)?
+                .filter(|w| *w >= start % WIDTH)
+                .ok_or_else(|| ArchiveError::Malformed {
+                    position: Some(start),
+                    reason: "the entries before this position are not archived".into(),
+                })?;
+            let mut kept = self.read_bundle(first_bundle, stored)?;
+            kept.truncate((start % WIDTH) as usize);
+            kept
+        };
+        pending.extend(new_entries.iter().cloned());
+        for (i, chunk) in pending.chunks(WIDTH as usize).enumerate() {
+            let n = first_bundle + i as u64;
+            let mut bytes = Vec::new();
+            for e in chunk {
+                let len = u16::try_from(e.len()).map_err(|_| ArchiveError::Malformed {
+                    position: Some(n * WIDTH),
+                    reason: "an entry is longer than 65,535 bytes".into(),
+                })?;
+                bytes.extend_from_slice(&len.to_be_bytes());
+                bytes.extend_from_slice(e);
+            }
+            write_atomically(&tile_path(&self.dir, None, n, chunk.len() as u64), &bytes)?;
+        }
+        // Hash tiles, level by level; full tiles are immutable and written once.
+        let mut level_hashes: Vec<Hash> = leaves.to_vec();
+        let mut level = 0u8;
+        while !level_hashes.is_empty() {
+            for (n, chunk) in level_hashes.chunks(WIDTH as usize).enumerate() {
+                let path = tile_path(&self.dir, Some(level), n as u64, chunk.len() as u64);
+                if chunk.len() as u64 == WIDTH && path.exists() {
+                    continue;
+                }
+                write_atomically(&path, &chunk.concat())?;
+            }
+            level_hashes = level_hashes
+                .chunks(WIDTH as usize)
+                .filter(|c| c.len() as u64 == WIDTH)
+                .map(|c| merkle::MemoryTree::new(c.to_vec()).mth(0, WIDTH))
+                .collect();
+            level += 1;
+        }
+        self.remove_stale_partials(size)?;
+        self.append_jsonl(start, new_entries)
+    }
+
+    /// Records the checkpoint that covers exactly the archived entries, the registry key and the
+    /// manifest.
+    pub fn commit(
+        &self,
+        origin: &str,
+        size: u64,
+        checkpoint: &str,
+        registry_key_pem: &str,
+    ) -> Result<(), ArchiveError> {
+        write_atomically(&self.dir.join("registry-key.pem"), registry_key_pem.as_bytes())?;
+        write_atomically(&self.dir.join("checkpoint"), checkpoint.as_bytes())?;
+        let manifest =
+            Manifest { format: "keyregistry.v1 archive".into(), origin: origin.into(), size };
+        write_atomically(
+            &self.dir.join("archive.json"),
+            serde_json::to_string_pretty(&manifest).expect("serializes").as_bytes(),
+        )
+    }
+
+    /// The width bundle `n` is stored at: full, or the widest partial.
+    fn stored_width(&self, n: u64) -> Result<Option<u64>, ArchiveError> {
+        if bundle_path(&self.dir, n, WIDTH).is_file() {
+            return Ok(Some(WIDTH));
+        }
+        let partials = PathBuf::from(format!("{}.p", bundle_path(&self.dir, n, WIDTH).display()));
+        if !partials.is_dir() {
+            return Ok(None);
+        }
+        let mut widest = None;
+        for f in fs::read_dir(&partials).map_err(io(&partials))? {
+            let name = f.map_err(io(&partials))?.file_name();
+            if let Some(w) = name.to_str().and_then(|n| n.parse::<u64>().ok()) {
+                widest = widest.max(Some(w));
+            }
+        }
+        Ok(widest)
+    }
+
+    /// Removes partial bundles and tiles that a larger size superseded.
+    fn remove_stale_partials(&self, size: u64) -> Result<(), ArchiveError> {
+        let mut keep = vec![tile_path(&self.dir, None, size / WIDTH, size % WIDTH)];
+        let mut n = size;
+        let mut level = 0u8;
+        while n > 0 {
+            keep.push(tile_path(&self.dir, Some(level), n / WIDTH, n % WIDTH));
+            n /= WIDTH;
+            level += 1;
+        }
+        let mut stale = Vec::new();
+        collect_partials(&self.dir.join("tile"), &mut stale)?;
+        for p in stale.into_iter().filter(|p| !keep.contains(p)) {
+            fs::remove_file(&p).map_err(io(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Appends the decoded view of new entries, truncating any lines past `start` first.
+    fn append_jsonl(&self, start: u64, entries: &[Vec<u8>]) -> Result<(), ArchiveError> {
+        let path = self.dir.join("entries.jsonl");
+        let existing = fs::read_to_string(&path).unwrap_or_default();
+        let kept: Vec<&str> = existing.lines().take(start as usize).collect();
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut out = BufWriter::new(file);
+        for line in kept {
+            writeln!(out, "{line}").map_err(io(&path))?;
+        }
+        for (i, bytes) in entries.iter().enumerate() {
+            let line = match Entry::decode(bytes) {
+                Ok(e) => crate::render::entry(&e),
+                Err(e) => {
+                    serde_json::json!({"position": start + i as u64, "malformed": e.to_string()})
+                }
+            };
+            writeln!(out, "{line}").map_err(io(&path))?;
+        }
+        out.flush().map_err(io(&path))?;
+        out.get_ref().sync_all().map_err(io(&path))
+    }
+}
+
+fn collect_partials(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ArchiveError> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        if path.is_dir() {
+            if path.extension().is_some_and(|e| e == "p") {
+                for f in fs::read_dir(&path).map_err(io(&path))? {
+                    out.push(f.map_err(io(&path))?.path());
+                }
+            } else {
+                collect_partials(&path, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens an archived checkpoint with the registry's key: the key name is the origin line.
+pub fn open_checkpoint(text: &str, registry_key: &[u8]) -> Result<Checkpoint, String> {
+    let origin = text.lines().next().unwrap_or_default();
+    let verifier =
+        registry_proto::note::NoteVerifier::new(origin, registry_key).map_err(|e| e.to_string())?;
+    Checkpoint::open(text, &verifier).map_err(|e| e.to_string())
+}
+
+/// Checks that every hash tile matches the archived entries (a mirror's tiles are derived data;
+/// a tampered tile must not pass unnoticed).
+pub fn check_tiles(archive: &Archive, leaves: &[Hash]) -> Result<(), String> {
+    let mut level_hashes = leaves.to_vec();
+    let mut level = 0u8;
+    while !level_hashes.is_empty() {
+        for (n, chunk) in level_hashes.chunks(WIDTH as usize).enumerate() {
+            let path = tile_path(archive.dir(), Some(level), n as u64, chunk.len() as u64);
+            let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if bytes != chunk.concat() {
+                return Err(format!("hash tile {} does not match the entries", path.display()));
+            }
+        }
+        level_hashes = level_hashes
+            .chunks(WIDTH as usize)
+            .filter(|c| c.len() as u64 == WIDTH)
+            .map(|c| merkle::MemoryTree::new(c.to_vec()).mth(0, WIDTH))
+            .collect();
+        level += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_indexes_follow_the_c2sp_path_encoding() {
+        assert_eq!(index_path(0), "000");
+        assert_eq!(index_path(5), "005");
+        assert_eq!(index_path(999), "999");
+        assert_eq!(index_path(1000), "x001/000");
+        assert_eq!(index_path(1234067), "x001/x234/067");
+    }
+
+    #[test]
+    fn a_tree_of_70000_has_the_tiles_the_spec_lists() {
+        // tlog-tiles: 273 full level-0 tiles, a partial of 112, a full level-1 tile, a partial
+        // level-1 tile of 17 and a partial level-2 tile of 1.
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archive::new(dir.path());
+        let leaves: Vec<Hash> =
+            (0..70_000u64).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+        let entries: Vec<Vec<u8>> = (0..70_000u64).map(|i| i.to_be_bytes().to_vec()).collect();
+        a.write_entries(0, &entries, &leaves).unwrap();
+        assert!(tile_path(dir.path(), Some(0), 272, 256).is_file());
+        assert!(tile_path(dir.path(), Some(0), 273, 112).is_file());
+        assert!(tile_path(dir.path(), Some(1), 0, 256).is_file());
+        assert!(tile_path(dir.path(), Some(1), 1, 17).is_file());
+        assert!(tile_path(dir.path(), Some(2), 0, 1).is_file());
+        check_tiles(&a, &leaves).unwrap();
+        // Growing by 200 entries supersedes the partials.
+        let more: Vec<Vec<u8>> = (70_000..70_200u64).map(|i| i.to_be_bytes().to_vec()).collect();
+        let all: Vec<Hash> = (0..70_200u64).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+        a.write_entries(70_000, &more, &all).unwrap();
+        assert!(!tile_path(dir.path(), Some(0), 273, 112).exists());
+        assert!(tile_path(dir.path(), Some(0), 274, 56).is_file());
+        let back: Vec<Vec<u8>> = a.entries(70_200).collect::<Result<_, _>>().unwrap();
+        assert_eq!(back.len(), 70_200);
+        assert_eq!(back[70_100], 70_100u64.to_be_bytes().to_vec());
+        check_tiles(&a, &all).unwrap();
+    }
+}

@@ -1,0 +1,367 @@
+//! The auditor's tools: export the log into an [`Archive`], verify an archive offline, and
+//! follow a registry to keep an archive current.
+//!
+//! Export and follow check the registry as they go: every checkpoint is verified with the
+//! registry's key, a resumed archive's checkpoint must be consistent with the new one (or the
+//! registry rewrote its history), and the fetched entries must hash to the signed root. Verify
+//! trusts nothing but the registry's public key: it replays every entry with
+//! `registry_proto::replay` and names the first bad position.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use registry_proto::checkpoint::Checkpoint;
+use registry_proto::merkle::{self, Hash};
+use registry_proto::pb;
+use registry_proto::replay::{self, Replayer, Step};
+
+use crate::archive::{self, Archive, ArchiveError, WIDTH};
+use crate::{ClientError, RegistryClient};
+
+/// A progress bar on a terminal, nothing otherwise.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} entries ({per_sec}, {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn archive_err(e: ArchiveError) -> ClientError {
+    ClientError::Input(e.to_string())
+}
+
+fn refuse(what: impl std::fmt::Display) -> ClientError {
+    ClientError::Verification(what.to_string())
+}
+
+/// What an export did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// Entries in the archive now.
+    pub size: u64,
+    /// Entries fetched by this run.
+    pub fetched: u64,
+    /// The archive's size before.
+    pub previous_size: u64,
+}
+
+/// Entries fetched and written per step.
+const CHUNK: u64 = 64 * WIDTH;
+
+/// Exports (or resumes exporting) the log into `archive`. `from` re-fetches from an earlier
+/// position (the entries fetched again must be the archived ones).
+pub async fn export(
+    client: &RegistryClient,
+    archive: &Archive,
+    from: Option<u64>,
+    bar: &ProgressBar,
+) -> Result<Exported, ClientError> {
+    let info = client.registry_info().await?;
+    let manifest = archive.manifest().map_err(archive_err)?;
+    let previous = match &manifest {
+        Some(m) if m.origin != info.origin => {
+            return Err(ClientError::Input(format!(
+                "the archive is of {}, not {}",
+                m.origin, info.origin
+            )));
+        }
+        Some(_) => {
+            let text = archive.checkpoint_text().map_err(archive_err)?;
+            Some(
+                archive::open_checkpoint(&text, &info.public_key_der)
+                    .map_err(|e| refuse(format!("the archive's checkpoint: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let previous_size = previous.as_ref().map_or(0, |c| c.size);
+    let start = from.unwrap_or(previous_size);
+    if start > previous_size {
+        return Err(ClientError::Input(format!(
+            "--from {start} is past the archive's {previous_size} entries"
+        )));
+    }
+    let head = client.checkpoint(0).await?;
+    let cp = archive::open_checkpoint(&head.checkpoint, &info.public_key_der)
+        .map_err(|e| refuse(format!("the registry's checkpoint: {e}")))?;
+    if let Some(old) = &previous {
+        check_consistency(client, old, &cp).await?;
+    }
+    // Leaves of what is kept, then of what is fetched (re-fetched entries must match).
+    let kept = archive_leaves(archive, previous_size)?;
+    let mut leaves: Vec<Hash> = Vec::with_capacity(cp.size as usize);
+    leaves.extend_from_slice(&kept[..start as usize]);
+    bar.set_length(cp.size);
+    bar.set_position(start);
+    let mut next = start;
+    while next < cp.size {
+        let end = (next + CHUNK).min(cp.size);
+        let chunk = client.entries(next, end).await?;
+        let mut bytes = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            if e.position != next + bytes.len() as u64 {
+                return Err(refuse(format!(
+                    "the registry sent entry {} where {} was due",
+                    e.position,
+                    next + bytes.len() as u64
+                )));
+            }
+            let leaf = merkle::leaf_hash(&e.entry);
+            if kept.get(e.position as usize).is_some_and(|k| *k != leaf) {
+                return Err(refuse(format!(
+                    "entry {} differs from the archived one: the registry rewrote it",
+                    e.position
+                )));
+            }
+            leaves.push(leaf);
+            bytes.push(e.entry);
+        }
+        if bytes.len() as u64 != end - next {
+            return Err(refuse(format!(
+                "the registry sent {} entries from {next}, expected {}",
+                bytes.len(),
+                end - next
+            )));
+        }
+        archive.write_entries(next, &bytes, &leaves).map_err(archive_err)?;
+        bar.set_position(end);
+        next = end;
+    }
+    if merkle::MemoryTree::new(leaves.clone()).mth(0, cp.size) != cp.root {
+        return Err(refuse(
+            "the entries do not hash to the root of the registry's signed checkpoint",
+        ));
+    }
+    archive
+        .commit(&info.origin, cp.size, &head.checkpoint, &info.public_key_pem)
+        .map_err(archive_err)?;
+    bar.finish_and_clear();
+    Ok(Exported { size: cp.size, fetched: cp.size - start, previous_size })
+}
+
+fn archive_leaves(archive: &Archive, size: u64) -> Result<Vec<Hash>, ClientError> {
+    archive.entries(size).map(|e| e.map(|b| merkle::leaf_hash(&b)).map_err(archive_err)).collect()
+}
+
+async fn check_consistency(
+    client: &RegistryClient,
+    old: &Checkpoint,
+    new: &Checkpoint,
+) -> Result<(), ClientError> {
+    if new.size < old.size {
+        return Err(refuse(format!(
+            "the registry's log ({} entries) is shorter than the checkpoint seen before ({}): it was rolled back",
+            new.size, old.size
+        )));
+    }
+    if old.size == 0 {
+        return Ok(());
+    }
+    let proof = client
+        .audit()
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            from_size: old.size,
+            to_size: new.size,
+        })
+        .await?
+        .into_inner();
+    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof.proof).map_err(|e| {
+        refuse(format!(
+            "checkpoint {} is not consistent with checkpoint {} seen before ({e}): the registry forked or rewrote its log",
+            new.size, old.size
+        ))
+    })
+}
+
+/// What a verified archive holds.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The checkpoint it was verified against.
+    pub checkpoint: Checkpoint,
+    /// Keys, operators and administrators in the re-derived state.
+    pub keys: usize,
+    /// Operators.
+    pub operators: usize,
+    /// Seconds the verification took.
+    pub seconds: f64,
+}
+
+/// Why an archive failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", position.map(|p| format!("entry {p}: ")).unwrap_or_default())]
+pub struct Failure {
+    /// The first bad position, when an entry is to blame.
+    pub position: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl From<replay::ReplayError> for Failure {
+    fn from(e: replay::ReplayError) -> Self {
+        Failure { position: e.position, reason: e.reason }
+    }
+}
+
+impl From<ArchiveError> for Failure {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::Malformed { position, reason } => Failure { position, reason },
+            other => Failure { position: None, reason: other.to_string() },
+        }
+    }
+}
+
+/// Verifies an archive offline with the registry's public key (DER SubjectPublicKeyInfo), and
+/// optionally its consistency with an earlier checkpoint.
+pub fn verify(
+    archive: &Archive,
+    registry_key: &[u8],
+    since: Option<&str>,
+    bar: &ProgressBar,
+) -> Result<Verified, Failure> {
+    let started = Instant::now();
+    let text = archive.checkpoint_text()?;
+    let checkpoint = archive::open_checkpoint(&text, registry_key).map_err(|e| Failure {
+        position: None,
+        reason: format!("the archive's checkpoint does not verify: {e}"),
+    })?;
+    if let Some(m) = archive.manifest()? {
+        if m.size != checkpoint.size || m.origin != checkpoint.origin {
+            return Err(Failure {
+                position: None,
+                reason: "archive.json does not describe the archived checkpoint".into(),
+            });
+        }
+    }
+    bar.set_length(checkpoint.size);
+    let mut replayer = Replayer::new();
+    let mut entries = archive.entries(checkpoint.size);
+    let mut broken = None;
+    for e in entries.by_ref() {
+        let bytes = e?;
+        match replayer.push(&bytes)? {
+            Step::Ok => {}
+            Step::Break(b) => {
+                broken = Some((b, merkle::leaf_hash(&bytes)));
+                break;
+            }
+        }
+        if replayer.size() % 4096 == 0 {
+            bar.set_position(replayer.size());
+        }
+    }
+    if let Some((b, leaf)) = broken {
+        // Which side of the break was altered: the signed root decides. Hash the rest to know.
+        let mut leaves = replayer.leaves().to_vec();
+        leaves.push(leaf);
+        for e in entries {
+            leaves.push(merkle::leaf_hash(&e?));
+        }
+        let position = replay::locate_break(&b, &leaves, &checkpoint);
+        return Err(Failure {
+            position: Some(position),
+            reason: if position == b.position {
+                "the entry's link to the previous entry's hash is wrong".into()
+            } else {
+                "the entry does not hash to what the next entry and the signed root commit to"
+                    .into()
+            },
+        });
+    }
+    replayer.finish(&checkpoint)?;
+    archive::check_tiles(archive, replayer.leaves())
+        .map_err(|reason| Failure { position: None, reason })?;
+    if let Some(earlier) = since {
+        let earlier = archive::open_checkpoint(earlier, registry_key).map_err(|e| Failure {
+            position: None,
+            reason: format!("the earlier checkpoint does not verify: {e}"),
+        })?;
+        if earlier.size > checkpoint.size || replayer.root_at(earlier.size) != earlier.root {
+            return Err(Failure {
+                position: None,
+                reason: format!(
+                    "the archive is not consistent with the earlier checkpoint of size {}: the log was rewritten",
+                    earlier.size
+                ),
+            });
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Verified {
+        checkpoint,
+        keys: replayer.state().keys.len(),
+        operators: replayer.state().operators.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Keeps `archive` current from the registry's watch stream until it holds `until` entries (or
+/// forever), checking every entry against the rules and every checkpoint against the previous
+/// one with a consistency proof.
+pub async fn follow(
+    client: &RegistryClient,
+    archive: &Archive,
+    until: Option<u64>,
+    mut on_checkpoint: impl FnMut(&Checkpoint),
+) -> Result<u64, ClientError> {
+    export(client, archive, None, &ProgressBar::hidden()).await?;
+    let info = client.registry_info().await?;
+    let text = archive.checkpoint_text().map_err(archive_err)?;
+    let mut last = archive::open_checkpoint(&text, &info.public_key_der).map_err(refuse)?;
+    let mut replayer = Replayer::new();
+    for e in archive.entries(last.size) {
+        if let Step::Break(b) = replayer.push(&e.map_err(archive_err)?).map_err(refuse)? {
+            return Err(refuse(format!("the archive breaks at entry {}", b.position)));
+        }
+    }
+    replayer.finish(&last).map_err(refuse)?;
+    on_checkpoint(&last);
+    if until.is_some_and(|u| last.size >= u) {
+        return Ok(last.size);
+    }
+    let mut stream = client
+        .audit()
+        .watch_entries(pb::WatchEntriesRequest { start: last.size })
+        .await?
+        .into_inner();
+    while let Some(msg) = stream.message().await? {
+        let start = replayer.size();
+        let mut bytes = Vec::with_capacity(msg.entries.len());
+        for e in msg.entries {
+            if e.position != replayer.size() {
+                return Err(refuse(format!(
+                    "the watch stream sent entry {} where {} was due",
+                    e.position,
+                    replayer.size()
+                )));
+            }
+            if let Step::Break(b) = replayer.push(&e.entry).map_err(refuse)? {
+                return Err(refuse(format!(
+                    "entry {} does not link to the entry before it",
+                    b.position
+                )));
+            }
+            bytes.push(e.entry);
+        }
+        let cp = archive::open_checkpoint(&msg.checkpoint, &info.public_key_der).map_err(refuse)?;
+        check_consistency(client, &last, &cp).await?;
+        replayer.finish(&cp).map_err(refuse)?;
+        archive.write_entries(start, &bytes, replayer.leaves()).map_err(archive_err)?;
+        archive
+            .commit(&info.origin, cp.size, &msg.checkpoint, &info.public_key_pem)
+            .map_err(archive_err)?;
+        on_checkpoint(&cp);
+        last = cp;
+        if until.is_some_and(|u| last.size >= u) {
+            break;
+        }
+    }
+    Ok(last.size)
+}
