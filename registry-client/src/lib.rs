@@ -402,7 +402,8 @@ impl RegistryClient {
     pub fn from_channel(channel: Channel) -> Self {
         Self {
             commands: pb::command_service_client::CommandServiceClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE),
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
             lookups: pb::lookup_service_client::LookupServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
@@ -434,6 +435,29 @@ impl RegistryClient {
     pub async fn submit_signed(&self, signed: SignedCommand) -> Result<pb::SubmitCommandResponse> {
         let request = pb::SubmitCommandRequest { command: Some(signed.to_pb()) };
         Ok(self.commands.clone().submit_command(request).await?.into_inner())
+    }
+
+    /// Submits many signed commands in one call (at most 10,000): bulk loads. Each gets its own
+    /// result, in order; a refused command does not stop the others. Safe to retry as a whole,
+    /// since every command keeps its request ID.
+    pub async fn submit_many(
+        &self,
+        signed: Vec<SignedCommand>,
+    ) -> Result<Vec<std::result::Result<pb::SubmitCommandResponse, pb::Refusal>>> {
+        let request =
+            pb::SubmitCommandsRequest { commands: signed.iter().map(|s| s.to_pb()).collect() };
+        let response = self.commands.clone().submit_commands(request).await?.into_inner();
+        response
+            .results
+            .into_iter()
+            .map(|r| match r.outcome {
+                Some(pb::command_result::Outcome::Accepted(a)) => Ok(Ok(a)),
+                Some(pb::command_result::Outcome::Refused(r)) => Ok(Err(r)),
+                None => {
+                    Err(ClientError::Verification("the server sent an empty command result".into()))
+                }
+            })
+            .collect()
     }
 
     /// Was the selected key valid at `at`?

@@ -180,9 +180,13 @@ pub async fn start_registry(
     let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
         let commands =
             Commands::new(ctx.appender.clone(), ctx.reader.clone(), settings, service_clock);
-        routes.add_service(registry_proto::pb::command_service_server::CommandServiceServer::new(
-            CommandApi::new(commands),
-        ));
+        routes.add_service(
+            registry_proto::pb::command_service_server::CommandServiceServer::new(CommandApi::new(
+                commands,
+            ))
+            // A bulk call carries up to 10,000 signed commands.
+            .max_decoding_message_size(crate::grpc::commands::MAX_BULK_BYTES),
+        );
         routes.add_service(registry_proto::pb::lookup_service_server::LookupServiceServer::new(
             LookupApi::new(
                 Lookups::new(ctx.reader.clone()),

@@ -2,11 +2,32 @@
 
 use registry_proto::command::SignedCommand;
 use registry_proto::pb::command_service_server::CommandService;
-use registry_proto::pb::{SubmitCommandRequest, SubmitCommandResponse};
+use registry_proto::pb::{
+    CommandResult, SubmitCommandRequest, SubmitCommandResponse, SubmitCommandsRequest,
+    SubmitCommandsResponse, command_result,
+};
 use tonic::{Request, Response, Status};
 
 use super::status;
-use crate::commands::Commands;
+use crate::commands::{Commands, Submitted};
+
+/// Most commands in one `SubmitCommands` call, so that one call cannot hold the writer for long.
+pub const MAX_BULK_COMMANDS: usize = 10_000;
+
+/// Largest request the command service decodes: room for a full bulk call of large commands.
+pub const MAX_BULK_BYTES: usize = 32 * 1024 * 1024;
+
+fn response(done: Submitted) -> SubmitCommandResponse {
+    let (confirmation_position, confirmation_entry) = done.confirmation.unwrap_or_default();
+    SubmitCommandResponse {
+        position: done.position,
+        duplicate: done.duplicate,
+        entry: done.entry,
+        confirmation_position,
+        confirmation_entry,
+        receipt: done.receipt.as_ref().map(|r| r.to_pb()),
+    }
+}
 
 /// See the module documentation.
 pub struct CommandApi {
@@ -33,14 +54,56 @@ impl CommandService for CommandApi {
         let envelope =
             SignedCommand::from_pb(&envelope).map_err(|e| status::invalid(&e.field, e.rule))?;
         let done = self.commands.submit(envelope).await.map_err(status::command)?;
-        let (confirmation_position, confirmation_entry) = done.confirmation.unwrap_or_default();
-        Ok(Response::new(SubmitCommandResponse {
-            position: done.position,
-            duplicate: done.duplicate,
-            entry: done.entry,
-            confirmation_position,
-            confirmation_entry,
-            receipt: done.receipt.as_ref().map(|r| r.to_pb()),
-        }))
+        Ok(Response::new(response(done)))
     }
+
+    async fn submit_commands(
+        &self,
+        request: Request<SubmitCommandsRequest>,
+    ) -> Result<Response<SubmitCommandsResponse>, Status> {
+        let commands = request.into_inner().commands;
+        if commands.len() > MAX_BULK_COMMANDS {
+            return Err(status::invalid(
+                "commands",
+                format!("at most {MAX_BULK_COMMANDS} commands per call, got {}", commands.len()),
+            ));
+        }
+        // A command that does not even parse is refused on its own; the rest still go through.
+        let mut results: Vec<Option<CommandResult>> = Vec::with_capacity(commands.len());
+        let mut envelopes = Vec::new();
+        for (i, pb) in commands.iter().enumerate() {
+            match SignedCommand::from_pb(pb) {
+                Ok(e) => {
+                    envelopes.push(e);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(refused(status::refusal_of(
+                    &status::invalid(&format!("commands[{i}].{}", e.field), e.rule),
+                    Some(format!("commands[{i}].{}", e.field)),
+                )))),
+            }
+        }
+        let mut done = self.commands.submit_many(envelopes).await.into_iter();
+        let results = results
+            .into_iter()
+            .map(|slot| match slot {
+                Some(r) => r,
+                None => match done.next() {
+                    Some(Ok(d)) => CommandResult {
+                        outcome: Some(command_result::Outcome::Accepted(response(d))),
+                    },
+                    Some(Err(e)) => refused(status::refusal(e)),
+                    None => refused(status::refusal_of(
+                        &Status::internal("a bulk result went missing"),
+                        None,
+                    )),
+                },
+            })
+            .collect();
+        Ok(Response::new(SubmitCommandsResponse { results }))
+    }
+}
+
+fn refused(r: registry_proto::pb::Refusal) -> CommandResult {
+    CommandResult { outcome: Some(command_result::Outcome::Refused(r)) }
 }

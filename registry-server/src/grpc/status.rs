@@ -79,6 +79,23 @@ pub(crate) fn command(e: crate::commands::CommandError) -> Status {
     }
 }
 
+/// A refused command of a bulk call: the status it would have got alone, flattened.
+pub(crate) fn refusal(e: crate::commands::CommandError) -> registry_proto::pb::Refusal {
+    let field = match &e {
+        crate::commands::CommandError::Rejected(r) => r.field.clone(),
+        _ => None,
+    };
+    refusal_of(&command(e), field)
+}
+
+pub(crate) fn refusal_of(s: &Status, field: Option<String>) -> registry_proto::pb::Refusal {
+    registry_proto::pb::Refusal {
+        code: s.code() as i32,
+        message: s.message().to_string(),
+        field: field.unwrap_or_default(),
+    }
+}
+
 pub(crate) fn lookup(e: crate::lookup::LookupError) -> Status {
     use crate::lookup::LookupError;
     match e {
