@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod audit;
 pub mod keyfile;
+pub mod load;
 pub mod receipt_file;
 pub mod render;
 pub mod verify;

@@ -1,0 +1,146 @@
+//! How long a regulator waits for `registry audit verify` on a large export, next to the raw
+//! SHA-256 and ECDSA speed of the same machine.
+//!
+//! Fills a registry (real server, real sled, real gRPC) with signed registrations through the
+//! bulk path, each followed by its automatic confirmation, exports the log and verifies the
+//! export offline exactly as `registry audit verify` does.
+//!
+//! `cargo bench -p registry-tests --bench audit_verify` (`AUDIT_BENCH_ENTRIES`, default
+//! 1,000,000; `BENCH_DIR` for the disk used).
+
+use std::time::Instant;
+
+use registry_client::archive::Archive;
+use registry_client::{Action, RegistryClient, audit, load};
+use registry_proto::keys::P256KeyPair;
+use registry_server::config::Config;
+use sha2::{Digest, Sha256};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let entries = env_u64("AUDIT_BENCH_ENTRIES", 1_000_000);
+    let base = std::env::var_os("BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = match &base {
+        Some(b) => tempfile::tempdir_in(b)?,
+        None => tempfile::tempdir()?,
+    };
+    let admin = P256KeyPair::generate();
+    let admin_file = dir.path().join("admin.pub.pem");
+    std::fs::write(&admin_file, admin.public_key_pem())?;
+    let config = Config {
+        admin_keys: vec![admin_file],
+        ..registry_tests::test_config(&dir.path().join("data"))
+    };
+    let server =
+        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+            .await?;
+    let client = RegistryClient::connect(&format!("http://{}", server.local_addr())).await?;
+    let operator = P256KeyPair::generate();
+    client
+        .submit(
+            &admin,
+            &Action::AddOperator {
+                operator_id: "DE*BEN".into(),
+                name: "Bench operator".into(),
+                public_keys: vec![operator.public_key_pem()],
+            },
+        )
+        .await?;
+
+    // Two entries per registration (the command and its confirmation).
+    let registrations = entries.saturating_sub(2) / 2;
+    let effective = registry_proto::time::parse("2026-01-01T00:00:00Z")?;
+    let started = Instant::now();
+    let mut signing = 0.0;
+    let mut loading = 0.0;
+    let step = 100_000;
+    for first in (0..registrations).step_by(step as usize) {
+        let t = Instant::now();
+        let commands: Vec<_> = load::registrations(
+            &operator,
+            "DE*BEN",
+            first..(first + step).min(registrations),
+            effective,
+        )
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+        signing += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (loaded, refusal) = load::submit_all(&client, commands, 4, |_| {}).await?;
+        loading += t.elapsed().as_secs_f64();
+        if let Some(why) = refusal {
+            anyhow::bail!("{} registrations refused, e.g. {why}", loaded.refused);
+        }
+    }
+    let size = server.reader().head().size;
+    println!(
+        "loaded {registrations} registrations = {size} entries in {:.1} s \
+         (generating and signing {signing:.1} s, bulk submission {loading:.1} s: {:.0} entries/s)",
+        started.elapsed().as_secs_f64(),
+        (size as f64 - 2.0) / loading,
+    );
+
+    let archive = Archive::new(&dir.path().join("export"));
+    let t = Instant::now();
+    let exported =
+        audit::export(&client, &archive, None, &indicatif::ProgressBar::hidden()).await?;
+    let export_secs = t.elapsed().as_secs_f64();
+    println!("export: {} entries in {export_secs:.1} s", exported.size);
+
+    let info = client.registry_info().await?;
+    let verified =
+        audit::verify(&archive, &info.public_key_der, None, &indicatif::ProgressBar::hidden())
+            .map_err(|f| anyhow::anyhow!("the untouched export must verify: {f}"))?;
+    println!(
+        "audit verify: {} entries, {} keys in {:.1} s ({:.0} entries/s)",
+        verified.checkpoint.size,
+        verified.keys,
+        verified.seconds,
+        verified.checkpoint.size as f64 / verified.seconds
+    );
+
+    // The ceilings: hashing every stored entry once, and verifying one signature per command.
+    let stored: Vec<Vec<u8>> = archive.entries(exported.size).collect::<Result<_, _>>()?;
+    let bytes: u64 = stored.iter().map(|e| e.len() as u64).sum();
+    let t = Instant::now();
+    let mut acc = [0u8; 32];
+    for e in &stored {
+        let h: [u8; 32] = Sha256::new().chain_update([0u8]).chain_update(e).finalize().into();
+        acc[0] ^= h[0];
+    }
+    let sha_secs = t.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+    println!(
+        "raw SHA-256 of the same entries (one core): {:.1} MB in {:.2} s = {:.0} MB/s",
+        bytes as f64 / 1e6,
+        sha_secs,
+        bytes as f64 / 1e6 / sha_secs
+    );
+    let sample = operator.sign_der(b"bench");
+    let point = registry_proto::keys::p256_point_of_spki(operator.public_key_der())
+        .ok_or_else(|| anyhow::anyhow!("a P-256 key"))?
+        .to_vec();
+    let n = 20_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        assert!(registry_proto::keys::p256_verify_point(&point, b"bench", &sample));
+    }
+    let per_sec = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "raw ECDSA P-256 verification (one core): {per_sec:.0}/s, so {registrations} command \
+         signatures alone take {:.1} s on one core",
+        registrations as f64 / per_sec
+    );
+    println!(
+        "audit verify ÷ (SHA-256 + signatures on one core): {:.2}",
+        verified.seconds / (sha_secs + registrations as f64 / per_sec)
+    );
+    server.shutdown();
+    server.wait().await?;
+    Ok(())
+}
