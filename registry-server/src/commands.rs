@@ -146,25 +146,26 @@ impl Commands {
         &self,
         envelopes: Vec<SignedCommand>,
     ) -> Vec<Result<Submitted, CommandError>> {
+        // Checks run in small chunks, one per core at a time; a chunk's appends start as soon as
+        // it is checked, so the writer is busy while later chunks are still being verified.
+        const CHUNK: usize = 256;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = envelopes.len().div_ceil(cores).max(1);
         let mut envelopes = envelopes.into_iter().peekable();
-        // Handles are awaited in the order they were spawned, which keeps results in order while
-        // the work itself runs in parallel.
-        let mut checks = Vec::new();
-        while envelopes.peek().is_some() {
-            let part: Vec<_> = envelopes.by_ref().take(chunk).collect();
-            let this = self.clone();
-            let n = part.len();
-            checks.push((
-                n,
-                tokio::task::spawn_blocking(move || {
-                    part.into_iter().map(|e| this.check(&e).map(|c| (e, c))).collect::<Vec<_>>()
-                }),
-            ));
-        }
+        let mut checks = std::collections::VecDeque::new();
         let mut appends = Vec::new();
-        for (n, part) in checks {
+        loop {
+            while checks.len() < cores && envelopes.peek().is_some() {
+                let part: Vec<_> = envelopes.by_ref().take(CHUNK).collect();
+                let this = self.clone();
+                let n = part.len();
+                checks.push_back((
+                    n,
+                    tokio::task::spawn_blocking(move || {
+                        part.into_iter().map(|e| this.check(&e).map(|c| (e, c))).collect::<Vec<_>>()
+                    }),
+                ));
+            }
+            let Some((n, part)) = checks.pop_front() else { break };
             let part = match part.await {
                 Ok(part) => part,
                 Err(e) => (0..n)

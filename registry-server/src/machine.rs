@@ -82,7 +82,7 @@ impl Machine for RegistryMachine {
             }
         })?;
         for link in &body.links {
-            self.map.touch(&link.identifier, header.position);
+            self.map.touch(&link.identifier);
         }
         Ok(())
     }

@@ -1,9 +1,10 @@
 //! The verifiable map (`registry_proto::map`) as the server keeps it: bucket records on disk,
 //! the tree of bucket hashes in memory.
 //!
-//! The writer updates the buckets an entire group commit touched, once per batch, in the same
-//! atomic write as the entries; its own copy of the tree gives the root for the head
-//! checkpoint's extension line. When the batch is durable the changed bucket hashes are published
+//! The bucket records are also the `latest` projection (the lifecycle state's "latest entry per
+//! identifier"): `apply` updates them through the batch view like any other projection, in the
+//! same atomic write as the entries. Once per batch the writer re-hashes the buckets the batch
+//! touched; its own copy of the tree gives the root for the head checkpoint's extension line. When the batch is durable the changed bucket hashes are published
 //! to the [`SharedMap`] that proof builders read, stamped with the log size they belong to. A
 //! reader snapshots the tree at size H, then reads bucket records from disk; a bucket whose
 //! leaves no longer hash to the snapshot's bucket hash was rewritten by a newer batch, and the
@@ -11,80 +12,84 @@
 //!
 //! ```text
 //! map       bucket (u16 BE) -> leaves (sorted by key)
-//! map_hash  bucket (u16 BE) -> bucket hash (32 bytes), to load the tree at start without the leaves
 //! ```
+//!
+//! Bucket hashes are not stored: at start the tree is rebuilt from the buckets, which costs one
+//! pass over them and saves a second key written per bucket in every group commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::RwLock;
 
-use registry_proto::event::{Identifier, IdentifierKind};
+use registry_proto::event::Identifier;
 use registry_proto::map::{self, Bucket, MapTree};
 use registry_proto::merkle::Hash;
 
 use crate::log::View;
 use crate::projection::Kv;
-use crate::store::{Keyspace, LogStore, StoreError, WriteBatch};
+use crate::store::{Keyspace, LogStore, StoreError};
 
 /// Bucket records.
 pub const MAP: Keyspace = Keyspace("map");
-/// Bucket hashes.
-pub const MAP_HASH: Keyspace = Keyspace("map_hash");
 
 /// Reads a bucket's leaves (empty if never written).
 pub fn read_bucket<K: Kv + ?Sized>(kv: &K, index: u16) -> Result<Bucket, StoreError> {
     match kv.get(MAP, &index.to_be_bytes())? {
-        Some(b) => postcard::from_bytes(&b)
-            .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}"))),
+        Some(b) => {
+            decode_bucket(&b).map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))
+        }
         None => Ok(Bucket::default()),
     }
+}
+
+/// A stored bucket record's leaves.
+pub fn decode_bucket(record: &[u8]) -> Result<Bucket, postcard::Error> {
+    postcard::from_bytes(record)
 }
 
 fn encode(leaves: &Bucket) -> Vec<u8> {
     postcard::to_stdvec(leaves).expect("buckets always serialize")
 }
 
-/// Loads the tree from the stored bucket hashes.
+/// The latest position recorded for an identifier.
+pub fn latest<K: Kv + ?Sized>(kv: &K, identifier: &Identifier) -> Result<Option<u64>, StoreError> {
+    let key = map::key(identifier);
+    let leaves = read_bucket(kv, map::bucket_of(&key))?;
+    Ok(leaves.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| leaves[i].1))
+}
+
+/// Records `position` as the latest entry of `identifier`.
+pub fn set_latest(
+    view: &mut View<'_>,
+    identifier: &Identifier,
+    position: u64,
+) -> Result<(), StoreError> {
+    let key = map::key(identifier);
+    let index = map::bucket_of(&key);
+    let mut leaves = read_bucket(view, index)?;
+    match leaves.binary_search_by(|(k, _)| k.cmp(&key)) {
+        Ok(i) => leaves[i].1 = position,
+        Err(i) => leaves.insert(i, (key, position)),
+    }
+    view.put(MAP, index.to_be_bytes().to_vec(), encode(&leaves));
+    Ok(())
+}
+
+/// Rebuilds the tree from the stored buckets.
 pub fn load_tree(store: &dyn LogStore) -> Result<MapTree, StoreError> {
     let mut hashes: BTreeMap<u16, Hash> = BTreeMap::new();
-    for (k, v) in store.scan_prefix(MAP_HASH, b"")? {
+    for (k, v) in store.scan_prefix(MAP, b"")? {
         let index: [u8; 2] = k
             .as_slice()
             .try_into()
-            .map_err(|_| StoreError::Corrupt("map_hash key is not 2 bytes".into()))?;
-        let hash: Hash = v
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("map_hash value is not 32 bytes".into()))?;
-        hashes.insert(u16::from_be_bytes(index), hash);
+            .map_err(|_| StoreError::Corrupt("map key is not 2 bytes".into()))?;
+        let index = u16::from_be_bytes(index);
+        let leaves = decode_bucket(&v)
+            .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))?;
+        hashes.insert(index, map::bucket_hash(index, &leaves));
     }
     Ok(MapTree::from_bucket_hashes(|i| {
         hashes.get(&i).copied().unwrap_or_else(|| map::bucket_hash(i, &[]))
     }))
-}
-
-/// Regenerates every bucket from the `latest` projection (after a projection rebuild).
-pub fn rebuild(store: &dyn LogStore, latest: Vec<(Identifier, u64)>) -> Result<(), StoreError> {
-    let mut buckets: BTreeMap<u16, BTreeMap<Hash, u64>> = BTreeMap::new();
-    for (id, position) in latest {
-        let k = map::key(&id);
-        buckets.entry(map::bucket_of(&k)).or_default().insert(k, position);
-    }
-    let mut writes = Vec::new();
-    for (index, leaves) in buckets {
-        let leaves: Bucket = leaves.into_iter().collect();
-        let key = index.to_be_bytes().to_vec();
-        writes.push(crate::store::ProjectionWrite {
-            keyspace: MAP_HASH,
-            key: key.clone(),
-            value: Some(map::bucket_hash(index, &leaves).to_vec()),
-        });
-        writes.push(crate::store::ProjectionWrite {
-            keyspace: MAP,
-            key,
-            value: Some(encode(&leaves)),
-        });
-    }
-    store.write(WriteBatch { projections: writes, ..Default::default() })
 }
 
 /// What a proof builder sees of the published tree.
@@ -141,14 +146,14 @@ impl SharedMap {
 pub struct MapWriter {
     shared: std::sync::Arc<SharedMap>,
     tree: MapTree,
-    touched: BTreeMap<Hash, u64>,
+    touched: BTreeSet<u16>,
     changed: Vec<(u16, Hash)>,
 }
 
 impl MapWriter {
     /// A writer publishing to `shared`.
     pub fn new(shared: std::sync::Arc<SharedMap>) -> Self {
-        Self { shared, tree: MapTree::default(), touched: BTreeMap::new(), changed: Vec::new() }
+        Self { shared, tree: MapTree::default(), touched: BTreeSet::new(), changed: Vec::new() }
     }
 
     /// Loads the tree at start.
@@ -158,25 +163,15 @@ impl MapWriter {
         Ok(())
     }
 
-    /// Records that an entry at `position` touched `identifier`.
-    pub fn touch(&mut self, identifier: &Identifier, position: u64) {
-        self.touched.insert(map::key(identifier), position);
+    /// Notes that the batch changed `identifier`'s latest entry (see [`set_latest`]).
+    pub fn touch(&mut self, identifier: &Identifier) {
+        self.touched.insert(map::bucket_of(&map::key(identifier)));
     }
 
-    /// Rewrites the buckets the batch touched and updates the writer's tree.
-    pub fn finish_batch(&mut self, view: &mut View<'_>) -> Result<(), StoreError> {
-        let mut by_bucket: BTreeMap<u16, Vec<(Hash, u64)>> = BTreeMap::new();
-        for (k, p) in std::mem::take(&mut self.touched) {
-            by_bucket.entry(map::bucket_of(&k)).or_default().push((k, p));
-        }
-        for (index, updates) in by_bucket {
-            let mut leaves: BTreeMap<Hash, u64> = read_bucket(view, index)?.into_iter().collect();
-            leaves.extend(updates);
-            let leaves: Bucket = leaves.into_iter().collect();
-            let hash = map::bucket_hash(index, &leaves);
-            let key = index.to_be_bytes().to_vec();
-            view.put(MAP, key.clone(), encode(&leaves));
-            view.put(MAP_HASH, key, hash.to_vec());
+    /// Re-hashes the buckets the batch touched and updates the writer's tree.
+    pub fn finish_batch(&mut self, view: &View<'_>) -> Result<(), StoreError> {
+        for index in std::mem::take(&mut self.touched) {
+            let hash = map::bucket_hash(index, &read_bucket(view, index)?);
             self.tree.set_bucket(index, hash);
             self.changed.push((index, hash));
         }
@@ -192,15 +187,4 @@ impl MapWriter {
     pub fn root(&self) -> Hash {
         self.tree.root()
     }
-}
-
-/// The identifier stored under a `latest` projection key (kind tag, value).
-pub fn identifier_from_latest_key(key: &[u8]) -> Result<Identifier, StoreError> {
-    let (&tag, value) =
-        key.split_first().ok_or_else(|| StoreError::Corrupt("empty latest key".into()))?;
-    let kind = IdentifierKind::from_tag(tag)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown identifier tag {tag}")))?;
-    let value = String::from_utf8(value.to_vec())
-        .map_err(|_| StoreError::Corrupt("latest key is not UTF-8".into()))?;
-    Ok(Identifier { kind, value })
 }

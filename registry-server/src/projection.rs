@@ -12,7 +12,7 @@
 //! operators  operator ID                           -> OperatorRecord
 //! signers    key ID (32 bytes)                     -> SignerRecord
 //! admins     "admins"                              -> active admin key IDs
-//! latest     kind tag, value                       -> latest position (u64 BE)
+//! map        bucket (u16 BE)                       -> latest position per identifier (see crate::map)
 //! pending    fingerprint (hex)                     -> registration position (u64 BE)
 //! ```
 //! Values are postcard-encoded; `rebuild` regenerates everything from the log.
@@ -31,21 +31,11 @@ const INDEX: Keyspace = Keyspace("index");
 const OPERATORS: Keyspace = Keyspace("operators");
 const SIGNERS: Keyspace = Keyspace("signers");
 const ADMINS: Keyspace = Keyspace("admins");
-const LATEST: Keyspace = Keyspace("latest");
 const PENDING: Keyspace = Keyspace("pending");
 
 /// Every projection keyspace, for a rebuild.
-pub const KEYSPACES: &[Keyspace] = &[
-    KEYS,
-    INDEX,
-    OPERATORS,
-    SIGNERS,
-    ADMINS,
-    LATEST,
-    PENDING,
-    crate::map::MAP,
-    crate::map::MAP_HASH,
-];
+pub const KEYSPACES: &[Keyspace] =
+    &[KEYS, INDEX, OPERATORS, SIGNERS, ADMINS, PENDING, crate::map::MAP];
 
 /// Key-value access the projections need: the store itself or a batch view.
 pub trait Kv {
@@ -142,10 +132,7 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<R> {
     }
 
     fn latest(&self, id: &Identifier) -> Result<Option<u64>, StoreError> {
-        self.0
-            .get(LATEST, &identifier_key(id.kind, &id.value))?
-            .map(|b| u64_value(&b, "latest"))
-            .transpose()
+        crate::map::latest(&*self.0, id)
     }
 }
 
@@ -187,8 +174,7 @@ impl StateMut for Projection<&mut View<'_>> {
     }
 
     fn set_latest(&mut self, id: &Identifier, position: u64) -> Result<(), StoreError> {
-        self.0.put(LATEST, identifier_key(id.kind, &id.value), position.to_be_bytes().to_vec());
-        Ok(())
+        crate::map::set_latest(self.0, id, position)
     }
 
     fn set_pending(
@@ -206,17 +192,6 @@ impl StateMut for Projection<&mut View<'_>> {
 }
 
 impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
-    /// Every identifier with the latest entry that touched it.
-    pub fn all_latest(&self) -> Result<Vec<(Identifier, u64)>, StoreError> {
-        self.0
-            .scan_prefix(LATEST, b"")?
-            .into_iter()
-            .map(|(k, v)| {
-                Ok((crate::map::identifier_from_latest_key(&k)?, u64_value(&v, "latest")?))
-            })
-            .collect()
-    }
-
     /// Registrations waiting for confirmation: (fingerprint, registration position).
     pub fn pending(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.0
@@ -298,7 +273,6 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
         store.write(WriteBatch { projections: view.into_writes(), ..Default::default() })?;
         position = end;
     }
-    crate::map::rebuild(store, Projection(store).all_latest()?)?;
     store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
     store.sync()?;
     Ok(size)

@@ -11,8 +11,9 @@
 //!   before opening;
 //! - the background flusher is switched off: the writer decides when data goes to disk.
 //!
-//! Every [`WriteBatch`] is one sled transaction over the trees it touches, which sled recovers
-//! all-or-nothing and in commit order.
+//! Everything lives in one sled tree, each kind of record under its own key prefix, so that a
+//! [`WriteBatch`] is one `sled::Batch`: atomic, recovered all-or-nothing and in commit order,
+//! without the cost of a multi-tree transaction (which re-reads every key it writes).
 //!
 //! Record layout. sled pays several microseconds per key written, so the log costs as few keys
 //! as possible: an entry's record also carries the Merkle nodes its append completed (node
@@ -21,10 +22,10 @@
 //! time-ordered UUIDv7 request IDs make those inserts sequential too.
 //!
 //! ```text
-//! log/entries   position (u64 BE) -> n (u8), n × (level (u8), hash (32)), entry bytes
-//! log/requests  request ID (16)   -> position (u64 BE), content digest (32)
-//! log/meta      name              -> value
-//! projection/*  key               -> value
+//! e position (u64 BE)     -> n (u8), n × (level (u8), hash (32)), entry bytes
+//! r request ID (16)       -> position (u64 BE), content digest (32)
+//! m name                  -> value
+//! p keyspace 0x00 key     -> value        (projections)
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -35,8 +36,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use registry_proto::merkle::Hash;
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
 use uuid::Uuid;
 
 use super::{
@@ -44,9 +43,48 @@ use super::{
     encode_request, position_key,
 };
 
-const ENTRIES: &str = "log/entries";
-const REQUESTS: &str = "log/requests";
-const META: &str = "log/meta";
+/// The one tree.
+const TREE: &str = "registry/v1";
+const ENTRY: u8 = b'e';
+const REQUEST: u8 = b'r';
+const META: u8 = b'm';
+const PROJECTION: u8 = b'p';
+
+fn prefixed(tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(tag);
+    k.extend_from_slice(key);
+    k
+}
+
+fn entry_key(position: u64) -> [u8; 9] {
+    let mut k = [ENTRY; 9];
+    k[1..].copy_from_slice(&position_key(position));
+    k
+}
+
+/// The prefix of a projection keyspace's records.
+fn keyspace_prefix(keyspace: Keyspace) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + keyspace.0.len());
+    k.push(PROJECTION);
+    k.extend_from_slice(keyspace.0.as_bytes());
+    k.push(0);
+    k
+}
+
+fn projection_key(keyspace: Keyspace, key: &[u8]) -> Vec<u8> {
+    let mut k = keyspace_prefix(keyspace);
+    k.extend_from_slice(key);
+    k
+}
+
+fn position_of(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .get(1..)
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("entry key is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
 
 /// The position whose append completes perfect node (`level`, `index`).
 fn completing_position(level: u32, index: u64) -> Option<u64> {
@@ -109,10 +147,7 @@ impl Default for SledOptions {
 pub struct SledStore {
     dir: PathBuf,
     db: sled::Db,
-    entries: sled::Tree,
-    requests: sled::Tree,
-    meta: sled::Tree,
-    projections: Mutex<HashMap<Keyspace, sled::Tree>>,
+    tree: sled::Tree,
     /// Our own handle on sled's data file, only for fsync (fsync acts on the inode).
     db_file: File,
     synced_blobs: Mutex<HashSet<OsString>>,
@@ -175,11 +210,8 @@ impl SledStore {
         };
         Ok(Self {
             dir: dir.to_path_buf(),
-            entries: db.open_tree(ENTRIES)?,
-            requests: db.open_tree(REQUESTS)?,
-            meta: db.open_tree(META)?,
+            tree: db.open_tree(TREE)?,
             db,
-            projections: Mutex::new(HashMap::new()),
             db_file,
             synced_blobs: Mutex::new(synced_blobs),
             syncs: AtomicU64::new(0),
@@ -189,19 +221,6 @@ impl SledStore {
     /// How many times [`LogStore::sync`] completed.
     pub fn sync_count(&self) -> u64 {
         self.syncs.load(Ordering::SeqCst)
-    }
-
-    fn projection(&self, keyspace: Keyspace) -> Result<sled::Tree, StoreError> {
-        let mut trees = self
-            .projections
-            .lock()
-            .map_err(|_| StoreError::Io("projection tree cache lock poisoned".into()))?;
-        if let Some(t) = trees.get(&keyspace) {
-            return Ok(t.clone());
-        }
-        let tree = self.db.open_tree(format!("projection/{}", keyspace.0))?;
-        trees.insert(keyspace, tree.clone());
-        Ok(tree)
     }
 
     /// fsyncs blob files created since the last sync, and their directory.
@@ -240,20 +259,14 @@ impl SledStore {
 
 impl LogStore for SledStore {
     fn size(&self) -> Result<u64, StoreError> {
-        match self.entries.last()? {
+        match self.tree.scan_prefix([ENTRY]).next_back().transpose()? {
             None => Ok(0),
-            Some((k, _)) => {
-                let key: [u8; 8] = k
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("entry key is not 8 bytes".into()))?;
-                Ok(u64::from_be_bytes(key) + 1)
-            }
+            Some((k, _)) => Ok(position_of(&k)? + 1),
         }
     }
 
     fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.entries.get(position_key(position))? {
+        match self.tree.get(entry_key(position))? {
             None => Ok(None),
             Some(record) => Ok(Some(decode_record(&record)?.1.to_vec())),
         }
@@ -264,40 +277,39 @@ impl LogStore for SledStore {
             return Ok(Vec::new());
         }
         let mut out = Vec::with_capacity((end - start).min(4096) as usize);
-        for item in self.entries.range(position_key(start)..position_key(end)) {
+        for item in self.tree.range(entry_key(start)..entry_key(end)) {
             let (k, v) = item?;
-            let key: [u8; 8] = k
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("entry key is not 8 bytes".into()))?;
-            out.push((u64::from_be_bytes(key), decode_record(&v)?.1.to_vec()));
+            out.push((position_of(&k)?, decode_record(&v)?.1.to_vec()));
         }
         Ok(out)
     }
 
     fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
         let Some(position) = completing_position(level, index) else { return Ok(None) };
-        let Some(record) = self.entries.get(position_key(position))? else { return Ok(None) };
+        let Some(record) = self.tree.get(entry_key(position))? else { return Ok(None) };
         let (nodes, _) = decode_record(&record)?;
         Ok(nodes.into_iter().find(|(l, _)| *l == level).map(|(_, h)| h))
     }
 
     fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
-        self.requests.get(id.as_bytes())?.map(|v| decode_request(&v)).transpose()
+        self.tree.get(prefixed(REQUEST, id.as_bytes()))?.map(|v| decode_request(&v)).transpose()
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
+        Ok(self.tree.get(prefixed(META, key.as_bytes()))?.map(|v| v.to_vec()))
     }
 
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.projection(keyspace)?.get(key)?.map(|v| v.to_vec()))
+        Ok(self.tree.get(projection_key(keyspace, key))?.map(|v| v.to_vec()))
     }
 
     fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
-        self.projection(keyspace)?
-            .scan_prefix(prefix)
-            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
+        let skip = keyspace_prefix(keyspace).len();
+        self.tree
+            .scan_prefix(projection_key(keyspace, prefix))
+            .map(|item| {
+                item.map(|(k, v)| (k[skip..].to_vec(), v.to_vec())).map_err(StoreError::from)
+            })
             .collect()
     }
 
@@ -305,9 +317,7 @@ impl LogStore for SledStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // One sled::Batch per tree, all applied in a single transaction.
-        let mut trees = vec![self.entries.clone(), self.requests.clone(), self.meta.clone()];
-        let mut batches: Vec<sled::Batch> = (0..3).map(|_| sled::Batch::default()).collect();
+        let mut out = sled::Batch::default();
         let mut completed: HashMap<u64, Vec<(u32, Hash)>> = HashMap::new();
         for n in &batch.nodes {
             let position = completing_position(n.level, n.index).ok_or_else(|| {
@@ -318,7 +328,7 @@ impl LogStore for SledStore {
         for (pos, bytes) in &batch.entries {
             let mut nodes = completed.remove(pos).unwrap_or_default();
             nodes.sort_unstable_by_key(|(level, _)| *level);
-            batches[0].insert(&position_key(*pos), encode_record(&nodes, bytes));
+            out.insert(&entry_key(*pos), encode_record(&nodes, bytes));
         }
         if let Some(pos) = completed.keys().next() {
             return Err(StoreError::Corrupt(format!(
@@ -326,41 +336,19 @@ impl LogStore for SledStore {
             )));
         }
         for (id, r) in &batch.requests {
-            batches[1].insert(id.as_bytes(), &encode_request(r)[..]);
+            out.insert(prefixed(REQUEST, id.as_bytes()), &encode_request(r)[..]);
         }
         for (k, v) in &batch.meta {
-            batches[2].insert(k.as_bytes(), v.as_slice());
+            out.insert(prefixed(META, k.as_bytes()), v.as_slice());
         }
-        let mut slot: HashMap<Keyspace, usize> = HashMap::new();
-        for w in &batch.projections {
-            let i = match slot.get(&w.keyspace) {
-                Some(i) => *i,
-                None => {
-                    trees.push(self.projection(w.keyspace)?);
-                    batches.push(sled::Batch::default());
-                    slot.insert(w.keyspace, trees.len() - 1);
-                    trees.len() - 1
-                }
-            };
-            match &w.value {
-                Some(v) => batches[i].insert(w.key.as_slice(), v.as_slice()),
-                None => batches[i].remove(w.key.as_slice()),
+        for w in batch.projections {
+            let key = projection_key(w.keyspace, &w.key);
+            match w.value {
+                Some(v) => out.insert(key, v),
+                None => out.remove(key),
             }
         }
-        trees
-            .as_slice()
-            .transaction(|tx| {
-                for (t, b) in tx.iter().zip(&batches) {
-                    t.apply_batch(b)?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Io("sled transaction aborted".into())
-                }
-            })
+        Ok(self.tree.apply_batch(out)?)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -373,7 +361,15 @@ impl LogStore for SledStore {
 
     fn clear_projections(&self, keyspaces: &[Keyspace]) -> Result<(), StoreError> {
         for ks in keyspaces {
-            self.projection(*ks)?.clear()?;
+            // In slices, so that no single batch holds sled's write lock for long.
+            let mut keys = self.tree.scan_prefix(keyspace_prefix(*ks)).keys().peekable();
+            while keys.peek().is_some() {
+                let mut batch = sled::Batch::default();
+                for key in keys.by_ref().take(10_000) {
+                    batch.remove(key?);
+                }
+                self.tree.apply_batch(batch)?;
+            }
         }
         Ok(())
     }
