@@ -291,3 +291,60 @@ async fn a_follower_keeps_its_archive_current_and_checked() {
     let verified = audit::verify(&archive, &key_of(&f), None, &ProgressBar::hidden()).unwrap();
     assert_eq!(verified.checkpoint.size, size);
 }
+
+/// The replay checks signatures ahead on other cores against the keys it knows; a forged one
+/// must still be caught at its own entry, with the same verdict as a one-by-one replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_signature_is_caught_at_its_entry_whether_checked_ahead_or_in_order() {
+    use registry_proto::command::SignedCommand;
+    use registry_proto::entry::{Entry, encode_entry};
+    use registry_proto::merkle::leaf_hash;
+    use registry_proto::replay::{Replayer, Step};
+
+    let f = Fixture::start().await;
+    busy_log(&f, 600).await;
+    let entries: Vec<Vec<u8>> =
+        f.client.entries(0, f.log_size()).await.unwrap().into_iter().map(|e| e.entry).collect();
+
+    // The untouched log replays to the same state either way.
+    let mut one = Replayer::new();
+    for e in &entries {
+        assert_eq!(one.push(e).unwrap(), Step::Ok);
+    }
+    let mut all = Replayer::new();
+    for slice in entries.chunks(200) {
+        assert_eq!(all.push_all(slice).unwrap(), Step::Ok);
+    }
+    assert_eq!(one.leaves(), all.leaves());
+    assert_eq!(one.state().keys, all.state().keys);
+
+    // A command deep into the log gets someone else's signature; the chain after it is redone,
+    // so only the signature is wrong.
+    let p = (300..entries.len())
+        .find(|p| Entry::decode(&entries[*p]).unwrap().body.command.is_some())
+        .expect("a command entry");
+    let mut forged = entries.clone();
+    let mut entry = Entry::decode(&forged[p]).unwrap();
+    let envelope = entry.body.command.as_mut().unwrap();
+    envelope.signature = SignedCommand::sign(
+        envelope.command.clone(),
+        &registry_proto::keys::P256KeyPair::generate(),
+    )
+    .signature;
+    forged[p] = encode_entry(&entry.header, &entry.body.encode());
+    for q in p + 1..forged.len() {
+        let mut e = Entry::decode(&forged[q]).unwrap();
+        e.header.prev_hash = leaf_hash(&forged[q - 1]);
+        forged[q] = encode_entry(&e.header, &e.body.encode());
+    }
+    let mut one = Replayer::new();
+    let in_order = forged.iter().find_map(|e| one.push(e).err()).expect("caught one by one");
+    let mut all = Replayer::new();
+    let ahead = forged
+        .chunks(200)
+        .find_map(|slice| all.push_all(slice).err())
+        .expect("caught when checked ahead");
+    assert_eq!(in_order, ahead);
+    assert_eq!(ahead.position, Some(p as u64));
+    assert!(ahead.reason.contains("signature does not verify"), "{ahead}");
+}

@@ -8,6 +8,12 @@
 //! against the state so far, and the back-links exactly what the state says. At the end: the
 //! Merkle root and the map root against a signed checkpoint. This is the auditor's
 //! `registry audit verify` and the mirror's `registry audit follow`.
+//!
+//! [`Replayer::push_all`] does the same for many entries at once: worker threads do what needs
+//! no state (decoding, and checking each command's signature against the key its key ID names,
+//! if the replay knew that key when the batch began) while the calling thread runs the
+//! state-dependent checks (was that key in force *at that point*?) in order, chunk by chunk as
+//! the workers finish them. The verdicts are exactly those of [`Replayer::push`], only sooner.
 
 use chrono::TimeDelta;
 
@@ -53,6 +59,41 @@ pub enum Step {
     /// The chain breaks here (see [`Break`]).
     Break(Break),
 }
+
+/// What an entry's check needs that does not depend on the state before it.
+struct Prepared {
+    entry: Result<Entry, String>,
+    /// The signed command, decoded, for an entry that carries one.
+    command: Option<Result<Command, String>>,
+    /// The signature checked against the signer key known when the batch began: (that key's
+    /// DER, verdict). `None` when the key was not known yet; the check then runs in order.
+    signature: Option<(Vec<u8>, bool)>,
+}
+
+/// Command-signing keys by key ID (DER SubjectPublicKeyInfo), revoked ones included: whether a
+/// key was in force is checked in order, the signature itself need not be.
+type SignerKeys = std::collections::HashMap<[u8; 32], Vec<u8>>;
+
+impl Prepared {
+    fn new(bytes: &[u8], keys: &SignerKeys) -> Self {
+        let entry = Entry::decode(bytes).map_err(|e| format!("malformed: {e}"));
+        let (command, signature) = match &entry {
+            Ok(Entry { body: crate::entry::EntryBody { command: Some(envelope), .. }, .. }) => {
+                let command = Command::decode(&envelope.command)
+                    .map_err(|e| format!("the signed command is malformed: {e}"));
+                let signature = keys
+                    .get(&envelope.signer_key_id)
+                    .map(|key| (key.clone(), envelope.verify(key)));
+                (Some(command), signature)
+            }
+            _ => (None, None),
+        };
+        Self { entry, command, signature }
+    }
+}
+
+/// Entries per unit of work handed to a preparing thread.
+const PREPARE_CHUNK: usize = 128;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -101,6 +142,66 @@ impl Replayer {
 
     /// Replays the next entry.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Step, ReplayError> {
+        // No keys up front: the signature is checked in order, against the state.
+        let prepared = Prepared::new(bytes, &SignerKeys::new());
+        self.push_prepared(bytes, prepared)
+    }
+
+    fn signer_keys(&self) -> SignerKeys {
+        self.state.signers.iter().map(|(id, r)| (*id, r.public_key.clone())).collect()
+    }
+
+    /// Replays the next entries, preparing them on every core (see the module documentation).
+    /// Stops at the first break; the entries before it are replayed, so [`Replayer::size`] tells
+    /// where it is.
+    pub fn push_all(&mut self, entries: &[Vec<u8>]) -> Result<Step, ReplayError> {
+        let keys = self.signer_keys();
+        let chunks: Vec<&[Vec<u8>]> = entries.chunks(PREPARE_CHUNK).collect();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len());
+        if workers <= 1 {
+            for bytes in entries {
+                if let Step::Break(b) = self.push(bytes)? {
+                    return Ok(Step::Break(b));
+                }
+            }
+            return Ok(Step::Ok);
+        }
+        std::thread::scope(|s| {
+            // Worker w prepares chunks w, w + workers, ... and sends them in that order, so chunk
+            // i arrives on channel i % workers after chunk i - workers.
+            let receivers: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let (chunks, keys) = (&chunks, &keys);
+                    s.spawn(move || {
+                        for chunk in chunks.iter().skip(w).step_by(workers) {
+                            let prepared: Vec<Prepared> =
+                                chunk.iter().map(|b| Prepared::new(b, keys)).collect();
+                            if tx.send(prepared).is_err() {
+                                return; // the replay stopped early
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let prepared = match receivers[i % workers].recv() {
+                    Ok(p) => p,
+                    // A worker died (a bug): prepare here instead.
+                    Err(_) => chunk.iter().map(|b| Prepared::new(b, &keys)).collect(),
+                };
+                for (bytes, p) in chunk.iter().zip(prepared) {
+                    if let Step::Break(b) = self.push_prepared(bytes, p)? {
+                        return Ok(Step::Break(b));
+                    }
+                }
+            }
+            Ok(Step::Ok)
+        })
+    }
+
+    fn push_prepared(&mut self, bytes: &[u8], prepared: Prepared) -> Result<Step, ReplayError> {
         let position = self.chain.next_position();
         let leaf = match self.chain.push(bytes) {
             Ok(leaf) => leaf,
@@ -111,9 +212,9 @@ impl Replayer {
             }
             Err(e) => return Err(ReplayError::at(e.position(), e.to_string())),
         };
-        let entry = Entry::decode(bytes)
-            .map_err(|e| ReplayError::at(position, format!("malformed: {e}")))?;
-        self.check(position, &entry)?;
+        let Prepared { entry, command, signature } = prepared;
+        let entry = entry.map_err(|e| ReplayError::at(position, e))?;
+        self.check(position, &entry, command, signature)?;
         lifecycle::apply(&entry.header, &entry.body, &mut self.state)
             .map_err(|e| ReplayError::at(position, format!("does not apply: {e}")))?;
         self.frontier.push(leaf);
@@ -122,7 +223,13 @@ impl Replayer {
     }
 
     /// Re-derives the entry's events and back-links and compares.
-    fn check(&self, position: u64, entry: &Entry) -> Result<(), ReplayError> {
+    fn check(
+        &self,
+        position: u64,
+        entry: &Entry,
+        command: Option<Result<Command, String>>,
+        signature: Option<(Vec<u8>, bool)>,
+    ) -> Result<(), ReplayError> {
         let body = &entry.body;
         let confirmed_size = body.events.iter().find_map(|e| match e {
             Event::KeyConfirmed { published_in_tree_size, .. } => Some(*published_in_tree_size),
@@ -157,15 +264,22 @@ impl Replayer {
                         format!("the command is signed by a key revoked at entry {revoked}"),
                     ));
                 }
-                if !envelope.verify(&signer.public_key) {
+                let verified = match signature {
+                    Some((key, ok)) if key == signer.public_key => ok,
+                    _ => envelope.verify(&signer.public_key),
+                };
+                if !verified {
                     return Err(ReplayError::at(
                         position,
                         "the command's signature does not verify with its signer's key",
                     ));
                 }
-                let command = Command::decode(&envelope.command).map_err(|e| {
-                    ReplayError::at(position, format!("the signed command is malformed: {e}"))
-                })?;
+                let command = match command {
+                    Some(c) => c.map_err(|e| ReplayError::at(position, e))?,
+                    None => Command::decode(&envelope.command).map_err(|e| {
+                        ReplayError::at(position, format!("the signed command is malformed: {e}"))
+                    })?,
+                };
                 if command.request_id != body.request_id {
                     return Err(ReplayError::at(
                         position,

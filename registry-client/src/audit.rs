@@ -52,6 +52,15 @@ pub struct Exported {
     pub previous_size: u64,
 }
 
+/// Most entries replayed together (prepared on every core, then checked in order).
+const REPLAY_SLICE: usize = 4096;
+
+/// How many entries to replay next: slices grow with the log, because signatures are checked
+/// ahead only against keys known when a slice begins, and a log's first entries add them.
+fn slice_len(replayed: u64) -> usize {
+    (replayed as usize).clamp(16, REPLAY_SLICE)
+}
+
 /// Entries fetched and written per step.
 const CHUNK: u64 = 64 * WIDTH;
 
@@ -244,23 +253,41 @@ pub fn verify(
     let mut replayer = Replayer::new();
     let mut entries = archive.entries(checkpoint.size);
     let mut broken = None;
-    for e in entries.by_ref() {
-        let bytes = e?;
-        match replayer.push(&bytes)? {
-            Step::Ok => {}
-            Step::Break(b) => {
-                broken = Some((b, merkle::leaf_hash(&bytes)));
-                break;
+    // In slices, so that decoding and signature checks run on every core.
+    let mut slice = Vec::with_capacity(REPLAY_SLICE);
+    loop {
+        slice.clear();
+        // A bundle that cannot be read is reported only after the entries before it replay: an
+        // earlier entry may be what is wrong (its length prefix, say).
+        let mut unreadable = None;
+        for e in entries.by_ref().take(slice_len(replayer.size())) {
+            match e {
+                Ok(e) => slice.push(e),
+                Err(e) => {
+                    unreadable = Some(e);
+                    break;
+                }
             }
         }
-        if replayer.size() % 4096 == 0 {
-            bar.set_position(replayer.size());
+        let start = replayer.size();
+        if let Step::Break(b) = replayer.push_all(&slice)? {
+            let at = (replayer.size() - start) as usize;
+            broken =
+                Some((b, slice[at..].iter().map(|e| merkle::leaf_hash(e)).collect::<Vec<_>>()));
+            break;
         }
+        if let Some(e) = unreadable {
+            return Err(e.into());
+        }
+        if slice.is_empty() {
+            break;
+        }
+        bar.set_position(replayer.size());
     }
-    if let Some((b, leaf)) = broken {
+    if let Some((b, tail)) = broken {
         // Which side of the break was altered: the signed root decides. Hash the rest to know.
         let mut leaves = replayer.leaves().to_vec();
-        leaves.push(leaf);
+        leaves.extend(tail);
         for e in entries {
             leaves.push(merkle::leaf_hash(&e?));
         }
@@ -316,8 +343,17 @@ pub async fn follow(
     let text = archive.checkpoint_text().map_err(archive_err)?;
     let mut last = archive::open_checkpoint(&text, &info.public_key_der).map_err(refuse)?;
     let mut replayer = Replayer::new();
-    for e in archive.entries(last.size) {
-        if let Step::Break(b) = replayer.push(&e.map_err(archive_err)?).map_err(refuse)? {
+    let mut entries = archive.entries(last.size);
+    loop {
+        let slice: Vec<Vec<u8>> = entries
+            .by_ref()
+            .take(slice_len(replayer.size()))
+            .collect::<Result<_, _>>()
+            .map_err(archive_err)?;
+        if slice.is_empty() {
+            break;
+        }
+        if let Step::Break(b) = replayer.push_all(&slice).map_err(refuse)? {
             return Err(refuse(format!("the archive breaks at entry {}", b.position)));
         }
     }
@@ -335,20 +371,20 @@ pub async fn follow(
         let start = replayer.size();
         let mut bytes = Vec::with_capacity(msg.entries.len());
         for e in msg.entries {
-            if e.position != replayer.size() {
+            let due = start + bytes.len() as u64;
+            if e.position != due {
                 return Err(refuse(format!(
-                    "the watch stream sent entry {} where {} was due",
-                    e.position,
-                    replayer.size()
-                )));
-            }
-            if let Step::Break(b) = replayer.push(&e.entry).map_err(refuse)? {
-                return Err(refuse(format!(
-                    "entry {} does not link to the entry before it",
-                    b.position
+                    "the watch stream sent entry {} where {due} was due",
+                    e.position
                 )));
             }
             bytes.push(e.entry);
+        }
+        if let Step::Break(b) = replayer.push_all(&bytes).map_err(refuse)? {
+            return Err(refuse(format!(
+                "entry {} does not link to the entry before it",
+                b.position
+            )));
         }
         let cp = archive::open_checkpoint(&msg.checkpoint, &info.public_key_der).map_err(refuse)?;
         check_consistency(client, &last, &cp).await?;
