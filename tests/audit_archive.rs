@@ -85,6 +85,18 @@ fn entry_spans(dir: &Path, size: u64) -> Vec<(std::path::PathBuf, usize, usize, 
     out
 }
 
+/// The readable view holds exactly one line per archived entry, in order.
+fn assert_readable_view(archive: &Archive, size: u64) {
+    let jsonl = std::fs::read_to_string(archive.dir().join("entries.jsonl")).unwrap();
+    let positions: Vec<u64> = jsonl
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["position"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(positions, (0..size).collect::<Vec<_>>(), "entries.jsonl is one line per entry");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -187,6 +199,7 @@ async fn an_export_resumes_and_refuses_a_registry_that_rewrote_its_log() {
     let second = audit::export(&f.client, &archive, None, &ProgressBar::hidden()).await.unwrap();
     assert_eq!(second.previous_size, first.size);
     assert_eq!(second.fetched, second.size - first.size, "only the new entries are fetched");
+    assert_readable_view(&archive, second.size);
     let key = key_of(&f);
     let verified =
         audit::verify(&archive, &key, Some(&earlier_checkpoint), &ProgressBar::hidden()).unwrap();
@@ -197,6 +210,13 @@ async fn an_export_resumes_and_refuses_a_registry_that_rewrote_its_log() {
         .unwrap();
     assert_eq!(again.size, second.size);
     audit::verify(&archive, &key, None, &ProgressBar::hidden()).unwrap();
+    assert_readable_view(&archive, again.size);
+    // Another process resumes the same directory.
+    busy_log(&f, 30).await;
+    let reopened = Archive::new(archive.dir());
+    let third = audit::export(&f.client, &reopened, None, &ProgressBar::hidden()).await.unwrap();
+    audit::verify(&reopened, &key, None, &ProgressBar::hidden()).unwrap();
+    assert_readable_view(&reopened, third.size);
 
     // An earlier checkpoint the archive does not extend is reported.
     let other_dir = tempfile::tempdir().unwrap();

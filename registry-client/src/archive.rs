@@ -13,9 +13,11 @@
 //! `<N>` is written in 3-digit groups, all but the last prefixed with `x` (`x001/x234/067`).
 //! Full bundles and tiles never change once written; partial ones are replaced as the log grows.
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use registry_proto::checkpoint::Checkpoint;
 use registry_proto::entry::Entry;
@@ -44,6 +46,10 @@ pub enum ArchiveError {
         /// What is wrong.
         reason: String,
     },
+}
+
+fn malformed(reason: &str) -> ArchiveError {
+    ArchiveError::Malformed { position: None, reason: reason.into() }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
@@ -89,9 +95,15 @@ pub struct Manifest {
 }
 
 /// An archive directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Archive {
     dir: PathBuf,
+    /// Roots of full tiles (level, index) computed so far: full tiles never change, so a long
+    /// export hashes each once.
+    full_roots: Mutex<HashMap<(u8, u64), Hash>>,
+    /// (lines, bytes) of `entries.jsonl` as this process last left it, so appending does not
+    /// re-read the file.
+    jsonl_end: Mutex<Option<(u64, u64)>>,
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
@@ -106,7 +118,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
 impl Archive {
     /// The archive in `dir` (created on first write).
     pub fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+            full_roots: Mutex::new(HashMap::new()),
+            jsonl_end: Mutex::new(None),
+        }
     }
 
     /// Its directory.
@@ -251,25 +267,40 @@ impl Archive {
             }
             write_atomically(&tile_path(&self.dir, None, n, chunk.len() as u64), &bytes)?;
         }
-        // Hash tiles, level by level; full tiles are immutable and written once.
-        let mut level_hashes: Vec<Hash> = leaves.to_vec();
+        // Hash tiles, level by level, from the first tile the new entries change; full tiles are
+        // immutable and written once.
+        let mut roots =
+            self.full_roots.lock().map_err(|_| malformed("the tile cache lock is poisoned"))?;
+        let mut upper: Vec<Hash>;
+        let mut hashes: &[Hash] = leaves;
         let mut level = 0u8;
-        while !level_hashes.is_empty() {
-            for (n, chunk) in level_hashes.chunks(WIDTH as usize).enumerate() {
-                let path = tile_path(&self.dir, Some(level), n as u64, chunk.len() as u64);
+        let mut changed_from = start; // first hash index at this level that may be new
+        while !hashes.is_empty() {
+            let first_tile = changed_from / WIDTH;
+            for (n, chunk) in hashes.chunks(WIDTH as usize).enumerate().skip(first_tile as usize) {
+                let n = n as u64;
+                let path = tile_path(&self.dir, Some(level), n, chunk.len() as u64);
                 if chunk.len() as u64 == WIDTH && path.exists() {
                     continue;
                 }
                 write_atomically(&path, &chunk.concat())?;
             }
-            level_hashes = level_hashes
-                .chunks(WIDTH as usize)
-                .filter(|c| c.len() as u64 == WIDTH)
-                .map(|c| merkle::MemoryTree::new(c.to_vec()).mth(0, WIDTH))
+            self.remove_stale_partials(Some(level), first_tile, hashes.len() as u64)?;
+            upper = hashes
+                .chunks_exact(WIDTH as usize)
+                .enumerate()
+                .map(|(n, c)| {
+                    *roots
+                        .entry((level + 1, n as u64))
+                        .or_insert_with(|| merkle::MemoryTree::new(c.to_vec()).mth(0, WIDTH))
+                })
                 .collect();
+            hashes = &upper;
+            changed_from = first_tile;
             level += 1;
         }
-        self.remove_stale_partials(size)?;
+        drop(roots);
+        self.remove_stale_partials(None, first_bundle, size)?;
         self.append_jsonl(start, new_entries)
     }
 
@@ -312,38 +343,61 @@ impl Archive {
     }
 
     /// Removes partial bundles and tiles that a larger size superseded.
-    fn remove_stale_partials(&self, size: u64) -> Result<(), ArchiveError> {
-        let mut keep = vec![tile_path(&self.dir, None, size / WIDTH, size % WIDTH)];
-        let mut n = size;
-        let mut level = 0u8;
-        while n > 0 {
-            keep.push(tile_path(&self.dir, Some(level), n / WIDTH, n % WIDTH));
-            n /= WIDTH;
-            level += 1;
-        }
-        let mut stale = Vec::new();
-        collect_partials(&self.dir.join("tile"), &mut stale)?;
-        for p in stale.into_iter().filter(|p| !keep.contains(p)) {
-            fs::remove_file(&p).map_err(io(&p))?;
+    /// Removes partial tiles (or bundles, `level` `None`) from tile `first` on that a log of
+    /// `count` hashes (entries) no longer has: they were replaced by wider or full ones.
+    fn remove_stale_partials(
+        &self,
+        level: Option<u8>,
+        first: u64,
+        count: u64,
+    ) -> Result<(), ArchiveError> {
+        let keep = tile_path(&self.dir, level, count / WIDTH, count % WIDTH);
+        for n in first..=count / WIDTH {
+            let partials =
+                PathBuf::from(format!("{}.p", tile_path(&self.dir, level, n, WIDTH).display()));
+            let Ok(dir) = fs::read_dir(&partials) else { continue };
+            for f in dir {
+                let path = f.map_err(io(&partials))?.path();
+                if path != keep {
+                    fs::remove_file(&path).map_err(io(&path))?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Appends the decoded view of new entries, truncating any lines past `start` first.
+    /// Appends the decoded view of new entries, dropping any lines past `start` first.
     fn append_jsonl(&self, start: u64, entries: &[Vec<u8>]) -> Result<(), ArchiveError> {
         let path = self.dir.join("entries.jsonl");
-        let existing = fs::read_to_string(&path).unwrap_or_default();
-        let kept: Vec<&str> = existing.lines().take(start as usize).collect();
-        let file = OpenOptions::new()
+        let mut end = self.jsonl_end.lock().map_err(|_| malformed("the jsonl lock is poisoned"))?;
+        let mut file = OpenOptions::new()
             .create(true)
+            .truncate(false)
+            .read(true)
             .write(true)
-            .truncate(true)
             .open(&path)
             .map_err(io(&path))?;
+        let offset = match *end {
+            Some((lines, bytes)) if lines == start => bytes,
+            // First write of this process, or a rewrite: find where line `start` begins.
+            _ => {
+                let mut reader = BufReader::new(&mut file);
+                let (mut offset, mut line) = (0u64, Vec::new());
+                for _ in 0..start {
+                    line.clear();
+                    let n = reader.read_until(b'\n', &mut line).map_err(io(&path))?;
+                    if n == 0 {
+                        break;
+                    }
+                    offset += n as u64;
+                }
+                offset
+            }
+        };
+        file.set_len(offset).map_err(io(&path))?;
+        file.seek(std::io::SeekFrom::Start(offset)).map_err(io(&path))?;
         let mut out = BufWriter::new(file);
-        for line in kept {
-            writeln!(out, "{line}").map_err(io(&path))?;
-        }
+        let mut written = 0u64;
         for (i, bytes) in entries.iter().enumerate() {
             let line = match Entry::decode(bytes) {
                 Ok(e) => crate::render::entry(&e),
@@ -351,31 +405,15 @@ impl Archive {
                     serde_json::json!({"position": start + i as u64, "malformed": e.to_string()})
                 }
             };
-            writeln!(out, "{line}").map_err(io(&path))?;
+            let line = format!("{line}\n");
+            out.write_all(line.as_bytes()).map_err(io(&path))?;
+            written += line.len() as u64;
         }
         out.flush().map_err(io(&path))?;
-        out.get_ref().sync_all().map_err(io(&path))
+        out.get_ref().sync_all().map_err(io(&path))?;
+        *end = Some((start + entries.len() as u64, offset + written));
+        Ok(())
     }
-}
-
-fn collect_partials(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ArchiveError> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    for entry in fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
-        let path = entry.path();
-        if path.is_dir() {
-            if path.extension().is_some_and(|e| e == "p") {
-                for f in fs::read_dir(&path).map_err(io(&path))? {
-                    out.push(f.map_err(io(&path))?.path());
-                }
-            } else {
-                collect_partials(&path, out)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Opens an archived checkpoint with the registry's key: the key name is the origin line.
