@@ -1551,13 +1551,14 @@ fn put_operator_key<S: StateMut>(
 }
 
 /// The projections in memory: for tests, for offline verification, and as the reference the
-/// persistent projection must equal.
+/// persistent projection must equal. Hash maps where only lookups matter: a full audit replays
+/// millions of entries through these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryState {
     /// Key records by fingerprint.
-    pub keys: BTreeMap<String, KeyRecord>,
+    pub keys: HashMap<String, KeyRecord>,
     /// Index entries: (kind, value) → fingerprint → position added.
-    pub index: BTreeMap<(IdentifierKind, String), BTreeMap<String, u64>>,
+    pub index: HashMap<(IdentifierKind, String), BTreeMap<String, u64>>,
     /// Operators.
     pub operators: BTreeMap<OperatorId, OperatorRecord>,
     /// Signers.
@@ -1565,7 +1566,7 @@ pub struct MemoryState {
     /// Active admins, in the order added.
     pub admins: Vec<[u8; 32]>,
     /// Latest position per identifier.
-    pub latest: BTreeMap<Identifier, u64>,
+    pub latest: HashMap<Identifier, u64>,
     /// Keys awaiting confirmation.
     pub pending: BTreeMap<String, u64>,
 }
