@@ -246,6 +246,36 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
     let cp = run(&["audit", "checkpoint"]);
     assert_eq!(cp["tree_size"].as_u64(), Some(server.reader().head().size));
 
+    // A regulator exports the log and verifies it offline; a changed byte of a stored entry fails
+    // with exit status 1 and the entry named.
+    let exported = run(&["audit", "export", "--out", "archive"]);
+    let size = exported["size"].as_u64().unwrap();
+    assert_eq!(size, server.reader().head().size);
+    let registry_key = d.join("data/registry-key.pub.pem");
+    let registry_key = registry_key.to_str().unwrap();
+    let verified = run(&["audit", "verify", "archive", "--registry-key", registry_key]);
+    assert_eq!(verified["valid"], true, "{verified}");
+    let bundle = d.join("archive/tile/entries/000.p").join(size.to_string());
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let last_len = {
+        // Walk the length-prefixed entries to the last one and flip a byte in its middle.
+        let mut offset = 0;
+        let mut last = (0, 0);
+        while offset < bytes.len() {
+            let len = u16::from_be_bytes([bytes[offset], bytes[offset + 1]]) as usize;
+            last = (offset + 2, len);
+            offset += 2 + len;
+        }
+        last
+    };
+    bytes[last_len.0 + last_len.1 / 2] ^= 0x40;
+    std::fs::write(&bundle, &bytes).unwrap();
+    let (code, failed) =
+        registry(d, s, &["audit", "verify", "archive", "--registry-key", registry_key]);
+    assert_eq!(code, 1, "{failed}");
+    assert_eq!(failed["valid"], false);
+    assert_eq!(failed["first_bad_position"].as_u64(), Some(size - 1), "{failed}");
+
     // Bad input is reported with the field, and a bad time never reaches the server.
     let (code, err) = registry(
         d,
