@@ -31,6 +31,19 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// The reason in words, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Decommissioned => "decommissioned",
+            EndReason::Compromised => "compromised",
+            EndReason::Replaced => "replaced",
+            EndReason::Rotated => "rotated",
+            EndReason::Other => "other",
+            EndReason::Relocated => "relocated",
+            EndReason::TakenOver => "taken over",
+        }
+    }
+
     /// The protobuf value.
     pub fn to_pb(self) -> pb::EndReason {
         match self {

@@ -17,9 +17,11 @@ pub mod map;
 pub mod merkle;
 pub mod meter_key;
 pub mod note;
+pub mod ocmf;
 pub mod proof;
 pub mod receipt;
 pub mod replay;
+pub mod signed_values;
 pub mod time;
 pub mod validity;
 

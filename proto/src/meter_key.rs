@@ -12,6 +12,7 @@ use std::fmt;
 use base64::Engine as _;
 
 use crate::keys;
+use ecdsa::elliptic_curve;
 
 /// The elliptic curves of meter keys. The registry key and command keys are always P-256.
 #[derive(
@@ -272,15 +273,96 @@ fn normalise(curve: Curve, point: &[u8]) -> Result<Vec<u8>, MeterKeyError> {
         Some(0x00) => return Err(bad("the identity point is not a public key".into())),
         _ => return Err(bad("unknown SEC1 point tag (expected 02, 03 or 04)".into())),
     }
-    match curve {
-        Curve::Secp256r1 => {
-            use p256::pkcs8::EncodePublicKey;
-            let key = p256::PublicKey::from_sec1_bytes(point)
-                .map_err(|_| bad("the point is not on the curve".into()))?;
-            Ok(key.to_public_key_der().map_err(|e| bad(format!("cannot encode: {e}")))?.into_vec())
-        }
-        other => Err(MeterKeyError::UnknownCurve(format!("{other} (not supported yet)"))),
+    let der = match curve {
+        Curve::Secp256r1 => spki_of::<p256::NistP256>(point),
+        Curve::Secp384r1 => spki_of::<p384::NistP384>(point),
+        Curve::Secp256k1 => spki_of::<k256::Secp256k1>(point),
+        Curve::BrainpoolP256r1 => spki_of::<bp256::BrainpoolP256r1>(point),
+        Curve::BrainpoolP384r1 => spki_of::<bp384::BrainpoolP384r1>(point),
+        Curve::Secp192r1 => spki_of::<p192::NistP192>(point),
+    };
+    der.ok_or_else(|| bad("the point is not on the curve".into()))
+}
+
+/// DER SubjectPublicKeyInfo (uncompressed point) of a valid SEC1 point on `C`.
+fn spki_of<C>(point: &[u8]) -> Option<Vec<u8>>
+where
+    C: ecdsa::EcdsaCurve
+        + elliptic_curve::CurveArithmetic
+        + elliptic_curve::point::PointCompression
+        + elliptic_curve::pkcs8::AssociatedOid,
+    elliptic_curve::AffinePoint<C>:
+        elliptic_curve::sec1::FromSec1Point<C> + elliptic_curve::sec1::ToSec1Point<C>,
+    elliptic_curve::FieldBytesSize<C>: elliptic_curve::sec1::ModulusSize,
+{
+    use elliptic_curve::pkcs8::EncodePublicKey;
+    let key = ecdsa::VerifyingKey::<C>::from_sec1_bytes(point).ok()?;
+    Some(key.to_public_key_der().ok()?.into_vec())
+}
+
+/// Verifies an ECDSA signature over SHA-256(`message`) with a meter key (DER
+/// SubjectPublicKeyInfo on `curve`), as OCMF prescribes for every curve: the digest is used as is
+/// (left-padded for 384-bit curves, cut to the leftmost 24 bytes for P-192). A high-s signature is
+/// as valid as its low-s twin, as meters produce both: nothing is normalised, except that k256
+/// (which alone refuses high-s) checks the equivalent low-s form. `Ok(false)` for a signature that
+/// does not verify or is malformed; `Err` when the key is not a valid key on `curve`.
+pub fn verify_sha256(
+    curve: Curve,
+    spki_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+    format: crate::ocmf::SignatureFormat,
+) -> Result<bool, MeterKeyError> {
+    let (found, point) = split_spki(spki_der)?;
+    if found != curve {
+        return Err(MeterKeyError::CurveMismatch { named: curve, found });
     }
+    use sha2::Digest;
+    let digest: [u8; 32] = sha2::Sha256::digest(message).into();
+    let ok = match curve {
+        // The hot path: DER on P-256 goes to ring (see keys.rs), raw r||s through p256.
+        Curve::Secp256r1 if format == crate::ocmf::SignatureFormat::Der => {
+            keys::p256_verify_point(&point, message, signature)
+        }
+        Curve::Secp256r1 => verify_prehash::<p256::NistP256>(&point, &digest, signature, format),
+        Curve::Secp384r1 => verify_prehash::<p384::NistP384>(&point, &digest, signature, format),
+        Curve::Secp256k1 => verify_prehash::<k256::Secp256k1>(&point, &digest, signature, format),
+        Curve::BrainpoolP256r1 => {
+            verify_prehash::<bp256::BrainpoolP256r1>(&point, &digest, signature, format)
+        }
+        Curve::BrainpoolP384r1 => {
+            verify_prehash::<bp384::BrainpoolP384r1>(&point, &digest, signature, format)
+        }
+        Curve::Secp192r1 => verify_prehash::<p192::NistP192>(&point, &digest, signature, format),
+    };
+    Ok(ok)
+}
+
+fn verify_prehash<C>(
+    point: &[u8],
+    digest: &[u8; 32],
+    signature: &[u8],
+    format: crate::ocmf::SignatureFormat,
+) -> bool
+where
+    C: ecdsa::EcdsaCurve + elliptic_curve::CurveArithmetic,
+    elliptic_curve::AffinePoint<C>:
+        elliptic_curve::sec1::FromSec1Point<C> + elliptic_curve::sec1::ToSec1Point<C>,
+    elliptic_curve::FieldBytesSize<C>: elliptic_curve::sec1::ModulusSize,
+    ecdsa::der::MaxSize<C>: elliptic_curve::array::ArraySize,
+    <elliptic_curve::FieldBytesSize<C> as std::ops::Add>::Output:
+        std::ops::Add<ecdsa::der::MaxOverhead> + elliptic_curve::array::ArraySize,
+{
+    use ecdsa::signature::hazmat::PrehashVerifier;
+    let Ok(key) = ecdsa::VerifyingKey::<C>::from_sec1_bytes(point) else { return false };
+    let sig = match format {
+        crate::ocmf::SignatureFormat::Der => ecdsa::Signature::<C>::from_der(signature),
+        crate::ocmf::SignatureFormat::Raw => ecdsa::Signature::<C>::from_slice(signature),
+    };
+    let Ok(sig) = sig else { return false };
+    // Only k256 rejects high-s; (r, s) verifies exactly when (r, n - s) does.
+    let sig = if C::NORMALIZE_S { sig.normalize_s() } else { sig };
+    key.verify_prehash(digest, &sig).is_ok()
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ pub fn check<S: State>(
 }
 
 /// The key records indexed under an identifier and known at `as_of`.
-fn candidates<S: State>(
+pub fn candidates<S: State>(
     state: &S,
     kind: IdentifierKind,
     value: &str,
