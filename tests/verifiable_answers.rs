@@ -262,6 +262,34 @@ impl LookupService for Liar {
     ) -> Result<Response<pb::GetOperatorResponse>, Status> {
         Ok(Response::new(fwd(self.lookups.clone().get_operator(r.into_inner()).await)?))
     }
+    async fn validate_signed_meter_values(
+        &self,
+        r: Request<pb::ValidateSignedMeterValuesRequest>,
+    ) -> Result<Response<pb::ValidateSignedMeterValuesResponse>, Status> {
+        let mut resp =
+            fwd(self.lookups.clone().validate_signed_meter_values(r.into_inner()).await)?;
+        let proof = resp.proof.as_mut().expect("asked with prove");
+        match self.lie {
+            Lie::AlterEntry => {
+                let e = &mut proof.entries[0].entry;
+                let last = e.len() - 1;
+                e[last] ^= 0x01;
+            }
+            // Hide the newest entry about the meter (its deactivation).
+            Lie::DropFromEvidence | Lie::DropHistoryEntry => {
+                let newest = proof.entries.iter().map(|e| e.position).max().unwrap();
+                proof.entries.retain(|e| e.position != newest);
+            }
+            Lie::FalseVerdict => {
+                for v in &mut resp.results {
+                    v.valid = true;
+                    v.billable = true;
+                    v.checks.retain(|c| c.outcome != pb::CheckOutcome::Fail as i32);
+                }
+            }
+        }
+        Ok(Response::new(resp))
+    }
 }
 
 type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -375,9 +403,32 @@ async fn a_lying_server_is_caught() {
             .await,
         Lie::DropHistoryEntry,
     );
+    // Signed meter values: a record from after the deactivation is invalid; each lie about it
+    // (or about the entries that show it) is caught by the client's own validation.
+    let payload = r#"{"FV":"1.0","PG":"T1","MS":"M-1","IS":false,"IT":"NONE","RD":[{"TM":"2026-06-01T10:00:00,000+0000 S","TX":"B","RV":1,"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}]}"#;
+    let record = registry_proto::signed_values::Input {
+        record: format!(
+            r#"OCMF|{payload}|{{"SD":"{}"}}"#,
+            hex::encode(meter.sign_der(payload.as_bytes()))
+        ),
+        claimed_key: None,
+        label: "after deactivation".into(),
+    };
+    for lie in [Lie::AlterEntry, Lie::DropFromEvidence, Lie::FalseVerdict] {
+        let client = liar(&f, lie).await;
+        let mut v =
+            Verifier::new(&client, Some(&pem), &dir.path().join(format!("ocmf-{lie:?}.json")))
+                .await
+                .unwrap();
+        refused(v.meter_values(&client, std::slice::from_ref(&record), AsOf::Head).await, lie);
+    }
+
     // The honest server passes the same checks.
     let mut honest =
         Verifier::new(&f.client, Some(&pem), &dir.path().join("honest.json")).await.unwrap();
+    let (r, _) =
+        honest.meter_values(&f.client, std::slice::from_ref(&record), AsOf::Head).await.unwrap();
+    assert!(!r.results[0].valid, "signed after the deactivation");
     let (r, _) =
         honest.check(&f.client, &evse, None, t("2026-06-01T00:00:00Z"), AsOf::Head).await.unwrap();
     assert_eq!(verdict_name(&r.validity.unwrap()), "ENDED");

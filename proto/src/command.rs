@@ -295,6 +295,27 @@ fn new_key(k: &Option<pb::NewKey>, field: &str) -> Result<NewKey, EventError> {
     })
 }
 
+/// Checks a new key's proof-of-possession sample, if it has one (see
+/// [`crate::signed_values::check_sample`]).
+fn possession(key: &NewKey, evse_ids: &[EvseId], field: &str) -> Result<(), EventError> {
+    match &key.sample_signed_meter_value {
+        None => Ok(()),
+        Some(sample) => crate::signed_values::check_sample(
+            sample,
+            &key.key,
+            key.meter_serial.as_deref(),
+            key.gateway_serial.as_deref(),
+            evse_ids,
+        )
+        .map_err(|rule| EventError::new(format!("{field}.sample_signed_meter_value"), rule)),
+    }
+}
+
+fn possessed(key: NewKey, field: &str) -> Result<NewKey, EventError> {
+    possession(&key, &[], field)?;
+    Ok(key)
+}
+
 impl Command {
     /// Decodes and validates serialized command bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, EventError> {
@@ -365,11 +386,16 @@ impl Command {
                 evse_ids: evses(&a.evse_ids, "force_take_over.evse_ids")?,
                 effective_at: opt_time(&a.effective_at, "force_take_over.effective_at")?,
             },
-            A::RegisterKey(a) => Action::RegisterKey {
-                key: Box::new(new_key(&a.key, "register_key.key")?),
-                evse_ids: evses(&a.evse_ids, "register_key.evse_ids")?,
-                effective_at: opt_time(&a.effective_at, "register_key.effective_at")?,
-            },
+            A::RegisterKey(a) => {
+                let key = new_key(&a.key, "register_key.key")?;
+                let evse_ids = evses(&a.evse_ids, "register_key.evse_ids")?;
+                possession(&key, &evse_ids, "register_key.key")?;
+                Action::RegisterKey {
+                    key: Box::new(key),
+                    evse_ids,
+                    effective_at: opt_time(&a.effective_at, "register_key.effective_at")?,
+                }
+            }
             A::DeactivateKey(a) => Action::DeactivateKey {
                 fingerprint: fingerprint(&a.fingerprint, "deactivate_key.fingerprint")?,
                 reason: match EndReason::from_pb(a.reason) {
@@ -393,13 +419,19 @@ impl Command {
             },
             A::ReplaceKey(a) => Action::ReplaceKey {
                 fingerprint: fingerprint(&a.fingerprint, "replace_key.fingerprint")?,
-                new_key: Box::new(new_key(&a.new_key, "replace_key.new_key")?),
+                new_key: Box::new(possessed(
+                    new_key(&a.new_key, "replace_key.new_key")?,
+                    "replace_key.new_key",
+                )?),
                 effective_at: opt_time(&a.effective_at, "replace_key.effective_at")?,
                 comment: text(&a.comment, "replace_key.comment", 1024)?,
             },
             A::RotateKey(a) => Action::RotateKey {
                 fingerprint: fingerprint(&a.fingerprint, "rotate_key.fingerprint")?,
-                new_key: Box::new(new_key(&a.new_key, "rotate_key.new_key")?),
+                new_key: Box::new(possessed(
+                    new_key(&a.new_key, "rotate_key.new_key")?,
+                    "rotate_key.new_key",
+                )?),
                 effective_at: opt_time(&a.effective_at, "rotate_key.effective_at")?,
             },
             A::ReleaseKey(a) => Action::ReleaseKey {

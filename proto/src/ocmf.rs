@@ -132,6 +132,8 @@ pub struct LossCompensation {
 pub struct Reading {
     /// `TM` time with its clock status.
     pub time: Option<ReadingTime>,
+    /// `TM` as written.
+    pub time_text: Option<String>,
     /// `TX` transaction type (`B` begin, `E` end, ...).
     pub transaction: Option<String>,
     /// `RV` reading value, as written.
@@ -704,6 +706,7 @@ fn parse_reading(
     let mut r = match previous {
         Some(p) => Reading {
             time: p.time,
+            time_text: p.time_text.clone(),
             transaction: p.transaction.clone(),
             identification: p.identification.clone(),
             unit: p.unit.clone(),
@@ -719,10 +722,11 @@ fn parse_reading(
         match name.as_str() {
             "TM" => {
                 let text = f.string("TM", v)?;
-                r.time = match text {
-                    Some(t) => Some(parse_time(&t, &mut f)?),
+                r.time = match &text {
+                    Some(t) => Some(parse_time(t, &mut f)?),
                     None => None,
                 };
+                r.time_text = text;
             }
             "TX" => r.transaction = f.string("TX", v)?,
             "RV" => r.value = f.number("RV", v)?,

@@ -247,6 +247,26 @@ impl Evidence {
         Ok(state)
     }
 
+    /// The projections of every key named in the chains of `identifiers`, rebuilt from the
+    /// evidence: enough to answer any question about those identifiers with the rules (e.g. to
+    /// validate a signed meter value naming them), as known at `as_of`.
+    pub fn state_of(
+        &self,
+        identifiers: &[Identifier],
+        as_of: u64,
+    ) -> Result<MemoryState, EvidenceError> {
+        self.as_of(as_of)?;
+        let mut fingerprints = BTreeSet::new();
+        for id in identifiers {
+            for p in self.chain(id)? {
+                for e in &self.entries[&p].body.events {
+                    fingerprints.extend(e.fingerprint().map(str::to_string));
+                }
+            }
+        }
+        self.state_for(&fingerprints)
+    }
+
     fn as_of(&self, as_of: u64) -> Result<(), EvidenceError> {
         if as_of > self.size() {
             return Err(EvidenceError::Basis(format!(

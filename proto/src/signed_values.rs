@@ -599,3 +599,202 @@ fn clock_name(c: ClockStatus) -> &'static str {
         ClockStatus::Relative => "relatively exact",
     }
 }
+
+/// Proof of possession at registration: a sample record from the meter must verify with the key
+/// being registered and name the unit being registered — every serial both give must agree, and
+/// at least one serial (or, for a registration, the charge point's EVSE ID) must match. Returns
+/// the rule broken.
+pub fn check_sample(
+    sample: &str,
+    key: &MeterKey,
+    meter_serial: Option<&str>,
+    gateway_serial: Option<&str>,
+    evse_ids: &[EvseId],
+) -> Result<(), String> {
+    let record =
+        Record::parse(sample).map_err(|e| format!("is not a readable OCMF record: {e}"))?;
+    if record.signature.curve != key.curve {
+        return Err(format!(
+            "is signed with {} but the key is on {}",
+            ocmf::algorithm_of_curve(record.signature.curve),
+            key.curve
+        ));
+    }
+    if !record.verify(&key.spki_der).map_err(|e| e.to_string())? {
+        return Err("does not verify with the key being registered: it is not from this meter's signing unit".into());
+    }
+    let p = &record.payload;
+    let mut matched = false;
+    for (what, given, named) in [
+        ("meter serial", meter_serial, p.meter_serial.as_deref()),
+        ("gateway serial", gateway_serial, p.gateway_serial.as_deref()),
+    ] {
+        match (given, named.map(str::trim).filter(|s| !s.is_empty())) {
+            (Some(g), Some(n)) if g == n => matched = true,
+            (Some(g), Some(n)) => {
+                return Err(format!("names {what} {n:?} but the registration gives {g:?}"));
+            }
+            _ => {}
+        }
+    }
+    if let Some(Ok(evse)) = record_evse(&record) {
+        matched |= evse_ids.contains(&evse);
+    }
+    if !matched {
+        return Err(
+            "names none of the registration's serials (or EVSE IDs): give the meter or gateway serial the sample carries"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A record to validate, with the key a CDR claims for it and a label for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// The OCMF record as received.
+    pub record: String,
+    /// The public key the CDR carries, if any.
+    pub claimed_key: Option<String>,
+    /// E.g. the OCPI `nature` or a line number.
+    pub label: String,
+}
+
+/// The signed values of an OCPI 2.2.1 CDR `signed_data` object (JSON), each with the CDR's
+/// public key. Only the OCMF encoding method is defined for meter values here; a value of another
+/// method cannot be checked and is refused with the method's name.
+pub fn ocpi_signed_data(json: &str) -> Result<Vec<Input>, String> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct SignedData {
+        encoding_method: String,
+        #[serde(default)]
+        public_key: Option<String>,
+        signed_values: Vec<SignedValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct SignedValue {
+        #[serde(default)]
+        nature: String,
+        signed_data: String,
+    }
+    let data: SignedData =
+        serde_json::from_str(json).map_err(|e| format!("not an OCPI signed_data object: {e}"))?;
+    if !data.encoding_method.trim().eq_ignore_ascii_case("OCMF") {
+        return Err(format!(
+            "encoding_method {:?}: only OCMF signed values can be validated",
+            data.encoding_method
+        ));
+    }
+    if data.signed_values.is_empty() {
+        return Err("signed_values is empty".into());
+    }
+    data.signed_values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let t = v.signed_data.trim();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .or_else(|_| {
+                    base64::engine::general_purpose::STANDARD_NO_PAD.decode(t.trim_end_matches('='))
+                })
+                .map_err(|e| format!("signed_values[{i}].signed_data is not base64: {e}"))?;
+            let record = String::from_utf8(bytes)
+                .map_err(|_| format!("signed_values[{i}].signed_data is not UTF-8 text"))?;
+            let label = if v.nature.is_empty() {
+                format!("signed_values[{i}]")
+            } else {
+                format!("signed_values[{i}] ({})", v.nature)
+            };
+            Ok(Input { record, claimed_key: data.public_key.clone(), label })
+        })
+        .collect()
+}
+
+impl Validation {
+    /// The protobuf answer, with the key as known at `as_of`.
+    pub fn to_pb(&self, label: &str, text: &str, as_of: u64) -> crate::pb::MeterValueValidation {
+        use crate::pb;
+        let kind = |k: CheckKind| match k {
+            CheckKind::Parse => pb::MeterValueCheck::Parse,
+            CheckKind::KeyFound => pb::MeterValueCheck::KeyFound,
+            CheckKind::Signature => pb::MeterValueCheck::Signature,
+            CheckKind::KeyValid => pb::MeterValueCheck::KeyValid,
+            CheckKind::EvseMatch => pb::MeterValueCheck::EvseMatch,
+            CheckKind::MeterStatus => pb::MeterValueCheck::MeterStatus,
+            CheckKind::ErrorFlags => pb::MeterValueCheck::ErrorFlags,
+            CheckKind::ClockStatus => pb::MeterValueCheck::ClockStatus,
+            CheckKind::CdrKey => pb::MeterValueCheck::CdrKey,
+        };
+        let outcome = |o: Outcome| match o {
+            Outcome::Pass => pb::CheckOutcome::Pass,
+            Outcome::Fail => pb::CheckOutcome::Fail,
+            Outcome::Warn => pb::CheckOutcome::Warn,
+            Outcome::Skip => pb::CheckOutcome::Skip,
+        };
+        let p = self.record.as_ref().map(|r| &r.payload);
+        let s = |v: Option<&Option<String>>| v.and_then(|v| v.clone()).unwrap_or_default();
+        pb::MeterValueValidation {
+            label: label.to_string(),
+            valid: self.valid(),
+            billable: self.billable(),
+            checks: self
+                .checks
+                .iter()
+                .map(|c| pb::MeterValueCheckResult {
+                    check: kind(c.kind) as i32,
+                    outcome: outcome(c.outcome) as i32,
+                    subject: c.subject.clone(),
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+            found_by: self.found_by.clone().unwrap_or_default(),
+            key: self.key.as_ref().and_then(|k| k.as_of(as_of)).map(|k| k.to_pb()),
+            meter_serial: s(p.map(|p| &p.meter_serial)),
+            gateway_serial: s(p.map(|p| &p.gateway_serial)),
+            charge_point_type: s(p.map(|p| &p.charge_point_type)),
+            charge_point_id: s(p.map(|p| &p.charge_point_id)),
+            readings: p
+                .map(|p| {
+                    p.readings
+                        .iter()
+                        .map(|r| pb::MeterReading {
+                            time: r.time.map(|t| crate::time::to_timestamp(&t.instant)),
+                            time_text: r.time_text.clone().unwrap_or_default(),
+                            clock_status: r
+                                .time
+                                .and_then(|t| t.clock)
+                                .map(|c| c.flag().to_string())
+                                .unwrap_or_default(),
+                            transaction: r.transaction.clone().unwrap_or_default(),
+                            value: r.value.clone().unwrap_or_default(),
+                            unit: r.unit.clone().unwrap_or_default(),
+                            identification: r.identification.clone().unwrap_or_default(),
+                            status: r.status.clone().unwrap_or_default(),
+                            error_flags: r.error_flags.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            deviations: self
+                .record
+                .as_ref()
+                .map(|r| r.deviations.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            record: text.to_string(),
+        }
+    }
+
+    /// The identifiers whose entries decide this answer (for evidence).
+    pub fn identifiers(&self) -> Vec<Identifier> {
+        let mut ids: Vec<Identifier> = self
+            .record
+            .as_ref()
+            .map(|r| unit_paths(r).iter().map(UnitPath::identifier).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}

@@ -461,6 +461,31 @@ impl RegistryClient {
             .collect()
     }
 
+    /// Validates signed meter values (OCMF records, and an OCPI `signed_data` object as JSON) on
+    /// the server; with `prove`, the answer carries the evidence (see
+    /// [`verify::Verifier::meter_values`] to check it).
+    pub async fn validate_meter_values(
+        &self,
+        inputs: &[registry_proto::signed_values::Input],
+        as_of: AsOf,
+        prove: bool,
+    ) -> Result<pb::ValidateSignedMeterValuesResponse> {
+        let request = pb::ValidateSignedMeterValuesRequest {
+            values: inputs
+                .iter()
+                .map(|i| pb::SignedMeterValue {
+                    record: i.record.clone(),
+                    claimed_public_key: i.claimed_key.clone().unwrap_or_default(),
+                    label: i.label.clone(),
+                })
+                .collect(),
+            ocpi_signed_data: String::new(),
+            as_of: as_of.to_pb(),
+            prove,
+        };
+        Ok(self.lookups.clone().validate_signed_meter_values(request).await?.into_inner())
+    }
+
     /// Was the selected key valid at `at`?
     pub async fn check(
         &self,

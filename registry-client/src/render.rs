@@ -303,3 +303,98 @@ pub fn key_record(k: &pb::KeyRecord) -> Value {
         "positions": k.positions,
     })
 }
+
+fn check_name(v: i32) -> &'static str {
+    match pb::MeterValueCheck::try_from(v) {
+        Ok(pb::MeterValueCheck::Parse) => "parse",
+        Ok(pb::MeterValueCheck::KeyFound) => "key_found",
+        Ok(pb::MeterValueCheck::Signature) => "signature",
+        Ok(pb::MeterValueCheck::KeyValid) => "key_valid",
+        Ok(pb::MeterValueCheck::EvseMatch) => "evse_match",
+        Ok(pb::MeterValueCheck::MeterStatus) => "meter_status",
+        Ok(pb::MeterValueCheck::ErrorFlags) => "error_flags",
+        Ok(pb::MeterValueCheck::ClockStatus) => "clock_status",
+        Ok(pb::MeterValueCheck::CdrKey) => "cdr_key",
+        _ => "unknown",
+    }
+}
+
+fn outcome_name(v: i32) -> &'static str {
+    match pb::CheckOutcome::try_from(v) {
+        Ok(pb::CheckOutcome::Pass) => "pass",
+        Ok(pb::CheckOutcome::Fail) => "fail",
+        Ok(pb::CheckOutcome::Warn) => "warn",
+        Ok(pb::CheckOutcome::Skip) => "skip",
+        _ => "unknown",
+    }
+}
+
+/// A signed meter value's validation as JSON.
+pub fn meter_value(v: &pb::MeterValueValidation) -> Value {
+    json!({
+        "label": v.label,
+        "valid": v.valid,
+        "billable": v.billable,
+        "found_by": v.found_by,
+        "key": v.key.as_ref().map(key_record),
+        "meter_serial": v.meter_serial,
+        "gateway_serial": v.gateway_serial,
+        "charge_point": {"type": v.charge_point_type, "id": v.charge_point_id},
+        "readings": v.readings.iter().map(|r| json!({
+            "time": ts(&r.time),
+            "time_as_written": r.time_text,
+            "clock_status": r.clock_status,
+            "transaction": r.transaction,
+            "value": r.value,
+            "unit": r.unit,
+            "obis": r.identification,
+            "status": r.status,
+            "error_flags": r.error_flags,
+        })).collect::<Vec<_>>(),
+        "checks": v.checks.iter().map(|c| json!({
+            "check": check_name(c.check),
+            "outcome": outcome_name(c.outcome),
+            "subject": c.subject,
+            "reason": c.reason,
+        })).collect::<Vec<_>>(),
+        "deviations": v.deviations,
+    })
+}
+
+/// A signed meter value's validation for people: the verdict, then every check.
+pub fn meter_value_text(v: &pb::MeterValueValidation) -> String {
+    let verdict = match (v.valid, v.billable) {
+        (true, true) => "VALID, billable",
+        (true, false) => "VALID signature, NOT billable",
+        (false, _) => "INVALID",
+    };
+    let mut out = format!("{}: {verdict}", v.label);
+    if !v.found_by.is_empty() {
+        out.push_str(&format!("\n  unit       {}", v.found_by));
+    }
+    if let Some(k) = &v.key {
+        out.push_str(&format!("\n  key        {} ({})", k.fingerprint, curve(k.curve)));
+    }
+    for r in &v.readings {
+        out.push_str(&format!(
+            "\n  reading    {} {} {} {} [{}]",
+            if r.transaction.is_empty() { "-" } else { &r.transaction },
+            r.time_text,
+            r.value,
+            r.unit,
+            r.identification
+        ));
+    }
+    for c in &v.checks {
+        let mark = match pb::CheckOutcome::try_from(c.outcome) {
+            Ok(pb::CheckOutcome::Pass) => "ok  ",
+            Ok(pb::CheckOutcome::Fail) => "FAIL",
+            Ok(pb::CheckOutcome::Warn) => "warn",
+            _ => "-   ",
+        };
+        let subject =
+            if c.subject.is_empty() { String::new() } else { format!(" [{}]", c.subject) };
+        out.push_str(&format!("\n  {mark} {:<13}{subject} {}", check_name(c.check), c.reason));
+    }
+    out
+}

@@ -15,6 +15,7 @@ use registry_proto::merkle;
 use registry_proto::note::NoteVerifier;
 use registry_proto::pb;
 use registry_proto::proof::Evidence;
+use registry_proto::signed_values::{self, Input};
 use registry_proto::time::Time;
 use registry_proto::validity;
 use serde::{Deserialize, Serialize};
@@ -285,12 +286,79 @@ impl Verifier {
         Ok((response.entries, evidence))
     }
 
+    /// Validates signed meter values with evidence, and re-does every validation here: the
+    /// signature checks run on this machine, against the keys the evidence proves the registry
+    /// had for each record's signing unit. Refuses an answer that differs from its own.
+    pub async fn meter_values(
+        &mut self,
+        client: &RegistryClient,
+        inputs: &[Input],
+        as_of: AsOf,
+    ) -> Result<(pb::ValidateSignedMeterValuesResponse, Option<Evidence>)> {
+        let response = client.validate_meter_values(inputs, as_of, true).await?;
+        let basis = response.basis.clone().ok_or_else(|| refuse("the answer has no basis"))?;
+        if response.results.len() != inputs.len() {
+            return Err(refuse(format!(
+                "the server answered {} of {} records",
+                response.results.len(),
+                inputs.len()
+            )));
+        }
+        // Which identifiers the records name, by this machine's own reading of them.
+        let mut identifiers: Vec<registry_proto::event::Identifier> = inputs
+            .iter()
+            .filter_map(|i| registry_proto::ocmf::Record::parse(&i.record).ok())
+            .flat_map(|r| {
+                signed_values::unit_paths(&r).iter().map(|p| p.identifier()).collect::<Vec<_>>()
+            })
+            .collect();
+        identifiers.sort();
+        identifiers.dedup();
+        let (state, evidence) = if identifiers.is_empty() {
+            (registry_proto::lifecycle::MemoryState::default(), None)
+        } else {
+            let evidence = self.open(client, response.proof.as_ref()).await?;
+            self.check_basis(&evidence, &basis)?;
+            let state = evidence.state_of(&identifiers, basis.log_size).map_err(refuse)?;
+            (state, Some(evidence))
+        };
+        for (i, (input, claimed)) in inputs.iter().zip(&response.results).enumerate() {
+            let own = match signed_values::validate(
+                &input.record,
+                input.claimed_key.as_deref(),
+                &state,
+                basis.log_size,
+            ) {
+                Ok(v) => v.to_pb(&input.label, &input.record, basis.log_size),
+                Err(never) => match never {},
+            };
+            if &own != claimed {
+                return Err(refuse(format!(
+                    "record {} ({}): the server's validation does not follow from its evidence (it says {}, this machine finds {})",
+                    i + 1,
+                    input.label,
+                    summary(claimed),
+                    summary(&own)
+                )));
+            }
+        }
+        Ok((response, evidence))
+    }
+
     fn check_basis(&self, evidence: &Evidence, basis: &pb::Basis) -> Result<()> {
         if basis.log_size > evidence.size() {
             return Err(refuse("the answer's basis is past the evidence's checkpoint"));
         }
         Ok(())
     }
+}
+
+fn summary(v: &pb::MeterValueValidation) -> String {
+    format!(
+        "{}, {}",
+        if v.valid { "valid" } else { "invalid" },
+        if v.billable { "billable" } else { "not billable" }
+    )
 }
 
 fn to_domain(key: &Selector, manufacturer: Option<&str>) -> Result<validity::Selector> {

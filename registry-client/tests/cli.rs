@@ -246,6 +246,45 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
     let cp = run(&["audit", "checkpoint"]);
     assert_eq!(cp["tree_size"].as_u64(), Some(server.reader().head().size));
 
+    // An MSP checks the signed meter values of two sessions of meter 1: March (its key valid)
+    // and July (replaced in June). Exit status 0 only when every record is valid and billable.
+    let meter1 = registry_proto::keys::P256KeyPair::from_pkcs8_pem(
+        &std::fs::read_to_string(d.join("meter1.pem")).unwrap(),
+    )
+    .unwrap();
+    let record = |when: &str| {
+        let payload = format!(
+            r#"{{"FV":"1.0","PG":"T1","MS":"M-1001","IS":false,"IT":"NONE","CT":"EVSEID","CI":"DE*ABC*E1001*1","RD":[{{"TM":"{when},000+0000 S","TX":"B","RV":1.25,"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}}]}}"#
+        );
+        let sd = hex::encode_upper(meter1.sign_der(payload.as_bytes()));
+        format!(r#"OCMF|{payload}|{{"SD":"{sd}"}}"#)
+    };
+    std::fs::write(d.join("march.ocmf"), format!("# March\n{}\n", record("2026-03-01T12:00:00")))
+        .unwrap();
+    let march =
+        run(&["msp", "verify-ocmf", "march.ocmf", "--verify", "--state", state.to_str().unwrap()]);
+    assert_eq!(march["all_valid_and_billable"], true, "{march}");
+    assert_eq!(march["results"][0]["label"], "line 2");
+    assert!(march["verified"]["checkpoint_size"].is_u64());
+    std::fs::write(
+        d.join("both.ocmf"),
+        format!("{}\n{}\n", record("2026-03-01T12:00:00"), record("2026-07-01T12:00:00")),
+    )
+    .unwrap();
+    let (code, both) = registry(d, s, &["msp", "verify-ocmf", "both.ocmf"]);
+    assert_eq!(code, 1, "one record is not valid: {both}");
+    assert_eq!(both["results"][0]["valid"], true);
+    assert_eq!(both["results"][1]["valid"], false);
+    let key_valid = both["results"][1]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "key_valid")
+        .unwrap()
+        .clone();
+    assert_eq!(key_valid["outcome"], "fail");
+    assert!(key_valid["reason"].as_str().unwrap().contains("replaced"), "{key_valid}");
+
     // A regulator exports the log and verifies it offline; a changed byte of a stored entry fails
     // with exit status 1 and the entry named.
     let exported = run(&["audit", "export", "--out", "archive"]);

@@ -10,6 +10,7 @@ use registry_proto::event::Identifier;
 use registry_proto::ids::OperatorId;
 use registry_proto::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State};
 use registry_proto::merkle::{self, Hash};
+use registry_proto::signed_values::{self, Input, Validation};
 use registry_proto::time::Time;
 use registry_proto::validity::{self, Selector, Validity};
 
@@ -192,6 +193,41 @@ impl Lookups {
         }
         let state = self.state();
         questions.iter().map(|(s, t)| Ok(validity::check(&state, s, *t, basis.size)?)).collect()
+    }
+
+    /// Validates signed meter values against the registry as known at `basis`, on every core
+    /// when there are many (each record costs a signature verification or more).
+    pub fn meter_values(
+        &self,
+        inputs: &[Input],
+        basis: &Basis,
+    ) -> Result<Vec<Validation>, LookupError> {
+        if inputs.len() > MAX_BATCH {
+            return Err(invalid(
+                "values",
+                format!("at most {MAX_BATCH} records per call, got {}", inputs.len()),
+            ));
+        }
+        let one = |i: &Input| {
+            signed_values::validate(&i.record, i.claimed_key.as_deref(), &self.state(), basis.size)
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if inputs.len() < 64 || threads == 1 {
+            return Ok(inputs.iter().map(one).collect::<Result<_, _>>()?);
+        }
+        let per = inputs.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = inputs
+                .chunks(per)
+                .map(|part| s.spawn(move || part.iter().map(one).collect::<Result<Vec<_>, _>>()))
+                .collect();
+            let mut out = Vec::with_capacity(inputs.len());
+            for p in parts {
+                let part = p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                out.extend(part?);
+            }
+            Ok(out)
+        })
     }
 
     /// A key's record, if it was registered before the basis.

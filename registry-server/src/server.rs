@@ -187,12 +187,14 @@ pub async fn start_registry(
             // A bulk call carries up to 10,000 signed commands.
             .max_decoding_message_size(crate::grpc::commands::MAX_BULK_BYTES),
         );
-        routes.add_service(registry_proto::pb::lookup_service_server::LookupServiceServer::new(
-            LookupApi::new(
+        routes.add_service(
+            registry_proto::pb::lookup_service_server::LookupServiceServer::new(LookupApi::new(
                 Lookups::new(ctx.reader.clone()),
                 crate::evidence::EvidenceBuilder::new(ctx.reader.clone(), map),
-            ),
-        ));
+            ))
+            // Batches of 10,000 questions or signed meter values.
+            .max_decoding_message_size(crate::grpc::commands::MAX_BULK_BYTES),
+        );
         ctx.health.set("keyregistry.v1.CommandService", true);
         ctx.health.set("keyregistry.v1.LookupService", true);
     })

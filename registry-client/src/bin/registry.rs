@@ -466,6 +466,21 @@ enum MspCommand {
         #[command(flatten)]
         verify: VerifyArgs,
     },
+    /// Validate signed meter values (OCMF) against the registry: exit status 0 only when every
+    /// record is valid and billable
+    VerifyOcmf {
+        /// One OCMF record per line (blank lines and lines starting with # are skipped), or with
+        /// --ocpi an OCPI signed_data object (or a CDR holding one); - or nothing reads stdin
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The input is OCPI 2.2.1 JSON
+        #[arg(long)]
+        ocpi: bool,
+        #[command(flatten)]
+        as_of: AsOfArgs,
+        #[command(flatten)]
+        verify: VerifyArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -998,6 +1013,42 @@ async fn msp(
                 }
             }
         }
+        MspCommand::VerifyOcmf { file, ocpi, as_of, verify } => {
+            let inputs = meter_value_inputs(file.as_deref(), ocpi)?;
+            let as_of = as_of.as_of()?;
+            let (r, evidence) = match verify.verifier(client, server).await? {
+                Some(mut v) => v.meter_values(client, &inputs, as_of).await?,
+                None => (client.validate_meter_values(&inputs, as_of, false).await?, None),
+            };
+            let all_good = r.results.iter().all(|v| v.valid && v.billable);
+            if json {
+                let out = json!({
+                    "results": r.results.iter().map(render::meter_value).collect::<Vec<_>>(),
+                    "all_valid_and_billable": all_good,
+                    "basis": render::basis(&r.basis),
+                    "verified": evidence.as_ref().map(verified_json),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for v in &r.results {
+                    println!("{}", render::meter_value_text(v));
+                }
+                if let Some(e) = &evidence {
+                    println!(
+                        "{}; the signatures were verified on this machine against the keys it proves",
+                        verified_line(e)
+                    );
+                }
+            }
+            if !all_good {
+                let bad = r.results.iter().filter(|v| !(v.valid && v.billable)).count();
+                return Err(AlreadyReported(anyhow::anyhow!(
+                    "{bad} of {} records are not valid and billable",
+                    r.results.len()
+                ))
+                .into());
+            }
+        }
         MspCommand::Key { key, as_of, verify } => {
             let as_of = as_of.as_of()?;
             let (r, evidence) = match verify.verifier(client, server).await? {
@@ -1020,6 +1071,46 @@ async fn msp(
         }
     }
     Ok(())
+}
+
+/// The records to validate: lines of OCMF, or the signed values of OCPI `signed_data` (given
+/// alone or inside a CDR).
+fn meter_value_inputs(
+    file: Option<&std::path::Path>,
+    ocpi: bool,
+) -> anyhow::Result<Vec<registry_proto::signed_values::Input>> {
+    use std::io::Read as _;
+    let text = match file.filter(|f| f.as_os_str() != "-") {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+            s
+        }
+    };
+    if ocpi {
+        let value: serde_json::Value =
+            serde_json::from_str(&text).context("the input is not JSON")?;
+        let signed_data = value.get("signed_data").cloned().unwrap_or(value);
+        return registry_proto::signed_values::ocpi_signed_data(&signed_data.to_string())
+            .map_err(|e| anyhow::anyhow!("OCPI signed_data: {e}"));
+    }
+    let inputs: Vec<_> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(i, l)| registry_proto::signed_values::Input {
+            record: l.trim().to_string(),
+            claimed_key: None,
+            label: format!("line {}", i + 1),
+        })
+        .collect();
+    if inputs.is_empty() {
+        bail!("no OCMF records in the input");
+    }
+    Ok(inputs)
 }
 
 fn verified_json(e: &registry_proto::proof::Evidence) -> serde_json::Value {

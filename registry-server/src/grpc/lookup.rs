@@ -4,6 +4,7 @@ use registry_proto::event::Identifier;
 use registry_proto::ids::{self, EvseId, OperatorId};
 use registry_proto::pb::lookup_service_server::LookupService;
 use registry_proto::pb::{self, key_selector};
+use registry_proto::signed_values::{self, Input};
 use registry_proto::time::{self, Time};
 use registry_proto::validity::Selector;
 use tonic::{Request, Response, Status};
@@ -279,6 +280,61 @@ impl LookupService for LookupApi {
                 keys,
                 added_position: op.added_position,
                 basis: Some(basis_pb(&basis)),
+            }))
+        })
+        .await
+    }
+
+    async fn validate_signed_meter_values(
+        &self,
+        request: Request<pb::ValidateSignedMeterValuesRequest>,
+    ) -> Result<Response<pb::ValidateSignedMeterValuesResponse>, Status> {
+        let r = request.into_inner();
+        let mut inputs: Vec<Input> = r
+            .values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Input {
+                record: v.record,
+                claimed_key: (!v.claimed_public_key.trim().is_empty())
+                    .then_some(v.claimed_public_key),
+                label: if v.label.is_empty() { format!("values[{i}]") } else { v.label },
+            })
+            .collect();
+        if !r.ocpi_signed_data.trim().is_empty() {
+            let ocpi = signed_values::ocpi_signed_data(&r.ocpi_signed_data)
+                .map_err(|rule| status::invalid("ocpi_signed_data", rule))?;
+            inputs.extend(ocpi);
+        }
+        if inputs.is_empty() {
+            return Err(status::invalid("values", "give at least one record"));
+        }
+        if inputs.len() > MAX_BATCH {
+            return Err(status::invalid(
+                "values",
+                format!("at most {MAX_BATCH} records per call, got {}", inputs.len()),
+            ));
+        }
+        let (as_of, prove) = (as_of(&r.as_of)?, r.prove);
+        self.blocking(move |l, e| {
+            let basis = l.basis(as_of).map_err(status::lookup)?;
+            let results = l.meter_values(&inputs, &basis).map_err(status::lookup)?;
+            let mut roots: Vec<Identifier> = results.iter().flat_map(|v| v.identifiers()).collect();
+            roots.sort();
+            roots.dedup();
+            let proof = if prove && !roots.is_empty() {
+                Some(e.answer(&roots, true).map_err(status::lookup)?.proof)
+            } else {
+                None
+            };
+            Ok(Response::new(pb::ValidateSignedMeterValuesResponse {
+                results: results
+                    .iter()
+                    .zip(&inputs)
+                    .map(|(v, i)| v.to_pb(&i.label, &i.record, basis.size))
+                    .collect(),
+                basis: Some(basis_pb(&basis)),
+                proof,
             }))
         })
         .await
