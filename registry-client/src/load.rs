@@ -112,3 +112,55 @@ pub async fn submit_all(
     }
     Ok((loaded, first_refusal))
 }
+
+/// A signed OCMF record from the `index`-th test meter of `operator_id`, as a meter would emit
+/// it for a charging session: begin and end readings `minutes` apart from `begin`, the meter
+/// serial and the EVSE ID the meter is registered for, signed with `meter`.
+pub fn ocmf_record(
+    meter: &P256KeyPair,
+    operator_id: &str,
+    index: u64,
+    begin: Time,
+    minutes: i64,
+) -> String {
+    let reading = |at: Time, tx: &str, value: f64| {
+        format!(
+            r#"{{"TM":"{}","TX":"{tx}","RV":{value:.3},"RI":"1-b:1.8.0","RU":"kWh","RT":"AC","EF":"","ST":"G"}}"#,
+            at.format("%Y-%m-%dT%H:%M:%S,%3f%z S")
+        )
+    };
+    let end = begin + chrono::TimeDelta::minutes(minutes);
+    let payload = format!(
+        r#"{{"FV":"1.0","GI":"BENCH","GS":"","GV":"1.0","PG":"T{index}","MV":"BENCH","MM":"M1","MS":"{}","MF":"1.0","IS":true,"IL":"TRUSTED","IF":["RFID_PLAIN"],"IT":"ISO14443","ID":"0A0B0C0D","CT":"EVSEID","CI":"{}","RD":[{},{}]}}"#,
+        meter_serial(index),
+        evse_id(operator_id, index),
+        reading(begin, "B", 1000.0 + index as f64 % 97.0),
+        reading(end, "E", 1000.0 + index as f64 % 97.0 + minutes as f64 / 6.0),
+    );
+    let signature = hex::encode_upper(meter.sign_der(payload.as_bytes()));
+    format!(r#"OCMF|{payload}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{signature}"}}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registry_proto::ocmf::Record;
+
+    #[test]
+    fn a_generated_record_is_a_clean_ocmf_record_signed_by_its_meter() {
+        let meter = P256KeyPair::generate();
+        let begin = registry_proto::time::parse("2026-03-01T10:00:00Z").unwrap();
+        let text = ocmf_record(&meter, "DE*BEN", 7, begin, 30);
+        let record = Record::parse(&text).expect("parses");
+        assert!(record.deviations.is_empty(), "{:?}", record.deviations);
+        assert_eq!(record.payload.meter_serial.as_deref(), Some("BENCH-000000007"));
+        assert_eq!(record.payload.readings.len(), 2);
+        assert_eq!(
+            record.payload.readings[1].time.as_ref().map(|t| t.instant),
+            Some(begin + chrono::TimeDelta::minutes(30))
+        );
+        assert_eq!(record.verify(meter.public_key_der()), Ok(true));
+        let other = P256KeyPair::generate();
+        assert_eq!(record.verify(other.public_key_der()), Ok(false));
+    }
+}
