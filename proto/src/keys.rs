@@ -61,6 +61,12 @@ impl P256KeyPair {
         Self::from_signing_key(SigningKey::generate())
     }
 
+    /// The key pair whose private scalar is `secret` (big-endian); `None` when it is zero or not
+    /// below the group order. For reproducible test fleets; real keys come from [`Self::generate`].
+    pub fn from_secret(secret: &[u8; 32]) -> Option<Self> {
+        SigningKey::from_slice(secret).ok().map(Self::from_signing_key)
+    }
+
     fn from_signing_key(signing: SigningKey) -> Self {
         let spki_der = signing
             .verifying_key()

@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod bench;
 pub mod keyfile;
 pub mod load;
 pub mod receipt_file;

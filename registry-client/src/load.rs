@@ -26,7 +26,28 @@ pub fn meter_serial(index: u64) -> String {
     format!("BENCH-{index:09}")
 }
 
-/// Registrations of fresh meter keys for the meters `range` of `operator_id`, signed by
+/// The `index`-th meter key of the test fleet `seed`: the same on every run, so a fleet loaded
+/// once can sign records in later runs.
+pub fn meter_key(seed: u64, index: u64) -> P256KeyPair {
+    use sha2::Digest;
+    let mut counter = 0u32;
+    loop {
+        let secret: [u8; 32] = sha2::Sha256::new()
+            .chain_update(b"keyregistry bench meter\0")
+            .chain_update(seed.to_be_bytes())
+            .chain_update(index.to_be_bytes())
+            .chain_update(counter.to_be_bytes())
+            .finalize()
+            .into();
+        // A digest at or above the group order (odds about 2^-32) just takes the next counter.
+        if let Some(key) = P256KeyPair::from_secret(&secret) {
+            return key;
+        }
+        counter += 1;
+    }
+}
+
+/// Registrations of fresh random meter keys for the meters `range` of `operator_id`, signed by
 /// `signer`, effective from `effective_at`. Generated on every core; returns the meter keys with
 /// their commands, in order.
 pub fn registrations(
@@ -35,8 +56,19 @@ pub fn registrations(
     range: Range<u64>,
     effective_at: Time,
 ) -> Vec<(P256KeyPair, SignedCommand)> {
+    registrations_of(signer, operator_id, range, effective_at, |_| P256KeyPair::generate())
+}
+
+/// Like [`registrations`], with the meter key of each index from `meter` (e.g. [`meter_key`]).
+pub fn registrations_of(
+    signer: &P256KeyPair,
+    operator_id: &str,
+    range: Range<u64>,
+    effective_at: Time,
+    meter: impl Fn(u64) -> P256KeyPair + Sync,
+) -> Vec<(P256KeyPair, SignedCommand)> {
     let one = |i: u64| {
-        let meter = P256KeyPair::generate();
+        let meter = meter(i);
         let action = Action::Register {
             key: NewKey {
                 meter_serial: Some(meter_serial(i)),
@@ -56,6 +88,7 @@ pub fn registrations(
             .map(|t| {
                 let start = range.start + t * per;
                 let end = (start + per).min(range.end);
+                let one = &one;
                 s.spawn(move || (start..end).map(one).collect::<Vec<_>>())
             })
             .collect();

@@ -398,3 +398,29 @@ pub fn meter_value_text(v: &pb::MeterValueValidation) -> String {
     }
     out
 }
+
+/// A load generator run, for people.
+pub fn bench_report(r: &crate::bench::Report) {
+    println!(
+        "{:?}: {} clients over {} connections, {:.1} s, {} fleet keys, {} per call",
+        r.workload, r.concurrency, r.connections, r.seconds, r.keys, r.batch
+    );
+    println!(
+        "  {:.0} calls/s ({:.0} items/s); {} calls, {} errors",
+        r.calls_per_sec, r.items_per_sec, r.calls, r.errors
+    );
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "  latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        ms(r.latency.p50_us),
+        ms(r.latency.p99_us),
+        ms(r.latency.p999_us),
+        ms(r.latency.max_us)
+    );
+    if let (Some(commits), Some(mean)) = (r.group_commits, r.mean_group_commit) {
+        println!("  writer: {commits} group commits, {mean:.1} entries each on average");
+    }
+    if let Some(e) = &r.first_error {
+        println!("  first error: {e}");
+    }
+}

@@ -34,6 +34,28 @@ enum Subcommand {
     Serve,
     /// Drop the projections and derive them again from the log (the server must be stopped).
     Rebuild,
+    /// Measure what this disk gives a bare sled loop (batch insert + flush + fsync): the ceiling
+    /// for durable appends, like PostgreSQL's pg_test_fsync. Writes a scratch database in DIR.
+    StorageCeiling {
+        /// Directory to create the scratch database in (removed afterwards)
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Entries per group commit
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// sled keys written per entry (the first holds the entry)
+        #[arg(long, default_value_t = 1)]
+        keys_per_entry: usize,
+        /// Bytes per entry
+        #[arg(long, default_value_t = 600)]
+        entry_bytes: usize,
+        /// How long to run
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_tracing(config: &Config) -> anyhow::Result<()> {
@@ -93,6 +115,38 @@ fn rebuild(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn storage_ceiling(
+    dir: &std::path::Path,
+    batch: usize,
+    keys_per_entry: usize,
+    entry_bytes: usize,
+    seconds: f64,
+    json: bool,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("storage-ceiling")
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a scratch directory in {}", dir.display()))?;
+    let c = registry_server::store::ceiling::bare_sled(
+        scratch.path(),
+        batch,
+        keys_per_entry.max(1),
+        entry_bytes,
+        std::time::Duration::from_secs_f64(seconds.max(0.01)),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string(&c)?);
+    } else {
+        println!(
+            "bare sled: {:.0} durable entries/s ({:.0} commits/s of {} entries, {} keys per entry, \
+             {} bytes)",
+            c.entries_per_sec, c.commits_per_sec, c.batch, c.keys_per_entry, c.entry_bytes
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
@@ -116,6 +170,9 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Subcommand::Serve) {
         Subcommand::Serve => runtime.block_on(serve(config)),
         Subcommand::Rebuild => rebuild(&config),
+        Subcommand::StorageCeiling { dir, batch, keys_per_entry, entry_bytes, seconds, json } => {
+            storage_ceiling(&dir, batch, keys_per_entry, entry_bytes, seconds, json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

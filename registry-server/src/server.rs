@@ -271,7 +271,15 @@ impl<M: Machine> Server<M> {
         routes.add_service(health_service);
         routes.add_service(crate::grpc::reflection()?);
         routes.add_service(registry_proto::pb::audit_service_server::AuditServiceServer::new(
-            AuditApi::new(reader.clone(), identity.clone(), drain.clone()),
+            AuditApi::new(
+                reader.clone(),
+                identity.clone(),
+                {
+                    let appender = appender.clone();
+                    Arc::new(move || appender.stats())
+                },
+                drain.clone(),
+            ),
         ));
         health.set("keyregistry.v1.AuditService", true);
         extra(

@@ -55,6 +55,49 @@ enum Command {
     /// Offline checks that need only the registry's public key
     #[command(subcommand)]
     Verify(VerifyCommand),
+    /// Load generator: run a workload against a running registry and report throughput and
+    /// latency percentiles (like pgbench); prepares its own test fleet
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// What to run: a server workload, `prepare` (only load the fleet, timing the bulk load) or
+    /// `crypto` (this machine's raw ECDSA and SHA-256 speed, no server)
+    workload: BenchWorkload,
+    /// Concurrent clients, each with one call in flight
+    #[arg(long, short = 'c', default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the clients share
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Seconds to run
+    #[arg(long, short = 'd', default_value_t = 10.0)]
+    duration: f64,
+    /// Meter keys in the test fleet (registered first if missing)
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Questions or records per call (check-batch: 1,000; verify-ocmf: 1)
+    #[arg(long)]
+    batch: Option<usize>,
+    /// The fleet's seed: the same seed finds the same fleet again
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// An administrator's private key, to add the bench operator the first time
+    #[arg(long, value_name = "PEM")]
+    admin_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchWorkload {
+    Register,
+    Check,
+    CheckBatch,
+    VerifyOcmf,
+    Mixed,
+    Empty,
+    Prepare,
+    Crypto,
 }
 
 #[derive(Debug, Subcommand)]
@@ -616,6 +659,86 @@ fn print_submitted(json: bool, action: &str, r: &pb::SubmitCommandResponse) -> a
     Ok(())
 }
 
+async fn bench(server: &str, json: bool, args: &BenchArgs) -> anyhow::Result<()> {
+    use registry_client::bench::{self, Workload};
+    let duration = std::time::Duration::from_secs_f64(args.duration.max(0.01));
+    let workload = match args.workload {
+        BenchWorkload::Crypto => {
+            let c = bench::crypto_ceilings(duration);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!(
+                    "ECDSA P-256 verify, one core: ring {:.0}/s, p256 {:.0}/s; sign {:.0}/s; SHA-256 {:.0} MB/s",
+                    c.p256_verify_ring_per_sec,
+                    c.p256_verify_rustcrypto_per_sec,
+                    c.p256_sign_per_sec,
+                    c.sha256_bytes_per_sec / 1e6
+                );
+            }
+            return Ok(());
+        }
+        BenchWorkload::Prepare => None,
+        BenchWorkload::Register => Some(Workload::Register),
+        BenchWorkload::Check => Some(Workload::Check),
+        BenchWorkload::CheckBatch => Some(Workload::CheckBatch),
+        BenchWorkload::VerifyOcmf => Some(Workload::VerifyOcmf),
+        BenchWorkload::Mixed => Some(Workload::Mixed),
+        BenchWorkload::Empty => Some(Workload::Empty),
+    };
+    let client = RegistryClient::connect(server).await?;
+    let admin = args.admin_key.as_deref().map(keyfile::load_signer).transpose()?;
+    let keys = match workload {
+        Some(Workload::Empty) => 0,
+        _ => args.keys,
+    };
+    let started = std::time::Instant::now();
+    let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(keys).with_message("loading the fleet")
+    };
+    let fleet =
+        bench::prepare(&client, admin.as_ref(), keys, args.seed, |done, _| bar.set_position(done))
+            .await?;
+    bar.finish_and_clear();
+    let Some(workload) = workload else {
+        let seconds = started.elapsed().as_secs_f64();
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "workload": "prepare", "keys": keys, "seconds": seconds,
+                }))?
+            );
+        } else {
+            println!("fleet of {keys} keys ready in {seconds:.1} s");
+        }
+        return Ok(());
+    };
+    let settings = bench::Settings {
+        concurrency: args.concurrency.max(1),
+        connections: args.connections.max(1),
+        duration,
+        keys: fleet.keys,
+        batch: args.batch,
+        seed: args.seed,
+    };
+    let report = bench::run(server, &fleet, workload, &settings).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        render::bench_report(&report);
+    }
+    if report.calls == 0 {
+        anyhow::bail!(
+            "no call succeeded: {}",
+            report.first_error.as_deref().unwrap_or("the run was too short")
+        );
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     if let Command::Keygen { out } = &cli.command {
@@ -648,6 +771,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &cli.command
     {
         return verify_archive(json, dir, registry_key, since_checkpoint.as_deref());
+    }
+    if let Command::Bench(args) = &cli.command {
+        return bench(&cli.server, json, args).await;
     }
     let client = RegistryClient::connect(&cli.server).await?;
     let mut receipt_path: Option<PathBuf> = None;
@@ -796,7 +922,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Msp(m) => return msp(&client, &cli.server, json, m).await,
         Command::Audit(a) => return audit(&client, json, a).await,
-        Command::Verify(_) => unreachable!("handled above"),
+        Command::Verify(_) | Command::Bench(_) => unreachable!("handled above"),
     };
     let response = client.submit(&signer, &action).await?;
     print_submitted(json, name, &response)?;

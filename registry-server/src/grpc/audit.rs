@@ -44,17 +44,26 @@ pub struct Identity {
     pub fingerprint: String,
 }
 
+/// Reads the writer's counters (the writer is generic over its machine; this is not).
+pub type WriterStatsSource = Arc<dyn Fn() -> crate::log::WriterStatsSnapshot + Send + Sync>;
+
 /// See the module documentation.
 pub struct AuditApi {
     reader: LogReader,
     identity: Arc<Identity>,
+    writer_stats: WriterStatsSource,
     shutdown: CancellationToken,
 }
 
 impl AuditApi {
     /// A service over `reader` that ends its streams when `shutdown` is cancelled.
-    pub fn new(reader: LogReader, identity: Arc<Identity>, shutdown: CancellationToken) -> Self {
-        Self { reader, identity, shutdown }
+    pub fn new(
+        reader: LogReader,
+        identity: Arc<Identity>,
+        writer_stats: WriterStatsSource,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { reader, identity, writer_stats, shutdown }
     }
 }
 
@@ -96,6 +105,14 @@ impl AuditService for AuditApi {
             public_key_pem: id.public_key_pem.clone(),
             key_id: id.key_id.clone(),
             fingerprint: id.fingerprint.clone(),
+            writer: Some({
+                let s = (self.writer_stats)();
+                registry_proto::pb::WriterStatistics {
+                    group_commits: s.batches,
+                    entries: s.entries,
+                    largest_group_commit: s.largest,
+                }
+            }),
         }))
     }
 

@@ -14,6 +14,7 @@
 //! models durability, so unsynced writes are lost on a simulated crash). Both pass the same
 //! conformance suite.
 
+pub mod ceiling;
 pub mod memory;
 pub mod sled;
 

@@ -1,0 +1,550 @@
+//! The load generator behind `registry bench`, in the spirit of `pgbench` and
+//! `redis-benchmark`: N concurrent clients run one workload against a running registry for a
+//! while, and the report gives throughput and latency percentiles.
+//!
+//! The data comes with it: [`prepare`] adds a test operator and registers a fleet of meter keys
+//! through the bulk path (durable, and safe to run again: a fleet already there is found, a
+//! partly loaded one completed). Meter keys derive from a seed ([`load::meter_key`]), so later
+//! runs can sign meter values with the keys an earlier run registered. Every answer is checked
+//! (a check must say VALID, a record must be valid and billable), so a fast wrong answer counts
+//! as an error, not as throughput.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use registry_proto::command::SignedCommand;
+use registry_proto::keys::P256KeyPair;
+use registry_proto::pb;
+use registry_proto::signed_values::Input;
+use registry_proto::time::Time;
+use serde::Serialize;
+
+use crate::{Action, AsOf, ClientError, NewKey, RegistryClient, Selector, command_bytes, load};
+
+/// The operator every benchmark fleet belongs to.
+pub const OPERATOR: &str = "DE*BEN";
+
+/// When every fleet key becomes effective; checks ask about moments after it.
+pub fn fleet_effective() -> Time {
+    registry_proto::time::parse("2026-01-01T00:00:00Z").unwrap_or_default()
+}
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Signed registrations of new keys, each acknowledged once durable (and confirmed).
+    Register,
+    /// Validity of a random fleet key at a random time, by EVSE ID.
+    Check,
+    /// The batch validity RPC, `--batch` questions per call (default 1,000).
+    CheckBatch,
+    /// Signed meter values (OCMF) from fleet meters, `--batch` records per call (default 1).
+    VerifyOcmf,
+    /// 1 % registrations, 99 % checks.
+    Mixed,
+    /// The cheapest unary call (grpc.health.v1 Check): the cost of gRPC itself.
+    Empty,
+}
+
+impl Workload {
+    fn default_batch(self) -> usize {
+        match self {
+            Workload::CheckBatch => 1_000,
+            _ => 1,
+        }
+    }
+}
+
+/// How to run it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Concurrent clients (each with at most one call in flight).
+    pub concurrency: usize,
+    /// HTTP/2 connections the clients share.
+    pub connections: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Keys in the fleet (registered by [`prepare`]).
+    pub keys: u64,
+    /// Questions or records per call; `None` for the workload's default.
+    pub batch: Option<usize>,
+    /// The fleet's seed.
+    pub seed: u64,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub workload: Workload,
+    pub concurrency: usize,
+    pub connections: usize,
+    /// Questions or records per call.
+    pub batch: usize,
+    /// Keys in the fleet.
+    pub keys: u64,
+    pub seconds: f64,
+    /// Calls that succeeded with the expected answer.
+    pub calls: u64,
+    /// Calls per second.
+    pub calls_per_sec: f64,
+    /// Questions, records or registrations per second (calls × batch).
+    pub items_per_sec: f64,
+    /// Calls that failed or gave an unexpected answer.
+    pub errors: u64,
+    /// The first of those, for the report.
+    pub first_error: Option<String>,
+    pub latency: Latency,
+    /// For write workloads: the writer's group commits during the run and their mean size.
+    pub group_commits: Option<u64>,
+    pub mean_group_commit: Option<f64>,
+    pub largest_group_commit: Option<u64>,
+}
+
+/// The test fleet: its operator's key and size.
+pub struct Fleet {
+    pub operator: P256KeyPair,
+    pub keys: u64,
+    pub seed: u64,
+}
+
+impl Fleet {
+    /// The operator key of fleet `seed`.
+    pub fn operator_key(seed: u64) -> P256KeyPair {
+        load::meter_key(seed ^ 0x6f70_6572_6174_6f72, u64::MAX)
+    }
+}
+
+/// Makes sure fleet `seed` exists with at least `keys` meter keys: adds the operator (signed by
+/// `admin`, which is needed only the first time) and bulk-registers what is missing.
+/// `progress` gets (keys done, keys to do).
+pub async fn prepare(
+    client: &RegistryClient,
+    admin: Option<&P256KeyPair>,
+    keys: u64,
+    seed: u64,
+    progress: impl Fn(u64, u64),
+) -> Result<Fleet, ClientError> {
+    let operator = Fleet::operator_key(seed);
+    match client.operator(OPERATOR).await {
+        Ok(found) => {
+            let ours = operator.fingerprint_hex();
+            let known = found.keys.iter().any(|k| k.key_id == ours && k.revoked_position == 0);
+            if !known {
+                return Err(ClientError::Input(format!(
+                    "operator {OPERATOR} exists with other keys: it belongs to another fleet \
+                     (another --seed) or to somebody else"
+                )));
+            }
+        }
+        Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+            let admin = admin.ok_or_else(|| {
+                ClientError::Input(format!(
+                    "the bench operator {OPERATOR} does not exist yet: pass --admin-key with an \
+                     administrator's private key to add it"
+                ))
+            })?;
+            client
+                .submit(
+                    admin,
+                    &Action::AddOperator {
+                        operator_id: OPERATOR.into(),
+                        name: "Benchmark fleet".into(),
+                        public_keys: vec![operator.public_key_pem()],
+                    },
+                )
+                .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    let fleet = Fleet { operator, keys, seed };
+    if keys == 0 || fleet_key_present(client, keys - 1).await? {
+        return Ok(fleet);
+    }
+    // Load in steps that bound memory; keys a previous run registered are refused as
+    // duplicates and count as present.
+    const STEP: u64 = 100_000;
+    let mut first = 0;
+    while first < keys {
+        let end = (first + STEP).min(keys);
+        if !fleet_key_present(client, end - 1).await? {
+            let commands: Vec<SignedCommand> = load::registrations_of(
+                &fleet.operator,
+                OPERATOR,
+                first..end,
+                fleet_effective(),
+                |i| load::meter_key(seed, i),
+            )
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+            let (_, refusal) = load::submit_all(client, commands, 2, |_| {}).await?;
+            if let Some(why) = refusal.filter(|w| !w.contains("already")) {
+                return Err(ClientError::Input(format!("loading the fleet: {why}")));
+            }
+        }
+        first = end;
+        progress(first, keys);
+    }
+    Ok(fleet)
+}
+
+async fn fleet_key_present(client: &RegistryClient, index: u64) -> Result<bool, ClientError> {
+    let at = fleet_effective() + chrono::TimeDelta::seconds(1);
+    let answer =
+        client.check(&Selector::Evse(load::evse_id(OPERATOR, index)), None, at, AsOf::Head).await?;
+    Ok(answer.validity.is_some_and(|v| v.verdict == pb::Verdict::Valid as i32))
+}
+
+/// One operation of a workload, prepared before the clock starts.
+enum Op {
+    Register(SignedCommand),
+    Check { index: u64, at: Time },
+    CheckBatch(Vec<(Selector, Time)>),
+    VerifyOcmf(Vec<Input>),
+    Empty,
+}
+
+/// Everything the clients draw from, generated before timing starts so that the client's own
+/// key generation and signing do not compete with the server being measured.
+struct Pool {
+    registrations: Vec<SignedCommand>,
+    next_registration: AtomicUsize,
+    records: Vec<String>,
+    keys: u64,
+    batch: usize,
+}
+
+impl Pool {
+    fn registration(&self) -> Option<SignedCommand> {
+        let i = self.next_registration.fetch_add(1, Ordering::Relaxed);
+        self.registrations.get(i).cloned()
+    }
+
+    fn random_moment(rng: &mut impl Rng) -> Time {
+        // Any second of the fleet's first 300 days: all keys are valid from the start.
+        fleet_effective() + chrono::TimeDelta::seconds(rng.random_range(1..300 * 86_400))
+    }
+
+    fn next(&self, workload: Workload, rng: &mut impl Rng) -> Option<Op> {
+        Some(match workload {
+            Workload::Register => Op::Register(self.registration()?),
+            Workload::Mixed if rng.random_range(0..100) == 0 => Op::Register(self.registration()?),
+            Workload::Check | Workload::Mixed => {
+                Op::Check { index: rng.random_range(0..self.keys), at: Self::random_moment(rng) }
+            }
+            Workload::CheckBatch => Op::CheckBatch(
+                (0..self.batch)
+                    .map(|_| {
+                        let i = rng.random_range(0..self.keys);
+                        (Selector::Evse(load::evse_id(OPERATOR, i)), Self::random_moment(rng))
+                    })
+                    .collect(),
+            ),
+            Workload::VerifyOcmf => Op::VerifyOcmf(
+                (0..self.batch)
+                    .map(|_| Input {
+                        record: self.records[rng.random_range(0..self.records.len())].clone(),
+                        claimed_key: None,
+                        label: String::new(),
+                    })
+                    .collect(),
+            ),
+            Workload::Empty => Op::Empty,
+        })
+    }
+}
+
+/// Fresh registrations for write workloads: new random keys on EVSE IDs of this run only.
+fn registrations(fleet: &Fleet, count: usize) -> Vec<SignedCommand> {
+    let run: u32 = rand::rng().random();
+    let signer = &fleet.operator;
+    let one = |i: usize| {
+        let meter = P256KeyPair::generate();
+        let action = Action::Register {
+            key: NewKey {
+                meter_serial: Some(format!("RUN{run:08X}-{i:09}")),
+                ..NewKey::new(hex::encode(meter.public_key_der()))
+            },
+            evse_ids: vec![format!("{OPERATOR}*ER{run:08X}X{i}")],
+            effective_at: Some(fleet_effective()),
+        };
+        SignedCommand::sign(command_bytes(&action), signer)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = count.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                let one = &one;
+                s.spawn(move || {
+                    ((t * per)..((t + 1) * per).min(count)).map(one).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
+/// Session records from fleet meters: one per meter for the first `count` meters.
+fn records(fleet: &Fleet, count: u64) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let per = count.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    ((t * per)..((t + 1) * per).min(count))
+                        .map(|i| {
+                            let meter = load::meter_key(fleet.seed, i);
+                            let begin = fleet_effective() + chrono::TimeDelta::hours(1 + i as i64);
+                            load::ocmf_record(&meter, OPERATOR, i, begin, 45)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
+/// Runs `workload` against `url` with `settings` on fleet `fleet`.
+pub async fn run(
+    url: &str,
+    fleet: &Fleet,
+    workload: Workload,
+    settings: &Settings,
+) -> Result<Report, ClientError> {
+    let batch = settings.batch.unwrap_or(workload.default_batch()).max(1);
+    let secs = settings.duration.as_secs_f64();
+    // Enough registrations for the run at well above the target rate; a run that uses them all
+    // ends early and says so through its duration.
+    let registrations = match workload {
+        Workload::Register => registrations(fleet, ((secs * 12_000.0) as usize).max(1_000)),
+        Workload::Mixed => registrations(fleet, ((secs * 1_000.0) as usize).max(100)),
+        _ => Vec::new(),
+    };
+    let records = match workload {
+        Workload::VerifyOcmf => records(fleet, fleet.keys.min(4_096)),
+        _ => Vec::new(),
+    };
+    if fleet.keys == 0 && !matches!(workload, Workload::Register | Workload::Empty) {
+        return Err(ClientError::Input(format!("{workload:?} needs a fleet: --keys > 0")));
+    }
+    let pool = Arc::new(Pool {
+        registrations,
+        next_registration: AtomicUsize::new(0),
+        records,
+        keys: fleet.keys,
+        batch,
+    });
+    let connections = settings.connections.clamp(1, settings.concurrency.max(1));
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let channel = tonic::transport::Channel::from_shared(url.to_string())
+            .map_err(|e| ClientError::Input(format!("invalid server URL {url:?}: {e}")))?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { url: url.to_string(), source })?;
+        clients.push((RegistryClient::from_channel(channel.clone()), channel));
+    }
+    let before = clients[0].0.registry_info().await?.writer;
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let started = Instant::now();
+    let deadline = started + settings.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..settings.concurrency.max(1) {
+        let (client, channel) = clients[c % connections].clone();
+        let (pool, errors, first_error) = (pool.clone(), errors.clone(), first_error.clone());
+        tasks.spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+            let mut calls = 0u64;
+            while Instant::now() < deadline {
+                let Some(op) = pool.next(workload, &mut rng) else { break };
+                let t = Instant::now();
+                let outcome = execute(&client, &mut health, op).await;
+                let micros = t.elapsed().as_micros() as u64;
+                match outcome {
+                    Ok(()) => {
+                        calls += 1;
+                        histogram.saturating_record(micros.max(1));
+                    }
+                    Err(why) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert(why);
+                        }
+                    }
+                }
+            }
+            (calls, histogram)
+        });
+    }
+    let mut calls = 0;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    while let Some(done) = tasks.join_next().await {
+        let (n, h) = done.map_err(|e| ClientError::Input(format!("a client task failed: {e}")))?;
+        calls += n;
+        histogram.add(h).map_err(|e| ClientError::Input(format!("merging latencies: {e}")))?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let after = clients[0].0.registry_info().await?.writer;
+    let writes = matches!(workload, Workload::Register | Workload::Mixed);
+    let commits = before.zip(after).filter(|_| writes).map(|(b, a)| {
+        (a.group_commits - b.group_commits, a.entries - b.entries, a.largest_group_commit)
+    });
+    let first_error = first_error.lock().ok().and_then(|f| f.clone());
+    Ok(Report {
+        workload,
+        concurrency: settings.concurrency,
+        connections,
+        batch,
+        keys: fleet.keys,
+        seconds,
+        calls,
+        calls_per_sec: calls as f64 / seconds,
+        items_per_sec: (calls * batch as u64) as f64 / seconds,
+        errors: errors.load(Ordering::Relaxed),
+        first_error,
+        latency: Latency {
+            p50_us: histogram.value_at_quantile(0.50),
+            p99_us: histogram.value_at_quantile(0.99),
+            p999_us: histogram.value_at_quantile(0.999),
+            max_us: histogram.max(),
+        },
+        group_commits: commits.map(|c| c.0),
+        mean_group_commit: commits.map(|c| c.1 as f64 / c.0.max(1) as f64),
+        largest_group_commit: commits.map(|c| c.2),
+    })
+}
+
+/// One call and the check of its answer; `Err` says what went wrong.
+async fn execute(
+    client: &RegistryClient,
+    health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    op: Op,
+) -> Result<(), String> {
+    match op {
+        Op::Register(command) => {
+            client.submit_signed(command).await.map_err(|e| e.to_string())?;
+        }
+        Op::Check { index, at } => {
+            let evse = Selector::Evse(load::evse_id(OPERATOR, index));
+            let answer =
+                client.check(&evse, None, at, AsOf::Head).await.map_err(|e| e.to_string())?;
+            expect_valid(answer.validity.as_ref())?;
+        }
+        Op::CheckBatch(queries) => {
+            let answer =
+                client.check_batch(&queries, AsOf::Head).await.map_err(|e| e.to_string())?;
+            if answer.results.len() != queries.len() {
+                return Err(format!(
+                    "{} answers to {} questions",
+                    answer.results.len(),
+                    queries.len()
+                ));
+            }
+            answer.results.iter().try_for_each(|v| expect_valid(Some(v)))?;
+        }
+        Op::VerifyOcmf(inputs) => {
+            let answer = client
+                .validate_meter_values(&inputs, AsOf::Head, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(bad) = answer.results.iter().find(|v| !(v.valid && v.billable)) {
+                return Err(format!("a fleet record did not validate: {bad:?}"));
+            }
+        }
+        Op::Empty => {
+            health
+                .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn expect_valid(v: Option<&pb::Validity>) -> Result<(), String> {
+    match v {
+        Some(v) if v.verdict == pb::Verdict::Valid as i32 => Ok(()),
+        other => Err(format!(
+            "expected VALID for a fleet key, got {:?}",
+            other.map(|v| pb::Verdict::try_from(v.verdict).unwrap_or(pb::Verdict::Unspecified))
+        )),
+    }
+}
+
+/// Raw crypto speed on this machine, one core: the ceilings for signature checks and hashing.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CryptoCeilings {
+    /// ECDSA P-256 verifications per second with `ring` (the registry's verification backend).
+    pub p256_verify_ring_per_sec: f64,
+    /// The same with the pure-Rust `p256` crate.
+    pub p256_verify_rustcrypto_per_sec: f64,
+    /// ECDSA P-256 signatures per second (`p256`, what the registry signs checkpoints with).
+    pub p256_sign_per_sec: f64,
+    /// SHA-256 over 4 KiB buffers, bytes per second.
+    pub sha256_bytes_per_sec: f64,
+}
+
+/// Measures [`CryptoCeilings`] for about `duration` in all.
+pub fn crypto_ceilings(duration: Duration) -> CryptoCeilings {
+    use p256::ecdsa::signature::Verifier;
+    use sha2::Digest;
+    let each = duration / 4;
+    let key = P256KeyPair::generate();
+    let message = [0x42u8; 600];
+    let der = key.sign_der(&message);
+    let point = key.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+    let rate = |f: &mut dyn FnMut() -> bool| {
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < each || n == 0 {
+            for _ in 0..16 {
+                assert!(f(), "a ceiling measurement must check real work");
+            }
+            n += 16;
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let ring = rate(&mut || registry_proto::keys::p256_verify_point(&point, &message, &der));
+    let signature = p256::ecdsa::DerSignature::try_from(der.as_slice());
+    let rust_crypto = rate(&mut || {
+        signature.as_ref().is_ok_and(|s| key.verifying_key().verify(&message, s).is_ok())
+    });
+    let sign = rate(&mut || !key.sign_der(&message).is_empty());
+    let block = vec![0x5au8; 4096];
+    let hashes = rate(&mut || {
+        std::hint::black_box(sha2::Sha256::digest(&block));
+        true
+    });
+    CryptoCeilings {
+        p256_verify_ring_per_sec: ring,
+        p256_verify_rustcrypto_per_sec: rust_crypto,
+        p256_sign_per_sec: sign,
+        sha256_bytes_per_sec: hashes * block.len() as f64,
+    }
+}
