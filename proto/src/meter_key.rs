@@ -218,37 +218,21 @@ impl MeterKey {
     /// (P-256 when not named).
     pub fn parse(text: &str, named: Option<Curve>) -> Result<Self, MeterKeyError> {
         let (curve, point) = match decode_text(text)? {
-            Shape::Spki(der) => {
-                let (curve, point) = split_spki(&der)?;
-                if let Some(named) = named.filter(|n| *n != curve) {
-                    return Err(MeterKeyError::CurveMismatch { named, found: curve });
+            Shape::Spki(der) => match split_spki(&der) {
+                Ok((curve, point)) => {
+                    if let Some(named) = named.filter(|n| *n != curve) {
+                        return Err(MeterKeyError::CurveMismatch { named, found: curve });
+                    }
+                    (curve, point)
                 }
-                (curve, point)
-            }
-            Shape::Raw(bytes) => {
-                let curve = named.unwrap_or(Curve::Secp256r1);
-                let n = curve.field_bytes();
-                let point = match (bytes.len(), bytes.first()) {
-                    (l, _) if l == 2 * n => [&[0x04][..], &bytes].concat(),
-                    (l, Some(0x04)) if l == 2 * n + 1 => bytes,
-                    (l, Some(0x02 | 0x03)) if l == n + 1 => bytes,
-                    (1, Some(0x00)) => {
-                        return Err(MeterKeyError::Point {
-                            curve,
-                            reason: "the identity point is not a public key".into(),
-                        });
-                    }
-                    (l, _) => {
-                        return Err(MeterKeyError::Encoding(format!(
-                            "{l} bytes is not a {curve} point (expected {} bytes X||Y, {} with 04, or {} compressed)",
-                            2 * n,
-                            2 * n + 1,
-                            n + 1
-                        )));
-                    }
-                };
-                (curve, point)
-            }
+                // A bare X||Y starts with 0x30 (DER's SEQUENCE tag) once in 256 keys: read it as
+                // the point it then is.
+                Err(_) if der.len() == 2 * named.unwrap_or(Curve::Secp256r1).field_bytes() => {
+                    raw_point(der, named)?
+                }
+                Err(e) => return Err(e),
+            },
+            Shape::Raw(bytes) => raw_point(bytes, named)?,
         };
         let spki_der = normalise(curve, &point)?;
         let fingerprint = keys::fingerprint_hex(&spki_der);
@@ -262,6 +246,32 @@ impl MeterKey {
         let fingerprint = keys::fingerprint_hex(&spki_der);
         Ok(Self { curve, spki_der, fingerprint })
     }
+}
+
+/// A SEC1 point or bare X||Y on the `named` curve (P-256 when not named).
+fn raw_point(bytes: Vec<u8>, named: Option<Curve>) -> Result<(Curve, Vec<u8>), MeterKeyError> {
+    let curve = named.unwrap_or(Curve::Secp256r1);
+    let n = curve.field_bytes();
+    let point = match (bytes.len(), bytes.first()) {
+        (l, _) if l == 2 * n => [&[0x04][..], &bytes].concat(),
+        (l, Some(0x04)) if l == 2 * n + 1 => bytes,
+        (l, Some(0x02 | 0x03)) if l == n + 1 => bytes,
+        (1, Some(0x00)) => {
+            return Err(MeterKeyError::Point {
+                curve,
+                reason: "the identity point is not a public key".into(),
+            });
+        }
+        (l, _) => {
+            return Err(MeterKeyError::Encoding(format!(
+                "{l} bytes is not a {curve} point (expected {} bytes X||Y, {} with 04, or {} compressed)",
+                2 * n,
+                2 * n + 1,
+                n + 1
+            )));
+        }
+    };
+    Ok((curve, point))
 }
 
 /// Validates a SEC1 point on `curve` and returns the DER SubjectPublicKeyInfo with the point
@@ -317,13 +327,13 @@ pub fn verify_sha256(
     if found != curve {
         return Err(MeterKeyError::CurveMismatch { named: curve, found });
     }
+    // The hot path: DER on P-256 goes to ring (see keys.rs), which hashes the message itself.
+    if curve == Curve::Secp256r1 && format == crate::ocmf::SignatureFormat::Der {
+        return Ok(keys::p256_verify_point(&point, message, signature));
+    }
     use sha2::Digest;
     let digest: [u8; 32] = sha2::Sha256::digest(message).into();
     let ok = match curve {
-        // The hot path: DER on P-256 goes to ring (see keys.rs), raw r||s through p256.
-        Curve::Secp256r1 if format == crate::ocmf::SignatureFormat::Der => {
-            keys::p256_verify_point(&point, message, signature)
-        }
         Curve::Secp256r1 => verify_prehash::<p256::NistP256>(&point, &digest, signature, format),
         Curve::Secp384r1 => verify_prehash::<p384::NistP384>(&point, &digest, signature, format),
         Curve::Secp256k1 => verify_prehash::<k256::Secp256k1>(&point, &digest, signature, format),
@@ -370,6 +380,16 @@ mod tests {
     use super::*;
     use crate::keys::P256KeyPair;
     use base64::engine::general_purpose::STANDARD as B64;
+
+    #[test]
+    fn a_bare_point_that_looks_like_der_is_read_as_the_point() {
+        // One key in 256 has an X coordinate starting with 0x30, DER's SEQUENCE tag.
+        let (k, unc, _) = std::iter::repeat_with(sample)
+            .find(|(_, unc, _)| unc[1] == 0x30)
+            .expect("such keys exist");
+        let parsed = MeterKey::parse(&hex::encode(&unc[1..]), None).unwrap();
+        assert_eq!(parsed.fingerprint, k.fingerprint_hex());
+    }
 
     fn sample() -> (P256KeyPair, Vec<u8>, Vec<u8>) {
         let k = P256KeyPair::generate();

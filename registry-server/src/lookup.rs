@@ -191,8 +191,7 @@ impl Lookups {
                 format!("at most {MAX_BATCH} questions per call, got {}", questions.len()),
             ));
         }
-        let state = self.state();
-        questions.iter().map(|(s, t)| Ok(validity::check(&state, s, *t, basis.size)?)).collect()
+        on_every_core(questions, 256, |(s, t)| validity::check(&self.state(), s, *t, basis.size))
     }
 
     /// Validates signed meter values against the registry as known at `basis`, on every core
@@ -208,25 +207,8 @@ impl Lookups {
                 format!("at most {MAX_BATCH} records per call, got {}", inputs.len()),
             ));
         }
-        let one = |i: &Input| {
+        on_every_core(inputs, 16, |i| {
             signed_values::validate(&i.record, i.claimed_key.as_deref(), &self.state(), basis.size)
-        };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if inputs.len() < 64 || threads == 1 {
-            return Ok(inputs.iter().map(one).collect::<Result<_, _>>()?);
-        }
-        let per = inputs.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let parts: Vec<_> = inputs
-                .chunks(per)
-                .map(|part| s.spawn(move || part.iter().map(one).collect::<Result<Vec<_>, _>>()))
-                .collect();
-            let mut out = Vec::with_capacity(inputs.len());
-            for p in parts {
-                let part = p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                out.extend(part?);
-            }
-            Ok(out)
         })
     }
 
@@ -305,4 +287,35 @@ impl Lookups {
         }
         Ok((op, signers))
     }
+}
+
+/// Answers `items` in order, spread over every core once there are at least `min_per_core` per
+/// core (below that, starting threads costs more than it saves).
+fn on_every_core<I: Sync, T: Send, E: Send>(
+    items: &[I],
+    min_per_core: usize,
+    one: impl Fn(&I) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, LookupError>
+where
+    LookupError: From<E>,
+{
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.min(items.len() / min_per_core.max(1)).max(1);
+    if threads == 1 {
+        return Ok(items.iter().map(&one).collect::<Result<_, _>>()?);
+    }
+    let per = items.len().div_ceil(threads);
+    let one = &one;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(one).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for p in parts {
+            let part = p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            out.extend(part?);
+        }
+        Ok(out)
+    })
 }

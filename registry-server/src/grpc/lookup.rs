@@ -156,11 +156,14 @@ impl LookupService for LookupApi {
             .queries
             .iter()
             .enumerate()
-            .map(|(i, q)| {
-                Ok((
+            .map(|(i, q)| match (selector(q.key.as_ref(), "key"), at(&q.at, "at")) {
+                (Ok(s), Ok(t)) => Ok((s, t)),
+                // Only a refusal needs the field's full path; building it for every question
+                // cost more than answering some of them.
+                _ => Ok((
                     selector(q.key.as_ref(), &format!("queries[{i}].key"))?,
                     at(&q.at, &format!("queries[{i}].at"))?,
-                ))
+                )),
             })
             .collect::<Result<Vec<_>, Status>>()?;
         let (as_of, prove) = (as_of(&r.as_of)?, r.prove);
