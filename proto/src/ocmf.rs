@@ -591,7 +591,6 @@ fn parse_payload(text: &str, deviations: &mut Vec<Deviation>) -> Result<Payload,
     let mut f = Fields { prefix: String::new(), deviations };
     let mut p = Payload::default();
     for (name, v) in members.0 {
-        let v = &*v;
         match name.as_str() {
             "FV" => p.format_version = f.string("FV", v)?,
             "GI" => p.gateway_id = f.string("GI", v)?,
@@ -686,7 +685,6 @@ fn parse_loss_compensation(
     members.unique("LC.")?;
     let mut lc = LossCompensation::default();
     for (name, v) in members.0 {
-        let v = &*v;
         match name.as_str() {
             "LN" => lc.naming = f.string("LC.LN", v)?,
             "LI" => lc.identification = f.number("LC.LI", v)?,
@@ -725,7 +723,6 @@ fn parse_reading(
         None => Reading::default(),
     };
     for (name, v) in members.0 {
-        let v = &*v;
         match name.as_str() {
             "TM" => {
                 let text = f.string("TM", v)?;
@@ -859,7 +856,6 @@ fn parse_signature(text: &str, deviations: &mut Vec<Deviation>) -> Result<Signat
     let mut f = Fields { prefix: String::new(), deviations };
     let (mut sa, mut se, mut sm, mut sd) = (None, None, None, None);
     for (name, v) in members.0 {
-        let v = &*v;
         match name.as_str() {
             "SA" => sa = f.string("SA", v)?,
             "SE" => se = f.string("SE", v)?,
