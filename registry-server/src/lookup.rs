@@ -289,8 +289,12 @@ impl Lookups {
     }
 }
 
-/// Answers `items` in order, spread over every core once there are at least `min_per_core` per
-/// core (below that, starting threads costs more than it saves).
+/// Calls of [`on_every_core`] running now.
+static SPREADING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Answers `items` in order, spread over the cores once there are at least `min_per_core` per
+/// core (below that, starting threads costs more than it saves). Concurrent calls share the
+/// cores instead of each taking all of them: under load, extra threads only contend.
 fn on_every_core<I: Sync, T: Send, E: Send>(
     items: &[I],
     min_per_core: usize,
@@ -299,8 +303,17 @@ fn on_every_core<I: Sync, T: Send, E: Send>(
 where
     LookupError: From<E>,
 {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = threads.min(items.len() / min_per_core.max(1)).max(1);
+    use std::sync::atomic::Ordering;
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            SPREADING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let running = SPREADING.fetch_add(1, Ordering::Relaxed) + 1;
+    let _leave = Leave;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / running).min(items.len() / min_per_core.max(1)).max(1);
     if threads == 1 {
         return Ok(items.iter().map(&one).collect::<Result<_, _>>()?);
     }
