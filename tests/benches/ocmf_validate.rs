@@ -13,11 +13,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use registry_client::{Action, AsOf, RegistryClient, load};
-use registry_proto::keys::P256KeyPair;
+use registry_client::{AsOf, load};
 use registry_proto::ocmf::Record;
 use registry_proto::signed_values::{self, Input};
-use registry_server::config::Config;
 
 const OPERATOR: &str = "DE*BEN";
 const BATCH: usize = 500;
@@ -31,33 +29,13 @@ async fn main() -> anyhow::Result<()> {
     let meters = env_u64("OCMF_BENCH_METERS", 2_000);
     let samples = env_u64("OCMF_BENCH_RECORDS", 20_000) as usize;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let dir = tempfile::tempdir()?;
-    let admin = P256KeyPair::generate();
-    let admin_file = dir.path().join("admin.pub.pem");
-    std::fs::write(&admin_file, admin.public_key_pem())?;
-    let config = Config {
-        admin_keys: vec![admin_file],
-        ..registry_tests::test_config(&dir.path().join("data"))
-    };
-    let server =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
-            .await?;
-    let client = RegistryClient::connect(&format!("http://{}", server.local_addr())).await?;
-    let operator = P256KeyPair::generate();
-    client
-        .submit(
-            &admin,
-            &Action::AddOperator {
-                operator_id: OPERATOR.into(),
-                name: "Bench operator".into(),
-                public_keys: vec![operator.public_key_pem()],
-            },
-        )
-        .await?;
+    let f = registry_tests::Fixture::start().await;
+    let (server, client) = (&f.registry.server, &f.client);
+    let operator = f.operator(OPERATOR).await;
     let effective = registry_proto::time::parse("2026-01-01T00:00:00Z")?;
     let registered = load::registrations(&operator, OPERATOR, 0..meters, effective);
     let (keys, commands): (Vec<_>, Vec<_>) = registered.into_iter().unzip();
-    let (loaded, refusal) = load::submit_all(&client, commands, 2, |_| {}).await?;
+    let (loaded, refusal) = load::submit_all(client, commands, 2, |_| {}).await?;
     if let Some(why) = refusal {
         anyhow::bail!("{} registrations refused, e.g. {why}", loaded.refused);
     }
@@ -165,8 +143,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let single = done as f64 / t.elapsed().as_secs_f64();
     println!("server, one record per call, 64 in flight:    {single:>8.0} records/s");
-    server.shutdown();
-    server.wait().await?;
+    drop(f);
 
     // The ceilings: one signature over a payload of the same size, by each backend.
     let meter = &keys[0];

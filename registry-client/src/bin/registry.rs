@@ -62,8 +62,10 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// What to run: a server workload, `prepare` (only load the fleet, timing the bulk load) or
-    /// `crypto` (this machine's raw ECDSA and SHA-256 speed, no server)
+    /// What to run: register, check, check-batch, verify-ocmf, mixed or empty against the server;
+    /// prepare (only load the fleet, timing the bulk load); crypto (this machine's raw ECDSA and
+    /// SHA-256 speed, no server)
+    #[arg(value_parser = bench_workload)]
     workload: BenchWorkload,
     /// Concurrent clients, each with one call in flight
     #[arg(long, short = 'c', default_value_t = 64)]
@@ -88,16 +90,25 @@ struct BenchArgs {
     admin_key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// A server workload, or one of the two that are not.
+#[derive(Debug, Clone, Copy)]
 enum BenchWorkload {
-    Register,
-    Check,
-    CheckBatch,
-    VerifyOcmf,
-    Mixed,
-    Empty,
+    Run(registry_client::bench::Workload),
     Prepare,
     Crypto,
+}
+
+fn bench_workload(s: &str) -> Result<BenchWorkload, String> {
+    match s {
+        "prepare" => Ok(BenchWorkload::Prepare),
+        "crypto" => Ok(BenchWorkload::Crypto),
+        _ => <registry_client::bench::Workload as clap::ValueEnum>::from_str(s, true)
+            .map(BenchWorkload::Run)
+            .map_err(|_| {
+                "one of register, check, check-batch, verify-ocmf, mixed, empty, prepare, crypto"
+                    .to_string()
+            }),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -679,12 +690,7 @@ async fn bench(server: &str, json: bool, args: &BenchArgs) -> anyhow::Result<()>
             return Ok(());
         }
         BenchWorkload::Prepare => None,
-        BenchWorkload::Register => Some(Workload::Register),
-        BenchWorkload::Check => Some(Workload::Check),
-        BenchWorkload::CheckBatch => Some(Workload::CheckBatch),
-        BenchWorkload::VerifyOcmf => Some(Workload::VerifyOcmf),
-        BenchWorkload::Mixed => Some(Workload::Mixed),
-        BenchWorkload::Empty => Some(Workload::Empty),
+        BenchWorkload::Run(w) => Some(w),
     };
     let client = RegistryClient::connect(server).await?;
     let admin = args.admin_key.as_deref().map(keyfile::load_signer).transpose()?;
