@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use rand::Rng;
 use registry_client::archive::{self, Archive, WIDTH};
 use registry_client::audit;
-use registry_client::{Action, EndReason, NewKey, RegistryClient};
+use registry_client::{Action, NewKey, RegistryClient};
 use registry_tests::{Fixture, meter_key, spki_hex, t};
 
 /// Registrations (each with its confirmation), relocations and deactivations from 8 concurrent
@@ -41,18 +41,8 @@ async fn busy_log(f: &Fixture, entries: u64) {
                     .await
                     .unwrap();
                 if i % 10 == 3 {
-                    client
-                        .submit(
-                            &op,
-                            &Action::Deactivate {
-                                fingerprint: meter.fingerprint_hex(),
-                                reason: EndReason::Decommissioned,
-                                comment: String::new(),
-                                effective_at: Some(t("2026-02-01T00:00:00Z")),
-                            },
-                        )
-                        .await
-                        .unwrap();
+                    registry_tests::decommission(&client, &op, &meter, "2026-02-01T00:00:00Z")
+                        .await;
                 }
             }
         }));
@@ -97,19 +87,6 @@ fn assert_readable_view(archive: &Archive, size: u64) {
     assert_eq!(positions, (0..size).collect::<Vec<_>>(), "entries.jsonl is one line per entry");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_verifies_and_every_flipped_byte_is_caught_at_the_right_entry() {
     let f = Fixture::start().await;
@@ -132,7 +109,7 @@ async fn an_export_verifies_and_every_flipped_byte_is_caught_at_the_right_entry(
         .map(|w| {
             let (spans, key) = (spans.clone(), key.clone());
             let copy = dir.path().join(format!("copy{w}"));
-            copy_dir(archive.dir(), &copy);
+            registry_tests::copy_dir(archive.dir(), &copy);
             std::thread::spawn(move || {
                 let archive = Archive::new(&copy);
                 let mut rng = rand::rng();
@@ -237,15 +214,7 @@ async fn an_export_resumes_and_refuses_a_registry_that_rewrote_its_log() {
     registry.server.shutdown();
     registry.server.wait().await.unwrap();
     let fork_dir = tempfile::tempdir().unwrap();
-    copy_dir(&registry.config.data_dir, &fork_dir.path().join("data"));
-    let fork_config = registry_server::config::Config {
-        data_dir: fork_dir.path().join("data"),
-        ..registry.config.clone()
-    };
-    let fork =
-        registry_server::server::start_registry(&fork_config, registry_server::log::system_clock())
-            .await
-            .unwrap();
+    let fork = registry_tests::start_fork(&registry.config, fork_dir.path()).await;
     let fork_client =
         RegistryClient::connect(&format!("http://{}", fork.local_addr())).await.unwrap();
     let honest = registry_server::server::start_registry(

@@ -555,18 +555,7 @@ async fn a_batch_answers_like_single_questions_on_one_basis() {
         )
         .await;
         if i % 3 == 0 {
-            f.client
-                .submit(
-                    &op,
-                    &Action::Deactivate {
-                        fingerprint: meter.fingerprint_hex(),
-                        reason: EndReason::Decommissioned,
-                        comment: String::new(),
-                        effective_at: Some(t("2026-02-01T00:00:00Z")),
-                    },
-                )
-                .await
-                .unwrap();
+            registry_tests::decommission(&f.client, &op, &meter, "2026-02-01T00:00:00Z").await;
         }
         for at in ["2025-12-01T00:00:00Z", "2026-01-15T00:00:00Z", "2026-03-01T00:00:00Z"] {
             questions.push((Selector::Evse(evse.clone()), t(at)));

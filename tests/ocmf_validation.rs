@@ -9,7 +9,7 @@ mod vectors;
 use std::path::Path;
 
 use registry_client::verify::Verifier;
-use registry_client::{Action, AsOf, ClientError, EndReason, NewKey};
+use registry_client::{Action, AsOf, ClientError, NewKey};
 use registry_proto::keys::P256KeyPair;
 use registry_proto::ocmf::Record;
 use registry_proto::pb;
@@ -136,18 +136,7 @@ async fn validity_at_the_reading_evse_binding_and_meter_status_are_each_checked(
     let meter = meter_key();
     let key = NewKey { meter_serial: Some("M-1".into()), ..NewKey::new(spki_hex(&meter)) };
     register(&f, &op, key, "DE*ABC*E1", "2026-01-01T00:00:00Z").await;
-    f.client
-        .submit(
-            &op,
-            &Action::Deactivate {
-                fingerprint: meter.fingerprint_hex(),
-                reason: EndReason::Decommissioned,
-                comment: String::new(),
-                effective_at: Some(t("2026-02-01T00:00:00Z")),
-            },
-        )
-        .await
-        .unwrap();
+    registry_tests::decommission(&f.client, &op, &meter, "2026-02-01T00:00:00Z").await;
     let session = |b: &'static str, e: &'static str| [(b, "B", "G", ""), (e, "E", "G", "")];
     let good = signed_record(
         &meter,

@@ -448,21 +448,13 @@ async fn a_forked_registry_signing_with_the_same_key_is_caught() {
     registry.server.shutdown();
     registry.server.wait().await.unwrap();
     drop(client);
-    copy_dir(&registry.config.data_dir, &fork_dir.path().join("data"));
+    let fork = registry_tests::start_fork(&registry.config, fork_dir.path()).await;
     let honest = registry_server::server::start_registry(
         &registry.config,
         registry_server::log::system_clock(),
     )
     .await
     .unwrap();
-    let fork_config = registry_server::config::Config {
-        data_dir: fork_dir.path().join("data"),
-        ..registry.config.clone()
-    };
-    let fork =
-        registry_server::server::start_registry(&fork_config, registry_server::log::system_clock())
-            .await
-            .unwrap();
     let honest_client =
         RegistryClient::connect(&format!("http://{}", honest.local_addr())).await.unwrap();
     let fork_client =
@@ -517,17 +509,4 @@ async fn a_forked_registry_signing_with_the_same_key_is_caught() {
         remembering.check(&fork_client, &evse, None, t("2026-06-01T00:00:00Z"), AsOf::Head).await,
         "fork",
     );
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

@@ -425,6 +425,20 @@ impl Fields<'_> {
         }
     }
 
+    /// A field OCMF does not define where it stands: kept as written, and noted unless it is a
+    /// vendor field.
+    fn unknown(&mut self, name: &str, raw: &RawValue) -> (String, String) {
+        if !is_vendor_field(name) {
+            let what = if name == "EI" {
+                "the event index of OCMF before 0.5 (replaced by EF); kept, not interpreted"
+            } else {
+                "not defined by OCMF; kept, not interpreted"
+            };
+            self.note(name, what);
+        }
+        (name.to_string(), raw.get().to_string())
+    }
+
     /// A value that must be one of `allowed`; others are kept and noted.
     fn check_enum(&mut self, name: &str, value: &Option<String>, allowed: &[&str]) {
         if let Some(v) = value {
@@ -635,17 +649,7 @@ fn parse_payload(text: &str, deviations: &mut Vec<Deviation>) -> Result<Payload,
                 f.note("VV", "pre-0.4 name of GV (vendor version); read as GV");
                 p.gateway_version = f.string("VV", v)?;
             }
-            _ => {
-                if !is_vendor_field(&name) {
-                    let what = if name == "EI" {
-                        "the event index of OCMF before 0.5 (replaced by EF); kept, not interpreted"
-                    } else {
-                        "not defined by OCMF; kept, not interpreted"
-                    };
-                    f.note(&name, what);
-                }
-                p.extra.push((name.clone(), v.get().to_string()));
-            }
+            _ => p.extra.push(f.unknown(&name, v)),
         }
     }
     if p.readings.is_empty() {
@@ -740,17 +744,7 @@ fn parse_reading(
             "CL" => r.cumulated_loss = f.number("CL", v)?,
             "EF" => r.error_flags = f.string("EF", v)?.unwrap_or_default(),
             "ST" => r.status = f.string("ST", v)?,
-            _ => {
-                if !is_vendor_field(&name) {
-                    let what = if name == "EI" {
-                        "the event index of OCMF before 0.5 (replaced by EF); kept, not interpreted"
-                    } else {
-                        "not defined by OCMF; kept, not interpreted"
-                    };
-                    f.note(&name, what);
-                }
-                r.extra.push((name.clone(), v.get().to_string()));
-            }
+            _ => r.extra.push(f.unknown(&name, v)),
         }
     }
     if r.time.is_none() {
@@ -919,7 +913,7 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     hex::decode(s.trim()).map_err(|e| format!("not hex: {e}"))
 }
 
-fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
     let t = s.trim();
     base64::engine::general_purpose::STANDARD
         .decode(t)

@@ -402,6 +402,7 @@ pub fn validate<S: State>(
     match (&signer, &key) {
         (Some(k), _) => {
             let known = k.as_of(as_of).expect("candidates are known at as_of");
+            let bindings = known.bindings();
             for (i, r) in record.payload.readings.iter().enumerate() {
                 let subject = reading_subject(i, r);
                 let Some(t) = r.time.map(|t| t.instant) else { continue };
@@ -450,7 +451,7 @@ pub fn validate<S: State>(
                         v.push(CheckKind::EvseMatch, Outcome::Fail, subject, why.clone())
                     }
                     Some(Ok(e)) => {
-                        let binding = known.bindings().into_iter().find(|b| b.contains(t));
+                        let binding = bindings.iter().find(|b| b.contains(t));
                         match binding {
                             Some(b) if b.evse_ids.contains(e) => v.push(
                                 CheckKind::EvseMatch,
@@ -664,7 +665,6 @@ pub struct Input {
 /// public key. Only the OCMF encoding method is defined for meter values here; a value of another
 /// method cannot be checked and is refused with the method's name.
 pub fn ocpi_signed_data(json: &str) -> Result<Vec<Input>, String> {
-    use base64::Engine as _;
     #[derive(serde::Deserialize)]
     struct SignedData {
         encoding_method: String,
@@ -693,13 +693,8 @@ pub fn ocpi_signed_data(json: &str) -> Result<Vec<Input>, String> {
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let t = v.signed_data.trim();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(t)
-                .or_else(|_| {
-                    base64::engine::general_purpose::STANDARD_NO_PAD.decode(t.trim_end_matches('='))
-                })
-                .map_err(|e| format!("signed_values[{i}].signed_data is not base64: {e}"))?;
+            let bytes = crate::ocmf::decode_base64(&v.signed_data)
+                .map_err(|e| format!("signed_values[{i}].signed_data is {e}"))?;
             let record = String::from_utf8(bytes)
                 .map_err(|_| format!("signed_values[{i}].signed_data is not UTF-8 text"))?;
             let label = if v.nature.is_empty() {

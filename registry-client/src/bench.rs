@@ -51,9 +51,11 @@ pub enum Workload {
 }
 
 impl Workload {
-    fn default_batch(self) -> usize {
+    /// Questions or records per call: only the batch RPCs take more than one.
+    fn batch(self, asked: Option<usize>) -> usize {
         match self {
-            Workload::CheckBatch => 1_000,
+            Workload::CheckBatch => asked.unwrap_or(1_000).max(1),
+            Workload::VerifyOcmf => asked.unwrap_or(1).max(1),
             _ => 1,
         }
     }
@@ -68,12 +70,8 @@ pub struct Settings {
     pub connections: usize,
     /// How long to run.
     pub duration: Duration,
-    /// Keys in the fleet (registered by [`prepare`]).
-    pub keys: u64,
-    /// Questions or records per call; `None` for the workload's default.
+    /// Questions or records per call for check-batch and verify-ocmf; `None` for the default.
     pub batch: Option<usize>,
-    /// The fleet's seed.
-    pub seed: u64,
 }
 
 /// Latency percentiles in microseconds.
@@ -271,7 +269,7 @@ impl Pool {
 fn registrations(fleet: &Fleet, count: usize) -> Vec<SignedCommand> {
     let run: u32 = rand::rng().random();
     let signer = &fleet.operator;
-    let one = |i: usize| {
+    load::on_every_core(0..count as u64, |i| {
         let meter = P256KeyPair::generate();
         let action = Action::Register {
             key: NewKey {
@@ -282,47 +280,15 @@ fn registrations(fleet: &Fleet, count: usize) -> Vec<SignedCommand> {
             effective_at: Some(fleet_effective()),
         };
         SignedCommand::sign(command_bytes(&action), signer)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = count.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = (0..threads)
-            .map(|t| {
-                let one = &one;
-                s.spawn(move || {
-                    ((t * per)..((t + 1) * per).min(count)).map(one).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
     })
 }
 
 /// Session records from fleet meters: one per meter for the first `count` meters.
 fn records(fleet: &Fleet, count: u64) -> Vec<String> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let per = count.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    ((t * per)..((t + 1) * per).min(count))
-                        .map(|i| {
-                            let meter = load::meter_key(fleet.seed, i);
-                            let begin = fleet_effective() + chrono::TimeDelta::hours(1 + i as i64);
-                            load::ocmf_record(&meter, OPERATOR, i, begin, 45)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
+    load::on_every_core(0..count, |i| {
+        let meter = load::meter_key(fleet.seed, i);
+        let begin = fleet_effective() + chrono::TimeDelta::hours(1 + i as i64);
+        load::ocmf_record(&meter, OPERATOR, i, begin, 45)
     })
 }
 
@@ -333,7 +299,10 @@ pub async fn run(
     workload: Workload,
     settings: &Settings,
 ) -> Result<Report, ClientError> {
-    let batch = settings.batch.unwrap_or(workload.default_batch()).max(1);
+    let batch = workload.batch(settings.batch);
+    if fleet.keys == 0 && !matches!(workload, Workload::Register | Workload::Empty) {
+        return Err(ClientError::Input(format!("{workload:?} needs a fleet: --keys > 0")));
+    }
     let secs = settings.duration.as_secs_f64();
     // Enough registrations for the run at well above the target rate; a run that uses them all
     // ends early and says so through its duration.
@@ -346,9 +315,6 @@ pub async fn run(
         Workload::VerifyOcmf => records(fleet, fleet.keys.min(4_096)),
         _ => Vec::new(),
     };
-    if fleet.keys == 0 && !matches!(workload, Workload::Register | Workload::Empty) {
-        return Err(ClientError::Input(format!("{workload:?} needs a fleet: --keys > 0")));
-    }
     let pool = Arc::new(Pool {
         registrations,
         next_registration: AtomicUsize::new(0),

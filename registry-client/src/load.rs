@@ -80,16 +80,21 @@ pub fn registrations_of(
         let signed = SignedCommand::sign(command_bytes(&action), signer);
         (meter, signed)
     };
+    on_every_core(range, one)
+}
+
+/// `f` of every index in `range`, in order, computed in one slice per core: key generation and
+/// signing dominate test-data generation.
+pub fn on_every_core<T: Send>(range: Range<u64>, f: impl Fn(u64) -> T + Sync) -> Vec<T> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let len = range.end.saturating_sub(range.start);
-    let per = len.div_ceil(threads).max(1);
+    let per = range.end.saturating_sub(range.start).div_ceil(threads).max(1);
+    let f = &f;
     std::thread::scope(|s| {
         let parts: Vec<_> = (0..threads)
             .map(|t| {
                 let start = range.start + t * per;
                 let end = (start + per).min(range.end);
-                let one = &one;
-                s.spawn(move || (start..end).map(one).collect::<Vec<_>>())
+                s.spawn(move || (start..end).map(f).collect::<Vec<_>>())
             })
             .collect();
         parts

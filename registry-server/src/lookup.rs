@@ -191,7 +191,8 @@ impl Lookups {
                 format!("at most {MAX_BATCH} questions per call, got {}", questions.len()),
             ));
         }
-        on_every_core(questions, 256, |(s, t)| validity::check(&self.state(), s, *t, basis.size))
+        let state = self.state();
+        on_every_core(questions, 256, |(s, t)| validity::check(&state, s, *t, basis.size))
     }
 
     /// Validates signed meter values against the registry as known at `basis`, on every core
@@ -207,8 +208,9 @@ impl Lookups {
                 format!("at most {MAX_BATCH} records per call, got {}", inputs.len()),
             ));
         }
+        let state = self.state();
         on_every_core(inputs, 16, |i| {
-            signed_values::validate(&i.record, i.claimed_key.as_deref(), &self.state(), basis.size)
+            signed_values::validate(&i.record, i.claimed_key.as_deref(), &state, basis.size)
         })
     }
 

@@ -109,6 +109,11 @@ start_server() {
         kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
         sleep 0.01
     done
+    if [ -z "$addr" ]; then
+        echo "the registry did not answer within 30 s:" >&2
+        cat "$work/server.log" >&2
+        exit 1
+    fi
     server_url="http://$addr"
     startup_secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 }
@@ -127,8 +132,13 @@ bench() {
     shift 2
     local i
     for i in $(seq 1 "$repeats"); do
-        "$registry_bin" --server "$server_url" --json bench "$workload" --keys "$keys" \
-            --duration "$duration" --concurrency "${conc:-$concurrency}" "$@" >"$work/last.json"
+        # A failed run must stop the harness (the exit fails the pipeline, hence the caller's
+        # assignment): a median over the runs that happened to work would be a wrong figure.
+        if ! "$registry_bin" --server "$server_url" --json bench "$workload" --keys "$keys" \
+            --duration "$duration" --concurrency "${conc:-$concurrency}" "$@" >"$work/last.json"; then
+            echo "$workload run $i failed: $(cat "$work/last.json")" >&2
+            exit 1
+        fi
         local errors
         errors="$(json_num "$work/last.json" errors)"
         if [ "${errors:-0}" != "0" ]; then
@@ -214,7 +224,7 @@ rustcrypto="$(crypto p256_verify_rustcrypto_per_sec)"
 sha="$(crypto sha256_bytes_per_sec | awk '{ printf "%f %f %f\n", $1 / 1e6, $2 / 1e6, $3 / 1e6 }')"
 openssl_verify="nan nan nan"
 if command -v openssl >/dev/null; then
-    openssl_verify="$(for i in $(seq 1 "$repeats"); do openssl speed -seconds "$duration" ecdsap256 2>/dev/null \
+    openssl_verify="$(for i in $(seq 1 "$repeats"); do (openssl speed -seconds "$duration" ecdsap256 2>/dev/null || true) \
         | awk '/ecdsa \(nistp256\)/ { print $NF }'; done | stats)"
 fi
 
@@ -249,8 +259,9 @@ if [ "$postgres" = 1 ]; then
         pg -f "$here/postgres/schema.sql" >/dev/null
         pg -v keys="$keys" -f "$here/postgres/load.sql" >/dev/null
         pgb() {
-            pgbench -h 127.0.0.1 -p "$pg_port" -U bench -n -M prepared -c "$concurrency" -j "$cores" \
-                -T "$(awk -v d="$duration" 'BEGIN { print (d < 1) ? 1 : int(d + 0.5) }')" -D keys="$keys" "$@" postgres 2>/dev/null \
+            # A failed pgbench run leaves its figure out (reported as n/a), not the whole table.
+            (pgbench -h 127.0.0.1 -p "$pg_port" -U bench -n -M prepared -c "$concurrency" -j "$cores" \
+                -T "$(awk -v d="$duration" 'BEGIN { print (d < 1) ? 1 : int(d + 0.5) }')" -D keys="$keys" "$@" postgres 2>/dev/null || true) \
                 | awk '/^tps/ { print $3 }'
         }
         pg_check="$(for i in $(seq 1 "$repeats"); do pgb -f "$here/postgres/check.pgbench"; done | stats)"

@@ -20,14 +20,10 @@ use registry_proto::signed_values::{self, Input};
 const OPERATOR: &str = "DE*BEN";
 const BATCH: usize = 500;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let meters = env_u64("OCMF_BENCH_METERS", 2_000);
-    let samples = env_u64("OCMF_BENCH_RECORDS", 20_000) as usize;
+    let meters = registry_tests::env_u64("OCMF_BENCH_METERS", 2_000);
+    let samples = registry_tests::env_u64("OCMF_BENCH_RECORDS", 20_000) as usize;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let f = registry_tests::Fixture::start().await;
     let (server, client) = (&f.registry.server, &f.client);
@@ -145,28 +141,10 @@ async fn main() -> anyhow::Result<()> {
     println!("server, one record per call, 64 in flight:    {single:>8.0} records/s");
     drop(f);
 
-    // The ceilings: one signature over a payload of the same size, by each backend.
-    let meter = &keys[0];
-    let record = Record::parse(&records[0]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let payload = record.signed_bytes().to_vec();
-    let der = meter.sign_der(&payload);
-    let point = registry_proto::keys::p256_point_of_spki(meter.public_key_der())
-        .ok_or_else(|| anyhow::anyhow!("a P-256 key"))?
-        .to_vec();
-    let n = 10_000;
-    let t = Instant::now();
-    for _ in 0..n {
-        anyhow::ensure!(registry_proto::keys::p256_verify_point(&point, &payload, &der));
-    }
-    let ring = n as f64 / t.elapsed().as_secs_f64();
-    let n = 3_000;
-    let signature = p256::ecdsa::DerSignature::try_from(der.as_slice())?;
-    let t = Instant::now();
-    for _ in 0..n {
-        use p256::ecdsa::signature::Verifier;
-        anyhow::ensure!(meter.verifying_key().verify(&payload, &signature).is_ok());
-    }
-    let rust_crypto = n as f64 / t.elapsed().as_secs_f64();
+    // The ceilings, as `registry bench crypto` measures them (600-byte messages, like a record).
+    let crypto = registry_client::bench::crypto_ceilings(std::time::Duration::from_secs(4));
+    let (ring, rust_crypto) =
+        (crypto.p256_verify_ring_per_sec, crypto.p256_verify_rustcrypto_per_sec);
     println!("raw ECDSA P-256 verify, ring 0.17, one core:  {ring:>8.0} /s");
     println!("raw ECDSA P-256 verify, p256 0.14, one core:  {rust_crypto:>8.0} /s");
     let openssl = openssl_verify_rate();

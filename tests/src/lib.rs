@@ -179,3 +179,56 @@ pub fn t(s: &str) -> registry_proto::time::Time {
 pub fn verdict_name(v: &registry_proto::pb::Validity) -> &'static str {
     registry_client::render::verdict(v.verdict)
 }
+
+/// Copies a stopped registry's data directory into `dir` and starts a second registry on the
+/// copy: same key, same history, free to diverge (the fork a dishonest operator could run).
+pub async fn start_fork(
+    config: &Config,
+    dir: &std::path::Path,
+) -> Server<registry_server::machine::RegistryMachine> {
+    let data_dir = dir.join("data");
+    copy_dir(&config.data_dir, &data_dir);
+    registry_server::server::start_registry(&Config { data_dir, ..config.clone() }, system_clock())
+        .await
+        .expect("the fork starts")
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("target directory");
+    for entry in std::fs::read_dir(from).expect("readable source directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("file copied");
+        }
+    }
+}
+
+/// Decommissions `meter`'s key from `at`, signed by `operator`.
+pub async fn decommission(
+    client: &registry_client::RegistryClient,
+    operator: &registry_proto::keys::P256KeyPair,
+    meter: &registry_proto::keys::P256KeyPair,
+    at: &str,
+) {
+    client
+        .submit(
+            operator,
+            &registry_client::Action::Deactivate {
+                fingerprint: meter.fingerprint_hex(),
+                reason: registry_client::EndReason::Decommissioned,
+                comment: String::new(),
+                effective_at: Some(t(at)),
+            },
+        )
+        .await
+        .expect("decommissioning accepted");
+}
+
+/// A numeric setting of a benchmark from the environment, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}

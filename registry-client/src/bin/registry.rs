@@ -726,9 +726,7 @@ async fn bench(server: &str, json: bool, args: &BenchArgs) -> anyhow::Result<()>
         concurrency: args.concurrency.max(1),
         connections: args.connections.max(1),
         duration,
-        keys: fleet.keys,
         batch: args.batch,
-        seed: args.seed,
     };
     let report = bench::run(server, &fleet, workload, &settings).await?;
     if json {
