@@ -565,15 +565,29 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
             lifecycle::apply(&e.header, &e.body, &mut replayed).unwrap();
         }
         let store = case.f.registry.server.reader().store().clone();
-        let live = Projection(store.as_ref());
+        let live = Projection::new(store.as_ref());
         for (fp, record) in &replayed.keys {
-            assert_eq!(live.key(fp).unwrap().as_ref(), Some(record), "key {fp}");
+            assert_eq!(live.key(fp).unwrap().as_deref(), Some(record), "key {fp}");
+        }
+        // The same through a key cache filled from the store, as a restarted server reads it.
+        let cache = std::sync::Arc::new(registry_server::key_cache::KeyCache::new());
+        registry_server::projection::fill_cache(store.as_ref(), &cache).unwrap();
+        assert!(cache.is_complete());
+        assert_eq!(cache.len(), replayed.keys.len());
+        let filled = Projection::cached(store.as_ref(), cache);
+        for (fp, record) in &replayed.keys {
+            assert_eq!(filled.key(fp).unwrap().as_deref(), Some(record), "cached key {fp}");
         }
         for ((kind, value), map) in &replayed.index {
+            let want: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
             let mut got = live.indexed(*kind, value).unwrap();
             got.sort();
-            let want: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
             assert_eq!(got, want, "index {kind:?} {value}");
+            assert_eq!(
+                filled.indexed(*kind, value).unwrap(),
+                want,
+                "cached index {kind:?} {value}"
+            );
         }
         for (id, position) in &replayed.latest {
             assert_eq!(live.latest(id).unwrap(), Some(*position), "latest {id:?}");

@@ -366,10 +366,11 @@ pub struct OperatorRecord {
 pub trait State {
     /// The backend's error.
     type Error;
-    /// A key record.
-    fn key(&self, fingerprint: &str) -> Result<Option<KeyRecord>, Self::Error>;
-    /// Keys ever indexed under an EVSE ID, serial or operator, with the position that added
-    /// each.
+    /// A key record, shared: backends that keep records in memory hand them out without copying.
+    fn key(&self, fingerprint: &str) -> Result<Option<std::sync::Arc<KeyRecord>>, Self::Error>;
+    /// Keys ever indexed under an EVSE ID or a serial, with the position that added each.
+    /// (Nothing asks for an operator's keys this way, so operators are not indexed: an index
+    /// entry per key would make every operator's group as large as its fleet.)
     fn indexed(&self, kind: IdentifierKind, value: &str)
     -> Result<Vec<(String, u64)>, Self::Error>;
     /// An operator.
@@ -560,7 +561,9 @@ pub struct DecideContext {
 
 type Decision<E> = Result<Vec<Event>, DecideError<E>>;
 
-fn st<E>(r: Result<Option<KeyRecord>, E>) -> Result<Option<KeyRecord>, DecideError<E>> {
+fn st<E>(
+    r: Result<Option<std::sync::Arc<KeyRecord>>, E>,
+) -> Result<Option<std::sync::Arc<KeyRecord>>, DecideError<E>> {
     r.map_err(DecideError::State)
 }
 
@@ -881,7 +884,7 @@ fn open_key<S: State>(
     state: &S,
     fingerprint: &str,
     field: &str,
-) -> Result<KeyRecord, DecideError<S::Error>> {
+) -> Result<std::sync::Arc<KeyRecord>, DecideError<S::Error>> {
     let record = st(state.key(fingerprint))?.ok_or_else(|| {
         Rejection::precondition(field, format!("no key {fingerprint} is registered"))
     })?;
@@ -1043,7 +1046,7 @@ fn owned_key<S: State>(
     operator: &OperatorId,
     fingerprint: &str,
     field: &str,
-) -> Result<KeyRecord, DecideError<S::Error>> {
+) -> Result<std::sync::Arc<KeyRecord>, DecideError<S::Error>> {
     let record = st(state.key(fingerprint))?.ok_or_else(|| {
         Rejection::precondition(field, format!("no key {fingerprint} is registered"))
     })?;
@@ -1464,22 +1467,16 @@ fn apply_event<S: StateMut>(
                     .add_to_index(IdentifierKind::GatewaySerial, g, &r.fingerprint, position)
                     .map_err(s)?;
             }
-            state
-                .add_to_index(
-                    IdentifierKind::Operator,
-                    r.operator_id.as_str(),
-                    &r.fingerprint,
-                    position,
-                )
-                .map_err(s)?;
             state.set_pending(&r.fingerprint, Some(position)).map_err(s)?;
         }
         other => {
             let fp = other.fingerprint().expect("every other event is about a key");
-            let mut record = state
-                .key(fp)
-                .map_err(s)?
-                .ok_or_else(|| bad(format!("event about unregistered key {fp}")))?;
+            let mut record = std::sync::Arc::unwrap_or_clone(
+                state
+                    .key(fp)
+                    .map_err(s)?
+                    .ok_or_else(|| bad(format!("event about unregistered key {fp}")))?,
+            );
             let change = match other {
                 Event::KeyConfirmed { published_in_tree_size, .. } => {
                     state.set_pending(fp, None).map_err(s)?;
@@ -1515,9 +1512,6 @@ fn apply_event<S: StateMut>(
                             .add_to_index(IdentifierKind::Evse, e.as_str(), fp, position)
                             .map_err(s)?;
                     }
-                    state
-                        .add_to_index(IdentifierKind::Operator, operator_id.as_str(), fp, position)
-                        .map_err(s)?;
                     KeyChange::TakenOver {
                         effective_at: *effective_at,
                         operator_id: operator_id.clone(),
@@ -1573,8 +1567,8 @@ pub struct MemoryState {
 
 impl State for MemoryState {
     type Error = std::convert::Infallible;
-    fn key(&self, fingerprint: &str) -> Result<Option<KeyRecord>, Self::Error> {
-        Ok(self.keys.get(fingerprint).cloned())
+    fn key(&self, fingerprint: &str) -> Result<Option<std::sync::Arc<KeyRecord>>, Self::Error> {
+        Ok(self.keys.get(fingerprint).cloned().map(std::sync::Arc::new))
     }
     fn indexed(
         &self,

@@ -211,7 +211,11 @@ impl UnitPath {
     }
 
     /// The keys registered for this path and known at `as_of`.
-    pub fn candidates<S: State>(&self, state: &S, as_of: u64) -> Result<Vec<KeyRecord>, S::Error> {
+    pub fn candidates<S: State>(
+        &self,
+        state: &S,
+        as_of: u64,
+    ) -> Result<Vec<std::sync::Arc<KeyRecord>>, S::Error> {
         let id = self.identifier();
         let mut keys = validity::candidates(state, id.kind, &id.value, as_of)?;
         if let UnitPath::GatewayAndMeter { gateway, .. } = self {
@@ -345,7 +349,7 @@ pub fn validate<S: State>(
     // The signature, with each key of the unit on the record's curve.
     let curve = record.signature.curve;
     let algorithm = ocmf::algorithm_of_curve(curve);
-    let same_curve: Vec<&KeyRecord> =
+    let same_curve: Vec<&std::sync::Arc<KeyRecord>> =
         keys.iter().filter(|k| k.registration.curve == curve).collect();
     let signer = same_curve
         .iter()
@@ -508,7 +512,7 @@ pub fn validate<S: State>(
             );
         }
     }
-    v.key = key;
+    v.key = key.map(std::sync::Arc::unwrap_or_clone);
 
     // What the meter says about itself.
     for (i, r) in record.payload.readings.iter().enumerate() {

@@ -178,7 +178,7 @@ pub fn candidates<S: State>(
     kind: IdentifierKind,
     value: &str,
     as_of: u64,
-) -> Result<Vec<KeyRecord>, S::Error> {
+) -> Result<Vec<std::sync::Arc<KeyRecord>>, S::Error> {
     let mut out = Vec::new();
     for (fp, added) in state.indexed(kind, value)? {
         if added >= as_of {
@@ -210,7 +210,7 @@ fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Va
     let mut ended: Vec<(&KeyRecord, Binding)> = vec![];
     let mut future: Vec<(&KeyRecord, Binding)> = vec![];
     let mut rejected: Vec<&KeyRecord> = vec![];
-    for record in &records {
+    for record in records.iter().map(|r| &**r) {
         let key = record.as_of(as_of).expect("candidates are known at as_of");
         if key.state() == KeyState::Rejected {
             rejected.push(record);
@@ -264,12 +264,12 @@ fn by_serial<S: State>(
     t: Time,
     as_of: u64,
 ) -> Result<Validity, S::Error> {
-    let records: Vec<KeyRecord> = candidates(state, kind, serial, as_of)?
+    let records: Vec<std::sync::Arc<KeyRecord>> = candidates(state, kind, serial, as_of)?
         .into_iter()
         .filter(|r| manufacturer.is_none_or(|m| r.registration.manufacturer == m))
         .collect();
     let (mut within, mut ended, mut future, mut rejected) = (vec![], vec![], vec![], vec![]);
-    for record in &records {
+    for record in records.iter().map(|r| &**r) {
         let key = record.as_of(as_of).expect("candidates are known at as_of");
         if key.state() == KeyState::Rejected {
             rejected.push(record);

@@ -17,7 +17,9 @@ use registry_proto::keys::P256KeyPair;
 use registry_proto::note::NoteSigner;
 use registry_server::log::{Log, LogOptions, RawBodies, system_clock};
 use registry_server::store::sled::{SledOptions, SledStore};
-use registry_server::store::{Keyspace, LogStore, Record, RequestRecord, StoreError, WriteBatch};
+use registry_server::store::{
+    Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch,
+};
 use sha2::{Digest, Sha256};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -76,6 +78,9 @@ impl LogStore for Timed {
     }
     fn scan_prefix(&self, ks: Keyspace, p: &[u8]) -> Result<Vec<Record>, StoreError> {
         self.inner.scan_prefix(ks, p)
+    }
+    fn for_each(&self, ks: Keyspace, visit: &mut Visitor<'_>) -> Result<(), StoreError> {
+        self.inner.for_each(ks, visit)
     }
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let t = Instant::now();

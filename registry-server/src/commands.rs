@@ -194,7 +194,7 @@ impl Commands {
     fn check(&self, envelope: &SignedCommand) -> Result<Command, CommandError> {
         let store = self.reader.store();
         let signer =
-            Projection(store.as_ref()).signer(&envelope.signer_key_id)?.ok_or_else(|| {
+            Projection::new(store.as_ref()).signer(&envelope.signer_key_id)?.ok_or_else(|| {
                 Rejection::unauthenticated(
                     "command.signer_key_id",
                     "the signing key is not known to the registry",
@@ -324,7 +324,7 @@ impl Commands {
             return Ok(None);
         }
         let store = self.reader.store().clone();
-        let existing = Projection(store.as_ref()).admins()?;
+        let existing = Projection::new(store.as_ref()).admins()?;
         if !existing.is_empty() {
             for (der, label) in &admins {
                 if !existing.contains(&registry_proto::keys::fingerprint(der)) {
@@ -348,7 +348,7 @@ impl Commands {
         }
         let store = self.reader.store().clone();
         let size = self.reader.head().size;
-        let pending = Projection(store.as_ref()).pending()?;
+        let pending = Projection::new(store.as_ref()).pending()?;
         let mut confirmed = 0;
         for (fp, registered) in pending.into_iter().filter(|(_, p)| *p < size) {
             if self.auto_confirm(&fp).await?.is_some() {

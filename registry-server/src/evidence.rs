@@ -184,7 +184,8 @@ pub fn receipt_for_key(reader: &LogReader, fingerprint: &str) -> Result<Receipt,
         field: "fingerprint".into(),
         message: format!("no key {fingerprint} is registered"),
     };
-    let record = Projection(reader.store().as_ref()).key(fingerprint)?.ok_or_else(not_found)?;
+    let record =
+        Projection::new(reader.store().as_ref()).key(fingerprint)?.ok_or_else(not_found)?;
     let size = reader.head().size;
     let key = record.as_of(size).ok_or_else(not_found)?;
     let confirmed = key.confirmed().ok_or_else(|| LookupError::Precondition {

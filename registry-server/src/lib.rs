@@ -2,7 +2,8 @@
 //!
 //! A command travels from the gRPC layer ([`grpc`]) through the edge checks ([`commands`]:
 //! signer, signature, clock) to the single log writer ([`log`]), where the lifecycle rules
-//! ([`machine`]) check it against the projections ([`projection`]) and the entry is appended
+//! ([`machine`]) check it against the projections ([`projection`], key records and indexes
+//! held in memory by [`key_cache`]) and the entry is appended
 //! durably to the store ([`store`]) together with the projection updates, in one atomic write.
 //! Reads ([`lookup`]) go straight to the projections, never past the durable head. [`server`]
 //! wires it together with the registry key ([`registry_key`]) and the configuration
@@ -12,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod evidence;
 pub mod grpc;
+pub mod key_cache;
 pub mod log;
 pub mod lookup;
 pub mod machine;

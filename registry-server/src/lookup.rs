@@ -14,6 +14,9 @@ use registry_proto::signed_values::{self, Input, Validation};
 use registry_proto::time::Time;
 use registry_proto::validity::{self, Selector, Validity};
 
+use std::sync::Arc;
+
+use crate::key_cache::KeyCache;
 use crate::log::{LogReader, ReadError};
 use crate::projection::Projection;
 use crate::store::StoreError;
@@ -105,6 +108,7 @@ pub struct HistoryPage {
 #[derive(Clone)]
 pub struct Lookups {
     reader: LogReader,
+    cache: Arc<KeyCache>,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> LookupError {
@@ -112,13 +116,13 @@ fn invalid(field: &str, message: impl Into<String>) -> LookupError {
 }
 
 impl Lookups {
-    /// Lookups over a running log.
-    pub fn new(reader: LogReader) -> Self {
-        Self { reader }
+    /// Lookups over a running log whose writer keeps `cache` current.
+    pub fn new(reader: LogReader, cache: Arc<KeyCache>) -> Self {
+        Self { reader, cache }
     }
 
     fn state(&self) -> Projection<&dyn crate::store::LogStore> {
-        Projection(self.reader.store().as_ref())
+        Projection::cached(self.reader.store().as_ref(), self.cache.clone())
     }
 
     fn basis_at(&self, size: u64) -> Result<Basis, LookupError> {
@@ -215,7 +219,7 @@ impl Lookups {
     }
 
     /// A key's record, if it was registered before the basis.
-    pub fn key(&self, fingerprint: &str, basis: &Basis) -> Result<KeyRecord, LookupError> {
+    pub fn key(&self, fingerprint: &str, basis: &Basis) -> Result<Arc<KeyRecord>, LookupError> {
         self.state().key(fingerprint)?.filter(|r| r.registered_at() < basis.size).ok_or_else(|| {
             LookupError::NotFound {
                 field: "fingerprint".into(),

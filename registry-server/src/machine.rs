@@ -10,6 +10,7 @@ use registry_proto::lifecycle::{self, ApplyError, DecideContext, Policy, Proposa
 
 use std::sync::Arc;
 
+use crate::key_cache::KeyCache;
 use crate::log::{DecideError, Decided, EntryContext, Machine, View};
 use crate::map::{MapWriter, SharedMap};
 use crate::projection::Projection;
@@ -29,12 +30,14 @@ pub struct Job {
 pub struct RegistryMachine {
     policy: Policy,
     map: MapWriter,
+    cache: Arc<KeyCache>,
 }
 
 impl RegistryMachine {
-    /// A machine with these policy knobs, publishing its map to `map`.
-    pub fn new(policy: Policy, map: Arc<SharedMap>) -> Self {
-        Self { policy, map: MapWriter::new(map) }
+    /// A machine with these policy knobs, publishing its map to `map` and every key record and
+    /// index group it writes to `cache`.
+    pub fn new(policy: Policy, map: Arc<SharedMap>, cache: Arc<KeyCache>) -> Self {
+        Self { policy, map: MapWriter::new(map), cache }
     }
 }
 
@@ -49,7 +52,7 @@ impl Machine for RegistryMachine {
         context: &EntryContext,
         view: &View<'_>,
     ) -> Result<Decided<EntryBody>, DecideError<Rejection>> {
-        let state = Projection(view);
+        let state = Projection::cached(view, self.cache.clone());
         let ctx = DecideContext {
             now: context.recorded_at,
             published_size: context.published_size,
@@ -74,13 +77,15 @@ impl Machine for RegistryMachine {
         body: &EntryBody,
         view: &mut View<'_>,
     ) -> Result<(), StoreError> {
-        lifecycle::apply(header, body, &mut Projection(view)).map_err(|e| match e {
-            ApplyError::State(e) => e,
-            // decide produced events that apply cannot fold in: a bug, and the writer must stop.
-            ApplyError::Inconsistent { position, message } => {
-                StoreError::Corrupt(format!("entry {position} does not apply: {message}"))
-            }
-        })?;
+        lifecycle::apply(header, body, &mut Projection::cached(view, self.cache.clone())).map_err(
+            |e| match e {
+                ApplyError::State(e) => e,
+                // decide produced events that apply cannot fold in: a bug, and the writer must stop.
+                ApplyError::Inconsistent { position, message } => {
+                    StoreError::Corrupt(format!("entry {position} does not apply: {message}"))
+                }
+            },
+        )?;
         for link in &body.links {
             self.map.touch(&link.identifier);
         }

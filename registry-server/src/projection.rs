@@ -8,14 +8,15 @@
 //!
 //! ```text
 //! keys       fingerprint (hex)                     -> KeyRecord
-//! index      kind tag, value, 0x00, fingerprint    -> position added (u64 BE)
+//! index      kind tag, value, 0x00, fingerprint    -> position added (u64 BE); EVSE IDs, serials
 //! operators  operator ID                           -> OperatorRecord
 //! signers    key ID (32 bytes)                     -> SignerRecord
 //! admins     "admins"                              -> active admin key IDs
 //! map        bucket (u16 BE)                       -> latest position per identifier (see crate::map)
 //! pending    fingerprint (hex)                     -> registration position (u64 BE)
 //! ```
-//! Values are postcard-encoded; `rebuild` regenerates everything from the log.
+//! Values are postcard-encoded; `rebuild` regenerates everything from the log. The server reads
+//! `keys` and `index` through a [`KeyCache`], a complete copy in memory.
 
 use registry_proto::event::{Identifier, IdentifierKind};
 use registry_proto::ids::OperatorId;
@@ -23,6 +24,9 @@ use registry_proto::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State, 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
+use crate::key_cache::{self, IndexGroup, KeyCache};
 use crate::log::View;
 use crate::store::{Keyspace, LogStore, Record, StoreError};
 
@@ -63,8 +67,26 @@ impl Kv for View<'_> {
     }
 }
 
-/// The lifecycle state over a key-value source.
-pub struct Projection<K>(pub K);
+/// The lifecycle state over a key-value source, with key records and index groups served from
+/// a [`KeyCache`] when it has one (the server always does; tools reading a closed store need
+/// not).
+pub struct Projection<K> {
+    kv: K,
+    cache: Option<Arc<KeyCache>>,
+}
+
+impl<K> Projection<K> {
+    /// Reads everything from `kv`.
+    pub fn new(kv: K) -> Self {
+        Self { kv, cache: None }
+    }
+
+    /// Reads key records and index groups from `cache` first (see [`KeyCache`] for why that
+    /// is consistent with `kv`).
+    pub fn cached(kv: K, cache: Arc<KeyCache>) -> Self {
+        Self { kv, cache: Some(cache) }
+    }
+}
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what} record: {e}")))
@@ -81,50 +103,75 @@ fn u64_value(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(arr))
 }
 
-fn identifier_key(kind: IdentifierKind, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + value.len());
+fn index_prefix(kind: IdentifierKind, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + value.len());
     k.push(kind.tag());
     k.extend_from_slice(value.as_bytes());
+    k.push(0);
     k
 }
 
-fn index_prefix(kind: IdentifierKind, value: &str) -> Vec<u8> {
-    let mut k = identifier_key(kind, value);
-    k.push(0);
-    k
+fn index_fingerprint(key: &[u8], at: usize) -> Result<&str, StoreError> {
+    std::str::from_utf8(&key[at..])
+        .map_err(|_| StoreError::Corrupt("index fingerprint is not UTF-8".into()))
+}
+
+impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
+    fn stored_key(&self, fingerprint: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.kv.get(KEYS, fingerprint.as_bytes())?.map(|b| decode(&b, "key")).transpose()
+    }
+
+    fn stored_group(&self, prefix: &[u8]) -> Result<Vec<(String, u64)>, StoreError> {
+        self.kv
+            .scan_prefix(INDEX, prefix)?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok((index_fingerprint(&k, prefix.len())?.to_string(), u64_value(&v, "index")?))
+            })
+            .collect()
+    }
+
+    fn group(&self, prefix: &[u8]) -> Result<IndexGroup, StoreError> {
+        match &self.cache {
+            Some(cache) => cache.group(prefix, || self.stored_group(prefix)),
+            None => Ok(self
+                .stored_group(prefix)?
+                .into_iter()
+                .map(|(f, p)| (f.into_boxed_str(), p))
+                .collect()),
+        }
+    }
 }
 
 impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<R> {
     type Error = StoreError;
 
-    fn key(&self, fingerprint: &str) -> Result<Option<KeyRecord>, StoreError> {
-        self.0.get(KEYS, fingerprint.as_bytes())?.map(|b| decode(&b, "key")).transpose()
+    fn key(&self, fingerprint: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        match &self.cache {
+            Some(cache) => cache.key(fingerprint, || self.stored_key(fingerprint)),
+            None => Ok(self.stored_key(fingerprint)?.map(Arc::new)),
+        }
     }
 
     fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let prefix = index_prefix(kind, value);
-        self.0
-            .scan_prefix(INDEX, &prefix)?
-            .into_iter()
-            .map(|(k, v)| {
-                let fp = String::from_utf8(k[prefix.len()..].to_vec())
-                    .map_err(|_| StoreError::Corrupt("index fingerprint is not UTF-8".into()))?;
-                Ok((fp, u64_value(&v, "index")?))
-            })
-            .collect()
+        Ok(self
+            .group(&index_prefix(kind, value))?
+            .iter()
+            .map(|(f, p)| (f.to_string(), *p))
+            .collect())
     }
 
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, StoreError> {
-        self.0.get(OPERATORS, id.as_str().as_bytes())?.map(|b| decode(&b, "operator")).transpose()
+        self.kv.get(OPERATORS, id.as_str().as_bytes())?.map(|b| decode(&b, "operator")).transpose()
     }
 
     fn signer(&self, key_id: &[u8; 32]) -> Result<Option<SignerRecord>, StoreError> {
-        self.0.get(SIGNERS, key_id)?.map(|b| decode(&b, "signer")).transpose()
+        self.kv.get(SIGNERS, key_id)?.map(|b| decode(&b, "signer")).transpose()
     }
 
     fn admins(&self) -> Result<Vec<[u8; 32]>, StoreError> {
         Ok(self
-            .0
+            .kv
             .get(ADMINS, b"admins")?
             .map(|b| decode(&b, "admins"))
             .transpose()?
@@ -132,13 +179,17 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<R> {
     }
 
     fn latest(&self, id: &Identifier) -> Result<Option<u64>, StoreError> {
-        crate::map::latest(&*self.0, id)
+        crate::map::latest(&*self.kv, id)
     }
 }
 
 impl StateMut for Projection<&mut View<'_>> {
     fn put_key(&mut self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.0.put(KEYS, record.fingerprint().as_bytes().to_vec(), encode(record));
+        // Into the cache first: see the promise in crate::key_cache.
+        if let Some(cache) = &self.cache {
+            cache.put_key(record.clone());
+        }
+        self.kv.put(KEYS, record.fingerprint().as_bytes().to_vec(), encode(record));
         Ok(())
     }
 
@@ -149,32 +200,38 @@ impl StateMut for Projection<&mut View<'_>> {
         fingerprint: &str,
         position: u64,
     ) -> Result<(), StoreError> {
-        let mut key = index_prefix(kind, value);
-        key.extend_from_slice(fingerprint.as_bytes());
+        let prefix = index_prefix(kind, value);
         // An index entry records when the key first appeared under the value; keep that.
-        if self.0.get(INDEX, &key)?.is_none() {
-            self.0.put(INDEX, key, position.to_be_bytes().to_vec());
+        let group = self.group(&prefix)?;
+        if group.iter().any(|(f, _)| &**f == fingerprint) {
+            return Ok(());
         }
+        if let Some(cache) = &self.cache {
+            cache.put_group(&prefix, key_cache::with_member(&group, fingerprint, position));
+        }
+        let mut key = prefix;
+        key.extend_from_slice(fingerprint.as_bytes());
+        self.kv.put(INDEX, key, position.to_be_bytes().to_vec());
         Ok(())
     }
 
     fn put_operator(&mut self, record: &OperatorRecord) -> Result<(), StoreError> {
-        self.0.put(OPERATORS, record.operator_id.as_str().as_bytes().to_vec(), encode(record));
+        self.kv.put(OPERATORS, record.operator_id.as_str().as_bytes().to_vec(), encode(record));
         Ok(())
     }
 
     fn put_signer(&mut self, record: &SignerRecord) -> Result<(), StoreError> {
-        self.0.put(SIGNERS, record.key_id.to_vec(), encode(record));
+        self.kv.put(SIGNERS, record.key_id.to_vec(), encode(record));
         Ok(())
     }
 
     fn set_admins(&mut self, admins: &[[u8; 32]]) -> Result<(), StoreError> {
-        self.0.put(ADMINS, b"admins".to_vec(), encode(&admins.to_vec()));
+        self.kv.put(ADMINS, b"admins".to_vec(), encode(&admins.to_vec()));
         Ok(())
     }
 
     fn set_latest(&mut self, id: &Identifier, position: u64) -> Result<(), StoreError> {
-        crate::map::set_latest(self.0, id, position)
+        crate::map::set_latest(self.kv, id, position)
     }
 
     fn set_pending(
@@ -184,8 +241,8 @@ impl StateMut for Projection<&mut View<'_>> {
     ) -> Result<(), StoreError> {
         let key = fingerprint.as_bytes().to_vec();
         match registration {
-            Some(p) => self.0.put(PENDING, key, p.to_be_bytes().to_vec()),
-            None => self.0.delete(PENDING, key),
+            Some(p) => self.kv.put(PENDING, key, p.to_be_bytes().to_vec()),
+            None => self.kv.delete(PENDING, key),
         }
         Ok(())
     }
@@ -194,7 +251,7 @@ impl StateMut for Projection<&mut View<'_>> {
 impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
     /// Registrations waiting for confirmation: (fingerprint, registration position).
     pub fn pending(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.0
+        self.kv
             .scan_prefix(PENDING, b"")?
             .into_iter()
             .map(|(k, v)| {
@@ -206,9 +263,35 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
     }
 }
 
+/// Fills `cache` from the `keys` and `index` projections of `store` (see [`KeyCache::fill`]).
+pub fn fill_cache(store: &dyn LogStore, cache: &KeyCache) -> Result<(), StoreError> {
+    cache.fill(
+        |keep| {
+            store.for_each(KEYS, &mut |_, v| {
+                keep(decode(v, "key")?);
+                Ok(())
+            })
+        },
+        |keep| {
+            store.for_each(INDEX, &mut |k, v| {
+                // kind tag, value, 0x00, fingerprint: a fingerprint is hex, so the last zero
+                // byte ends the prefix.
+                let at = k
+                    .iter()
+                    .rposition(|b| *b == 0)
+                    .ok_or_else(|| StoreError::Corrupt("index key has no separator".into()))?
+                    + 1;
+                keep(&k[..at], index_fingerprint(k, at)?, u64_value(v, "index")?);
+                Ok(())
+            })
+        },
+    )
+}
+
 /// Marks whether the projections on disk are complete (a rebuild clears them first).
 const STATUS: &str = "projections";
-const COMPLETE: &[u8] = b"complete v1";
+/// Version 2 dropped the operator index; a store marked with another version is rebuilt.
+const COMPLETE: &[u8] = b"complete v2";
 
 /// The projections could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -249,26 +332,27 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
         .write(WriteBatch { meta: vec![(STATUS, b"rebuilding".to_vec())], ..Default::default() })?;
     store.sync()?;
     store.clear_projections(KEYSPACES)?;
+    // The projections are empty now, so a cache that starts empty is complete: every read
+    // during the replay is served from memory.
+    let cache = Arc::new(KeyCache::complete_and_empty());
     let size = store.size()?;
     const CHUNK: u64 = 4096;
     let mut position = 0;
     while position < size {
         let end = (position + CHUNK).min(size);
         let mut view = View::new(store);
+        let mut state = Projection::cached(&mut view, cache.clone());
         for (p, bytes) in store.entries(position, end)? {
             let entry = Entry::decode(&bytes)
                 .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
-            registry_proto::lifecycle::apply(
-                &entry.header,
-                &entry.body,
-                &mut Projection(&mut view),
-            )
-            .map_err(|e| match e {
-                registry_proto::lifecycle::ApplyError::State(e) => RebuildError::Store(e),
-                registry_proto::lifecycle::ApplyError::Inconsistent { position, message } => {
-                    RebuildError::Entry { position, message }
-                }
-            })?;
+            registry_proto::lifecycle::apply(&entry.header, &entry.body, &mut state).map_err(
+                |e| match e {
+                    registry_proto::lifecycle::ApplyError::State(e) => RebuildError::Store(e),
+                    registry_proto::lifecycle::ApplyError::Inconsistent { position, message } => {
+                        RebuildError::Entry { position, message }
+                    }
+                },
+            )?;
         }
         store.write(WriteBatch { projections: view.into_writes(), ..Default::default() })?;
         position = end;

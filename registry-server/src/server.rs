@@ -21,6 +21,7 @@ use crate::grpc::audit::{AuditApi, Identity};
 use crate::grpc::commands::CommandApi;
 use crate::grpc::health::{self, HealthHandle};
 use crate::grpc::lookup::LookupApi;
+use crate::key_cache::KeyCache;
 use crate::log::{Appender, Clock, Log, LogOptions, LogReader, Machine, OpenError, WriterStatus};
 use crate::lookup::Lookups;
 use crate::machine::RegistryMachine;
@@ -163,6 +164,26 @@ fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
         .collect()
 }
 
+/// Reads the key projections into `cache` on a thread of its own: the server answers at once
+/// (from the store, until the cache is complete) instead of after reading every key.
+fn fill_in_background(store: Arc<dyn LogStore>, cache: Arc<KeyCache>) {
+    let spawned = std::thread::Builder::new().name("key-cache-fill".into()).spawn(move || {
+        let started = std::time::Instant::now();
+        match crate::projection::fill_cache(store.as_ref(), &cache) {
+            Ok(()) => tracing::info!(
+                keys = cache.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "key records cached in memory"
+            ),
+            // Lookups keep reading the store for what is missing; nothing is answered wrongly.
+            Err(e) => tracing::error!(error = %e, "reading the key projections into memory failed"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the key cache fill; lookups read the store");
+    }
+}
+
 /// Starts the registry: the lifecycle rules in the writer, the command, lookup and audit
 /// services; writes the configured administrators into an administrator-less log and confirms
 /// registrations a crash left pending.
@@ -174,8 +195,12 @@ pub async fn start_registry(
     let skew = chrono::TimeDelta::seconds(config.max_clock_skew_secs as i64);
     let settings = CommandSettings { max_clock_skew: skew, confirm_policy: config.confirm_policy };
     let map = std::sync::Arc::new(crate::map::SharedMap::default());
-    let machine =
-        RegistryMachine::new(registry_proto::lifecycle::Policy { max_future: skew }, map.clone());
+    let cache = Arc::new(KeyCache::new());
+    let machine = RegistryMachine::new(
+        registry_proto::lifecycle::Policy { max_future: skew },
+        map.clone(),
+        cache.clone(),
+    );
     let service_clock = clock.clone();
     let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
         let commands =
@@ -189,12 +214,13 @@ pub async fn start_registry(
         );
         routes.add_service(
             registry_proto::pb::lookup_service_server::LookupServiceServer::new(LookupApi::new(
-                Lookups::new(ctx.reader.clone()),
+                Lookups::new(ctx.reader.clone(), cache.clone()),
                 crate::evidence::EvidenceBuilder::new(ctx.reader.clone(), map),
             ))
             // Batches of 10,000 questions or signed meter values.
             .max_decoding_message_size(crate::grpc::commands::MAX_BULK_BYTES),
         );
+        fill_in_background(ctx.reader.store().clone(), cache);
         ctx.health.set("keyregistry.v1.CommandService", true);
         ctx.health.set("keyregistry.v1.LookupService", true);
     })

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::*;
 use crate::store::memory::MemoryStore;
 use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{Keyspace, Record, RequestRecord, WriteBatch};
+use crate::store::{Keyspace, Record, RequestRecord, Visitor, WriteBatch};
 
 fn signer() -> NoteSigner {
     NoteSigner::new("log.test/log", P256KeyPair::generate()).unwrap()
@@ -60,6 +60,9 @@ impl LogStore for Probe {
     }
     fn scan_prefix(&self, ks: Keyspace, p: &[u8]) -> Result<Vec<Record>, StoreError> {
         self.inner.scan_prefix(ks, p)
+    }
+    fn for_each(&self, ks: Keyspace, visit: &mut Visitor<'_>) -> Result<(), StoreError> {
+        self.inner.for_each(ks, visit)
     }
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.batch_sizes.lock().unwrap().push(batch.entries.len());

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::memory::MemoryStore;
 use super::sled::{SledOptions, SledStore};
-use super::{Keyspace, LogStore, ProjectionWrite, RequestRecord, WriteBatch};
+use super::{Keyspace, LogStore, ProjectionWrite, RequestRecord, StoreError, WriteBatch};
 use crate::log::{AppendError, Log, LogOptions, OpenError, RawBodies, system_clock};
 
 /// Opens stores by name; opening a name again after every handle to it is dropped re-opens the
@@ -62,6 +62,7 @@ pub(crate) fn run_all(f: &mut dyn Factory) {
     an_empty_store_has_nothing(f);
     a_batch_reads_back_as_written(f);
     prefix_scans_stay_inside_their_prefix(f);
+    a_projection_walk_sees_exactly_its_keyspace_in_order(f);
     appends_get_gap_free_positions_and_a_verifying_tree(f);
     a_retry_with_the_same_request_id_returns_the_original_position(f);
     idempotency_holds_across_close_and_reopen(f);
@@ -177,6 +178,38 @@ fn prefix_scans_stay_inside_their_prefix(f: &mut dyn Factory) {
         s.scan_prefix(Keyspace("p"), b"ab").unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, vec![b"ab".to_vec(), b"ab\x00".to_vec(), b"ab\xff".to_vec()]);
     assert!(s.scan_prefix(Keyspace("q"), b"ab").unwrap().is_empty());
+}
+
+fn a_projection_walk_sees_exactly_its_keyspace_in_order(f: &mut dyn Factory) {
+    let s = f.open("walk");
+    let put = |ks: &'static str, k: &[u8]| ProjectionWrite {
+        keyspace: Keyspace(ks),
+        key: k.to_vec(),
+        value: Some([k, b"!"].concat()),
+    };
+    s.write(WriteBatch {
+        projections: vec![put("p", b"b"), put("pq", b"x"), put("p", b"a\xff"), put("o", b"c")],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut seen = Vec::new();
+    s.for_each(Keyspace("p"), &mut |k, v| {
+        seen.push((k.to_vec(), v.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        seen,
+        vec![(b"a\xff".to_vec(), b"a\xff!".to_vec()), (b"b".to_vec(), b"b!".to_vec())]
+    );
+    // An error from the visitor stops the walk and comes back.
+    let mut calls = 0;
+    let stopped = s.for_each(Keyspace("p"), &mut |_, _| {
+        calls += 1;
+        Err(StoreError::Corrupt("stop".into()))
+    });
+    assert!(matches!(stopped, Err(StoreError::Corrupt(m)) if m == "stop"));
+    assert_eq!(calls, 1);
 }
 
 fn appends_get_gap_free_positions_and_a_verifying_tree(f: &mut dyn Factory) {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use registry_proto::merkle::Hash;
 use uuid::Uuid;
 
-use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, WriteBatch};
+use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch};
 
 #[derive(Debug, Clone, Default)]
 struct State {
@@ -154,6 +154,14 @@ impl LogStore for MemoryStore {
                 .map(|((_, k), v)| (k.clone(), v.clone()))
                 .collect()
         })
+    }
+
+    fn for_each(&self, keyspace: Keyspace, visit: &mut Visitor<'_>) -> Result<(), StoreError> {
+        // A copy, so `visit` may take as long as it likes without holding the lock.
+        for (k, v) in self.scan_prefix(keyspace, b"")? {
+            visit(&k, &v)?;
+        }
+        Ok(())
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {

@@ -54,6 +54,9 @@ pub struct RequestRecord {
 /// A projection record: key and value.
 pub type Record = (Vec<u8>, Vec<u8>);
 
+/// What [`LogStore::for_each`] hands each record to: key and value; an error stops the walk.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// A named group of projection records (one sled tree each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Keyspace(pub &'static str);
@@ -113,6 +116,9 @@ pub trait LogStore: Send + Sync + 'static {
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// All projection records whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError>;
+    /// Hands every record of a projection to `visit`, in key order, without collecting them
+    /// first (a projection can hold millions of records).
+    fn for_each(&self, keyspace: Keyspace, visit: &mut Visitor<'_>) -> Result<(), StoreError>;
     /// Applies a batch atomically. Readers may see it at once; it is durable only after
     /// [`LogStore::sync`].
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;

@@ -39,8 +39,8 @@ use registry_proto::merkle::Hash;
 use uuid::Uuid;
 
 use super::{
-    Keyspace, LogStore, Record, RequestRecord, StoreError, WriteBatch, decode_hash, decode_request,
-    encode_request, position_key,
+    Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch, decode_hash,
+    decode_request, encode_request, position_key,
 };
 
 /// The one tree.
@@ -311,6 +311,15 @@ impl LogStore for SledStore {
                 item.map(|(k, v)| (k[skip..].to_vec(), v.to_vec())).map_err(StoreError::from)
             })
             .collect()
+    }
+
+    fn for_each(&self, keyspace: Keyspace, visit: &mut Visitor<'_>) -> Result<(), StoreError> {
+        let skip = keyspace_prefix(keyspace).len();
+        for item in self.tree.scan_prefix(keyspace_prefix(keyspace)) {
+            let (k, v) = item?;
+            visit(&k[skip..], &v)?;
+        }
+        Ok(())
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {

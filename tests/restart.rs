@@ -1,0 +1,95 @@
+//! A registry restarted on its data directory answers and decides exactly as before: the key
+//! records and indexes it serves from memory are read back from disk (in the background, the
+//! store answering meanwhile), and the writer's rule checks see every key registered earlier.
+
+use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector, command_bytes};
+use registry_proto::command::SignedCommand;
+use registry_tests::{Fixture, decommission, meter_key, spki_hex, t, verdict_name};
+use tonic::Code;
+
+const KEYS: usize = 300;
+
+fn register(key: &str, evse: &str) -> Action {
+    Action::Register {
+        key: NewKey::new(key),
+        evse_ids: vec![evse.into()],
+        effective_at: Some(t("2026-01-01T00:00:00Z")),
+    }
+}
+
+async fn answers(client: &RegistryClient, as_of: u64) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for i in 0..KEYS {
+        let evse = Selector::Evse(format!("DE*ABC*E{i}"));
+        let v = client
+            .check(&evse, None, t("2026-06-01T00:00:00Z"), AsOf::Size(as_of))
+            .await
+            .expect("check answered")
+            .validity
+            .expect("a validity");
+        out.push((verdict_name(&v).to_string(), v.candidates));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_registry_answers_and_decides_as_before() {
+    let f = Fixture::start().await;
+    let op = f.operator("DE*ABC").await;
+    let meters: Vec<_> = (0..KEYS).map(|_| meter_key()).collect();
+    let commands = meters
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            SignedCommand::sign(
+                command_bytes(&register(&spki_hex(m), &format!("DE*ABC*E{i}"))),
+                &op,
+            )
+        })
+        .collect();
+    for r in f.client.submit_many(commands).await.expect("bulk call") {
+        r.expect("registered");
+    }
+    for m in meters.iter().step_by(7) {
+        decommission(&f.client, &op, m, "2026-03-01T00:00:00Z").await;
+    }
+    let size = f.log_size();
+    let before = answers(&f.client, size).await;
+    assert!(before.iter().any(|(v, _)| v == "VALID") && before.iter().any(|(v, _)| v == "ENDED"));
+
+    let Fixture { registry, client, admin: _ } = f;
+    drop(client);
+    registry.server.shutdown();
+    registry.server.wait().await.expect("clean stop");
+    let again = registry_server::server::start_registry(
+        &registry.config,
+        registry_server::log::system_clock(),
+    )
+    .await
+    .expect("restarts");
+    let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))
+        .await
+        .expect("client connects");
+
+    assert_eq!(answers(&client, size).await, before, "same answers on the same basis");
+
+    // The rules still see the old keys: a duplicate and a second key on a bound EVSE are refused.
+    let duplicate = client.submit(&op, &register(&spki_hex(&meters[1]), "DE*ABC*E9999")).await;
+    assert_eq!(duplicate.expect_err("duplicate").code(), Some(Code::AlreadyExists));
+    let overlap = client.submit(&op, &register(&spki_hex(&meter_key()), "DE*ABC*E1")).await;
+    assert_eq!(overlap.expect_err("overlap").code(), Some(Code::FailedPrecondition));
+    // And a key decommissioned before the restart can be decommissioned no more.
+    let again_ended = client
+        .submit(
+            &op,
+            &Action::Deactivate {
+                fingerprint: meters[0].fingerprint_hex(),
+                reason: registry_client::EndReason::Decommissioned,
+                comment: String::new(),
+                effective_at: Some(t("2026-04-01T00:00:00Z")),
+            },
+        )
+        .await;
+    assert_eq!(again_ended.expect_err("already ended").code(), Some(Code::FailedPrecondition));
+    assert_eq!(again.reader().head().size, size, "refusals append nothing");
+}
