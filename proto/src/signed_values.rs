@@ -394,7 +394,7 @@ pub fn validate<S: State>(
             keys.iter()
                 .find(|k| {
                     k.as_of(as_of)
-                        .is_some_and(|k| validity::for_key(&k, t).verdict == Verdict::Valid)
+                        .is_some_and(|k| validity::verdict_at(&k, t).verdict == Verdict::Valid)
                 })
                 .cloned()
         })
@@ -410,7 +410,7 @@ pub fn validate<S: State>(
             for (i, r) in record.payload.readings.iter().enumerate() {
                 let subject = reading_subject(i, r);
                 let Some(t) = r.time.map(|t| t.instant) else { continue };
-                let answer = validity::for_key(&known, t);
+                let answer = validity::verdict_at(&known, t);
                 let (outcome, reason) = match answer.verdict {
                     Verdict::Valid => {
                         (Outcome::Pass, format!("key {} was valid", short(k.fingerprint())))

@@ -14,6 +14,7 @@
 //!   manufacturer, so more than one match answers `AMBIGUOUS` with the candidates, never a guess.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::event::{EndReason, IdentifierKind};
 use crate::ids::EvseId;
@@ -84,8 +85,9 @@ impl Selector {
 pub struct Validity {
     /// The verdict.
     pub verdict: Verdict,
-    /// The key it is about (none for `Unknown` and `Ambiguous`).
-    pub key: Option<KeyRecord>,
+    /// The key it is about (none for `Unknown` and `Ambiguous`), shared with the state it
+    /// came from: answers are built by the million and a record is not small.
+    pub key: Option<Arc<KeyRecord>>,
     /// The binding at t, or the one that ended / will start.
     pub binding: Option<Binding>,
     /// For `Ended`: when and why.
@@ -112,8 +114,18 @@ impl Validity {
     }
 }
 
-/// The verdict for a known key at `t`.
-pub fn for_key(key: &KeyAsOf<'_>, t: Time) -> Validity {
+/// The answer about `record` at `t` as known at log size `as_of` (`Unknown` if it was not
+/// registered yet).
+pub fn for_key(record: &Arc<KeyRecord>, as_of: u64, t: Time) -> Validity {
+    match record.as_of(as_of) {
+        Some(key) => Validity { key: Some(record.clone()), ..verdict_at(&key, t) },
+        None => Validity::none(Verdict::Unknown),
+    }
+}
+
+/// The verdict for a key as known at some size, at `t`; `key` is left empty for callers that
+/// hold the record already.
+pub fn verdict_at(key: &KeyAsOf<'_>, t: Time) -> Validity {
     let reg = key.registration();
     let bindings = key.bindings();
     let first = bindings.first().cloned();
@@ -133,7 +145,7 @@ pub fn for_key(key: &KeyAsOf<'_>, t: Time) -> Validity {
     };
     Validity {
         verdict,
-        key: Some(key.record.clone()),
+        key: None,
         binding,
         ended,
         state: Some(key.state()),
@@ -151,10 +163,7 @@ pub fn check<S: State>(
 ) -> Result<Validity, S::Error> {
     match selector {
         Selector::Fingerprint(fp) => Ok(match state.key(fp)? {
-            Some(record) => match record.as_of(as_of) {
-                Some(key) => for_key(&key, t),
-                None => Validity::none(Verdict::Unknown),
-            },
+            Some(record) => for_key(&record, as_of, t),
             None => Validity::none(Verdict::Unknown),
         }),
         Selector::Evse(evse) => by_evse(state, evse, t, as_of),
@@ -178,7 +187,7 @@ pub fn candidates<S: State>(
     kind: IdentifierKind,
     value: &str,
     as_of: u64,
-) -> Result<Vec<std::sync::Arc<KeyRecord>>, S::Error> {
+) -> Result<Vec<Arc<KeyRecord>>, S::Error> {
     let mut out = Vec::new();
     for (fp, added) in state.indexed(kind, value)? {
         if added >= as_of {
@@ -193,7 +202,7 @@ pub fn candidates<S: State>(
     Ok(out)
 }
 
-fn ambiguous(records: &[&KeyRecord], as_of: u64) -> Validity {
+fn ambiguous(records: &[&Arc<KeyRecord>], as_of: u64) -> Validity {
     let mut v = Validity::none(Verdict::Ambiguous);
     let mut positions = BTreeSet::new();
     for r in records {
@@ -206,11 +215,11 @@ fn ambiguous(records: &[&KeyRecord], as_of: u64) -> Validity {
 
 fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Validity, S::Error> {
     let records = candidates(state, IdentifierKind::Evse, evse.as_str(), as_of)?;
-    let mut within: Vec<(&KeyRecord, Binding)> = vec![];
-    let mut ended: Vec<(&KeyRecord, Binding)> = vec![];
-    let mut future: Vec<(&KeyRecord, Binding)> = vec![];
-    let mut rejected: Vec<&KeyRecord> = vec![];
-    for record in records.iter().map(|r| &**r) {
+    let mut within: Vec<(&Arc<KeyRecord>, Binding)> = vec![];
+    let mut ended: Vec<(&Arc<KeyRecord>, Binding)> = vec![];
+    let mut future: Vec<(&Arc<KeyRecord>, Binding)> = vec![];
+    let mut rejected: Vec<&Arc<KeyRecord>> = vec![];
+    for record in &records {
         let key = record.as_of(as_of).expect("candidates are known at as_of");
         if key.state() == KeyState::Rejected {
             rejected.push(record);
@@ -230,7 +239,7 @@ fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Va
         return Ok(ambiguous(&within.iter().map(|(r, _)| *r).collect::<Vec<_>>(), as_of));
     }
     if let Some((record, b)) = within.pop() {
-        let mut v = for_key(&record.as_of(as_of).expect("known"), t);
+        let mut v = for_key(record, as_of, t);
         v.binding = Some(b);
         return Ok(v);
     }
@@ -238,20 +247,20 @@ fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Va
     if let Some((record, b)) =
         ended.into_iter().max_by_key(|(r, b)| (b.until, b.from, r.registered_at()))
     {
-        let mut v = for_key(&record.as_of(as_of).expect("known"), t);
+        let mut v = for_key(record, as_of, t);
         v.verdict = Verdict::Ended;
         v.ended = b.until.zip(b.ended_by);
         v.binding = Some(b);
         return Ok(v);
     }
     if let Some((record, b)) = future.into_iter().min_by_key(|(r, b)| (b.from, r.registered_at())) {
-        let mut v = for_key(&record.as_of(as_of).expect("known"), t);
+        let mut v = for_key(record, as_of, t);
         v.verdict = Verdict::NotYet;
         v.binding = Some(b);
         return Ok(v);
     }
     if let Some(record) = rejected.into_iter().max_by_key(|r| r.registered_at()) {
-        return Ok(for_key(&record.as_of(as_of).expect("known"), t));
+        return Ok(for_key(record, as_of, t));
     }
     Ok(Validity::none(Verdict::Unknown))
 }
@@ -264,12 +273,12 @@ fn by_serial<S: State>(
     t: Time,
     as_of: u64,
 ) -> Result<Validity, S::Error> {
-    let records: Vec<std::sync::Arc<KeyRecord>> = candidates(state, kind, serial, as_of)?
+    let records: Vec<Arc<KeyRecord>> = candidates(state, kind, serial, as_of)?
         .into_iter()
         .filter(|r| manufacturer.is_none_or(|m| r.registration.manufacturer == m))
         .collect();
     let (mut within, mut ended, mut future, mut rejected) = (vec![], vec![], vec![], vec![]);
-    for record in records.iter().map(|r| &**r) {
+    for record in &records {
         let key = record.as_of(as_of).expect("candidates are known at as_of");
         if key.state() == KeyState::Rejected {
             rejected.push(record);
@@ -285,17 +294,17 @@ fn by_serial<S: State>(
             within.push(record);
         }
     }
-    let manufacturers = |rs: &[&KeyRecord]| {
+    let manufacturers = |rs: &[&Arc<KeyRecord>]| {
         rs.iter().map(|r| r.registration.manufacturer.as_str()).collect::<BTreeSet<_>>().len()
     };
-    let known = |r: &KeyRecord| for_key(&r.as_of(as_of).expect("known"), t);
+    let known = |r: &Arc<KeyRecord>| for_key(r, as_of, t);
     match within.len() {
         1 => return Ok(known(within[0])),
         n if n > 1 => return Ok(ambiguous(&within, as_of)),
         _ => {}
     }
     if !ended.is_empty() {
-        let rs: Vec<&KeyRecord> = ended.iter().map(|(r, _)| *r).collect();
+        let rs: Vec<&Arc<KeyRecord>> = ended.iter().map(|(r, _)| *r).collect();
         if manufacturers(&rs) > 1 {
             return Ok(ambiguous(&rs, as_of));
         }
@@ -304,7 +313,7 @@ fn by_serial<S: State>(
         return Ok(known(r));
     }
     if !future.is_empty() {
-        let rs: Vec<&KeyRecord> = future.iter().map(|(r, _)| *r).collect();
+        let rs: Vec<&Arc<KeyRecord>> = future.iter().map(|(r, _)| *r).collect();
         if manufacturers(&rs) > 1 {
             return Ok(ambiguous(&rs, as_of));
         }
