@@ -12,6 +12,11 @@ use clap::Parser;
 use registry_server::config::{Config, LogFormat, Overrides};
 use registry_server::log::system_clock;
 
+/// mimalloc instead of glibc's malloc: lookups and command checks allocate many small, short-lived
+/// values, and under batch lookups glibc's malloc and free took a quarter of the server's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "registry-server",

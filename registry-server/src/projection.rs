@@ -336,7 +336,8 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
     // during the replay is served from memory.
     let cache = Arc::new(KeyCache::complete_and_empty());
     let size = store.size()?;
-    const CHUNK: u64 = 4096;
+    // Large chunks: a bucket or key record touched many times in a chunk is written once.
+    const CHUNK: u64 = 65_536;
     let mut position = 0;
     while position < size {
         let end = (position + CHUNK).min(size);

@@ -174,6 +174,17 @@ for i in $(seq 1 "$repeats"); do
     start_times+=("$startup_secs")
 done
 startup="$(printf '%s\n' "${start_times[@]}" | stats)"
+# The server answers at once; it reads the key records into memory in the background (lookups
+# read sled meanwhile). The workloads start once that is done, so none of them measures the fill.
+cache_fill="nan"
+for _ in $(seq 1 6000); do
+    line="$(grep '"key records cached in memory"' "$work/server.log" | tail -1 || true)"
+    if [ -n "$line" ]; then
+        cache_fill="$(printf '%s' "$line" | grep -o '"seconds":[0-9.]*' | cut -d: -f2)"
+        break
+    fi
+    sleep 0.1
+done
 
 say "empty RPC (the cost of gRPC)"
 empty="$(bench empty items_per_sec)"
@@ -334,6 +345,7 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
     echo "- fleet loaded through the bulk path: $keys keys in $(fmt "$load_secs") s ($(fmt "$(ratio "$keys" "$load_secs")") keys/s, each a signed registration plus its confirmation)"
     read -r sm slo shi <<<"$startup"
     echo "- server start-up with $keys keys (until it answers): median $(fmt "$sm") s (spread $(fmt "$slo")–$(fmt "$shi") s); target ≤ 2 s. The first start after the load took $(fmt "$first_start") s: it re-verifies the hash chain and Merkle nodes of every entry appended since the previous start"
+    echo "- key records read into memory after that start (in the background; the server answers from sled meanwhile): $(fmt "$cache_fill") s"
     echo "- database on disk: $(fmt "$(awk -v b="$data_bytes" 'BEGIN { print b / 1048576 }')") MiB after the runs, $(fmt "$(ratio "$data_bytes" "$keys")") bytes per fleet key (includes the registrations of the write workloads)"
     echo "- peak RSS of the server during the mixed workload: $(fmt "$(awk -v k="$rss_kib" 'BEGIN { print k / 1024 }')") MiB"
     echo "- latency of lookups at $concurrency clients: p50 $(ratio "$check_p50" 1000) ms, p99 $(ratio "$check_p99" 1000) ms (empty RPC p99 $(ratio "$empty_p99" 1000) ms); target p99 ≤ 2 ms"
