@@ -571,7 +571,7 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         }
         // The same through a key cache filled from the store, as a restarted server reads it.
         let cache = std::sync::Arc::new(registry_server::key_cache::KeyCache::new());
-        registry_server::projection::fill_cache(store.as_ref(), &cache).unwrap();
+        registry_server::projection::fill_cache(store.as_ref(), &cache, &|| false).unwrap();
         assert!(cache.is_complete());
         assert_eq!(cache.len(), replayed.keys.len());
         let filled = Projection::cached(store.as_ref(), cache);

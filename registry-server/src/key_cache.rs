@@ -12,6 +12,13 @@
 //! it read, older or not, never replaces what the writer put. Records are immutable once put;
 //! a new version replaces the `Arc`. Like the store, the cache may hold records of entries that
 //! are not yet durable: every reader filters by its basis (records carry their positions).
+//!
+//! A reader looks at the "complete" flag *before* it looks for the record. The other order
+//! would let the fill insert the record and set the flag between a reader's miss and its look
+//! at the flag, and the reader would take a record that exists for one that does not (for the
+//! writer: a duplicate key accepted, an index group rewritten without its members). The flag is
+//! set with release ordering after the last insert of the fill, so a reader that saw it set
+//! sees every record the fill inserted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,10 +75,12 @@ impl KeyCache {
         fingerprint: &str,
         load: impl FnOnce() -> Result<Option<KeyRecord>, StoreError>,
     ) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        // The flag first (see the module documentation).
+        let complete = self.is_complete();
         if let Some(r) = self.keys.get(fingerprint) {
             return Ok(Some(r.value().clone()));
         }
-        if self.is_complete() {
+        if complete {
             return Ok(None);
         }
         Ok(load()?.map(|r| self.keep_key(r)))
@@ -83,10 +92,11 @@ impl KeyCache {
         prefix: &[u8],
         load: impl FnOnce() -> Result<Vec<(String, u64)>, StoreError>,
     ) -> Result<IndexGroup, StoreError> {
+        let complete = self.is_complete();
         if let Some(g) = self.index.get(prefix) {
             return Ok(g.value().clone());
         }
-        if self.is_complete() {
+        if complete {
             return Ok(Arc::new([]));
         }
         let loaded = load()?;

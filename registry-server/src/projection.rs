@@ -68,8 +68,9 @@ impl Kv for View<'_> {
 }
 
 /// The lifecycle state over a key-value source, with key records and index groups served from
-/// a [`KeyCache`] when it has one (the server always does; tools reading a closed store need
-/// not).
+/// a [`KeyCache`] when it has one. The writer and lookups use one; the few reads that go to the
+/// store directly (signer checks at the edge, receipts, tools on a closed store) filter by a
+/// basis like everything else, so they get the same answers.
 pub struct Projection<K> {
     kv: K,
     cache: Option<Arc<KeyCache>>,
@@ -263,17 +264,29 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
     }
 }
 
-/// Fills `cache` from the `keys` and `index` projections of `store` (see [`KeyCache::fill`]).
-pub fn fill_cache(store: &dyn LogStore, cache: &KeyCache) -> Result<(), StoreError> {
+/// Fills `cache` from the `keys` and `index` projections of `store` (see [`KeyCache::fill`]);
+/// gives up (leaving the cache incomplete) as soon as `stop` says so.
+pub fn fill_cache(
+    store: &dyn LogStore,
+    cache: &KeyCache,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), StoreError> {
+    let stopped = || StoreError::Io("stopped before the end".into());
     cache.fill(
         |keep| {
             store.for_each(KEYS, &mut |_, v| {
+                if stop() {
+                    return Err(stopped());
+                }
                 keep(decode(v, "key")?);
                 Ok(())
             })
         },
         |keep| {
             store.for_each(INDEX, &mut |k, v| {
+                if stop() {
+                    return Err(stopped());
+                }
                 // kind tag, value, 0x00, fingerprint: a fingerprint is hex, so the last zero
                 // byte ends the prefix.
                 let at = k

@@ -165,16 +165,21 @@ fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
 }
 
 /// Reads the key projections into `cache` on a thread of its own: the server answers at once
-/// (from the store, until the cache is complete) instead of after reading every key.
-fn fill_in_background(store: Arc<dyn LogStore>, cache: Arc<KeyCache>) {
+/// (from the store, until the cache is complete) instead of after reading every key. It gives up
+/// at shutdown, so it does not keep the store open after the server stopped.
+fn fill_in_background(store: Arc<dyn LogStore>, cache: Arc<KeyCache>, shutdown: CancellationToken) {
     let spawned = std::thread::Builder::new().name("key-cache-fill".into()).spawn(move || {
         let started = std::time::Instant::now();
-        match crate::projection::fill_cache(store.as_ref(), &cache) {
+        let stop = || shutdown.is_cancelled();
+        match crate::projection::fill_cache(store.as_ref(), &cache, &stop) {
             Ok(()) => tracing::info!(
                 keys = cache.len(),
                 seconds = started.elapsed().as_secs_f64(),
                 "key records cached in memory"
             ),
+            Err(_) if shutdown.is_cancelled() => {
+                tracing::info!("shutting down before the key records were all in memory")
+            }
             // Lookups keep reading the store for what is missing; nothing is answered wrongly.
             Err(e) => tracing::error!(error = %e, "reading the key projections into memory failed"),
         }
@@ -220,7 +225,7 @@ pub async fn start_registry(
             // Batches of 10,000 questions or signed meter values.
             .max_decoding_message_size(crate::grpc::commands::MAX_BULK_BYTES),
         );
-        fill_in_background(ctx.reader.store().clone(), cache);
+        fill_in_background(ctx.reader.store().clone(), cache, ctx.shutdown.clone());
         ctx.health.set("keyregistry.v1.CommandService", true);
         ctx.health.set("keyregistry.v1.LookupService", true);
     })

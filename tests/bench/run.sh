@@ -183,6 +183,12 @@ for _ in $(seq 1 6000); do
         cache_fill="$(printf '%s' "$line" | grep -o '"seconds":[0-9.]*' | cut -d: -f2)"
         break
     fi
+    if grep -q '"reading the key projections into memory failed"' "$work/server.log" \
+        || ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "the key records were not read into memory:" >&2
+        tail -5 "$work/server.log" >&2
+        break
+    fi
     sleep 0.1
 done
 
