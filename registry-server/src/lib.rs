@@ -2,12 +2,12 @@
 //!
 //! A command travels from the gRPC layer ([`grpc`]) through the edge checks ([`commands`]:
 //! signer, signature, clock) to the single log writer ([`log`]), where the lifecycle rules
-//! ([`machine`]) check it against the projections ([`projection`], key records and indexes
-//! held in memory by [`key_cache`]) and the entry is appended
-//! durably to the store ([`store`]) together with the projection updates, in one atomic write.
-//! Reads ([`lookup`]) go straight to the projections, never past the durable head. [`server`]
-//! wires it together with the registry key ([`registry_key`]) and the configuration
-//! ([`config`]). See ARCHITECTURE.md for the whole map.
+//! ([`machine`]) check it against the projections ([`projection`], with key records and indexes
+//! held in memory by [`key_cache`]) and the entry is appended durably to the store ([`store`])
+//! together with the projection updates, in one atomic write. Reads ([`lookup`]) go to the
+//! projections (the key cache first), never past the durable head. [`server`] wires it together
+//! with the registry key ([`registry_key`]) and the configuration ([`config`]). See
+//! ARCHITECTURE.md for the whole map.
 
 pub mod commands;
 pub mod config;

@@ -2,9 +2,10 @@
 //! sled keyspaces, so that start-up reads them instead of replaying the log.
 //!
 //! The writer updates them through its batch [`View`], in the same atomic write as the entries
-//! they derive from; lookups read them straight from the store. Records carry the log positions
-//! of their events, and every read is filtered to a basis no later than the durable head, so a
-//! record written in a batch that is not yet synced never changes an answer.
+//! they derive from; lookups read them from the store, key records and indexes through the
+//! in-memory [`KeyCache`]. Records carry the log positions of their events, and every read is
+//! filtered to a basis no later than the durable head, so a record written in a batch that is
+//! not yet synced never changes an answer.
 //!
 //! ```text
 //! keys       fingerprint (hex)                     -> KeyRecord
@@ -15,8 +16,7 @@
 //! map        bucket (u16 BE)                       -> latest position per identifier (see crate::map)
 //! pending    fingerprint (hex)                     -> registration position (u64 BE)
 //! ```
-//! Values are postcard-encoded; `rebuild` regenerates everything from the log. The server reads
-//! `keys` and `index` through a [`KeyCache`], a complete copy in memory.
+//! Values are postcard-encoded; `rebuild` regenerates everything from the log.
 
 use registry_proto::event::{Identifier, IdentifierKind};
 use registry_proto::ids::OperatorId;
