@@ -127,12 +127,14 @@ pub fn for_key(record: &Arc<KeyRecord>, as_of: u64, t: Time) -> Validity {
 /// hold the record already.
 pub fn verdict_at(key: &KeyAsOf<'_>, t: Time) -> Validity {
     let reg = key.registration();
-    let bindings = key.bindings();
-    let first = bindings.first().cloned();
-    let last = bindings.last().cloned();
-    let at_t = bindings.iter().find(|b| b.contains(t)).cloned();
+    let mut bindings = key.bindings();
+    // Which binding the answer names, by index: it is moved out once instead of cloning the
+    // candidates (answers are built by the million in batch lookups).
+    let first = (!bindings.is_empty()).then_some(0);
+    let last = bindings.len().checked_sub(1);
+    let at_t = bindings.iter().position(|b| b.contains(t));
     let end = key.end();
-    let (verdict, binding, ended) = if key.rejected().is_some() {
+    let (verdict, pick, ended) = if key.rejected().is_some() {
         (Verdict::Rejected, first, None)
     } else if t < reg.effective_at {
         (Verdict::NotYet, first, None)
@@ -146,7 +148,7 @@ pub fn verdict_at(key: &KeyAsOf<'_>, t: Time) -> Validity {
     Validity {
         verdict,
         key: None,
-        binding,
+        binding: pick.map(|i| bindings.swap_remove(i)),
         ended,
         state: Some(key.state()),
         deciding_positions: key.positions(),
