@@ -580,11 +580,11 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         }
         for ((kind, value), map) in &replayed.index {
             let want: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            let mut got = live.indexed(*kind, value).unwrap();
+            let mut got = live.indexed(*kind, value).unwrap().to_vec();
             got.sort();
             assert_eq!(got, want, "index {kind:?} {value}");
             assert_eq!(
-                filled.indexed(*kind, value).unwrap(),
+                filled.indexed(*kind, value).unwrap().to_vec(),
                 want,
                 "cached index {kind:?} {value}"
             );

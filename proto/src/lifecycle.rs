@@ -14,6 +14,7 @@
 //! that ([`crate::validity`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
@@ -367,12 +368,11 @@ pub trait State {
     /// The backend's error.
     type Error;
     /// A key record, shared: backends that keep records in memory hand them out without copying.
-    fn key(&self, fingerprint: &str) -> Result<Option<std::sync::Arc<KeyRecord>>, Self::Error>;
+    fn key(&self, fingerprint: &str) -> Result<Option<Arc<KeyRecord>>, Self::Error>;
     /// Keys ever indexed under an EVSE ID or a serial, with the position that added each.
     /// (Nothing asks for an operator's keys this way, so operators are not indexed: an index
     /// entry per key would make every operator's group as large as its fleet.)
-    fn indexed(&self, kind: IdentifierKind, value: &str)
-    -> Result<Vec<(String, u64)>, Self::Error>;
+    fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, Self::Error>;
     /// An operator.
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, Self::Error>;
     /// A command-signing key.
@@ -382,6 +382,10 @@ pub trait State {
     /// The latest entry that touched an identifier.
     fn latest(&self, id: &Identifier) -> Result<Option<u64>, Self::Error>;
 }
+
+/// The keys indexed under one identifier with the position that added each, in fingerprint
+/// order; shared, so backends that keep groups in memory hand them out without copying.
+pub type IndexGroup = Arc<[(String, u64)]>;
 
 /// Write access to the projections, for [`apply`].
 pub trait StateMut: State {
@@ -561,9 +565,7 @@ pub struct DecideContext {
 
 type Decision<E> = Result<Vec<Event>, DecideError<E>>;
 
-fn st<E>(
-    r: Result<Option<std::sync::Arc<KeyRecord>>, E>,
-) -> Result<Option<std::sync::Arc<KeyRecord>>, DecideError<E>> {
+fn st<E>(r: Result<Option<Arc<KeyRecord>>, E>) -> Result<Option<Arc<KeyRecord>>, DecideError<E>> {
     r.map_err(DecideError::State)
 }
 
@@ -884,7 +886,7 @@ fn open_key<S: State>(
     state: &S,
     fingerprint: &str,
     field: &str,
-) -> Result<std::sync::Arc<KeyRecord>, DecideError<S::Error>> {
+) -> Result<Arc<KeyRecord>, DecideError<S::Error>> {
     let record = st(state.key(fingerprint))?.ok_or_else(|| {
         Rejection::precondition(field, format!("no key {fingerprint} is registered"))
     })?;
@@ -924,12 +926,12 @@ fn evses_free<S: State>(
 ) -> Result<(), DecideError<S::Error>> {
     for (i, evse) in evse_ids.iter().enumerate() {
         for (fp, _) in
-            state.indexed(IdentifierKind::Evse, evse.as_str()).map_err(DecideError::State)?
+            state.indexed(IdentifierKind::Evse, evse.as_str()).map_err(DecideError::State)?.iter()
         {
             if ignore.contains(&fp.as_str()) {
                 continue;
             }
-            let Some(other) = st(state.key(&fp))? else { continue };
+            let Some(other) = st(state.key(fp))? else { continue };
             let other = other.now();
             if other.state() == KeyState::Rejected {
                 continue;
@@ -969,11 +971,11 @@ fn unit_free<S: State>(
     ];
     for (kind, serial, name) in serials {
         let Some(serial) = serial else { continue };
-        for (fp, _) in state.indexed(kind, serial).map_err(DecideError::State)? {
+        for (fp, _) in state.indexed(kind, serial).map_err(DecideError::State)?.iter() {
             if ignore.contains(&fp.as_str()) {
                 continue;
             }
-            let Some(other) = st(state.key(&fp))? else { continue };
+            let Some(other) = st(state.key(fp))? else { continue };
             if other.registration.manufacturer != key.manufacturer {
                 continue;
             }
@@ -1046,7 +1048,7 @@ fn owned_key<S: State>(
     operator: &OperatorId,
     fingerprint: &str,
     field: &str,
-) -> Result<std::sync::Arc<KeyRecord>, DecideError<S::Error>> {
+) -> Result<Arc<KeyRecord>, DecideError<S::Error>> {
     let record = st(state.key(fingerprint))?.ok_or_else(|| {
         Rejection::precondition(field, format!("no key {fingerprint} is registered"))
     })?;
@@ -1471,7 +1473,7 @@ fn apply_event<S: StateMut>(
         }
         other => {
             let fp = other.fingerprint().expect("every other event is about a key");
-            let mut record = std::sync::Arc::unwrap_or_clone(
+            let mut record = Arc::unwrap_or_clone(
                 state
                     .key(fp)
                     .map_err(s)?
@@ -1567,19 +1569,14 @@ pub struct MemoryState {
 
 impl State for MemoryState {
     type Error = std::convert::Infallible;
-    fn key(&self, fingerprint: &str) -> Result<Option<std::sync::Arc<KeyRecord>>, Self::Error> {
-        Ok(self.keys.get(fingerprint).cloned().map(std::sync::Arc::new))
+    fn key(&self, fingerprint: &str) -> Result<Option<Arc<KeyRecord>>, Self::Error> {
+        Ok(self.keys.get(fingerprint).cloned().map(Arc::new))
     }
-    fn indexed(
-        &self,
-        kind: IdentifierKind,
-        value: &str,
-    ) -> Result<Vec<(String, u64)>, Self::Error> {
-        Ok(self
-            .index
-            .get(&(kind, value.to_string()))
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default())
+    fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, Self::Error> {
+        Ok(self.index.get(&(kind, value.to_string())).map_or_else(
+            || Arc::new([]) as IndexGroup,
+            |m| m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        ))
     }
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, Self::Error> {
         Ok(self.operators.get(id).cloned())

@@ -116,7 +116,7 @@ pub struct Validation {
     pub checks: Vec<Check>,
     /// The registered key that verifies the record (or, when none does, the one the unit had at
     /// the first reading).
-    pub key: Option<KeyRecord>,
+    pub key: Option<std::sync::Arc<KeyRecord>>,
     /// How the signing unit was found, e.g. `meter serial 1234567`.
     pub found_by: Option<String>,
     /// Log positions of the entries the answer depends on.
@@ -512,7 +512,7 @@ pub fn validate<S: State>(
             );
         }
     }
-    v.key = key.map(std::sync::Arc::unwrap_or_clone);
+    v.key = key;
 
     // What the meter says about itself.
     for (i, r) in record.payload.readings.iter().enumerate() {

@@ -191,11 +191,11 @@ pub fn candidates<S: State>(
     as_of: u64,
 ) -> Result<Vec<Arc<KeyRecord>>, S::Error> {
     let mut out = Vec::new();
-    for (fp, added) in state.indexed(kind, value)? {
-        if added >= as_of {
+    for (fp, added) in state.indexed(kind, value)?.iter() {
+        if *added >= as_of {
             continue;
         }
-        if let Some(record) = state.key(&fp)? {
+        if let Some(record) = state.key(fp)? {
             if record.registered_at() < as_of {
                 out.push(record);
             }

@@ -24,13 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
-use registry_proto::lifecycle::KeyRecord;
+use registry_proto::lifecycle::{IndexGroup, KeyRecord};
 
 use crate::store::StoreError;
-
-/// One index group: the keys ever indexed under an identifier, with the position that added
-/// each, in fingerprint order (the store's order).
-pub type IndexGroup = Arc<[(Box<str>, u64)]>;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -159,13 +155,13 @@ impl KeyCache {
 /// group came from.
 fn to_group(mut members: Vec<(String, u64)>) -> IndexGroup {
     members.sort_unstable();
-    members.into_iter().map(|(f, p)| (f.into_boxed_str(), p)).collect()
+    members.into()
 }
 
 /// A group with one more member, kept in fingerprint order.
-pub fn with_member(group: &[(Box<str>, u64)], fingerprint: &str, position: u64) -> IndexGroup {
-    let mut members: Vec<(Box<str>, u64)> = group.to_vec();
-    let at = members.partition_point(|(f, _)| &**f < fingerprint);
+pub fn with_member(group: &[(String, u64)], fingerprint: &str, position: u64) -> IndexGroup {
+    let mut members = group.to_vec();
+    let at = members.partition_point(|(f, _)| f.as_str() < fingerprint);
     members.insert(at, (fingerprint.into(), position));
     members.into()
 }

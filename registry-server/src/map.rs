@@ -76,17 +76,18 @@ pub fn set_latest(
 
 /// Rebuilds the tree from the stored buckets.
 pub fn load_tree(store: &dyn LogStore) -> Result<MapTree, StoreError> {
+    // A walk, not a scan: at a million keys the buckets are over 100 MB, and start-up needs
+    // only their hashes.
     let mut hashes: BTreeMap<u16, Hash> = BTreeMap::new();
-    for (k, v) in store.scan_prefix(MAP, b"")? {
-        let index: [u8; 2] = k
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("map key is not 2 bytes".into()))?;
+    store.for_each(MAP, &mut |k, v| {
+        let index: [u8; 2] =
+            k.try_into().map_err(|_| StoreError::Corrupt("map key is not 2 bytes".into()))?;
         let index = u16::from_be_bytes(index);
-        let leaves = decode_bucket(&v)
+        let leaves = decode_bucket(v)
             .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))?;
         hashes.insert(index, map::bucket_hash(index, &leaves));
-    }
+        Ok(())
+    })?;
     Ok(MapTree::from_bucket_hashes(|i| {
         hashes.get(&i).copied().unwrap_or_else(|| map::bucket_hash(i, &[]))
     }))

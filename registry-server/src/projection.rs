@@ -20,13 +20,15 @@
 
 use registry_proto::event::{Identifier, IdentifierKind};
 use registry_proto::ids::OperatorId;
-use registry_proto::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State, StateMut};
+use registry_proto::lifecycle::{
+    IndexGroup, KeyRecord, OperatorRecord, SignerRecord, State, StateMut,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use std::sync::Arc;
 
-use crate::key_cache::{self, IndexGroup, KeyCache};
+use crate::key_cache::{self, KeyCache};
 use crate::log::View;
 use crate::store::{Keyspace, LogStore, Record, StoreError};
 
@@ -135,11 +137,7 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
     fn group(&self, prefix: &[u8]) -> Result<IndexGroup, StoreError> {
         match &self.cache {
             Some(cache) => cache.group(prefix, || self.stored_group(prefix)),
-            None => Ok(self
-                .stored_group(prefix)?
-                .into_iter()
-                .map(|(f, p)| (f.into_boxed_str(), p))
-                .collect()),
+            None => Ok(self.stored_group(prefix)?.into()),
         }
     }
 }
@@ -154,12 +152,8 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<R> {
         }
     }
 
-    fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(self
-            .group(&index_prefix(kind, value))?
-            .iter()
-            .map(|(f, p)| (f.to_string(), *p))
-            .collect())
+    fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, StoreError> {
+        self.group(&index_prefix(kind, value))
     }
 
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, StoreError> {
@@ -204,7 +198,7 @@ impl StateMut for Projection<&mut View<'_>> {
         let prefix = index_prefix(kind, value);
         // An index entry records when the key first appeared under the value; keep that.
         let group = self.group(&prefix)?;
-        if group.iter().any(|(f, _)| &**f == fingerprint) {
+        if group.iter().any(|(f, _)| f == fingerprint) {
             return Ok(());
         }
         if let Some(cache) = &self.cache {
