@@ -126,33 +126,61 @@ pub fn for_key(record: &Arc<KeyRecord>, as_of: u64, t: Time) -> Validity {
 /// The verdict for a key as known at some size, at `t`; `key` is left empty for callers that
 /// hold the record already.
 pub fn verdict_at(key: &KeyAsOf<'_>, t: Time) -> Validity {
-    let reg = key.registration();
     let mut bindings = key.bindings();
+    let (verdict, pick, ended) = decide(key, t);
     // Which binding the answer names, by index: it is moved out once instead of cloning the
     // candidates (answers are built by the million in batch lookups).
-    let first = (!bindings.is_empty()).then_some(0);
     let last = bindings.len().checked_sub(1);
-    let at_t = bindings.iter().position(|b| b.contains(t));
-    let end = key.end();
-    let (verdict, pick, ended) = if key.rejected().is_some() {
-        (Verdict::Rejected, first, None)
-    } else if t < reg.effective_at {
-        (Verdict::NotYet, first, None)
-    } else if let Some((end_at, reason, _)) = end.filter(|(e, _, _)| t >= *e) {
-        (Verdict::Ended, last, Some((end_at, reason)))
-    } else if key.confirmed().is_none() {
-        (Verdict::Pending, at_t.or(last), None)
-    } else {
-        (Verdict::Valid, at_t.or(last), None)
+    let index = match pick {
+        Pick::First => (!bindings.is_empty()).then_some(0),
+        Pick::Last => last,
+        Pick::AtTOrLast => bindings.iter().position(|b| b.contains(t)).or(last),
     };
     Validity {
         verdict,
         key: None,
-        binding: pick.map(|i| bindings.swap_remove(i)),
+        binding: index.map(|i| bindings.swap_remove(i)),
         ended,
         state: Some(key.state()),
         deciding_positions: key.positions(),
         candidates: vec![],
+    }
+}
+
+/// The answer about `record` at `t` naming `binding`, which the caller chose (an EVSE's
+/// binding), so the key's bindings need not be computed again.
+fn with_binding(record: &Arc<KeyRecord>, key: &KeyAsOf<'_>, t: Time, binding: Binding) -> Validity {
+    let (verdict, _, ended) = decide(key, t);
+    Validity {
+        verdict,
+        key: Some(record.clone()),
+        binding: Some(binding),
+        ended,
+        state: Some(key.state()),
+        deciding_positions: key.positions(),
+        candidates: vec![],
+    }
+}
+
+/// Which of a key's bindings an answer names.
+enum Pick {
+    First,
+    Last,
+    AtTOrLast,
+}
+
+/// A key's verdict at `t`, which binding the answer names, and for `Ended` when and why.
+fn decide(key: &KeyAsOf<'_>, t: Time) -> (Verdict, Pick, Option<(Time, EndReason)>) {
+    if key.rejected().is_some() {
+        (Verdict::Rejected, Pick::First, None)
+    } else if t < key.registration().effective_at {
+        (Verdict::NotYet, Pick::First, None)
+    } else if let Some((end_at, reason, _)) = key.end().filter(|(e, _, _)| t >= *e) {
+        (Verdict::Ended, Pick::Last, Some((end_at, reason)))
+    } else if key.confirmed().is_none() {
+        (Verdict::Pending, Pick::AtTOrLast, None)
+    } else {
+        (Verdict::Valid, Pick::AtTOrLast, None)
     }
 }
 
@@ -217,9 +245,10 @@ fn ambiguous(records: &[&Arc<KeyRecord>], as_of: u64) -> Validity {
 
 fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Validity, S::Error> {
     let records = candidates(state, IdentifierKind::Evse, evse.as_str(), as_of)?;
-    let mut within: Vec<(&Arc<KeyRecord>, Binding)> = vec![];
-    let mut ended: Vec<(&Arc<KeyRecord>, Binding)> = vec![];
-    let mut future: Vec<(&Arc<KeyRecord>, Binding)> = vec![];
+    type Found<'a> = (&'a Arc<KeyRecord>, KeyAsOf<'a>, Binding);
+    let mut within: Vec<Found<'_>> = vec![];
+    let mut ended: Vec<Found<'_>> = vec![];
+    let mut future: Vec<Found<'_>> = vec![];
     let mut rejected: Vec<&Arc<KeyRecord>> = vec![];
     for record in &records {
         let key = record.as_of(as_of).expect("candidates are known at as_of");
@@ -228,37 +257,37 @@ fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Va
             continue;
         }
         for b in key.bindings().into_iter().filter(|b| b.evse_ids.contains(evse)) {
-            if b.contains(t) {
-                within.push((record, b));
-            } else if b.until.is_some_and(|u| u <= t) {
-                ended.push((record, b));
-            } else if b.from > t {
-                future.push((record, b));
+            let found = (record, key, b);
+            if found.2.contains(t) {
+                within.push(found);
+            } else if found.2.until.is_some_and(|u| u <= t) {
+                ended.push(found);
+            } else if found.2.from > t {
+                future.push(found);
             }
         }
     }
     if within.len() > 1 {
-        return Ok(ambiguous(&within.iter().map(|(r, _)| *r).collect::<Vec<_>>(), as_of));
+        return Ok(ambiguous(&within.iter().map(|(r, _, _)| *r).collect::<Vec<_>>(), as_of));
     }
-    if let Some((record, b)) = within.pop() {
-        let mut v = for_key(record, as_of, t);
-        v.binding = Some(b);
-        return Ok(v);
+    if let Some((record, key, b)) = within.pop() {
+        return Ok(with_binding(record, &key, t, b));
     }
     // Ties (zero-length bindings) go to the later binding, then the later registration.
-    if let Some((record, b)) =
-        ended.into_iter().max_by_key(|(r, b)| (b.until, b.from, r.registered_at()))
+    if let Some((record, key, b)) =
+        ended.into_iter().max_by_key(|(r, _, b)| (b.until, b.from, r.registered_at()))
     {
-        let mut v = for_key(record, as_of, t);
+        let ended = b.until.zip(b.ended_by);
+        let mut v = with_binding(record, &key, t, b);
         v.verdict = Verdict::Ended;
-        v.ended = b.until.zip(b.ended_by);
-        v.binding = Some(b);
+        v.ended = ended;
         return Ok(v);
     }
-    if let Some((record, b)) = future.into_iter().min_by_key(|(r, b)| (b.from, r.registered_at())) {
-        let mut v = for_key(record, as_of, t);
+    if let Some((record, key, b)) =
+        future.into_iter().min_by_key(|(r, _, b)| (b.from, r.registered_at()))
+    {
+        let mut v = with_binding(record, &key, t, b);
         v.verdict = Verdict::NotYet;
-        v.binding = Some(b);
         return Ok(v);
     }
     if let Some(record) = rejected.into_iter().max_by_key(|r| r.registered_at()) {

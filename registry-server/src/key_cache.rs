@@ -28,12 +28,16 @@ use registry_proto::lifecycle::{IndexGroup, KeyRecord};
 
 use crate::store::StoreError;
 
+/// foldhash, not std's SipHash: batch lookups hash two keys per question. It is seeded per
+/// process like std's, so keys chosen by a client still cannot be aimed at one bucket.
+type Hasher = foldhash::fast::RandomState;
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    keys: DashMap<Box<str>, Arc<KeyRecord>>,
+    keys: DashMap<Box<str>, Arc<KeyRecord>, Hasher>,
     /// Keyed by the index prefix (kind tag then value) the store uses.
-    index: DashMap<Box<[u8]>, IndexGroup>,
+    index: DashMap<Box<[u8]>, IndexGroup, Hasher>,
     complete: AtomicBool,
 }
 
