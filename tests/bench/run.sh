@@ -41,6 +41,12 @@ repeats=3
 
 say() { echo "== $*" >&2; }
 
+# What is measured, read before anything is built or written: the report itself (written at
+# the end into the repository) must not count as an uncommitted change.
+commit="$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+(cd "$repo" && git diff --quiet HEAD -- . ':(exclude)BENCHMARKS.md' 2>/dev/null) ||
+    commit="$commit (with uncommitted changes)"
+
 if [ -z "$bin_dir" ]; then
     say "building (release)"
     (cd "$repo" && cargo build --release -q -p registry-server -p registry-client)
@@ -314,7 +320,7 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
     echo "Written by \`tests/bench/run.sh$( [ "$quick" = 1 ] && echo ' --quick')\`; do not edit by hand."
     echo
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "- commit: $(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$repo" && git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "- commit: $commit"
     echo "- machine: $cores cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
     echo "- size: $keys keys, $duration s per run, $concurrency concurrent clients; each figure is the median of $repeats runs, with the spread (min–max)"
     echo "- the load generator (\`registry bench\`) runs on the same machine as the server and takes CPU from it"
