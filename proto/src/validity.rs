@@ -136,25 +136,27 @@ pub fn verdict_at(key: &KeyAsOf<'_>, t: Time) -> Validity {
         Pick::Last => last,
         Pick::AtTOrLast => bindings.iter().position(|b| b.contains(t)).or(last),
     };
-    Validity {
-        verdict,
-        key: None,
-        binding: index.map(|i| bindings.swap_remove(i)),
-        ended,
-        state: Some(key.state()),
-        deciding_positions: key.positions(),
-        candidates: vec![],
-    }
+    answer(key, verdict, ended, index.map(|i| bindings.swap_remove(i)))
 }
 
 /// The answer about `record` at `t` naming `binding`, which the caller chose (an EVSE's
 /// binding), so the key's bindings need not be computed again.
 fn with_binding(record: &Arc<KeyRecord>, key: &KeyAsOf<'_>, t: Time, binding: Binding) -> Validity {
     let (verdict, _, ended) = decide(key, t);
+    Validity { key: Some(record.clone()), ..answer(key, verdict, ended, Some(binding)) }
+}
+
+/// An answer about `key` with its verdict and binding decided; `key` left empty.
+fn answer(
+    key: &KeyAsOf<'_>,
+    verdict: Verdict,
+    ended: Option<(Time, EndReason)>,
+    binding: Option<Binding>,
+) -> Validity {
     Validity {
         verdict,
-        key: Some(record.clone()),
-        binding: Some(binding),
+        key: None,
+        binding,
         ended,
         state: Some(key.state()),
         deciding_positions: key.positions(),
@@ -257,13 +259,12 @@ fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Va
             continue;
         }
         for b in key.bindings().into_iter().filter(|b| b.evse_ids.contains(evse)) {
-            let found = (record, key, b);
-            if found.2.contains(t) {
-                within.push(found);
-            } else if found.2.until.is_some_and(|u| u <= t) {
-                ended.push(found);
-            } else if found.2.from > t {
-                future.push(found);
+            if b.contains(t) {
+                within.push((record, key, b));
+            } else if b.until.is_some_and(|u| u <= t) {
+                ended.push((record, key, b));
+            } else if b.from > t {
+                future.push((record, key, b));
             }
         }
     }

@@ -114,6 +114,17 @@ fn index_prefix(kind: IdentifierKind, value: &str) -> Vec<u8> {
     k
 }
 
+/// An index key's prefix (as [`index_prefix`] builds it) and fingerprint: a fingerprint is
+/// hex, so the last zero byte ends the prefix.
+fn split_index_key(key: &[u8]) -> Result<(&[u8], &str), StoreError> {
+    let at = key
+        .iter()
+        .rposition(|b| *b == 0)
+        .ok_or_else(|| StoreError::Corrupt("index key has no separator".into()))?
+        + 1;
+    Ok((&key[..at], index_fingerprint(key, at)?))
+}
+
 fn index_fingerprint(key: &[u8], at: usize) -> Result<&str, StoreError> {
     std::str::from_utf8(&key[at..])
         .map_err(|_| StoreError::Corrupt("index fingerprint is not UTF-8".into()))
@@ -265,30 +276,23 @@ pub fn fill_cache(
     cache: &KeyCache,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), StoreError> {
-    let stopped = || StoreError::Io("stopped before the end".into());
+    let go_on = || match stop() {
+        true => Err(StoreError::Io("stopped before the end".into())),
+        false => Ok(()),
+    };
     cache.fill(
         |keep| {
             store.for_each(KEYS, &mut |_, v| {
-                if stop() {
-                    return Err(stopped());
-                }
+                go_on()?;
                 keep(decode(v, "key")?);
                 Ok(())
             })
         },
         |keep| {
             store.for_each(INDEX, &mut |k, v| {
-                if stop() {
-                    return Err(stopped());
-                }
-                // kind tag, value, 0x00, fingerprint: a fingerprint is hex, so the last zero
-                // byte ends the prefix.
-                let at = k
-                    .iter()
-                    .rposition(|b| *b == 0)
-                    .ok_or_else(|| StoreError::Corrupt("index key has no separator".into()))?
-                    + 1;
-                keep(&k[..at], index_fingerprint(k, at)?, u64_value(v, "index")?);
+                go_on()?;
+                let (prefix, fingerprint) = split_index_key(k)?;
+                keep(prefix, fingerprint, u64_value(v, "index")?);
                 Ok(())
             })
         },
