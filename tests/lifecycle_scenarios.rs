@@ -2,7 +2,7 @@
 //! driven through `registry-client`, with the validity answers checked before, during and after
 //! each change, and the *as known at* answers around a backdated deactivation.
 
-use registry_client::{Action, AsOf, EndReason, NewKey, Selector};
+use registry_client::{Action, AsOf, EndReason, NewKey, Selector, View};
 use registry_proto::checkpoint::Checkpoint;
 use registry_proto::entry::Entry;
 use registry_proto::event::Event;
@@ -563,7 +563,7 @@ async fn a_batch_answers_like_single_questions_on_one_basis() {
         }
     }
     questions.push((Selector::Evse("DE*ABC*E99".into()), t("2026-03-01T00:00:00Z")));
-    let batch = f.client.check_batch(&questions, AsOf::Head).await.unwrap();
+    let batch = f.client.check_batch(&questions, AsOf::Head, View::Full).await.unwrap();
     let basis = batch.basis.unwrap();
     assert_eq!(batch.results.len(), questions.len());
     for ((selector, at), answer) in questions.iter().zip(&batch.results) {
@@ -574,8 +574,23 @@ async fn a_batch_answers_like_single_questions_on_one_basis() {
         batch.results.iter().map(verdict_name).collect();
     assert_eq!(verdicts, ["ENDED", "NOT_YET", "UNKNOWN", "VALID"].into_iter().collect());
 
+    // The basic view is the same answer without the key material and the binding.
+    let same_basis = AsOf::Size(basis.log_size);
+    let basic = f.client.check_batch(&questions, same_basis, View::Basic).await.unwrap();
+    let stripped = |v: &registry_proto::pb::Validity| registry_proto::pb::Validity {
+        public_key: vec![],
+        binding: None,
+        ..v.clone()
+    };
+    assert_eq!(basic.results, batch.results.iter().map(stripped).collect::<Vec<_>>());
+    assert!(batch.results.iter().any(|v| !v.public_key.is_empty() && v.binding.is_some()));
+    assert!(basic.results.iter().any(|v| !v.fingerprint.is_empty() && v.effective_from.is_some()));
+    let (selector, at) = &questions[1];
+    let single = f.client.check_view(selector, None, *at, same_basis, View::Basic).await.unwrap();
+    assert_eq!(single.validity, Some(stripped(&batch.results[1])));
+
     let too_many = vec![(Selector::Evse("DE*ABC*E1".into()), t("2026-01-15T00:00:00Z")); 10_001];
-    let err = f.client.check_batch(&too_many, AsOf::Head).await.unwrap_err();
+    let err = f.client.check_batch(&too_many, AsOf::Head, View::Full).await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
     assert_eq!(err.violations()[0].field, "queries");
 

@@ -136,6 +136,38 @@ impl MapTree {
         }
     }
 
+    /// Sets many buckets' hashes and recomputes their paths, each shared node once; returns
+    /// every node that changed (heap index, hash), so that another copy of the tree can take
+    /// them over with [`MapTree::set_nodes`] instead of hashing the paths again.
+    pub fn set_buckets(&mut self, buckets: &[(u16, Hash)]) -> Vec<(usize, Hash)> {
+        let mut level: Vec<usize> = buckets.iter().map(|(i, _)| BUCKETS + usize::from(*i)).collect();
+        for (i, h) in buckets {
+            self.nodes[BUCKETS + usize::from(*i)] = *h;
+        }
+        level.sort_unstable();
+        level.dedup();
+        let mut changed: Vec<(usize, Hash)> = level.iter().map(|n| (*n, self.nodes[*n])).collect();
+        while level.first().is_some_and(|n| *n > 1) {
+            // Sorted children give sorted parents, so neighbours are the only duplicates.
+            level = level.iter().map(|n| n / 2).collect();
+            level.dedup();
+            for n in &level {
+                self.nodes[*n] = interior(&self.nodes[2 * n], &self.nodes[2 * n + 1]);
+                changed.push((*n, self.nodes[*n]));
+            }
+        }
+        changed
+    }
+
+    /// Takes over nodes that [`MapTree::set_buckets`] computed on another copy of the tree.
+    pub fn set_nodes(&mut self, nodes: &[(usize, Hash)]) {
+        for (n, h) in nodes {
+            if let Some(slot) = self.nodes.get_mut(*n) {
+                *slot = *h;
+            }
+        }
+    }
+
     /// The sibling hashes from bucket `index` up to the root.
     pub fn siblings(&self, index: u16) -> Vec<Hash> {
         let mut n = BUCKETS + usize::from(index);
@@ -280,6 +312,35 @@ mod tests {
         let mut other = map.clone();
         other.set(&id("E8"), 1000);
         assert!(map.prove(&id("E7")).verify(&id("E7"), &other.root()).is_err());
+    }
+
+    #[test]
+    fn a_batch_of_bucket_updates_equals_one_by_one_and_copies_to_another_tree() {
+        let mut one_by_one = MapTree::default();
+        let mut batched = MapTree::default();
+        let mut copy = MapTree::default();
+        // Neighbours, a repeated bucket (the last hash wins), both ends of the range.
+        let indexes = [0u16, 1, 2, 0x0101, 0x0101, 0x8000, 0xfffe, 0xffff, 7];
+        let changes: Vec<(u16, Hash)> = indexes
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (*i, bucket_hash(*i, &[([n as u8; 32], n as u64)])))
+            .collect();
+        for (i, h) in &changes {
+            one_by_one.set_bucket(*i, *h);
+        }
+        // The batch takes each bucket's final hash, as the writer hands them over.
+        let finals: BTreeMap<u16, Hash> = changes.iter().copied().collect();
+        let finals: Vec<(u16, Hash)> = finals.into_iter().collect();
+        let nodes = batched.set_buckets(&finals);
+        assert_eq!(batched.root(), one_by_one.root());
+        assert_ne!(batched.root(), MapTree::default().root());
+        copy.set_nodes(&nodes);
+        assert_eq!(copy.root(), one_by_one.root());
+        for i in indexes {
+            assert_eq!(copy.siblings(i), one_by_one.siblings(i));
+        }
+        assert!(nodes.iter().any(|(n, _)| *n == 1), "the root is among the changed nodes");
     }
 
     #[test]

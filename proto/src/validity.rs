@@ -375,16 +375,42 @@ impl Verdict {
     }
 }
 
+/// How much of an answer goes on the wire (`keyregistry.v1.ValidityView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// Everything.
+    #[default]
+    Full,
+    /// Without the key material and the binding.
+    Basic,
+}
+
+impl View {
+    /// From the protobuf value; unknown values get the full answer, which says the most.
+    pub fn from_pb(value: i32) -> Self {
+        match crate::pb::ValidityView::try_from(value) {
+            Ok(crate::pb::ValidityView::Basic) => View::Basic,
+            _ => View::Full,
+        }
+    }
+}
+
 impl Validity {
     /// The protobuf form: what the server sends and what a verifying client re-derives.
     pub fn to_pb(&self) -> crate::pb::Validity {
+        self.to_pb_view(View::Full)
+    }
+
+    /// The protobuf form with only what `view` asks for.
+    pub fn to_pb_view(&self, view: View) -> crate::pb::Validity {
         let reg = self.key.as_ref().map(|k| &k.registration);
+        let full = view == View::Full;
         crate::pb::Validity {
             verdict: self.verdict.to_pb() as i32,
             fingerprint: reg.map(|r| r.fingerprint.clone()).unwrap_or_default(),
             curve: reg.map_or(0, |r| r.curve.to_pb() as i32),
-            public_key: reg.map(|r| r.public_key.clone()).unwrap_or_default(),
-            binding: self.binding.as_ref().map(Binding::to_pb),
+            public_key: reg.filter(|_| full).map(|r| r.public_key.clone()).unwrap_or_default(),
+            binding: self.binding.as_ref().filter(|_| full).map(Binding::to_pb),
             effective_from: reg.map(|r| crate::time::to_timestamp(&r.effective_at)),
             ended_at: self.ended.as_ref().map(|(t, _)| crate::time::to_timestamp(t)),
             end_reason: self.ended.map_or(0, |(_, r)| r.to_pb() as i32),

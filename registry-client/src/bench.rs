@@ -22,7 +22,9 @@ use registry_proto::signed_values::Input;
 use registry_proto::time::Time;
 use serde::Serialize;
 
-use crate::{Action, AsOf, ClientError, NewKey, RegistryClient, Selector, command_bytes, load};
+use crate::{
+    Action, AsOf, ClientError, NewKey, RegistryClient, Selector, View, command_bytes, load,
+};
 
 /// The operator every benchmark fleet belongs to.
 pub const OPERATOR: &str = "DE*BEN";
@@ -72,6 +74,8 @@ pub struct Settings {
     pub duration: Duration,
     /// Questions or records per call for check-batch and verify-ocmf; `None` for the default.
     pub batch: Option<usize>,
+    /// How much of each validity answer the check workloads ask for.
+    pub view: View,
 }
 
 /// Latency percentiles in microseconds.
@@ -91,6 +95,8 @@ pub struct Report {
     pub connections: usize,
     /// Questions or records per call.
     pub batch: usize,
+    /// The validity answers' view (`full` or `basic`) of the check workloads.
+    pub view: &'static str,
     /// Keys in the fleet.
     pub keys: u64,
     pub seconds: f64,
@@ -340,6 +346,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..settings.concurrency.max(1) {
         let (client, channel) = clients[c % connections].clone();
+        let view = settings.view;
         let (pool, errors, first_error) = (pool.clone(), errors.clone(), first_error.clone());
         tasks.spawn(async move {
             let mut histogram =
@@ -350,7 +357,7 @@ pub async fn run(
             while Instant::now() < deadline {
                 let Some(op) = pool.next(workload, &mut rng) else { break };
                 let t = Instant::now();
-                let outcome = execute(&client, &mut health, op).await;
+                let outcome = execute(&client, &mut health, op, view).await;
                 let micros = t.elapsed().as_micros() as u64;
                 match outcome {
                     Ok(()) => {
@@ -387,6 +394,10 @@ pub async fn run(
         concurrency: settings.concurrency,
         connections,
         batch,
+        view: match settings.view {
+            View::Full => "full",
+            View::Basic => "basic",
+        },
         keys: fleet.keys,
         seconds,
         calls,
@@ -411,6 +422,7 @@ async fn execute(
     client: &RegistryClient,
     health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
     op: Op,
+    view: View,
 ) -> Result<(), String> {
     match op {
         Op::Register(command) => {
@@ -418,13 +430,15 @@ async fn execute(
         }
         Op::Check { index, at } => {
             let evse = Selector::Evse(load::evse_id(OPERATOR, index));
-            let answer =
-                client.check(&evse, None, at, AsOf::Head).await.map_err(|e| e.to_string())?;
+            let answer = client
+                .check_view(&evse, None, at, AsOf::Head, view)
+                .await
+                .map_err(|e| e.to_string())?;
             expect_valid(answer.validity.as_ref())?;
         }
         Op::CheckBatch(queries) => {
             let answer =
-                client.check_batch(&queries, AsOf::Head).await.map_err(|e| e.to_string())?;
+                client.check_batch(&queries, AsOf::Head, view).await.map_err(|e| e.to_string())?;
             if answer.results.len() != queries.len() {
                 return Err(format!(
                     "{} answers to {} questions",

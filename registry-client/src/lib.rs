@@ -25,6 +25,14 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 pub use registry_proto::pb::EndReason;
+pub use registry_proto::validity::View;
+
+fn view_pb(view: View) -> i32 {
+    match view {
+        View::Full => pb::ValidityView::Full as i32,
+        View::Basic => pb::ValidityView::Basic as i32,
+    }
+}
 
 /// A field the server named as wrong, and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -495,11 +503,24 @@ impl RegistryClient {
         at: Time,
         as_of: AsOf,
     ) -> Result<pb::CheckValidityResponse> {
+        self.check_view(key, manufacturer, at, as_of, View::Full).await
+    }
+
+    /// [`RegistryClient::check`] with only what `view` asks for in the answer.
+    pub async fn check_view(
+        &self,
+        key: &Selector,
+        manufacturer: Option<&str>,
+        at: Time,
+        as_of: AsOf,
+        view: View,
+    ) -> Result<pb::CheckValidityResponse> {
         let request = pb::CheckValidityRequest {
             key: Some(key.to_pb(manufacturer)),
             at: Some(time::to_timestamp(&at)),
             as_of: as_of.to_pb(),
             prove: false,
+            view: view_pb(view),
         };
         Ok(self.lookups.clone().check_validity(request).await?.into_inner())
     }
@@ -517,6 +538,7 @@ impl RegistryClient {
             at: Some(time::to_timestamp(&at)),
             as_of: as_of.to_pb(),
             prove: true,
+            view: pb::ValidityView::Full as i32,
         };
         Ok(self.lookups.clone().check_validity(request).await?.into_inner())
     }
@@ -567,6 +589,7 @@ impl RegistryClient {
         &self,
         queries: &[(Selector, Time)],
         as_of: AsOf,
+        view: View,
     ) -> Result<pb::CheckValidityBatchResponse> {
         let request = pb::CheckValidityBatchRequest {
             queries: queries
@@ -578,6 +601,7 @@ impl RegistryClient {
                 .collect(),
             as_of: as_of.to_pb(),
             prove: false,
+            view: view_pb(view),
         };
         Ok(self.lookups.clone().check_validity_batch(request).await?.into_inner())
     }

@@ -38,6 +38,7 @@ fn the_benchmark_harness_fills_every_row_of_the_table_at_toy_size() {
         "Durable signed registrations",
         "Validity lookups by EVSE ID",
         "Batch validity",
+        "… same, basic view",
         "OCMF validation, batches of 500",
         "Mixed",
         "Empty unary RPC",

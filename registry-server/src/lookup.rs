@@ -121,7 +121,7 @@ impl Lookups {
         Self { reader, cache }
     }
 
-    fn state(&self) -> Projection<&dyn crate::store::LogStore> {
+    fn state(&self) -> Projection<'static, &dyn crate::store::LogStore> {
         Projection::cached(self.reader.store().as_ref(), self.cache.clone())
     }
 

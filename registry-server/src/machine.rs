@@ -11,7 +11,7 @@ use registry_proto::lifecycle::{self, ApplyError, DecideContext, Policy, Proposa
 use std::sync::Arc;
 
 use crate::key_cache::KeyCache;
-use crate::log::{DecideError, Decided, EntryContext, Machine, View};
+use crate::log::{DecideError, Decided, EntryContext, Machine, OnDurable, View};
 use crate::map::{MapWriter, SharedMap};
 use crate::projection::Projection;
 use crate::store::{LogStore, StoreError};
@@ -52,7 +52,7 @@ impl Machine for RegistryMachine {
         context: &EntryContext,
         view: &View<'_>,
     ) -> Result<Decided<EntryBody>, DecideError<Rejection>> {
-        let state = Projection::cached(view, self.cache.clone());
+        let state = Projection::cached(view, self.cache.clone()).with_buckets(self.map.buckets());
         let ctx = DecideContext {
             now: context.recorded_at,
             published_size: context.published_size,
@@ -77,31 +77,25 @@ impl Machine for RegistryMachine {
         body: &EntryBody,
         view: &mut View<'_>,
     ) -> Result<(), StoreError> {
-        lifecycle::apply(header, body, &mut Projection::cached(view, self.cache.clone())).map_err(
-            |e| match e {
-                ApplyError::State(e) => e,
-                // decide produced events that apply cannot fold in: a bug, and the writer must stop.
-                ApplyError::Inconsistent { position, message } => {
-                    StoreError::Corrupt(format!("entry {position} does not apply: {message}"))
-                }
-            },
-        )?;
-        for link in &body.links {
-            self.map.touch(&link.identifier);
-        }
-        Ok(())
+        let mut state =
+            Projection::cached(view, self.cache.clone()).with_buckets(self.map.buckets());
+        lifecycle::apply(header, body, &mut state).map_err(|e| match e {
+            ApplyError::State(e) => e,
+            // decide produced events that apply cannot fold in: a bug, and the writer must stop.
+            ApplyError::Inconsistent { position, message } => {
+                StoreError::Corrupt(format!("entry {position} does not apply: {message}"))
+            }
+        })
     }
 
     fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
         self.map.open(store, size)
     }
 
-    fn finish_batch(&mut self, _size: u64, view: &mut View<'_>) -> Result<(), StoreError> {
-        self.map.finish_batch(view)
-    }
-
-    fn batch_durable(&mut self, size: u64) {
-        self.map.batch_durable(size);
+    fn finish_batch(&mut self, size: u64, view: &mut View<'_>) -> Result<OnDurable, StoreError> {
+        self.map.finish_batch(view);
+        let publication = self.map.publication(size);
+        Ok(Some(Box::new(move || publication.publish())))
     }
 
     fn checkpoint_extensions(&self) -> Vec<String> {

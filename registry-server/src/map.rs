@@ -1,14 +1,17 @@
 //! The verifiable map (`registry_proto::map`) as the server keeps it: bucket records on disk,
-//! the tree of bucket hashes in memory.
+//! the tree of bucket hashes in memory, and for the writer every bucket decoded in memory.
 //!
 //! The bucket records are also the `latest` projection (the lifecycle state's "latest entry per
-//! identifier"): `apply` updates them through the batch view like any other projection, in the
-//! same atomic write as the entries. Once per batch the writer re-hashes the buckets the batch
-//! touched; its own copy of the tree gives the root for the head checkpoint's extension line. When the batch is durable the changed bucket hashes are published
-//! to the [`SharedMap`] that proof builders read, stamped with the log size they belong to. A
-//! reader snapshots the tree at size H, then reads bucket records from disk; a bucket whose
-//! leaves no longer hash to the snapshot's bucket hash was rewritten by a newer batch, and the
-//! reader retries. The records hold nothing but the leaves, so a rebuild reproduces them exactly.
+//! identifier"). The writer reads and changes them through its [`MapBuckets`], which holds every
+//! bucket decoded (a registration touches up to four buckets, and reading and decoding them from
+//! sled was a fifth of the writer's time); once per batch it writes the buckets the batch changed
+//! into the batch, in the same atomic write as the entries, and re-hashes them in its own copy
+//! of the tree, whose root goes into the head checkpoint's extension line. When the batch is
+//! durable the changed tree nodes are published to the [`SharedMap`] that proof builders read,
+//! stamped with the log size they belong to. A reader snapshots the tree at size H, then reads
+//! bucket records from disk; a bucket whose leaves no longer hash to the snapshot's bucket hash
+//! was rewritten by a newer batch, and the reader retries. The records hold nothing but the
+//! leaves, so a rebuild reproduces them exactly.
 //!
 //! ```text
 //! map       bucket (u16 BE) -> leaves (sorted by key)
@@ -57,40 +60,71 @@ pub fn latest<K: Kv + ?Sized>(kv: &K, identifier: &Identifier) -> Result<Option<
     Ok(leaves.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| leaves[i].1))
 }
 
-/// Records `position` as the latest entry of `identifier`.
-pub fn set_latest(
-    view: &mut View<'_>,
-    identifier: &Identifier,
-    position: u64,
-) -> Result<(), StoreError> {
-    let key = map::key(identifier);
-    let index = map::bucket_of(&key);
-    let mut leaves = read_bucket(view, index)?;
-    match leaves.binary_search_by(|(k, _)| k.cmp(&key)) {
-        Ok(i) => leaves[i].1 = position,
-        Err(i) => leaves.insert(i, (key, position)),
-    }
-    view.put(MAP, index.to_be_bytes().to_vec(), encode(&leaves));
-    Ok(())
+/// Every bucket, decoded: the writer's (and a rebuild's) copy of the `latest` projection,
+/// including changes not yet written.
+#[derive(Debug)]
+pub struct MapBuckets {
+    leaves: Vec<Bucket>,
+    dirty: BTreeSet<u16>,
 }
 
-/// Rebuilds the tree from the stored buckets.
-pub fn load_tree(store: &dyn LogStore) -> Result<MapTree, StoreError> {
-    // A walk, not a scan: at a million keys the buckets are over 100 MB, and start-up needs
-    // only their hashes.
-    let mut hashes: BTreeMap<u16, Hash> = BTreeMap::new();
-    store.for_each(MAP, &mut |k, v| {
-        let index: [u8; 2] =
-            k.try_into().map_err(|_| StoreError::Corrupt("map key is not 2 bytes".into()))?;
-        let index = u16::from_be_bytes(index);
-        let leaves = decode_bucket(v)
-            .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))?;
-        hashes.insert(index, map::bucket_hash(index, &leaves));
-        Ok(())
-    })?;
-    Ok(MapTree::from_bucket_hashes(|i| {
-        hashes.get(&i).copied().unwrap_or_else(|| map::bucket_hash(i, &[]))
-    }))
+impl MapBuckets {
+    /// No identifier recorded yet (a new log, or a rebuild after clearing the projections).
+    pub fn empty() -> Self {
+        Self { leaves: vec![Bucket::new(); map::BUCKETS], dirty: BTreeSet::new() }
+    }
+
+    /// Every bucket record of `store`.
+    pub fn load(store: &dyn LogStore) -> Result<Self, StoreError> {
+        let mut buckets = Self::empty();
+        // A walk, not a scan: at a million keys the records are over 100 MB.
+        store.for_each(MAP, &mut |k, v| {
+            let index: [u8; 2] =
+                k.try_into().map_err(|_| StoreError::Corrupt("map key is not 2 bytes".into()))?;
+            let index = u16::from_be_bytes(index);
+            buckets.leaves[usize::from(index)] = decode_bucket(v)
+                .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))?;
+            Ok(())
+        })?;
+        Ok(buckets)
+    }
+
+    /// The latest position recorded for an identifier.
+    pub fn latest(&self, identifier: &Identifier) -> Option<u64> {
+        let key = map::key(identifier);
+        let leaves = &self.leaves[usize::from(map::bucket_of(&key))];
+        leaves.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| leaves[i].1)
+    }
+
+    /// Records `position` as the latest entry of `identifier`.
+    pub fn set_latest(&mut self, identifier: &Identifier, position: u64) {
+        let key = map::key(identifier);
+        let index = map::bucket_of(&key);
+        let leaves = &mut self.leaves[usize::from(index)];
+        match leaves.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => leaves[i].1 = position,
+            Err(i) => leaves.insert(i, (key, position)),
+        }
+        self.dirty.insert(index);
+    }
+
+    /// Writes every bucket changed since the last call into `view` and returns their new
+    /// hashes.
+    pub fn write_changed(&mut self, view: &mut View<'_>) -> Vec<(u16, Hash)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|index| {
+                let leaves = &self.leaves[usize::from(index)];
+                view.put(MAP, index.to_be_bytes().to_vec(), encode(leaves));
+                (index, map::bucket_hash(index, leaves))
+            })
+            .collect()
+    }
+
+    /// The tree over every bucket's hash.
+    pub fn tree(&self) -> MapTree {
+        MapTree::from_bucket_hashes(|i| map::bucket_hash(i, &self.leaves[usize::from(i)]))
+    }
 }
 
 /// What a proof builder sees of the published tree.
@@ -132,60 +166,80 @@ impl SharedMap {
         }
     }
 
-    fn update(&self, version: u64, changes: &[(u16, Hash)]) {
+    fn update(&self, version: u64, nodes: &[(usize, Hash)]) {
         if let Ok(mut g) = self.published.write() {
-            for (b, h) in changes {
-                g.1.set_bucket(*b, *h);
-            }
+            g.1.set_nodes(nodes);
             g.0 = version;
         }
     }
 }
 
-/// The writer's side of the map: its own tree and the batch's pending updates.
+/// The writer's side of the map: every bucket, its own tree, and the tree nodes changed since
+/// the last publication.
 #[derive(Debug)]
 pub struct MapWriter {
     shared: std::sync::Arc<SharedMap>,
     tree: MapTree,
-    touched: BTreeSet<u16>,
-    changed: Vec<(u16, Hash)>,
+    buckets: MapBuckets,
+    changed: Vec<(usize, Hash)>,
 }
 
 impl MapWriter {
     /// A writer publishing to `shared`.
     pub fn new(shared: std::sync::Arc<SharedMap>) -> Self {
-        Self { shared, tree: MapTree::default(), touched: BTreeSet::new(), changed: Vec::new() }
+        Self {
+            shared,
+            tree: MapTree::default(),
+            buckets: MapBuckets::empty(),
+            changed: Vec::new(),
+        }
     }
 
-    /// Loads the tree at start.
+    /// Loads the buckets and the tree at start.
     pub fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
-        self.tree = load_tree(store)?;
+        self.buckets = MapBuckets::load(store)?;
+        self.tree = self.buckets.tree();
+        self.changed.clear();
         self.shared.replace(size, self.tree.clone());
         Ok(())
     }
 
-    /// Notes that the batch changed `identifier`'s latest entry (see [`set_latest`]).
-    pub fn touch(&mut self, identifier: &Identifier) {
-        self.touched.insert(map::bucket_of(&map::key(identifier)));
+    /// The buckets, for the lifecycle state the writer decides and applies against.
+    pub fn buckets(&mut self) -> &mut MapBuckets {
+        &mut self.buckets
     }
 
-    /// Re-hashes the buckets the batch touched and updates the writer's tree.
-    pub fn finish_batch(&mut self, view: &View<'_>) -> Result<(), StoreError> {
-        for index in std::mem::take(&mut self.touched) {
-            let hash = map::bucket_hash(index, &read_bucket(view, index)?);
-            self.tree.set_bucket(index, hash);
-            self.changed.push((index, hash));
+    /// Writes the buckets the batch changed into it and re-hashes them in the writer's tree.
+    pub fn finish_batch(&mut self, view: &mut View<'_>) {
+        let hashes = self.buckets.write_changed(view);
+        if !hashes.is_empty() {
+            self.changed.extend(self.tree.set_buckets(&hashes));
         }
-        Ok(())
     }
 
-    /// Publishes the batch's bucket hashes for readers.
-    pub fn batch_durable(&mut self, size: u64) {
-        self.shared.update(size, &std::mem::take(&mut self.changed));
+    /// What to publish once the batches finished so far are durable: the tree nodes they
+    /// changed, for readers at log size `size`.
+    pub fn publication(&mut self, size: u64) -> Publication {
+        Publication { shared: self.shared.clone(), size, nodes: std::mem::take(&mut self.changed) }
     }
 
     /// The root of the writer's tree (for the next head checkpoint).
     pub fn root(&self) -> Hash {
         self.tree.root()
+    }
+}
+
+/// Changed tree nodes on their way to readers; [`Publication::publish`] once durable.
+#[derive(Debug)]
+pub struct Publication {
+    shared: std::sync::Arc<SharedMap>,
+    size: u64,
+    nodes: Vec<(usize, Hash)>,
+}
+
+impl Publication {
+    /// Shows the nodes to proof builders, as the tree at the publication's log size.
+    pub fn publish(self) {
+        self.shared.update(self.size, &self.nodes);
     }
 }

@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use crate::key_cache::{self, KeyCache};
+use crate::map::MapBuckets;
 use crate::log::View;
 use crate::store::{Keyspace, LogStore, Record, StoreError};
 
@@ -73,21 +74,29 @@ impl Kv for View<'_> {
 /// a [`KeyCache`] when it has one. The writer and lookups use one; the few reads that go to the
 /// store directly (signer checks at the edge, receipts, tools on a closed store) filter by a
 /// basis like everything else, so they get the same answers.
-pub struct Projection<K> {
+pub struct Projection<'m, K> {
     kv: K,
     cache: Option<Arc<KeyCache>>,
+    buckets: Option<&'m mut MapBuckets>,
 }
 
-impl<K> Projection<K> {
+impl<'m, K> Projection<'m, K> {
     /// Reads everything from `kv`.
     pub fn new(kv: K) -> Self {
-        Self { kv, cache: None }
+        Self { kv, cache: None, buckets: None }
     }
 
     /// Reads key records and index groups from `cache` first (see [`KeyCache`] for why that
     /// is consistent with `kv`).
     pub fn cached(kv: K, cache: Arc<KeyCache>) -> Self {
-        Self { kv, cache: Some(cache) }
+        Self { kv, cache: Some(cache), buckets: None }
+    }
+
+    /// Reads and records the latest entry per identifier in `buckets` instead of the bucket
+    /// records of `kv`: the writer's and a rebuild's decoded copy, which they write back once
+    /// per batch ([`MapBuckets::write_changed`]).
+    pub fn with_buckets(self, buckets: &'m mut MapBuckets) -> Self {
+        Self { buckets: Some(buckets), ..self }
     }
 }
 
@@ -130,7 +139,7 @@ fn index_fingerprint(key: &[u8], at: usize) -> Result<&str, StoreError> {
         .map_err(|_| StoreError::Corrupt("index fingerprint is not UTF-8".into()))
 }
 
-impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
+impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<'_, R> {
     fn stored_key(&self, fingerprint: &str) -> Result<Option<KeyRecord>, StoreError> {
         self.kv.get(KEYS, fingerprint.as_bytes())?.map(|b| decode(&b, "key")).transpose()
     }
@@ -153,7 +162,7 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
     }
 }
 
-impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<R> {
+impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R> {
     type Error = StoreError;
 
     fn key(&self, fingerprint: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
@@ -185,11 +194,14 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<R> {
     }
 
     fn latest(&self, id: &Identifier) -> Result<Option<u64>, StoreError> {
-        crate::map::latest(&*self.kv, id)
+        match &self.buckets {
+            Some(buckets) => Ok(buckets.latest(id)),
+            None => crate::map::latest(&*self.kv, id),
+        }
     }
 }
 
-impl StateMut for Projection<&mut View<'_>> {
+impl StateMut for Projection<'_, &mut View<'_>> {
     fn put_key(&mut self, record: &KeyRecord) -> Result<(), StoreError> {
         // Into the cache first: see the promise in crate::key_cache.
         if let Some(cache) = &self.cache {
@@ -237,7 +249,12 @@ impl StateMut for Projection<&mut View<'_>> {
     }
 
     fn set_latest(&mut self, id: &Identifier, position: u64) -> Result<(), StoreError> {
-        crate::map::set_latest(self.kv, id, position)
+        // Only the writer and a rebuild apply entries, and both keep the buckets decoded.
+        let buckets = self.buckets.as_deref_mut().ok_or_else(|| {
+            StoreError::Corrupt("entries are applied only with the map buckets in memory".into())
+        })?;
+        buckets.set_latest(id, position);
+        Ok(())
     }
 
     fn set_pending(
@@ -254,7 +271,7 @@ impl StateMut for Projection<&mut View<'_>> {
     }
 }
 
-impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<R> {
+impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<'_, R> {
     /// Registrations waiting for confirmation: (fingerprint, registration position).
     pub fn pending(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.kv
@@ -346,6 +363,7 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
     // The projections are empty now, so a cache that starts empty is complete: every read
     // during the replay is served from memory.
     let cache = Arc::new(KeyCache::complete_and_empty());
+    let mut buckets = MapBuckets::empty();
     let size = store.size()?;
     // Large chunks: a bucket or key record touched many times in a chunk is written once.
     const CHUNK: u64 = 65_536;
@@ -353,7 +371,7 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
     while position < size {
         let end = (position + CHUNK).min(size);
         let mut view = View::new(store);
-        let mut state = Projection::cached(&mut view, cache.clone());
+        let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(&mut buckets);
         for (p, bytes) in store.entries(position, end)? {
             let entry = Entry::decode(&bytes)
                 .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
@@ -366,6 +384,7 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
                 },
             )?;
         }
+        buckets.write_changed(&mut view);
         store.write(WriteBatch { projections: view.into_writes(), ..Default::default() })?;
         position = end;
     }

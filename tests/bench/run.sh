@@ -205,8 +205,12 @@ check="$(bench check items_per_sec)"
 check_p99="$(field_median check p99_us)"
 check_p50="$(field_median check p50_us)"
 empty_p99="$(field_median empty p99_us)"
+say "check, basic view"
+check_basic="$(tag=check-basic bench check items_per_sec --view basic)"
 say "check-batch"
 batch="$(bench check-batch items_per_sec)"
+say "check-batch, basic view"
+batch_basic="$(tag=check-batch-basic bench check-batch items_per_sec --view basic)"
 say "verify-ocmf"
 ocmf_single="$(bench verify-ocmf items_per_sec)"
 ocmf_batch="$(conc=$cores tag=verify-ocmf-500 bench verify-ocmf items_per_sec --batch 500)"
@@ -305,7 +309,9 @@ row "Durable signed registrations, $concurrency clients" "$register" "/s" "bare 
 row "… same, against bare sled with 6 keys/entry" "$register" "/s" "bare sled, batch $commit_batch, 6 keys/entry (÷ 2)" \
     "$(awk -v s="$(med "$sled6")" 'BEGIN { print s / 2 }')" ""
 row "Validity lookups by EVSE ID, $concurrency clients, $keys keys" "$check" "/s" "empty RPC" "$(med "$empty")" "≥ 50,000/s, ≥ 0.8 × empty RPC"
+row "… same, basic view (no key material, no binding)" "$check_basic" "/s" "empty RPC" "$(med "$empty")" ""
 row "Batch validity (1,000 per call)" "$batch" "queries/s" "" "" "≥ 1,000,000/s"
+row "… same, basic view" "$batch_basic" "queries/s" "" "" ""
 row "OCMF validation, batches of 500" "$ocmf_batch" "records/s" "ring verify × $cores cores" "$ring_all" "≥ 0.8 × raw verify"
 row "OCMF validation, one record per call" "$ocmf_single" "records/s" "ring verify × $cores cores" "$ring_all" ""
 row "Mixed (1 % register, 99 % check)" "$mixed" "ops/s" "" "" ""
@@ -333,7 +339,7 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
     echo
     echo "| workload | p50 | p99 | p99.9 |"
     echo "| --- | --- | --- | --- |"
-    for w in empty check check-batch verify-ocmf verify-ocmf-500 register mixed; do
+    for w in empty check check-basic check-batch check-batch-basic verify-ocmf verify-ocmf-500 register mixed; do
         echo "| $w | $(ratio "$(field_median "$w" p50_us)" 1000) ms | $(ratio "$(field_median "$w" p99_us)" 1000) ms | $(ratio "$(field_median "$w" p999_us)" 1000) ms |"
     done
     echo

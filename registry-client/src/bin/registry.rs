@@ -87,12 +87,23 @@ struct BenchArgs {
     /// Questions or records per call (check-batch: 1,000; verify-ocmf: 1)
     #[arg(long)]
     batch: Option<usize>,
+    /// How much of each validity answer check, check-batch and mixed ask for: full, or basic
+    /// (without the key material and the binding)
+    #[arg(long, value_enum, default_value_t = BenchView::Full)]
+    view: BenchView,
     /// The fleet's seed: the same seed finds the same fleet again
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// An administrator's private key, to add the bench operator the first time
     #[arg(long, value_name = "PEM")]
     admin_key: Option<PathBuf>,
+}
+
+/// `--view` of `registry bench`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchView {
+    Full,
+    Basic,
 }
 
 /// A server workload, or one of the two that are not.
@@ -732,6 +743,10 @@ async fn bench(server: &str, json: bool, args: &BenchArgs) -> anyhow::Result<()>
         connections: args.connections.max(1),
         duration,
         batch: args.batch,
+        view: match args.view {
+            BenchView::Full => registry_client::View::Full,
+            BenchView::Basic => registry_client::View::Basic,
+        },
     };
     let report = bench::run(server, &fleet, workload, &settings).await?;
     if json {

@@ -6,7 +6,7 @@ use registry_proto::pb::lookup_service_server::LookupService;
 use registry_proto::pb::{self, key_selector};
 use registry_proto::signed_values::{self, Input};
 use registry_proto::time::{self, Time};
-use registry_proto::validity::Selector;
+use registry_proto::validity::{self, Selector};
 use tonic::{Request, Response, Status};
 
 use super::status;
@@ -116,13 +116,13 @@ impl LookupService for LookupApi {
         let r = request.into_inner();
         let (sel, t, as_of) =
             (selector(r.key.as_ref(), "key")?, at(&r.at, "at")?, as_of(&r.as_of)?);
-        let prove = r.prove;
+        let (prove, view) = (r.prove, validity::View::from_pb(r.view));
         let answer = move |l: &Lookups, e: &EvidenceBuilder| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let v = l.validity(&sel, t, &basis).map_err(status::lookup)?;
             let proof = evidence(e, prove, &[sel.identifier()])?;
             Ok(Response::new(pb::CheckValidityResponse {
-                validity: Some(v.to_pb()),
+                validity: Some(v.to_pb_view(view)),
                 basis: Some(basis_pb(&basis)),
                 proof,
             }))
@@ -156,14 +156,20 @@ impl LookupService for LookupApi {
                 )),
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let (as_of, prove) = (as_of(&r.as_of)?, r.prove);
+        let (as_of, prove, view) = (as_of(&r.as_of)?, r.prove, validity::View::from_pb(r.view));
         self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let results = l.validity_batch(&questions, &basis).map_err(status::lookup)?;
-            let roots: Vec<Identifier> = questions.iter().map(|(s, _)| s.identifier()).collect();
-            let proof = evidence(&e, prove, &roots)?;
+            let proof = match prove {
+                true => {
+                    let roots: Vec<Identifier> =
+                        questions.iter().map(|(s, _)| s.identifier()).collect();
+                    evidence(&e, prove, &roots)?
+                }
+                false => None,
+            };
             Ok(Response::new(pb::CheckValidityBatchResponse {
-                results: results.iter().map(|v| v.to_pb()).collect(),
+                results: results.iter().map(|v| v.to_pb_view(view)).collect(),
                 basis: Some(basis_pb(&basis)),
                 proof,
             }))

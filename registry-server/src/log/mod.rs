@@ -108,18 +108,20 @@ pub trait Machine: Send + 'static {
 
     /// Called once per group commit after its last entry, before the batch is written: a chance
     /// to stage writes derived from the whole batch. `size` is the log size after the batch.
-    fn finish_batch(&mut self, _size: u64, _view: &mut View<'_>) -> Result<(), StoreError> {
-        Ok(())
+    /// What it returns runs once the batch is durable, before readers see it; that happens on
+    /// the thread that syncs, while this one may already decide the next batch.
+    fn finish_batch(&mut self, _size: u64, _view: &mut View<'_>) -> Result<OnDurable, StoreError> {
+        Ok(None)
     }
-
-    /// Called when the batch that made the log `size` long is durable, before readers see it.
-    fn batch_durable(&mut self, _size: u64) {}
 
     /// Extension lines for the next head checkpoint (after `open` or `finish_batch`).
     fn checkpoint_extensions(&self) -> Vec<String> {
         Vec::new()
     }
 }
+
+/// Work a [`Machine`] leaves for the moment its batch is durable (see [`Machine::finish_batch`]).
+pub type OnDurable = Option<Box<dyn FnOnce() + Send>>;
 
 /// A machine that appends bodies exactly as given and keeps no projections: the log alone, for
 /// tests and benchmarks of the storage path.

@@ -129,14 +129,17 @@ async fn no_append_is_acknowledged_before_its_batch_is_synced() {
     }
     let batches = probe.batch_sizes.lock().unwrap().clone();
     assert_eq!(batches.iter().sum::<usize>(), 64 * 20);
-    // One sync per written batch: appends share flushes instead of paying one each.
-    assert_eq!(probe.inner.sync_count() as usize, batches.len());
+    // Appends share flushes instead of paying one each: at most one sync per written batch
+    // (fewer when the syncer finds several batches written by the time it starts).
+    let syncs = probe.inner.sync_count() as usize;
+    assert!(syncs <= batches.len(), "{syncs} syncs for {} batches", batches.len());
+    assert!(syncs < 64 * 20 / 4, "{syncs} syncs for {} appends", 64 * 20);
     drop(appender);
     log.close();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appends_waiting_during_a_sync_share_the_next_one() {
+async fn appends_arriving_during_a_sync_are_written_meanwhile_and_share_the_next_syncs() {
     let probe = Probe::default();
     let log = open(Arc::new(probe.clone()), system_clock());
     let appender = log.appender();
@@ -153,16 +156,26 @@ async fn appends_waiting_during_a_sync_share_the_next_one() {
         let a = appender.clone();
         rest.push(tokio::spawn(async move { append(&a, i).await }));
     }
-    while appender.queued() < 63 {
+    // While the first sync hangs, the writer goes on: one more batch is decided and written
+    // (but not answered), the other appends wait in the queue.
+    let written = || probe.batch_sizes.lock().unwrap().iter().sum::<usize>();
+    while written() + appender.queued() < 64 || written() < 2 {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+    assert!(!first.is_finished(), "answered before its sync returned");
+    assert_eq!(probe.inner.durable_size(), 0);
     probe.hold_sync.store(false, Ordering::SeqCst);
     first.await.unwrap().unwrap();
     for t in rest {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(*probe.batch_sizes.lock().unwrap(), vec![1, 63]);
-    assert_eq!(probe.inner.sync_count(), 2);
+    // The batch written during the held sync and the one formed from the queue: two more
+    // syncs at most, however the 63 arrivals were split.
+    let batches = probe.batch_sizes.lock().unwrap().clone();
+    assert_eq!(batches[0], 1);
+    assert_eq!(batches.iter().sum::<usize>(), 64);
+    assert!(batches.len() <= 3, "{batches:?}");
+    assert!(probe.inner.sync_count() <= 3, "{} syncs", probe.inner.sync_count());
     drop(appender);
     log.close();
 }

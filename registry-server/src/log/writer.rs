@@ -3,17 +3,21 @@
 //! One OS thread owns the tip of the log. It takes every append waiting in its queue (up to a
 //! batch limit), runs each through the [`Machine`] in order, frames and hashes the entries, and
 //! writes the whole batch (entries, Merkle nodes, request IDs, projections) in one atomic store
-//! write followed by one sync. Only then does it publish the new head and answer the callers:
-//! appends that arrive while a sync is in progress simply form the next batch, so concurrent
-//! writers share flushes without any timer.
+//! write. A second thread, the syncer, then makes it durable with one sync, publishes the new
+//! head and answers the callers. The two overlap: while one batch is being synced the writer
+//! decides and writes the next, so the CPU work of a batch no longer waits for the disk of the
+//! one before, and appends that arrive meanwhile share the next sync without any timer. At most
+//! one written batch waits for the syncer; batches are answered strictly in order, so a reply
+//! that depends on an earlier batch (a retried request ID, a refusal decided against its state)
+//! is never sent before that batch is durable.
 //!
-//! Any storage error is final: the writer answers every pending append with `Unavailable`,
-//! marks itself failed, and stops. It never acknowledges anything after a failed write or sync,
-//! because it can no longer know what is on disk.
+//! Any storage error is final: every pending append is answered with `Unavailable`, the writer
+//! marks itself failed, and both threads stop appending. Nothing is acknowledged after a failed
+//! write or sync, because it can no longer be known what is on disk.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use registry_proto::entry::{EntryHeader, encode_entry};
 use registry_proto::merkle::{Frontier, Hash, leaf_hash};
@@ -22,7 +26,9 @@ use registry_proto::time::{self, MICROSECOND, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::{DecideError, EntryContext, Head, LogOptions, Machine, View, sign_checkpoint};
+use super::{
+    DecideError, EntryContext, Head, LogOptions, Machine, OnDurable, View, sign_checkpoint,
+};
 use crate::store::{LogStore, RequestRecord, StoreError, WriteBatch};
 
 /// The source of "now" for recorded times; injectable so tests can turn the clock back.
@@ -184,7 +190,7 @@ pub(super) fn start<M: Machine>(
     let (tx, rx) = mpsc::channel(setup.options.queue_depth.max(1));
     let (status_tx, status_rx) = watch::channel(WriterStatus::Running);
     let stats = Arc::new(WriterStats::default());
-    let writer = Writer { setup, status: status_tx, stats: stats.clone() };
+    let writer = Writer { setup, status: Arc::new(status_tx), stats: stats.clone() };
     let handle = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || writer.run(rx))
@@ -194,7 +200,7 @@ pub(super) fn start<M: Machine>(
 
 struct Writer<M: Machine> {
     setup: WriterSetup<M>,
-    status: watch::Sender<WriterStatus>,
+    status: Arc<watch::Sender<WriterStatus>>,
     stats: Arc<WriterStats>,
 }
 
@@ -203,8 +209,100 @@ type Outcome<R> = Result<Appended, AppendError<R>>;
 /// An append's reply channel with the answer it will get once the batch is durable.
 type Pending<R> = (Reply<R>, Outcome<R>);
 
+/// A batch in the store, on its way to the syncer.
+struct Written<R> {
+    /// The head it leads to, if it appended anything (else only its answers wait for the
+    /// batches before it).
+    head: Option<NextHead>,
+    /// What the machine publishes once the batch is durable.
+    on_durable: OnDurable,
+    replies: Vec<Pending<R>>,
+}
+
+/// A head before its checkpoint is signed.
+struct NextHead {
+    size: u64,
+    root: Hash,
+    last_hash: Hash,
+    last_recorded_at: Option<Time>,
+    extensions: Vec<String>,
+}
+
+/// Makes written batches durable, publishes heads and answers appends, in batch order.
+struct Syncer {
+    store: Arc<dyn LogStore>,
+    signer: Arc<NoteSigner>,
+    head: watch::Sender<Arc<Head>>,
+    status: Arc<watch::Sender<WriterStatus>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Syncer {
+    fn run<R>(self, rx: std::sync::mpsc::Receiver<Written<R>>) {
+        let mut failure: Option<String> = None;
+        while let Ok(first) = rx.recv() {
+            // Everything written by now shares one sync.
+            let mut group = vec![first];
+            group.extend(rx.try_iter());
+            if failure.is_none() && self.failed.load(Ordering::SeqCst) {
+                failure = Some("storage failed, the writer has stopped".into());
+            }
+            if failure.is_none() && group.iter().any(|w| w.head.is_some()) {
+                if let Err(e) = self.store.sync() {
+                    tracing::error!(error = %e, "log writer stopped after a failed sync");
+                    let why = format!("storage failed: {e}");
+                    self.failed.store(true, Ordering::SeqCst);
+                    self.status.send_replace(WriterStatus::Failed(why.clone()));
+                    failure = Some(why);
+                }
+            }
+            if let Some(why) = &failure {
+                for (reply, _) in group.into_iter().flat_map(|w| w.replies) {
+                    let _ = reply.send(Err(AppendError::Unavailable(why.clone())));
+                }
+                continue;
+            }
+            // Durable: publish the new head first, so a caller who hears back can read its entry.
+            let mut last = None;
+            for w in &mut group {
+                if let Some(publish) = w.on_durable.take() {
+                    publish();
+                }
+                last = w.head.take().or(last);
+            }
+            if let Some(h) = last {
+                let checkpoint = sign_checkpoint(&self.signer, h.size, h.root, h.extensions);
+                self.head.send_replace(Arc::new(Head {
+                    size: h.size,
+                    root: h.root,
+                    last_hash: h.last_hash,
+                    last_recorded_at: h.last_recorded_at,
+                    checkpoint: checkpoint.into(),
+                }));
+            }
+            for (reply, outcome) in group.into_iter().flat_map(|w| w.replies) {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+}
+
 impl<M: Machine> Writer<M> {
     fn run(mut self, mut rx: mpsc::Receiver<Job<M>>) {
+        let failed = Arc::new(AtomicBool::new(false));
+        // A rendezvous: the writer runs at most one batch ahead of the sync in progress.
+        let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel::<Written<M::Rejection>>(0);
+        let syncer = Syncer {
+            store: self.setup.store.clone(),
+            signer: self.setup.signer.clone(),
+            head: self.setup.head.clone(),
+            status: self.status.clone(),
+            failed: failed.clone(),
+        };
+        let syncer = std::thread::Builder::new()
+            .name("log-syncer".into())
+            .spawn(move || syncer.run(syncer_rx))
+            .expect("spawning the log syncer thread");
         let max_batch = self.setup.options.max_batch.max(1);
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
@@ -214,15 +312,36 @@ impl<M: Machine> Writer<M> {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.commit(jobs) {
-                let why = format!("storage failed, the writer has stopped: {e}");
-                tracing::error!(error = %e, "log writer stopped after a storage error");
-                self.status.send_replace(WriterStatus::Failed(why));
-                // Dropping the receiver fails every queued append with Unavailable.
-                return;
+            if failed.load(Ordering::SeqCst) {
+                for job in jobs {
+                    let why = "storage failed, the writer has stopped".to_string();
+                    let _ = job.reply.send(Err(AppendError::Unavailable(why)));
+                }
+                break;
+            }
+            match self.commit(jobs) {
+                Ok(written) => {
+                    if to_syncer.send(written).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let why = format!("storage failed, the writer has stopped: {e}");
+                    tracing::error!(error = %e, "log writer stopped after a storage error");
+                    failed.store(true, Ordering::SeqCst);
+                    self.status.send_replace(WriterStatus::Failed(why));
+                    break;
+                }
             }
         }
-        tracing::debug!("log writer stopped: no appenders left");
+        // Dropping the receiver fails every queued append with Unavailable; the syncer answers
+        // what it holds and ends.
+        drop(rx);
+        drop(to_syncer);
+        if syncer.join().is_err() {
+            tracing::error!("the log syncer thread panicked");
+        }
+        tracing::debug!("log writer stopped");
     }
 
     /// The next recorded time: now, but always at least a microsecond after the last entry.
@@ -234,13 +353,17 @@ impl<M: Machine> Writer<M> {
         }
     }
 
-    fn commit(&mut self, jobs: Vec<Job<M>>) -> Result<(), StoreError> {
+    /// Decides and writes one batch; a storage failure answers the batch's appends and is
+    /// returned (fatal).
+    fn commit(&mut self, jobs: Vec<Job<M>>) -> Result<Written<M::Rejection>, StoreError> {
         let store = self.setup.store.clone();
         let mut view = View::new(store.as_ref());
         let mut batch = WriteBatch::default();
         let mut in_batch: HashMap<Uuid, RequestRecord> = HashMap::new();
         let mut replies: Vec<Pending<M::Rejection>> = Vec::with_capacity(jobs.len());
         let mut failure: Option<StoreError> = None;
+        // What the rules may count as published: the head the syncer last made public.
+        let published_size = self.setup.head.borrow().size;
 
         for job in jobs {
             let Job { request_id, digest, command, reply } = job;
@@ -248,7 +371,16 @@ impl<M: Machine> Writer<M> {
                 replies.push((reply, Err(AppendError::Unavailable(String::new()))));
                 continue;
             }
-            match self.one(request_id, digest, command, &mut view, &mut batch, &mut in_batch) {
+            let outcome = self.one(
+                request_id,
+                digest,
+                command,
+                published_size,
+                &mut view,
+                &mut batch,
+                &mut in_batch,
+            );
+            match outcome {
                 Ok(outcome) => replies.push((reply, outcome)),
                 Err(e) => {
                     failure = Some(e);
@@ -257,19 +389,30 @@ impl<M: Machine> Writer<M> {
             }
         }
 
+        let mut on_durable = None;
+        let mut head = None;
         if failure.is_none() && !batch.entries.is_empty() {
-            if let Err(e) = self.setup.machine.finish_batch(self.setup.frontier.size(), &mut view) {
-                failure = Some(e);
+            match self.setup.machine.finish_batch(self.setup.frontier.size(), &mut view) {
+                Ok(publish) => on_durable = publish,
+                Err(e) => failure = Some(e),
             }
         }
         if failure.is_none() && !batch.entries.is_empty() {
             batch.projections = view.into_writes();
             let written = batch.entries.len();
-            if let Err(e) = store.write(batch).and_then(|()| store.sync()) {
-                failure = Some(e);
-            } else {
-                self.stats.record(written);
-                tracing::trace!(entries = written, "group commit durable");
+            match store.write(batch) {
+                Err(e) => failure = Some(e),
+                Ok(()) => {
+                    self.stats.record(written);
+                    let frontier = &self.setup.frontier;
+                    head = Some(NextHead {
+                        size: frontier.size(),
+                        root: frontier.root(),
+                        last_hash: self.setup.last_hash,
+                        last_recorded_at: self.setup.last_recorded_at,
+                        extensions: self.setup.machine.checkpoint_extensions(),
+                    });
+                }
             }
         }
 
@@ -280,34 +423,18 @@ impl<M: Machine> Writer<M> {
             }
             return Err(e);
         }
-
-        // Durable: publish the new head first, so a caller who hears back can read its entry.
-        let frontier = &self.setup.frontier;
-        if frontier.size() != self.setup.head.borrow().size {
-            let (size, root) = (frontier.size(), frontier.root());
-            self.setup.machine.batch_durable(size);
-            let extensions = self.setup.machine.checkpoint_extensions();
-            self.setup.head.send_replace(Arc::new(Head {
-                size,
-                root,
-                last_hash: self.setup.last_hash,
-                last_recorded_at: self.setup.last_recorded_at,
-                checkpoint: sign_checkpoint(&self.setup.signer, size, root, extensions).into(),
-            }));
-        }
-        for (reply, outcome) in replies {
-            let _ = reply.send(outcome);
-        }
-        Ok(())
+        Ok(Written { head, on_durable, replies })
     }
 
     /// Handles one append inside the batch. `Err` is a storage failure (fatal); a refusal is an
     /// `Ok(Err(..))` outcome.
+    #[allow(clippy::too_many_arguments)]
     fn one(
         &mut self,
         request_id: Uuid,
         digest: Hash,
         command: M::Command,
+        published_size: u64,
         view: &mut View<'_>,
         batch: &mut WriteBatch,
         in_batch: &mut HashMap<Uuid, RequestRecord>,
@@ -327,7 +454,7 @@ impl<M: Machine> Writer<M> {
         let context = EntryContext {
             position: self.setup.frontier.size(),
             recorded_at: self.next_time(),
-            published_size: self.setup.head.borrow().size,
+            published_size,
         };
         let decided = match self.setup.machine.decide(&command, &context, view) {
             Ok(d) => d,

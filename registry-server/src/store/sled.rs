@@ -28,7 +28,7 @@
 //! p keyspace 0x00 key     -> value        (projections)
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -150,7 +150,11 @@ pub struct SledStore {
     tree: sled::Tree,
     /// Our own handle on sled's data file, only for fsync (fsync acts on the inode).
     db_file: File,
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Blob files fsynced so far, with their length at the time. A sync may run while the
+    /// writer is already writing the next batch (see `log::writer`), so a blob can be seen
+    /// half-written; sled writes a blob front to back and never again, so a file whose length
+    /// has not changed since its fsync has nothing left unsynced.
+    synced_blobs: Mutex<HashMap<OsString, u64>>,
     syncs: AtomicU64,
 }
 
@@ -199,15 +203,16 @@ impl SledStore {
             fsync_dir(parent)?;
         }
         let blobs = dir.join("blobs");
-        let synced_blobs = if blobs.is_dir() {
+        let mut synced_blobs = HashMap::new();
+        if blobs.is_dir() {
             for entry in std::fs::read_dir(&blobs)? {
-                File::open(entry?.path())?.sync_all()?;
+                let entry = entry?;
+                let len = entry.metadata()?.len();
+                File::open(entry.path())?.sync_all()?;
+                synced_blobs.insert(entry.file_name(), len);
             }
             fsync_dir(&blobs)?;
-            std::fs::read_dir(&blobs)?.filter_map(|e| e.ok().map(|e| e.file_name())).collect()
-        } else {
-            HashSet::new()
-        };
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             tree: db.open_tree(TREE)?,
@@ -233,21 +238,27 @@ impl SledStore {
             .synced_blobs
             .lock()
             .map_err(|_| StoreError::Io("blob set lock poisoned".into()))?;
-        let mut present = HashSet::new();
+        let mut present = HashMap::new();
         let mut new_files = false;
         for entry in std::fs::read_dir(&blobs)? {
             let entry = entry?;
             let name = entry.file_name();
-            if !synced.contains(&name) {
+            // The length before the fsync: whatever is written later makes the file longer.
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                // sled deletes blobs it no longer needs; one may vanish under us.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if synced.get(&name) != Some(&len) {
                 match File::open(entry.path()) {
                     Ok(f) => f.sync_all()?,
-                    // sled deletes blobs it no longer needs; one may vanish under us.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(e.into()),
                 }
-                new_files = true;
+                new_files |= !synced.contains_key(&name);
             }
-            present.insert(name);
+            present.insert(name, len);
         }
         if new_files {
             fsync_dir(&blobs)?;
