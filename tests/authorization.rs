@@ -438,3 +438,50 @@ async fn every_command_is_allowed_only_for_its_rightful_signer() {
     }
     assert!(failures.is_empty(), "{} of 120 cases wrong:\n{}", failures.len(), failures.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_its_signer_was_revoked_still_returns_the_original_result() {
+    let f = Fixture::start().await;
+    f.operator("DE*RTY").await;
+    let second = P256KeyPair::generate();
+    let add = Action::AddOperatorKey {
+        operator_id: "DE*RTY".into(),
+        public_key: second.public_key_pem(),
+    };
+    f.client.submit(&f.admin, &add).await.unwrap();
+    let register = |evse: &str| Action::Register {
+        key: NewKey {
+            meter_serial: Some(format!("S-{evse}")),
+            ..NewKey::new(spki_hex(&meter_key()))
+        },
+        evse_ids: vec![evse.into()],
+        effective_at: Some(t("2026-01-01T00:00:00Z")),
+    };
+    let signed =
+        SignedCommand::sign(registry_client::command_bytes(&register("DE*RTY*E1")), &second);
+    let first = f.client.submit_signed(signed.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    let revoke = Action::RevokeOperatorKey {
+        operator_id: "DE*RTY".into(),
+        key_id: second.fingerprint_hex(),
+    };
+    f.client.submit(&f.admin, &revoke).await.unwrap();
+
+    let size = f.log_size();
+    let again = f.client.submit_signed(signed.clone()).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.position, &again.entry), (first.position, &first.entry));
+    assert_eq!(again.confirmation_position, first.confirmation_position);
+    assert_eq!(f.log_size(), size, "a retry appends nothing");
+
+    // Only that very envelope: the same bytes with another signature, or a new command from
+    // the revoked key, are refused.
+    let forged = SignedCommand { signature: second.sign_der(b"something else"), ..signed };
+    let err = f.client.submit_signed(forged).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unauthenticated));
+    let fresh =
+        SignedCommand::sign(registry_client::command_bytes(&register("DE*RTY*E2")), &second);
+    let err = f.client.submit_signed(fresh).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unauthenticated));
+    assert_eq!(f.log_size(), size);
+}

@@ -140,7 +140,8 @@ impl MapTree {
     /// every node that changed (heap index, hash), so that another copy of the tree can take
     /// them over with [`MapTree::set_nodes`] instead of hashing the paths again.
     pub fn set_buckets(&mut self, buckets: &[(u16, Hash)]) -> Vec<(usize, Hash)> {
-        let mut level: Vec<usize> = buckets.iter().map(|(i, _)| BUCKETS + usize::from(*i)).collect();
+        let mut level: Vec<usize> =
+            buckets.iter().map(|(i, _)| BUCKETS + usize::from(*i)).collect();
         for (i, h) in buckets {
             self.nodes[BUCKETS + usize::from(*i)] = *h;
         }

@@ -190,8 +190,27 @@ impl Commands {
     }
 
     /// The checks that need no lock: a known, unrevoked signer, a good signature and a command
-    /// that decodes. Synchronous, so that bulk submissions can spread it over threads.
+    /// that decodes. Synchronous, so that bulk submissions can spread it over threads. A command
+    /// already in the log exactly as submitted passes even if its signer was revoked since: its
+    /// retry returns the original result, however long ago (DESIGN §5).
     fn check(&self, envelope: &SignedCommand) -> Result<Command, CommandError> {
+        self.check_new(envelope).or_else(|refusal| self.earlier(envelope).ok_or(refusal))
+    }
+
+    /// The command of `envelope` if the durable log holds this very envelope (same bytes,
+    /// signer and signature) under its request ID.
+    fn earlier(&self, envelope: &SignedCommand) -> Option<Command> {
+        let command = Command::decode(&envelope.command).ok()?;
+        let record = self.reader.request(&command.request_id).ok()??;
+        if record.digest != envelope.digest() {
+            return None;
+        }
+        let stored =
+            registry_proto::entry::Entry::decode(&self.reader.entry(record.position).ok()?);
+        (stored.ok()?.body.command.as_ref() == Some(envelope)).then_some(command)
+    }
+
+    fn check_new(&self, envelope: &SignedCommand) -> Result<Command, CommandError> {
         let store = self.reader.store();
         let signer =
             Projection::new(store.as_ref()).signer(&envelope.signer_key_id)?.ok_or_else(|| {
@@ -200,7 +219,9 @@ impl Commands {
                     "the signing key is not known to the registry",
                 )
             })?;
-        if let Some(p) = signer.revoked_position {
+        // A revocation counts once it is durable; until then the writer, which checks the signer
+        // again in log order, refuses what comes after it.
+        if let Some(p) = signer.revoked_position.filter(|p| *p < self.reader.head().size) {
             return Err(Rejection::unauthenticated(
                 "command.signer_key_id",
                 format!("the signing key was revoked (entry {p})"),

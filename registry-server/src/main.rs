@@ -76,29 +76,37 @@ fn init_tracing(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Waits for SIGTERM or Ctrl-C. The handlers are installed when this is called, not when it is
+/// first polled: a signal that arrives between "listening" and the first poll must already stop
+/// the server gracefully instead of killing it with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            () = wait(interrupt, "SIGINT") => tracing::info!("interrupted"),
+            () = wait(terminate, "SIGTERM") => tracing::info!("terminated"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-        () = terminate => tracing::info!("terminated"),
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
     let server = registry_server::server::start_registry(&config, system_clock()).await?;
     let stop = server.stop_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         stop.cancel();
     });
     server.wait().await?;

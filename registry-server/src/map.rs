@@ -187,12 +187,7 @@ pub struct MapWriter {
 impl MapWriter {
     /// A writer publishing to `shared`.
     pub fn new(shared: std::sync::Arc<SharedMap>) -> Self {
-        Self {
-            shared,
-            tree: MapTree::default(),
-            buckets: MapBuckets::empty(),
-            changed: Vec::new(),
-        }
+        Self { shared, tree: MapTree::default(), buckets: MapBuckets::empty(), changed: Vec::new() }
     }
 
     /// Loads the buckets and the tree at start.

@@ -29,8 +29,8 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use crate::key_cache::{self, KeyCache};
-use crate::map::MapBuckets;
 use crate::log::View;
+use crate::map::MapBuckets;
 use crate::store::{Keyspace, LogStore, Record, StoreError};
 
 const KEYS: Keyspace = Keyspace("keys");

@@ -99,6 +99,15 @@ fn as_of(a: &Option<pb::AsOf>) -> Result<AsOf, Status> {
     })
 }
 
+/// The view an answer is sent in: a proven answer is always full, since a verifier re-derives
+/// the full answer from the evidence and compares.
+fn answer_view(asked: i32, prove: bool) -> validity::View {
+    match prove {
+        true => validity::View::Full,
+        false => validity::View::from_pb(asked),
+    }
+}
+
 fn basis_pb(b: &Basis) -> pb::Basis {
     pb::Basis {
         log_size: b.size,
@@ -116,7 +125,7 @@ impl LookupService for LookupApi {
         let r = request.into_inner();
         let (sel, t, as_of) =
             (selector(r.key.as_ref(), "key")?, at(&r.at, "at")?, as_of(&r.as_of)?);
-        let (prove, view) = (r.prove, validity::View::from_pb(r.view));
+        let (prove, view) = (r.prove, answer_view(r.view, r.prove));
         let answer = move |l: &Lookups, e: &EvidenceBuilder| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let v = l.validity(&sel, t, &basis).map_err(status::lookup)?;
@@ -156,7 +165,7 @@ impl LookupService for LookupApi {
                 )),
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let (as_of, prove, view) = (as_of(&r.as_of)?, r.prove, validity::View::from_pb(r.view));
+        let (as_of, prove, view) = (as_of(&r.as_of)?, r.prove, answer_view(r.view, r.prove));
         self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let results = l.validity_batch(&questions, &basis).map_err(status::lookup)?;

@@ -12,8 +12,9 @@
 //! is never sent before that batch is durable.
 //!
 //! Any storage error is final: every pending append is answered with `Unavailable`, the writer
-//! marks itself failed, and both threads stop appending. Nothing is acknowledged after a failed
-//! write or sync, because it can no longer be known what is on disk.
+//! marks itself failed, and both threads stop appending: after a failed sync nothing more is
+//! written or acknowledged, because it can no longer be known what is on disk. (A batch that was
+//! written and synced before another thread's write failed is still answered: it is durable.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,7 +191,12 @@ pub(super) fn start<M: Machine>(
     let (tx, rx) = mpsc::channel(setup.options.queue_depth.max(1));
     let (status_tx, status_rx) = watch::channel(WriterStatus::Running);
     let stats = Arc::new(WriterStats::default());
-    let writer = Writer { setup, status: Arc::new(status_tx), stats: stats.clone() };
+    let writer = Writer {
+        setup,
+        status: Arc::new(status_tx),
+        stats: stats.clone(),
+        failed: Arc::new(AtomicBool::new(false)),
+    };
     let handle = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || writer.run(rx))
@@ -202,6 +208,8 @@ struct Writer<M: Machine> {
     setup: WriterSetup<M>,
     status: Arc<watch::Sender<WriterStatus>>,
     stats: Arc<WriterStats>,
+    /// Set by whichever thread meets a storage error first; both then stop appending.
+    failed: Arc<AtomicBool>,
 }
 
 type Outcome<R> = Result<Appended, AppendError<R>>;
@@ -251,8 +259,9 @@ impl Syncer {
                 if let Err(e) = self.store.sync() {
                     tracing::error!(error = %e, "log writer stopped after a failed sync");
                     let why = format!("storage failed: {e}");
-                    self.failed.store(true, Ordering::SeqCst);
-                    self.status.send_replace(WriterStatus::Failed(why.clone()));
+                    if !self.failed.swap(true, Ordering::SeqCst) {
+                        self.status.send_replace(WriterStatus::Failed(why.clone()));
+                    }
                     failure = Some(why);
                 }
             }
@@ -289,7 +298,7 @@ impl Syncer {
 
 impl<M: Machine> Writer<M> {
     fn run(mut self, mut rx: mpsc::Receiver<Job<M>>) {
-        let failed = Arc::new(AtomicBool::new(false));
+        let failed = self.failed.clone();
         // A rendezvous: the writer runs at most one batch ahead of the sync in progress.
         let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel::<Written<M::Rejection>>(0);
         let syncer = Syncer {
@@ -322,14 +331,14 @@ impl<M: Machine> Writer<M> {
             match self.commit(jobs) {
                 Ok(written) => {
                     if to_syncer.send(written).is_err() {
+                        // The syncer is gone (it panicked): nothing can become durable now.
+                        self.fail("the log syncer stopped".into());
                         break;
                     }
                 }
                 Err(e) => {
-                    let why = format!("storage failed, the writer has stopped: {e}");
                     tracing::error!(error = %e, "log writer stopped after a storage error");
-                    failed.store(true, Ordering::SeqCst);
-                    self.status.send_replace(WriterStatus::Failed(why));
+                    self.fail(format!("storage failed, the writer has stopped: {e}"));
                     break;
                 }
             }
@@ -340,8 +349,16 @@ impl<M: Machine> Writer<M> {
         drop(to_syncer);
         if syncer.join().is_err() {
             tracing::error!("the log syncer thread panicked");
+            self.fail("the log syncer panicked".into());
         }
         tracing::debug!("log writer stopped");
+    }
+
+    /// Marks the log failed, keeping the first reason when the syncer got there first.
+    fn fail(&self, why: String) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            self.status.send_replace(WriterStatus::Failed(why));
+        }
     }
 
     /// The next recorded time: now, but always at least a microsecond after the last entry.
@@ -396,6 +413,10 @@ impl<M: Machine> Writer<M> {
                 Ok(publish) => on_durable = publish,
                 Err(e) => failure = Some(e),
             }
+        }
+        if failure.is_none() && self.failed.load(Ordering::SeqCst) {
+            // A sync failed meanwhile: write nothing more (see the module documentation).
+            failure = Some(StoreError::Io("an earlier sync failed".into()));
         }
         if failure.is_none() && !batch.entries.is_empty() {
             batch.projections = view.into_writes();

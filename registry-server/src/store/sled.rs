@@ -155,6 +155,11 @@ pub struct SledStore {
     /// half-written; sled writes a blob front to back and never again, so a file whose length
     /// has not changed since its fsync has nothing left unsynced.
     synced_blobs: Mutex<HashMap<OsString, u64>>,
+    /// Held by `sync` while sled flushes and by `write` while it applies a batch. sled's flush
+    /// holds its global lock shared and `apply_batch` needs it exclusive; a batch waiting for
+    /// that lock would make every reader queue behind it for the rest of the flush. Waiting here
+    /// instead keeps readers out of it; the fsync after the flush still overlaps the next write.
+    flushing: Mutex<()>,
     syncs: AtomicU64,
 }
 
@@ -162,6 +167,10 @@ impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledStore").field("dir", &self.dir).finish()
     }
+}
+
+fn poisoned_gate() -> StoreError {
+    StoreError::Io("the flush gate is poisoned (a thread panicked in a write or sync)".into())
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
@@ -219,6 +228,7 @@ impl SledStore {
             db,
             db_file,
             synced_blobs: Mutex::new(synced_blobs),
+            flushing: Mutex::new(()),
             syncs: AtomicU64::new(0),
         })
     }
@@ -368,11 +378,15 @@ impl LogStore for SledStore {
                 None => out.remove(key),
             }
         }
+        let _flush_done = self.flushing.lock().map_err(|_| poisoned_gate())?;
         Ok(self.tree.apply_batch(out)?)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        {
+            let _flushing = self.flushing.lock().map_err(|_| poisoned_gate())?;
+            self.db.flush()?;
+        }
         self.db_file.sync_all()?;
         self.sync_blobs()?;
         self.syncs.fetch_add(1, Ordering::SeqCst);
