@@ -393,6 +393,14 @@ impl View {
             _ => View::Full,
         }
     }
+
+    /// The protobuf value.
+    pub fn to_pb(self) -> i32 {
+        match self {
+            View::Full => crate::pb::ValidityView::Full as i32,
+            View::Basic => crate::pb::ValidityView::Basic as i32,
+        }
+    }
 }
 
 impl Validity {

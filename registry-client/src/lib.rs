@@ -27,13 +27,6 @@ use tonic_types::StatusExt;
 pub use registry_proto::pb::EndReason;
 pub use registry_proto::validity::View;
 
-fn view_pb(view: View) -> i32 {
-    match view {
-        View::Full => pb::ValidityView::Full as i32,
-        View::Basic => pb::ValidityView::Basic as i32,
-    }
-}
-
 /// A field the server named as wrong, and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -520,7 +513,7 @@ impl RegistryClient {
             at: Some(time::to_timestamp(&at)),
             as_of: as_of.to_pb(),
             prove: false,
-            view: view_pb(view),
+            view: view.to_pb(),
         };
         Ok(self.lookups.clone().check_validity(request).await?.into_inner())
     }
@@ -538,7 +531,7 @@ impl RegistryClient {
             at: Some(time::to_timestamp(&at)),
             as_of: as_of.to_pb(),
             prove: true,
-            view: pb::ValidityView::Full as i32,
+            view: View::Full.to_pb(),
         };
         Ok(self.lookups.clone().check_validity(request).await?.into_inner())
     }
@@ -601,7 +594,7 @@ impl RegistryClient {
                 .collect(),
             as_of: as_of.to_pb(),
             prove: false,
-            view: view_pb(view),
+            view: view.to_pb(),
         };
         Ok(self.lookups.clone().check_validity_batch(request).await?.into_inner())
     }

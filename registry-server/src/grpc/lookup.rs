@@ -41,15 +41,18 @@ impl LookupApi {
     }
 }
 
-/// Evidence for `roots` if asked for; EVSE and serial answers also need their keys' chains.
+/// Evidence for the identifiers `roots` names, if asked for (only then are they built: a batch
+/// has one per question); EVSE and serial answers also need their keys' chains.
 fn evidence(
     builder: &EvidenceBuilder,
     prove: bool,
-    roots: &[Identifier],
+    roots: impl FnOnce() -> Vec<Identifier>,
 ) -> Result<Option<pb::AnswerProof>, Status> {
     if !prove {
         return Ok(None);
     }
+    let roots = roots();
+    let roots = roots.as_slice();
     let expand = roots.iter().any(|r| r.kind != registry_proto::event::IdentifierKind::Key);
     Ok(Some(builder.answer(roots, expand).map_err(status::lookup)?.proof))
 }
@@ -129,7 +132,7 @@ impl LookupService for LookupApi {
         let answer = move |l: &Lookups, e: &EvidenceBuilder| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let v = l.validity(&sel, t, &basis).map_err(status::lookup)?;
-            let proof = evidence(e, prove, &[sel.identifier()])?;
+            let proof = evidence(e, prove, || vec![sel.identifier()])?;
             Ok(Response::new(pb::CheckValidityResponse {
                 validity: Some(v.to_pb_view(view)),
                 basis: Some(basis_pb(&basis)),
@@ -169,14 +172,8 @@ impl LookupService for LookupApi {
         self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let results = l.validity_batch(&questions, &basis).map_err(status::lookup)?;
-            let proof = match prove {
-                true => {
-                    let roots: Vec<Identifier> =
-                        questions.iter().map(|(s, _)| s.identifier()).collect();
-                    evidence(&e, prove, &roots)?
-                }
-                false => None,
-            };
+            let proof =
+                evidence(&e, prove, || questions.iter().map(|(s, _)| s.identifier()).collect())?;
             Ok(Response::new(pb::CheckValidityBatchResponse {
                 results: results.iter().map(|v| v.to_pb_view(view)).collect(),
                 basis: Some(basis_pb(&basis)),
@@ -197,7 +194,7 @@ impl LookupService for LookupApi {
         self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let record = l.key(&fp, &basis).map_err(status::lookup)?;
-            let proof = evidence(&e, prove, &[Identifier::key(&fp)])?;
+            let proof = evidence(&e, prove, || vec![Identifier::key(&fp)])?;
             Ok(Response::new(pb::GetKeyResponse {
                 key: record.as_of(basis.size).map(|k| k.to_pb()),
                 basis: Some(basis_pb(&basis)),
@@ -239,7 +236,7 @@ impl LookupService for LookupApi {
         self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(status::lookup)?;
             let page = l.history(&identifier, &basis, start, page_size).map_err(status::lookup)?;
-            let proof = evidence(&e, prove, std::slice::from_ref(&identifier))?;
+            let proof = evidence(&e, prove, || vec![identifier.clone()])?;
             let entries = page
                 .entries
                 .into_iter()

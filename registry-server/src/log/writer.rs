@@ -193,9 +193,8 @@ pub(super) fn start<M: Machine>(
     let stats = Arc::new(WriterStats::default());
     let writer = Writer {
         setup,
-        status: Arc::new(status_tx),
+        failure: Arc::new(Failure { failed: AtomicBool::new(false), status: status_tx }),
         stats: stats.clone(),
-        failed: Arc::new(AtomicBool::new(false)),
     };
     let handle = std::thread::Builder::new()
         .name("log-writer".into())
@@ -206,10 +205,28 @@ pub(super) fn start<M: Machine>(
 
 struct Writer<M: Machine> {
     setup: WriterSetup<M>,
-    status: Arc<watch::Sender<WriterStatus>>,
+    failure: Arc<Failure>,
     stats: Arc<WriterStats>,
-    /// Set by whichever thread meets a storage error first; both then stop appending.
-    failed: Arc<AtomicBool>,
+}
+
+/// Whether the log has failed, shared by the writer and the syncer: whichever thread meets a
+/// storage error first records it, and both then stop appending.
+struct Failure {
+    failed: AtomicBool,
+    status: watch::Sender<WriterStatus>,
+}
+
+impl Failure {
+    fn happened(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Marks the log failed, keeping the first reason.
+    fn record(&self, why: String) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            self.status.send_replace(WriterStatus::Failed(why));
+        }
+    }
 }
 
 type Outcome<R> = Result<Appended, AppendError<R>>;
@@ -241,8 +258,7 @@ struct Syncer {
     store: Arc<dyn LogStore>,
     signer: Arc<NoteSigner>,
     head: watch::Sender<Arc<Head>>,
-    status: Arc<watch::Sender<WriterStatus>>,
-    failed: Arc<AtomicBool>,
+    failure: Arc<Failure>,
 }
 
 impl Syncer {
@@ -252,16 +268,14 @@ impl Syncer {
             // Everything written by now shares one sync.
             let mut group = vec![first];
             group.extend(rx.try_iter());
-            if failure.is_none() && self.failed.load(Ordering::SeqCst) {
+            if failure.is_none() && self.failure.happened() {
                 failure = Some("storage failed, the writer has stopped".into());
             }
             if failure.is_none() && group.iter().any(|w| w.head.is_some()) {
                 if let Err(e) = self.store.sync() {
                     tracing::error!(error = %e, "log writer stopped after a failed sync");
                     let why = format!("storage failed: {e}");
-                    if !self.failed.swap(true, Ordering::SeqCst) {
-                        self.status.send_replace(WriterStatus::Failed(why.clone()));
-                    }
+                    self.failure.record(why.clone());
                     failure = Some(why);
                 }
             }
@@ -298,15 +312,13 @@ impl Syncer {
 
 impl<M: Machine> Writer<M> {
     fn run(mut self, mut rx: mpsc::Receiver<Job<M>>) {
-        let failed = self.failed.clone();
         // A rendezvous: the writer runs at most one batch ahead of the sync in progress.
         let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel::<Written<M::Rejection>>(0);
         let syncer = Syncer {
             store: self.setup.store.clone(),
             signer: self.setup.signer.clone(),
             head: self.setup.head.clone(),
-            status: self.status.clone(),
-            failed: failed.clone(),
+            failure: self.failure.clone(),
         };
         let syncer = std::thread::Builder::new()
             .name("log-syncer".into())
@@ -321,24 +333,18 @@ impl<M: Machine> Writer<M> {
                     Err(_) => break,
                 }
             }
-            if failed.load(Ordering::SeqCst) {
-                for job in jobs {
-                    let why = "storage failed, the writer has stopped".to_string();
-                    let _ = job.reply.send(Err(AppendError::Unavailable(why)));
-                }
-                break;
-            }
+            // After a failed sync, `commit` answers the jobs with Unavailable and writes nothing.
             match self.commit(jobs) {
                 Ok(written) => {
                     if to_syncer.send(written).is_err() {
                         // The syncer is gone (it panicked): nothing can become durable now.
-                        self.fail("the log syncer stopped".into());
+                        self.failure.record("the log syncer stopped".into());
                         break;
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "log writer stopped after a storage error");
-                    self.fail(format!("storage failed, the writer has stopped: {e}"));
+                    self.failure.record(format!("storage failed, the writer has stopped: {e}"));
                     break;
                 }
             }
@@ -349,16 +355,9 @@ impl<M: Machine> Writer<M> {
         drop(to_syncer);
         if syncer.join().is_err() {
             tracing::error!("the log syncer thread panicked");
-            self.fail("the log syncer panicked".into());
+            self.failure.record("the log syncer panicked".into());
         }
         tracing::debug!("log writer stopped");
-    }
-
-    /// Marks the log failed, keeping the first reason when the syncer got there first.
-    fn fail(&self, why: String) {
-        if !self.failed.swap(true, Ordering::SeqCst) {
-            self.status.send_replace(WriterStatus::Failed(why));
-        }
     }
 
     /// The next recorded time: now, but always at least a microsecond after the last entry.
@@ -414,7 +413,7 @@ impl<M: Machine> Writer<M> {
                 Err(e) => failure = Some(e),
             }
         }
-        if failure.is_none() && self.failed.load(Ordering::SeqCst) {
+        if failure.is_none() && self.failure.happened() {
             // A sync failed meanwhile: write nothing more (see the module documentation).
             failure = Some(StoreError::Io("an earlier sync failed".into()));
         }
