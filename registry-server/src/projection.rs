@@ -353,28 +353,44 @@ pub fn mark_complete(store: &dyn LogStore) -> Result<(), StoreError> {
 /// Drops every projection and derives them again from the log, entry by entry, with the same
 /// `apply` the writer uses. Returns the number of entries replayed. The store must not be in use
 /// by a running log.
+///
+/// The state is derived in memory and written out only when it reaches [`REBUILD_HELD_RECORDS`]
+/// records (and at the end), in key order: every record is written once per write-out rather
+/// than once per chunk of entries (a key record is touched by its registration, its confirmation
+/// and every later event), and the first write-out lands in keyspaces the clear left empty, so
+/// it appends instead of landing at random places in a large tree. Chunk by chunk, the rebuild
+/// spent most of its time in those random writes.
 pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
+    rebuild_holding(store, REBUILD_HELD_RECORDS)
+}
+
+/// [`rebuild`], writing out whenever `held_records` records are derived (tests use a small
+/// number to exercise the write-outs in the middle).
+pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64, RebuildError> {
     use crate::store::WriteBatch;
     use registry_proto::entry::Entry;
     store
         .write(WriteBatch { meta: vec![(STATUS, b"rebuilding".to_vec())], ..Default::default() })?;
     store.sync()?;
+    let started = std::time::Instant::now();
     store.clear_projections(KEYSPACES)?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "rebuild: old projections dropped");
     // The projections are empty now, so a cache that starts empty is complete: every read
     // during the replay is served from memory.
     let cache = Arc::new(KeyCache::complete_and_empty());
     let mut buckets = MapBuckets::empty();
     let size = store.size()?;
-    // Large chunks: a bucket or key record touched many times in a chunk is written once.
-    const CHUNK: u64 = 65_536;
+    let mut view = View::new(store);
+    const READ: u64 = 65_536;
     let mut position = 0;
+    let mut cleared = true;
     while position < size {
-        let end = (position + CHUNK).min(size);
-        let mut view = View::new(store);
-        let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(&mut buckets);
+        let end = (position + READ).min(size);
         for (p, bytes) in store.entries(position, end)? {
             let entry = Entry::decode(&bytes)
                 .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
+            let mut state =
+                Projection::cached(&mut view, cache.clone()).with_buckets(&mut buckets);
             registry_proto::lifecycle::apply(&entry.header, &entry.body, &mut state).map_err(
                 |e| match e {
                     registry_proto::lifecycle::ApplyError::State(e) => RebuildError::Store(e),
@@ -383,12 +399,36 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
                     }
                 },
             )?;
+            if view.len() >= held_records || p + 1 == size {
+                buckets.write_changed(&mut view);
+                write_out(store, std::mem::replace(&mut view, View::new(store)), cleared)?;
+                cleared = false;
+                tracing::info!(entries = p + 1, "rebuild: projections written");
+            }
         }
-        buckets.write_changed(&mut view);
-        store.write(WriteBatch { projections: view.into_writes(), ..Default::default() })?;
         position = end;
     }
     store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
     store.sync()?;
     Ok(size)
+}
+
+/// Records a rebuild derives before it writes them out: a bound on its memory (a few GB).
+pub const REBUILD_HELD_RECORDS: usize = 2_000_000;
+
+/// Writes a rebuild's records in slices, so that no single batch holds sled's write lock (and
+/// a second copy of everything) for long; the status mark keeps a half-written rebuild from
+/// being used. Into `cleared` keyspaces a deletion needs no write.
+fn write_out(store: &dyn LogStore, view: View<'_>, cleared: bool) -> Result<(), StoreError> {
+    use crate::store::WriteBatch;
+    const SLICE: usize = 50_000;
+    let mut slice = Vec::with_capacity(SLICE);
+    for write in view.into_writes_iter().filter(|w| !cleared || w.value.is_some()) {
+        slice.push(write);
+        if slice.len() == SLICE {
+            let projections = std::mem::replace(&mut slice, Vec::with_capacity(SLICE));
+            store.write(WriteBatch { projections, ..Default::default() })?;
+        }
+    }
+    store.write(WriteBatch { projections: slice, ..Default::default() })
 }

@@ -59,11 +59,25 @@ impl<'a> View<'a> {
         self.overlay.insert((keyspace, key), None);
     }
 
+    /// Number of records written or deleted so far.
+    pub fn len(&self) -> usize {
+        self.overlay.len()
+    }
+
+    /// True before the first write.
+    pub fn is_empty(&self) -> bool {
+        self.overlay.is_empty()
+    }
+
     /// The writes to commit.
     pub fn into_writes(self) -> Vec<ProjectionWrite> {
+        self.into_writes_iter().collect()
+    }
+
+    /// The writes to commit, in key order, without collecting them (a rebuild holds millions).
+    pub fn into_writes_iter(self) -> impl Iterator<Item = ProjectionWrite> + use<'a> {
         self.overlay
             .into_iter()
             .map(|((keyspace, key), value)| ProjectionWrite { keyspace, key, value })
-            .collect()
     }
 }
