@@ -526,6 +526,20 @@ fn bucket_len(bucket: &[u8]) -> usize {
     registry_server::map::decode_bucket(bucket).expect("a map bucket").len()
 }
 
+fn leave_strays(store: &dyn LogStore) {
+    let strays = projection::KEYSPACES
+        .iter()
+        .map(|keyspace| registry_server::store::ProjectionWrite {
+            keyspace: *keyspace,
+            key: b"stray".to_vec(),
+            value: Some(b"left over".to_vec()),
+        })
+        .collect();
+    store
+        .write(registry_server::store::WriteBatch { projections: strays, ..Default::default() })
+        .unwrap();
+}
+
 fn snapshot(store: &dyn LogStore) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
     projection::KEYSPACES.iter().map(|ks| store.scan_prefix(*ks, b"").unwrap()).collect()
 }
@@ -670,10 +684,13 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         registry.server.wait().await.unwrap();
         drop(store);
         let store = registry_server::server::open_store(&config).unwrap();
+        // A stray record in every keyspace: a rebuild must drop it, not merely add to it.
+        leave_strays(store.as_ref());
         let replayed_entries = projection::rebuild(store.as_ref()).unwrap();
         assert_eq!(replayed_entries, size);
         assert_eq!(snapshot(store.as_ref()), before, "rebuilt projections equal the live ones");
         // Written out every few records (as a rebuild of millions of keys is), the same again.
+        leave_strays(store.as_ref());
         projection::rebuild_holding(store.as_ref(), 5).unwrap();
         assert_eq!(snapshot(store.as_ref()), before, "a rebuild in many write-outs equals too");
         drop(dir);

@@ -94,7 +94,7 @@ impl<'m, K> Projection<'m, K> {
 
     /// Reads and records the latest entry per identifier in `buckets` instead of the bucket
     /// records of `kv`: the writer's and a rebuild's decoded copy, which they write back once
-    /// per batch ([`MapBuckets::write_changed`]).
+    /// per batch or write-out ([`MapBuckets::write_changed`]).
     pub fn with_buckets(self, buckets: &'m mut MapBuckets) -> Self {
         Self { buckets: Some(buckets), ..self }
     }
@@ -375,8 +375,8 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
     let started = std::time::Instant::now();
     store.clear_projections(KEYSPACES)?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "rebuild: old projections dropped");
-    // The projections are empty now, so a cache that starts empty is complete: every read
-    // during the replay is served from memory.
+    // The projections are empty now, so a cache that starts empty is complete: key records
+    // and index groups are read from memory (the rest from the view, then the store).
     let cache = Arc::new(KeyCache::complete_and_empty());
     let mut buckets = MapBuckets::empty();
     let size = store.size()?;
@@ -399,21 +399,37 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
                     }
                 },
             )?;
-            if view.len() >= held_records || p + 1 == size {
+            if p != position {
+                return Err(RebuildError::Entry {
+                    position,
+                    message: format!("the log has a gap: the next stored entry is {p}"),
+                });
+            }
+            position += 1;
+            if view.len() >= held_records {
                 buckets.write_changed(&mut view);
                 write_out(store, std::mem::replace(&mut view, View::new(store)), cleared)?;
                 cleared = false;
-                tracing::info!(entries = p + 1, "rebuild: projections written");
+                tracing::info!(entries = position, "rebuild: projections written");
             }
         }
-        position = end;
+        if position < end {
+            return Err(RebuildError::Entry {
+                position,
+                message: format!("the log ends early: {size} entries expected"),
+            });
+        }
     }
+    buckets.write_changed(&mut view);
+    write_out(store, view, cleared)?;
+    tracing::info!(entries = size, "rebuild: projections written");
     store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
     store.sync()?;
     Ok(size)
 }
 
-/// Records a rebuild derives before it writes them out: a bound on its memory (a few GB).
+/// Records a rebuild holds before it writes them out: a bound on its pending writes (the key
+/// cache and the map buckets it also keeps grow with the whole log).
 pub const REBUILD_HELD_RECORDS: usize = 2_000_000;
 
 /// Writes a rebuild's records in slices, so that no single batch holds sled's write lock (and

@@ -1,4 +1,5 @@
-//! The state a [`super::Machine`] sees inside one group commit.
+//! The state a [`super::Machine`] sees inside one group commit (and a rebuild's writes until
+//! it writes them out).
 //!
 //! Projection writes of the batch so far sit in an overlay on top of the store, so each command
 //! is checked against the state after every earlier entry, committed or not, while nothing
@@ -59,7 +60,7 @@ impl<'a> View<'a> {
         self.overlay.insert((keyspace, key), None);
     }
 
-    /// Number of records written or deleted so far.
+    /// Number of distinct records written or deleted so far.
     pub fn len(&self) -> usize {
         self.overlay.len()
     }
