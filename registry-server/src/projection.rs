@@ -389,8 +389,7 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
         for (p, bytes) in store.entries(position, end)? {
             let entry = Entry::decode(&bytes)
                 .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
-            let mut state =
-                Projection::cached(&mut view, cache.clone()).with_buckets(&mut buckets);
+            let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(&mut buckets);
             registry_proto::lifecycle::apply(&entry.header, &entry.body, &mut state).map_err(
                 |e| match e {
                     registry_proto::lifecycle::ApplyError::State(e) => RebuildError::Store(e),

@@ -77,8 +77,10 @@ impl<'a> View<'a> {
 
     /// The writes to commit, in key order, without collecting them (a rebuild holds millions).
     pub fn into_writes_iter(self) -> impl Iterator<Item = ProjectionWrite> + use<'a> {
-        self.overlay
-            .into_iter()
-            .map(|((keyspace, key), value)| ProjectionWrite { keyspace, key, value })
+        self.overlay.into_iter().map(|((keyspace, key), value)| ProjectionWrite {
+            keyspace,
+            key,
+            value,
+        })
     }
 }
