@@ -387,6 +387,12 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
     while position < size {
         let end = (position + READ).min(size);
         for (p, bytes) in store.entries(position, end)? {
+            if p != position {
+                return Err(RebuildError::Entry {
+                    position,
+                    message: format!("the log has a gap: the next stored entry is {p}"),
+                });
+            }
             let entry = Entry::decode(&bytes)
                 .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
             let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(&mut buckets);
@@ -398,12 +404,6 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
                     }
                 },
             )?;
-            if p != position {
-                return Err(RebuildError::Entry {
-                    position,
-                    message: format!("the log has a gap: the next stored entry is {p}"),
-                });
-            }
             position += 1;
             if view.len() >= held_records {
                 buckets.write_changed(&mut view);

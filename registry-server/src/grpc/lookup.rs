@@ -52,9 +52,8 @@ fn evidence(
         return Ok(None);
     }
     let roots = roots();
-    let roots = roots.as_slice();
     let expand = roots.iter().any(|r| r.kind != registry_proto::event::IdentifierKind::Key);
-    Ok(Some(builder.answer(roots, expand).map_err(status::lookup)?.proof))
+    Ok(Some(builder.answer(&roots, expand).map_err(status::lookup)?.proof))
 }
 
 fn selector(key: Option<&pb::KeySelector>, field: &str) -> Result<Selector, Status> {
@@ -105,10 +104,7 @@ fn as_of(a: &Option<pb::AsOf>) -> Result<AsOf, Status> {
 /// The view an answer is sent in: a proven answer is always full, since a verifier re-derives
 /// the full answer from the evidence and compares.
 fn answer_view(asked: i32, prove: bool) -> validity::View {
-    match prove {
-        true => validity::View::Full,
-        false => validity::View::from_pb(asked),
-    }
+    if prove { validity::View::Full } else { validity::View::from_pb(asked) }
 }
 
 fn basis_pb(b: &Basis) -> pb::Basis {
