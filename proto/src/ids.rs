@@ -97,6 +97,11 @@ impl OperatorId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The normalised form, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl EvseId {
@@ -146,6 +151,11 @@ impl EvseId {
     /// The normalised form.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The normalised form, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
     }
 
     /// The operator this EVSE ID belongs to.

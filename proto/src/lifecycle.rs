@@ -1643,9 +1643,15 @@ impl StateMut for MemoryState {
 impl Binding {
     /// The protobuf form.
     pub fn to_pb(&self) -> crate::pb::Binding {
+        self.clone().into_pb()
+    }
+
+    /// The protobuf form, moving the identifiers instead of copying them (answers are built by
+    /// the million in batch lookups).
+    pub fn into_pb(self) -> crate::pb::Binding {
         crate::pb::Binding {
-            operator_id: self.operator_id.to_string(),
-            evse_ids: self.evse_ids.iter().map(|e| e.to_string()).collect(),
+            operator_id: self.operator_id.into_string(),
+            evse_ids: self.evse_ids.into_iter().map(EvseId::into_string).collect(),
             from: Some(time::to_timestamp(&self.from)),
             until: self.until.as_ref().map(time::to_timestamp),
         }

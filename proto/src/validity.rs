@@ -411,6 +411,13 @@ impl Validity {
 
     /// The protobuf form with only what `view` asks for.
     pub fn to_pb_view(&self, view: View) -> crate::pb::Validity {
+        self.clone().into_pb_view(view)
+    }
+
+    /// The protobuf form with only what `view` asks for, moving what the answer owns (its
+    /// binding, positions and candidates) instead of copying it: the server builds answers by
+    /// the million and sends each once.
+    pub fn into_pb_view(self, view: View) -> crate::pb::Validity {
         let reg = self.key.as_ref().map(|k| &k.registration);
         let full = view == View::Full;
         crate::pb::Validity {
@@ -418,13 +425,13 @@ impl Validity {
             fingerprint: reg.map(|r| r.fingerprint.clone()).unwrap_or_default(),
             curve: reg.map_or(0, |r| r.curve.to_pb() as i32),
             public_key: reg.filter(|_| full).map(|r| r.public_key.clone()).unwrap_or_default(),
-            binding: self.binding.as_ref().filter(|_| full).map(Binding::to_pb),
+            binding: self.binding.filter(|_| full).map(Binding::into_pb),
             effective_from: reg.map(|r| crate::time::to_timestamp(&r.effective_at)),
             ended_at: self.ended.as_ref().map(|(t, _)| crate::time::to_timestamp(t)),
             end_reason: self.ended.map_or(0, |(_, r)| r.to_pb() as i32),
             state: self.state.map_or(0, |s| s.to_pb().0 as i32),
-            deciding_positions: self.deciding_positions.clone(),
-            candidates: self.candidates.clone(),
+            deciding_positions: self.deciding_positions,
+            candidates: self.candidates,
         }
     }
 }

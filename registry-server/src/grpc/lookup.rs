@@ -130,7 +130,7 @@ impl LookupService for LookupApi {
             let v = l.validity(&sel, t, &basis).map_err(status::lookup)?;
             let proof = evidence(e, prove, || vec![sel.identifier()])?;
             Ok(Response::new(pb::CheckValidityResponse {
-                validity: Some(v.to_pb_view(view)),
+                validity: Some(v.into_pb_view(view)),
                 basis: Some(basis_pb(&basis)),
                 proof,
             }))
@@ -171,7 +171,7 @@ impl LookupService for LookupApi {
             let proof =
                 evidence(&e, prove, || questions.iter().map(|(s, _)| s.identifier()).collect())?;
             Ok(Response::new(pb::CheckValidityBatchResponse {
-                results: results.iter().map(|v| v.to_pb_view(view)).collect(),
+                results: results.into_iter().map(|v| v.into_pb_view(view)).collect(),
                 basis: Some(basis_pb(&basis)),
                 proof,
             }))
