@@ -44,6 +44,10 @@ pub struct Config {
     pub cache_mib: u64,
     /// Most commands in one group commit.
     pub max_batch: usize,
+    /// Seconds between background checks of the entries that became durable (chain and Merkle
+    /// nodes read back from disk), so that a restart checks only what came after; 0 leaves all
+    /// of it to the next start.
+    pub verify_interval_secs: u64,
     /// Administrator public keys (PEM files) written to the log while it has no administrator.
     pub admin_keys: Vec<PathBuf>,
     /// Who confirms registrations: the registry once published (`auto`), or an administrator.
@@ -64,6 +68,7 @@ impl Default for Config {
             shutdown_timeout_secs: 10,
             cache_mib: 512,
             max_batch: 1024,
+            verify_interval_secs: 10,
             admin_keys: Vec::new(),
             confirm_policy: ConfirmPolicy::Auto,
             max_clock_skew_secs: 300,
@@ -124,6 +129,7 @@ const KEYS: &[&str] = &[
     "shutdown_timeout_secs",
     "cache_mib",
     "max_batch",
+    "verify_interval_secs",
     "admin_keys",
     "confirm_policy",
     "max_clock_skew_secs",

@@ -284,7 +284,12 @@ impl<M: Machine> Server<M> {
 
         let signer = NoteSigner::new(&origin, key.key)
             .map_err(|e| ServerError::Origin(format!("invalid origin {origin:?}: {e}")))?;
-        let options = LogOptions { max_batch: config.max_batch, ..LogOptions::default() };
+        let options = LogOptions {
+            max_batch: config.max_batch,
+            verify_every: (config.verify_interval_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.verify_interval_secs)),
+            ..LogOptions::default()
+        };
         let log = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || Log::open(store, machine, signer, options, clock))

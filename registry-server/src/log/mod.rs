@@ -185,11 +185,15 @@ pub struct LogOptions {
     pub max_batch: usize,
     /// Appends that may wait for the writer before callers are held back.
     pub queue_depth: usize,
+    /// How often entries that became durable are read back and checked while the log runs, so
+    /// that the next start checks only what came after (see [`Log::open`]); `None` checks them
+    /// only at the next start.
+    pub verify_every: Option<std::time::Duration>,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self { max_batch: 1024, queue_depth: 8192 }
+        Self { max_batch: 1024, queue_depth: 8192, verify_every: None }
     }
 }
 
@@ -199,6 +203,9 @@ pub struct Log<M: Machine> {
     reader: LogReader,
     appender: Option<Appender<M>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The background check, if [`LogOptions::verify_every`] asked for one: dropping the sender
+    /// stops it.
+    verifier: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
 impl<M: Machine> Log<M> {
@@ -210,7 +217,9 @@ impl<M: Machine> Log<M> {
         options: LogOptions,
         clock: Clock,
     ) -> Result<Self, OpenError> {
-        let (frontier, last_hash, last_recorded_at) = verify_from_last_point(store.as_ref())?;
+        let check = verify_from_last_point(store.as_ref())?;
+        let (frontier, last_hash, last_recorded_at) =
+            (check.frontier.clone(), check.last_hash, check.last_time);
         machine.open(store.as_ref(), frontier.size())?;
         let signer = Arc::new(signer);
         let head = Head {
@@ -228,6 +237,9 @@ impl<M: Machine> Log<M> {
         };
         let (head_tx, head_rx) = watch::channel(Arc::new(head));
         let reader = LogReader { store: store.clone(), head: head_rx, signer: signer.clone() };
+        let verifier = options
+            .verify_every
+            .map(|every| check.run_behind(store.clone(), reader.clone(), every));
         let (appender, writer) = writer::start(writer::WriterSetup {
             store,
             machine,
@@ -239,7 +251,7 @@ impl<M: Machine> Log<M> {
             options,
             clock,
         });
-        Ok(Self { reader, appender: Some(appender), writer: Some(writer) })
+        Ok(Self { reader, appender: Some(appender), writer: Some(writer), verifier })
     }
 
     /// A handle for reading.
@@ -256,6 +268,12 @@ impl<M: Machine> Log<M> {
     /// [`Appender`] clone must be dropped first, or this waits until they are. (Dropping a `Log`
     /// without closing it is safe too: the writer then stops once the last appender is gone.)
     pub fn close(mut self) {
+        if let Some((stop, verifier)) = self.verifier.take() {
+            drop(stop);
+            if verifier.join().is_err() {
+                tracing::error!("the log verifier thread panicked");
+            }
+        }
         drop(self.appender.take());
         if let Some(w) = self.writer.take() {
             if w.join().is_err() {
@@ -265,11 +283,9 @@ impl<M: Machine> Log<M> {
     }
 }
 
-/// Checks the entries appended since the last verified start: chain links, positions, recorded
+/// Checks the entries appended since the last verified point: chain links, positions, recorded
 /// times, and every stored Merkle node they complete. Records the new verified size.
-fn verify_from_last_point(
-    store: &dyn LogStore,
-) -> Result<(Frontier, Hash, Option<Time>), OpenError> {
+fn verify_from_last_point(store: &dyn LogStore) -> Result<ChainCheck, OpenError> {
     let size = store.size()?;
     let verified = match store.meta(VERIFIED_SIZE)? {
         None => 0,
@@ -285,14 +301,48 @@ fn verify_from_last_point(
             reason: format!("the log ends at {size} but {verified} entries were verified before"),
         });
     }
-    let nodes = StoreNodes(store);
-    let mut frontier = Frontier::load(&nodes, verified).map_err(|e| OpenError::BrokenChain {
-        position: verified,
-        reason: format!("the Merkle tree up to the verified point cannot be read: {e}"),
-    })?;
-    let (mut chain, mut last_hash, mut last_time) = if verified == 0 {
-        (ChainVerifier::new(), entry::ZERO_HASH, None)
-    } else {
+    let mut check = ChainCheck::resume(store, verified)?;
+    check.advance(store, size)?;
+    if size != verified {
+        tracing::info!(from = verified, to = size, "verified the log's new entries");
+        record_verified(store, size)?;
+        store.sync()?;
+    }
+    Ok(check)
+}
+
+fn record_verified(store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
+    store.write(crate::store::WriteBatch {
+        meta: vec![(VERIFIED_SIZE, size.to_be_bytes().to_vec())],
+        ..Default::default()
+    })
+}
+
+/// The state of a check of the stored log from entry 0: the chain so far and the right edge of
+/// the Merkle tree its entries build.
+struct ChainCheck {
+    chain: ChainVerifier,
+    frontier: Frontier,
+    last_hash: Hash,
+    last_time: Option<Time>,
+}
+
+impl ChainCheck {
+    /// Picks up a check that ended at `verified` (entries below it were checked before).
+    fn resume(store: &dyn LogStore, verified: u64) -> Result<Self, OpenError> {
+        let frontier =
+            Frontier::load(&StoreNodes(store), verified).map_err(|e| OpenError::BrokenChain {
+                position: verified,
+                reason: format!("the Merkle tree up to the verified point cannot be read: {e}"),
+            })?;
+        if verified == 0 {
+            return Ok(Self {
+                chain: ChainVerifier::new(),
+                frontier,
+                last_hash: entry::ZERO_HASH,
+                last_time: None,
+            });
+        }
         let last = store.entry(verified - 1)?.ok_or_else(|| OpenError::BrokenChain {
             position: verified - 1,
             reason: "entry is missing".into(),
@@ -302,62 +352,99 @@ fn verify_from_last_point(
             reason: e.to_string(),
         })?;
         let hash = merkle::leaf_hash(&last);
-        (
-            ChainVerifier::resume(verified, hash, Some(header.recorded_at)),
-            hash,
-            Some(header.recorded_at),
-        )
-    };
-    const CHUNK: u64 = 4096;
-    let mut position = verified;
-    while position < size {
-        let end = (position + CHUNK).min(size);
-        let chunk = store.entries(position, end)?;
-        for (pos, bytes) in chunk {
-            if pos != chain.next_position() {
+        Ok(Self {
+            chain: ChainVerifier::resume(verified, hash, Some(header.recorded_at)),
+            frontier,
+            last_hash: hash,
+            last_time: Some(header.recorded_at),
+        })
+    }
+
+    /// Checks the stored entries from where the check stands up to `size`.
+    fn advance(&mut self, store: &dyn LogStore, size: u64) -> Result<(), OpenError> {
+        const CHUNK: u64 = 4096;
+        let mut position = self.chain.next_position();
+        while position < size {
+            let end = (position + CHUNK).min(size);
+            for (pos, bytes) in store.entries(position, end)? {
+                self.push(store, pos, &bytes)?;
+            }
+            if self.chain.next_position() != end {
                 return Err(OpenError::BrokenChain {
-                    position: chain.next_position(),
+                    position: self.chain.next_position(),
                     reason: "entry is missing".into(),
                 });
             }
-            let leaf = chain.push(&bytes).map_err(|e: ChainError| OpenError::BrokenChain {
-                position: e.position(),
-                reason: e.to_string(),
-            })?;
-            for node in frontier.push(leaf) {
-                if store.node(node.level, node.index)? != Some(node.hash) {
-                    return Err(OpenError::BrokenChain {
-                        position: pos,
-                        reason: format!(
-                            "stored Merkle node (level {}, index {}) does not match the entries",
-                            node.level, node.index
-                        ),
-                    });
-                }
-            }
-            last_hash = leaf;
-            last_time =
-                Some(entry::decode_header(&bytes).map(|h| h.recorded_at).map_err(|e| {
-                    OpenError::BrokenChain { position: pos, reason: e.to_string() }
-                })?);
+            position = end;
         }
-        if chain.next_position() != end {
+        Ok(())
+    }
+
+    fn push(&mut self, store: &dyn LogStore, pos: u64, bytes: &[u8]) -> Result<(), OpenError> {
+        if pos != self.chain.next_position() {
             return Err(OpenError::BrokenChain {
-                position: chain.next_position(),
+                position: self.chain.next_position(),
                 reason: "entry is missing".into(),
             });
         }
-        position = end;
-    }
-    if size != verified {
-        tracing::info!(from = verified, to = size, "verified the log's new entries");
-        store.write(crate::store::WriteBatch {
-            meta: vec![(VERIFIED_SIZE, size.to_be_bytes().to_vec())],
-            ..Default::default()
+        let leaf = self.chain.push(bytes).map_err(|e: ChainError| OpenError::BrokenChain {
+            position: e.position(),
+            reason: e.to_string(),
         })?;
-        store.sync()?;
+        for node in self.frontier.push(leaf) {
+            if store.node(node.level, node.index)? != Some(node.hash) {
+                return Err(OpenError::BrokenChain {
+                    position: pos,
+                    reason: format!(
+                        "stored Merkle node (level {}, index {}) does not match the entries",
+                        node.level, node.index
+                    ),
+                });
+            }
+        }
+        self.last_hash = leaf;
+        self.last_time = Some(
+            entry::decode_header(bytes)
+                .map(|h| h.recorded_at)
+                .map_err(|e| OpenError::BrokenChain { position: pos, reason: e.to_string() })?,
+        );
+        Ok(())
     }
-    Ok((frontier, last_hash, last_time))
+
+    /// Keeps checking, every `every`, what became durable since, reading it back from the store
+    /// as the next start would, and records how far it got; so a restart after a long run
+    /// checks only the last few seconds of appends instead of everything since the last start.
+    /// The recorded size becomes durable with the writer's next sync (lost in a crash, it only
+    /// means more to check at the next start). A failed check is logged and ends the thread
+    /// without recording anything further: the next start then refuses, naming the position.
+    fn run_behind(
+        mut self,
+        store: Arc<dyn LogStore>,
+        reader: LogReader,
+        every: std::time::Duration,
+    ) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("log-verifier".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let durable = reader.head().size;
+                    if durable <= self.chain.next_position() {
+                        continue;
+                    }
+                    let outcome = self
+                        .advance(store.as_ref(), durable)
+                        .and_then(|()| Ok(record_verified(store.as_ref(), durable)?));
+                    if let Err(e) = outcome {
+                        tracing::error!(error = %e, "the stored log no longer verifies; the next start will refuse it");
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the log verifier thread");
+        (stop, thread)
+    }
 }
 
 fn sign_checkpoint(signer: &NoteSigner, size: u64, root: Hash, extensions: Vec<String>) -> String {

@@ -335,3 +335,67 @@ fn every_proof_the_store_produces_verifies_and_fails_when_changed() {
     drop(reader);
     log.close();
 }
+
+fn verified_size(store: &dyn LogStore) -> Option<u64> {
+    store.meta(VERIFIED_SIZE).unwrap().map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+}
+
+fn open_verifying(store: Arc<dyn LogStore>, every: std::time::Duration) -> Log<RawBodies> {
+    let options = LogOptions { verify_every: Some(every), ..LogOptions::default() };
+    Log::open(store, RawBodies, signer(), options, system_clock()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_log_checks_what_became_durable_so_a_restart_need_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn LogStore> =
+        Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+    let log = open_verifying(store.clone(), std::time::Duration::from_millis(20));
+    let appender = log.appender();
+    for i in 0..50 {
+        append(&appender, i).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while verified_size(store.as_ref()) != Some(50) {
+        assert!(std::time::Instant::now() < deadline, "the background check never reached 50");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(appender);
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let store: Arc<dyn LogStore> =
+        Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+    assert_eq!(verified_size(store.as_ref()), Some(50), "the checked size survives a restart");
+    let log = open(store, system_clock());
+    assert_eq!(log.reader().head().size, 50);
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_check_that_meets_a_tampered_entry_records_nothing_and_the_start_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn LogStore> =
+        Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+    // Long enough for the appends and the tampering to happen before the first check.
+    let every = std::time::Duration::from_millis(1500);
+    let log = open_verifying(store.clone(), every);
+    let appender = log.appender();
+    for i in 0..10 {
+        append(&appender, i).await.unwrap();
+    }
+    let mut bytes = store.entry(6).unwrap().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    store.write(WriteBatch { entries: vec![(6, bytes)], ..Default::default() }).unwrap();
+    store.sync().unwrap();
+    tokio::time::sleep(every * 2 + std::time::Duration::from_millis(500)).await;
+    assert_eq!(verified_size(store.as_ref()), None, "nothing may be recorded as checked");
+    drop(appender);
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    match Log::open(store, RawBodies, signer(), LogOptions::default(), system_clock()) {
+        Err(OpenError::BrokenChain { position, .. }) => assert_eq!(position, 6),
+        Err(other) => panic!("expected a broken chain, got {other}"),
+        Ok(_) => panic!("a tampered log must not open"),
+    }
+}
