@@ -236,7 +236,12 @@ impl<M: Machine> Log<M> {
             .into(),
         };
         let (head_tx, head_rx) = watch::channel(Arc::new(head));
-        let reader = LogReader { store: store.clone(), head: head_rx, signer: signer.clone() };
+        let reader = LogReader {
+            store: store.clone(),
+            head: head_rx,
+            signer: signer.clone(),
+            nodes: Arc::default(),
+        };
         let verifier = options
             .verify_every
             .map(|every| check.run_behind(store.clone(), reader.clone(), every));
@@ -485,9 +490,46 @@ pub struct LogReader {
     store: Arc<dyn LogStore>,
     head: watch::Receiver<Arc<Head>>,
     signer: Arc<NoteSigner>,
+    nodes: Arc<NodeCache>,
+}
+
+/// Perfect Merkle nodes of level [`NodeCache::LOWEST`] and above, kept once read. A proof at a
+/// million entries reads some forty nodes, most of them high in the tree and shared by every
+/// proof (a registration's receipt alone needs two); a node never changes once stored, so a
+/// read-through cache is always right. Levels below are not kept: they are most of the nodes
+/// and each is rarely read twice, and this bounds the cache to one node per eight entries.
+#[derive(Default)]
+struct NodeCache(dashmap::DashMap<(u32, u64), Hash>);
+
+impl NodeCache {
+    const LOWEST: u32 = 3;
+}
+
+/// The nodes a reader's proofs are built from: its cache, then the store.
+struct ReaderNodes<'a> {
+    store: &'a dyn LogStore,
+    cache: &'a NodeCache,
+}
+
+impl NodeSource for ReaderNodes<'_> {
+    fn perfect_node(&self, level: u32, index: u64) -> Result<Hash, ProofError> {
+        if level < NodeCache::LOWEST {
+            return StoreNodes(self.store).perfect_node(level, index);
+        }
+        if let Some(h) = self.cache.0.get(&(level, index)) {
+            return Ok(*h);
+        }
+        let h = StoreNodes(self.store).perfect_node(level, index)?;
+        self.cache.0.insert((level, index), h);
+        Ok(h)
+    }
 }
 
 impl LogReader {
+    fn nodes(&self) -> ReaderNodes<'_> {
+        ReaderNodes { store: self.store.as_ref(), cache: &self.nodes }
+    }
+
     /// The durable head.
     pub fn head(&self) -> Arc<Head> {
         self.head.borrow().clone()
@@ -546,7 +588,7 @@ impl LogReader {
 
     /// The root hash of the tree of `size` entries.
     pub fn root(&self, size: u64) -> Result<Hash, ReadError> {
-        merkle::root(&StoreNodes(self.store.as_ref()), size).map_err(ReadError::Proof)
+        merkle::root(&self.nodes(), size).map_err(ReadError::Proof)
     }
 
     /// The inclusion proof of `position` in the tree of `size` entries.
@@ -556,8 +598,7 @@ impl LogReader {
                 "position {position} is not below tree size {size}"
             )));
         }
-        merkle::inclusion_proof(&StoreNodes(self.store.as_ref()), position, size)
-            .map_err(ReadError::Proof)
+        merkle::inclusion_proof(&self.nodes(), position, size).map_err(ReadError::Proof)
     }
 
     /// The consistency proof between two tree sizes.
@@ -567,8 +608,7 @@ impl LogReader {
                 "consistency needs 0 < from_size <= to_size, got {from} and {to}"
             )));
         }
-        merkle::consistency_proof(&StoreNodes(self.store.as_ref()), from, to)
-            .map_err(ReadError::Proof)
+        merkle::consistency_proof(&self.nodes(), from, to).map_err(ReadError::Proof)
     }
 
     /// A signed checkpoint for `size`: the head's own (with the machine's extension lines) when
