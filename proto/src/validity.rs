@@ -411,7 +411,15 @@ impl Validity {
 
     /// The protobuf form with only what `view` asks for.
     pub fn to_pb_view(&self, view: View) -> crate::pb::Validity {
-        self.clone().into_pb_view(view)
+        let binding = self.binding.as_ref().filter(|_| view == View::Full).cloned();
+        Validity {
+            key: self.key.clone(),
+            binding,
+            deciding_positions: self.deciding_positions.clone(),
+            candidates: self.candidates.clone(),
+            ..*self
+        }
+        .into_pb_view(view)
     }
 
     /// The protobuf form with only what `view` asks for, moving what the answer owns (its

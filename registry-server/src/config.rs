@@ -136,6 +136,12 @@ const KEYS: &[&str] = &[
 ];
 
 impl Config {
+    /// How often the running log checks what became durable (`None`: only at start).
+    pub fn verify_every(&self) -> Option<std::time::Duration> {
+        (self.verify_interval_secs > 0)
+            .then(|| std::time::Duration::from_secs(self.verify_interval_secs))
+    }
+
     /// Assembles the layers: defaults < `file` < environment < `overrides`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
         Self::load_with_env(file, overrides, Env::prefixed("REGISTRY_"))
@@ -174,11 +180,13 @@ mod tests {
                     listen = "127.0.0.1:1111"
                     log_level = "debug"
                     max_batch = 7
+                    verify_interval_secs = 3
                 "#,
             )?;
             jail.set_env("REGISTRY_LISTEN", "127.0.0.1:2222");
             jail.set_env("REGISTRY_LOG_LEVEL", "warn");
             jail.set_env("REGISTRY_SERVER", "http://not-a-server-setting");
+            jail.set_env("REGISTRY_VERIFY_INTERVAL_SECS", "0");
             let overrides = Overrides { log_level: Some("trace".into()), ..Default::default() };
             let c = Config::load(Some(Path::new("registry.toml")), &overrides)
                 .map_err(|e| e.to_string())?;
@@ -186,6 +194,9 @@ mod tests {
             assert_eq!(c.listen.port(), 2222); // environment over file
             assert_eq!(c.log_level, "trace"); // flag over environment
             assert_eq!(c.max_batch, 7);
+            assert_eq!(c.verify_interval_secs, 0); // environment over file
+            assert_eq!(c.verify_every(), None, "0 turns the background check off");
+            assert_eq!(Config::default().verify_every(), Some(std::time::Duration::from_secs(10)));
             assert_eq!(c.shutdown_timeout_secs, 10); // default
             Ok(())
         });

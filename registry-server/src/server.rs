@@ -286,8 +286,7 @@ impl<M: Machine> Server<M> {
             .map_err(|e| ServerError::Origin(format!("invalid origin {origin:?}: {e}")))?;
         let options = LogOptions {
             max_batch: config.max_batch,
-            verify_every: (config.verify_interval_secs > 0)
-                .then(|| std::time::Duration::from_secs(config.verify_interval_secs)),
+            verify_every: config.verify_every(),
             ..LogOptions::default()
         };
         let log = {

@@ -33,7 +33,8 @@ pub use writer::{
 
 use crate::store::{LogStore, StoreError};
 
-/// Metadata key: entries below this size were verified at an earlier start.
+/// Metadata key: entries below this size were verified, at a start or by the running log's
+/// background check.
 const VERIFIED_SIZE: &str = "verified_size";
 
 /// The position and recorded time an entry will get, known to the machine while it decides.
@@ -273,18 +274,38 @@ impl<M: Machine> Log<M> {
     /// [`Appender`] clone must be dropped first, or this waits until they are. (Dropping a `Log`
     /// without closing it is safe too: the writer then stops once the last appender is gone.)
     pub fn close(mut self) {
-        if let Some((stop, verifier)) = self.verifier.take() {
-            drop(stop);
-            if verifier.join().is_err() {
-                tracing::error!("the log verifier thread panicked");
-            }
-        }
+        self.stop_verifier();
+        let status = self.appender.as_ref().map(|a| a.status());
         drop(self.appender.take());
         if let Some(w) = self.writer.take() {
             if w.join().is_err() {
                 tracing::error!("the log writer thread panicked");
             }
         }
+        // The background check's last record is not synced by anyone else once the writer has
+        // stopped. After a failed sync nothing more is made durable (see `writer`).
+        if status.is_some_and(|s| *s.borrow() == WriterStatus::Running) {
+            if let Err(e) = self.reader.store.sync() {
+                tracing::error!(error = %e, "syncing the log at close failed");
+            }
+        }
+    }
+
+    fn stop_verifier(&mut self) {
+        if let Some((stop, verifier)) = self.verifier.take() {
+            drop(stop);
+            if verifier.join().is_err() {
+                tracing::error!("the log verifier thread panicked");
+            }
+        }
+    }
+}
+
+impl<M: Machine> Drop for Log<M> {
+    /// Stops the background check, so that nothing reads or writes the store for this log once
+    /// it is gone (a reopen of the same directory would find sled locked).
+    fn drop(&mut self) {
+        self.stop_verifier();
     }
 }
 
@@ -419,31 +440,53 @@ impl ChainCheck {
     /// Keeps checking, every `every`, what became durable since, reading it back from the store
     /// as the next start would, and records how far it got; so a restart after a long run
     /// checks only the last few seconds of appends instead of everything since the last start.
-    /// The recorded size becomes durable with the writer's next sync (lost in a crash, it only
-    /// means more to check at the next start). A failed check is logged and ends the thread
-    /// without recording anything further: the next start then refuses, naming the position.
+    /// The recorded size becomes durable with the writer's next sync or at [`Log::close`] (lost
+    /// in a crash, it only means more to check at the next start). A store error is retried at
+    /// the next tick from the last recorded point; a broken chain is logged and ends the check
+    /// without recording anything further, so the next start refuses, naming the position.
     fn run_behind(
-        mut self,
+        self,
         store: Arc<dyn LogStore>,
         reader: LogReader,
         every: std::time::Duration,
     ) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
         use std::sync::mpsc::RecvTimeoutError;
+        let every = every.max(std::time::Duration::from_millis(10));
+        let mut check = self;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("log-verifier".into())
             .spawn(move || {
+                let mut recorded = check.chain.next_position();
+                let mut retry = false;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    if retry {
+                        // A failed read may have left the check half-way into an entry.
+                        match ChainCheck::resume(store.as_ref(), recorded) {
+                            Ok(resumed) => (check, retry) = (resumed, false),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the background check of the log could not resume; it tries again");
+                                continue;
+                            }
+                        }
+                    }
                     let durable = reader.head().size;
-                    if durable <= self.chain.next_position() {
+                    if durable <= recorded {
                         continue;
                     }
-                    let outcome = self
+                    let outcome = check
                         .advance(store.as_ref(), durable)
                         .and_then(|()| Ok(record_verified(store.as_ref(), durable)?));
-                    if let Err(e) = outcome {
-                        tracing::error!(error = %e, "the stored log no longer verifies; the next start will refuse it");
-                        return;
+                    match outcome {
+                        Ok(()) => recorded = durable,
+                        Err(OpenError::BrokenChain { position, reason }) => {
+                            tracing::error!(position, %reason, "a stored entry no longer verifies: the next start will refuse the log");
+                            return;
+                        }
+                        Err(OpenError::Store(e)) => {
+                            tracing::warn!(error = %e, "the background check of the log could not read it; it tries again");
+                            retry = true;
+                        }
                     }
                 }
             })
@@ -497,12 +540,13 @@ pub struct LogReader {
 /// million entries reads some forty nodes, most of them high in the tree and shared by every
 /// proof (a registration's receipt alone needs two); a node never changes once stored, so a
 /// read-through cache is always right. Levels below are not kept: they are most of the nodes
-/// and each is rarely read twice, and this bounds the cache to one node per eight entries.
+/// and each is rarely read twice. The tree has n/16 + n/32 + ... < n/8 nodes of level 4 and
+/// up, so the cache holds at most one node per eight entries (about 16 MB at 2M entries).
 #[derive(Default)]
 struct NodeCache(dashmap::DashMap<(u32, u64), Hash>);
 
 impl NodeCache {
-    const LOWEST: u32 = 3;
+    const LOWEST: u32 = 4;
 }
 
 /// The nodes a reader's proofs are built from: its cache, then the store.
@@ -588,7 +632,19 @@ impl LogReader {
 
     /// The root hash of the tree of `size` entries.
     pub fn root(&self, size: u64) -> Result<Hash, ReadError> {
+        self.within_head(size)?;
         merkle::root(&self.nodes(), size).map_err(ReadError::Proof)
+    }
+
+    /// Proofs are only built inside the durable tree (the node cache relies on it too).
+    fn within_head(&self, size: u64) -> Result<(), ReadError> {
+        let head = self.head.borrow().size;
+        if size > head {
+            return Err(ReadError::OutOfRange(format!(
+                "tree size {size} is beyond the durable log ({head} entries)"
+            )));
+        }
+        Ok(())
     }
 
     /// The inclusion proof of `position` in the tree of `size` entries.
@@ -598,6 +654,7 @@ impl LogReader {
                 "position {position} is not below tree size {size}"
             )));
         }
+        self.within_head(size)?;
         merkle::inclusion_proof(&self.nodes(), position, size).map_err(ReadError::Proof)
     }
 
@@ -608,6 +665,7 @@ impl LogReader {
                 "consistency needs 0 < from_size <= to_size, got {from} and {to}"
             )));
         }
+        self.within_head(to)?;
         merkle::consistency_proof(&self.nodes(), from, to).map_err(ReadError::Proof)
     }
 

@@ -25,13 +25,15 @@ fn digest(b: &[u8]) -> Hash {
     Sha256::digest(b).into()
 }
 
-/// Wraps a memory store to watch and disturb the writer: it can hold a sync until released,
-/// fail a sync, and it remembers how many entries each write carried.
+/// Wraps a memory store to watch and disturb the writer: it can hold a sync or the reading of
+/// entries until released, fail a sync, and it remembers how many entries each write carried.
 #[derive(Clone, Default)]
 struct Probe {
     inner: MemoryStore,
     hold_sync: Arc<AtomicBool>,
     fail_sync: Arc<AtomicBool>,
+    hold_reads: Arc<AtomicBool>,
+    reads_done: Arc<AtomicU64>,
     syncs_started: Arc<AtomicU64>,
     batch_sizes: Arc<Mutex<Vec<usize>>>,
 }
@@ -44,7 +46,12 @@ impl LogStore for Probe {
         self.inner.entry(p)
     }
     fn entries(&self, s: u64, e: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.entries(s, e)
+        while self.hold_reads.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let read = self.inner.entries(s, e);
+        self.reads_done.fetch_add(1, Ordering::SeqCst);
+        read
     }
     fn node(&self, l: u32, i: u64) -> Result<Option<Hash>, StoreError> {
         self.inner.node(l, i)
@@ -361,8 +368,8 @@ async fn a_running_log_checks_what_became_durable_so_a_restart_need_not() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     drop(appender);
+    // No sync here: closing the log must make the last record durable itself.
     tokio::task::spawn_blocking(move || log.close()).await.unwrap();
-    store.sync().unwrap();
     drop(store);
     let store: Arc<dyn LogStore> =
         Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
@@ -374,12 +381,11 @@ async fn a_running_log_checks_what_became_durable_so_a_restart_need_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_check_that_meets_a_tampered_entry_records_nothing_and_the_start_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn LogStore> =
-        Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
-    // Long enough for the appends and the tampering to happen before the first check.
-    let every = std::time::Duration::from_millis(1500);
-    let log = open_verifying(store.clone(), every);
+    let probe = Probe::default();
+    // The check's reads wait until the entry has been tampered with, whatever the timing.
+    probe.hold_reads.store(true, Ordering::SeqCst);
+    let store: Arc<dyn LogStore> = Arc::new(probe.clone());
+    let log = open_verifying(store.clone(), std::time::Duration::from_millis(10));
     let appender = log.appender();
     for i in 0..10 {
         append(&appender, i).await.unwrap();
@@ -389,13 +395,39 @@ async fn a_background_check_that_meets_a_tampered_entry_records_nothing_and_the_
     bytes[last] ^= 0x01;
     store.write(WriteBatch { entries: vec![(6, bytes)], ..Default::default() }).unwrap();
     store.sync().unwrap();
-    tokio::time::sleep(every * 2 + std::time::Duration::from_millis(500)).await;
-    assert_eq!(verified_size(store.as_ref()), None, "nothing may be recorded as checked");
+    probe.hold_reads.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while probe.reads_done.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the background check never read the log");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     drop(appender);
+    // Closing waits for the check under way, so a check that ignored the broken chain would
+    // have recorded its size by now.
     tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    assert_eq!(verified_size(store.as_ref()), None, "nothing may be recorded as checked");
     match Log::open(store, RawBodies, signer(), LogOptions::default(), system_clock()) {
         Err(OpenError::BrokenChain { position, .. }) => assert_eq!(position, 6),
         Err(other) => panic!("expected a broken chain, got {other}"),
         Ok(_) => panic!("a tampered log must not open"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_log_makes_the_last_checked_size_durable() {
+    let store = MemoryStore::new();
+    let log = open_verifying(Arc::new(store.clone()), std::time::Duration::from_millis(10));
+    let appender = log.appender();
+    for i in 0..20 {
+        append(&appender, i).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while verified_size(&store) != Some(20) {
+        assert!(std::time::Instant::now() < deadline, "the background check never reached 20");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(appender);
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    // Nothing was appended after the check recorded its size, so only close can have synced it.
+    assert_eq!(verified_size(&store.crash()), Some(20));
 }
