@@ -217,6 +217,16 @@ impl ChainVerifier {
         self.next_position
     }
 
+    /// The leaf hash of the last entry checked (the zero hash before the first).
+    pub fn last_hash(&self) -> Hash {
+        self.prev_hash
+    }
+
+    /// The recorded time of the last entry checked.
+    pub fn last_recorded_at(&self) -> Option<Time> {
+        self.prev_time
+    }
+
     /// Checks the next entry and returns its leaf hash.
     pub fn push(&mut self, entry: &[u8]) -> Result<Hash, ChainError> {
         let position = self.next_position;

@@ -45,7 +45,7 @@ pub struct Config {
     /// Most commands in one group commit.
     pub max_batch: usize,
     /// Seconds between background checks of the entries that became durable (chain and Merkle
-    /// nodes read back from disk), so that a restart checks only what came after; 0 leaves all
+    /// nodes read back through the store), so that a restart checks only what came after; 0 leaves all
     /// of it to the next start.
     pub verify_interval_secs: u64,
     /// Administrator public keys (PEM files) written to the log while it has no administrator.
