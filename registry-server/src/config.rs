@@ -48,6 +48,11 @@ pub struct Config {
     /// nodes read back through the store), so that a restart checks only what came after; 0 leaves all
     /// of it to the next start.
     pub verify_interval_secs: u64,
+    /// The projections live in memory and are made durable as snapshot files; a new snapshot
+    /// is cut once this many records changed since the last one (or a quarter of the last
+    /// one's records, if more), and at every clean stop. A start after a crash replays the log
+    /// written since the last snapshot.
+    pub snapshot_min_records: usize,
     /// Administrator public keys (PEM files) written to the log while it has no administrator.
     pub admin_keys: Vec<PathBuf>,
     /// Who confirms registrations: the registry once published (`auto`), or an administrator.
@@ -69,6 +74,7 @@ impl Default for Config {
             cache_mib: 512,
             max_batch: 1024,
             verify_interval_secs: 10,
+            snapshot_min_records: crate::store::layered::MIN_CUT,
             admin_keys: Vec::new(),
             confirm_policy: ConfirmPolicy::Auto,
             max_clock_skew_secs: 300,
@@ -130,6 +136,7 @@ const KEYS: &[&str] = &[
     "cache_mib",
     "max_batch",
     "verify_interval_secs",
+    "snapshot_min_records",
     "admin_keys",
     "confirm_policy",
     "max_clock_skew_secs",

@@ -89,6 +89,12 @@ impl Machine for RegistryMachine {
     }
 
     fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
+        crate::projection::catch_up(store, self.cache.clone(), size).map_err(|e| match e {
+            crate::projection::RebuildError::Store(e) => e,
+            crate::projection::RebuildError::Entry { position, message } => {
+                StoreError::Corrupt(format!("entry {position} does not replay: {message}"))
+            }
+        })?;
         self.map.open(store, size)
     }
 

@@ -368,7 +368,6 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
 /// number to exercise the write-outs in the middle).
 pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64, RebuildError> {
     use crate::store::WriteBatch;
-    use registry_proto::entry::Entry;
     store
         .write(WriteBatch { meta: vec![(STATUS, b"rebuilding".to_vec())], ..Default::default() })?;
     store.sync()?;
@@ -378,12 +377,54 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
     // The projections are empty now, so a cache that starts empty is complete: key records
     // and index groups are read from memory (the rest from the view, then the store).
     let cache = Arc::new(KeyCache::complete_and_empty());
-    let mut buckets = MapBuckets::empty();
     let size = store.size()?;
+    replay(store, cache, &mut MapBuckets::empty(), 0, size, held_records, true)?;
+    store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
+    store.sync()?;
+    store.persist_projections()?;
+    Ok(size)
+}
+
+/// Brings projections that reflect fewer entries than the log (a store that keeps them in
+/// memory, restarted from its last snapshot) up to `size` with the same `apply` as the writer,
+/// and records every key record it writes in `cache`. Returns the number of entries replayed.
+pub fn catch_up(
+    store: &dyn LogStore,
+    cache: Arc<KeyCache>,
+    size: u64,
+) -> Result<u64, RebuildError> {
+    let from = store.projected_size()?;
+    if from >= size {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let mut buckets = MapBuckets::load(store)?;
+    replay(store, cache, &mut buckets, from, size, REBUILD_HELD_RECORDS, false)?;
+    tracing::info!(
+        from,
+        to = size,
+        seconds = started.elapsed().as_secs_f64(),
+        "projections caught up with the log"
+    );
+    Ok(size - from)
+}
+
+/// Applies entries `from..size` to the projections, writing them out every `held_records`
+/// records and at the end, where the last write records that they reflect `size` entries.
+/// Into `cleared` keyspaces a deletion needs no write.
+fn replay(
+    store: &dyn LogStore,
+    cache: Arc<KeyCache>,
+    buckets: &mut MapBuckets,
+    from: u64,
+    size: u64,
+    held_records: usize,
+    mut cleared: bool,
+) -> Result<(), RebuildError> {
+    use registry_proto::entry::Entry;
     let mut view = View::new(store);
     const READ: u64 = 65_536;
-    let mut position = 0;
-    let mut cleared = true;
+    let mut position = from;
     while position < size {
         let end = (position + READ).min(size);
         for (p, bytes) in store.entries(position, end)? {
@@ -395,7 +436,7 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
             }
             let entry = Entry::decode(&bytes)
                 .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
-            let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(&mut buckets);
+            let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(buckets);
             registry_proto::lifecycle::apply(&entry.header, &entry.body, &mut state).map_err(
                 |e| match e {
                     registry_proto::lifecycle::ApplyError::State(e) => RebuildError::Store(e),
@@ -407,9 +448,9 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
             position += 1;
             if view.len() >= held_records {
                 buckets.write_changed(&mut view);
-                write_out(store, std::mem::replace(&mut view, View::new(store)), cleared)?;
+                write_out(store, std::mem::replace(&mut view, View::new(store)), cleared, None)?;
                 cleared = false;
-                tracing::info!(entries = position, "rebuild: projections written");
+                tracing::info!(entries = position, "replay: projections written");
             }
         }
         if position < end {
@@ -420,11 +461,9 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
         }
     }
     buckets.write_changed(&mut view);
-    write_out(store, view, cleared)?;
-    tracing::info!(entries = size, "rebuild: projections written");
-    store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
-    store.sync()?;
-    Ok(size)
+    write_out(store, view, cleared, Some(size))?;
+    tracing::info!(entries = size, "replay: projections written");
+    Ok(())
 }
 
 /// Records a rebuild holds before it writes them out: a bound on its pending writes (the key
@@ -434,7 +473,12 @@ pub const REBUILD_HELD_RECORDS: usize = 2_000_000;
 /// Writes a rebuild's records in slices, so that no single batch holds sled's write lock (and
 /// a second copy of everything) for long; the status mark keeps a half-written rebuild from
 /// being used. Into `cleared` keyspaces a deletion needs no write.
-fn write_out(store: &dyn LogStore, view: View<'_>, cleared: bool) -> Result<(), StoreError> {
+fn write_out(
+    store: &dyn LogStore,
+    view: View<'_>,
+    cleared: bool,
+    projected_size: Option<u64>,
+) -> Result<(), StoreError> {
     use crate::store::WriteBatch;
     const SLICE: usize = 50_000;
     let mut slice = Vec::with_capacity(SLICE);
@@ -445,5 +489,5 @@ fn write_out(store: &dyn LogStore, view: View<'_>, cleared: bool) -> Result<(), 
             store.write(WriteBatch { projections, ..Default::default() })?;
         }
     }
-    store.write(WriteBatch { projections: slice, ..Default::default() })
+    store.write(WriteBatch { projections: slice, projected_size, ..Default::default() })
 }

@@ -26,6 +26,7 @@ use crate::log::{Appender, Clock, Log, LogOptions, LogReader, Machine, OpenError
 use crate::lookup::Lookups;
 use crate::machine::RegistryMachine;
 use crate::registry_key::{self, KeyFileError};
+use crate::store::layered::LayeredStore;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::{LogStore, StoreError, WriteBatch};
 
@@ -98,11 +99,17 @@ pub struct Server<M: Machine> {
     task: JoinHandle<Result<(), ServerError>>,
 }
 
-/// Opens the sled store in `<data_dir>/log`.
+/// Opens the store: the log in sled (`<data_dir>/log`), the projections in memory over the
+/// snapshot `<data_dir>/projections.snap` (see [`crate::store::layered`]).
 pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
     let options = SledOptions { cache_capacity: config.cache_mib * 1024 * 1024 };
-    Ok(Arc::new(SledStore::open(&config.data_dir.join("log"), &options)?))
+    let log = Arc::new(SledStore::open(&config.data_dir.join("log"), &options)?);
+    let snapshot = config.data_dir.join(SNAPSHOT_FILE);
+    Ok(Arc::new(LayeredStore::open_with(log, &snapshot, config.snapshot_min_records.max(1))?))
 }
+
+/// The projection snapshot's file name in the data directory.
+pub const SNAPSHOT_FILE: &str = "projections.snap";
 
 /// The origin fixed at first start, or the configured / default one on first start.
 fn resolve_origin(

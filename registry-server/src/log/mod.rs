@@ -102,8 +102,17 @@ pub trait Machine: Send + 'static {
     ) -> Result<(), StoreError>;
 
     /// Loads whatever the machine keeps in memory, once the log is verified and before the
-    /// writer starts. `size` is the log's size.
-    fn open(&mut self, _store: &dyn LogStore, _size: u64) -> Result<(), StoreError> {
+    /// writer starts. `size` is the log's size. The store's projections may reflect fewer
+    /// entries ([`LogStore::projected_size`]); `open` must replay the rest into them and write
+    /// them with `projected_size: Some(size)`, or the writer's first batch is refused. This
+    /// default is for machines that keep no projections: it only records that.
+    fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
+        if store.projected_size()? != size {
+            store.write(crate::store::WriteBatch {
+                projected_size: Some(size),
+                ..Default::default()
+            })?;
+        }
         Ok(())
     }
 
@@ -287,6 +296,9 @@ impl<M: Machine> Log<M> {
         if status.is_some_and(|s| *s.borrow() == WriterStatus::Running) {
             if let Err(e) = self.reader.store.sync() {
                 tracing::error!(error = %e, "syncing the log at close failed");
+            } else if let Err(e) = self.reader.store.persist_projections() {
+                // Only the next start's replay gets longer.
+                tracing::error!(error = %e, "writing the projections at close failed");
             }
         }
     }

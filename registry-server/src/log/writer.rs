@@ -419,6 +419,7 @@ impl<M: Machine> Writer<M> {
         }
         if failure.is_none() && !batch.entries.is_empty() {
             batch.projections = view.into_writes();
+            batch.projected_size = Some(self.setup.frontier.size());
             let written = batch.entries.len();
             match store.write(batch) {
                 Err(e) => failure = Some(e),

@@ -16,6 +16,7 @@ use registry_proto::note::NoteSigner;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::layered::LayeredStore;
 use super::memory::MemoryStore;
 use super::sled::{SledOptions, SledStore};
 use super::{Keyspace, LogStore, ProjectionWrite, RequestRecord, StoreError, WriteBatch};
@@ -55,6 +56,30 @@ impl SledFactory {
 impl Factory for SledFactory {
     fn open(&mut self, name: &str) -> Arc<dyn LogStore> {
         Arc::new(SledStore::open(&self.path(name), &SledOptions::default()).expect("open sled"))
+    }
+}
+
+/// Layered stores (projections in memory, snapshots in a temporary directory) over memory
+/// stores; a cut happens after every few records, so the suite runs across snapshots.
+pub(crate) struct LayeredFactory {
+    inner: MemoryFactory,
+    dir: tempfile::TempDir,
+}
+
+impl LayeredFactory {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: MemoryFactory::default(),
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+}
+
+impl Factory for LayeredFactory {
+    fn open(&mut self, name: &str) -> Arc<dyn LogStore> {
+        let inner = self.inner.open(name);
+        let path = self.dir.path().join(format!("{name}.snap"));
+        Arc::new(LayeredStore::open_with(inner, &path, 2).expect("open layered store"))
     }
 }
 
@@ -136,10 +161,12 @@ fn a_batch_reads_back_as_written(f: &mut dyn Factory) {
             value: Some(b"1".to_vec()),
         }],
         meta: vec![("m", b"v".to_vec())],
+        projected_size: Some(2),
     })
     .unwrap();
     s.sync().unwrap();
     assert_eq!(s.size().unwrap(), 2);
+    assert_eq!(s.projected_size().unwrap(), 2);
     assert_eq!(s.entry(1).unwrap(), Some(b"one".to_vec()));
     assert_eq!(s.entries(0, 100).unwrap(), vec![(0, b"zero".to_vec()), (1, b"one".to_vec())]);
     assert_eq!(s.entries(1, 2).unwrap(), vec![(1, b"one".to_vec())]);

@@ -15,8 +15,10 @@
 //! conformance suite.
 
 pub mod ceiling;
+pub mod layered;
 pub mod memory;
 pub mod sled;
+pub mod snapshot;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -85,6 +87,11 @@ pub struct WriteBatch {
     pub projections: Vec<ProjectionWrite>,
     /// Store metadata (e.g. the verified size).
     pub meta: Vec<(&'static str, Vec<u8>)>,
+    /// The log size the projections reflect once this batch is written, when the batch brings
+    /// them to a consistent point (the writer's batches and the end of a replay do). A batch
+    /// that changes projections without saying so leaves them at no consistent size (a rebuild
+    /// in progress). See [`LogStore::projected_size`].
+    pub projected_size: Option<u64>,
 }
 
 impl WriteBatch {
@@ -128,6 +135,21 @@ pub trait LogStore: Send + Sync + 'static {
     fn clear_projections(&self, keyspaces: &[Keyspace]) -> Result<(), StoreError>;
     /// Bytes used on disk, if the store knows.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
+
+    /// The log size the projections reflect: the machine replays the entries after it before
+    /// the writer starts. Stores that write projections atomically with their entries are
+    /// always current; one that makes them durable apart from the log (by snapshots, see
+    /// [`layered`]) may be behind after a restart.
+    fn projected_size(&self) -> Result<u64, StoreError> {
+        self.size()
+    }
+
+    /// Makes the projections durable as they are now, so the next start replays nothing (at a
+    /// clean stop and after a rebuild). Stores whose projections are durable with every sync
+    /// have nothing to do.
+    fn persist_projections(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Big-endian key for a position, so keys sort in log order.

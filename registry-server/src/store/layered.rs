@@ -1,0 +1,688 @@
+//! The production store: the log in an inner store (sled), the projections in memory.
+//!
+//! Writing each projection record into sled cost more than everything else a registration
+//! does (sled pays several microseconds per random key, and a registration touches about six),
+//! and rebuilding them from the log spent most of its time there too. The projections are
+//! derived from the log anyway, so here they live in memory, in three sorted layers:
+//!
+//! ```text
+//! active   every write since the last cut (a BTreeMap; deletions as tombstones)
+//! frozen   the writes of a cut whose snapshot is being written (read-only, shared)
+//! base     the last snapshot (super::snapshot), as read at start or written since
+//! ```
+//!
+//! A read looks in that order. When the active layer has grown to a quarter of the base (at
+//! least [`MIN_CUT`] records), the writer's `write` freezes it (a pointer swap) at a log size S
+//! the projections exactly reflect, and a background thread merges frozen and base into a new
+//! snapshot file, waits until the log is durable up to S, installs the file and swaps it in as
+//! the base. A clean stop writes one more ([`LogStore::persist_projections`]). At start the base
+//! is the snapshot on disk if it belongs to this log; its size is what
+//! [`LogStore::projected_size`] reports, and the machine replays the log after it before the
+//! writer starts (`Machine::open`). A lost, damaged or foreign snapshot only makes that replay
+//! longer: the log is the only source of truth.
+//!
+//! Every batch the writer writes says the log size its projections reach
+//! ([`WriteBatch::projected_size`]); a batch whose entries do not continue exactly there is
+//! refused, so nothing can ever be appended on top of projections that lag behind the log.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use registry_proto::merkle::{self, Hash};
+use uuid::Uuid;
+
+use super::snapshot::Snapshot;
+use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch};
+
+/// Fewest records the active layer holds before a cut.
+pub const MIN_CUT: usize = 100_000;
+
+/// Records a projection walk copies per read lock, so a long walk never holds the writer up.
+const WALK_CHUNK: usize = 4_096;
+
+type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+#[derive(Debug)]
+struct Layers {
+    active: Layer,
+    frozen: Option<Arc<Layer>>,
+    base: Arc<Snapshot>,
+    /// The log size the layers reflect; `None` while they are being rebuilt.
+    projected: Option<u64>,
+}
+
+struct Shared {
+    inner: Arc<dyn LogStore>,
+    path: PathBuf,
+    layers: RwLock<Layers>,
+    /// Log size after the last write, and the part of it the last completed sync covered.
+    written: AtomicU64,
+    synced: AtomicU64,
+    /// Serialises cuts: a background one and one asked for by `persist_projections`.
+    cutting: Mutex<Option<std::thread::JoinHandle<()>>>,
+    min_cut: usize,
+}
+
+/// See the module documentation.
+pub struct LayeredStore {
+    shared: Arc<Shared>,
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Io("projection layers lock poisoned".into())
+}
+
+/// Where a keyspace's key lives in the sorted layers.
+fn full_key(keyspace: Keyspace, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(keyspace.0.len() + 1 + key.len());
+    k.extend_from_slice(keyspace.0.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
+impl LayeredStore {
+    /// Opens the projections over `inner` from the snapshot at `path`, when there is one that
+    /// belongs to `inner`'s log.
+    pub fn open(inner: Arc<dyn LogStore>, path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(inner, path, MIN_CUT)
+    }
+
+    /// [`LayeredStore::open`] with another cut threshold (`snapshot_min_records`).
+    pub fn open_with(
+        inner: Arc<dyn LogStore>,
+        path: &Path,
+        min_cut: usize,
+    ) -> Result<Self, StoreError> {
+        let size = inner.size()?;
+        let base = match Snapshot::read(path) {
+            Ok(Some(snapshot)) => match belongs(inner.as_ref(), &snapshot, size)? {
+                Ok(()) => snapshot,
+                Err(why) => {
+                    tracing::warn!(path = %path.display(), why, "ignoring the projection snapshot; replaying the whole log");
+                    Snapshot::empty()
+                }
+            },
+            Ok(None) => Snapshot::empty(),
+            Err(StoreError::Corrupt(why)) => {
+                tracing::warn!(path = %path.display(), why, "the projection snapshot is damaged; replaying the whole log");
+                Snapshot::empty()
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::info!(
+            size = base.size(),
+            records = base.len(),
+            bytes = base.encoded_len(),
+            "projection snapshot loaded"
+        );
+        let projected = Some(base.size());
+        Ok(Self {
+            shared: Arc::new(Shared {
+                inner,
+                path: path.to_path_buf(),
+                layers: RwLock::new(Layers {
+                    active: Layer::new(),
+                    frozen: None,
+                    base: Arc::new(base),
+                    projected,
+                }),
+                written: AtomicU64::new(size),
+                synced: AtomicU64::new(size),
+                cutting: Mutex::new(None),
+                min_cut,
+            }),
+        })
+    }
+
+    /// The log size of the snapshot in use (tests, benchmarks).
+    pub fn snapshot_size(&self) -> Result<u64, StoreError> {
+        Ok(self.shared.layers.read().map_err(|_| poisoned())?.base.size())
+    }
+
+    /// Waits for a cut in progress to finish.
+    pub fn wait_for_cut(&self) -> Result<(), StoreError> {
+        self.shared.join_cut()
+    }
+}
+
+/// Whether `snapshot` was cut from this log: not beyond its end, and its last entry is ours.
+fn belongs(
+    inner: &dyn LogStore,
+    snapshot: &Snapshot,
+    size: u64,
+) -> Result<Result<(), String>, StoreError> {
+    if snapshot.size() > size {
+        return Ok(Err(format!("it is at log size {} but the log has {size}", snapshot.size())));
+    }
+    if leaf_at(inner, snapshot.size())? != snapshot.last_leaf() {
+        return Ok(Err(format!("entry {} differs from the one it was cut after", snapshot.size())));
+    }
+    Ok(Ok(()))
+}
+
+/// Leaf hash of entry `size - 1` (zeros for an empty log).
+fn leaf_at(inner: &dyn LogStore, size: u64) -> Result<Hash, StoreError> {
+    if size == 0 {
+        return Ok([0; 32]);
+    }
+    let entry = inner
+        .entry(size - 1)?
+        .ok_or_else(|| StoreError::Corrupt(format!("entry {} is missing", size - 1)))?;
+    Ok(merkle::leaf_hash(&entry))
+}
+
+impl Shared {
+    fn join_cut(&self) -> Result<(), StoreError> {
+        let handle = self.cutting.lock().map_err(|_| poisoned())?.take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let written = self.written.load(Ordering::SeqCst);
+        self.inner.sync()?;
+        self.synced.fetch_max(written, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Freezes the active layer if it is consistent; returns the cut's log size.
+    fn freeze(layers: &mut Layers) -> Option<u64> {
+        let size = layers.projected?;
+        if layers.frozen.is_some() {
+            return None;
+        }
+        layers.frozen = Some(Arc::new(std::mem::take(&mut layers.active)));
+        Some(size)
+    }
+
+    /// Writes the frozen layer and the base as the new snapshot and swaps it in. On failure the
+    /// frozen writes go back under the active ones, so nothing is lost but the file.
+    fn cut(&self, size: u64) -> Result<(), StoreError> {
+        let outcome = self.write_cut(size);
+        let mut layers = self.layers.write().map_err(|_| poisoned())?;
+        let frozen = layers.frozen.take();
+        match outcome {
+            Ok(snapshot) => {
+                layers.base = Arc::new(snapshot);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(frozen) = frozen {
+                    for (k, v) in frozen.iter() {
+                        layers.active.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_cut(&self, size: u64) -> Result<Snapshot, StoreError> {
+        let started = std::time::Instant::now();
+        let (frozen, base) = {
+            let layers = self.layers.read().map_err(|_| poisoned())?;
+            (layers.frozen.clone().unwrap_or_default(), layers.base.clone())
+        };
+        let last_leaf = leaf_at(self.inner.as_ref(), size)?;
+        let records = Merged::new(vec![
+            Box::new(frozen.iter().map(|(k, v)| (&k[..], v.as_deref()))),
+            Box::new(base.iter_from(b"").map(|(k, v)| (k, Some(v)))),
+        ])
+        .filter_map(|(k, v)| v.map(|v| (k, v)));
+        let snapshot = Snapshot::build(size, last_leaf, records)?;
+        // The snapshot may only describe entries that survive a crash.
+        if self.synced.load(Ordering::SeqCst) < size {
+            self.sync()?;
+        }
+        snapshot.write(&self.path)?;
+        tracing::info!(
+            size,
+            records = snapshot.len(),
+            bytes = snapshot.encoded_len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "projection snapshot written"
+        );
+        Ok(snapshot)
+    }
+}
+
+/// Sorted sources merged by key; on equal keys the earlier source wins and the others skip it.
+struct Merged<'a> {
+    sources: Vec<std::iter::Peekable<Source<'a>>>,
+}
+
+type Source<'a> = Box<dyn Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a>;
+
+impl<'a> Merged<'a> {
+    fn new(sources: Vec<Source<'a>>) -> Self {
+        Self { sources: sources.into_iter().map(Iterator::peekable).collect() }
+    }
+}
+
+impl<'a> Iterator for Merged<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut best: Option<(usize, &'a [u8])> = None;
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            if let Some((k, _)) = s.peek() {
+                if best.is_none_or(|(_, b)| *k < b) {
+                    best = Some((i, k));
+                }
+            }
+        }
+        let (winner, key) = best?;
+        let item = self.sources[winner].next();
+        for s in self.sources.iter_mut().skip(winner + 1) {
+            if s.peek().is_some_and(|(k, _)| *k == key) {
+                s.next();
+            }
+        }
+        item
+    }
+}
+
+impl Layers {
+    /// The merged records from `from` (inclusive or not) while `keep` holds, at most `limit`.
+    fn range<'a>(
+        &'a self,
+        from: Bound<&'a [u8]>,
+        keep: impl Fn(&[u8]) -> bool,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        fn layer<'a>(l: &'a Layer, from: Bound<&'a [u8]>) -> Source<'a> {
+            Box::new(
+                l.range::<[u8], _>((from, Bound::Unbounded)).map(|(k, v)| (&k[..], v.as_deref())),
+            )
+        }
+        let base: Source<'a> = {
+            let (start, skip_equal) = match from {
+                Bound::Included(k) => (k, None),
+                Bound::Excluded(k) => (k, Some(k)),
+                Bound::Unbounded => (&b""[..], None),
+            };
+            Box::new(
+                self.base
+                    .iter_from(start)
+                    .filter(move |(k, _)| Some(*k) != skip_equal)
+                    .map(|(k, v)| (k, Some(v))),
+            )
+        };
+        let mut sources = vec![layer(&self.active, from)];
+        if let Some(f) = &self.frozen {
+            sources.push(layer(f, from));
+        }
+        sources.push(base);
+        Merged::new(sources)
+            .take_while(|(k, _)| keep(k))
+            .filter_map(|(k, v)| v.map(|v| (k.to_vec(), v.to_vec())))
+            .take(limit)
+            .collect()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        if let Some(v) = self.active.get(key) {
+            return v.clone();
+        }
+        if let Some(v) = self.frozen.as_ref().and_then(|f| f.get(key)) {
+            return v.clone();
+        }
+        self.base.get(key).map(<[u8]>::to_vec)
+    }
+}
+
+impl LogStore for LayeredStore {
+    fn size(&self) -> Result<u64, StoreError> {
+        self.shared.inner.size()
+    }
+    fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.inner.entry(position)
+    }
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.shared.inner.entries(start, end)
+    }
+    fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
+        self.shared.inner.node(level, index)
+    }
+    fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
+        self.shared.inner.request(id)
+    }
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.inner.meta(key)
+    }
+
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = full_key(keyspace, key);
+        Ok(self.shared.layers.read().map_err(|_| poisoned())?.get(&key))
+    }
+
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
+        let start = full_key(keyspace, prefix);
+        let strip = keyspace.0.len() + 1;
+        let layers = self.shared.layers.read().map_err(|_| poisoned())?;
+        let records = layers.range(Bound::Included(&start), |k| k.starts_with(&start), usize::MAX);
+        drop(layers);
+        Ok(records.into_iter().map(|(mut k, v)| (k.split_off(strip), v)).collect())
+    }
+
+    fn for_each(&self, keyspace: Keyspace, visit: &mut Visitor<'_>) -> Result<(), StoreError> {
+        let start = full_key(keyspace, b"");
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let chunk = {
+                let layers = self.shared.layers.read().map_err(|_| poisoned())?;
+                let from = last.as_deref().map_or(Bound::Included(&start[..]), Bound::Excluded);
+                layers.range(from, |k| k.starts_with(&start), WALK_CHUNK)
+            };
+            for (k, v) in &chunk {
+                visit(&k[start.len()..], v)?;
+            }
+            if chunk.len() < WALK_CHUNK {
+                return Ok(());
+            }
+            last = chunk.into_iter().next_back().map(|(k, _)| k);
+        }
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let WriteBatch { entries, nodes, requests, projections, meta, projected_size } = batch;
+        let first = entries.first().map(|(p, _)| *p);
+        let end = entries.last().map(|(p, _)| p + 1);
+        if let (Some(first), Some(_)) = (first, projected_size) {
+            let projected = self.shared.layers.read().map_err(|_| poisoned())?.projected;
+            if projected != Some(first) {
+                return Err(StoreError::Corrupt(format!(
+                    "the projections reflect {projected:?} entries but the batch continues the \
+                     log at {first}"
+                )));
+            }
+        }
+        let log_part = WriteBatch { entries, nodes, requests, meta, ..Default::default() };
+        if !log_part.is_empty() {
+            self.shared.inner.write(log_part)?;
+        }
+        if let Some(end) = end {
+            self.shared.written.store(end, Ordering::SeqCst);
+        }
+        let cut = {
+            let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
+            let changed = !projections.is_empty();
+            for w in projections {
+                layers.active.insert(full_key(w.keyspace, &w.key), w.value);
+            }
+            match projected_size {
+                Some(size) => layers.projected = Some(size),
+                None if changed => layers.projected = None,
+                None => {}
+            }
+            let threshold = self.shared.min_cut.max(layers.base.len() / 4);
+            if layers.active.len() >= threshold { Shared::freeze(&mut layers) } else { None }
+        };
+        if let Some(size) = cut {
+            let mut cutting = self.shared.cutting.lock().map_err(|_| poisoned())?;
+            if let Some(previous) = cutting.take() {
+                // Only one cut is frozen at a time, so the previous one has ended.
+                let _ = previous.join();
+            }
+            let shared = self.shared.clone();
+            *cutting = Some(
+                std::thread::Builder::new()
+                    .name("projection-snapshot".into())
+                    .spawn(move || {
+                        if let Err(e) = shared.cut(size) {
+                            tracing::error!(error = %e, size, "writing the projection snapshot failed; the writes stay in memory and the next start replays the log");
+                        }
+                    })
+                    .map_err(|e| StoreError::Io(format!("starting the snapshot thread: {e}")))?,
+            );
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.shared.sync()
+    }
+
+    fn clear_projections(&self, keyspaces: &[Keyspace]) -> Result<(), StoreError> {
+        self.shared.join_cut()?;
+        let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
+        let dropped = |k: &[u8]| keyspaces.iter().any(|ks| k.starts_with(&full_key(*ks, b"")));
+        let kept = layers.range(Bound::Unbounded, |_| true, usize::MAX);
+        let kept = kept.iter().filter(|(k, _)| !dropped(k)).map(|(k, v)| (&k[..], &v[..]));
+        layers.base = Arc::new(Snapshot::build(0, [0; 32], kept)?);
+        layers.active.clear();
+        layers.projected = None;
+        drop(layers);
+        // Records an older layout kept in the inner store are dropped with them.
+        self.shared.inner.clear_projections(keyspaces)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let snapshot = match std::fs::metadata(&self.shared.path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(self.shared.inner.size_on_disk()? + snapshot)
+    }
+
+    fn projected_size(&self) -> Result<u64, StoreError> {
+        Ok(self.shared.layers.read().map_err(|_| poisoned())?.projected.unwrap_or(0))
+    }
+
+    fn persist_projections(&self) -> Result<(), StoreError> {
+        self.shared.join_cut()?;
+        let size = {
+            let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
+            let current = layers.projected == Some(layers.base.size()) && layers.active.is_empty();
+            if current { None } else { Shared::freeze(&mut layers) }
+        };
+        match size {
+            Some(size) => self.shared.cut(size),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ProjectionWrite;
+    use crate::store::conformance;
+    use crate::store::memory::MemoryStore;
+
+    const KS: Keyspace = Keyspace("keys");
+
+    #[test]
+    fn the_layered_store_passes_the_conformance_suite() {
+        conformance::run_all(&mut conformance::LayeredFactory::new());
+    }
+
+    fn put(key: &str, value: &str) -> ProjectionWrite {
+        ProjectionWrite {
+            keyspace: KS,
+            key: key.as_bytes().to_vec(),
+            value: Some(value.as_bytes().to_vec()),
+        }
+    }
+
+    fn delete(key: &str) -> ProjectionWrite {
+        ProjectionWrite { keyspace: KS, key: key.as_bytes().to_vec(), value: None }
+    }
+
+    /// Appends entry `position` with these projection writes, as the writer does.
+    fn append(store: &LayeredStore, position: u64, projections: Vec<ProjectionWrite>) {
+        store
+            .write(WriteBatch {
+                entries: vec![(position, format!("entry {position}").into_bytes())],
+                projections,
+                projected_size: Some(position + 1),
+                ..Default::default()
+            })
+            .unwrap();
+        store.sync().unwrap();
+    }
+
+    fn all(store: &LayeredStore) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        store
+            .for_each(KS, &mut |k, v| {
+                out.push((String::from_utf8_lossy(k).into(), String::from_utf8_lossy(v).into()));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    struct Fixture {
+        inner: MemoryStore,
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self { inner: MemoryStore::new(), dir: tempfile::tempdir().unwrap() }
+        }
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("p.snap")
+        }
+        fn open(&self, min_cut: usize) -> LayeredStore {
+            LayeredStore::open_with(Arc::new(self.inner.reopen()), &self.path(), min_cut).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_restart_resumes_from_the_last_cut_with_exactly_its_records() {
+        let f = Fixture::new();
+        let store = f.open(3);
+        append(&store, 0, vec![put("a", "1"), put("b", "1")]);
+        append(&store, 1, vec![put("c", "1"), delete("a")]); // 4 writes: a cut at size 2
+        store.wait_for_cut().unwrap();
+        assert_eq!(store.snapshot_size().unwrap(), 2);
+        append(&store, 2, vec![put("b", "2"), put("d", "1")]);
+        assert_eq!(
+            all(&store),
+            [("b", "2"), ("c", "1"), ("d", "1")].map(|(k, v)| (k.into(), v.into()))
+        );
+        drop(store); // no clean stop: what came after the cut is not in the snapshot
+        let reopened = f.open(3);
+        assert_eq!(reopened.size().unwrap(), 3);
+        assert_eq!(reopened.projected_size().unwrap(), 2);
+        assert_eq!(all(&reopened), [("b", "1"), ("c", "1")].map(|(k, v)| (k.into(), v.into())));
+    }
+
+    #[test]
+    fn a_clean_stop_leaves_nothing_to_replay() {
+        let f = Fixture::new();
+        let store = f.open(1_000);
+        append(&store, 0, vec![put("a", "1")]);
+        append(&store, 1, vec![put("b", "1"), delete("a")]);
+        store.persist_projections().unwrap();
+        drop(store);
+        let reopened = f.open(1_000);
+        assert_eq!(reopened.projected_size().unwrap(), 2);
+        assert_eq!(all(&reopened), vec![("b".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_ignored_and_everything_is_replayed() {
+        let f = Fixture::new();
+        let store = f.open(1_000);
+        append(&store, 0, vec![put("a", "1")]);
+        store.persist_projections().unwrap();
+        drop(store);
+        let mut bytes = std::fs::read(f.path()).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(f.path(), bytes).unwrap();
+        let reopened = f.open(1_000);
+        assert_eq!(reopened.projected_size().unwrap(), 0);
+        assert!(all(&reopened).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_of_another_log_is_ignored() {
+        let f = Fixture::new();
+        let store = f.open(1_000);
+        append(&store, 0, vec![put("a", "1")]);
+        store.persist_projections().unwrap();
+        drop(store);
+        let other = Fixture::new();
+        let theirs = other.open(1_000);
+        theirs
+            .write(WriteBatch {
+                entries: vec![(0, b"another entry 0".to_vec())],
+                projected_size: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        theirs.sync().unwrap();
+        std::fs::copy(f.path(), other.path()).unwrap();
+        drop(theirs);
+        let reopened = other.open(1_000);
+        assert_eq!(reopened.projected_size().unwrap(), 0);
+        assert!(all(&reopened).is_empty());
+    }
+
+    #[test]
+    fn entries_on_top_of_lagging_projections_are_refused() {
+        let f = Fixture::new();
+        let store = f.open(1_000);
+        append(&store, 0, vec![put("a", "1")]);
+        drop(store); // no snapshot: the projections restart at 0
+        let reopened = f.open(1_000);
+        let refused = reopened.write(WriteBatch {
+            entries: vec![(1, b"entry 1".to_vec())],
+            projected_size: Some(2),
+            ..Default::default()
+        });
+        assert!(matches!(refused, Err(StoreError::Corrupt(_))), "{refused:?}");
+        assert_eq!(reopened.size().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_walk_merges_every_layer_across_its_chunks() {
+        let f = Fixture::new();
+        let store = f.open(1_000_000);
+        let n = WALK_CHUNK * 2 + 17;
+        let keys: Vec<String> = (0..n).map(|i| format!("k{i:06}")).collect();
+        append(&store, 0, keys.iter().map(|k| put(k, "base")).collect());
+        store.persist_projections().unwrap(); // now the base
+        // Over it: every third record deleted, every fifth changed, new ones in between.
+        let mut writes = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if i % 3 == 0 {
+                writes.push(delete(k));
+            } else if i % 5 == 0 {
+                writes.push(put(k, "new"));
+            }
+            if i % 7 == 0 {
+                writes.push(put(&format!("{k}+"), "added"));
+            }
+        }
+        append(&store, 1, writes);
+        let mut expected = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if i % 3 != 0 {
+                expected.push((k.clone(), if i % 5 == 0 { "new" } else { "base" }.to_string()));
+            }
+            if i % 7 == 0 {
+                expected.push((format!("{k}+"), "added".to_string()));
+            }
+        }
+        assert_eq!(all(&store), expected);
+        let scanned = store.scan_prefix(KS, b"k00001").unwrap();
+        let want: Vec<_> = expected.iter().filter(|(k, _)| k.starts_with("k00001")).collect();
+        assert_eq!(scanned.len(), want.len());
+        assert_eq!(store.get(KS, b"k000000").unwrap(), None);
+        assert_eq!(store.get(KS, b"k000010").unwrap(), Some(b"new".to_vec()));
+        assert_eq!(store.get(KS, b"k000001").unwrap(), Some(b"base".to_vec()));
+        assert_eq!(store.get(Keyspace("other"), b"k000001").unwrap(), None);
+    }
+}
