@@ -17,6 +17,8 @@ use registry_proto::keys::P256KeyPair;
 use registry_server::config::Config;
 use registry_server::projection::{self, KEYSPACES};
 use registry_server::store::LogStore;
+use registry_server::store::layered::leaf_at;
+use registry_server::store::snapshot::Snapshot;
 use registry_tests::{meter_key, spki_hex, t, verdict_name};
 
 const RUNS: usize = 4;
@@ -67,6 +69,12 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
     let mut replayed_after_a_snapshot = 0;
 
     for run in 0..RUNS {
+        let size_at_start = if run == 0 {
+            0
+        } else {
+            let store = registry_server::server::open_store(&config).expect("store opens");
+            store.size().unwrap()
+        };
         let (mut child, url) = start_child(&data, &admin_file);
         let client = RegistryClient::connect(&url).await.expect("client connects");
         if run == 0 {
@@ -108,15 +116,28 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
             task.await.expect("client task");
         }
 
-        // What the restart starts from: the last snapshot, and the log after it.
+        // What the restart starts from: the last snapshot, which must describe a durable
+        // prefix of this log, and the log after it.
         {
             let store = registry_server::server::open_store(&config).expect("store opens");
-            let (projected, size) = (store.projected_size().unwrap(), store.size().unwrap());
-            assert!(
-                projected <= size,
-                "run {run}: snapshot at {projected} beyond the log ({size})"
-            );
-            if projected > 0 && projected < size {
+            let size = store.size().unwrap();
+            let file = data.join(registry_server::server::SNAPSHOT_FILE);
+            // None: killed before the first cut (every later run has the last clean stop's).
+            let cut = match Snapshot::read(&file).expect("a readable snapshot") {
+                Some(snapshot) => {
+                    let at = snapshot.size();
+                    assert!(at <= size, "run {run}: snapshot at {at} beyond the log ({size})");
+                    assert_eq!(
+                        snapshot.last_leaf(),
+                        leaf_at(store.as_ref(), at).unwrap(),
+                        "run {run}: the snapshot was cut from another log"
+                    );
+                    at
+                }
+                None => 0,
+            };
+            assert_eq!(store.projected_size().unwrap(), cut, "run {run}");
+            if cut > size_at_start && cut < size {
                 replayed_after_a_snapshot += 1;
             }
         }
@@ -159,6 +180,7 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
     }
     assert!(
         replayed_after_a_snapshot > 0,
-        "no run restarted from a snapshot with entries after it; the test proved less than it says"
+        "no run restarted from a snapshot cut while it ran, with entries after it: the test \
+         proved less than it says"
     );
 }

@@ -1,7 +1,7 @@
 //! The key projections held in memory: every key record and every identifier index group,
-//! decoded once and shared, so lookups and the writer's rule checks never touch sled for them.
+//! decoded once and shared, so lookups and the writer's rule checks never decode them again.
 //!
-//! sled stays the truth on disk; this is a complete copy of two of its projections (`keys` and
+//! The store's projection records stay the source; this is a complete copy of two of them (`keys` and
 //! `index`), filled by a background walk after start-up ([`KeyCache::fill`]) and kept current by
 //! the writer, which puts every new record here as it writes it. Until the walk is done a miss
 //! falls back to the store; afterwards a miss means "no such record".

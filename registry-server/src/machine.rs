@@ -95,7 +95,10 @@ impl Machine for RegistryMachine {
                 StoreError::Corrupt(format!("entry {position} does not replay: {message}"))
             }
         })?;
-        self.map.open(store, size)
+        let started = std::time::Instant::now();
+        self.map.open(store, size)?;
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "map buckets loaded");
+        Ok(())
     }
 
     fn finish_batch(&mut self, size: u64, view: &mut View<'_>) -> Result<OnDurable, StoreError> {

@@ -1,5 +1,7 @@
-//! The projections on disk: the lifecycle state (`registry_proto::lifecycle::State`) stored in
-//! sled keyspaces, so that start-up reads them instead of replaying the log.
+//! The projections: the lifecycle state (`registry_proto::lifecycle::State`) as records in
+//! named keyspaces of the store. The production store keeps them in memory and makes them
+//! durable as snapshots (`store::layered`), so start-up reads the last snapshot and
+//! [`catch_up`] replays only the log after it; [`rebuild`] derives everything from entry 0.
 //!
 //! The writer updates them through its batch [`View`], in the same atomic write as the entries
 //! they derive from; lookups read them from the store, key records and indexes through the
@@ -379,9 +381,11 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
     let cache = Arc::new(KeyCache::complete_and_empty());
     let size = store.size()?;
     replay(store, cache, &mut MapBuckets::empty(), 0, size, held_records, true)?;
-    store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
+    // Persisted before they are marked complete: a stop in between rebuilds again.
     store.sync()?;
     store.persist_projections()?;
+    store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
+    store.sync()?;
     Ok(size)
 }
 

@@ -103,9 +103,11 @@ pub struct Server<M: Machine> {
 /// snapshot `<data_dir>/projections.snap` (see [`crate::store::layered`]).
 pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
     let options = SledOptions { cache_capacity: config.cache_mib * 1024 * 1024 };
+    let started = std::time::Instant::now();
     let log = Arc::new(SledStore::open(&config.data_dir.join("log"), &options)?);
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "sled opened");
     let snapshot = config.data_dir.join(SNAPSHOT_FILE);
-    Ok(Arc::new(LayeredStore::open_with(log, &snapshot, config.snapshot_min_records.max(1))?))
+    Ok(Arc::new(LayeredStore::open(log, &snapshot, config.snapshot_min_records)?))
 }
 
 /// The projection snapshot's file name in the data directory.

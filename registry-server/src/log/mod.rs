@@ -231,6 +231,9 @@ impl<M: Machine> Log<M> {
         let (frontier, last_hash, last_recorded_at) =
             (check.frontier.clone(), check.chain.last_hash(), check.chain.last_recorded_at());
         machine.open(store.as_ref(), frontier.size())?;
+        // What the start found and replayed is made durable before anything is built on it
+        // (a killed predecessor's last writes may still sit in the page cache only).
+        store.sync()?;
         let signer = Arc::new(signer);
         let head = Head {
             size: frontier.size(),

@@ -79,7 +79,7 @@ impl Factory for LayeredFactory {
     fn open(&mut self, name: &str) -> Arc<dyn LogStore> {
         let inner = self.inner.open(name);
         let path = self.dir.path().join(format!("{name}.snap"));
-        Arc::new(LayeredStore::open_with(inner, &path, 2).expect("open layered store"))
+        Arc::new(LayeredStore::open(inner, &path, 2).expect("open layered store"))
     }
 }
 
@@ -181,6 +181,7 @@ fn a_batch_reads_back_as_written(f: &mut dyn Factory) {
             key: b"a".to_vec(),
             value: None,
         }],
+        projected_size: Some(2),
         ..Default::default()
     })
     .unwrap();
@@ -198,6 +199,7 @@ fn prefix_scans_stay_inside_their_prefix(f: &mut dyn Factory) {
     };
     s.write(WriteBatch {
         projections: vec![put(b"ab\x00"), put(b"ab\xff"), put(b"aa"), put(b"ac"), put(b"ab")],
+        projected_size: Some(0),
         ..Default::default()
     })
     .unwrap();
@@ -216,6 +218,7 @@ fn a_projection_walk_sees_exactly_its_keyspace_in_order(f: &mut dyn Factory) {
     };
     s.write(WriteBatch {
         projections: vec![put("p", b"b"), put("pq", b"x"), put("p", b"a\xff"), put("o", b"c")],
+        projected_size: Some(0),
         ..Default::default()
     })
     .unwrap();

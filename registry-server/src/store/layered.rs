@@ -12,24 +12,24 @@
 //! ```
 //!
 //! A read looks in that order. When the active layer has grown to a quarter of the base (at
-//! least [`MIN_CUT`] records), the writer's `write` freezes it (a pointer swap) at a log size S
-//! the projections exactly reflect, and a background thread merges frozen and base into a new
-//! snapshot file, waits until the log is durable up to S, installs the file and swaps it in as
-//! the base. A clean stop writes one more ([`LogStore::persist_projections`]). At start the base
-//! is the snapshot on disk if it belongs to this log; its size is what
-//! [`LogStore::projected_size`] reports, and the machine replays the log after it before the
-//! writer starts (`Machine::open`). A lost, damaged or foreign snapshot only makes that replay
-//! longer: the log is the only source of truth.
+//! least the configured minimum), the writer's `write` freezes it (a pointer swap) at the log
+//! size S the projections exactly reflect, and a background thread merges frozen and base into
+//! a new snapshot, waits until the writer's own syncs have made the log durable up to S (it
+//! never syncs itself, so a failed fsync is only ever seen by the writer, which then stops),
+//! installs the file and swaps it in as the base. A clean stop writes one more
+//! ([`LogStore::persist_projections`]). At start the base is the snapshot on disk if it belongs
+//! to this log; its size is what [`LogStore::projected_size`] reports, and the machine replays
+//! the log after it before the writer starts (`Machine::open`). A lost, damaged or foreign
+//! snapshot only makes that replay longer: the log is the only source of truth.
 //!
-//! Every batch the writer writes says the log size its projections reach
-//! ([`WriteBatch::projected_size`]); a batch whose entries do not continue exactly there is
-//! refused, so nothing can ever be appended on top of projections that lag behind the log.
+//! Every batch with entries must say the log size its projections then reach
+//! ([`WriteBatch::projected_size`]) and continue exactly where they are, so nothing can ever be
+//! appended on top of projections that lag behind the log.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use registry_proto::merkle::{self, Hash};
 use uuid::Uuid;
@@ -37,7 +37,7 @@ use uuid::Uuid;
 use super::snapshot::Snapshot;
 use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch};
 
-/// Fewest records the active layer holds before a cut.
+/// Fewest records the active layer holds before a cut (the default of `snapshot_min_records`).
 pub const MIN_CUT: usize = 100_000;
 
 /// Records a projection walk copies per read lock, so a long walk never holds the writer up.
@@ -54,14 +54,27 @@ struct Layers {
     projected: Option<u64>,
 }
 
+/// What the store's own syncs achieved, for cuts waiting on them.
+#[derive(Debug, Default)]
+struct Durability {
+    /// Log size after the last write.
+    written: u64,
+    /// Log size the last completed sync covered (0 until the first: what a start finds on disk
+    /// may still sit in the page cache of a process that was killed).
+    synced: u64,
+    /// A sync failed: nothing more becomes durable.
+    failed: bool,
+    /// The store is being dropped: a waiting cut gives up.
+    closing: bool,
+}
+
 struct Shared {
     inner: Arc<dyn LogStore>,
     path: PathBuf,
     layers: RwLock<Layers>,
-    /// Log size after the last write, and the part of it the last completed sync covered.
-    written: AtomicU64,
-    synced: AtomicU64,
-    /// Serialises cuts: a background one and one asked for by `persist_projections`.
+    durability: Mutex<Durability>,
+    synced: Condvar,
+    /// The background cut, if one was started: joined before the next and at the end.
     cutting: Mutex<Option<std::thread::JoinHandle<()>>>,
     min_cut: usize,
 }
@@ -86,18 +99,11 @@ fn full_key(keyspace: Keyspace, key: &[u8]) -> Vec<u8> {
 
 impl LayeredStore {
     /// Opens the projections over `inner` from the snapshot at `path`, when there is one that
-    /// belongs to `inner`'s log.
-    pub fn open(inner: Arc<dyn LogStore>, path: &Path) -> Result<Self, StoreError> {
-        Self::open_with(inner, path, MIN_CUT)
-    }
-
-    /// [`LayeredStore::open`] with another cut threshold (`snapshot_min_records`).
-    pub fn open_with(
-        inner: Arc<dyn LogStore>,
-        path: &Path,
-        min_cut: usize,
-    ) -> Result<Self, StoreError> {
+    /// belongs to `inner`'s log; a new cut starts once `min_cut` records changed (or a quarter
+    /// of the snapshot's, if more).
+    pub fn open(inner: Arc<dyn LogStore>, path: &Path, min_cut: usize) -> Result<Self, StoreError> {
         let size = inner.size()?;
+        let started = std::time::Instant::now();
         let base = match Snapshot::read(path) {
             Ok(Some(snapshot)) => match belongs(inner.as_ref(), &snapshot, size)? {
                 Ok(()) => snapshot,
@@ -117,6 +123,7 @@ impl LayeredStore {
             size = base.size(),
             records = base.len(),
             bytes = base.encoded_len(),
+            seconds = started.elapsed().as_secs_f64(),
             "projection snapshot loaded"
         );
         let projected = Some(base.size());
@@ -130,10 +137,10 @@ impl LayeredStore {
                     base: Arc::new(base),
                     projected,
                 }),
-                written: AtomicU64::new(size),
-                synced: AtomicU64::new(size),
+                durability: Mutex::new(Durability { written: size, ..Default::default() }),
+                synced: Condvar::new(),
                 cutting: Mutex::new(None),
-                min_cut,
+                min_cut: min_cut.max(1),
             }),
         })
     }
@@ -146,6 +153,20 @@ impl LayeredStore {
     /// Waits for a cut in progress to finish.
     pub fn wait_for_cut(&self) -> Result<(), StoreError> {
         self.shared.join_cut()
+    }
+}
+
+impl Drop for LayeredStore {
+    /// A cut still running holds the inner store open (sled stays locked) and could install
+    /// its file after a reopened store wrote a newer one, so it is stopped and joined here.
+    fn drop(&mut self) {
+        if let Ok(mut d) = self.shared.durability.lock() {
+            d.closing = true;
+        }
+        self.shared.synced.notify_all();
+        if let Err(e) = self.shared.join_cut() {
+            tracing::error!(error = %e, "stopping the projection snapshot thread");
+        }
     }
 }
 
@@ -165,7 +186,7 @@ fn belongs(
 }
 
 /// Leaf hash of entry `size - 1` (zeros for an empty log).
-fn leaf_at(inner: &dyn LogStore, size: u64) -> Result<Hash, StoreError> {
+pub fn leaf_at(inner: &dyn LogStore, size: u64) -> Result<Hash, StoreError> {
     if size == 0 {
         return Ok([0; 32]);
     }
@@ -176,22 +197,60 @@ fn leaf_at(inner: &dyn LogStore, size: u64) -> Result<Hash, StoreError> {
 }
 
 impl Shared {
+    fn durability(&self) -> Result<std::sync::MutexGuard<'_, Durability>, StoreError> {
+        self.durability.lock().map_err(|_| poisoned())
+    }
+
+    /// Joins the background cut; one that panicked gives its frozen writes back.
     fn join_cut(&self) -> Result<(), StoreError> {
         let handle = self.cutting.lock().map_err(|_| poisoned())?.take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!("the projection snapshot thread panicked");
+            Self::unfreeze(&mut *self.layers.write().map_err(|_| poisoned())?);
         }
         Ok(())
     }
 
+    /// The inner store's sync, recorded for waiting cuts. After one failure none is tried again.
     fn sync(&self) -> Result<(), StoreError> {
-        let written = self.written.load(Ordering::SeqCst);
-        self.inner.sync()?;
-        self.synced.fetch_max(written, Ordering::SeqCst);
-        Ok(())
+        let written = {
+            let d = self.durability()?;
+            if d.failed {
+                return Err(StoreError::Io("an earlier sync failed".into()));
+            }
+            d.written
+        };
+        let outcome = self.inner.sync();
+        let mut d = self.durability()?;
+        match &outcome {
+            Ok(()) => d.synced = d.synced.max(written),
+            Err(_) => d.failed = true,
+        }
+        drop(d);
+        self.synced.notify_all();
+        outcome
     }
 
-    /// Freezes the active layer if it is consistent; returns the cut's log size.
+    /// Waits until the writer's syncs have made the log durable up to `size`.
+    fn wait_synced(&self, size: u64) -> Result<(), StoreError> {
+        let mut d = self.durability()?;
+        loop {
+            if d.failed {
+                return Err(StoreError::Io("a sync failed; the snapshot is not installed".into()));
+            }
+            if d.closing {
+                return Err(StoreError::Io("the store closed before the log was synced".into()));
+            }
+            if d.synced >= size {
+                return Ok(());
+            }
+            d = self.synced.wait(d).map_err(|_| poisoned())?;
+        }
+    }
+
+    /// Freezes the active layer if it is consistent and no cut is running; the cut's size.
     fn freeze(layers: &mut Layers) -> Option<u64> {
         let size = layers.projected?;
         if layers.frozen.is_some() {
@@ -201,23 +260,29 @@ impl Shared {
         Some(size)
     }
 
+    /// Puts the frozen writes back under the active ones (which are newer).
+    fn unfreeze(layers: &mut Layers) {
+        if let Some(frozen) = layers.frozen.take() {
+            let frozen = Arc::try_unwrap(frozen).unwrap_or_else(|shared| (*shared).clone());
+            for (k, v) in frozen {
+                layers.active.entry(k).or_insert(v);
+            }
+        }
+    }
+
     /// Writes the frozen layer and the base as the new snapshot and swaps it in. On failure the
     /// frozen writes go back under the active ones, so nothing is lost but the file.
     fn cut(&self, size: u64) -> Result<(), StoreError> {
         let outcome = self.write_cut(size);
         let mut layers = self.layers.write().map_err(|_| poisoned())?;
-        let frozen = layers.frozen.take();
         match outcome {
             Ok(snapshot) => {
                 layers.base = Arc::new(snapshot);
+                layers.frozen = None;
                 Ok(())
             }
             Err(e) => {
-                if let Some(frozen) = frozen {
-                    for (k, v) in frozen.iter() {
-                        layers.active.entry(k.clone()).or_insert_with(|| v.clone());
-                    }
-                }
+                Self::unfreeze(&mut layers);
                 Err(e)
             }
         }
@@ -236,10 +301,9 @@ impl Shared {
         ])
         .filter_map(|(k, v)| v.map(|v| (k, v)));
         let snapshot = Snapshot::build(size, last_leaf, records)?;
+        drop((frozen, base));
         // The snapshot may only describe entries that survive a crash.
-        if self.synced.load(Ordering::SeqCst) < size {
-            self.sync()?;
-        }
+        self.wait_synced(size)?;
         snapshot.write(&self.path)?;
         tracing::info!(
             size,
@@ -249,6 +313,27 @@ impl Shared {
             "projection snapshot written"
         );
         Ok(snapshot)
+    }
+
+    /// Starts a background cut at `size` (the active layer is frozen already).
+    fn start_cut(self: &Arc<Self>, size: u64) -> Result<(), StoreError> {
+        let mut cutting = self.cutting.lock().map_err(|_| poisoned())?;
+        if let Some(previous) = cutting.take() {
+            // Only one cut is frozen at a time, so the previous one is past its work.
+            let _ = previous.join();
+        }
+        let shared = self.clone();
+        *cutting = Some(
+            std::thread::Builder::new()
+                .name("projection-snapshot".into())
+                .spawn(move || {
+                    if let Err(e) = shared.cut(size) {
+                        tracing::error!(error = %e, size, "writing the projection snapshot failed; its records stay in memory");
+                    }
+                })
+                .map_err(|e| StoreError::Io(format!("starting the snapshot thread: {e}")))?,
+        );
+        Ok(())
     }
 }
 
@@ -392,23 +477,25 @@ impl LogStore for LayeredStore {
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let WriteBatch { entries, nodes, requests, projections, meta, projected_size } = batch;
-        let first = entries.first().map(|(p, _)| *p);
-        let end = entries.last().map(|(p, _)| p + 1);
-        if let (Some(first), Some(_)) = (first, projected_size) {
+        if let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) {
             let projected = self.shared.layers.read().map_err(|_| poisoned())?.projected;
-            if projected != Some(first) {
+            // Rewriting entries the projections already cover changes no projection (only
+            // tests do it, to tamper with the log).
+            let rewrite = projected_size.is_none() && projected.is_some_and(|p| *last < p);
+            if !rewrite && (projected != Some(*first) || projected_size != Some(last + 1)) {
                 return Err(StoreError::Corrupt(format!(
-                    "the projections reflect {projected:?} entries but the batch continues the \
-                     log at {first}"
+                    "entries {first}..={last} would take the projections from {projected:?} \
+                     entries to {projected_size:?}: they must continue the projections exactly"
                 )));
             }
         }
+        let end = entries.last().map(|(p, _)| p + 1);
         let log_part = WriteBatch { entries, nodes, requests, meta, ..Default::default() };
         if !log_part.is_empty() {
             self.shared.inner.write(log_part)?;
         }
         if let Some(end) = end {
-            self.shared.written.store(end, Ordering::SeqCst);
+            self.shared.durability()?.written = end;
         }
         let cut = {
             let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
@@ -424,23 +511,12 @@ impl LogStore for LayeredStore {
             let threshold = self.shared.min_cut.max(layers.base.len() / 4);
             if layers.active.len() >= threshold { Shared::freeze(&mut layers) } else { None }
         };
-        if let Some(size) = cut {
-            let mut cutting = self.shared.cutting.lock().map_err(|_| poisoned())?;
-            if let Some(previous) = cutting.take() {
-                // Only one cut is frozen at a time, so the previous one has ended.
-                let _ = previous.join();
-            }
-            let shared = self.shared.clone();
-            *cutting = Some(
-                std::thread::Builder::new()
-                    .name("projection-snapshot".into())
-                    .spawn(move || {
-                        if let Err(e) = shared.cut(size) {
-                            tracing::error!(error = %e, size, "writing the projection snapshot failed; the writes stay in memory and the next start replays the log");
-                        }
-                    })
-                    .map_err(|e| StoreError::Io(format!("starting the snapshot thread: {e}")))?,
-            );
+        if let Some(size) = cut
+            && let Err(e) = self.shared.start_cut(size)
+        {
+            // The batch is written; only the snapshot waits for the next chance.
+            tracing::error!(error = %e, "could not start a projection snapshot");
+            Shared::unfreeze(&mut *self.shared.layers.write().map_err(|_| poisoned())?);
         }
         Ok(())
     }
@@ -451,12 +527,15 @@ impl LogStore for LayeredStore {
 
     fn clear_projections(&self, keyspaces: &[Keyspace]) -> Result<(), StoreError> {
         self.shared.join_cut()?;
+        // The old snapshot must not come back if the rebuild stops before writing a new one.
+        remove_durably(&self.shared.path)?;
         let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
         let dropped = |k: &[u8]| keyspaces.iter().any(|ks| k.starts_with(&full_key(*ks, b"")));
         let kept = layers.range(Bound::Unbounded, |_| true, usize::MAX);
         let kept = kept.iter().filter(|(k, _)| !dropped(k)).map(|(k, v)| (&k[..], &v[..]));
         layers.base = Arc::new(Snapshot::build(0, [0; 32], kept)?);
         layers.active.clear();
+        layers.frozen = None;
         layers.projected = None;
         drop(layers);
         // Records an older layout kept in the inner store are dropped with them.
@@ -473,7 +552,9 @@ impl LogStore for LayeredStore {
     }
 
     fn projected_size(&self) -> Result<u64, StoreError> {
-        Ok(self.shared.layers.read().map_err(|_| poisoned())?.projected.unwrap_or(0))
+        self.shared.layers.read().map_err(|_| poisoned())?.projected.ok_or_else(|| {
+            StoreError::Corrupt("the projections are half rebuilt: rebuild them again".into())
+        })
     }
 
     fn persist_projections(&self) -> Result<(), StoreError> {
@@ -483,10 +564,21 @@ impl LogStore for LayeredStore {
             let current = layers.projected == Some(layers.base.size()) && layers.active.is_empty();
             if current { None } else { Shared::freeze(&mut layers) }
         };
-        match size {
-            Some(size) => self.shared.cut(size),
-            None => Ok(()),
+        let Some(size) = size else { return Ok(()) };
+        // Nothing else writes now (a clean stop, the end of a rebuild): the caller's sync.
+        if self.shared.durability()?.synced < size {
+            self.shared.sync()?;
         }
+        self.shared.cut(size)
+    }
+}
+
+/// Removes `path` if it exists and makes the removal durable.
+fn remove_durably(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => super::snapshot::sync_parent(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -553,7 +645,7 @@ mod tests {
             self.dir.path().join("p.snap")
         }
         fn open(&self, min_cut: usize) -> LayeredStore {
-            LayeredStore::open_with(Arc::new(self.inner.reopen()), &self.path(), min_cut).unwrap()
+            LayeredStore::open(Arc::new(self.inner.reopen()), &self.path(), min_cut).unwrap()
         }
     }
 
@@ -647,6 +739,53 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_cut_keeps_every_record_in_memory() {
+        let f = Fixture::new();
+        let nowhere = f.dir.path().join("missing").join("p.snap");
+        let store = LayeredStore::open(Arc::new(f.inner.reopen()), &nowhere, 2).unwrap();
+        append(&store, 0, vec![put("a", "1"), put("b", "1")]); // a cut that cannot be written
+        store.wait_for_cut().unwrap();
+        assert_eq!(store.snapshot_size().unwrap(), 0);
+        append(&store, 1, vec![put("b", "2")]);
+        store.wait_for_cut().unwrap();
+        assert_eq!(all(&store), [("a", "1"), ("b", "2")].map(|(k, v)| (k.into(), v.into())));
+        assert!(store.persist_projections().is_err(), "the file still cannot be written");
+        assert_eq!(all(&store), [("a", "1"), ("b", "2")].map(|(k, v)| (k.into(), v.into())));
+    }
+
+    #[test]
+    fn a_cut_waits_for_the_log_to_be_synced() {
+        let f = Fixture::new();
+        let store = f.open(1);
+        store
+            .write(WriteBatch {
+                entries: vec![(0, b"entry 0".to_vec())],
+                projections: vec![put("a", "1")],
+                projected_size: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!f.path().exists(), "a snapshot of an entry that is not durable");
+        store.sync().unwrap();
+        store.wait_for_cut().unwrap();
+        assert_eq!(Snapshot::read(&f.path()).unwrap().map(|s| s.size()), Some(1));
+    }
+
+    #[test]
+    fn clearing_the_projections_removes_the_snapshot() {
+        let f = Fixture::new();
+        let store = f.open(1_000);
+        append(&store, 0, vec![put("a", "1")]);
+        store.persist_projections().unwrap();
+        assert!(f.path().exists());
+        store.clear_projections(&[KS]).unwrap();
+        assert!(!f.path().exists(), "a rebuild that stops now would find the old snapshot");
+        assert!(all(&store).is_empty());
+        assert!(store.projected_size().is_err(), "half rebuilt projections have no size");
+    }
+
+    #[test]
     fn a_walk_merges_every_layer_across_its_chunks() {
         let f = Fixture::new();
         let store = f.open(1_000_000);
@@ -677,9 +816,15 @@ mod tests {
             }
         }
         assert_eq!(all(&store), expected);
-        let scanned = store.scan_prefix(KS, b"k00001").unwrap();
-        let want: Vec<_> = expected.iter().filter(|(k, _)| k.starts_with("k00001")).collect();
-        assert_eq!(scanned.len(), want.len());
+        let scanned: Vec<(String, String)> = store
+            .scan_prefix(KS, b"k00001")
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect();
+        let want: Vec<_> =
+            expected.iter().filter(|(k, _)| k.starts_with("k00001")).cloned().collect();
+        assert_eq!(scanned, want);
         assert_eq!(store.get(KS, b"k000000").unwrap(), None);
         assert_eq!(store.get(KS, b"k000010").unwrap(), Some(b"new".to_vec()));
         assert_eq!(store.get(KS, b"k000001").unwrap(), Some(b"base".to_vec()));

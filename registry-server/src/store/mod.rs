@@ -1,4 +1,4 @@
-//! The log store: where entries, Merkle nodes, request IDs and projections live on disk.
+//! The log store: where entries, Merkle nodes, request IDs and projections live.
 //!
 //! [`LogStore`] is deliberately small and dumb. It stores what the writer hands it and reads it
 //! back; it has no opinion about chains, proofs or idempotency (the [`crate::log`] module owns
@@ -10,8 +10,11 @@
 //! - [`LogStore::sync`] returns only when everything written before it is on stable storage.
 //!   The writer acknowledges nothing before that returns.
 //!
-//! Implementations: [`sled::SledStore`] (production) and [`memory::MemoryStore`] (tests; it
-//! models durability, so unsynced writes are lost on a simulated crash). Both pass the same
+//! Implementations: [`layered::LayeredStore`] (production: the log in a [`sled::SledStore`], the
+//! projections in memory, durable as [`snapshot`] files plus the log after them, so for it the
+//! second promise covers the log, and [`LogStore::projected_size`] says where projections
+//! restart), [`sled::SledStore`] itself and [`memory::MemoryStore`] (tests; it models
+//! durability, so unsynced writes are lost on a simulated crash). All pass the same
 //! conformance suite.
 
 pub mod ceiling;

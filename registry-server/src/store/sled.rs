@@ -27,6 +27,10 @@
 //! m name                  -> value
 //! p keyspace 0x00 key     -> value        (projections)
 //! ```
+//!
+//! In production the projections live in memory over this store ([`super::layered`]) and the
+//! `p` records stay empty; a data directory from before keeps its old ones until the next
+//! rebuild drops them.
 
 use std::collections::HashMap;
 use std::ffi::OsString;

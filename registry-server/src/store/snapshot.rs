@@ -109,14 +109,15 @@ impl Snapshot {
         let mut next = HEADER;
         for i in 0..count {
             let at = usize::try_from(u64_at(table + i * 8)).map_err(|_| bad("offset"))?;
-            if at != next || at + 8 > table {
+            if at != next || at.checked_add(8).is_none_or(|end| end > table) {
                 return Err(bad("records are not contiguous"));
             }
             let (k, v) = (u32_at(&bytes, at) as usize, u32_at(&bytes, at + 4) as usize);
-            next = at + 8 + k + v;
-            if next > table {
-                return Err(bad("a record runs past the records"));
-            }
+            next = (at + 8)
+                .checked_add(k)
+                .and_then(|n| n.checked_add(v))
+                .filter(|n| *n <= table)
+                .ok_or_else(|| bad("a record runs past the records"))?;
             offsets.push(at);
         }
         if next != table {
@@ -149,10 +150,7 @@ impl Snapshot {
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        sync_parent(path)
     }
 
     /// The log size the records reflect.
@@ -213,6 +211,16 @@ impl Snapshot {
     }
 }
 
+/// fsyncs the directory holding `path`, so a rename or removal there survives a crash.
+pub fn sync_parent(path: &Path) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&bytes[at..at + 4]);
@@ -259,6 +267,33 @@ mod tests {
         }
         assert!(Snapshot::decode(bytes[..bytes.len() - 1].to_vec()).is_err());
         assert!(Snapshot::decode(bytes).is_ok());
+    }
+
+    /// `bytes` with its checksum recomputed: only the structural checks can refuse it.
+    fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+        let body = bytes.len() - TRAILER;
+        let digest = Sha256::digest(&bytes[..body]);
+        bytes[body..].copy_from_slice(&digest);
+        bytes
+    }
+
+    #[test]
+    fn a_well_sealed_file_with_a_broken_layout_is_refused() {
+        let bytes = sample().bytes;
+        let table = bytes.len() - TRAILER - 500 * 8;
+        let damage: [(&str, usize, u8); 5] = [
+            ("record count", HEADER - 1, 1),
+            ("first key length", HEADER, 0x10),
+            ("a value length", HEADER + 7, 0x7f),
+            ("an offset", table + 8 * 3 + 7, 1),
+            ("a key, out of order", HEADER + 8 + 5, 0x7f),
+        ];
+        for (what, at, bits) in damage {
+            let mut broken = bytes.clone();
+            broken[at] ^= bits;
+            assert!(Snapshot::decode(resealed(broken)).is_err(), "{what}: accepted");
+        }
+        assert!(Snapshot::decode(resealed(bytes)).is_ok());
     }
 
     #[test]
