@@ -98,7 +98,7 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
                     let evse = format!("DE*ABC*E{run}T{task}N{i}");
                     let meter = meter_key();
                     let action = Action::Register {
-                        key: NewKey::new(&spki_hex(&meter)),
+                        key: NewKey::new(spki_hex(&meter)),
                         evse_ids: vec![evse.clone()],
                         effective_at: Some(t("2026-01-01T00:00:00Z")),
                     };

@@ -102,9 +102,19 @@ impl LayeredStore {
     /// belongs to `inner`'s log; a new cut starts once `min_cut` records changed (or a quarter
     /// of the snapshot's, if more).
     pub fn open(inner: Arc<dyn LogStore>, path: &Path, min_cut: usize) -> Result<Self, StoreError> {
+        Self::with_snapshot(inner, path, Snapshot::read(path), min_cut)
+    }
+
+    /// [`LayeredStore::open`] with the snapshot file already read (a start reads it while the
+    /// inner store opens).
+    pub fn with_snapshot(
+        inner: Arc<dyn LogStore>,
+        path: &Path,
+        read: Result<Option<Snapshot>, StoreError>,
+        min_cut: usize,
+    ) -> Result<Self, StoreError> {
         let size = inner.size()?;
-        let started = std::time::Instant::now();
-        let base = match Snapshot::read(path) {
+        let base = match read {
             Ok(Some(snapshot)) => match belongs(inner.as_ref(), &snapshot, size)? {
                 Ok(()) => snapshot,
                 Err(why) => {
@@ -123,8 +133,7 @@ impl LayeredStore {
             size = base.size(),
             records = base.len(),
             bytes = base.encoded_len(),
-            seconds = started.elapsed().as_secs_f64(),
-            "projection snapshot loaded"
+            "projection snapshot in use"
         );
         let projected = Some(base.size());
         Ok(Self {
