@@ -190,13 +190,13 @@ impl MapWriter {
         Self { shared, tree: MapTree::default(), buckets: MapBuckets::empty(), changed: Vec::new() }
     }
 
-    /// Loads the buckets and the tree at start.
-    pub fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
-        self.buckets = MapBuckets::load(store)?;
+    /// Starts from `buckets` (loaded, and brought up to the log by a replay) at log `size`:
+    /// builds the tree and shows it to readers.
+    pub fn open(&mut self, buckets: MapBuckets, size: u64) {
+        self.buckets = buckets;
         self.tree = self.buckets.tree();
         self.changed.clear();
         self.shared.replace(size, self.tree.clone());
-        Ok(())
     }
 
     /// The buckets, for the lifecycle state the writer decides and applies against.

@@ -391,10 +391,12 @@ pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64,
 
 /// Brings projections that reflect fewer entries than the log (a store that keeps them in
 /// memory, restarted from its last snapshot) up to `size` with the same `apply` as the writer,
-/// and records every key record it writes in `cache`. Returns the number of entries replayed.
+/// and records every key record it writes in `cache` and every identifier in `buckets` (the
+/// store's, as loaded). Returns the number of entries replayed.
 pub fn catch_up(
     store: &dyn LogStore,
     cache: Arc<KeyCache>,
+    buckets: &mut MapBuckets,
     size: u64,
 ) -> Result<u64, RebuildError> {
     let from = store.projected_size()?;
@@ -402,8 +404,7 @@ pub fn catch_up(
         return Ok(0);
     }
     let started = std::time::Instant::now();
-    let mut buckets = MapBuckets::load(store)?;
-    replay(store, cache, &mut buckets, from, size, REBUILD_HELD_RECORDS, false)?;
+    replay(store, cache, buckets, from, size, REBUILD_HELD_RECORDS, false)?;
     tracing::info!(
         from,
         to = size,

@@ -656,6 +656,12 @@ mod tests {
         fn open(&self, min_cut: usize) -> LayeredStore {
             LayeredStore::open(Arc::new(self.inner.reopen()), &self.path(), min_cut).unwrap()
         }
+        /// A log of one entry whose projections were persisted by a clean stop.
+        fn stopped_cleanly_with(&self, projections: Vec<ProjectionWrite>) {
+            let store = self.open(1_000);
+            append(&store, 0, projections);
+            store.persist_projections().unwrap();
+        }
     }
 
     #[test]
@@ -694,10 +700,7 @@ mod tests {
     #[test]
     fn a_damaged_snapshot_is_ignored_and_everything_is_replayed() {
         let f = Fixture::new();
-        let store = f.open(1_000);
-        append(&store, 0, vec![put("a", "1")]);
-        store.persist_projections().unwrap();
-        drop(store);
+        f.stopped_cleanly_with(vec![put("a", "1")]);
         let mut bytes = std::fs::read(f.path()).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x40;
@@ -710,10 +713,7 @@ mod tests {
     #[test]
     fn a_snapshot_of_another_log_is_ignored() {
         let f = Fixture::new();
-        let store = f.open(1_000);
-        append(&store, 0, vec![put("a", "1")]);
-        store.persist_projections().unwrap();
-        drop(store);
+        f.stopped_cleanly_with(vec![put("a", "1")]);
         let other = Fixture::new();
         let theirs = other.open(1_000);
         theirs
