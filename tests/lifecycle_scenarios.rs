@@ -146,6 +146,33 @@ async fn automatic_confirmation_comes_only_after_publication() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_request_ids_follow_the_order_of_their_registrations() {
+    let f = Fixture::start().await;
+    let op = f.operator("DE*ABC").await;
+    let mut last = None;
+    for i in 0..3 {
+        let meter = meter_key();
+        let r = register(
+            &f,
+            &op,
+            new_key(&meter, &format!("M-{i}")),
+            &[&format!("DE*ABC*E{i}")],
+            "2026-01-01T00:00:00Z",
+        )
+        .await;
+        let id = Entry::decode(&r.confirmation_entry).expect("entry decodes").body.request_id;
+        assert!(registry_proto::lifecycle::is_reserved_request_id(&id), "{id}");
+        assert_eq!(
+            (id.as_u128() >> 80) as u64,
+            r.position,
+            "the ID starts with the registration's position"
+        );
+        assert!(last.is_none_or(|l| l < id), "IDs increase with registrations: {last:?} then {id}");
+        last = Some(id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_manual_policy_an_administrator_confirms_or_rejects() {
     let f = Fixture::start_with(ConfirmPolicy::Manual).await;
     let op = f.operator("DE*ABC").await;

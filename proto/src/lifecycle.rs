@@ -495,31 +495,84 @@ pub enum RegistryAction {
     AutoConfirm {
         /// The key.
         fingerprint: String,
+        /// The position of its registration entry.
+        registration: u64,
     },
 }
 
-/// Namespace of the request IDs the registry derives for its own entries (UUIDv5).
+/// Namespace of the request IDs the registry derives for its bootstrap entry, and for its
+/// confirmations in logs written before 2026-12 (UUIDv5).
 const REGISTRY_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5b0e_4c1e_7f2a_4d8b_9a41_6c3e_2f1d_0a77);
+
+/// The 12 bits after the version nibble that mark a UUIDv8 as one of the registry's own
+/// confirmation IDs; operators' commands may not use such IDs (see [`is_reserved_request_id`]).
+const CONFIRMATION_MARK: u128 = 0xAC1;
+
+/// Whether a request ID has the shape of the registry's own confirmation IDs. Commands are
+/// refused such IDs, so no operator can take the ID of a confirmation before the registry
+/// writes it (which would keep the key pending).
+pub fn is_reserved_request_id(id: &uuid::Uuid) -> bool {
+    let v = id.as_u128();
+    id.get_version_num() == 8 && (v >> 64) & 0xFFF == CONFIRMATION_MARK
+}
 
 impl RegistryAction {
     /// The request ID and content digest of the entry this action appends. Derived from what
     /// the action does, so the registry appends it at most once, and auditors can check it.
+    ///
+    /// A confirmation's ID starts with its registration's position (a UUIDv8: position in the
+    /// first 48 bits, the mark, then 62 bits of the digest), so successive confirmations sit
+    /// next to each other in the store's request index, as time-ordered UUIDv7 commands do. The
+    /// UUIDv5 used before spread them at random over an index of millions of IDs: every
+    /// confirmation cost the writer a page read from disk and a rewrite of a random page.
     pub fn request_id(&self) -> (uuid::Uuid, [u8; 32]) {
         use sha2::{Digest, Sha256};
-        let what = match self {
+        let what = self.what();
+        let digest: [u8; 32] = Sha256::digest(what.as_bytes()).into();
+        let id = match self {
+            RegistryAction::Bootstrap { .. } => {
+                uuid::Uuid::new_v5(&REGISTRY_NAMESPACE, what.as_bytes())
+            }
+            RegistryAction::AutoConfirm { registration, .. } => {
+                let low = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) as u128;
+                let bits = ((*registration as u128 & 0xFFFF_FFFF_FFFF) << 80)
+                    | (0x8 << 76)
+                    | (CONFIRMATION_MARK << 64)
+                    | (0b10 << 62)
+                    | (low & ((1 << 62) - 1));
+                uuid::Uuid::from_u128(bits)
+            }
+        };
+        (id, digest)
+    }
+
+    /// Whether `id` is this action's request ID: the current derivation, or the one of logs
+    /// written before 2026-12 ([`RegistryAction::legacy_request_id`]).
+    pub fn has_request_id(&self, id: &uuid::Uuid) -> bool {
+        self.request_id().0 == *id || self.legacy_request_id() == Some(*id)
+    }
+
+    /// The UUIDv5 that confirmations in logs written before 2026-12 carry (the digest is the
+    /// same), so that a retried registration from then still finds its confirmation.
+    pub fn legacy_request_id(&self) -> Option<uuid::Uuid> {
+        matches!(self, RegistryAction::AutoConfirm { .. })
+            .then(|| uuid::Uuid::new_v5(&REGISTRY_NAMESPACE, self.what().as_bytes()))
+    }
+
+    /// What the action does, as the text its digest is taken over.
+    fn what(&self) -> String {
+        match self {
             RegistryAction::Bootstrap { admins } => {
                 let mut fps: Vec<String> =
                     admins.iter().map(|(der, _)| keys::fingerprint_hex(der)).collect();
                 fps.sort();
                 format!("bootstrap:{}", fps.join(","))
             }
-            RegistryAction::AutoConfirm { fingerprint } => format!("auto-confirm:{fingerprint}"),
-        };
-        (
-            uuid::Uuid::new_v5(&REGISTRY_NAMESPACE, what.as_bytes()),
-            Sha256::digest(what.as_bytes()).into(),
-        )
+            RegistryAction::AutoConfirm { fingerprint, .. } => {
+                format!("auto-confirm:{fingerprint}")
+            }
+        }
     }
 }
 
@@ -640,8 +693,19 @@ fn decide_registry<S: State>(
                 })
                 .collect())
         }
-        RegistryAction::AutoConfirm { fingerprint } => {
-            confirm(fingerprint, "fingerprint", ctx, state)
+        RegistryAction::AutoConfirm { fingerprint, registration } => {
+            let events = confirm(fingerprint, "fingerprint", ctx, state)?;
+            // The action names the registration it confirms, and its request ID depends on it.
+            if !matches!(events.as_slice(),
+                [Event::KeyConfirmed { registration_position, .. }] if registration_position == registration)
+            {
+                return Err(Rejection::precondition(
+                    "registration",
+                    format!("entry {registration} is not the registration of key {fingerprint}"),
+                )
+                .into());
+            }
+            Ok(events)
         }
     }
 }
@@ -1696,5 +1760,89 @@ impl KeyAsOf<'_> {
             released_to: self.released_to().map(|o| o.to_string()).unwrap_or_default(),
             positions: self.positions(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter_key::Curve;
+
+    fn confirm_action(fingerprint: &str, registration: u64) -> RegistryAction {
+        RegistryAction::AutoConfirm { fingerprint: fingerprint.into(), registration }
+    }
+
+    /// A state holding one pending key, registered at `position`.
+    fn pending_key(fingerprint: &str, position: u64) -> MemoryState {
+        let registration = Registration {
+            fingerprint: fingerprint.into(),
+            curve: Curve::Secp256r1,
+            public_key: vec![1, 2, 3],
+            submitted_public_key: "010203".into(),
+            operator_id: OperatorId::parse("DE*ABC").expect("an operator ID"),
+            evse_ids: vec![EvseId::parse("DE*ABC*E1").expect("an EVSE ID")],
+            meter_serial: None,
+            gateway_serial: None,
+            manufacturer: "M".into(),
+            model: "X".into(),
+            effective_at: chrono::DateTime::UNIX_EPOCH,
+            predecessor: None,
+            sample_signed_meter_value: None,
+        };
+        let at = Stamp { position, recorded_at: chrono::DateTime::UNIX_EPOCH };
+        let mut state = MemoryState::default();
+        state.keys.insert(fingerprint.into(), KeyRecord::new(registration, at));
+        state
+    }
+
+    #[test]
+    fn confirmation_ids_are_ordered_by_registration_and_reserved() {
+        let fp = "ab".repeat(32);
+        let ids: Vec<uuid::Uuid> =
+            [1, 2, 1_000, 1 << 40].iter().map(|p| confirm_action(&fp, *p).request_id().0).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        for id in &ids {
+            assert!(is_reserved_request_id(id), "{id}");
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+        // Different keys confirmed for the same position still get different IDs.
+        assert_ne!(ids[0], confirm_action(&"cd".repeat(32), 1).request_id().0);
+        // Neither the command IDs clients make nor the bootstrap's are reserved.
+        assert!(!is_reserved_request_id(&uuid::Uuid::now_v7()));
+        let bootstrap = RegistryAction::Bootstrap { admins: vec![] }.request_id().0;
+        assert!(!is_reserved_request_id(&bootstrap));
+    }
+
+    #[test]
+    fn a_confirmation_keeps_its_digest_and_accepts_the_id_of_older_logs() {
+        let fp = "ab".repeat(32);
+        let action = confirm_action(&fp, 9);
+        let (id, digest) = action.request_id();
+        assert_eq!(digest, confirm_action(&fp, 10).request_id().1, "the digest names the key only");
+        let legacy = action.legacy_request_id().expect("confirmations had v5 IDs");
+        assert_eq!(legacy.get_version_num(), 5);
+        assert!(action.has_request_id(&id) && action.has_request_id(&legacy));
+        assert!(!action.has_request_id(&confirm_action(&fp, 10).request_id().0));
+        assert!(!action.has_request_id(&uuid::Uuid::now_v7()));
+        assert_eq!(RegistryAction::Bootstrap { admins: vec![] }.legacy_request_id(), None);
+    }
+
+    #[test]
+    fn a_confirmation_must_name_the_registration_it_confirms() {
+        let fp = "ab".repeat(32);
+        let state = pending_key(&fp, 4);
+        let ctx = DecideContext {
+            now: chrono::DateTime::UNIX_EPOCH,
+            published_size: 10,
+            policy: Policy::default(),
+        };
+        let right = decide(&Proposal::Registry(confirm_action(&fp, 4)), &ctx, &state);
+        assert!(
+            matches!(right.as_deref(), Ok([Event::KeyConfirmed { registration_position: 4, .. }])),
+            "{right:?}"
+        );
+        let wrong = decide(&Proposal::Registry(confirm_action(&fp, 3)), &ctx, &state);
+        let Err(DecideError::Rejected(r)) = wrong else { panic!("{wrong:?}") };
+        assert_eq!(r.field.as_deref(), Some("registration"));
     }
 }

@@ -295,7 +295,7 @@ impl Replayer {
                         "a registry entry with events the registry does not write itself",
                     )
                 })?;
-                if action.request_id().0 != body.request_id {
+                if !action.has_request_id(&body.request_id) {
                     return Err(ReplayError::at(
                         position,
                         "the registry entry's request ID is not the one derived from its action",
@@ -383,8 +383,11 @@ fn registry_action(events: &[Event]) -> Option<RegistryAction> {
         return Some(RegistryAction::Bootstrap { admins });
     }
     match events {
-        [Event::KeyConfirmed { fingerprint, .. }] => {
-            Some(RegistryAction::AutoConfirm { fingerprint: fingerprint.clone() })
+        [Event::KeyConfirmed { fingerprint, registration_position, .. }] => {
+            Some(RegistryAction::AutoConfirm {
+                fingerprint: fingerprint.clone(),
+                registration: *registration_position,
+            })
         }
         _ => None,
     }

@@ -293,7 +293,7 @@ impl Commands {
     ) -> Result<Submitted, CommandError> {
         let entry = self.reader.entry(position)?;
         let confirmation = match (self.settings.confirm_policy, registered_key(&command.action)) {
-            (ConfirmPolicy::Auto, Some(fp)) => self.auto_confirm(fp).await?,
+            (ConfirmPolicy::Auto, Some(fp)) => self.auto_confirm(fp, position).await?,
             _ => None,
         };
         // The registration to prove is the command's own entry (the new key of a replacement or
@@ -316,18 +316,30 @@ impl Commands {
         Ok(Submitted { position, duplicate, entry, confirmation, receipt })
     }
 
-    /// Confirms a published registration on the registry's own authority. `None` when the key is
-    /// no longer pending (rejected, ended, or confirmed by an administrator).
+    /// Confirms the published registration at `registration` on the registry's own authority.
+    /// `None` when the key is no longer pending (rejected, ended, or confirmed by an
+    /// administrator).
     async fn auto_confirm(
         &self,
         fingerprint: &str,
+        registration: u64,
     ) -> Result<Option<(u64, Vec<u8>)>, CommandError> {
-        let action = RegistryAction::AutoConfirm { fingerprint: fingerprint.to_string() };
+        let action =
+            RegistryAction::AutoConfirm { fingerprint: fingerprint.to_string(), registration };
         let (id, digest) = action.request_id();
+        let legacy = action.legacy_request_id();
         let proposal = Proposal::Registry(action);
         match self.append(id, digest, proposal).await {
             Ok((position, _)) => Ok(Some((position, self.reader.entry(position)?))),
             Err(CommandError::Rejected(r)) => {
+                // Confirmed before request IDs were ordered (a retried registration from then).
+                if let Some(earlier) =
+                    legacy.map(|l| self.reader.request(&l)).transpose()?.flatten()
+                {
+                    if earlier.digest == digest {
+                        return Ok(Some((earlier.position, self.reader.entry(earlier.position)?)));
+                    }
+                }
                 tracing::debug!(%fingerprint, reason = %r, "registration not confirmed automatically");
                 Ok(None)
             }
@@ -372,7 +384,7 @@ impl Commands {
         let pending = Projection::new(store.as_ref()).pending()?;
         let mut confirmed = 0;
         for (fp, registered) in pending.into_iter().filter(|(_, p)| *p < size) {
-            if self.auto_confirm(&fp).await?.is_some() {
+            if self.auto_confirm(&fp, registered).await?.is_some() {
                 tracing::info!(fingerprint = %fp, registration = registered, "confirmed a pending registration");
                 confirmed += 1;
             }
