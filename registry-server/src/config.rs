@@ -38,7 +38,8 @@ pub struct Config {
     /// The checkpoint origin (and signed-note key name). Fixed at first start; defaults to
     /// `keyregistry.local/<registry key ID>`.
     pub origin: Option<String>,
-    /// Seconds a graceful shutdown may take before the server exits anyway.
+    /// Seconds open requests may take to finish once a shutdown begins; then they are closed.
+    /// Closing the log (queued appends, the projection snapshot) is waited for in any case.
     pub shutdown_timeout_secs: u64,
     /// sled page cache in MiB.
     pub cache_mib: u64,

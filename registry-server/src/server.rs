@@ -456,10 +456,19 @@ async fn run<M: Machine>(
         }
     };
     // The services (and their appenders) are gone with the server; the writer now commits what
-    // is queued and stops.
-    let closing = tokio::task::spawn_blocking(move || log.close());
-    if tokio::time::timeout(grace, closing).await.is_err() {
-        tracing::warn!("the log writer did not stop within the shutdown timeout");
+    // is queued and stops, and the projections are written to their snapshot. That is waited
+    // for however long it takes: giving up would not end the process sooner (the runtime waits
+    // for its blocking tasks) and a kill meanwhile loses nothing acknowledged, only makes the
+    // next start replay the log since the last snapshot.
+    let mut closing = tokio::task::spawn_blocking(move || log.close());
+    if tokio::time::timeout(grace, &mut closing).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "the log is still closing (committing queued appends, writing the projection snapshot); waiting for it"
+        );
+        if closing.await.is_err() {
+            tracing::error!("closing the log panicked");
+        }
     }
     tracing::info!("stopped");
     match result {
