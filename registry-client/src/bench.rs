@@ -115,6 +115,44 @@ pub struct Report {
     pub group_commits: Option<u64>,
     pub mean_group_commit: Option<f64>,
     pub largest_group_commit: Option<u64>,
+    /// Per cent of the machine's CPU time the hypervisor gave to others during the run ("steal"
+    /// in `/proc/stat`); `None` where that is not readable. A run with much steal measured a
+    /// smaller machine: on the shared VMs these figures come from, it is what moves a figure
+    /// by 2× between runs of the same code.
+    pub cpu_steal_pct: Option<f64>,
+}
+
+/// The machine's CPU time counters: (steal, total) in clock ticks, from the first line of
+/// `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub steal: u64,
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// The counters now; `None` where `/proc/stat` is missing or not in the expected form.
+    pub fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Parses `/proc/stat` (see proc(5)): "cpu user nice system idle iowait irq softirq steal
+    /// guest guest_nice". Guest time is already counted in user and nice, so the total is the
+    /// first eight fields.
+    pub fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().next()?;
+        let mut fields = line.split_ascii_whitespace();
+        (fields.next()? == "cpu").then_some(())?;
+        let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        (ticks.len() == 8).then(|| Self { steal: ticks[7], total: ticks.iter().sum() })
+    }
+
+    /// Per cent of the time between `self` and `later` that was stolen.
+    pub fn steal_pct_until(&self, later: &CpuTimes) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|t| *t > 0)?;
+        let steal = later.steal.checked_sub(self.steal)?;
+        Some(100.0 * steal as f64 / total as f64)
+    }
 }
 
 /// The test fleet: its operator's key and size.
@@ -341,6 +379,7 @@ pub async fn run(
     let before = clients[0].0.registry_info().await?.writer;
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let cpu_before = CpuTimes::now();
     let started = Instant::now();
     let deadline = started + settings.duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -383,6 +422,7 @@ pub async fn run(
         histogram.add(h).map_err(|e| ClientError::Input(format!("merging latencies: {e}")))?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_steal_pct = cpu_before.zip(CpuTimes::now()).and_then(|(b, a)| b.steal_pct_until(&a));
     let after = clients[0].0.registry_info().await?.writer;
     let writes = matches!(workload, Workload::Register | Workload::Mixed);
     let commits = before.zip(after).filter(|_| writes).map(|(b, a)| {
@@ -414,6 +454,7 @@ pub async fn run(
         group_commits: commits.map(|c| c.0),
         mean_group_commit: commits.map(|c| c.1 as f64 / c.0.max(1) as f64),
         largest_group_commit: commits.map(|c| c.2),
+        cpu_steal_pct,
     })
 }
 
@@ -526,5 +567,33 @@ pub fn crypto_ceilings(duration: Duration) -> CryptoCeilings {
         p256_verify_rustcrypto_per_sec: rust_crypto,
         p256_sign_per_sec: sign,
         sha256_bytes_per_sec: hashes * block.len() as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str =
+        "cpu  1211580 0 252239 5495208 20666 0 19894 120706 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+
+    #[test]
+    fn steal_is_the_share_of_all_cpu_time_between_two_readings() {
+        let before = CpuTimes::parse(STAT).expect("a cpu line");
+        assert_eq!(before.steal, 120_706);
+        assert_eq!(before.total, 1_211_580 + 252_239 + 5_495_208 + 20_666 + 19_894 + 120_706);
+        let later = CpuTimes { steal: before.steal + 30, total: before.total + 100 };
+        assert_eq!(before.steal_pct_until(&later), Some(30.0));
+        // No time passed, or the counters went backwards: no figure rather than a wrong one.
+        assert_eq!(before.steal_pct_until(&before), None);
+        assert_eq!(later.steal_pct_until(&before), None);
+    }
+
+    #[test]
+    fn a_stat_file_of_another_shape_gives_no_figure() {
+        assert_eq!(CpuTimes::parse(""), None);
+        assert_eq!(CpuTimes::parse("intr 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(CpuTimes::parse("cpu 1 2 3"), None);
+        assert_eq!(CpuTimes::parse("cpu 1 2 3 4 5 6 7 x"), None);
     }
 }

@@ -420,6 +420,9 @@ pub fn bench_report(r: &crate::bench::Report) {
     if let (Some(commits), Some(mean)) = (r.group_commits, r.mean_group_commit) {
         println!("  writer: {commits} group commits, {mean:.1} entries each on average");
     }
+    if let Some(steal) = r.cpu_steal_pct {
+        println!("  CPU steal during the run: {steal:.1} % of the machine");
+    }
     if let Some(e) = &r.first_error {
         println!("  first error: {e}");
     }

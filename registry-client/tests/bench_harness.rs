@@ -62,6 +62,28 @@ fn the_benchmark_harness_fills_every_row_of_the_table_at_toy_size() {
             "ceiling {ceiling:?} missing or not measured in\n{text}"
         );
     }
+    // Each run says how much of the machine the hypervisor took meanwhile (where /proc/stat is).
+    let steal = text
+        .split("## CPU steal during each run")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no CPU steal section in\n{text}"));
+    let row = steal
+        .lines()
+        .find(|l| l.starts_with("| register |"))
+        .unwrap_or_else(|| panic!("no steal row for register in\n{steal}"));
+    let cells: Vec<&str> =
+        row.split('|').map(str::trim).filter(|c| !c.is_empty()).skip(1).collect();
+    assert_eq!(cells.len(), 3, "one cell per run: {row}");
+    if std::path::Path::new("/proc/stat").exists() {
+        for cell in cells {
+            let pct: f64 = cell
+                .trim_end_matches('%')
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("a per cent figure, not {cell:?}"));
+            assert!((0.0..=100.0).contains(&pct), "{row}");
+        }
+    }
     for scale in ["server start-up with", "database on disk", "peak RSS"] {
         assert!(text.contains(scale), "{scale:?} missing in\n{text}");
     }

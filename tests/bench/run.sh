@@ -41,6 +41,15 @@ repeats=3
 
 say() { echo "== $*" >&2; }
 
+# The machine's CPU counters now: "steal total" in clock ticks (proc(5); empty where unreadable).
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat 2>/dev/null; }
+# Per cent of the time between two cpu_ticks readings that the hypervisor stole, or "n/a".
+steal_between() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        if (y[2] > x[2]) printf "%.1f %%", 100 * (y[1] - x[1]) / (y[2] - x[2]); else print "n/a" }'
+}
+ticks_at_start="$(cpu_ticks)"
+
 # What is measured, read before anything is built or written: the report itself (written at
 # the end into the repository) must not count as an uncommitted change.
 commit="$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -342,6 +351,21 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
     echo "| --- | --- | --- | --- |"
     for w in empty check check-basic check-batch check-batch-basic verify-ocmf verify-ocmf-500 register mixed; do
         echo "| $w | $(ratio "$(field_median "$w" p50_us)" 1000) ms | $(ratio "$(field_median "$w" p99_us)" 1000) ms | $(ratio "$(field_median "$w" p999_us)" 1000) ms |"
+    done
+    echo
+    echo "## CPU steal during each run"
+    echo
+    echo "The share of the machine's CPU time the hypervisor gave to other guests while the run lasted (\`/proc/stat\`). A run with much steal measured a smaller machine; the medians above include every run. Over the whole script: $(steal_between "$ticks_at_start" "$(cpu_ticks)")."
+    echo
+    echo "| workload |$(for i in $(seq 1 "$repeats"); do printf ' run %s |' "$i"; done)"
+    echo "| --- |$(for i in $(seq 1 "$repeats"); do printf ' --- |'; done)"
+    for w in empty check check-basic check-batch check-batch-basic verify-ocmf verify-ocmf-500 register mixed; do
+        printf '| %s |' "$w"
+        for i in $(seq 1 "$repeats"); do
+            v="$(json_num "$work/$w-$i.json" cpu_steal_pct)"
+            if [ -n "$v" ]; then printf ' %.1f %% |' "$v"; else printf ' n/a |'; fi
+        done
+        echo
     done
     echo
     echo "## Ceilings measured in the same run"
