@@ -133,6 +133,23 @@ async fn each_mistake_is_named_and_nothing_is_appended() {
         refused(&f, &op, &backwards, Code::FailedPrecondition, "deactivate_key.effective_at").await;
     assert!(e.to_string().contains("never go backwards"), "{e}");
 
+    // The request ID the registry will give the confirmation of the next registration.
+    let next = f.log_size();
+    let reserved = registry_proto::lifecycle::RegistryAction::AutoConfirm {
+        fingerprint: meter_key().fingerprint_hex(),
+        registration: next,
+    }
+    .request_id()
+    .0;
+    let bytes = registry_client::command_bytes_with(
+        &register(&spki_hex(&meter_key()), "DE*ABC*E6", "2026-01-01T00:00:00Z"),
+        reserved,
+        chrono::Utc::now(),
+    );
+    let err = f.client.submit_signed(SignedCommand::sign(bytes, &op)).await.unwrap_err();
+    let e = check(&f, err, next, Code::InvalidArgument, "request_id");
+    assert!(e.to_string().contains("reserves"), "{e}");
+
     // The same request ID with other content.
     let id = uuid::Uuid::now_v7();
     let now = chrono::Utc::now();

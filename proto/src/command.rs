@@ -332,12 +332,6 @@ impl Command {
         if request_id.is_nil() {
             return Err(EventError::new("request_id", "must not be the nil UUID"));
         }
-        if crate::lifecycle::is_reserved_request_id(&request_id) {
-            return Err(EventError::new(
-                "request_id",
-                "is a UUIDv8 of the form the registry reserves for its own confirmations",
-            ));
-        }
         let issued_at = opt_time(&c.issued_at, "issued_at")?
             .ok_or_else(|| EventError::new("issued_at", "must be set"))?;
         let action = c.action.as_ref().ok_or_else(|| EventError::new("action", "must be set"))?;
@@ -474,32 +468,23 @@ mod tests {
         }
     }
 
-    /// The request ID the registry would give the confirmation of a registration at entry 7.
-    fn confirmation_id() -> uuid::Uuid {
-        crate::lifecycle::RegistryAction::AutoConfirm {
+    #[test]
+    fn a_command_with_a_confirmation_shaped_id_still_decodes() {
+        // Logs written before such IDs were reserved may hold one; replay and retries decode it
+        // (the registry refuses it for new commands only).
+        let id = crate::lifecycle::RegistryAction::AutoConfirm {
             fingerprint: "ab".repeat(32),
             registration: 7,
         }
         .request_id()
-        .0
-    }
-
-    #[test]
-    fn a_command_cannot_take_the_request_id_of_a_future_confirmation() {
+        .0;
         let key = P256KeyPair::generate().public_key_pem();
-        let command = pb::Command {
-            request_id: confirmation_id().to_string(),
+        let c = Command::from_pb(&pb::Command {
+            request_id: id.to_string(),
             ..register(&key, "DE*ABC*E1")
-        };
-        let err = Command::from_pb(&command).unwrap_err();
-        assert_eq!(err.field, "request_id");
-        assert!(err.to_string().contains("reserves"), "{err}");
-        // Other UUIDv8s stay the client's to use.
-        let other = uuid::Uuid::from_u128(0x1234_5678_9abc_8def_8123_4567_89ab_cdef);
-        assert_eq!(other.get_version_num(), 8);
-        assert!(
-            Command::from_pb(&pb::Command { request_id: other.to_string(), ..command }).is_ok()
-        );
+        })
+        .unwrap();
+        assert_eq!(c.request_id, id);
     }
 
     #[test]
@@ -535,13 +520,6 @@ mod tests {
             (register("04abcd", "DE*ABC*E1"), "register_key.key.public_key"),
             (
                 pb::Command { request_id: "nope".into(), ..register(&key, "DE*ABC*E1") },
-                "request_id",
-            ),
-            (
-                pb::Command {
-                    request_id: confirmation_id().to_string(),
-                    ..register(&key, "DE*ABC*E1")
-                },
                 "request_id",
             ),
             (pb::Command { issued_at: None, ..register(&key, "DE*ABC*E1") }, "issued_at"),

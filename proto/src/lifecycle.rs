@@ -509,12 +509,12 @@ const REGISTRY_NAMESPACE: uuid::Uuid =
 /// confirmation IDs; operators' commands may not use such IDs (see [`is_reserved_request_id`]).
 const CONFIRMATION_MARK: u128 = 0xAC1;
 
-/// Whether a request ID has the shape of the registry's own confirmation IDs. Commands are
-/// refused such IDs, so no operator can take the ID of a confirmation before the registry
-/// writes it (which would keep the key pending).
+/// Whether a request ID has the shape of the registry's own confirmation IDs (version 8, the
+/// mark, the RFC 9562 variant). New commands are refused such IDs, so no operator can take the
+/// ID of a confirmation before the registry writes it (which would keep the key pending).
 pub fn is_reserved_request_id(id: &uuid::Uuid) -> bool {
     let v = id.as_u128();
-    id.get_version_num() == 8 && (v >> 64) & 0xFFF == CONFIRMATION_MARK
+    id.get_version_num() == 8 && (v >> 64) & 0xFFF == CONFIRMATION_MARK && (v >> 62) & 0b11 == 0b10
 }
 
 impl RegistryAction {
@@ -535,6 +535,8 @@ impl RegistryAction {
                 uuid::Uuid::new_v5(&REGISTRY_NAMESPACE, what.as_bytes())
             }
             RegistryAction::AutoConfirm { registration, .. } => {
+                // 2^48 entries is far beyond any log; past it the IDs would stop being ordered.
+                debug_assert!(*registration < 1 << 48, "registration position {registration}");
                 let low = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) as u128;
                 let bits = ((*registration as u128 & 0xFFFF_FFFF_FFFF) << 80)
                     | (0x8 << 76)
@@ -1807,6 +1809,9 @@ mod tests {
         }
         // Different keys confirmed for the same position still get different IDs.
         assert_ne!(ids[0], confirm_action(&"cd".repeat(32), 1).request_id().0);
+        // The variant is part of the shape: the same bits with another variant are not reserved.
+        let other_variant = uuid::Uuid::from_u128(ids[0].as_u128() ^ (0b11 << 62));
+        assert!(!is_reserved_request_id(&other_variant));
         // Neither the command IDs clients make nor the bootstrap's are reserved.
         assert!(!is_reserved_request_id(&uuid::Uuid::now_v7()));
         let bootstrap = RegistryAction::Bootstrap { admins: vec![] }.request_id().0;

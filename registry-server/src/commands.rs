@@ -235,7 +235,18 @@ impl Commands {
             )
             .into());
         }
-        Command::decode(&envelope.command).map_err(|e| Rejection::invalid(&e.field, e.rule).into())
+        let command =
+            Command::decode(&envelope.command).map_err(|e| Rejection::invalid(&e.field, e.rule))?;
+        // Refused here, for new commands only, not in decoding: a log written before these IDs
+        // were reserved may hold a command with one, and it must still replay and be retried.
+        if registry_proto::lifecycle::is_reserved_request_id(&command.request_id) {
+            return Err(Rejection::invalid(
+                "request_id",
+                "is a UUIDv8 of the form the registry reserves for its own confirmations",
+            )
+            .into());
+        }
+        Ok(command)
     }
 
     /// What follows the checks: a retry returns the original result, a new command must be
