@@ -38,8 +38,9 @@ pub struct Config {
     /// The checkpoint origin (and signed-note key name). Fixed at first start; defaults to
     /// `keyregistry.local/<registry key ID>`.
     pub origin: Option<String>,
-    /// Seconds open requests may take to finish once a shutdown begins; then they are closed.
-    /// Closing the log (queued appends, the projection snapshot) is waited for in any case.
+    /// Seconds open requests may take to finish once a shutdown begins (then they are closed),
+    /// and again for the log to close; the process still exits only once the log has closed
+    /// (queued appends, the projection snapshot).
     pub shutdown_timeout_secs: u64,
     /// sled page cache in MiB.
     pub cache_mib: u64,

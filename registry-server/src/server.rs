@@ -456,19 +456,19 @@ async fn run<M: Machine>(
         }
     };
     // The services (and their appenders) are gone with the server; the writer now commits what
-    // is queued and stops, and the projections are written to their snapshot. That is waited
-    // for however long it takes: giving up would not end the process sooner (the runtime waits
-    // for its blocking tasks) and a kill meanwhile loses nothing acknowledged, only makes the
-    // next start replay the log since the last snapshot.
-    let mut closing = tokio::task::spawn_blocking(move || log.close());
-    if tokio::time::timeout(grace, &mut closing).await.is_err() {
-        tracing::warn!(
+    // is queued and stops, and the projections are written to their snapshot. This wait is
+    // bounded too: connections still open hold appenders, and only the runtime's shutdown,
+    // after this returns, ends their tasks. The runtime then still waits for the close (its
+    // blocking task) before the process exits; a kill meanwhile loses nothing acknowledged, it
+    // only makes the next start replay the log since the last snapshot.
+    let closing = tokio::task::spawn_blocking(move || log.close());
+    match tokio::time::timeout(grace, closing).await {
+        Ok(Err(e)) => tracing::error!(error = %e, "closing the log failed"),
+        Ok(Ok(())) => {}
+        Err(_) => tracing::warn!(
             ?grace,
-            "the log is still closing (committing queued appends, writing the projection snapshot); waiting for it"
-        );
-        if closing.await.is_err() {
-            tracing::error!("closing the log panicked");
-        }
+            "the log has not closed within the shutdown timeout; the process exits once it has (queued appends, the projection snapshot)"
+        ),
     }
     tracing::info!("stopped");
     match result {
