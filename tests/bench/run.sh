@@ -42,7 +42,7 @@ repeats=3
 say() { echo "== $*" >&2; }
 
 # The machine's CPU counters now: "steal total" in clock ticks (proc(5); empty where unreadable).
-cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat 2>/dev/null; }
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat 2>/dev/null || true; }
 # Per cent of the time between two cpu_ticks readings that the hypervisor stole, or "n/a".
 steal_between() {
     awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
@@ -362,7 +362,7 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
     for w in empty check check-basic check-batch check-batch-basic verify-ocmf verify-ocmf-500 register mixed; do
         printf '| %s |' "$w"
         for i in $(seq 1 "$repeats"); do
-            v="$(json_num "$work/$w-$i.json" cpu_steal_pct)"
+            v="$(json_num "$work/$w-$i.json" cpu_steal_pct || true)"
             if [ -n "$v" ]; then printf ' %.1f %% |' "$v"; else printf ' n/a |'; fi
         done
         echo
