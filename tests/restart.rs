@@ -146,3 +146,63 @@ async fn a_store_from_before_projections_v2_is_rebuilt_at_start() {
     assert_eq!(verdict_name(&v), "VALID");
     assert_eq!(v.fingerprint, meter.fingerprint_hex());
 }
+
+/// A log from before confirmation IDs were ordered holds confirmations under UUIDv5 IDs; a
+/// registration retried on today's registry must still get that confirmation back, not none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_finds_a_confirmation_written_under_the_old_request_id() {
+    use registry_proto::lifecycle::{Proposal, RegistryAction};
+    use registry_server::commands::ConfirmPolicy;
+    use registry_server::machine::Job;
+
+    // Manual confirmation, so the confirmation below is the only one.
+    let f = Fixture::start_with(ConfirmPolicy::Manual).await;
+    let op = f.operator("DE*ABC").await;
+    let meter = meter_key();
+    let signed = SignedCommand::sign(command_bytes(&register(&spki_hex(&meter), "DE*ABC*E1")), &op);
+    let first = f.client.submit_signed(signed.clone()).await.expect("registration accepted");
+    assert_eq!(first.confirmation_position, 0, "not confirmed under the manual policy");
+
+    // Confirmed the way a registry before the change did: the same action under its UUIDv5.
+    let action = RegistryAction::AutoConfirm {
+        fingerprint: meter.fingerprint_hex(),
+        registration: first.position,
+    };
+    let (_, digest) = action.request_id();
+    let legacy = action.legacy_request_id().expect("confirmations had v5 IDs");
+    let mut attempts = 0;
+    let confirmed = loop {
+        let job = Job { request_id: legacy, proposal: Proposal::Registry(action.clone()) };
+        match f.registry.server.appender().append(legacy, digest, job).await {
+            Ok(a) => break a.position,
+            // Refused until a signed checkpoint covers the registration.
+            Err(_) if attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the confirmation was never appended: {e:?}"),
+        }
+    };
+
+    let Fixture { registry, client, admin: _ } = f;
+    drop(client);
+    registry.server.shutdown();
+    registry.server.wait().await.expect("clean stop");
+    let config = registry_server::config::Config {
+        confirm_policy: ConfirmPolicy::Auto,
+        ..registry.config.clone()
+    };
+    let again =
+        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+            .await
+            .expect("restarts");
+    let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))
+        .await
+        .expect("client connects");
+    let retry = client.submit_signed(signed).await.expect("the retry is answered");
+    assert!(retry.duplicate);
+    assert_eq!(retry.position, first.position);
+    assert_eq!(retry.confirmation_position, confirmed, "the confirmation under the old ID");
+    assert!(retry.receipt.is_some(), "with a receipt");
+    assert_eq!(again.reader().head().size, confirmed + 1, "nothing appended for the retry");
+}

@@ -338,14 +338,15 @@ impl Commands {
         let action =
             RegistryAction::AutoConfirm { fingerprint: fingerprint.to_string(), registration };
         let (id, digest) = action.request_id();
-        let legacy = action.legacy_request_id();
-        let proposal = Proposal::Registry(action);
-        match self.append(id, digest, proposal).await {
+        match self.append(id, digest, Proposal::Registry(action.clone())).await {
             Ok((position, _)) => Ok(Some((position, self.reader.entry(position)?))),
             Err(CommandError::Rejected(r)) => {
                 // Confirmed before request IDs were ordered (a retried registration from then).
-                if let Some(earlier) =
-                    legacy.map(|l| self.reader.request(&l)).transpose()?.flatten()
+                if let Some(earlier) = action
+                    .legacy_request_id()
+                    .map(|l| self.reader.request(&l))
+                    .transpose()?
+                    .flatten()
                 {
                     if earlier.digest == digest {
                         return Ok(Some((earlier.position, self.reader.entry(earlier.position)?)));

@@ -312,6 +312,9 @@ fi
 
 # --- the table ---------------------------------------------------------------------------------
 
+# The names the bench calls above kept their reports under, in the order of the tables.
+workloads="empty check check-basic check-batch check-batch-basic verify-ocmf verify-ocmf-500 register mixed"
+
 med() { echo "$1" | cut -d' ' -f1; }
 ring_all=$(awk -v r="$(med "$ring")" -v c="$cores" 'BEGIN { print r * c }')
 row "Durable signed registrations, $concurrency clients" "$register" "/s" "bare sled, batch $commit_batch, 1 key/entry (entries/s ÷ 2)" \
@@ -349,7 +352,7 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
     echo
     echo "| workload | p50 | p99 | p99.9 |"
     echo "| --- | --- | --- | --- |"
-    for w in empty check check-basic check-batch check-batch-basic verify-ocmf verify-ocmf-500 register mixed; do
+    for w in $workloads; do
         echo "| $w | $(ratio "$(field_median "$w" p50_us)" 1000) ms | $(ratio "$(field_median "$w" p99_us)" 1000) ms | $(ratio "$(field_median "$w" p999_us)" 1000) ms |"
     done
     echo
@@ -359,7 +362,7 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
     echo
     echo "| workload |$(for i in $(seq 1 "$repeats"); do printf ' run %s |' "$i"; done)"
     echo "| --- |$(for i in $(seq 1 "$repeats"); do printf ' --- |'; done)"
-    for w in empty check check-basic check-batch check-batch-basic verify-ocmf verify-ocmf-500 register mixed; do
+    for w in $workloads; do
         printf '| %s |' "$w"
         for i in $(seq 1 "$repeats"); do
             v="$(json_num "$work/$w-$i.json" cpu_steal_pct || true)"
