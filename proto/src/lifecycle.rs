@@ -390,7 +390,7 @@ pub type IndexGroup = Arc<[(String, u64)]>;
 /// Write access to the projections, for [`apply`].
 pub trait StateMut: State {
     /// Stores a key record.
-    fn put_key(&mut self, record: &KeyRecord) -> Result<(), Self::Error>;
+    fn put_key(&mut self, record: KeyRecord) -> Result<(), Self::Error>;
     /// Adds a key to an index.
     fn add_to_index(
         &mut self,
@@ -1519,7 +1519,7 @@ fn apply_event<S: StateMut>(
             if state.key(&r.fingerprint).map_err(s)?.is_some() {
                 return Err(bad(format!("key {} is registered twice", r.fingerprint)));
             }
-            state.put_key(&KeyRecord::new(r.clone(), at)).map_err(s)?;
+            state.put_key(KeyRecord::new(r.clone(), at)).map_err(s)?;
             for e in &r.evse_ids {
                 state
                     .add_to_index(IdentifierKind::Evse, e.as_str(), &r.fingerprint, position)
@@ -1590,7 +1590,7 @@ fn apply_event<S: StateMut>(
                 _ => unreachable!("handled above"),
             };
             record.history.push(KeyEvent { at, change });
-            state.put_key(&record).map_err(s)?;
+            state.put_key(record).map_err(s)?;
         }
     }
     Ok(())
@@ -1659,8 +1659,8 @@ impl State for MemoryState {
 }
 
 impl StateMut for MemoryState {
-    fn put_key(&mut self, record: &KeyRecord) -> Result<(), Self::Error> {
-        self.keys.insert(record.fingerprint().to_string(), record.clone());
+    fn put_key(&mut self, record: KeyRecord) -> Result<(), Self::Error> {
+        self.keys.insert(record.fingerprint().to_string(), record);
         Ok(())
     }
     fn add_to_index(

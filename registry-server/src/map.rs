@@ -121,6 +121,31 @@ impl MapBuckets {
             .collect()
     }
 
+    /// The buckets holding exactly `latest` (a rebuild's result): each bucket sorted once
+    /// instead of one insertion per update.
+    pub fn from_latest(latest: impl IntoIterator<Item = (Identifier, u64)>) -> Self {
+        let mut buckets = Self::empty();
+        for (identifier, position) in latest {
+            let key = map::key(&identifier);
+            let index = map::bucket_of(&key);
+            buckets.leaves[usize::from(index)].push((key, position));
+            buckets.dirty.insert(index);
+        }
+        for leaves in &mut buckets.leaves {
+            leaves.sort_unstable_by_key(|leaf| leaf.0);
+        }
+        buckets
+    }
+
+    /// The records of the buckets that hold something, in key order, as
+    /// [`MapBuckets::write_changed`] writes them.
+    pub fn into_records(self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+        (0..=u16::MAX)
+            .zip(self.leaves)
+            .filter(|(_, leaves)| !leaves.is_empty())
+            .map(|(index, leaves)| (index.to_be_bytes().to_vec(), encode(&leaves)))
+    }
+
     /// The tree over every bucket's hash.
     pub fn tree(&self) -> MapTree {
         MapTree::from_bucket_hashes(|i| map::bucket_hash(i, &self.leaves[usize::from(i)]))

@@ -19,7 +19,9 @@ use uuid::Uuid;
 use super::layered::LayeredStore;
 use super::memory::MemoryStore;
 use super::sled::{SledOptions, SledStore};
-use super::{Keyspace, LogStore, ProjectionWrite, RequestRecord, StoreError, WriteBatch};
+use super::{
+    Keyspace, LOAD_BATCH, LogStore, ProjectionWrite, RequestRecord, StoreError, WriteBatch,
+};
 use crate::log::{AppendError, Log, LogOptions, OpenError, RawBodies, system_clock};
 
 /// Opens stores by name; opening a name again after every handle to it is dropped re-opens the
@@ -88,6 +90,7 @@ pub(crate) fn run_all(f: &mut dyn Factory) {
     a_batch_reads_back_as_written(f);
     prefix_scans_stay_inside_their_prefix(f);
     a_projection_walk_sees_exactly_its_keyspace_in_order(f);
+    cleared_projections_take_a_rebuilds_records_and_keep_them_after_reopen(f);
     appends_get_gap_free_positions_and_a_verifying_tree(f);
     a_retry_with_the_same_request_id_returns_the_original_position(f);
     idempotency_holds_across_close_and_reopen(f);
@@ -240,6 +243,53 @@ fn a_projection_walk_sees_exactly_its_keyspace_in_order(f: &mut dyn Factory) {
     });
     assert!(matches!(stopped, Err(StoreError::Corrupt(m)) if m == "stop"));
     assert_eq!(calls, 1);
+}
+
+fn cleared_projections_take_a_rebuilds_records_and_keep_them_after_reopen(f: &mut dyn Factory) {
+    let walk = |s: &dyn LogStore, ks: &'static str| {
+        let mut seen = Vec::new();
+        s.for_each(Keyspace(ks), &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        seen
+    };
+    let put = |ks: &'static str, k: &[u8]| ProjectionWrite {
+        keyspace: Keyspace(ks),
+        key: k.to_vec(),
+        value: Some(b"old".to_vec()),
+    };
+    // More than one batch of the default way, then a second keyspace.
+    let loaded: Vec<(Vec<u8>, Vec<u8>)> = (0..LOAD_BATCH as u32 + 7)
+        .map(|i| (i.to_be_bytes().to_vec(), i.to_string().into_bytes()))
+        .collect();
+    let records = || {
+        let p = loaded.iter().map(|(k, v)| (Keyspace("p"), k.clone(), v.clone()));
+        p.chain(std::iter::once((Keyspace("q"), b"z".to_vec(), b"last".to_vec())))
+    };
+    // Everything cleared (a rebuild), and a clear that keeps another keyspace.
+    for (name, kept) in [("load", None), ("load-kept", Some("kept"))] {
+        let s = f.open(name);
+        let mut old = vec![put("p", b"gone"), put("q", b"gone")];
+        old.extend(kept.map(|ks| put(ks, b"stays")));
+        s.write(WriteBatch { projections: old, projected_size: Some(0), ..Default::default() })
+            .unwrap();
+        s.sync().unwrap();
+        s.clear_projections(&[Keyspace("p"), Keyspace("q")]).unwrap();
+        s.load_projections(&mut records(), 0).unwrap();
+        s.sync().unwrap();
+        s.persist_projections().unwrap();
+        assert_eq!(walk(s.as_ref(), "p"), loaded, "{name}: loaded records read back in order");
+        drop(s);
+        let s = f.open(name);
+        assert_eq!(walk(s.as_ref(), "p"), loaded, "{name}: and survive a reopen");
+        assert_eq!(walk(s.as_ref(), "q"), vec![(b"z".to_vec(), b"last".to_vec())]);
+        if let Some(ks) = kept {
+            assert_eq!(walk(s.as_ref(), ks), vec![(b"stays".to_vec(), b"old".to_vec())]);
+        }
+        assert_eq!(s.projected_size().unwrap(), 0);
+    }
 }
 
 fn appends_get_gap_free_positions_and_a_verifying_tree(f: &mut dyn Factory) {

@@ -77,6 +77,9 @@ struct Shared {
     /// The background cut, if one was started: joined before the next and at the end.
     cutting: Mutex<Option<std::thread::JoinHandle<()>>>,
     min_cut: usize,
+    /// Bytes of the snapshot the last clear dropped: what the rebuilt one will about take, so
+    /// it is allocated once instead of doubling (and copying) its way there.
+    cleared_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// See the module documentation.
@@ -150,6 +153,7 @@ impl LayeredStore {
                 synced: Condvar::new(),
                 cutting: Mutex::new(None),
                 min_cut: min_cut.max(1),
+                cleared_bytes: Default::default(),
             }),
         })
     }
@@ -309,19 +313,35 @@ impl Shared {
             Box::new(base.iter_from(b"").map(|(k, v)| (k, Some(v)))),
         ])
         .filter_map(|(k, v)| v.map(|v| (k, v)));
-        let snapshot = Snapshot::build(size, last_leaf, records)?;
+        // At most this large (a frozen record may replace one of the base's).
+        let capacity = base.encoded_len()
+            + frozen
+                .iter()
+                .map(|(k, v)| 16 + k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+        let snapshot = Snapshot::build_with_capacity(size, last_leaf, records, capacity)?;
         drop((frozen, base));
         // The snapshot may only describe entries that survive a crash.
         self.wait_synced(size)?;
+        self.install_file(&snapshot, started)?;
+        Ok(snapshot)
+    }
+
+    /// Writes `snapshot` as the store's file (built from `started` on), durably.
+    fn install_file(
+        &self,
+        snapshot: &Snapshot,
+        started: std::time::Instant,
+    ) -> Result<(), StoreError> {
         snapshot.write(&self.path)?;
         tracing::info!(
-            size,
+            size = snapshot.size(),
             records = snapshot.len(),
             bytes = snapshot.encoded_len(),
             seconds = started.elapsed().as_secs_f64(),
             "projection snapshot written"
         );
-        Ok(snapshot)
+        Ok(())
     }
 
     /// Starts a background cut at `size` (the active layer is frozen already).
@@ -390,6 +410,15 @@ impl Layers {
         keep: impl Fn(&[u8]) -> bool,
         limit: usize,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.merged(from)
+            .take_while(|(k, _)| keep(k))
+            .filter_map(|(k, v)| v.map(|v| (k.to_vec(), v.to_vec())))
+            .take(limit)
+            .collect()
+    }
+
+    /// Every layer from `from` on, merged: the newest version of each key, tombstones included.
+    fn merged<'a>(&'a self, from: Bound<&'a [u8]>) -> Merged<'a> {
         fn layer<'a>(l: &'a Layer, from: Bound<&'a [u8]>) -> Source<'a> {
             Box::new(
                 l.range::<[u8], _>((from, Bound::Unbounded)).map(|(k, v)| (&k[..], v.as_deref())),
@@ -414,10 +443,6 @@ impl Layers {
         }
         sources.push(base);
         Merged::new(sources)
-            .take_while(|(k, _)| keep(k))
-            .filter_map(|(k, v)| v.map(|v| (k.to_vec(), v.to_vec())))
-            .take(limit)
-            .collect()
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -540,9 +565,14 @@ impl LogStore for LayeredStore {
         remove_durably(&self.shared.path)?;
         let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
         let dropped = |k: &[u8]| keyspaces.iter().any(|ks| k.starts_with(&full_key(*ks, b"")));
-        let kept = layers.range(Bound::Unbounded, |_| true, usize::MAX);
-        let kept = kept.iter().filter(|(k, _)| !dropped(k)).map(|(k, v)| (&k[..], &v[..]));
-        layers.base = Arc::new(Snapshot::build(0, [0; 32], kept)?);
+        let dropped_bytes = layers.base.encoded_len();
+        self.shared.cleared_bytes.store(dropped_bytes, std::sync::atomic::Ordering::Relaxed);
+        let kept = layers
+            .merged(Bound::Unbounded)
+            .filter(|(k, _)| !dropped(k))
+            .filter_map(|(k, v)| v.map(|v| (k, v)));
+        let base = Snapshot::build(0, [0; 32], kept)?;
+        layers.base = Arc::new(base);
         layers.active.clear();
         layers.frozen = None;
         layers.projected = None;
@@ -564,6 +594,38 @@ impl LogStore for LayeredStore {
         self.shared.layers.read().map_err(|_| poisoned())?.projected.ok_or_else(|| {
             StoreError::Corrupt("the projections are half rebuilt: rebuild them again".into())
         })
+    }
+
+    /// A rebuild's records become the base snapshot directly, written before it is swapped in:
+    /// through the active layer they would be copied into a tree and then merged into the
+    /// same snapshot anyway. Only when the clear kept other keyspaces do they take that way.
+    fn load_projections(
+        &self,
+        records: &mut dyn Iterator<Item = super::ProjectionRecord>,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        self.shared.join_cut()?;
+        let empty = {
+            let layers = self.shared.layers.read().map_err(|_| poisoned())?;
+            layers.active.is_empty() && layers.frozen.is_none() && layers.base.is_empty()
+        };
+        if !empty {
+            return super::load_in_batches(self, records, size);
+        }
+        let started = std::time::Instant::now();
+        let last_leaf = leaf_at(self.shared.inner.as_ref(), size)?;
+        let records = records.map(|(keyspace, key, value)| (full_key(keyspace, &key), value));
+        let hint = self.shared.cleared_bytes.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let snapshot = Snapshot::build_with_capacity(size, last_leaf, records, hint + hint / 8)?;
+        // As for every cut: the snapshot may only describe entries that survive a crash.
+        if self.shared.durability()?.synced < size {
+            self.shared.sync()?;
+        }
+        self.shared.install_file(&snapshot, started)?;
+        let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
+        layers.base = Arc::new(snapshot);
+        layers.projected = Some(size);
+        Ok(())
     }
 
     fn persist_projections(&self) -> Result<(), StoreError> {

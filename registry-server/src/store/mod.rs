@@ -59,6 +59,12 @@ pub struct RequestRecord {
 /// A projection record: key and value.
 pub type Record = (Vec<u8>, Vec<u8>);
 
+/// A projection record with its keyspace, as a rebuild produces them.
+pub type ProjectionRecord = (Keyspace, Vec<u8>, Vec<u8>);
+
+/// Records per write when [`LogStore::load_projections`] writes a rebuild's records.
+pub const LOAD_BATCH: usize = 50_000;
+
 /// What [`LogStore::for_each`] hands each record to: key and value; an error stops the walk.
 pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
@@ -147,6 +153,19 @@ pub trait LogStore: Send + Sync + 'static {
         self.size()
     }
 
+    /// Fills projections that [`LogStore::clear_projections`] has just emptied with a rebuild's
+    /// `records`, ascending by keyspace and then key, which reflect the first `size` entries.
+    /// This default writes them in batches of [`LOAD_BATCH`] records (no single batch holds
+    /// the engine's write lock, or a second copy of everything, for long); a store that keeps
+    /// projections in memory can take them in one piece.
+    fn load_projections(
+        &self,
+        records: &mut dyn Iterator<Item = ProjectionRecord>,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        load_in_batches(self, records, size)
+    }
+
     /// Makes the projections durable as they are now, so the next start replays nothing (at a
     /// clean stop and after a rebuild). Stores whose projections are durable with every sync
     /// have nothing to do.
@@ -156,6 +175,26 @@ pub trait LogStore: Send + Sync + 'static {
 }
 
 /// Big-endian key for a position, so keys sort in log order.
+/// [`LogStore::load_projections`] as plain writes of [`LOAD_BATCH`] records each.
+pub(crate) fn load_in_batches(
+    store: &(impl LogStore + ?Sized),
+    records: &mut dyn Iterator<Item = ProjectionRecord>,
+    size: u64,
+) -> Result<(), StoreError> {
+    loop {
+        let projections: Vec<_> = (&mut *records)
+            .take(LOAD_BATCH)
+            .map(|(keyspace, key, value)| ProjectionWrite { keyspace, key, value: Some(value) })
+            .collect();
+        let last = projections.len() < LOAD_BATCH;
+        let projected_size = last.then_some(size);
+        store.write(WriteBatch { projections, projected_size, ..Default::default() })?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
 pub(crate) fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()
 }

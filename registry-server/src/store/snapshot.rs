@@ -53,24 +53,38 @@ impl Snapshot {
 
     /// Builds a snapshot of `records` (keys strictly ascending) at log `size`, whose last
     /// entry has leaf hash `last_leaf`.
-    pub fn build<'a>(
+    pub fn build<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         size: u64,
         last_leaf: Hash,
-        records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        records: impl Iterator<Item = (K, V)>,
     ) -> Result<Self, StoreError> {
-        let mut bytes = Vec::with_capacity(HEADER);
+        Self::build_with_capacity(size, last_leaf, records, 0)
+    }
+
+    /// [`Snapshot::build`] into a buffer of `capacity` bytes to start with: at hundreds of
+    /// megabytes, growing by doubling costs copies and fresh pages.
+    pub fn build_with_capacity<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        size: u64,
+        last_leaf: Hash,
+        records: impl Iterator<Item = (K, V)>,
+        capacity: usize,
+    ) -> Result<Self, StoreError> {
+        let mut bytes = Vec::with_capacity(capacity.max(HEADER));
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&size.to_be_bytes());
         bytes.extend_from_slice(&last_leaf);
         bytes.extend_from_slice(&[0; 8]); // the count, once known
         let mut offsets = Vec::new();
-        let mut last: Option<&[u8]> = None;
+        // Where the previous key sits in `bytes`: records may be owned and gone by now.
+        let mut last: Option<std::ops::Range<usize>> = None;
         for (key, value) in records {
-            if last.is_some_and(|l| l >= key) {
+            let (key, value) = (key.as_ref(), value.as_ref());
+            if last.is_some_and(|l| &bytes[l] >= key) {
                 return Err(StoreError::Corrupt("snapshot records are not in key order".into()));
             }
-            last = Some(key);
-            offsets.push(bytes.len());
+            let at = bytes.len();
+            last = Some(at + 8..at + 8 + key.len());
+            offsets.push(at);
             bytes.extend_from_slice(&len32(key.len())?.to_be_bytes());
             bytes.extend_from_slice(&len32(value.len())?.to_be_bytes());
             bytes.extend_from_slice(key);

@@ -35,6 +35,9 @@ use crate::log::View;
 use crate::map::MapBuckets;
 use crate::store::{Keyspace, LogStore, Record, StoreError};
 
+mod rebuild;
+pub use rebuild::rebuild;
+
 const KEYS: Keyspace = Keyspace("keys");
 const INDEX: Keyspace = Keyspace("index");
 const OPERATORS: Keyspace = Keyspace("operators");
@@ -95,7 +98,7 @@ impl<'m, K> Projection<'m, K> {
     }
 
     /// Reads and records the latest entry per identifier in `buckets` instead of the bucket
-    /// records of `kv`: the writer's and a rebuild's decoded copy, which they write back once
+    /// records of `kv`: the writer's and a catch-up's decoded copy, which they write back once
     /// per batch or write-out ([`MapBuckets::write_changed`]).
     pub fn with_buckets(self, buckets: &'m mut MapBuckets) -> Self {
         Self { buckets: Some(buckets), ..self }
@@ -204,12 +207,13 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R>
 }
 
 impl StateMut for Projection<'_, &mut View<'_>> {
-    fn put_key(&mut self, record: &KeyRecord) -> Result<(), StoreError> {
+    fn put_key(&mut self, record: KeyRecord) -> Result<(), StoreError> {
+        let (key, value) = (record.fingerprint().as_bytes().to_vec(), encode(&record));
         // Into the cache first: see the promise in crate::key_cache.
         if let Some(cache) = &self.cache {
-            cache.put_key(record.clone());
+            cache.put_key(record);
         }
-        self.kv.put(KEYS, record.fingerprint().as_bytes().to_vec(), encode(record));
+        self.kv.put(KEYS, key, value);
         Ok(())
     }
 
@@ -251,7 +255,7 @@ impl StateMut for Projection<'_, &mut View<'_>> {
     }
 
     fn set_latest(&mut self, id: &Identifier, position: u64) -> Result<(), StoreError> {
-        // Only the writer and a rebuild apply entries, and both keep the buckets decoded.
+        // Only the writer and a catch-up apply entries here, and both keep the buckets decoded.
         let buckets = self.buckets.as_deref_mut().ok_or_else(|| {
             StoreError::Corrupt("entries are applied only with the map buckets in memory".into())
         })?;
@@ -352,43 +356,6 @@ pub fn mark_complete(store: &dyn LogStore) -> Result<(), StoreError> {
     })
 }
 
-/// Drops every projection and derives them again from the log, entry by entry, with the same
-/// `apply` the writer uses. Returns the number of entries replayed. The store must not be in use
-/// by a running log.
-///
-/// The state is derived in memory and written out only when it reaches [`REBUILD_HELD_RECORDS`]
-/// records (and at the end), in key order: every record is written once per write-out rather
-/// than once per chunk of entries (a key record is touched by its registration, its confirmation
-/// and every later event), and the first write-out lands in keyspaces the clear left empty, so
-/// it appends instead of landing at random places in a large tree. Chunk by chunk, the rebuild
-/// spent most of its time in those random writes.
-pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
-    rebuild_holding(store, REBUILD_HELD_RECORDS)
-}
-
-/// [`rebuild`], writing out whenever `held_records` records are derived (tests use a small
-/// number to exercise the write-outs in the middle).
-pub fn rebuild_holding(store: &dyn LogStore, held_records: usize) -> Result<u64, RebuildError> {
-    use crate::store::WriteBatch;
-    store
-        .write(WriteBatch { meta: vec![(STATUS, b"rebuilding".to_vec())], ..Default::default() })?;
-    store.sync()?;
-    let started = std::time::Instant::now();
-    store.clear_projections(KEYSPACES)?;
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "rebuild: old projections dropped");
-    // The projections are empty now, so a cache that starts empty is complete: key records
-    // and index groups are read from memory (the rest from the view, then the store).
-    let cache = Arc::new(KeyCache::complete_and_empty());
-    let size = store.size()?;
-    replay(store, cache, &mut MapBuckets::empty(), 0, size, held_records, true)?;
-    // Persisted before they are marked complete: a stop in between rebuilds again.
-    store.sync()?;
-    store.persist_projections()?;
-    store.write(WriteBatch { meta: vec![(STATUS, COMPLETE.to_vec())], ..Default::default() })?;
-    store.sync()?;
-    Ok(size)
-}
-
 /// Brings projections that reflect fewer entries than the log (a store that keeps them in
 /// memory, restarted from its last snapshot) up to `size` with the same `apply` as the writer,
 /// and records every key record it writes in `cache` and every identifier in `buckets` (the
@@ -404,7 +371,7 @@ pub fn catch_up(
         return Ok(0);
     }
     let started = std::time::Instant::now();
-    replay(store, cache, buckets, from, size, REBUILD_HELD_RECORDS, false)?;
+    replay(store, cache, buckets, from, size, CATCH_UP_HELD_RECORDS)?;
     tracing::info!(
         from,
         to = size,
@@ -416,7 +383,6 @@ pub fn catch_up(
 
 /// Applies entries `from..size` to the projections, writing them out every `held_records`
 /// records and at the end, where the last write records that they reflect `size` entries.
-/// Into `cleared` keyspaces a deletion needs no write.
 fn replay(
     store: &dyn LogStore,
     cache: Arc<KeyCache>,
@@ -424,7 +390,6 @@ fn replay(
     from: u64,
     size: u64,
     held_records: usize,
-    mut cleared: bool,
 ) -> Result<(), RebuildError> {
     use registry_proto::entry::Entry;
     let mut view = View::new(store);
@@ -453,8 +418,7 @@ fn replay(
             position += 1;
             if view.len() >= held_records {
                 buckets.write_changed(&mut view);
-                write_out(store, std::mem::replace(&mut view, View::new(store)), cleared, None)?;
-                cleared = false;
+                write_out(store, std::mem::replace(&mut view, View::new(store)), None)?;
                 tracing::info!(entries = position, "replay: projections written");
             }
         }
@@ -466,28 +430,25 @@ fn replay(
         }
     }
     buckets.write_changed(&mut view);
-    write_out(store, view, cleared, Some(size))?;
+    write_out(store, view, Some(size))?;
     tracing::info!(entries = size, "replay: projections written");
     Ok(())
 }
 
-/// Records a rebuild holds before it writes them out: a bound on its pending writes (the key
-/// cache and the map buckets it also keeps grow with the whole log).
-pub const REBUILD_HELD_RECORDS: usize = 2_000_000;
+/// Records a catch-up holds before it writes them out: a bound on its pending writes.
+const CATCH_UP_HELD_RECORDS: usize = 2_000_000;
 
-/// Writes a rebuild's records in slices, so that no single batch holds sled's write lock (and
-/// a second copy of everything) for long; the status mark keeps a half-written rebuild from
-/// being used. Into `cleared` keyspaces a deletion needs no write.
+/// Writes a catch-up's records in slices, so that no single batch holds sled's write lock (and
+/// a second copy of everything) for long.
 fn write_out(
     store: &dyn LogStore,
     view: View<'_>,
-    cleared: bool,
     projected_size: Option<u64>,
 ) -> Result<(), StoreError> {
     use crate::store::WriteBatch;
-    const SLICE: usize = 50_000;
+    const SLICE: usize = crate::store::LOAD_BATCH;
     let mut slice = Vec::with_capacity(SLICE);
-    for write in view.into_writes_iter().filter(|w| !cleared || w.value.is_some()) {
+    for write in view.into_writes_iter() {
         slice.push(write);
         if slice.len() == SLICE {
             let projections = std::mem::replace(&mut slice, Vec::with_capacity(SLICE));
