@@ -1612,9 +1612,9 @@ fn put_operator_key<S: StateMut>(
     })
 }
 
-/// The projections in memory: for tests, for offline verification, and as the reference the
-/// persistent projection must equal. Hash maps where only lookups matter: a full audit replays
-/// millions of entries through these.
+/// The projections in memory: for tests, for offline verification, for the server's full
+/// rebuild, and as the reference the persistent projection must equal. Hash maps where only
+/// lookups matter: a full audit replays millions of entries through these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryState {
     /// Key records by fingerprint.
@@ -1625,8 +1625,9 @@ pub struct MemoryState {
     pub operators: BTreeMap<OperatorId, OperatorRecord>,
     /// Signers.
     pub signers: BTreeMap<[u8; 32], SignerRecord>,
-    /// Active admins, in the order added.
-    pub admins: Vec<[u8; 32]>,
+    /// Active admins, in the order added; `None` until an admin event set them (the store
+    /// then has no admins record either).
+    pub admins: Option<Vec<[u8; 32]>>,
     /// Latest position per identifier.
     pub latest: HashMap<Identifier, u64>,
     /// Keys awaiting confirmation.
@@ -1651,7 +1652,7 @@ impl State for MemoryState {
         Ok(self.signers.get(key_id).cloned())
     }
     fn admins(&self) -> Result<Vec<[u8; 32]>, Self::Error> {
-        Ok(self.admins.clone())
+        Ok(self.admins.clone().unwrap_or_default())
     }
     fn latest(&self, id: &Identifier) -> Result<Option<u64>, Self::Error> {
         Ok(self.latest.get(id).copied())
@@ -1686,7 +1687,7 @@ impl StateMut for MemoryState {
         Ok(())
     }
     fn set_admins(&mut self, admins: &[[u8; 32]]) -> Result<(), Self::Error> {
-        self.admins = admins.to_vec();
+        self.admins = Some(admins.to_vec());
         Ok(())
     }
     fn set_latest(&mut self, id: &Identifier, position: u64) -> Result<(), Self::Error> {

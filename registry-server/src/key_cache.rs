@@ -47,13 +47,6 @@ impl KeyCache {
         Self::default()
     }
 
-    /// A cache for projections known to be empty (a new log, or a rebuild that cleared them).
-    pub fn complete_and_empty() -> Self {
-        let cache = Self::default();
-        cache.complete.store(true, Ordering::Release);
-        cache
-    }
-
     /// Whether every record in the store is here too.
     pub fn is_complete(&self) -> bool {
         self.complete.load(Ordering::Acquire)
@@ -263,7 +256,6 @@ mod tests {
         cache.fill(|_| Ok(()), |_| Ok(())).unwrap();
         assert!(cache.key("aa", no_store).unwrap().is_none());
         assert!(cache.group(b"e1\0", no_store).unwrap().is_empty());
-        assert!(KeyCache::complete_and_empty().key("aa", no_store).unwrap().is_none());
     }
 
     #[test]

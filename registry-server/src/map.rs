@@ -60,7 +60,7 @@ pub fn latest<K: Kv + ?Sized>(kv: &K, identifier: &Identifier) -> Result<Option<
     Ok(leaves.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| leaves[i].1))
 }
 
-/// Every bucket, decoded: the writer's (and a rebuild's) copy of the `latest` projection,
+/// Every bucket, decoded: the writer's (and a catch-up's) copy of the `latest` projection,
 /// including changes not yet written.
 #[derive(Debug)]
 pub struct MapBuckets {
@@ -69,7 +69,7 @@ pub struct MapBuckets {
 }
 
 impl MapBuckets {
-    /// No identifier recorded yet (a new log, or a rebuild after clearing the projections).
+    /// No identifier recorded yet (a new log).
     pub fn empty() -> Self {
         Self { leaves: vec![Bucket::new(); map::BUCKETS], dirty: BTreeSet::new() }
     }

@@ -1,4 +1,4 @@
-//! The state a [`super::Machine`] sees inside one group commit (and a rebuild's writes until
+//! The state a [`super::Machine`] sees inside one group commit (and a catch-up's writes until
 //! it writes them out).
 //!
 //! Projection writes of the batch so far sit in an overlay on top of the store, so each command
@@ -60,7 +60,7 @@ impl<'a> View<'a> {
         self.overlay.insert((keyspace, key), None);
     }
 
-    /// Number of distinct records written or deleted so far (a rebuild writes out by it).
+    /// Number of distinct records written or deleted so far (a catch-up writes out by it).
     #[allow(clippy::len_without_is_empty)] // nothing asks whether a view is empty
     pub fn len(&self) -> usize {
         self.overlay.len()
@@ -71,7 +71,7 @@ impl<'a> View<'a> {
         self.into_writes_iter().collect()
     }
 
-    /// The writes to commit, in key order, without collecting them (a rebuild holds millions).
+    /// The writes to commit, in key order, without collecting them (a catch-up holds millions).
     pub fn into_writes_iter(self) -> impl Iterator<Item = ProjectionWrite> + use<'a> {
         self.overlay.into_iter().map(|((keyspace, key), value)| ProjectionWrite {
             keyspace,

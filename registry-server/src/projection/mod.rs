@@ -366,12 +366,24 @@ pub fn catch_up(
     buckets: &mut MapBuckets,
     size: u64,
 ) -> Result<u64, RebuildError> {
+    catch_up_holding(store, cache, buckets, size, CATCH_UP_HELD_RECORDS)
+}
+
+/// [`catch_up`], writing out whenever `held_records` records are pending (tests use a small
+/// number, so that a short log also exercises the write-outs in the middle).
+pub fn catch_up_holding(
+    store: &dyn LogStore,
+    cache: Arc<KeyCache>,
+    buckets: &mut MapBuckets,
+    size: u64,
+    held_records: usize,
+) -> Result<u64, RebuildError> {
     let from = store.projected_size()?;
     if from >= size {
         return Ok(0);
     }
     let started = std::time::Instant::now();
-    replay(store, cache, buckets, from, size, CATCH_UP_HELD_RECORDS)?;
+    replay(store, cache, buckets, from, size, held_records)?;
     tracing::info!(
         from,
         to = size,
@@ -438,8 +450,8 @@ fn replay(
 /// Records a catch-up holds before it writes them out: a bound on its pending writes.
 const CATCH_UP_HELD_RECORDS: usize = 2_000_000;
 
-/// Writes a catch-up's records in slices, so that no single batch holds sled's write lock (and
-/// a second copy of everything) for long.
+/// Writes a catch-up's records in slices, so that no single batch holds the store's write lock
+/// (and a second copy of everything) for long.
 fn write_out(
     store: &dyn LogStore,
     view: View<'_>,

@@ -19,7 +19,7 @@ use super::{
     encode, index_prefix,
 };
 use crate::map::MapBuckets;
-use crate::store::{LogStore, ProjectionRecord, WriteBatch};
+use crate::store::{LogStore, ProjectionRecord, StoreError, WriteBatch};
 
 /// Entries the reading thread decodes before it hands them over.
 const ENTRIES_PER_READ: u64 = 4_096;
@@ -62,34 +62,59 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
 fn derive(store: &dyn LogStore, size: u64) -> Result<MemoryState, RebuildError> {
     let (chunks, decoded) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut position = 0;
-            while position < size {
-                let end = (position + ENTRIES_PER_READ).min(size);
-                let chunk = read_chunk(store, position, end);
-                let failed = chunk.is_err();
-                // A closed channel means the applying side failed and has its error already.
-                if chunks.send(chunk).is_err() || failed {
-                    return;
-                }
-                position = end;
-            }
-        });
-        let mut state = MemoryState::default();
-        // The reader sends chunks in order and stops after the first error, so the loop ends
-        // either at the first error or after entry size - 1.
-        for chunk in decoded {
-            for entry in chunk? {
-                lifecycle::apply(&entry.header, &entry.body, &mut state).map_err(|e| match e {
-                    lifecycle::ApplyError::State(never) => match never {},
-                    lifecycle::ApplyError::Inconsistent { position, message } => {
-                        RebuildError::Entry { position, message }
+        let reader = std::thread::Builder::new()
+            .name("rebuild-read".into())
+            .spawn_scoped(scope, move || {
+                let mut position = 0;
+                while position < size {
+                    let end = (position + ENTRIES_PER_READ).min(size);
+                    let chunk = read_chunk(store, position, end);
+                    let failed = chunk.is_err();
+                    // A closed channel means the applying side failed and has its error.
+                    if chunks.send(chunk).is_err() || failed {
+                        return;
                     }
-                })?;
-            }
+                    position = end;
+                }
+            })
+            .map_err(|e| StoreError::Io(format!("starting the rebuild's reader: {e}")))?;
+        // Takes the receiver, so an error here closes the channel and a reader waiting to
+        // send wakes up and ends.
+        let applied = apply_all(decoded);
+        if reader.join().is_err() {
+            return Err(StoreError::Io("the rebuild's reader panicked".into()).into());
+        }
+        let (state, count) = applied?;
+        if count != size {
+            return Err(RebuildError::Entry {
+                position: count,
+                message: format!("the log ends early: {size} entries expected"),
+            });
         }
         Ok(state)
     })
+}
+
+/// Applies the chunks in the order they come; the state and the number of entries applied.
+/// The reader sends chunks in order and stops after its first error, so that error comes
+/// after every entry before it.
+fn apply_all(
+    decoded: std::sync::mpsc::Receiver<Result<Vec<Entry>, RebuildError>>,
+) -> Result<(MemoryState, u64), RebuildError> {
+    let mut state = MemoryState::default();
+    let mut count = 0;
+    for chunk in decoded {
+        for entry in chunk? {
+            lifecycle::apply(&entry.header, &entry.body, &mut state).map_err(|e| match e {
+                lifecycle::ApplyError::State(never) => match never {},
+                lifecycle::ApplyError::Inconsistent { position, message } => {
+                    RebuildError::Entry { position, message }
+                }
+            })?;
+            count += 1;
+        }
+    }
+    Ok((state, count))
 }
 
 /// Entries `start..end`, decoded; an error if one is missing or does not decode.
@@ -105,6 +130,12 @@ fn read_chunk(store: &dyn LogStore, start: u64, end: u64) -> Result<Vec<Entry>, 
         }
         let entry = Entry::decode(&bytes)
             .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
+        if entry.header.position != p {
+            return Err(RebuildError::Entry {
+                position: p,
+                message: format!("the entry claims position {}", entry.header.position),
+            });
+        }
         entries.push(entry);
     }
     let read = start + entries.len() as u64;
@@ -122,9 +153,8 @@ fn read_chunk(store: &dyn LogStore, start: u64, end: u64) -> Result<Vec<Entry>, 
 /// it is taken, so only one keyspace at a time is held twice.
 fn records(state: MemoryState) -> impl Iterator<Item = ProjectionRecord> {
     let MemoryState { keys, index, operators, signers, admins, latest, pending } = state;
-    // Only an applied admin event writes the admins record, and after the first one an active
-    // admin always remains (the last one cannot be revoked), so it exists iff one is active.
-    let admins = (!admins.is_empty()).then(|| (ADMINS, b"admins".to_vec(), encode(&admins)));
+    // Like the writer's, the admins record exists once an admin event set it, even if empty.
+    let admins = admins.map(|admins| (ADMINS, b"admins".to_vec(), encode(&admins)));
     // The rest are built on first use, each after the keyspace before it is written.
     let index = lazy(move || {
         let mut entries: Vec<(Vec<u8>, u64)> = index
@@ -171,4 +201,89 @@ fn records(state: MemoryState) -> impl Iterator<Item = ProjectionRecord> {
 /// An iterator made by `make` when it is first asked for an item.
 fn lazy<I: Iterator>(make: impl FnOnce() -> I) -> impl Iterator<Item = I::Item> {
     std::iter::once(make).flat_map(|make| make())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use registry_proto::entry::{EntryHeader, encode_entry};
+    use registry_proto::event::Event;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    /// A stored entry with `events` and nothing else (the store checks no chain).
+    fn entry(position: u64, events: &[Event]) -> (u64, Vec<u8>) {
+        let header = EntryHeader {
+            position,
+            recorded_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid time"),
+            prev_hash: [0; 32],
+        };
+        let body = registry_proto::pb::LogEntry {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            events: events.iter().map(Event::to_pb).collect(),
+            ..Default::default()
+        };
+        (position, encode_entry(&header, &body.encode_to_vec()))
+    }
+
+    /// A log of `size` empty entries, with `change` applied to the list first.
+    fn log(size: u64, change: impl FnOnce(&mut Vec<(u64, Vec<u8>)>)) -> MemoryStore {
+        let mut entries: Vec<_> = (0..size).map(|p| entry(p, &[])).collect();
+        change(&mut entries);
+        let store = MemoryStore::new();
+        store.write(WriteBatch { entries, ..Default::default() }).expect("memory write");
+        store
+    }
+
+    /// Far more entries than the reader may have in flight, so it is blocked when the
+    /// applying side stops.
+    const LONG: u64 = (CHUNKS_IN_FLIGHT as u64 + 3) * ENTRIES_PER_READ;
+
+    fn failure(store: &MemoryStore) -> (u64, String) {
+        match derive(store, store.size().expect("memory size")) {
+            Err(RebuildError::Entry { position, message }) => (position, message),
+            other => panic!("expected an entry error, got {:?}", other.map(|_| "a state")),
+        }
+    }
+
+    #[test]
+    fn a_long_log_of_empty_entries_folds_into_an_empty_state() {
+        let store = log(LONG, |_| {});
+        assert_eq!(derive(&store, LONG).expect("derives"), MemoryState::default());
+    }
+
+    #[test]
+    fn an_entry_that_does_not_decode_is_named_by_its_position() {
+        let bad = LONG - 10;
+        let store = log(LONG, |e| e[bad as usize].1 = b"not an entry".to_vec());
+        assert_eq!(failure(&store).0, bad);
+    }
+
+    #[test]
+    fn an_event_that_does_not_apply_stops_the_rebuild_while_the_reader_waits() {
+        let confirm = Event::KeyConfirmed {
+            fingerprint: "ab".repeat(32),
+            registration_position: 0,
+            published_in_tree_size: 1,
+        };
+        let store = log(LONG, |e| e[3] = entry(3, &[confirm]));
+        let (position, message) = failure(&store);
+        assert_eq!(position, 3);
+        assert!(message.contains("unregistered key"), "{message}");
+    }
+
+    #[test]
+    fn a_gap_and_a_wrong_position_are_named() {
+        let store = log(20, |e| {
+            e.remove(11);
+        });
+        let (position, message) = failure(&store);
+        assert_eq!(position, 11);
+        assert!(message.contains("gap"), "{message}");
+        let store = log(20, |e| e[7].1 = entry(8, &[]).1);
+        let (position, message) = failure(&store);
+        assert_eq!(position, 7);
+        assert!(message.contains("claims position 8"), "{message}");
+    }
 }

@@ -174,7 +174,6 @@ pub trait LogStore: Send + Sync + 'static {
     }
 }
 
-/// Big-endian key for a position, so keys sort in log order.
 /// [`LogStore::load_projections`] as plain writes of [`LOAD_BATCH`] records each.
 pub(crate) fn load_in_batches(
     store: &(impl LogStore + ?Sized),
@@ -195,6 +194,7 @@ pub(crate) fn load_in_batches(
     }
 }
 
+/// Big-endian key for a position, so keys sort in log order.
 pub(crate) fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()
 }

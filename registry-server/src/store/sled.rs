@@ -204,11 +204,25 @@ impl SledStore {
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         remove_torn_snapshots(dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity)
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        // sled's I/O threads may still hold a just-dropped database (and its file lock) for a
+        // moment, so a reopen in the same process retries briefly; another process holding
+        // the directory still gets the lock error, two seconds later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened => break opened?,
+            }
+        };
         let db_file = File::open(dir.join("db"))?;
         // Open may have created or renamed files; make those directory entries durable once.
         fsync_dir(dir)?;
@@ -440,5 +454,23 @@ mod tests {
         let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
         assert!(!torn.exists());
         assert_eq!(store.entry(0).unwrap(), Some(b"entry".to_vec()));
+    }
+
+    #[test]
+    fn a_directory_held_by_an_open_store_is_refused_with_the_lock_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+        let second = SledStore::open(dir.path(), &SledOptions::default());
+        assert!(
+            matches!(&second, Err(StoreError::Io(m)) if m.contains("lock")),
+            "{:?}",
+            second.err()
+        );
+        drop(held);
+        // Once it is dropped, a reopen in the same process succeeds (retrying while sled's
+        // threads let go of it).
+        for _ in 0..20 {
+            drop(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+        }
     }
 }

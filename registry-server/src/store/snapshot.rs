@@ -61,15 +61,16 @@ impl Snapshot {
         Self::build_with_capacity(size, last_leaf, records, 0)
     }
 
-    /// [`Snapshot::build`] into a buffer of `capacity` bytes to start with: at hundreds of
-    /// megabytes, growing by doubling costs copies and fresh pages.
+    /// [`Snapshot::build`] into a buffer with room for `capacity` bytes of records and offsets
+    /// to start with: at hundreds of megabytes, growing by doubling costs copies and fresh
+    /// pages.
     pub fn build_with_capacity<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         size: u64,
         last_leaf: Hash,
         records: impl Iterator<Item = (K, V)>,
         capacity: usize,
     ) -> Result<Self, StoreError> {
-        let mut bytes = Vec::with_capacity(capacity.max(HEADER));
+        let mut bytes = Vec::with_capacity(capacity + HEADER + TRAILER);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&size.to_be_bytes());
         bytes.extend_from_slice(&last_leaf);
