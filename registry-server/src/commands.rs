@@ -338,10 +338,14 @@ impl Commands {
         let action =
             RegistryAction::AutoConfirm { fingerprint: fingerprint.to_string(), registration };
         let (id, digest) = action.request_id();
-        match self.append(id, digest, Proposal::Registry(action.clone())).await {
+        match self.append(id, digest, Proposal::Registry(action)).await {
             Ok((position, _)) => Ok(Some((position, self.reader.entry(position)?))),
             Err(CommandError::Rejected(r)) => {
                 // Confirmed before request IDs were ordered (a retried registration from then).
+                let action = RegistryAction::AutoConfirm {
+                    fingerprint: fingerprint.to_string(),
+                    registration,
+                };
                 if let Some(earlier) = action
                     .legacy_request_id()
                     .map(|l| self.reader.request(&l))

@@ -343,6 +343,24 @@ pub enum RebuildError {
     },
 }
 
+impl<E: Into<RebuildError>> From<registry_proto::lifecycle::ApplyError<E>> for RebuildError {
+    fn from(e: registry_proto::lifecycle::ApplyError<E>) -> Self {
+        match e {
+            registry_proto::lifecycle::ApplyError::State(e) => e.into(),
+            registry_proto::lifecycle::ApplyError::Inconsistent { position, message } => {
+                RebuildError::Entry { position, message }
+            }
+        }
+    }
+}
+
+/// A state that cannot fail ([`registry_proto::lifecycle::MemoryState`]'s) has no error to give.
+impl From<std::convert::Infallible> for RebuildError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 /// Whether the projections on disk are complete for the log.
 pub fn is_complete(store: &dyn LogStore) -> Result<bool, StoreError> {
     Ok(store.meta(STATUS)?.as_deref() == Some(COMPLETE) || store.size()? == 0)
@@ -403,69 +421,27 @@ fn replay(
     size: u64,
     held_records: usize,
 ) -> Result<(), RebuildError> {
-    use registry_proto::entry::Entry;
     let mut view = View::new(store);
-    const READ: u64 = 65_536;
     let mut position = from;
     while position < size {
-        let end = (position + READ).min(size);
-        for (p, bytes) in store.entries(position, end)? {
-            if p != position {
-                return Err(RebuildError::Entry {
-                    position,
-                    message: format!("the log has a gap: the next stored entry is {p}"),
-                });
-            }
-            let entry = Entry::decode(&bytes)
-                .map_err(|e| RebuildError::Entry { position: p, message: e.to_string() })?;
+        let end = (position + rebuild::ENTRIES_PER_READ).min(size);
+        for entry in rebuild::read_entries(store, position, end)? {
             let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(buckets);
-            registry_proto::lifecycle::apply(&entry.header, &entry.body, &mut state).map_err(
-                |e| match e {
-                    registry_proto::lifecycle::ApplyError::State(e) => RebuildError::Store(e),
-                    registry_proto::lifecycle::ApplyError::Inconsistent { position, message } => {
-                        RebuildError::Entry { position, message }
-                    }
-                },
-            )?;
-            position += 1;
+            registry_proto::lifecycle::apply(&entry.header, &entry.body, &mut state)?;
             if view.len() >= held_records {
                 buckets.write_changed(&mut view);
-                write_out(store, std::mem::replace(&mut view, View::new(store)), None)?;
-                tracing::info!(entries = position, "replay: projections written");
+                let writes = std::mem::replace(&mut view, View::new(store)).into_writes_iter();
+                crate::store::write_in_batches(store, writes, None)?;
+                tracing::info!(entries = entry.header.position + 1, "replay: projections written");
             }
         }
-        if position < end {
-            return Err(RebuildError::Entry {
-                position,
-                message: format!("the log ends early: {size} entries expected"),
-            });
-        }
+        position = end;
     }
     buckets.write_changed(&mut view);
-    write_out(store, view, Some(size))?;
+    crate::store::write_in_batches(store, view.into_writes_iter(), Some(size))?;
     tracing::info!(entries = size, "replay: projections written");
     Ok(())
 }
 
 /// Records a catch-up holds before it writes them out: a bound on its pending writes.
 const CATCH_UP_HELD_RECORDS: usize = 2_000_000;
-
-/// Writes a catch-up's records in slices, so that no single batch holds the store's write lock
-/// (and a second copy of everything) for long.
-fn write_out(
-    store: &dyn LogStore,
-    view: View<'_>,
-    projected_size: Option<u64>,
-) -> Result<(), StoreError> {
-    use crate::store::WriteBatch;
-    const SLICE: usize = crate::store::LOAD_BATCH;
-    let mut slice = Vec::with_capacity(SLICE);
-    for write in view.into_writes_iter() {
-        slice.push(write);
-        if slice.len() == SLICE {
-            let projections = std::mem::replace(&mut slice, Vec::with_capacity(SLICE));
-            store.write(WriteBatch { projections, ..Default::default() })?;
-        }
-    }
-    store.write(WriteBatch { projections: slice, projected_size, ..Default::default() })
-}

@@ -21,8 +21,8 @@ use super::{
 use crate::map::MapBuckets;
 use crate::store::{LogStore, ProjectionRecord, StoreError, WriteBatch};
 
-/// Entries the reading thread decodes before it hands them over.
-const ENTRIES_PER_READ: u64 = 4_096;
+/// Entries read and decoded at a time (by the rebuild's reading thread, and by a catch-up).
+pub(super) const ENTRIES_PER_READ: u64 = 4_096;
 
 /// Decoded chunks in flight between the threads: enough to keep both busy, few enough that
 /// the reader never runs far ahead in memory.
@@ -68,7 +68,7 @@ fn derive(store: &dyn LogStore, size: u64) -> Result<MemoryState, RebuildError> 
                 let mut position = 0;
                 while position < size {
                     let end = (position + ENTRIES_PER_READ).min(size);
-                    let chunk = read_chunk(store, position, end);
+                    let chunk = read_entries(store, position, end);
                     let failed = chunk.is_err();
                     // A closed channel means the applying side failed and has its error.
                     if chunks.send(chunk).is_err() || failed {
@@ -105,20 +105,20 @@ fn apply_all(
     let mut count = 0;
     for chunk in decoded {
         for entry in chunk? {
-            lifecycle::apply(&entry.header, &entry.body, &mut state).map_err(|e| match e {
-                lifecycle::ApplyError::State(never) => match never {},
-                lifecycle::ApplyError::Inconsistent { position, message } => {
-                    RebuildError::Entry { position, message }
-                }
-            })?;
+            lifecycle::apply(&entry.header, &entry.body, &mut state)?;
             count += 1;
         }
     }
     Ok((state, count))
 }
 
-/// Entries `start..end`, decoded; an error if one is missing or does not decode.
-fn read_chunk(store: &dyn LogStore, start: u64, end: u64) -> Result<Vec<Entry>, RebuildError> {
+/// Entries `start..end`, decoded; an error names the first one that is missing, does not
+/// decode or claims another position.
+pub(super) fn read_entries(
+    store: &dyn LogStore,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Entry>, RebuildError> {
     let stored = store.entries(start, end)?;
     let mut entries = Vec::with_capacity(stored.len());
     for (expected, (p, bytes)) in (start..).zip(stored) {

@@ -610,7 +610,11 @@ impl LogStore for LayeredStore {
             layers.active.is_empty() && layers.frozen.is_none() && layers.base.is_empty()
         };
         if !empty {
-            return super::load_in_batches(self, records, size);
+            return super::write_in_batches(
+                self,
+                records.map(super::ProjectionWrite::put),
+                Some(size),
+            );
         }
         let started = std::time::Instant::now();
         let last_leaf = leaf_at(self.shared.inner.as_ref(), size)?;

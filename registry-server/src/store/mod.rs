@@ -62,7 +62,7 @@ pub type Record = (Vec<u8>, Vec<u8>);
 /// A projection record with its keyspace, as a rebuild produces them.
 pub type ProjectionRecord = (Keyspace, Vec<u8>, Vec<u8>);
 
-/// Records per write when [`LogStore::load_projections`] writes a rebuild's records.
+/// Most projection writes in one batch of [`write_in_batches`].
 pub const LOAD_BATCH: usize = 50_000;
 
 /// What [`LogStore::for_each`] hands each record to: key and value; an error stops the walk.
@@ -81,6 +81,13 @@ pub struct ProjectionWrite {
     pub key: Vec<u8>,
     /// The new value; `None` deletes.
     pub value: Option<Vec<u8>>,
+}
+
+impl ProjectionWrite {
+    /// Writes `record` (keyspace, key, value).
+    pub fn put((keyspace, key, value): ProjectionRecord) -> Self {
+        Self { keyspace, key, value: Some(value) }
+    }
 }
 
 /// Everything one group commit writes, applied atomically.
@@ -155,15 +162,14 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Fills projections that [`LogStore::clear_projections`] has just emptied with a rebuild's
     /// `records`, ascending by keyspace and then key, which reflect the first `size` entries.
-    /// This default writes them in batches of [`LOAD_BATCH`] records (no single batch holds
-    /// the engine's write lock, or a second copy of everything, for long); a store that keeps
+    /// This default writes them in batches ([`write_in_batches`]); a store that keeps
     /// projections in memory can take them in one piece.
     fn load_projections(
         &self,
         records: &mut dyn Iterator<Item = ProjectionRecord>,
         size: u64,
     ) -> Result<(), StoreError> {
-        load_in_batches(self, records, size)
+        write_in_batches(self, records.map(ProjectionWrite::put), Some(size))
     }
 
     /// Makes the projections durable as they are now, so the next start replays nothing (at a
@@ -174,19 +180,19 @@ pub trait LogStore: Send + Sync + 'static {
     }
 }
 
-/// [`LogStore::load_projections`] as plain writes of [`LOAD_BATCH`] records each.
-pub(crate) fn load_in_batches(
+/// Projection writes as batches of at most [`LOAD_BATCH`], the last one carrying
+/// `projected_size`: how a rebuild's records (by default) and a catch-up's writes reach a
+/// store without one batch holding its write lock, or a second copy of everything, for long.
+pub(crate) fn write_in_batches(
     store: &(impl LogStore + ?Sized),
-    records: &mut dyn Iterator<Item = ProjectionRecord>,
-    size: u64,
+    writes: impl Iterator<Item = ProjectionWrite>,
+    projected_size: Option<u64>,
 ) -> Result<(), StoreError> {
+    let mut writes = writes.peekable();
     loop {
-        let projections: Vec<_> = (&mut *records)
-            .take(LOAD_BATCH)
-            .map(|(keyspace, key, value)| ProjectionWrite { keyspace, key, value: Some(value) })
-            .collect();
-        let last = projections.len() < LOAD_BATCH;
-        let projected_size = last.then_some(size);
+        let projections: Vec<_> = writes.by_ref().take(LOAD_BATCH).collect();
+        let last = writes.peek().is_none();
+        let projected_size = if last { projected_size } else { None };
         store.write(WriteBatch { projections, projected_size, ..Default::default() })?;
         if last {
             return Ok(());
