@@ -118,6 +118,11 @@ impl P256KeyPair {
         sig.to_der().as_bytes().to_vec()
     }
 
+    /// The private scalar, big-endian: for handing the key to `ring` in this crate only.
+    pub(crate) fn secret_scalar(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.signing.to_bytes().into())
+    }
+
     /// The verifying half.
     pub fn verifying_key(&self) -> &VerifyingKey {
         self.signing.verifying_key()

@@ -38,6 +38,9 @@ pub enum NoteError {
     /// The key is not usable.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The operating system's random generator failed, so no signature could be made.
+    #[error("signing failed: the system random generator is unavailable")]
+    Random,
 }
 
 fn check_key_name(name: &str) -> Result<(), NoteError> {
@@ -58,11 +61,19 @@ fn check_text(text: &str) -> Result<(), NoteError> {
 }
 
 /// Signs notes with a P-256 key under a key name.
+///
+/// The registry signs a checkpoint on every group commit, on the path of every write, so this
+/// signs with `ring` (about four times faster here than the `p256` crate's RFC 6979 signing; see
+/// `registry bench crypto`). Its nonces are random, hedged with the key and the message, so the
+/// same text signs differently each time; nothing depends on a note's bytes being reproducible,
+/// unlike commands, which keep deterministic signatures ([`P256KeyPair::sign_der`]).
 #[derive(Debug, Clone)]
 pub struct NoteSigner {
     name: String,
     key_id: [u8; 4],
     key: P256KeyPair,
+    fast: std::sync::Arc<ring::signature::EcdsaKeyPair>,
+    rng: ring::rand::SystemRandom,
 }
 
 impl NoteSigner {
@@ -70,7 +81,15 @@ impl NoteSigner {
     pub fn new(name: &str, key: P256KeyPair) -> Result<Self, NoteError> {
         check_key_name(name)?;
         let key_id = keys::note_key_id(key.public_key_der());
-        Ok(Self { name: name.to_string(), key_id, key })
+        let rng = ring::rand::SystemRandom::new();
+        let fast = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            key.secret_scalar().as_slice(),
+            key.verifying_key().to_sec1_point(false).as_bytes(),
+            &rng,
+        )
+        .map_err(|e| KeyError::PrivateKey(format!("ring refused the key: {e}")))?;
+        Ok(Self { name: name.to_string(), key_id, key, fast: fast.into(), rng })
     }
 
     /// The key name.
@@ -90,8 +109,10 @@ impl NoteSigner {
     /// Signs `text` (which must end in a newline) and returns the complete note.
     pub fn sign(&self, text: &str) -> Result<String, NoteError> {
         check_text(text)?;
+        let signature =
+            self.fast.sign(&self.rng, text.as_bytes()).map_err(|_| NoteError::Random)?;
         let mut sig = self.key_id.to_vec();
-        sig.extend(self.key.sign_der(text.as_bytes()));
+        sig.extend_from_slice(signature.as_ref());
         Ok(format!("{text}\n\u{2014} {} {}\n", self.name, B64.encode(sig)))
     }
 }
@@ -191,6 +212,24 @@ mod tests {
         let note = s.sign("hello\nworld\n").unwrap();
         assert!(note.contains("\n\n\u{2014} registry.example/log "));
         assert_eq!(s.verifier().verify(&note).unwrap(), "hello\nworld\n");
+    }
+
+    #[test]
+    fn a_note_signature_is_plain_ecdsa_that_another_implementation_accepts() {
+        use p256::ecdsa::signature::Verifier;
+        let key = P256KeyPair::generate();
+        let s = NoteSigner::new("registry.example/log", key.clone()).unwrap();
+        let text = "registry.example/log\n7\nabc=\n";
+        let (first, second) = (s.sign(text).unwrap(), s.sign(text).unwrap());
+        // ring draws a fresh nonce each time; both signatures are good.
+        assert_ne!(first, second);
+        for note in [first, second] {
+            let (_, key_id, der) = parse_signature_line(note.lines().last().unwrap()).unwrap();
+            assert_eq!(key_id, keys::note_key_id(key.public_key_der()));
+            let sig = p256::ecdsa::DerSignature::try_from(der.as_slice()).unwrap();
+            assert!(key.verifying_key().verify(text.as_bytes(), &sig).is_ok());
+            assert!(key.verifying_key().verify(b"another text\n", &sig).is_err());
+        }
     }
 
     #[test]

@@ -525,8 +525,12 @@ pub struct CryptoCeilings {
     pub p256_verify_ring_per_sec: f64,
     /// The same with the pure-Rust `p256` crate.
     pub p256_verify_rustcrypto_per_sec: f64,
-    /// ECDSA P-256 signatures per second (`p256`, what the registry signs checkpoints with).
+    /// ECDSA P-256 signatures per second with `p256` (deterministic, what commands are signed
+    /// with).
     pub p256_sign_per_sec: f64,
+    /// Signed checkpoint notes per second (`ring`, what the registry signs each group commit's
+    /// checkpoint with).
+    pub checkpoint_sign_per_sec: f64,
     /// SHA-256 over 4 KiB buffers, bytes per second.
     pub sha256_bytes_per_sec: f64,
 }
@@ -535,7 +539,7 @@ pub struct CryptoCeilings {
 pub fn crypto_ceilings(duration: Duration) -> CryptoCeilings {
     use p256::ecdsa::signature::Verifier;
     use sha2::Digest;
-    let each = duration / 4;
+    let each = duration / 5;
     let key = P256KeyPair::generate();
     let message = [0x42u8; 600];
     let der = key.sign_der(&message);
@@ -557,6 +561,10 @@ pub fn crypto_ceilings(duration: Duration) -> CryptoCeilings {
         signature.as_ref().is_ok_and(|s| key.verifying_key().verify(&message, s).is_ok())
     });
     let sign = rate(&mut || !key.sign_der(&message).is_empty());
+    let notes = registry_proto::note::NoteSigner::new("bench.example/log", key.clone())
+        .expect("a valid key name");
+    let text = "bench.example/log\n1000000\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+    let checkpoint_sign = rate(&mut || notes.sign(text).is_ok());
     let block = vec![0x5au8; 4096];
     let hashes = rate(&mut || {
         std::hint::black_box(sha2::Sha256::digest(&block));
@@ -566,6 +574,7 @@ pub fn crypto_ceilings(duration: Duration) -> CryptoCeilings {
         p256_verify_ring_per_sec: ring,
         p256_verify_rustcrypto_per_sec: rust_crypto,
         p256_sign_per_sec: sign,
+        checkpoint_sign_per_sec: checkpoint_sign,
         sha256_bytes_per_sec: hashes * block.len() as f64,
     }
 }

@@ -258,6 +258,7 @@ done
 crypto() { for i in $(seq 1 "$repeats"); do json_num "$work/crypto-$i.json" "$1"; done | stats; }
 ring="$(crypto p256_verify_ring_per_sec)"
 rustcrypto="$(crypto p256_verify_rustcrypto_per_sec)"
+checkpoint_sign="$(crypto checkpoint_sign_per_sec)"
 sha="$(crypto sha256_bytes_per_sec | awk '{ printf "%f %f %f\n", $1 / 1e6, $2 / 1e6, $3 / 1e6 }')"
 openssl_verify="nan nan nan"
 if command -v openssl >/dev/null; then
@@ -380,6 +381,7 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
              "ECDSA P-256 verify, ring, one core (/s)|$ring" \
              "ECDSA P-256 verify, p256 crate, one core (/s)|$rustcrypto" \
              "openssl speed ecdsap256 verify, one core (/s)|$openssl_verify" \
+             "signed checkpoint notes (ring, ECDSA P-256), one core (/s)|$checkpoint_sign" \
              "SHA-256, one core (MB/s)|$sha" \
              "empty unary RPC, $concurrency clients (/s)|$empty"; do
         name="${c%%|*}"; v="${c#*|}"; read -r m lo hi <<<"$v"

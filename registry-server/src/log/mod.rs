@@ -12,6 +12,7 @@
 //! What an entry contains is decided by a [`Machine`] running inside the writer; the log itself
 //! only frames, chains, hashes and stores.
 
+mod tail;
 mod view;
 mod writer;
 
@@ -249,11 +250,13 @@ impl<M: Machine> Log<M> {
             .into(),
         };
         let (head_tx, head_rx) = watch::channel(Arc::new(head));
+        let tail = Arc::new(tail::Tail::default());
         let reader = LogReader {
             store: store.clone(),
             head: head_rx,
             signer: signer.clone(),
             nodes: Arc::default(),
+            tail: tail.clone(),
         };
         let verifier = options
             .verify_every
@@ -266,6 +269,7 @@ impl<M: Machine> Log<M> {
             last_hash,
             last_recorded_at,
             head: head_tx,
+            tail,
             options,
             clock,
         });
@@ -532,6 +536,7 @@ pub struct LogReader {
     head: watch::Receiver<Arc<Head>>,
     signer: Arc<NoteSigner>,
     nodes: Arc<NodeCache>,
+    tail: Arc<tail::Tail>,
 }
 
 /// Perfect Merkle nodes of level [`NodeCache::LOWEST`] and above, kept once read. A proof at a
@@ -547,14 +552,18 @@ impl NodeCache {
     const LOWEST: u32 = 4;
 }
 
-/// The nodes a reader's proofs are built from: its cache, then the store.
+/// The nodes a reader's proofs are built from: the tail, its cache, then the store.
 struct ReaderNodes<'a> {
     store: &'a dyn LogStore,
     cache: &'a NodeCache,
+    tail: &'a tail::Tail,
 }
 
 impl NodeSource for ReaderNodes<'_> {
     fn perfect_node(&self, level: u32, index: u64) -> Result<Hash, ProofError> {
+        if let Some(h) = self.tail.node(level, index) {
+            return Ok(h);
+        }
         if level < NodeCache::LOWEST {
             return StoreNodes(self.store).perfect_node(level, index);
         }
@@ -569,7 +578,7 @@ impl NodeSource for ReaderNodes<'_> {
 
 impl LogReader {
     fn nodes(&self) -> ReaderNodes<'_> {
-        ReaderNodes { store: self.store.as_ref(), cache: &self.nodes }
+        ReaderNodes { store: self.store.as_ref(), cache: &self.nodes, tail: &self.tail }
     }
 
     /// The durable head.
@@ -610,6 +619,9 @@ impl LogReader {
             return Err(ReadError::OutOfRange(format!(
                 "position {position} is not in the log (size {size})"
             )));
+        }
+        if let Some(entry) = self.tail.entry(position) {
+            return Ok(entry);
         }
         self.store.entry(position)?.ok_or_else(|| {
             ReadError::Store(StoreError::Corrupt(format!("entry {position} is missing")))

@@ -27,6 +27,7 @@ use registry_proto::time::{self, MICROSECOND, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use super::tail::{Tail, TailBatch};
 use super::{
     DecideError, EntryContext, Head, LogOptions, Machine, OnDurable, View, sign_checkpoint,
 };
@@ -181,6 +182,7 @@ pub(super) struct WriterSetup<M> {
     pub last_hash: Hash,
     pub last_recorded_at: Option<Time>,
     pub head: watch::Sender<Arc<Head>>,
+    pub tail: Arc<Tail>,
     pub options: LogOptions,
     pub clock: Clock,
 }
@@ -241,6 +243,8 @@ struct Written<R> {
     head: Option<NextHead>,
     /// What the machine publishes once the batch is durable.
     on_durable: OnDurable,
+    /// A copy of the batch's entries and nodes for the readers' tail.
+    tail: Option<TailBatch>,
     replies: Vec<Pending<R>>,
 }
 
@@ -258,6 +262,7 @@ struct Syncer {
     store: Arc<dyn LogStore>,
     signer: Arc<NoteSigner>,
     head: watch::Sender<Arc<Head>>,
+    tail: Arc<Tail>,
     failure: Arc<Failure>,
 }
 
@@ -291,6 +296,9 @@ impl Syncer {
                 if let Some(publish) = w.on_durable.take() {
                     publish();
                 }
+                if let Some(batch) = w.tail.take() {
+                    self.tail.push(batch);
+                }
                 last = w.head.take().or(last);
             }
             if let Some(h) = last {
@@ -318,6 +326,7 @@ impl<M: Machine> Writer<M> {
             store: self.setup.store.clone(),
             signer: self.setup.signer.clone(),
             head: self.setup.head.clone(),
+            tail: self.setup.tail.clone(),
             failure: self.failure.clone(),
         };
         let syncer = std::thread::Builder::new()
@@ -407,6 +416,7 @@ impl<M: Machine> Writer<M> {
 
         let mut on_durable = None;
         let mut head = None;
+        let mut tail = None;
         if failure.is_none() && !batch.entries.is_empty() {
             match self.setup.machine.finish_batch(self.setup.frontier.size(), &mut view) {
                 Ok(publish) => on_durable = publish,
@@ -421,9 +431,11 @@ impl<M: Machine> Writer<M> {
             batch.projections = view.into_writes();
             batch.projected_size = Some(self.setup.frontier.size());
             let written = batch.entries.len();
+            let copy = TailBatch { entries: batch.entries.clone(), nodes: batch.nodes.clone() };
             match store.write(batch) {
                 Err(e) => failure = Some(e),
                 Ok(()) => {
+                    tail = Some(copy);
                     self.stats.record(written);
                     let frontier = &self.setup.frontier;
                     head = Some(NextHead {
@@ -444,7 +456,7 @@ impl<M: Machine> Writer<M> {
             }
             return Err(e);
         }
-        Ok(Written { head, on_durable, replies })
+        Ok(Written { head, on_durable, tail, replies })
     }
 
     /// Handles one append inside the batch. `Err` is a storage failure (fatal); a refusal is an
