@@ -148,8 +148,7 @@ fn resolve_origin(
         Some(c) => c.to_string(),
         None => format!("keyregistry.local/{}", registry_key::note_key_id_hex(key)),
     };
-    NoteSigner::new(&origin, key.clone())
-        .map_err(|e| ServerError::Origin(format!("invalid origin {origin:?}: {e}")))?;
+    NoteSigner::new(&origin, key.clone()).map_err(|e| signer_error(&origin, e))?;
     store.write(WriteBatch {
         meta: vec![(ORIGIN, origin.clone().into_bytes())],
         ..Default::default()
@@ -159,6 +158,17 @@ fn resolve_origin(
 }
 
 /// Reads the configured administrator public keys (P-256, PEM or hex/base64 DER).
+/// A checkpoint signer that could not be made: a bad origin names the origin, a key that the
+/// signing backend refused names the key.
+fn signer_error(origin: &str, e: registry_proto::note::NoteError) -> ServerError {
+    match e {
+        registry_proto::note::NoteError::Key(e) => {
+            ServerError::Config(format!("registry key: {e}"))
+        }
+        other => ServerError::Origin(format!("invalid origin {origin:?}: {other}")),
+    }
+}
+
 fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
     config
         .admin_keys
@@ -305,8 +315,7 @@ impl<M: Machine> Server<M> {
         );
         tracing::info!(public_key_pem = %identity.public_key_pem.trim_end(), "registry public key");
 
-        let signer = NoteSigner::new(&origin, key.key)
-            .map_err(|e| ServerError::Origin(format!("invalid origin {origin:?}: {e}")))?;
+        let signer = NoteSigner::new(&origin, key.key).map_err(|e| signer_error(&origin, e))?;
         let options = LogOptions {
             max_batch: config.max_batch,
             verify_every: config.verify_every(),

@@ -6,10 +6,10 @@
 //! low nodes around the end of the tree, which are too many and too rarely shared to sit in the
 //! reader's cache of high nodes. Read from the store, those were a fifth of the tokio workers'
 //! time under load. The syncer pushes every batch here once it is durable and before it
-//! publishes the head, so whatever a reader may ask for below the head is either here or was
-//! pushed out (and is read from the store). Entries and nodes never change once durable, so a
-//! copy is always right; the tail is bounded by a count and by bytes, so large entries only
-//! shorten it.
+//! publishes the head, so whatever a reader may ask for below the head is here, or was pushed
+//! out, or was written before this start (and is read from the store). Entries and nodes never
+//! change once durable, so a copy is always right; the tail is bounded by a count and by bytes,
+//! so large entries only shorten it.
 
 use std::collections::VecDeque;
 use std::sync::RwLock;
@@ -55,14 +55,21 @@ impl Tail {
     /// start) starts it afresh.
     pub fn push(&self, batch: TailBatch) {
         let Some(&(start, _)) = batch.entries.first() else { return };
-        // A poisoned lock only means a reader panicked; the data is still whole.
+        let contiguous = batch.entries.iter().enumerate().all(|(i, (p, _))| *p == start + i as u64);
+        // Only this function writes, and nothing in it panics while the data is half changed
+        // (`first` moves with every slot pushed or popped), so even a poisoned lock holds a
+        // consistent tail.
         let mut inner = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if !contiguous {
+            // Not a batch the writer makes; rather than guess, hold nothing.
+            *inner = Inner::default();
+            return;
+        }
         if inner.first + inner.slots.len() as u64 != start {
             *inner = Inner { first: start, ..Inner::default() };
         }
         let base = inner.slots.len();
-        for (position, entry) in batch.entries {
-            debug_assert_eq!(position, inner.first + inner.slots.len() as u64);
+        for (_, entry) in batch.entries {
             inner.bytes += entry.len();
             inner.slots.push_back(Slot { entry, nodes: Vec::new() });
         }
@@ -77,8 +84,8 @@ impl Tail {
         while inner.slots.len() > MAX_ENTRIES || (inner.bytes > MAX_BYTES && inner.slots.len() > 1)
         {
             if let Some(old) = inner.slots.pop_front() {
-                inner.bytes -= old.entry.len();
                 inner.first += 1;
+                inner.bytes = inner.bytes.saturating_sub(old.entry.len());
             }
         }
     }
@@ -156,6 +163,17 @@ mod tests {
         pushed(&tail, &mut later, 50, 52, 2);
         assert_eq!(tail.entry(9), None);
         assert_eq!(tail.entry(50), Some(b"50".to_vec()));
+    }
+
+    #[test]
+    fn a_batch_with_a_gap_inside_leaves_the_tail_empty() {
+        let tail = Tail::default();
+        let mut frontier = Frontier::default();
+        pushed(&tail, &mut frontier, 0, 10, 5);
+        let gap = vec![(10, b"10".to_vec()), (12, b"12".to_vec())];
+        tail.push(TailBatch { entries: gap, nodes: Vec::new() });
+        assert_eq!(tail.entry(9), None);
+        assert_eq!(tail.entry(12), None);
     }
 
     #[test]
