@@ -312,6 +312,13 @@ fn subproof<S: NodeSource + ?Sized>(
     Ok(())
 }
 
+/// The position of the leaf whose append completes the perfect node (`level`, `index`): the
+/// last leaf under it. `None` when that position does not fit in a `u64`.
+pub fn completing_position(level: u32, index: u64) -> Option<u64> {
+    let width = 1u64.checked_shl(level)?;
+    index.checked_mul(width)?.checked_add(width - 1)
+}
+
 /// A perfect subtree hash that an append completed and a store must keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PerfectNode {
@@ -439,6 +446,20 @@ impl NodeSource for MemoryTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_node_an_append_completes_names_that_append_as_its_completing_position() {
+        let mut frontier = Frontier::new();
+        for position in 0..5000u64 {
+            for node in frontier.push(leaf_hash(&position.to_be_bytes())) {
+                assert_eq!(completing_position(node.level, node.index), Some(position));
+            }
+        }
+        assert_eq!(completing_position(63, 1), Some(u64::MAX));
+        assert_eq!(completing_position(63, 2), None, "3 · 2^63 − 1 does not fit");
+        assert_eq!(completing_position(1, u64::MAX / 2 + 1), None);
+        assert_eq!(completing_position(64, 0), None);
+    }
     use proptest::prelude::*;
 
     fn leaves(n: u64) -> MemoryTree {

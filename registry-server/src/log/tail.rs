@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::RwLock;
 
-use registry_proto::merkle::{Hash, PerfectNode};
+use registry_proto::merkle::{Hash, PerfectNode, completing_position};
 
 /// Most entries kept.
 const MAX_ENTRIES: usize = 16_384;
@@ -43,11 +43,6 @@ pub(super) struct Tail(RwLock<Inner>);
 pub(super) struct TailBatch {
     pub entries: Vec<(u64, Vec<u8>)>,
     pub nodes: Vec<PerfectNode>,
-}
-
-/// The position whose append completes the perfect node `(level, index)`: the last leaf under it.
-fn completing_position(level: u32, index: u64) -> Option<u64> {
-    index.checked_add(1)?.checked_mul(1u64.checked_shl(level)?)?.checked_sub(1)
 }
 
 impl Tail {

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use registry_proto::merkle::Hash;
+use registry_proto::merkle::{Hash, completing_position};
 use uuid::Uuid;
 
 use super::{
@@ -88,11 +88,6 @@ fn position_of(key: &[u8]) -> Result<u64, StoreError> {
         .and_then(|k| k.try_into().ok())
         .ok_or_else(|| StoreError::Corrupt("entry key is not 8 bytes".into()))?;
     Ok(u64::from_be_bytes(bytes))
-}
-
-/// The position whose append completes perfect node (`level`, `index`).
-fn completing_position(level: u32, index: u64) -> Option<u64> {
-    index.checked_add(1)?.checked_shl(level)?.checked_sub(1)
 }
 
 /// An entry record: the nodes its append completed, then the entry.
