@@ -317,6 +317,7 @@ async fn a_forged_signature_is_caught_at_its_entry_whether_checked_ahead_or_in_o
     let envelope = entry.body.command.as_mut().unwrap();
     envelope.signature = SignedCommand::sign(
         envelope.command.clone(),
+        &f.origin(),
         &registry_proto::keys::P256KeyPair::generate(),
     )
     .signature;

@@ -353,13 +353,22 @@ impl World {
     ) -> Result<(), tonic::Code> {
         let now = chrono::Utc::now();
         let signed = match who {
-            Who::Owner => SignedCommand::sign(registry_client::command_bytes(action), owner),
-            Who::Foreign => SignedCommand::sign(registry_client::command_bytes(action), &self.c),
-            Who::Admin => {
-                SignedCommand::sign(registry_client::command_bytes(action), &self.f.admin)
+            Who::Owner => {
+                SignedCommand::sign(registry_client::command_bytes(action), &self.f.origin(), owner)
             }
+            Who::Foreign => SignedCommand::sign(
+                registry_client::command_bytes(action),
+                &self.f.origin(),
+                &self.c,
+            ),
+            Who::Admin => SignedCommand::sign(
+                registry_client::command_bytes(action),
+                &self.f.origin(),
+                &self.f.admin,
+            ),
             Who::Unknown => SignedCommand::sign(
                 registry_client::command_bytes(action),
+                &self.f.origin(),
                 &P256KeyPair::generate(),
             ),
             Who::Revoked => {
@@ -368,7 +377,7 @@ impl World {
                 } else {
                     &self.revoked_operator_key
                 };
-                SignedCommand::sign(registry_client::command_bytes(action), key)
+                SignedCommand::sign(registry_client::command_bytes(action), &self.f.origin(), key)
             }
             Who::Stale => {
                 let bytes = registry_client::command_bytes_with(
@@ -376,10 +385,14 @@ impl World {
                     uuid::Uuid::now_v7(),
                     now - chrono::TimeDelta::minutes(10),
                 );
-                SignedCommand::sign(bytes, owner)
+                SignedCommand::sign(bytes, &self.f.origin(), owner)
             }
             Who::Tampered => {
-                let mut s = SignedCommand::sign(registry_client::command_bytes(action), owner);
+                let mut s = SignedCommand::sign(
+                    registry_client::command_bytes(action),
+                    &self.f.origin(),
+                    owner,
+                );
                 let last = s.command.len() - 1;
                 s.command[last] ^= 0x01;
                 s
@@ -387,6 +400,7 @@ impl World {
             Who::OtherKeySignature => {
                 let forged = SignedCommand::sign(
                     registry_client::command_bytes(action),
+                    &self.f.origin(),
                     &P256KeyPair::generate(),
                 );
                 SignedCommand { signer_key_id: owner.fingerprint(), ..forged }
@@ -457,8 +471,11 @@ async fn a_retry_after_its_signer_was_revoked_still_returns_the_original_result(
         evse_ids: vec![evse.into()],
         effective_at: Some(t("2026-01-01T00:00:00Z")),
     };
-    let signed =
-        SignedCommand::sign(registry_client::command_bytes(&register("DE*RTY*E1")), &second);
+    let signed = SignedCommand::sign(
+        registry_client::command_bytes(&register("DE*RTY*E1")),
+        &f.origin(),
+        &second,
+    );
     let first = f.client.submit_signed(signed.clone()).await.unwrap();
     assert!(!first.duplicate);
     let revoke = Action::RevokeOperatorKey {
@@ -479,8 +496,11 @@ async fn a_retry_after_its_signer_was_revoked_still_returns_the_original_result(
     let forged = SignedCommand { signature: second.sign_der(b"something else"), ..signed };
     let err = f.client.submit_signed(forged).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::Unauthenticated));
-    let fresh =
-        SignedCommand::sign(registry_client::command_bytes(&register("DE*RTY*E2")), &second);
+    let fresh = SignedCommand::sign(
+        registry_client::command_bytes(&register("DE*RTY*E2")),
+        &f.origin(),
+        &second,
+    );
     let err = f.client.submit_signed(fresh).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::Unauthenticated));
     assert_eq!(f.log_size(), size);

@@ -146,7 +146,8 @@ async fn each_mistake_is_named_and_nothing_is_appended() {
         reserved,
         chrono::Utc::now(),
     );
-    let err = f.client.submit_signed(SignedCommand::sign(bytes, &op)).await.unwrap_err();
+    let err =
+        f.client.submit_signed(SignedCommand::sign(bytes, &f.origin(), &op)).await.unwrap_err();
     let e = check(&f, err, next, Code::InvalidArgument, "request_id");
     assert!(e.to_string().contains("reserves"), "{e}");
 
@@ -158,14 +159,16 @@ async fn each_mistake_is_named_and_nothing_is_appended() {
         id,
         now,
     );
-    let first = f.client.submit_signed(SignedCommand::sign(first.clone(), &op)).await.unwrap();
+    let first =
+        f.client.submit_signed(SignedCommand::sign(first.clone(), &f.origin(), &op)).await.unwrap();
     let other = registry_client::command_bytes_with(
         &register(&spki_hex(&meter_key()), "DE*ABC*E5", "2026-01-01T00:00:00Z"),
         id,
         now,
     );
     let before = f.log_size();
-    let err = f.client.submit_signed(SignedCommand::sign(other, &op)).await.unwrap_err();
+    let err =
+        f.client.submit_signed(SignedCommand::sign(other, &f.origin(), &op)).await.unwrap_err();
     let e = check(&f, err, before, Code::AlreadyExists, "request_id");
     assert!(e.to_string().contains(&format!("entry {}", first.position)), "{e}");
 }
@@ -179,7 +182,7 @@ async fn a_retry_with_the_same_request_returns_the_original_result_even_when_sta
         "DE*ABC*E1",
         "2026-01-01T00:00:00Z",
     ));
-    let signed = SignedCommand::sign(bytes, &op);
+    let signed = SignedCommand::sign(bytes, &f.origin(), &op);
     let first = f.client.submit_signed(signed.clone()).await.unwrap();
     let size = f.log_size();
     let again = f.client.submit_signed(signed).await.unwrap();
@@ -198,7 +201,8 @@ async fn a_retry_with_the_same_request_returns_the_original_result_even_when_sta
         old,
     );
     let before = f.log_size();
-    let err = f.client.submit_signed(SignedCommand::sign(stale, &op)).await.unwrap_err();
+    let err =
+        f.client.submit_signed(SignedCommand::sign(stale, &f.origin(), &op)).await.unwrap_err();
     check(&f, err, before, Code::Unauthenticated, "issued_at");
 }
 
@@ -207,7 +211,8 @@ async fn malformed_envelopes_are_refused_before_anything_else() {
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
     let before = f.log_size();
-    let mut not_a_command = SignedCommand::sign(b"\xff\xff not protobuf".to_vec(), &op);
+    let mut not_a_command =
+        SignedCommand::sign(b"\xff\xff not protobuf".to_vec(), &f.origin(), &op);
     let err = f.client.submit_signed(not_a_command.clone()).await.unwrap_err();
     check(&f, err, before, Code::InvalidArgument, "command");
     not_a_command.signer_key_id = [0; 32];
@@ -220,7 +225,11 @@ async fn malformed_envelopes_are_refused_before_anything_else() {
     };
     let err = f
         .client
-        .submit_signed(SignedCommand::sign(prost::Message::encode_to_vec(&no_action), &op))
+        .submit_signed(SignedCommand::sign(
+            prost::Message::encode_to_vec(&no_action),
+            &f.origin(),
+            &op,
+        ))
         .await
         .unwrap_err();
     check(&f, err, before, Code::InvalidArgument, "action");

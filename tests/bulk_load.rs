@@ -25,13 +25,14 @@ async fn a_bulk_call_checks_each_command_as_if_alone() {
     let mut commands = Vec::new();
     for i in 0..300 {
         let action = register(&spki_hex(&meter_key()), &format!("DE*ABC*E{i}"));
-        let mut signed = SignedCommand::sign(command_bytes(&action), &op);
+        let mut signed = SignedCommand::sign(command_bytes(&action), &f.origin(), &op);
         match i {
             // Signed by a key the registry does not know.
-            100 => signed = SignedCommand::sign(command_bytes(&action), &stranger),
+            100 => signed = SignedCommand::sign(command_bytes(&action), &f.origin(), &stranger),
             // The operator's key ID, someone else's signature.
             150 => {
-                signed.signature = SignedCommand::sign(signed.command.clone(), &stranger).signature
+                signed.signature =
+                    SignedCommand::sign(signed.command.clone(), &f.origin(), &stranger).signature
             }
             _ => {}
         }
@@ -40,6 +41,7 @@ async fn a_bulk_call_checks_each_command_as_if_alone() {
     // Another operator's charge point.
     commands.push(SignedCommand::sign(
         command_bytes(&register(&spki_hex(&meter_key()), "DE*XYZ*E1")),
+        &f.origin(),
         &op,
     ));
     let before = f.log_size();
@@ -115,8 +117,11 @@ async fn a_bulk_call_checks_each_command_as_if_alone() {
 async fn a_malformed_envelope_in_a_bulk_call_is_named_by_its_index() {
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
-    let good =
-        SignedCommand::sign(command_bytes(&register(&spki_hex(&meter_key()), "DE*ABC*E1")), &op);
+    let good = SignedCommand::sign(
+        command_bytes(&register(&spki_hex(&meter_key()), "DE*ABC*E1")),
+        &f.origin(),
+        &op,
+    );
     let mut bad = good.to_pb();
     bad.signer_key_id.truncate(5);
     let request = pb::SubmitCommandsRequest {
@@ -124,6 +129,7 @@ async fn a_malformed_envelope_in_a_bulk_call_is_named_by_its_index() {
             bad,
             SignedCommand::sign(
                 command_bytes(&register(&spki_hex(&meter_key()), "DE*ABC*E2")),
+                &f.origin(),
                 &op,
             )
             .to_pb(),

@@ -44,6 +44,7 @@ async fn a_restarted_registry_answers_and_decides_as_before() {
         .map(|(i, m)| {
             SignedCommand::sign(
                 command_bytes(&register(&spki_hex(m), &format!("DE*ABC*E{i}"))),
+                &f.origin(),
                 &op,
             )
         })
@@ -159,7 +160,11 @@ async fn a_retry_finds_a_confirmation_written_under_the_old_request_id() {
     let f = Fixture::start_with(ConfirmPolicy::Manual).await;
     let op = f.operator("DE*ABC").await;
     let meter = meter_key();
-    let signed = SignedCommand::sign(command_bytes(&register(&spki_hex(&meter), "DE*ABC*E1")), &op);
+    let signed = SignedCommand::sign(
+        command_bytes(&register(&spki_hex(&meter), "DE*ABC*E1")),
+        &f.origin(),
+        &op,
+    );
     let first = f.client.submit_signed(signed.clone()).await.expect("registration accepted");
     assert_eq!(first.confirmation_position, 0, "not confirmed under the manual policy");
 

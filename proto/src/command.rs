@@ -1,8 +1,10 @@
 //! Signed commands: the envelope, its signature, and the typed commands inside.
 //!
-//! The signature covers a fixed context string followed by the exact command bytes, so a
-//! signature made for a command can never be replayed as anything else (not a checkpoint, not
-//! another protocol). The bytes are stored as signed; [`Command::decode`] validates every field
+//! The signature covers a fixed context string, the registry the command is meant for (its
+//! checkpoint origin) and the exact command bytes, so a signature made for a command can never
+//! be replayed as anything else (not a checkpoint, not another protocol) nor at another registry
+//! (a test instance's command at production). Commands logged before the registry was named
+//! carry the older context without it; they still verify, and only as what they were. The bytes are stored as signed; [`Command::decode`] validates every field
 //! and names the one that is wrong, with its protobuf path.
 
 use prost::Message;
@@ -15,8 +17,15 @@ use crate::meter_key::{Curve, MeterKey};
 use crate::pb;
 use crate::time::{self, Time};
 
-/// Prefix of every signed command message.
-pub const SIGNING_CONTEXT: &[u8] = b"keyregistry.v1 command\n";
+/// Prefix of a signed command message that names its registry: then the registry's origin and
+/// a line feed follow, then the command bytes.
+pub const SIGNING_CONTEXT: &[u8] = b"keyregistry.v1 command for\n";
+
+/// Prefix of the signed message of a command that names no registry (logged before 2026-12-05).
+pub const LEGACY_SIGNING_CONTEXT: &[u8] = b"keyregistry.v1 command\n";
+
+/// Longest registry name (origin) a command may carry.
+pub const MAX_REGISTRY_CHARS: usize = 256;
 
 /// Longest accepted serialized command (bytes). A command is a few hundred bytes; the limit
 /// keeps entries small and leaves room for a sample signed meter value.
@@ -29,21 +38,34 @@ pub struct SignedCommand {
     pub command: Vec<u8>,
     /// Fingerprint of the signing key.
     pub signer_key_id: [u8; 32],
-    /// DER ECDSA P-256 signature over SHA-256(context ‖ command).
+    /// DER ECDSA P-256 signature over SHA-256(context ‖ registry ‖ LF ‖ command), or over
+    /// SHA-256(legacy context ‖ command) when `registry` is `None`.
     pub signature: Vec<u8>,
+    /// The registry (checkpoint origin) the command is signed for; `None` only in commands
+    /// logged before registries were named.
+    pub registry: Option<String>,
 }
 
 impl SignedCommand {
-    /// Signs serialized command bytes.
-    pub fn sign(command: Vec<u8>, key: &P256KeyPair) -> Self {
-        let signature = key.sign_der(&signed_message(&command));
-        Self { command, signer_key_id: key.fingerprint(), signature }
+    /// Signs serialized command bytes for the registry whose checkpoint origin is `registry`.
+    pub fn sign(command: Vec<u8>, registry: &str, key: &P256KeyPair) -> Self {
+        let registry = Some(registry.to_string());
+        let signature = key.sign_der(&signed_message(&command, registry.as_deref()));
+        Self { command, signer_key_id: key.fingerprint(), signature, registry }
+    }
+
+    /// Signs with the legacy context that names no registry, as commands were signed before
+    /// 2026-12-05: only to build old logs in tests; no registry accepts such a command now.
+    pub fn sign_legacy(command: Vec<u8>, key: &P256KeyPair) -> Self {
+        let signature = key.sign_der(&signed_message(&command, None));
+        Self { command, signer_key_id: key.fingerprint(), signature, registry: None }
     }
 
     /// Whether the signature verifies with the signer's DER SubjectPublicKeyInfo.
     pub fn verify(&self, signer_spki: &[u8]) -> bool {
         keys::p256_point_of_spki(signer_spki).is_some_and(|point| {
-            keys::p256_verify_point(point, &signed_message(&self.command), &self.signature)
+            let message = signed_message(&self.command, self.registry.as_deref());
+            keys::p256_verify_point(point, &message, &self.signature)
         })
     }
 
@@ -59,6 +81,7 @@ impl SignedCommand {
             command: self.command.clone(),
             signer_key_id: self.signer_key_id.to_vec(),
             signature: self.signature.clone(),
+            registry: self.registry.clone().unwrap_or_default(),
         }
     }
 
@@ -82,12 +105,29 @@ impl SignedCommand {
         if p.signature.is_empty() {
             return Err(EventError::new("command.signature", "must not be empty"));
         }
-        Ok(Self { command: p.command.clone(), signer_key_id, signature: p.signature.clone() })
+        if p.registry.chars().count() > MAX_REGISTRY_CHARS || p.registry.contains('\n') {
+            return Err(EventError::new(
+                "command.registry",
+                format!(
+                    "must be a registry origin: one line of at most {MAX_REGISTRY_CHARS} characters"
+                ),
+            ));
+        }
+        let registry = Some(p.registry.clone()).filter(|r| !r.is_empty());
+        Ok(Self {
+            command: p.command.clone(),
+            signer_key_id,
+            signature: p.signature.clone(),
+            registry,
+        })
     }
 }
 
-fn signed_message(command: &[u8]) -> Vec<u8> {
-    [SIGNING_CONTEXT, command].concat()
+fn signed_message(command: &[u8], registry: Option<&str>) -> Vec<u8> {
+    match registry {
+        Some(r) => [SIGNING_CONTEXT, r.as_bytes(), b"\n", command].concat(),
+        None => [LEGACY_SIGNING_CONTEXT, command].concat(),
+    }
 }
 
 /// A meter key being registered, with its signing unit.
@@ -492,7 +532,7 @@ mod tests {
         let signer = P256KeyPair::generate();
         let bytes =
             register(&P256KeyPair::generate().public_key_pem(), "DE*ABC*E1").encode_to_vec();
-        let signed = SignedCommand::sign(bytes, &signer);
+        let signed = SignedCommand::sign(bytes, "registry.test/a", &signer);
         assert!(signed.verify(signer.public_key_der()));
         assert!(!signed.verify(P256KeyPair::generate().public_key_der()));
         let mut tampered = signed.clone();
@@ -501,6 +541,30 @@ mod tests {
         // The context string is part of what is signed: a bare signature over the bytes fails.
         let bare = SignedCommand { signature: signer.sign_der(&signed.command), ..signed.clone() };
         assert!(!bare.verify(signer.public_key_der()));
+    }
+
+    #[test]
+    fn a_signature_binds_the_registry_it_was_made_for() {
+        let signer = P256KeyPair::generate();
+        let bytes =
+            register(&P256KeyPair::generate().public_key_pem(), "DE*ABC*E1").encode_to_vec();
+        let for_a = SignedCommand::sign(bytes.clone(), "registry.test/a", &signer);
+        let as_if_for_b =
+            SignedCommand { registry: Some("registry.test/b".into()), ..for_a.clone() };
+        assert!(!as_if_for_b.verify(signer.public_key_der()));
+        let unnamed = SignedCommand { registry: None, ..for_a.clone() };
+        assert!(!unnamed.verify(signer.public_key_der()), "nor passes as a legacy command");
+        // A legacy command verifies as one, and only as one.
+        let legacy = SignedCommand::sign_legacy(bytes, &signer);
+        assert!(legacy.verify(signer.public_key_der()));
+        let claimed = SignedCommand { registry: Some("registry.test/a".into()), ..legacy };
+        assert!(!claimed.verify(signer.public_key_der()));
+        // The wire form keeps the name, and an empty name is the legacy form.
+        let back = SignedCommand::from_pb(&for_a.to_pb()).unwrap();
+        assert_eq!(back, for_a);
+        let mut two_lines = for_a.to_pb();
+        two_lines.registry = "a\nb".into();
+        assert_eq!(SignedCommand::from_pb(&two_lines).unwrap_err().field, "command.registry");
     }
 
     #[test]

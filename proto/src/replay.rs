@@ -102,6 +102,9 @@ pub struct Replayer {
     frontier: Frontier,
     leaves: Vec<Hash>,
     state: MemoryState,
+    /// The registry's checkpoint origin, when known: a command signed for another registry is
+    /// then refused.
+    origin: Option<String>,
 }
 
 impl Default for Replayer {
@@ -122,7 +125,15 @@ impl Replayer {
             frontier: Frontier::new(),
             leaves: Vec::new(),
             state: MemoryState::default(),
+            origin: None,
         }
+    }
+
+    /// A replay from position 0 of the log of the registry whose checkpoint origin is `origin`:
+    /// besides everything [`Replayer::new`] checks, every command that names a registry must
+    /// name this one.
+    pub fn for_registry(origin: &str) -> Self {
+        Self { origin: Some(origin.to_string()), ..Self::new() }
     }
 
     /// Entries replayed so far.
@@ -273,6 +284,14 @@ impl Replayer {
                         position,
                         "the command's signature does not verify with its signer's key",
                     ));
+                }
+                if let (Some(origin), Some(named)) = (&self.origin, &envelope.registry) {
+                    if named != origin {
+                        return Err(ReplayError::at(
+                            position,
+                            format!("the command is signed for registry {named:?}, not {origin:?}"),
+                        ));
+                    }
                 }
                 let command = match command {
                     Some(c) => c.map_err(|e| ReplayError::at(position, e))?,

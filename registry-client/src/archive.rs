@@ -5,7 +5,8 @@
 //! DIR/checkpoint                  signed checkpoint covering exactly the archived entries
 //! DIR/tile/entries/<N>[.p/<W>]    entry bundles: entries as stored, each a uint16 BE length + bytes
 //! DIR/tile/<L>/<N>[.p/<W>]        hash tiles (level 0: leaf hashes; level L: roots of full tiles below)
-//! DIR/entries.jsonl               one JSON object per entry: the decoded view (for people; not verified)
+//! DIR/entries.jsonl               one JSON object per entry: the decoded view (for people; checked
+//!                                 line by line against the verified entries by `audit verify`)
 //! DIR/registry-key.pem            the registry's public key as served (verify takes the key separately)
 //! DIR/archive.json                origin, size, format
 //! ```
@@ -82,6 +83,9 @@ fn tile_path(dir: &Path, level: Option<u8>, n: u64, width: u64) -> PathBuf {
     let p = base.join(index_path(n));
     if width == WIDTH { p } else { PathBuf::from(format!("{}.p/{width}", p.display())) }
 }
+
+/// The `format` of every archive's manifest.
+pub const FORMAT: &str = "keyregistry.v1 archive";
 
 /// The archive's manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -315,8 +319,7 @@ impl Archive {
     ) -> Result<(), ArchiveError> {
         write_atomically(&self.dir.join("registry-key.pem"), registry_key_pem.as_bytes())?;
         write_atomically(&self.dir.join("checkpoint"), checkpoint.as_bytes())?;
-        let manifest =
-            Manifest { format: "keyregistry.v1 archive".into(), origin: origin.into(), size };
+        let manifest = Manifest { format: FORMAT.into(), origin: origin.into(), size };
         write_atomically(
             &self.dir.join("archive.json"),
             serde_json::to_string_pretty(&manifest).expect("serializes").as_bytes(),
@@ -399,13 +402,7 @@ impl Archive {
         let mut out = BufWriter::new(file);
         let mut written = 0u64;
         for (i, bytes) in entries.iter().enumerate() {
-            let line = match Entry::decode(bytes) {
-                Ok(e) => crate::render::entry(&e),
-                Err(e) => {
-                    serde_json::json!({"position": start + i as u64, "malformed": e.to_string()})
-                }
-            };
-            let line = format!("{line}\n");
+            let line = jsonl_line(start + i as u64, bytes);
             out.write_all(line.as_bytes()).map_err(io(&path))?;
             written += line.len() as u64;
         }
@@ -413,6 +410,61 @@ impl Archive {
         out.get_ref().sync_all().map_err(io(&path))?;
         *end = Some((start + entries.len() as u64, offset + written));
         Ok(())
+    }
+}
+
+/// The line of `entries.jsonl` for the entry at `position`: its decoded view, newline-terminated.
+fn jsonl_line(position: u64, bytes: &[u8]) -> String {
+    let line = match Entry::decode(bytes) {
+        Ok(e) => crate::render::entry(&e),
+        Err(e) => serde_json::json!({"position": position, "malformed": e.to_string()}),
+    };
+    format!("{line}\n")
+}
+
+impl Archive {
+    /// Checks that `entries.jsonl`, the file people read, says exactly what the first `size`
+    /// archived entries (verified by the caller) say: line by line, as the export renders them.
+    /// An archive without the file passes (it ships nothing unverified).
+    pub fn check_jsonl(&self, size: u64) -> Result<(), String> {
+        let path = self.dir.join("entries.jsonl");
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("entries.jsonl cannot be read: {e}")),
+        };
+        let mut lines = BufReader::new(file);
+        let mut line = String::new();
+        for (position, entry) in self.entries(size).enumerate() {
+            let entry = entry.map_err(|e| e.to_string())?;
+            line.clear();
+            lines.read_line(&mut line).map_err(|e| {
+                format!("entries.jsonl cannot be read at line {}: {e}", position + 1)
+            })?;
+            if line.is_empty() {
+                return Err(format!(
+                    "entries.jsonl ends after {position} lines, but the archive holds {size} entries"
+                ));
+            }
+            if line != jsonl_line(position as u64, &entry) {
+                return Err(format!(
+                    "entries.jsonl line {} does not say what the verified entry {position} \
+                     says: the file was edited or belongs to another archive",
+                    position + 1
+                ));
+            }
+        }
+        line.clear();
+        match lines.read_line(&mut line) {
+            Ok(0) => Ok(()),
+            _ => Err(format!("entries.jsonl has more lines than the {size} archived entries")),
+        }
+    }
+
+    /// The registry key the archive carries (`registry-key.pem`), as DER, if it has one.
+    pub fn registry_key(&self) -> Option<Vec<u8>> {
+        let pem = fs::read_to_string(self.dir.join("registry-key.pem")).ok()?;
+        registry_proto::keys::p256_spki_der_from_pem(&pem).ok()
     }
 }
 

@@ -200,6 +200,9 @@ pub struct Verified {
     pub operators: usize,
     /// Seconds the verification took.
     pub seconds: f64,
+    /// What the verification noticed that does not make the archive invalid (for example a
+    /// `registry-key.pem` other than the key given).
+    pub warnings: Vec<String>,
 }
 
 /// Why an archive failed verification.
@@ -242,15 +245,28 @@ pub fn verify(
         reason: format!("the archive's checkpoint does not verify: {e}"),
     })?;
     if let Some(m) = archive.manifest()? {
-        if m.size != checkpoint.size || m.origin != checkpoint.origin {
+        if m.size != checkpoint.size || m.origin != checkpoint.origin || m.format != archive::FORMAT
+        {
             return Err(Failure {
                 position: None,
-                reason: "archive.json does not describe the archived checkpoint".into(),
+                reason: format!(
+                    "archive.json does not describe the archived checkpoint: it says {:?}, size \
+                     {}, origin {:?}; the checkpoint has size {}, origin {:?}",
+                    m.format, m.size, m.origin, checkpoint.size, checkpoint.origin
+                ),
             });
         }
     }
+    let mut warnings = Vec::new();
+    if archive.registry_key().is_some_and(|k| k != registry_key) {
+        warnings.push(
+            "the archive's registry-key.pem is not the key given to verify with; the archive was \
+             verified with the given key"
+                .to_string(),
+        );
+    }
     bar.set_length(checkpoint.size);
-    let mut replayer = Replayer::new();
+    let mut replayer = Replayer::for_registry(&checkpoint.origin);
     let mut entries = archive.entries(checkpoint.size);
     let mut broken = None;
     // In slices, so that decoding and signature checks run on every core.
@@ -305,6 +321,7 @@ pub fn verify(
     replayer.finish(&checkpoint)?;
     archive::check_tiles(archive, replayer.leaves())
         .map_err(|reason| Failure { position: None, reason })?;
+    archive.check_jsonl(checkpoint.size).map_err(|reason| Failure { position: None, reason })?;
     if let Some(earlier) = since {
         let earlier = archive::open_checkpoint(earlier, registry_key).map_err(|e| Failure {
             position: None,
@@ -326,6 +343,7 @@ pub fn verify(
         keys: replayer.state().keys.len(),
         operators: replayer.state().operators.len(),
         seconds: started.elapsed().as_secs_f64(),
+        warnings,
     })
 }
 
@@ -342,7 +360,7 @@ pub async fn follow(
     let info = client.registry_info().await?;
     let text = archive.checkpoint_text().map_err(archive_err)?;
     let mut last = archive::open_checkpoint(&text, &info.public_key_der).map_err(refuse)?;
-    let mut replayer = Replayer::new();
+    let mut replayer = Replayer::for_registry(&last.origin);
     let mut entries = archive.entries(last.size);
     loop {
         let slice: Vec<Vec<u8>> = entries

@@ -158,6 +158,8 @@ impl CpuTimes {
 /// The test fleet: its operator's key and size.
 pub struct Fleet {
     pub operator: P256KeyPair,
+    /// The registry's checkpoint origin, which the fleet's commands are signed for.
+    pub registry: String,
     pub keys: u64,
     pub seed: u64,
 }
@@ -211,7 +213,8 @@ pub async fn prepare(
         }
         Err(e) => return Err(e),
     }
-    let fleet = Fleet { operator, keys, seed };
+    let registry = client.origin().await?;
+    let fleet = Fleet { operator, registry, keys, seed };
     if keys == 0 || fleet_key_present(client, keys - 1).await? {
         return Ok(fleet);
     }
@@ -224,6 +227,7 @@ pub async fn prepare(
         if !fleet_key_present(client, end - 1).await? {
             let commands: Vec<SignedCommand> = load::registrations_of(
                 &fleet.operator,
+                &fleet.registry,
                 OPERATOR,
                 first..end,
                 fleet_effective(),
@@ -323,7 +327,7 @@ fn registrations(fleet: &Fleet, count: usize) -> Vec<SignedCommand> {
             evse_ids: vec![format!("{OPERATOR}*ER{run:08X}X{i}")],
             effective_at: Some(fleet_effective()),
         };
-        SignedCommand::sign(command_bytes(&action), signer)
+        SignedCommand::sign(command_bytes(&action), &fleet.registry, signer)
     })
 }
 

@@ -377,6 +377,8 @@ pub struct RegistryClient {
     commands: pb::command_service_client::CommandServiceClient<Channel>,
     lookups: pb::lookup_service_client::LookupServiceClient<Channel>,
     audit: pb::audit_service_client::AuditServiceClient<Channel>,
+    /// The server's checkpoint origin, asked once: commands are signed for it.
+    origin: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// The default server URL.
@@ -412,7 +414,23 @@ impl RegistryClient {
                 .max_encoding_message_size(MAX_MESSAGE),
             audit: pb::audit_service_client::AuditServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE),
+            origin: Default::default(),
         }
+    }
+
+    /// The server's checkpoint origin: the registry's name, which every command is signed for
+    /// (so that it is refused by any other registry). Asked once per client.
+    pub async fn origin(&self) -> Result<String> {
+        let origin = self
+            .origin
+            .get_or_try_init(|| async { Ok::<_, ClientError>(self.registry_info().await?.origin) })
+            .await?;
+        Ok(origin.clone())
+    }
+
+    /// Signs `action` with `signer` for this client's registry.
+    pub async fn sign(&self, signer: &P256KeyPair, action: &Action) -> Result<SignedCommand> {
+        Ok(SignedCommand::sign(command_bytes(action), &self.origin().await?, signer))
     }
 
     /// The audit service stub, for streaming reads.
@@ -431,7 +449,7 @@ impl RegistryClient {
         signer: &P256KeyPair,
         action: &Action,
     ) -> Result<pb::SubmitCommandResponse> {
-        self.submit_signed(SignedCommand::sign(command_bytes(action), signer)).await
+        self.submit_signed(self.sign(signer, action).await?).await
     }
 
     /// Submits an already signed command (to retry it, or one built elsewhere).

@@ -48,20 +48,25 @@ pub fn meter_key(seed: u64, index: u64) -> P256KeyPair {
 }
 
 /// Registrations of fresh random meter keys for the meters `range` of `operator_id`, signed by
-/// `signer`, effective from `effective_at`. Generated on every core; returns the meter keys with
+/// `signer` for the registry whose checkpoint origin is `registry`, effective from
+/// `effective_at`. Generated on every core; returns the meter keys with
 /// their commands, in order.
 pub fn registrations(
     signer: &P256KeyPair,
+    registry: &str,
     operator_id: &str,
     range: Range<u64>,
     effective_at: Time,
 ) -> Vec<(P256KeyPair, SignedCommand)> {
-    registrations_of(signer, operator_id, range, effective_at, |_| P256KeyPair::generate())
+    registrations_of(signer, registry, operator_id, range, effective_at, |_| {
+        P256KeyPair::generate()
+    })
 }
 
 /// Like [`registrations`], with the meter key of each index from `meter` (e.g. [`meter_key`]).
 pub fn registrations_of(
     signer: &P256KeyPair,
+    registry: &str,
     operator_id: &str,
     range: Range<u64>,
     effective_at: Time,
@@ -77,7 +82,7 @@ pub fn registrations_of(
             evse_ids: vec![evse_id(operator_id, i)],
             effective_at: Some(effective_at),
         };
-        let signed = SignedCommand::sign(command_bytes(&action), signer);
+        let signed = SignedCommand::sign(command_bytes(&action), registry, signer);
         (meter, signed)
     };
     on_every_core(range, one)

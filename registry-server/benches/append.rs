@@ -34,6 +34,7 @@ fn body(id: uuid::Uuid) -> Vec<u8> {
             command: id.as_bytes().repeat(24),
             signer_key_id: vec![7; 32],
             signature: vec![9; 72],
+            registry: String::new(),
         }),
         ..Default::default()
     }
@@ -151,7 +152,7 @@ fn group_commit(secs: u64, writers: u64) -> (f64, f64, u64, usize) {
         elapsed * 1e6 / stats.batches.max(1) as f64
     );
     drop(appender);
-    log.close();
+    log.close().unwrap();
     let rate = done.load(Ordering::Relaxed) as f64 / elapsed;
     let mean = stats.entries as f64 / stats.batches.max(1) as f64;
     (rate, mean, stats.largest, entry_size)

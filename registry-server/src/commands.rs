@@ -1,7 +1,8 @@
 //! The command checks at the edge, and what follows a command.
 //!
-//! Before a command reaches the writer: its signer must be a known, unrevoked key; the signature
-//! must verify over the exact bytes; the bytes must decode to a valid command; a retry of a known
+//! Before a command reaches the writer: it must be signed for this registry (its checkpoint
+//! origin); its signer must be a known, unrevoked key; the signature must verify over the exact
+//! bytes; the bytes must decode to a valid command; a retry of a known
 //! request ID returns the original result (however stale its issue time); and a new command's
 //! issue time must lie within the clock-skew tolerance. These checks need no lock and run
 //! concurrently; the lifecycle rules then run once more in the writer against the state at that
@@ -130,6 +131,7 @@ impl Commands {
             )
             .into()),
             Err(AppendError::Unavailable(why)) => Err(CommandError::Unavailable(why)),
+            Err(AppendError::DiskFull(why)) => Err(StoreError::Full(why).into()),
         }
     }
 
@@ -211,6 +213,29 @@ impl Commands {
     }
 
     fn check_new(&self, envelope: &SignedCommand) -> Result<Command, CommandError> {
+        // Before the signature: a command for another registry is refused for what it is, not
+        // as a bad signature, so that a client pointed at the wrong registry is told so.
+        let origin = self.reader.origin();
+        match envelope.registry.as_deref() {
+            Some(r) if r == origin => {}
+            Some(other) => {
+                return Err(Rejection::invalid(
+                    "command.registry",
+                    format!("the command is signed for registry {other:?}, but this is {origin:?}"),
+                )
+                .into());
+            }
+            None => {
+                return Err(Rejection::invalid(
+                    "command.registry",
+                    format!(
+                        "must name the registry the command is signed for ({origin:?}); commands \
+                         signed without it are accepted only as retries of ones already logged"
+                    ),
+                )
+                .into());
+            }
+        }
         let store = self.reader.store();
         let signer =
             Projection::new(store.as_ref()).signer(&envelope.signer_key_id)?.ok_or_else(|| {
@@ -310,20 +335,26 @@ impl Commands {
         // The registration to prove is the command's own entry (the new key of a replacement or
         // rotation is registered in it too).
         let receipt = match &confirmation {
+            // A new registration's receipt reads memory (the log's tail): built right here, as
+            // the hand-off to the blocking pool and back costs more. A retried old one may read
+            // many nodes from the store, so that goes to the pool.
+            Some((c, _)) if with_receipt && self.reader.is_recent(position) => {
+                Some(crate::evidence::receipt(&self.reader, position, *c))
+            }
             Some((c, _)) if with_receipt => {
-                let reader = self.reader.clone();
-                let c = *c;
+                let (reader, c) = (self.reader.clone(), *c);
                 Some(
                     tokio::task::spawn_blocking(move || {
                         crate::evidence::receipt(&reader, position, c)
                     })
                     .await
-                    .map_err(|e| CommandError::Unavailable(e.to_string()))?
                     .map_err(|e| CommandError::Unavailable(e.to_string()))?,
                 )
             }
             _ => None,
-        };
+        }
+        .transpose()
+        .map_err(|e| CommandError::Unavailable(e.to_string()))?;
         Ok(Submitted { position, duplicate, entry, confirmation, receipt })
     }
 

@@ -32,10 +32,30 @@ use crate::store::StoreError;
 /// process like std's, so keys chosen by a client still cannot be aimed at one bucket.
 type Hasher = foldhash::fast::RandomState;
 
+/// A fingerprint as the table's key: its 32 bytes rather than its 64 hex digits on the heap,
+/// so that finding a record compares bytes in the table itself (with a million keys, reading
+/// the text of each candidate key was a cache miss and a tenth of a batch lookup's time).
+type KeyId = [u8; 32];
+
+/// The bytes of a fingerprint written the one way the registry writes them (64 lowercase hex
+/// digits); any other text has no record here and is looked up in the store, so the cache
+/// answers exactly as the store would.
+fn key_id(fingerprint: &str) -> Option<KeyId> {
+    let lower_hex = |b: &u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
+    if fingerprint.len() != 64 || !fingerprint.as_bytes().iter().all(lower_hex) {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(fingerprint, &mut id).ok()?;
+    Some(id)
+}
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    keys: DashMap<Box<str>, Arc<KeyRecord>, Hasher>,
+    /// Records whose fingerprint has a [`key_id`]; those of any other (the registry writes
+    /// none) are always read from the store.
+    keys: DashMap<KeyId, Arc<KeyRecord>, Hasher>,
     /// Keyed by the index prefix (kind tag then value) the store uses.
     index: DashMap<Box<[u8]>, IndexGroup, Hasher>,
     complete: AtomicBool,
@@ -68,9 +88,10 @@ impl KeyCache {
         fingerprint: &str,
         load: impl FnOnce() -> Result<Option<KeyRecord>, StoreError>,
     ) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        let Some(id) = key_id(fingerprint) else { return Ok(load()?.map(Arc::new)) };
         // The flag first (see the module documentation).
         let complete = self.is_complete();
-        if let Some(r) = self.keys.get(fingerprint) {
+        if let Some(r) = self.keys.get(&id) {
             return Ok(Some(r.value().clone()));
         }
         if complete {
@@ -101,7 +122,9 @@ impl KeyCache {
 
     /// The writer's new version of a key record.
     pub fn put_key(&self, record: KeyRecord) {
-        self.keys.insert(record.fingerprint().into(), Arc::new(record));
+        if let Some(id) = key_id(record.fingerprint()) {
+            self.keys.insert(id, Arc::new(record));
+        }
     }
 
     /// The writer's new version of an index group.
@@ -111,7 +134,10 @@ impl KeyCache {
 
     /// Keeps a record read from the store unless the writer put a newer one first.
     fn keep_key(&self, record: KeyRecord) -> Arc<KeyRecord> {
-        self.keys.entry(record.fingerprint().into()).or_insert_with(|| Arc::new(record)).clone()
+        match key_id(record.fingerprint()) {
+            Some(id) => self.keys.entry(id).or_insert_with(|| Arc::new(record)).clone(),
+            None => Arc::new(record),
+        }
     }
 
     fn keep_group(&self, prefix: &[u8], group: IndexGroup) -> IndexGroup {
@@ -171,6 +197,11 @@ mod tests {
     use registry_proto::lifecycle::{KeyChange, KeyEvent, Stamp};
     use registry_proto::meter_key::Curve;
 
+    /// Fingerprints as the registry writes them, in order.
+    const AA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const BB: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const CC: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+
     fn record(fingerprint: &str, events: u64) -> KeyRecord {
         let at = |position| Stamp { position, recorded_at: chrono::DateTime::UNIX_EPOCH };
         let registration = Registration {
@@ -205,30 +236,30 @@ mod tests {
     #[test]
     fn a_stale_fill_never_replaces_what_the_writer_put() {
         let cache = KeyCache::new();
-        cache.put_key(record("aa", 2));
-        cache.put_group(b"e1\0", Arc::new([("aa".into(), 0), ("bb".into(), 7)]));
+        cache.put_key(record(AA, 2));
+        cache.put_group(b"e1\0", Arc::new([(AA.into(), 0), (BB.into(), 7)]));
         // The walk read the store before the writer's batch reached it.
         cache
             .fill(
                 |keep| {
-                    keep(record("aa", 1));
-                    keep(record("cc", 1));
+                    keep(record(AA, 1));
+                    keep(record(CC, 1));
                     Ok(())
                 },
                 |keep| {
-                    keep(b"e1\0", "aa", 0);
-                    keep(b"e2\0", "cc", 3);
+                    keep(b"e1\0", AA, 0);
+                    keep(b"e2\0", CC, 3);
                     Ok(())
                 },
             )
             .unwrap();
         assert!(cache.is_complete());
-        assert_eq!(cache.key("aa", no_store).unwrap().unwrap().history.len(), 2);
-        assert_eq!(cache.key("cc", no_store).unwrap().unwrap().history.len(), 1);
+        assert_eq!(cache.key(AA, no_store).unwrap().unwrap().history.len(), 2);
+        assert_eq!(cache.key(CC, no_store).unwrap().unwrap().history.len(), 1);
         let e1: Vec<_> = cache.group(b"e1\0", no_store).unwrap().iter().cloned().collect();
-        assert_eq!(e1, vec![("aa".into(), 0), ("bb".into(), 7)]);
+        assert_eq!(e1, vec![(AA.into(), 0), (BB.into(), 7)]);
         let e2: Vec<_> = cache.group(b"e2\0", no_store).unwrap().iter().cloned().collect();
-        assert_eq!(e2, vec![("cc".into(), 3)]);
+        assert_eq!(e2, vec![(CC.into(), 3)]);
     }
 
     #[test]
@@ -237,24 +268,24 @@ mod tests {
         let mut reads = 0;
         let mut load = || {
             reads += 1;
-            Ok(Some(record("aa", 1)))
+            Ok(Some(record(AA, 1)))
         };
-        assert!(cache.key("aa", &mut load).unwrap().is_some());
-        assert!(cache.key("aa", &mut load).unwrap().is_some());
+        assert!(cache.key(AA, &mut load).unwrap().is_some());
+        assert!(cache.key(AA, &mut load).unwrap().is_some());
         assert_eq!(reads, 1, "the second read is served from memory");
         // Nothing is remembered for what the store does not have: it may appear later.
-        assert!(cache.key("bb", || Ok(None)).unwrap().is_none());
-        assert!(cache.key("bb", || Ok(Some(record("bb", 1)))).unwrap().is_some());
+        assert!(cache.key(BB, || Ok(None)).unwrap().is_none());
+        assert!(cache.key(BB, || Ok(Some(record(BB, 1)))).unwrap().is_some());
         assert!(cache.group(b"e9\0", || Ok(vec![])).unwrap().is_empty());
-        let g = cache.group(b"e9\0", || Ok(vec![("bb".into(), 4), ("aa".into(), 2)])).unwrap();
-        assert_eq!(&g[..], &[("aa".into(), 2), ("bb".into(), 4)], "in fingerprint order");
+        let g = cache.group(b"e9\0", || Ok(vec![(BB.into(), 4), (AA.into(), 2)])).unwrap();
+        assert_eq!(&g[..], &[(AA.into(), 2), (BB.into(), 4)], "in fingerprint order");
     }
 
     #[test]
     fn after_the_fill_a_miss_is_an_answer() {
         let cache = KeyCache::new();
         cache.fill(|_| Ok(()), |_| Ok(())).unwrap();
-        assert!(cache.key("aa", no_store).unwrap().is_none());
+        assert!(cache.key(AA, no_store).unwrap().is_none());
         assert!(cache.group(b"e1\0", no_store).unwrap().is_empty());
     }
 
@@ -264,12 +295,31 @@ mod tests {
         let failed = cache.fill(|_| Err(StoreError::Io("disk".into())), |_| Ok(()));
         assert!(failed.is_err());
         assert!(!cache.is_complete());
-        assert!(cache.key("aa", || Ok(Some(record("aa", 1)))).unwrap().is_some());
+        assert!(cache.key(AA, || Ok(Some(record(AA, 1)))).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_fingerprint_not_written_as_the_registry_writes_it_is_read_from_the_store() {
+        let cache = KeyCache::new();
+        cache.fill(|_| Ok(()), |_| Ok(())).unwrap();
+        let upper = AA.to_ascii_uppercase();
+        cache.put_key(record(&upper, 1));
+        let mut reads = 0;
+        for _ in 0..2 {
+            let found = cache.key(&upper, || {
+                reads += 1;
+                Ok(Some(record(&upper, 3)))
+            });
+            assert_eq!(found.unwrap().unwrap().history.len(), 3, "the store's record");
+        }
+        assert_eq!(reads, 2, "never kept");
+        assert!(cache.key("aa", || Ok(None)).unwrap().is_none());
+        assert!(cache.is_empty());
     }
 
     #[test]
     fn a_new_member_keeps_the_group_in_fingerprint_order() {
-        let g = with_member(&[("aa".into(), 1), ("cc".into(), 2)], "bb", 9);
-        assert_eq!(&g[..], &[("aa".into(), 1), ("bb".into(), 9), ("cc".into(), 2)]);
+        let g = with_member(&[(AA.into(), 1), (CC.into(), 2)], BB, 9);
+        assert_eq!(&g[..], &[(AA.into(), 1), (BB.into(), 9), (CC.into(), 2)]);
     }
 }

@@ -12,6 +12,7 @@
 pub mod commands;
 pub mod config;
 pub mod evidence;
+pub mod files;
 pub mod grpc;
 pub mod key_cache;
 pub mod log;

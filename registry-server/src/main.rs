@@ -173,6 +173,7 @@ fn main() -> ExitCode {
         eprintln!("registry-server: {e:#}");
         return ExitCode::from(2);
     }
+    log_panics();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -192,7 +193,39 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "registry-server failed");
             eprintln!("registry-server: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The exit status the README documents ("Exit status") for an error.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use registry_server::server::ServerError;
+    use registry_server::store::StoreError;
+    if let Some(e) = e.downcast_ref::<ServerError>() {
+        return e.exit_code();
+    }
+    match e.downcast_ref::<StoreError>() {
+        Some(StoreError::Corrupt(_)) => 3,
+        Some(_) => 4,
+        None => 1,
+    }
+}
+
+/// Panics end up in the log as one error line, not a backtrace on stderr (set RUST_BACKTRACE to
+/// get one). Damage found in the store is reported as an error before it can panic (see
+/// `store::sled`); a panic that still happens is a bug, and says where.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if registry_server::store::sled::panic_is_contained() {
+            tracing::debug!(panic = %info, "sled panicked on damaged data; reported as an error");
+            return;
+        }
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            default(info);
+        }
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(%thread, panic = %info, "internal error (a bug; please report it)");
+    }));
 }

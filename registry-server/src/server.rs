@@ -75,6 +75,25 @@ pub enum ServerError {
     /// A start-up command (bootstrap, pending confirmations) failed.
     #[error("start-up command failed: {0}")]
     Command(#[from] crate::commands::CommandError),
+    /// The log did not stop cleanly: its writer had failed, or the final sync did.
+    #[error("the log did not stop cleanly: {0}")]
+    Stopped(StoreError),
+}
+
+impl ServerError {
+    /// The process exit status for this error (documented in the README, "Exit status"): 3 when
+    /// the data directory is damaged or lost what the registry signed, 4 when storage failed
+    /// while running or at the stop, 2 for settings that cannot be used, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::Open(OpenError::Store(StoreError::Io(_) | StoreError::Full(_))) => 4,
+            ServerError::Open(_) | ServerError::Store(StoreError::Corrupt(_)) => 3,
+            ServerError::Rebuild(_) => 3,
+            ServerError::Store(_) | ServerError::Stopped(_) => 4,
+            ServerError::Config(_) | ServerError::Origin(_) | ServerError::KeyFile(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// What a set of extra services may use: handles to the log and the server's lifecycle.
@@ -259,7 +278,7 @@ pub async fn start_registry(
             .max_decoding_message_size(crate::grpc::commands::MAX_BULK_BYTES),
         );
         fill_in_background(ctx.reader.store().clone(), cache, ctx.shutdown.clone());
-        ctx.health.set("keyregistry.v1.CommandService", true);
+        ctx.health.set(COMMAND_SERVICE, true);
         ctx.health.set("keyregistry.v1.LookupService", true);
     })
     .await?;
@@ -319,6 +338,9 @@ impl<M: Machine> Server<M> {
         let options = LogOptions {
             max_batch: config.max_batch,
             verify_every: config.verify_every(),
+            witness: Some(crate::log::Witness::new(
+                config.data_dir.join(crate::log::witness::WITNESS_FILE),
+            )),
             ..LogOptions::default()
         };
         let log = {
@@ -425,19 +447,24 @@ impl<M: Machine> Server<M> {
     }
 }
 
-/// Marks the server unhealthy for good if the writer stops: it needs a restart (which re-verifies
-/// the log) before it can accept writes again.
+/// Marks the command service `NOT_SERVING` for good if the writer stops: it needs a restart
+/// (which re-verifies the log) before it can accept writes again. Lookups and audit reads only
+/// read what is durable, so they stay `SERVING`: a load balancer keeps sending them reads.
 fn watch_writer(mut status: tokio::sync::watch::Receiver<WriterStatus>, health: HealthHandle) {
     tokio::spawn(async move {
         while status.changed().await.is_ok() {
-            if let WriterStatus::Failed(why) = &*status.borrow() {
-                tracing::error!(%why, "the log writer failed; reporting NOT_SERVING");
-                health.set_all_not_serving();
+            let now = status.borrow().clone();
+            if now.is_stopped() {
+                tracing::error!(status = ?now, "the log writer stopped; the command service reports NOT_SERVING, reads go on");
+                health.set(COMMAND_SERVICE, false);
                 return;
             }
         }
     });
 }
+
+/// The command service's name in `grpc.health.v1`.
+const COMMAND_SERVICE: &str = "keyregistry.v1.CommandService";
 
 async fn run<M: Machine>(
     serve: impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
@@ -471,18 +498,26 @@ async fn run<M: Machine>(
     // blocking task) before the process exits; a kill meanwhile loses nothing acknowledged, it
     // only makes the next start replay the log since the last snapshot.
     let closing = tokio::task::spawn_blocking(move || log.close());
-    match tokio::time::timeout(grace, closing).await {
-        Ok(Err(e)) => tracing::error!(error = %e, "closing the log failed"),
-        Ok(Ok(())) => {}
-        Err(_) => tracing::warn!(
-            ?grace,
-            "the log has not closed within the shutdown timeout; the process exits once it has (queued appends, the projection snapshot)"
-        ),
-    }
+    let closed = match tokio::time::timeout(grace, closing).await {
+        Ok(Err(e)) => Err(ServerError::Task(format!("closing the log: {e}"))),
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %e, "the log did not stop cleanly");
+            Err(ServerError::Stopped(e))
+        }
+        Ok(Ok(Ok(()))) => Ok(()),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "the log has not closed within the shutdown timeout; the process exits once it has (queued appends, the projection snapshot)"
+            );
+            Ok(())
+        }
+    };
     tracing::info!("stopped");
     match result {
-        Ok(r) => r.map_err(ServerError::Transport),
-        Err(e) if e.is_cancelled() => Ok(()),
-        Err(e) => Err(ServerError::Task(e.to_string())),
+        Ok(r) => r.map_err(ServerError::Transport)?,
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => return Err(ServerError::Task(e.to_string())),
     }
+    closed
 }

@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Two entries per registration (the command and its confirmation).
     let registrations = entries.saturating_sub(2) / 2;
+    let origin = client.origin().await?;
     let effective = registry_proto::time::parse("2026-01-01T00:00:00Z")?;
     let started = Instant::now();
     let mut signing = 0.0;
@@ -66,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let commands: Vec<_> = load::registrations(
             &operator,
+            &origin,
             "DE*BEN",
             first..(first + step).min(registrations),
             effective,

@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let (server, client) = (&f.registry.server, &f.client);
     let operator = f.operator(OPERATOR).await;
     let effective = registry_proto::time::parse("2026-01-01T00:00:00Z")?;
-    let registered = load::registrations(&operator, OPERATOR, 0..meters, effective);
+    let registered = load::registrations(&operator, &f.origin(), OPERATOR, 0..meters, effective);
     let (keys, commands): (Vec<_>, Vec<_>) = registered.into_iter().unzip();
     let (loaded, refusal) = load::submit_all(client, commands, 2, |_| {}).await?;
     if let Some(why) = refusal {

@@ -154,6 +154,11 @@ impl Fixture {
         key
     }
 
+    /// The registry's checkpoint origin, which commands are signed for.
+    pub fn origin(&self) -> String {
+        self.registry.server.identity().origin.clone()
+    }
+
     /// The durable log size.
     pub fn log_size(&self) -> u64 {
         self.registry.server.reader().head().size

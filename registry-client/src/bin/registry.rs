@@ -993,6 +993,9 @@ fn verify_archive(
     let bar = registry_client::audit::progress(0, "verifying");
     match registry_client::audit::verify(&archive, &key, since.as_deref(), &bar) {
         Ok(v) => {
+            for w in &v.warnings {
+                eprintln!("warning: {w}");
+            }
             if json {
                 let out = json!({
                     "valid": true,
@@ -1001,6 +1004,7 @@ fn verify_archive(
                     "keys": v.keys,
                     "operators": v.operators,
                     "seconds": v.seconds,
+                    "warnings": v.warnings,
                 });
                 println!("{out}");
             } else {

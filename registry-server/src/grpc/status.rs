@@ -33,6 +33,10 @@ pub(crate) fn out_of_range(name: &str, rule: impl Into<String>) -> Status {
 pub(crate) fn store(e: StoreError) -> Status {
     match e {
         StoreError::Io(m) => Status::unavailable(format!("storage is unavailable: {m}")),
+        StoreError::Full(m) => Status::resource_exhausted(format!(
+            "the registry's disk is full ({m}); writes resume after the operator frees space \
+             and restarts the registry"
+        )),
         StoreError::Corrupt(m) => Status::internal(format!("stored data is corrupt: {m}")),
     }
 }

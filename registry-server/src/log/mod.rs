@@ -14,6 +14,7 @@
 
 mod tail;
 mod view;
+pub mod witness;
 mod writer;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use view::View;
+pub use witness::{Witness, WitnessError};
 pub use writer::{
     AppendError, Appended, Appender, Clock, WriterStats, WriterStatsSnapshot, WriterStatus,
     system_clock,
@@ -184,10 +186,53 @@ pub enum OpenError {
         /// What is wrong there.
         reason: String,
     },
+    /// The log is shorter than a checkpoint the registry signed: entries it published are gone.
+    #[error(
+        "refusing to start: the registry signed a checkpoint of {signed} entries (kept in {witness}), \
+         but the log holds only {found}: entry {found} cannot be read. {RECOVER}"
+    )]
+    RolledBack {
+        /// The size of the newest signed checkpoint.
+        signed: u64,
+        /// The size of the log found.
+        found: u64,
+        /// The witness file.
+        witness: std::path::PathBuf,
+    },
+    /// The log's prefix differs from what the registry signed.
+    #[error(
+        "refusing to start: the log's first {signed} entries are not the ones the registry signed \
+         (kept in {witness}): their Merkle root is {found_root}, the signed checkpoint says \
+         {signed_root}. {RECOVER}"
+    )]
+    Diverged {
+        /// The size of the newest signed checkpoint.
+        signed: u64,
+        /// Its root, hex.
+        signed_root: String,
+        /// The root the log has at that size, hex.
+        found_root: String,
+        /// The witness file.
+        witness: std::path::PathBuf,
+    },
+    /// The witness cannot be read.
+    #[error(
+        "refusing to start: {0}. If the log itself is intact, `registry audit verify` of an export proves it; {RECOVER_WITNESS}"
+    )]
+    Witness(#[from] WitnessError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How to recover from a log that lost what the registry signed (said in every such refusal).
+pub const RECOVER: &str = "The data directory is damaged; do not start a registry on it. Restore \
+    it from an audit archive (`registry-server restore --from-archive DIR --data-dir NEW \
+    --registry-key KEY`, see deploy/README.md, \"Backup and restore\") and keep this one for \
+    investigation.";
+
+const RECOVER_WITNESS: &str = "otherwise restore the data directory from an audit archive \
+    (`registry-server restore`, see deploy/README.md, \"Backup and restore\").";
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -200,11 +245,14 @@ pub struct LogOptions {
     /// that the next start checks only what came after (see [`Log::open`]); `None` checks them
     /// only at the next start.
     pub verify_every: Option<std::time::Duration>,
+    /// Where the newest signed checkpoint is kept outside the store, if anywhere (see
+    /// [`witness`]). A production log always has one; tests of the storage path may go without.
+    pub witness: Option<Witness>,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self { max_batch: 1024, queue_depth: 8192, verify_every: None }
+        Self { max_batch: 1024, queue_depth: 8192, verify_every: None, witness: None }
     }
 }
 
@@ -231,6 +279,10 @@ impl<M: Machine> Log<M> {
         let check = verify_from_last_point(store.as_ref())?;
         let (frontier, last_hash, last_recorded_at) =
             (check.frontier.clone(), check.chain.last_hash(), check.chain.last_recorded_at());
+        let witnessed = match &options.witness {
+            Some(w) => keeps_promise(store.as_ref(), &frontier, w, &signer)?,
+            None => None,
+        };
         machine.open(store.as_ref(), frontier.size())?;
         // What the start found and replayed is made durable before anything is built on it
         // (a killed predecessor's last writes may still sit in the page cache only).
@@ -249,6 +301,13 @@ impl<M: Machine> Log<M> {
             )
             .into(),
         };
+        if let Some(w) = &options.witness {
+            // The head is served from now on: it is witnessed first (a size the witness holds
+            // already needs no new record; the log's prefix up to it was just checked).
+            if witnessed != Some(head.size) {
+                w.record(&head.checkpoint).map_err(StoreError::from)?;
+            }
+        }
         let (head_tx, head_rx) = watch::channel(Arc::new(head));
         let tail = Arc::new(tail::Tail::default());
         let reader = LogReader {
@@ -289,25 +348,34 @@ impl<M: Machine> Log<M> {
     /// Lets the writer finish every append already queued and waits for it to stop. Every other
     /// [`Appender`] clone must be dropped first, or this waits until they are. (Dropping a `Log`
     /// without closing it is safe too: the writer then stops once the last appender is gone.)
-    pub fn close(mut self) {
+    /// An error says the log did not stop cleanly: the writer had failed, or the last sync did.
+    /// Nothing acknowledged is lost either way; the next start recovers what is durable.
+    pub fn close(mut self) -> Result<(), StoreError> {
         self.stop_verifier();
         let status = self.appender.as_ref().map(|a| a.status());
         drop(self.appender.take());
         if let Some(w) = self.writer.take() {
             if w.join().is_err() {
-                tracing::error!("the log writer thread panicked");
+                return Err(StoreError::Io("the log writer thread panicked".into()));
             }
+        }
+        match status.as_ref().map(|s| s.borrow().clone()) {
+            Some(WriterStatus::Failed(why)) => {
+                return Err(StoreError::Io(format!("the log writer had stopped: {why}")));
+            }
+            Some(WriterStatus::DiskFull(why)) => {
+                return Err(StoreError::Full(format!("the log writer had stopped: {why}")));
+            }
+            _ => {}
         }
         // The background check's last record is not synced by anyone else once the writer has
         // stopped. After a failed sync nothing more is made durable (see `writer`).
-        if status.is_some_and(|s| *s.borrow() == WriterStatus::Running) {
-            if let Err(e) = self.reader.store.sync() {
-                tracing::error!(error = %e, "syncing the log at close failed");
-            } else if let Err(e) = self.reader.store.persist_projections() {
-                // Only the next start's replay gets longer.
-                tracing::error!(error = %e, "writing the projections at close failed");
-            }
+        self.reader.store.sync()?;
+        if let Err(e) = self.reader.store.persist_projections() {
+            // Only the next start's replay gets longer.
+            tracing::error!(error = %e, "writing the projections at close failed");
         }
+        Ok(())
     }
 
     fn stop_verifier(&mut self) {
@@ -326,6 +394,52 @@ impl<M: Machine> Drop for Log<M> {
     fn drop(&mut self) {
         self.stop_verifier();
     }
+}
+
+/// Checks that the log still holds what the witness says the registry signed: at least that
+/// many entries, with the same Merkle root at that size. Returns the witnessed size.
+fn keeps_promise(
+    store: &dyn LogStore,
+    frontier: &Frontier,
+    witness: &Witness,
+    signer: &NoteSigner,
+) -> Result<Option<u64>, OpenError> {
+    let Some(signed) = witness.read(&signer.verifier())? else {
+        if frontier.size() > 0 {
+            tracing::warn!(
+                witness = %witness.path().display(),
+                size = frontier.size(),
+                "no signed-checkpoint witness found for a log that has entries (first start of \
+                 this version?); recording one now"
+            );
+        }
+        return Ok(None);
+    };
+    let path = || witness.path().to_path_buf();
+    if frontier.size() < signed.size {
+        return Err(OpenError::RolledBack {
+            signed: signed.size,
+            found: frontier.size(),
+            witness: path(),
+        });
+    }
+    let root = if signed.size == frontier.size() {
+        frontier.root()
+    } else {
+        merkle::root(&StoreNodes(store), signed.size).map_err(|e| OpenError::BrokenChain {
+            position: signed.size,
+            reason: format!("the Merkle tree at the signed size cannot be read: {e}"),
+        })?
+    };
+    if root != signed.root {
+        return Err(OpenError::Diverged {
+            signed: signed.size,
+            signed_root: hex::encode(signed.root),
+            found_root: hex::encode(root),
+            witness: path(),
+        });
+    }
+    Ok(Some(signed.size))
 }
 
 /// Checks the entries appended since the last verified point: chain links, positions, recorded
@@ -489,6 +603,10 @@ impl ChainCheck {
                             tracing::warn!(error = %e, "the background check of the log could not read it; it tries again");
                             retry = true;
                         }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the background check of the log stopped");
+                            return;
+                        }
                     }
                 }
             })
@@ -626,6 +744,12 @@ impl LogReader {
         self.store.entry(position)?.ok_or_else(|| {
             ReadError::Store(StoreError::Corrupt(format!("entry {position} is missing")))
         })
+    }
+
+    /// Whether the entry at `position` is held in memory, with the low Merkle nodes around it:
+    /// then its proofs read memory, apart from a high node not read since the start.
+    pub fn is_recent(&self, position: u64) -> bool {
+        self.tail.holds(position)
     }
 
     /// Resolves a requested tree size: 0 means the head; larger than the head is refused.

@@ -91,6 +91,11 @@ impl Tail {
         inner.slots.get(usize::try_from(offset).ok()?).and_then(f)
     }
 
+    /// Whether the tail holds the entry at `position`.
+    pub fn holds(&self, position: u64) -> bool {
+        self.with_slot(position, |_| Some(())).is_some()
+    }
+
     /// The entry at `position`, if the tail holds it.
     pub fn entry(&self, position: u64) -> Option<Vec<u8>> {
         self.with_slot(position, |s| Some(s.entry.clone()))

@@ -143,7 +143,7 @@ async fn no_append_is_acknowledged_before_its_batch_is_synced() {
     assert!(syncs <= batches.len(), "{syncs} syncs for {} batches", batches.len());
     assert!(syncs < 64 * 20 / 4, "{syncs} syncs for {} appends", 64 * 20);
     drop(appender);
-    log.close();
+    log.close().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +187,7 @@ async fn appends_arriving_during_a_sync_are_written_meanwhile_and_share_the_next
     let syncs = probe.inner.sync_count() - opened;
     assert!(syncs <= 3, "{syncs} syncs");
     drop(appender);
-    log.close();
+    log.close().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +217,7 @@ async fn a_failed_sync_fails_its_batch_and_everything_after() {
     assert_eq!(log.reader().head().size, durable_before, "readers never see the failed batch");
     assert_eq!(probe.inner.crash().size().unwrap(), durable_before);
     drop(appender);
-    log.close();
+    assert!(log.close().is_err(), "a stop after a failed sync reports it");
 }
 
 #[tokio::test]
@@ -245,7 +245,7 @@ async fn recorded_times_increase_even_when_the_clock_goes_back() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
     drop(appender);
-    log.close();
+    log.close().unwrap();
 }
 
 /// Appends entries `range` to `log` from eight concurrent writers.
@@ -348,7 +348,7 @@ fn every_proof_the_log_produces_verifies_and_fails_when_changed() {
     append_concurrently(&log, 0..2000);
     let tree = reference_tree(&log, 2000);
     every_proof_verifies_and_fails_when_changed(&log.reader(), &tree);
-    log.close();
+    log.close().unwrap();
 
     let log = open(sled(), system_clock());
     every_proof_verifies_and_fails_when_changed(&log.reader(), &tree);
@@ -357,7 +357,7 @@ fn every_proof_the_log_produces_verifies_and_fails_when_changed() {
     assert!(reader.tail.entry(1999).is_none() && reader.tail.entry(2000).is_some());
     every_proof_verifies_and_fails_when_changed(&reader, &reference_tree(&log, 2200));
     drop(reader);
-    log.close();
+    log.close().unwrap();
 }
 
 fn verified_size(store: &dyn LogStore) -> Option<u64> {
@@ -386,14 +386,14 @@ async fn a_running_log_checks_what_became_durable_so_a_restart_need_not() {
     }
     drop(appender);
     // No sync here: closing the log must make the last record durable itself.
-    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap().unwrap();
     drop(store);
     let store: Arc<dyn LogStore> =
         Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
     assert_eq!(verified_size(store.as_ref()), Some(50), "the checked size survives a restart");
     let log = open(store, system_clock());
     assert_eq!(log.reader().head().size, 50);
-    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,7 +423,7 @@ async fn a_tampered_entry_stops_the_background_check_short_of_it_and_the_start_r
     drop(appender);
     // Closing waits for the check under way, so a check that ignored the broken chain would
     // have recorded its size by now.
-    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap().unwrap();
     let recorded = verified_size(store.as_ref());
     assert!(recorded.is_none_or(|size| size <= 6), "recorded {recorded:?} as checked");
     match Log::open(store, RawBodies, signer(), LogOptions::default(), system_clock()) {
@@ -447,7 +447,96 @@ async fn closing_the_log_makes_the_last_checked_size_durable() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     drop(appender);
-    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap().unwrap();
     // Nothing was appended after the check recorded its size, so only close can have synced it.
     assert_eq!(verified_size(&store.crash()), Some(20));
+}
+
+/// One test per failure point: the N-th write or sync fails, with an I/O error or a full disk.
+/// Nothing is acknowledged from the failing batch on, the writer stops for good and says why,
+/// every acknowledged entry stays readable with proofs, and a restart from what was durable
+/// (the memory store's crash) holds every acknowledged entry and passes the witness check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_every_failure_point_nothing_is_acknowledged_after_it_and_a_restart_recovers() {
+    use crate::store::faulty::{Fault, FaultyStore};
+    // Call 1 of each is the log's own sync at open; appends start with call 2.
+    let faults = [
+        Fault::Write { n: 1, full: false },
+        Fault::Write { n: 4, full: true },
+        Fault::Sync { n: 2, full: false },
+        Fault::Sync { n: 5, full: false },
+        Fault::Sync { n: 3, full: true },
+    ];
+    for fault in faults {
+        let dir = tempfile::tempdir().unwrap();
+        let witness = Witness::new(dir.path().join(witness::WITNESS_FILE));
+        let memory = MemoryStore::new();
+        let faulty = Arc::new(FaultyStore::new(Arc::new(memory.reopen()), fault));
+        let signer = signer();
+        let key = signer.verifier();
+        let options = LogOptions { witness: Some(witness.clone()), ..LogOptions::default() };
+        let log =
+            Log::open(faulty.clone(), RawBodies, signer.clone(), options, system_clock()).unwrap();
+        let appender = log.appender();
+        let mut acknowledged = Vec::new();
+        let mut refused = Vec::new();
+        for round in 0..12u64 {
+            let tasks: Vec<_> = (0..4)
+                .map(|i| {
+                    let a = appender.clone();
+                    tokio::spawn(async move { append(&a, round * 4 + i).await })
+                })
+                .collect();
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(a) => {
+                        assert!(
+                            refused.is_empty(),
+                            "{fault:?}: an append acknowledged after a refusal"
+                        );
+                        acknowledged.push(a.position);
+                    }
+                    Err(e) => refused.push(e),
+                }
+            }
+        }
+        assert!(faulty.has_failed(), "{fault:?} never happened");
+        assert!(!refused.is_empty(), "{fault:?}: appends after the failure were refused");
+        let full =
+            matches!(fault, Fault::Write { full: true, .. } | Fault::Sync { full: true, .. });
+        for e in &refused {
+            match e {
+                AppendError::DiskFull(_) => assert!(full, "{fault:?}: {e}"),
+                AppendError::Unavailable(_) => assert!(!full, "{fault:?}: {e}"),
+                other => panic!("{fault:?}: {other}"),
+            }
+        }
+        assert!(appender.status().borrow().is_stopped());
+        // Reads go on: every acknowledged entry, with an inclusion proof in the served checkpoint.
+        let reader = log.reader();
+        let head = reader.head();
+        for &p in &acknowledged {
+            assert!(p < head.size);
+            reader.entry(p).unwrap();
+            reader.inclusion_proof(p, head.size).unwrap();
+        }
+        assert_eq!(
+            Checkpoint::open(&reader.checkpoint(head.size).unwrap(), &key).unwrap().size,
+            head.size
+        );
+        drop(appender);
+        assert!(log.close().is_err(), "{fault:?}: the stop reports the failure");
+
+        // The durable prefix, as a crash leaves it, restarts and holds everything acknowledged.
+        let recovered = Arc::new(memory.crash());
+        let size = recovered.size().unwrap();
+        assert!(size >= head.size, "{fault:?}: durable {size} < published {}", head.size);
+        let options = LogOptions { witness: Some(witness), ..LogOptions::default() };
+        let again = Log::open(recovered.clone(), RawBodies, signer, options, system_clock())
+            .unwrap_or_else(|e| panic!("{fault:?}: the restart refused: {e}"));
+        for &p in &acknowledged {
+            assert_eq!(again.reader().entry(p).unwrap(), reader.entry(p).unwrap());
+        }
+        again.close().unwrap();
+    }
 }

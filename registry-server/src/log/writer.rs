@@ -48,6 +48,33 @@ pub enum WriterStatus {
     Running,
     /// Stopped after a storage error; nothing will be appended until restart.
     Failed(String),
+    /// Stopped because the disk is full; nothing will be appended until space is freed and the
+    /// registry restarted (see the module documentation for why not before).
+    DiskFull(String),
+}
+
+impl WriterStatus {
+    /// The status after `e` stopped the writer.
+    fn after(e: &StoreError) -> Self {
+        match e {
+            StoreError::Full(_) => WriterStatus::DiskFull(format!("storage failed: {e}")),
+            _ => WriterStatus::Failed(format!("storage failed: {e}")),
+        }
+    }
+
+    /// Whether the writer has stopped.
+    pub fn is_stopped(&self) -> bool {
+        *self != WriterStatus::Running
+    }
+
+    /// What an append is told once the writer has stopped this way.
+    fn refusal<R>(&self) -> AppendError<R> {
+        match self {
+            WriterStatus::DiskFull(why) => AppendError::DiskFull(why.clone()),
+            WriterStatus::Failed(why) => AppendError::Unavailable(why.clone()),
+            WriterStatus::Running => AppendError::Unavailable("the log writer stopped".into()),
+        }
+    }
 }
 
 /// A durable append.
@@ -76,6 +103,10 @@ pub enum AppendError<R> {
     /// durable; retrying with the same request ID is safe.
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
+    /// The disk is full: the writer stopped. As with `Unavailable`, the append may or may not be
+    /// durable, and a retry with the same request ID is safe once the registry writes again.
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
 }
 
 type Reply<R> = oneshot::Sender<Result<Appended, AppendError<R>>>;
@@ -145,8 +176,9 @@ impl<M: Machine> Appender<M> {
         digest: Hash,
         command: M::Command,
     ) -> Result<Appended, AppendError<M::Rejection>> {
-        if let WriterStatus::Failed(why) = &*self.status.borrow() {
-            return Err(AppendError::Unavailable(why.clone()));
+        let status = self.status.borrow().clone();
+        if status.is_stopped() {
+            return Err(status.refusal());
         }
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -225,9 +257,20 @@ impl Failure {
 
     /// Marks the log failed, keeping the first reason.
     fn record(&self, why: String) {
+        self.record_status(WriterStatus::Failed(why));
+    }
+
+    /// Marks the log failed by a storage error (unless it failed before) and returns the status
+    /// it has now, the first failure's.
+    fn record_store(&self, e: &StoreError) -> WriterStatus {
+        self.record_status(WriterStatus::after(e))
+    }
+
+    fn record_status(&self, status: WriterStatus) -> WriterStatus {
         if !self.failed.swap(true, Ordering::SeqCst) {
-            self.status.send_replace(WriterStatus::Failed(why));
+            self.status.send_replace(status);
         }
+        self.status.borrow().clone()
     }
 }
 
@@ -264,34 +307,57 @@ struct Syncer {
     head: watch::Sender<Arc<Head>>,
     tail: Arc<Tail>,
     failure: Arc<Failure>,
+    witness: Option<super::Witness>,
 }
 
 impl Syncer {
     fn run<R>(self, rx: std::sync::mpsc::Receiver<Written<R>>) {
-        let mut failure: Option<String> = None;
+        let mut failure: Option<WriterStatus> = None;
         while let Ok(first) = rx.recv() {
             // Everything written by now shares one sync.
             let mut group = vec![first];
             group.extend(rx.try_iter());
             if failure.is_none() && self.failure.happened() {
-                failure = Some("storage failed, the writer has stopped".into());
+                failure = Some(self.failure.status.borrow().clone());
             }
             if failure.is_none() && group.iter().any(|w| w.head.is_some()) {
                 if let Err(e) = self.store.sync() {
                     tracing::error!(error = %e, "log writer stopped after a failed sync");
-                    let why = format!("storage failed: {e}");
-                    self.failure.record(why.clone());
-                    failure = Some(why);
+                    failure = Some(self.failure.record_store(&e));
                 }
             }
-            if let Some(why) = &failure {
+            if let Some(status) = &failure {
                 for (reply, _) in group.into_iter().flat_map(|w| w.replies) {
-                    let _ = reply.send(Err(AppendError::Unavailable(why.clone())));
+                    let _ = reply.send(Err(status.refusal()));
                 }
                 continue;
             }
-            // Durable: publish the new head first, so a caller who hears back can read its entry.
-            let mut last = None;
+            // Durable. The newest head's checkpoint is witnessed before anything about it is
+            // public (see `super::witness`); then the head is published, so that a caller who
+            // hears back can read its entry.
+            let last = group.iter_mut().filter_map(|w| w.head.take()).last();
+            let head = last.map(|h| {
+                let checkpoint = sign_checkpoint(&self.signer, h.size, h.root, h.extensions);
+                Head {
+                    size: h.size,
+                    root: h.root,
+                    last_hash: h.last_hash,
+                    last_recorded_at: h.last_recorded_at,
+                    checkpoint: checkpoint.into(),
+                }
+            });
+            if let (Some(head), Some(witness)) = (&head, &self.witness) {
+                if let Err(e) = witness.record(&head.checkpoint) {
+                    let e = StoreError::from(e);
+                    tracing::error!(error = %e, witness = %witness.path().display(), "log writer stopped: the signed checkpoint could not be witnessed");
+                    let status = self.failure.record_store(&e);
+                    for (reply, _) in group.into_iter().flat_map(|w| w.replies) {
+                        let _ = reply.send(Err(status.refusal()));
+                    }
+                    failure = Some(status);
+                    continue;
+                }
+            }
             for w in &mut group {
                 if let Some(publish) = w.on_durable.take() {
                     publish();
@@ -299,17 +365,9 @@ impl Syncer {
                 if let Some(batch) = w.tail.take() {
                     self.tail.push(batch);
                 }
-                last = w.head.take().or(last);
             }
-            if let Some(h) = last {
-                let checkpoint = sign_checkpoint(&self.signer, h.size, h.root, h.extensions);
-                self.head.send_replace(Arc::new(Head {
-                    size: h.size,
-                    root: h.root,
-                    last_hash: h.last_hash,
-                    last_recorded_at: h.last_recorded_at,
-                    checkpoint: checkpoint.into(),
-                }));
+            if let Some(head) = head {
+                self.head.send_replace(Arc::new(head));
             }
             for (reply, outcome) in group.into_iter().flat_map(|w| w.replies) {
                 let _ = reply.send(outcome);
@@ -328,6 +386,7 @@ impl<M: Machine> Writer<M> {
             head: self.setup.head.clone(),
             tail: self.setup.tail.clone(),
             failure: self.failure.clone(),
+            witness: self.setup.options.witness.clone(),
         };
         let syncer = std::thread::Builder::new()
             .name("log-syncer".into())
@@ -353,7 +412,7 @@ impl<M: Machine> Writer<M> {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "log writer stopped after a storage error");
-                    self.failure.record(format!("storage failed, the writer has stopped: {e}"));
+                    self.failure.record_store(&e);
                     break;
                 }
             }
@@ -425,7 +484,10 @@ impl<M: Machine> Writer<M> {
         }
         if failure.is_none() && self.failure.happened() {
             // A sync failed meanwhile: write nothing more (see the module documentation).
-            failure = Some(StoreError::Io("an earlier sync failed".into()));
+            failure = Some(match &*self.failure.status.borrow() {
+                WriterStatus::DiskFull(_) => StoreError::Full("an earlier sync failed".into()),
+                _ => StoreError::Io("an earlier sync failed".into()),
+            });
         }
         if failure.is_none() && !batch.entries.is_empty() {
             batch.projections = view.into_writes();
@@ -450,9 +512,9 @@ impl<M: Machine> Writer<M> {
         }
 
         if let Some(e) = failure {
-            let why = format!("storage failed: {e}");
+            let status = WriterStatus::after(&e);
             for (reply, _) in replies {
-                let _ = reply.send(Err(AppendError::Unavailable(why.clone())));
+                let _ = reply.send(Err(status.refusal()));
             }
             return Err(e);
         }

@@ -312,7 +312,7 @@ fn appends_get_gap_free_positions_and_a_verifying_tree(f: &mut dyn Factory) {
     drop(reader);
     // The running log answers from its in-memory tail; reopened, from the store alone.
     let log = {
-        log.close();
+        log.close().unwrap();
         open_log(f.open("tree")).unwrap()
     };
     let reader = log.reader();
@@ -327,7 +327,7 @@ fn appends_get_gap_free_positions_and_a_verifying_tree(f: &mut dyn Factory) {
         merkle::verify_consistency(from, to, &tree.mth(0, from), &tree.mth(0, to), &proof).unwrap();
     }
     drop(reader);
-    log.close();
+    log.close().unwrap();
 }
 
 fn a_retry_with_the_same_request_id_returns_the_original_position(f: &mut dyn Factory) {
@@ -351,7 +351,7 @@ fn a_retry_with_the_same_request_id_returns_the_original_position(f: &mut dyn Fa
     assert!(positions.iter().all(|p| *p == positions[0]));
     assert_eq!(log.reader().head().size, 3);
     drop(appender);
-    log.close();
+    log.close().unwrap();
 }
 
 fn idempotency_holds_across_close_and_reopen(f: &mut dyn Factory) {
@@ -359,7 +359,7 @@ fn idempotency_holds_across_close_and_reopen(f: &mut dyn Factory) {
     let first = {
         let log = open_log(f.open("idempotent-reopen")).unwrap();
         let p = append_all(&log, &[Uuid::new_v4(), id])[1];
-        log.close();
+        log.close().unwrap();
         p
     };
     let log = open_log(f.open("idempotent-reopen")).unwrap();
@@ -374,7 +374,7 @@ fn idempotency_holds_across_close_and_reopen(f: &mut dyn Factory) {
     ));
     assert_eq!(log.reader().head().size, 2);
     drop(appender);
-    log.close();
+    log.close().unwrap();
 }
 
 fn a_reopened_log_continues_the_chain(f: &mut dyn Factory) {
@@ -382,7 +382,7 @@ fn a_reopened_log_continues_the_chain(f: &mut dyn Factory) {
         let log = open_log(f.open("continue")).unwrap();
         append_all(&log, &(0..10).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
         let head = log.reader().head();
-        log.close();
+        log.close().unwrap();
         (head.root, head.size)
     };
     let log = open_log(f.open("continue")).unwrap();
@@ -396,14 +396,14 @@ fn a_reopened_log_continues_the_chain(f: &mut dyn Factory) {
     assert_eq!(chain.next_position(), 15);
     let proof = reader.consistency_proof(10, 15).unwrap();
     merkle::verify_consistency(10, 15, &root, &reader.head().root, &proof).unwrap();
-    log.close();
+    log.close().unwrap();
 }
 
 fn a_tampered_entry_stops_the_log_from_opening(f: &mut dyn Factory) {
     {
         let log = open_log(f.open("tamper")).unwrap();
         append_all(&log, &(0..10).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
-        log.close();
+        log.close().unwrap();
     }
     let store = f.open("tamper");
     let mut bytes = store.entry(6).unwrap().unwrap();

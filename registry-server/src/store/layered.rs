@@ -19,8 +19,10 @@
 //! installs the file and swaps it in as the base. A clean stop writes one more
 //! ([`LogStore::persist_projections`]). At start the base is the snapshot on disk if it belongs
 //! to this log; its size is what [`LogStore::projected_size`] reports, and the machine replays
-//! the log after it before the writer starts (`Machine::open`). A lost, damaged or foreign
-//! snapshot only makes that replay longer: the log is the only source of truth.
+//! the log after it before the writer starts (`Machine::open`). A lost or damaged snapshot only
+//! makes that replay longer: the log is the only source of truth. A snapshot that the log does
+//! not continue (ahead of it, or cut after an entry the log no longer has) is a refusal to
+//! start: it is evidence that the log lost entries it had made durable.
 //!
 //! Every batch with entries must say the log size its projections then reach
 //! ([`WriteBatch::projected_size`]) and continue exactly where they are, so nothing can ever be
@@ -80,6 +82,33 @@ struct Shared {
     /// Bytes of the snapshot the last clear dropped: what the rebuilt one will about take, so
     /// it is allocated once instead of doubling (and copying) its way there.
     cleared_bytes: std::sync::atomic::AtomicUsize,
+    /// After a failed cut, no new one starts before this: a snapshot that cannot be written
+    /// (a full disk) is retried after 1 s, 2 s, 4 s, ... up to [`MAX_BACKOFF`], not at every
+    /// write, where each try would fill the disk again with a temporary file.
+    backoff: Mutex<Backoff>,
+}
+
+/// The longest wait between two tries of a failing snapshot.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
+
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    not_before: Option<std::time::Instant>,
+}
+
+impl Backoff {
+    fn allows_now(&self) -> bool {
+        self.not_before.is_none_or(|t| std::time::Instant::now() >= t)
+    }
+
+    fn failed(&mut self) -> std::time::Duration {
+        self.failures = self.failures.saturating_add(1);
+        let wait =
+            std::time::Duration::from_secs(1u64 << (self.failures - 1).min(9)).min(MAX_BACKOFF);
+        self.not_before = Some(std::time::Instant::now() + wait);
+        wait
+    }
 }
 
 /// See the module documentation.
@@ -116,13 +145,23 @@ impl LayeredStore {
         read: Result<Option<Snapshot>, StoreError>,
         min_cut: usize,
     ) -> Result<Self, StoreError> {
+        // A temporary file a killed cut left behind holds nothing anyone needs.
+        crate::files::remove_leftover(path)?;
+        let _ = std::fs::remove_file(path.with_extension("tmp")); // the name before 2026-12-05
         let size = inner.size()?;
         let base = match read {
+            // A snapshot cut from this log's durable entries that the log no longer matches
+            // means the log lost or changed entries it had made durable: that is never a
+            // warning (see `crate::log::witness`).
             Ok(Some(snapshot)) => match belongs(inner.as_ref(), &snapshot, size)? {
                 Ok(()) => snapshot,
                 Err(why) => {
-                    tracing::warn!(path = %path.display(), why, "ignoring the projection snapshot; replaying the whole log");
-                    Snapshot::empty()
+                    return Err(StoreError::Corrupt(format!(
+                        "the projection snapshot {} was cut from durable entries the log no \
+                         longer holds: {why}. {}",
+                        path.display(),
+                        crate::log::RECOVER
+                    )));
                 }
             },
             Ok(None) => Snapshot::empty(),
@@ -153,6 +192,7 @@ impl LayeredStore {
                 synced: Condvar::new(),
                 cutting: Mutex::new(None),
                 min_cut: min_cut.max(1),
+                backoff: Mutex::new(Backoff::default()),
                 cleared_bytes: Default::default(),
             }),
         })
@@ -193,7 +233,10 @@ fn belongs(
         return Ok(Err(format!("it is at log size {} but the log has {size}", snapshot.size())));
     }
     if leaf_at(inner, snapshot.size())? != snapshot.last_leaf() {
-        return Ok(Err(format!("entry {} differs from the one it was cut after", snapshot.size())));
+        return Ok(Err(format!(
+            "entry {} differs from the one it was cut after",
+            snapshot.size().saturating_sub(1)
+        )));
     }
     Ok(Ok(()))
 }
@@ -356,8 +399,14 @@ impl Shared {
             std::thread::Builder::new()
                 .name("projection-snapshot".into())
                 .spawn(move || {
-                    if let Err(e) = shared.cut(size) {
-                        tracing::error!(error = %e, size, "writing the projection snapshot failed; its records stay in memory");
+                    let outcome = shared.cut(size);
+                    let Ok(mut backoff) = shared.backoff.lock() else { return };
+                    match outcome {
+                        Ok(()) => *backoff = Backoff::default(),
+                        Err(e) => {
+                            let wait = backoff.failed();
+                            tracing::error!(error = %e, size, retry_in_secs = wait.as_secs(), "writing the projection snapshot failed; its records stay in memory");
+                        }
                     }
                 })
                 .map_err(|e| StoreError::Io(format!("starting the snapshot thread: {e}")))?,
@@ -543,7 +592,9 @@ impl LogStore for LayeredStore {
                 None => {}
             }
             let threshold = self.shared.min_cut.max(layers.base.len() / 4);
-            if layers.active.len() >= threshold { Shared::freeze(&mut layers) } else { None }
+            let due = layers.active.len() >= threshold
+                && self.shared.backoff.lock().map_err(|_| poisoned())?.allows_now();
+            if due { Shared::freeze(&mut layers) } else { None }
         };
         if let Some(size) = cut
             && let Err(e) = self.shared.start_cut(size)
@@ -651,7 +702,7 @@ impl LogStore for LayeredStore {
 /// Removes `path` if it exists and makes the removal durable.
 fn remove_durably(path: &Path) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
-        Ok(()) => super::snapshot::sync_parent(path),
+        Ok(()) => Ok(crate::files::sync_parent(path)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -777,7 +828,23 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_of_another_log_is_ignored() {
+    fn a_snapshot_ahead_of_the_log_is_a_refusal_naming_both_sizes() {
+        let f = Fixture::new();
+        f.stopped_cleanly_with(vec![put("a", "1")]);
+        let snapshot = std::fs::read(f.path()).unwrap();
+        // A log that lost its only entry, next to the snapshot that saw it durable.
+        let shorter = Fixture::new();
+        drop(shorter.open(1_000));
+        std::fs::write(shorter.path(), snapshot).unwrap();
+        let refused =
+            LayeredStore::open(Arc::new(shorter.inner.reopen()), &shorter.path(), 1_000).err();
+        let message = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("log size 1 but the log has 0"), "{message}");
+        assert!(message.contains("restore"), "says how to recover: {message}");
+    }
+
+    #[test]
+    fn a_snapshot_of_another_log_is_refused() {
         let f = Fixture::new();
         f.stopped_cleanly_with(vec![put("a", "1")]);
         let other = Fixture::new();
@@ -792,9 +859,8 @@ mod tests {
         theirs.sync().unwrap();
         std::fs::copy(f.path(), other.path()).unwrap();
         drop(theirs);
-        let reopened = other.open(1_000);
-        assert_eq!(reopened.projected_size().unwrap(), 0);
-        assert!(all(&reopened).is_empty());
+        let refused = LayeredStore::open(Arc::new(other.inner.reopen()), &other.path(), 1_000);
+        assert!(matches!(&refused, Err(StoreError::Corrupt(m)) if m.contains("entry 0 differs")));
     }
 
     #[test]

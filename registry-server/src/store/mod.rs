@@ -18,6 +18,7 @@
 //! conformance suite.
 
 pub mod ceiling;
+pub mod faulty;
 pub mod layered;
 pub mod memory;
 pub mod sled;
@@ -36,6 +37,10 @@ pub enum StoreError {
     /// The operating system or the storage engine reported an error.
     #[error("storage I/O failed: {0}")]
     Io(String),
+    /// The file system has no room left. Kept apart from [`StoreError::Io`] because a writer
+    /// can be told what to do about it (free space), and because nothing was written past it.
+    #[error("the disk is full: {0}")]
+    Full(String),
     /// Stored data is not what this version of the registry wrote.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -43,7 +48,11 @@ pub enum StoreError {
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        StoreError::Io(e.to_string())
+        if crate::files::is_full(&e) {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Io(e.to_string())
+        }
     }
 }
 

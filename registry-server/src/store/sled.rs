@@ -124,6 +124,7 @@ impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {
             sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
+            sled::Error::Io(io) => io.into(),
             other => StoreError::Io(other.to_string()),
         }
     }
@@ -194,9 +195,47 @@ fn remove_torn_snapshots(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Runs `f`, turning a panic inside sled into an error that names the database. sled 0.34.7
+/// panics on some damaged files instead of returning `Corruption` (for example "tried to
+/// serialize Uninitialized" while recovering a flipped bit); the registry must report damage,
+/// never crash on it.
+fn contained<T>(dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    CONTAINED.set(true);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.set(false);
+    outcome.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(StoreError::Corrupt(format!(
+            "the database in {} is damaged: expected sled's files to recover, found sled failing \
+             on them ({what}). {}",
+            dir.display(),
+            crate::log::RECOVER
+        )))
+    })
+}
+
+thread_local! {
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread happens inside sled where [`SledStore`] turns it into an
+/// error: a panic hook then need not report it as a bug.
+pub fn panic_is_contained() -> bool {
+    CONTAINED.get()
+}
+
 impl SledStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`. Damage sled finds while it recovers is an error
+    /// naming the directory, never a panic.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
+        contained(dir, || Self::open_unguarded(dir, options))
+    }
+
+    fn open_unguarded(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         remove_torn_snapshots(dir)?;
         let config = sled::Config::new()
@@ -214,6 +253,13 @@ impl SledStore {
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e @ sled::Error::Corruption { .. }) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the database in {} is damaged: sled found {e}. {}",
+                        dir.display(),
+                        crate::log::RECOVER
+                    )));
                 }
                 opened => break opened?,
             }

@@ -22,7 +22,6 @@
 //! Keys are the projection keys prefixed by their keyspace name and a zero byte, so one sorted
 //! run holds every keyspace in the order [`super::Keyspace`] sorts.
 
-use std::io::Write;
 use std::path::Path;
 
 use registry_proto::merkle::Hash;
@@ -160,16 +159,10 @@ impl Snapshot {
         }
     }
 
-    /// Writes the snapshot to `path` durably: a temporary file, fsynced, renamed over `path`,
-    /// and the directory fsynced, so a crash leaves either the old snapshot or the new one.
+    /// Writes the snapshot to `path` durably ([`crate::files::replace`]): a crash leaves either
+    /// the old snapshot or the new one, and a failure leaves no temporary file.
     pub fn write(&self, path: &Path) -> Result<(), StoreError> {
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&self.bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        sync_parent(path)
+        Ok(crate::files::replace(path, &self.bytes)?)
     }
 
     /// The log size the records reflect.
@@ -255,16 +248,6 @@ fn seal(body: &[u8]) -> [u8; 32] {
         outer.update(h);
     }
     outer.finalize().into()
-}
-
-/// fsyncs the directory holding `path`, so a rename or removal there survives a crash.
-pub fn sync_parent(path: &Path) -> Result<(), StoreError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
