@@ -191,11 +191,28 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "registry-server failed");
-            eprintln!("registry-server: {e:#}");
+            let message = describe(&e);
+            tracing::error!(error = %message, "registry-server failed");
+            eprintln!("registry-server: {message}");
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The error with its causes, each said once: our errors already quote their source's text,
+/// so a cause whose text the message holds is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 /// The exit status the README documents ("Exit status") for an error.

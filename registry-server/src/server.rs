@@ -90,6 +90,7 @@ impl ServerError {
             ServerError::Open(_) | ServerError::Store(StoreError::Corrupt(_)) => 3,
             ServerError::Rebuild(_) => 3,
             ServerError::Store(_) | ServerError::Stopped(_) => 4,
+            ServerError::KeyFile(KeyFileError::Key { .. }) => 3,
             ServerError::Config(_) | ServerError::Origin(_) | ServerError::KeyFile(_) => 2,
             _ => 1,
         }

@@ -1,6 +1,8 @@
 //! Shared harness for the end-to-end tests: temporary registries on loopback ports, clients
 //! connected to them, and log bodies to append.
 
+pub mod faults;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
