@@ -258,3 +258,107 @@ async fn audit_verify_vouches_for_the_readable_view_and_the_manifest() {
     let warned = verify().expect("still verifies with the given key");
     assert_eq!(warned.warnings.len(), 1, "{:?}", warned.warnings);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_restored_from_its_archive_answers_the_same_and_a_mirror_accepts_what_follows() {
+    use registry_client::{AsOf, Selector, View};
+    let f = Fixture::start().await;
+    let op = f.operator("DE*ABC").await;
+    let mut retry = None;
+    for i in 0..40 {
+        let signed = f.client.sign(&op, &register(&format!("DE*ABC*E{i}"))).await.unwrap();
+        f.client.submit_signed(signed.clone()).await.unwrap();
+        retry = Some(signed);
+    }
+    // A mirror that followed the registry before the disaster.
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Archive::new(&dir.path().join("mirror"));
+    audit::export(&f.client, &mirror, None, &ProgressBar::hidden()).await.unwrap();
+    let mirrored = f.log_size();
+    for i in 40..60 {
+        let action = Action::AddOperator {
+            operator_id: format!("DE*X{i:02}"),
+            name: "later".into(),
+            public_keys: vec![registry_proto::keys::P256KeyPair::generate().public_key_pem()],
+        };
+        f.client.submit(&f.admin, &action).await.unwrap();
+    }
+    let backup = Archive::new(&dir.path().join("backup"));
+    audit::export(&f.client, &backup, None, &ProgressBar::hidden()).await.unwrap();
+    let size = f.log_size();
+    assert!(size > mirrored);
+    let queries: Vec<_> = (0..40)
+        .map(|i| (Selector::Evse(format!("DE*ABC*E{i}")), t("2026-06-01T00:00:00Z")))
+        .collect();
+    let before = f.client.check_batch(&queries, AsOf::Size(size), View::Full).await.unwrap();
+    let root = f.client.checkpoint(size).await.unwrap().root_hash;
+
+    // The disaster: the data directory is gone; the registry key was kept apart.
+    let (config, keep) = stop(f).await;
+    let key_file = keep.path().join("registry-key.kept.pem");
+    std::fs::copy(config.data_dir.join("registry-key.pem"), &key_file).unwrap();
+    std::fs::remove_dir_all(&config.data_dir).unwrap();
+
+    let restored = registry_server::restore::restore(backup.dir(), &config, &key_file)
+        .expect("the archive restores");
+    assert_eq!((restored.size, restored.root.to_vec()), (size, root.clone()));
+    let again = start(&config).await.expect("the restored registry starts");
+    let client = RegistryClient::connect(&format!("http://{}", again.local_addr())).await.unwrap();
+    assert_eq!(client.checkpoint(0).await.unwrap().root_hash, root, "the same checkpoint root");
+    let after = client.check_batch(&queries, AsOf::Size(size), View::Full).await.unwrap();
+    assert_eq!(after.results, before.results, "the same answers");
+    // The request index came back: a retried command finds its entry.
+    assert!(client.submit_signed(retry.unwrap()).await.unwrap().duplicate);
+    // New writes continue the same log; the mirror from before checks them with a
+    // consistency proof from its own checkpoint.
+    client.submit(&op, &register("DE*ABC*E99")).await.expect("writes resume");
+    let followed = audit::export(&client, &mirror, None, &ProgressBar::hidden()).await;
+    let followed = followed.expect("the mirror accepts the restored registry's checkpoints");
+    assert!(followed.size > size);
+    audit::verify(&mirror, &key_of(&config), None, &ProgressBar::hidden()).expect("and verifies");
+    // A second restore into the same (now used) directory is refused.
+    let refused = registry_server::restore::restore(backup.dir(), &config, &key_file);
+    assert!(matches!(refused, Err(registry_server::restore::RestoreError::NotEmpty(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_checks_every_entry_and_the_key() {
+    let f = Fixture::start().await;
+    let op = f.operator("DE*ABC").await;
+    for i in 0..5 {
+        f.client.submit(&op, &register(&format!("DE*ABC*E{i}"))).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backup = Archive::new(&dir.path().join("backup"));
+    audit::export(&f.client, &backup, None, &ProgressBar::hidden()).await.unwrap();
+    let (config, keep) = stop(f).await;
+    let key_file = config.data_dir.join("registry-key.pem");
+    let target = Config { data_dir: keep.path().join("restored"), ..config.clone() };
+
+    // Another registry's key: the archive's checkpoint does not verify.
+    let stranger = keep.path().join("stranger.pem");
+    std::fs::write(&stranger, registry_proto::keys::P256KeyPair::generate().to_pkcs8_pem())
+        .unwrap();
+    let refused = registry_server::restore::restore(backup.dir(), &target, &stranger).unwrap_err();
+    assert!(refused.to_string().contains("not signed by this registry key"), "{refused}");
+
+    // A flipped byte in an archived entry is named by its position.
+    let bundle = backup.dir().join(registry_proto::tiles::tile_path(
+        None,
+        0,
+        registry_proto::tiles::width_in(0, 12),
+    ));
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x10;
+    std::fs::write(&bundle, bytes).unwrap();
+    let target = Config { data_dir: keep.path().join("restored2"), ..config };
+    let refused = registry_server::restore::restore(backup.dir(), &target, &key_file).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            registry_server::restore::RestoreError::Archive { position: Some(_), .. }
+        ),
+        "{refused}"
+    );
+}

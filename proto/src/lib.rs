@@ -22,6 +22,7 @@ pub mod proof;
 pub mod receipt;
 pub mod replay;
 pub mod signed_values;
+pub mod tiles;
 pub mod time;
 pub mod validity;
 

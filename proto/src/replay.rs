@@ -388,6 +388,17 @@ impl Replayer {
 }
 
 /// The registry action an entry without a command records, judged by its events.
+/// The content digest the registry's request index keeps for an entry (its request ID is
+/// `body.request_id`): SHA-256 of the command bytes for a signed command, the action's digest
+/// for an entry the registry wrote itself. `None` for a registry entry of no known action.
+/// What a restore from an archive rebuilds the index with, so retries still find their entry.
+pub fn request_digest(body: &crate::entry::EntryBody) -> Option<[u8; 32]> {
+    match &body.command {
+        Some(envelope) => Some(envelope.digest()),
+        None => registry_action(&body.events).map(|a| a.request_id().1),
+    }
+}
+
 fn registry_action(events: &[Event]) -> Option<RegistryAction> {
     if !events.is_empty() && events.iter().all(|e| matches!(e, Event::AdminKeyAdded { .. })) {
         let admins = events

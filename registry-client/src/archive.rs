@@ -25,8 +25,8 @@ use registry_proto::entry::Entry;
 use registry_proto::merkle::{self, Hash};
 use serde::{Deserialize, Serialize};
 
-/// Entries per full bundle and hashes per full tile.
-pub const WIDTH: u64 = 256;
+use registry_proto::tiles;
+pub use registry_proto::tiles::{WIDTH, index_path};
 
 /// Why an archive cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -57,31 +57,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Io { path: path.to_path_buf(), source }
 }
 
-/// `N` as a tile path: `x001/x234/067`.
-pub fn index_path(n: u64) -> String {
-    let digits = format!("{n:03}");
-    let padded = format!("{:0>width$}", digits, width = digits.len().div_ceil(3) * 3);
-    let groups: Vec<&str> = padded
-        .as_bytes()
-        .chunks(3)
-        .map(|c| std::str::from_utf8(c).expect("ASCII digits"))
-        .collect();
-    let (last, rest) = groups.split_last().expect("at least one group");
-    rest.iter().map(|g| format!("x{g}/")).collect::<String>() + last
-}
-
 /// The path of entry bundle `n` of `width` entries.
 pub fn bundle_path(dir: &Path, n: u64, width: u64) -> PathBuf {
     tile_path(dir, None, n, width)
 }
 
 fn tile_path(dir: &Path, level: Option<u8>, n: u64, width: u64) -> PathBuf {
-    let base = match level {
-        None => dir.join("tile/entries"),
-        Some(l) => dir.join(format!("tile/{l}")),
-    };
-    let p = base.join(index_path(n));
-    if width == WIDTH { p } else { PathBuf::from(format!("{}.p/{width}", p.display())) }
+    dir.join(tiles::tile_path(level, n, width))
 }
 
 /// The `format` of every archive's manifest.
@@ -171,55 +153,23 @@ impl Archive {
     ) -> Result<(Vec<Vec<u8>>, Option<ArchiveError>), ArchiveError> {
         let path = tile_path(&self.dir, None, n, width);
         let bytes = fs::read(&path).map_err(io(&path))?;
-        let first = n * WIDTH;
-        let mut out = Vec::with_capacity(width as usize);
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let position = first + out.len() as u64;
-            let bad = |reason: &str| ArchiveError::Malformed {
-                position: Some(position),
-                reason: reason.into(),
-            };
-            if out.len() as u64 == width {
-                return Ok((out, Some(bad("the bundle holds more entries than its width"))));
-            }
-            if rest.len() < 2 {
-                return Ok((out, Some(bad("the bundle ends inside a length prefix"))));
-            }
-            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-            if rest.len() < 2 + len {
-                // What there is of the entry is still returned: it is where the damage is.
-                out.push(rest[2..].to_vec());
-                return Ok((out, Some(bad("the entry's length runs past the end of its bundle"))));
-            }
-            out.push(rest[2..2 + len].to_vec());
-            rest = &rest[2 + len..];
-        }
-        if out.len() as u64 != width {
-            let position = Some(first + out.len() as u64);
-            return Ok((
-                out,
-                Some(ArchiveError::Malformed {
-                    position,
-                    reason: format!("the bundle holds fewer entries than its width {width}"),
-                }),
-            ));
-        }
-        Ok((out, None))
+        let (entries, bad) = tiles::decode_bundle(&bytes, width);
+        let bad = bad.map(|b| ArchiveError::Malformed {
+            position: Some(n * WIDTH + b.index),
+            reason: b.reason,
+        });
+        Ok((entries, bad))
     }
 
     /// Every archived entry, in order, for a log of `size` entries; a framing error comes after
     /// the entries that could be read before it.
     pub fn entries(&self, size: u64) -> impl Iterator<Item = Result<Vec<u8>, ArchiveError>> + '_ {
         let bundles = size.div_ceil(WIDTH);
-        (0..bundles).flat_map(move |n| {
-            let width = if (n + 1) * WIDTH <= size { WIDTH } else { size % WIDTH };
-            match self.parse_bundle(n, width) {
-                Ok((entries, error)) => {
-                    entries.into_iter().map(Ok).chain(error.map(Err)).collect::<Vec<_>>()
-                }
-                Err(e) => vec![Err(e)],
+        (0..bundles).flat_map(move |n| match self.parse_bundle(n, tiles::width_in(n, size)) {
+            Ok((entries, error)) => {
+                entries.into_iter().map(Ok).chain(error.map(Err)).collect::<Vec<_>>()
             }
+            Err(e) => vec![Err(e)],
         })
     }
 
@@ -260,15 +210,10 @@ impl Archive {
         pending.extend(new_entries.iter().cloned());
         for (i, chunk) in pending.chunks(WIDTH as usize).enumerate() {
             let n = first_bundle + i as u64;
-            let mut bytes = Vec::new();
-            for e in chunk {
-                let len = u16::try_from(e.len()).map_err(|_| ArchiveError::Malformed {
-                    position: Some(n * WIDTH),
-                    reason: "an entry is longer than 65,535 bytes".into(),
-                })?;
-                bytes.extend_from_slice(&len.to_be_bytes());
-                bytes.extend_from_slice(e);
-            }
+            let bytes = tiles::encode_bundle(chunk).map_err(|e| ArchiveError::Malformed {
+                position: Some(n * WIDTH + e.index as u64),
+                reason: e.to_string(),
+            })?;
             write_atomically(&tile_path(&self.dir, None, n, chunk.len() as u64), &bytes)?;
         }
         // Hash tiles, level by level, from the first tile the new entries change; full tiles are
@@ -502,15 +447,6 @@ pub fn check_tiles(archive: &Archive, leaves: &[Hash]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tile_indexes_follow_the_c2sp_path_encoding() {
-        assert_eq!(index_path(0), "000");
-        assert_eq!(index_path(5), "005");
-        assert_eq!(index_path(999), "999");
-        assert_eq!(index_path(1000), "x001/000");
-        assert_eq!(index_path(1234067), "x001/x234/067");
-    }
 
     #[test]
     fn a_tree_of_70000_has_the_tiles_the_spec_lists() {

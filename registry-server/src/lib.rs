@@ -21,5 +21,6 @@ pub mod machine;
 pub mod map;
 pub mod projection;
 pub mod registry_key;
+pub mod restore;
 pub mod server;
 pub mod store;

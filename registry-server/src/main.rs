@@ -39,6 +39,17 @@ enum Subcommand {
     Serve,
     /// Drop the projections and derive them again from the log (the server must be stopped).
     Rebuild,
+    /// Make a new data directory from an audit archive (`registry audit export`), checking every
+    /// entry on the way: the recovery from a damaged or lost data directory (deploy/README.md,
+    /// "Backup and restore"). The new directory is `--data-dir`.
+    Restore {
+        /// The archive directory
+        #[arg(long, value_name = "DIR")]
+        from_archive: PathBuf,
+        /// The registry's private key (PKCS#8 PEM), kept apart from the archive
+        #[arg(long, value_name = "FILE")]
+        registry_key: PathBuf,
+    },
     /// Measure what this disk gives a bare sled loop (batch insert + flush + fsync): the ceiling
     /// for durable appends, like PostgreSQL's pg_test_fsync. Writes a scratch database in DIR.
     StorageCeiling {
@@ -128,6 +139,24 @@ fn rebuild(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn restore(
+    config: &Config,
+    archive: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let r = registry_server::restore::restore(archive, config, key)?;
+    println!(
+        "restored {} entries of {} into {} (root {}, {:.1} s); start the registry on it",
+        r.size,
+        r.origin,
+        config.data_dir.display(),
+        hex::encode(r.root),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn storage_ceiling(
     dir: &std::path::Path,
     batch: usize,
@@ -184,6 +213,9 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Subcommand::Serve) {
         Subcommand::Serve => runtime.block_on(serve(config)),
         Subcommand::Rebuild => rebuild(&config),
+        Subcommand::Restore { from_archive, registry_key } => {
+            restore(&config, &from_archive, &registry_key)
+        }
         Subcommand::StorageCeiling { dir, batch, keys_per_entry, entry_bytes, seconds, json } => {
             storage_ceiling(&dir, batch, keys_per_entry, entry_bytes, seconds, json)
         }

@@ -32,7 +32,7 @@ use crate::store::snapshot::Snapshot;
 use crate::store::{LogStore, StoreError, WriteBatch};
 
 /// Metadata key holding the checkpoint origin chosen at first start.
-const ORIGIN: &str = "origin";
+pub(crate) const ORIGIN: &str = "origin";
 
 /// The registry could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

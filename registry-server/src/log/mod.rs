@@ -38,7 +38,7 @@ use crate::store::{LogStore, StoreError};
 
 /// Metadata key: entries below this size were verified, at a start or by the running log's
 /// background check.
-const VERIFIED_SIZE: &str = "verified_size";
+pub(crate) const VERIFIED_SIZE: &str = "verified_size";
 
 /// The position and recorded time an entry will get, known to the machine while it decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
