@@ -55,6 +55,10 @@ pub struct Config {
     /// one's records, if more), and at every clean stop. A start after a crash replays the log
     /// written since the last snapshot.
     pub snapshot_min_records: usize,
+    /// MiB kept free in the data directory as a file of zeros (`emergency-ballast`): when the
+    /// disk fills up, a restart deletes it to have room to open the database and serve reads
+    /// (read-only until space is freed). 0: no ballast (a full disk then stops the start).
+    pub emergency_ballast_mib: u64,
     /// Administrator public keys (PEM files) written to the log while it has no administrator.
     pub admin_keys: Vec<PathBuf>,
     /// Who confirms registrations: the registry once published (`auto`), or an administrator.
@@ -77,6 +81,7 @@ impl Default for Config {
             max_batch: 1024,
             verify_interval_secs: 10,
             snapshot_min_records: crate::store::layered::MIN_CUT,
+            emergency_ballast_mib: 64,
             admin_keys: Vec::new(),
             confirm_policy: ConfirmPolicy::Auto,
             max_clock_skew_secs: 300,
@@ -139,6 +144,7 @@ const KEYS: &[&str] = &[
     "max_batch",
     "verify_interval_secs",
     "snapshot_min_records",
+    "emergency_ballast_mib",
     "admin_keys",
     "confirm_policy",
     "max_clock_skew_secs",

@@ -283,6 +283,9 @@ pub async fn start_registry(
         ctx.health.set("keyregistry.v1.LookupService", true);
     })
     .await?;
+    if server.is_read_only() {
+        return Ok(server);
+    }
     let commands = Commands::new(server.appender(), server.reader(), settings, clock);
     if let Some(position) = commands.bootstrap(admins).await? {
         tracing::info!(position, "wrote the configured administrator keys to the log");
@@ -304,8 +307,18 @@ impl<M: Machine> Server<M> {
         extra: impl FnOnce(ServiceContext<'_, M>, &mut RoutesBuilder),
     ) -> Result<Self, ServerError> {
         let key = registry_key::load_or_create(&config.data_dir)?;
+        let read_only = make_room(config)?;
+        if read_only {
+            tracing::error!(
+                data_dir = %config.data_dir.display(),
+                "the data directory's disk is full: starting read-only (lookups and audit reads \
+                 are served, commands are refused with RESOURCE_EXHAUSTED); free space and restart"
+            );
+        }
         let store = open_store(config)?;
-        if !crate::projection::is_complete(store.as_ref())? {
+        if read_only {
+            // Nothing is written: the projections must be usable as they are.
+        } else if !crate::projection::is_complete(store.as_ref())? {
             tracing::warn!(
                 "the projections are incomplete (interrupted rebuild?); rebuilding them from the log"
             );
@@ -337,6 +350,7 @@ impl<M: Machine> Server<M> {
 
         let signer = NoteSigner::new(&origin, key.key).map_err(|e| signer_error(&origin, e))?;
         let options = LogOptions {
+            read_only,
             max_batch: config.max_batch,
             verify_every: config.verify_every(),
             witness: Some(crate::log::Witness::new(
@@ -382,6 +396,9 @@ impl<M: Machine> Server<M> {
             &mut routes,
         );
         watch_writer(appender.status(), health.clone());
+        if read_only {
+            health.set(COMMAND_SERVICE, false);
+        }
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -399,6 +416,12 @@ impl<M: Machine> Server<M> {
         let grace = Duration::from_secs(config.shutdown_timeout_secs);
         let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
         Ok(Self { addr, identity, reader, appender, health, stop, task })
+    }
+
+    /// Whether the log takes no writes (started read-only on a full disk, or its writer
+    /// stopped after a storage failure).
+    pub fn is_read_only(&self) -> bool {
+        self.appender.status().borrow().is_stopped()
     }
 
     /// The address the server listens on.
@@ -453,6 +476,7 @@ impl<M: Machine> Server<M> {
 /// read what is durable, so they stay `SERVING`: a load balancer keeps sending them reads.
 fn watch_writer(mut status: tokio::sync::watch::Receiver<WriterStatus>, health: HealthHandle) {
     tokio::spawn(async move {
+        status.mark_changed();
         while status.changed().await.is_ok() {
             let now = status.borrow().clone();
             if now.is_stopped() {
@@ -462,6 +486,72 @@ fn watch_writer(mut status: tokio::sync::watch::Receiver<WriterStatus>, health: 
             }
         }
     });
+}
+
+/// Bytes a start must be able to write to its data directory's file system; with less, the
+/// registry starts read-only instead of failing half-way through writes of its own.
+const START_UP_SPACE: usize = 1 << 20;
+
+/// The emergency ballast's file name in the data directory (see `emergency_ballast_mib`).
+pub const BALLAST_FILE: &str = "emergency-ballast";
+
+/// Decides whether this start is read-only: when the data directory's file system cannot take
+/// [`START_UP_SPACE`] bytes, the emergency ballast is deleted (sled needs room to open) and the
+/// registry serves reads only. Otherwise the ballast is (re)made to its configured size. The
+/// ballast is never deleted to take writes: its room is for reads after the disk filled up.
+fn make_room(config: &Config) -> Result<bool, ServerError> {
+    let ballast = config.data_dir.join(BALLAST_FILE);
+    if !space_for(&config.data_dir, START_UP_SPACE)? {
+        match std::fs::remove_file(&ballast) {
+            Ok(()) => {
+                tracing::warn!(file = %ballast.display(), "the disk is full: deleted the emergency ballast to start read-only")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServerError::Store(e.into())),
+        }
+        return Ok(true);
+    }
+    let want = config.emergency_ballast_mib * 1024 * 1024;
+    let have = std::fs::metadata(&ballast).map(|m| m.len()).unwrap_or(0);
+    if have != want {
+        let made = std::fs::File::create(&ballast).and_then(|f| {
+            use std::io::Write as _;
+            let mut w = std::io::BufWriter::new(&f);
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..config.emergency_ballast_mib {
+                w.write_all(&zeros)?;
+            }
+            w.flush()?;
+            drop(w);
+            f.sync_all()
+        });
+        match made {
+            Ok(()) => crate::files::sync_parent(&ballast).map_err(StoreError::from)?,
+            Err(e) => {
+                let _ = std::fs::remove_file(&ballast);
+                if !crate::files::is_full(&e) {
+                    return Err(ServerError::Store(e.into()));
+                }
+                tracing::warn!(file = %ballast.display(), "no room for the emergency ballast: a disk that fills up will stop the next start");
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Whether the file system of `dir` takes `bytes` more (ENOSPC and EDQUOT say no): a probe file
+/// is written, synced and removed.
+fn space_for(dir: &std::path::Path, bytes: usize) -> Result<bool, ServerError> {
+    use std::io::Write as _;
+    let probe = dir.join(".space-probe");
+    let written = std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(&vec![0u8; bytes]).and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if crate::files::is_full(&e) => Ok(false),
+        Err(e) => Err(ServerError::Store(e.into())),
+    }
 }
 
 /// The command service's name in `grpc.health.v1`.

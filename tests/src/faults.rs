@@ -57,6 +57,8 @@ fn spawn(bin: &Path, data: &Path, admin: &Path) -> anyhow::Result<Process> {
         .arg(data)
         .arg("--admin-key")
         .arg(admin)
+        // A ballast of the default 64 MiB would be copied with every damaged copy.
+        .env("REGISTRY_EMERGENCY_BALLAST_MIB", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -459,7 +461,11 @@ pub async fn tamper_campaign(options: &TamperOptions) -> anyhow::Result<TamperRe
     drop(client);
     let code = process.terminate()?;
     anyhow::ensure!(code == 0, "the original's clean stop exited {code}");
-    let targets = files(&original)?;
+    // Every file but the ballast, which holds no data (its zeros are there to be deleted).
+    let targets: Vec<_> = files(&original)?
+        .into_iter()
+        .filter(|(f, _)| f != Path::new(registry_server::server::BALLAST_FILE))
+        .collect();
 
     let mut rng = rand::rng();
     let mut report = TamperReport::default();

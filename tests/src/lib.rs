@@ -28,6 +28,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         data_dir: dir.to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_timeout_secs: 5,
+        // Tests start many registries; a ballast of the default size would cost each 64 MiB.
+        emergency_ballast_mib: 1,
         ..Config::default()
     }
 }

@@ -248,11 +248,22 @@ pub struct LogOptions {
     /// Where the newest signed checkpoint is kept outside the store, if anywhere (see
     /// [`witness`]). A production log always has one; tests of the storage path may go without.
     pub witness: Option<Witness>,
+    /// Open without writing anything (a full disk): the log is checked as usual, readers see
+    /// everything the witness covers, and every append is refused as `DiskFull`. A log whose
+    /// durable entries go beyond its witness cannot open this way (serving them would publish
+    /// a checkpoint nobody witnessed).
+    pub read_only: bool,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self { max_batch: 1024, queue_depth: 8192, verify_every: None, witness: None }
+        Self {
+            max_batch: 1024,
+            queue_depth: 8192,
+            verify_every: None,
+            witness: None,
+            read_only: false,
+        }
     }
 }
 
@@ -276,17 +287,27 @@ impl<M: Machine> Log<M> {
         options: LogOptions,
         clock: Clock,
     ) -> Result<Self, OpenError> {
-        let check = verify_from_last_point(store.as_ref())?;
+        let check = verify_from_last_point(store.as_ref(), !options.read_only)?;
         let (frontier, last_hash, last_recorded_at) =
             (check.frontier.clone(), check.chain.last_hash(), check.chain.last_recorded_at());
         let witnessed = match &options.witness {
             Some(w) => keeps_promise(store.as_ref(), &frontier, w, &signer)?,
             None => None,
         };
+        if options.read_only && witnessed != Some(frontier.size()) {
+            return Err(OpenError::Store(StoreError::Full(format!(
+                "the log holds {} durable entries but only {} were witnessed; the rest cannot \
+                 be published without writing. Free space and start the registry again",
+                frontier.size(),
+                witnessed.unwrap_or(0)
+            ))));
+        }
         machine.open(store.as_ref(), frontier.size())?;
         // What the start found and replayed is made durable before anything is built on it
         // (a killed predecessor's last writes may still sit in the page cache only).
-        store.sync()?;
+        if !options.read_only {
+            store.sync()?;
+        }
         let signer = Arc::new(signer);
         let head = Head {
             size: frontier.size(),
@@ -319,6 +340,7 @@ impl<M: Machine> Log<M> {
         };
         let verifier = options
             .verify_every
+            .filter(|_| !options.read_only)
             .map(|every| check.run_behind(store.clone(), reader.clone(), every));
         let (appender, writer) = writer::start(writer::WriterSetup {
             store,
@@ -443,8 +465,8 @@ fn keeps_promise(
 }
 
 /// Checks the entries appended since the last verified point: chain links, positions, recorded
-/// times, and every stored Merkle node they complete. Records the new verified size.
-fn verify_from_last_point(store: &dyn LogStore) -> Result<ChainCheck, OpenError> {
+/// times, and every stored Merkle node they complete. Records the new verified size if `record`.
+fn verify_from_last_point(store: &dyn LogStore, record: bool) -> Result<ChainCheck, OpenError> {
     let size = store.size()?;
     let verified = match store.meta(VERIFIED_SIZE)? {
         None => 0,
@@ -462,7 +484,7 @@ fn verify_from_last_point(store: &dyn LogStore) -> Result<ChainCheck, OpenError>
     }
     let mut check = ChainCheck::resume(store, verified)?;
     check.advance(store, size)?;
-    if size != verified {
+    if size != verified && record {
         tracing::info!(from = verified, to = size, "verified the log's new entries");
         record_verified(store, size)?;
         store.sync()?;

@@ -225,11 +225,18 @@ pub(super) fn start<M: Machine>(
     let (tx, rx) = mpsc::channel(setup.options.queue_depth.max(1));
     let (status_tx, status_rx) = watch::channel(WriterStatus::Running);
     let stats = Arc::new(WriterStats::default());
+    let read_only = setup.options.read_only;
     let writer = Writer {
         setup,
         failure: Arc::new(Failure { failed: AtomicBool::new(false), status: status_tx }),
         stats: stats.clone(),
     };
+    if read_only {
+        writer.failure.record_status(WriterStatus::DiskFull(
+            "the registry started read-only because its disk is full; free space and restart it"
+                .into(),
+        ));
+    }
     let handle = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || writer.run(rx))
