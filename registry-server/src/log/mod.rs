@@ -294,12 +294,11 @@ impl<M: Machine> Log<M> {
             Some(w) => keeps_promise(store.as_ref(), &frontier, w, &signer)?,
             None => None,
         };
-        if options.read_only && witnessed != Some(frontier.size()) {
+        if options.read_only && witnessed.is_none() && frontier.size() > 0 {
             return Err(OpenError::Store(StoreError::Full(format!(
-                "the log holds {} durable entries but only {} were witnessed; the rest cannot \
-                 be published without writing. Free space and start the registry again",
+                "the log holds {} entries but no witness; it cannot be published without \
+                 writing one. Free space and start the registry again",
                 frontier.size(),
-                witnessed.unwrap_or(0)
             ))));
         }
         machine.open(store.as_ref(), frontier.size())?;
@@ -309,23 +308,31 @@ impl<M: Machine> Log<M> {
             store.sync()?;
         }
         let signer = Arc::new(signer);
-        let head = Head {
-            size: frontier.size(),
-            root: frontier.root(),
-            last_hash,
-            last_recorded_at,
-            checkpoint: sign_checkpoint(
-                &signer,
-                frontier.size(),
-                frontier.root(),
-                machine.checkpoint_extensions(),
-            )
-            .into(),
+        let behind = witnessed.as_ref().filter(|w| w.size < frontier.size());
+        let head = if let (true, Some(w)) = (options.read_only, behind) {
+            // The disk filled up between a sync and its witness: the entries after the witness
+            // are durable but were never published (nor acknowledged). Without writing, only
+            // what was published can be served: the witnessed head, its very note.
+            head_at(store.as_ref(), w)?
+        } else {
+            Head {
+                size: frontier.size(),
+                root: frontier.root(),
+                last_hash,
+                last_recorded_at,
+                checkpoint: sign_checkpoint(
+                    &signer,
+                    frontier.size(),
+                    frontier.root(),
+                    machine.checkpoint_extensions(),
+                )
+                .into(),
+            }
         };
         if let Some(w) = &options.witness {
             // The head is served from now on: it is witnessed first (a size the witness holds
             // already needs no new record; the log's prefix up to it was just checked).
-            if witnessed != Some(head.size) {
+            if witnessed.as_ref().map(|w| w.size) != Some(head.size) {
                 w.record(&head.checkpoint).map_err(StoreError::from)?;
             }
         }
@@ -418,15 +425,42 @@ impl<M: Machine> Drop for Log<M> {
     }
 }
 
+/// The newest checkpoint the witness holds: its size, root and note.
+struct Witnessed {
+    size: u64,
+    root: Hash,
+    note: String,
+}
+
+/// The head of the log at a witnessed size, served with the witnessed note itself.
+fn head_at(store: &dyn LogStore, w: &Witnessed) -> Result<Head, OpenError> {
+    let (last_hash, last_recorded_at) = match w.size.checked_sub(1) {
+        None => (entry::ZERO_HASH, None),
+        Some(p) => {
+            let bytes = store.entry(p)?.ok_or_else(|| missing(p))?;
+            let header = entry::decode_header(&bytes)
+                .map_err(|e| OpenError::BrokenChain { position: p, reason: e.to_string() })?;
+            (merkle::leaf_hash(&bytes), Some(header.recorded_at))
+        }
+    };
+    Ok(Head {
+        size: w.size,
+        root: w.root,
+        last_hash,
+        last_recorded_at,
+        checkpoint: w.note.clone().into(),
+    })
+}
+
 /// Checks that the log still holds what the witness says the registry signed: at least that
-/// many entries, with the same Merkle root at that size. Returns the witnessed size.
+/// many entries, with the same Merkle root at that size.
 fn keeps_promise(
     store: &dyn LogStore,
     frontier: &Frontier,
     witness: &Witness,
     signer: &NoteSigner,
-) -> Result<Option<u64>, OpenError> {
-    let Some(signed) = witness.read(&signer.verifier())? else {
+) -> Result<Option<Witnessed>, OpenError> {
+    let Some((signed, note)) = witness.read(&signer.verifier())? else {
         if frontier.size() > 0 {
             tracing::warn!(
                 witness = %witness.path().display(),
@@ -461,7 +495,7 @@ fn keeps_promise(
             witness: path(),
         });
     }
-    Ok(Some(signed.size))
+    Ok(Some(Witnessed { size: signed.size, root: signed.root, note }))
 }
 
 /// Checks the entries appended since the last verified point: chain links, positions, recorded

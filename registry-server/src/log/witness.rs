@@ -44,9 +44,13 @@ impl Witness {
         &self.path
     }
 
-    /// The checkpoint recorded last, checked against the registry's key and origin; `None` when
-    /// no checkpoint was ever recorded (a new log, or one from before the witness existed).
-    pub fn read(&self, verifier: &NoteVerifier) -> Result<Option<Checkpoint>, WitnessError> {
+    /// The checkpoint recorded last, checked against the registry's key and origin, with its
+    /// note as recorded; `None` when no checkpoint was ever recorded (a new log, or one from
+    /// before the witness existed).
+    pub fn read(
+        &self,
+        verifier: &NoteVerifier,
+    ) -> Result<Option<(Checkpoint, String)>, WitnessError> {
         let damaged = |why: String| WitnessError { path: self.path.clone(), why };
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
@@ -59,7 +63,7 @@ impl Witness {
             )
         })?;
         Checkpoint::open(&note, verifier)
-            .map(Some)
+            .map(|cp| Some((cp, note.clone())))
             .map_err(|e| damaged(format!("is damaged: expected a checkpoint signed by this registry's key, found one that does not verify ({e})")))
     }
 
@@ -94,7 +98,8 @@ mod tests {
         assert!(witness.read(&signer.verifier()).unwrap().is_none(), "nothing recorded yet");
         witness.record(&signed(&signer, 3)).unwrap();
         witness.record(&signed(&signer, 7)).unwrap();
-        let cp = witness.read(&signer.verifier()).unwrap().unwrap();
+        let (cp, note) = witness.read(&signer.verifier()).unwrap().unwrap();
+        assert!(note.starts_with("registry.test/w\n7\n"), "the note as recorded: {note}");
         assert_eq!((cp.size, cp.root), (7, [7; 32]));
     }
 
