@@ -52,13 +52,6 @@ pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Whether an I/O error means the file system has no room left (ENOSPC or EDQUOT).
-pub fn is_full(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::StorageFull
-        || e.kind() == std::io::ErrorKind::QuotaExceeded
-        || matches!(e.raw_os_error(), Some(28 | 122))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

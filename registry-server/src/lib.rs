@@ -11,6 +11,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod disk;
 pub mod evidence;
 pub mod files;
 pub mod grpc;

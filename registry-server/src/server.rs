@@ -307,7 +307,8 @@ impl<M: Machine> Server<M> {
         extra: impl FnOnce(ServiceContext<'_, M>, &mut RoutesBuilder),
     ) -> Result<Self, ServerError> {
         let key = registry_key::load_or_create(&config.data_dir)?;
-        let read_only = make_room(config)?;
+        let read_only = crate::disk::make_room(&config.data_dir, config.emergency_ballast_mib)
+            .map_err(|e| ServerError::Store(e.into()))?;
         if read_only {
             tracing::error!(
                 data_dir = %config.data_dir.display(),
@@ -486,72 +487,6 @@ fn watch_writer(mut status: tokio::sync::watch::Receiver<WriterStatus>, health: 
             }
         }
     });
-}
-
-/// Bytes a start must be able to write to its data directory's file system; with less, the
-/// registry starts read-only instead of failing half-way through writes of its own.
-const START_UP_SPACE: usize = 1 << 20;
-
-/// The emergency ballast's file name in the data directory (see `emergency_ballast_mib`).
-pub const BALLAST_FILE: &str = "emergency-ballast";
-
-/// Decides whether this start is read-only: when the data directory's file system cannot take
-/// [`START_UP_SPACE`] bytes, the emergency ballast is deleted (sled needs room to open) and the
-/// registry serves reads only. Otherwise the ballast is (re)made to its configured size. The
-/// ballast is never deleted to take writes: its room is for reads after the disk filled up.
-fn make_room(config: &Config) -> Result<bool, ServerError> {
-    let ballast = config.data_dir.join(BALLAST_FILE);
-    if !space_for(&config.data_dir, START_UP_SPACE)? {
-        match std::fs::remove_file(&ballast) {
-            Ok(()) => {
-                tracing::warn!(file = %ballast.display(), "the disk is full: deleted the emergency ballast to start read-only")
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ServerError::Store(e.into())),
-        }
-        return Ok(true);
-    }
-    let want = config.emergency_ballast_mib * 1024 * 1024;
-    let have = std::fs::metadata(&ballast).map(|m| m.len()).unwrap_or(0);
-    if have != want {
-        let made = std::fs::File::create(&ballast).and_then(|f| {
-            use std::io::Write as _;
-            let mut w = std::io::BufWriter::new(&f);
-            let zeros = vec![0u8; 1 << 20];
-            for _ in 0..config.emergency_ballast_mib {
-                w.write_all(&zeros)?;
-            }
-            w.flush()?;
-            drop(w);
-            f.sync_all()
-        });
-        match made {
-            Ok(()) => crate::files::sync_parent(&ballast).map_err(StoreError::from)?,
-            Err(e) => {
-                let _ = std::fs::remove_file(&ballast);
-                if !crate::files::is_full(&e) {
-                    return Err(ServerError::Store(e.into()));
-                }
-                tracing::warn!(file = %ballast.display(), "no room for the emergency ballast: a disk that fills up will stop the next start");
-            }
-        }
-    }
-    Ok(false)
-}
-
-/// Whether the file system of `dir` takes `bytes` more (ENOSPC and EDQUOT say no): a probe file
-/// is written, synced and removed.
-fn space_for(dir: &std::path::Path, bytes: usize) -> Result<bool, ServerError> {
-    use std::io::Write as _;
-    let probe = dir.join(".space-probe");
-    let written = std::fs::File::create(&probe)
-        .and_then(|mut f| f.write_all(&vec![0u8; bytes]).and_then(|()| f.sync_all()));
-    let _ = std::fs::remove_file(&probe);
-    match written {
-        Ok(()) => Ok(true),
-        Err(e) if crate::files::is_full(&e) => Ok(false),
-        Err(e) => Err(ServerError::Store(e.into())),
-    }
 }
 
 /// The command service's name in `grpc.health.v1`.

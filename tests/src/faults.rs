@@ -464,7 +464,7 @@ pub async fn tamper_campaign(options: &TamperOptions) -> anyhow::Result<TamperRe
     // Every file but the ballast, which holds no data (its zeros are there to be deleted).
     let targets: Vec<_> = files(&original)?
         .into_iter()
-        .filter(|(f, _)| f != Path::new(registry_server::server::BALLAST_FILE))
+        .filter(|(f, _)| f != Path::new(registry_server::disk::BALLAST_FILE))
         .collect();
 
     let mut rng = rand::rng();

@@ -248,10 +248,10 @@ pub struct LogOptions {
     /// Where the newest signed checkpoint is kept outside the store, if anywhere (see
     /// [`witness`]). A production log always has one; tests of the storage path may go without.
     pub witness: Option<Witness>,
-    /// Open without writing anything (a full disk): the log is checked as usual, readers see
-    /// everything the witness covers, and every append is refused as `DiskFull`. A log whose
-    /// durable entries go beyond its witness cannot open this way (serving them would publish
-    /// a checkpoint nobody witnessed).
+    /// Open without writing anything (a full disk): the log is checked as usual and every
+    /// append is refused as `DiskFull`. Readers see what the witness covers: durable entries
+    /// after it (the disk filled between a sync and its witness) were never published and stay
+    /// unpublished, and proofs that involve them fail (`UNAVAILABLE`) until a start with room.
     pub read_only: bool,
 }
 

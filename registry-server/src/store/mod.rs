@@ -48,7 +48,7 @@ pub enum StoreError {
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        if crate::files::is_full(&e) {
+        if crate::disk::is_full(&e) {
             StoreError::Full(e.to_string())
         } else {
             StoreError::Io(e.to_string())
