@@ -91,6 +91,11 @@ impl ServerError {
             ServerError::Rebuild(_) => 3,
             ServerError::Store(_) | ServerError::Stopped(_) => 4,
             ServerError::KeyFile(KeyFileError::Key { .. }) => 3,
+            ServerError::KeyFile(KeyFileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                3
+            }
             ServerError::Config(_) | ServerError::Origin(_) | ServerError::KeyFile(_) => 2,
             _ => 1,
         }

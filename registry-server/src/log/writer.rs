@@ -3,18 +3,21 @@
 //! One OS thread owns the tip of the log. It takes every append waiting in its queue (up to a
 //! batch limit), runs each through the [`Machine`] in order, frames and hashes the entries, and
 //! writes the whole batch (entries, Merkle nodes, request IDs, projections) in one atomic store
-//! write. A second thread, the syncer, then makes it durable with one sync, publishes the new
-//! head and answers the callers. The two overlap: while one batch is being synced the writer
-//! decides and writes the next, so the CPU work of a batch no longer waits for the disk of the
-//! one before, and appends that arrive meanwhile share the next sync without any timer. At most
-//! one written batch waits for the syncer; batches are answered strictly in order, so a reply
-//! that depends on an earlier batch (a retried request ID, a refusal decided against its state)
-//! is never sent before that batch is durable.
+//! write. A second thread, the syncer, then makes it durable with one sync; a third, the
+//! publisher, signs the new head's checkpoint, writes it to the witness (see
+//! [`super::witness`]), publishes the head and answers the callers. The three overlap: while
+//! one batch is witnessed, the next is synced and the one after it decided and written, so the
+//! CPU work of a batch does not wait for the disk of the one before, and appends that arrive
+//! meanwhile share the next sync without any timer. Each stage runs at most one batch ahead of
+//! the next; batches are answered strictly in order, so a reply that depends on an earlier batch
+//! (a retried request ID, a refusal decided against its state) is never sent before that batch
+//! is durable and published.
 //!
-//! Any storage error is final: every pending append is answered with `Unavailable`, the writer
-//! marks itself failed, and both threads stop appending: after a failed sync nothing more is
-//! written or acknowledged, because it can no longer be known what is on disk. (A batch that was
-//! written and synced before another thread's write failed is still answered: it is durable.)
+//! Any storage error is final: every pending append is answered with `Unavailable` (or
+//! `DiskFull`), the writer marks itself failed, and no stage appends again: after a failed sync
+//! or witness nothing more is written or acknowledged, because it can no longer be known what
+//! is on disk. (A batch that was synced and witnessed before another thread's write failed is
+//! still answered: it is durable and published.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -181,13 +184,20 @@ impl<M: Machine> Appender<M> {
             return Err(status.refusal());
         }
         let (reply, answer) = oneshot::channel();
+        // A writer that stopped drops what is queued: the caller hears why it stopped.
+        let stopped = |fallback: &str| {
+            let status = self.status.borrow().clone();
+            if status.is_stopped() {
+                status.refusal()
+            } else {
+                AppendError::Unavailable(fallback.into())
+            }
+        };
         self.tx
             .send(Job { request_id, digest, command, reply })
             .await
-            .map_err(|_| AppendError::Unavailable("the log writer has stopped".into()))?;
-        answer.await.map_err(|_| {
-            AppendError::Unavailable("the log writer stopped before the append was durable".into())
-        })?
+            .map_err(|_| stopped("the log writer has stopped"))?;
+        answer.await.map_err(|_| stopped("the log writer stopped before the append was durable"))?
     }
 
     /// Appends waiting for the writer (not yet taken into a batch).
@@ -307,18 +317,31 @@ struct NextHead {
     extensions: Vec<String>,
 }
 
-/// Makes written batches durable, publishes heads and answers appends, in batch order.
+/// Makes written batches durable and hands them, in order, to the [`Publisher`].
 struct Syncer {
     store: Arc<dyn LogStore>,
-    signer: Arc<NoteSigner>,
-    head: watch::Sender<Arc<Head>>,
-    tail: Arc<Tail>,
     failure: Arc<Failure>,
-    witness: Option<super::Witness>,
+}
+
+/// A group of written batches after the syncer: durable, or refused for this reason.
+struct Synced<R> {
+    group: Vec<Written<R>>,
+    refused: Option<WriterStatus>,
 }
 
 impl Syncer {
-    fn run<R>(self, rx: std::sync::mpsc::Receiver<Written<R>>) {
+    fn run<R: Send + 'static>(
+        self,
+        rx: std::sync::mpsc::Receiver<Written<R>>,
+        publisher: Publisher,
+    ) {
+        // A rendezvous again: the syncer syncs the next group while the publisher witnesses
+        // this one, and runs at most one group ahead of it.
+        let (to_publisher, publisher_rx) = std::sync::mpsc::sync_channel::<Synced<R>>(0);
+        let publishing = std::thread::Builder::new()
+            .name("log-publisher".into())
+            .spawn(move || publisher.run(publisher_rx))
+            .expect("spawning the log publisher thread");
         let mut failure: Option<WriterStatus> = None;
         while let Ok(first) = rx.recv() {
             // Everything written by now shares one sync.
@@ -333,15 +356,48 @@ impl Syncer {
                     failure = Some(self.failure.record_store(&e));
                 }
             }
-            if let Some(status) = &failure {
+            if let Err(unsent) = to_publisher.send(Synced { group, refused: failure.clone() }) {
+                // The publisher is gone (it panicked): nothing more can be published.
+                let status = self
+                    .failure
+                    .record_status(WriterStatus::Failed("the log publisher stopped".into()));
+                for (reply, _) in unsent.0.group.into_iter().flat_map(|w| w.replies) {
+                    let _ = reply.send(Err(status.refusal()));
+                }
+                failure = Some(status);
+            }
+        }
+        drop(to_publisher);
+        if publishing.join().is_err() {
+            tracing::error!("the log publisher thread panicked");
+            self.failure.record("the log publisher panicked".into());
+        }
+    }
+}
+
+/// Publishes durable batches and answers appends, strictly in batch order. The newest head's
+/// checkpoint is signed and witnessed (see `super::witness`) before anything about it is
+/// public; then the batches reach the readers' tail and the head is published, so that a
+/// caller who hears back can read its entry. Witnessing overlaps the syncer's next sync.
+struct Publisher {
+    signer: Arc<NoteSigner>,
+    head: watch::Sender<Arc<Head>>,
+    tail: Arc<Tail>,
+    failure: Arc<Failure>,
+    witness: Option<super::Witness>,
+}
+
+impl Publisher {
+    fn run<R>(self, rx: std::sync::mpsc::Receiver<Synced<R>>) {
+        // Once a witness could not be written, nothing after it is published.
+        let mut failure: Option<WriterStatus> = None;
+        while let Ok(Synced { mut group, refused }) = rx.recv() {
+            if let Some(status) = refused.or_else(|| failure.clone()) {
                 for (reply, _) in group.into_iter().flat_map(|w| w.replies) {
                     let _ = reply.send(Err(status.refusal()));
                 }
                 continue;
             }
-            // Durable. The newest head's checkpoint is witnessed before anything about it is
-            // public (see `super::witness`); then the head is published, so that a caller who
-            // hears back can read its entry.
             let last = group.iter_mut().filter_map(|w| w.head.take()).last();
             let head = last.map(|h| {
                 let checkpoint = sign_checkpoint(&self.signer, h.size, h.root, h.extensions);
@@ -387,8 +443,8 @@ impl<M: Machine> Writer<M> {
     fn run(mut self, mut rx: mpsc::Receiver<Job<M>>) {
         // A rendezvous: the writer runs at most one batch ahead of the sync in progress.
         let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel::<Written<M::Rejection>>(0);
-        let syncer = Syncer {
-            store: self.setup.store.clone(),
+        let syncer = Syncer { store: self.setup.store.clone(), failure: self.failure.clone() };
+        let publisher = Publisher {
             signer: self.setup.signer.clone(),
             head: self.setup.head.clone(),
             tail: self.setup.tail.clone(),
@@ -397,7 +453,7 @@ impl<M: Machine> Writer<M> {
         };
         let syncer = std::thread::Builder::new()
             .name("log-syncer".into())
-            .spawn(move || syncer.run(syncer_rx))
+            .spawn(move || syncer.run(syncer_rx, publisher))
             .expect("spawning the log syncer thread");
         let max_batch = self.setup.options.max_batch.max(1);
         while let Some(first) = rx.blocking_recv() {

@@ -91,8 +91,20 @@ mod tests {
         let c = bare_sled(dir.path(), 8, 3, 100, Duration::from_millis(50)).unwrap();
         assert!(c.commits_per_sec > 0.0);
         assert!((c.entries_per_sec / c.commits_per_sec - 8.0).abs() < 1e-9, "{c:?}");
-        // What it wrote is there after reopening.
-        let db = sled::open(dir.path()).unwrap();
+        // What it wrote is there after reopening (sled's threads may hold the dropped
+        // database's lock for a moment, as `SledStore::open` knows).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let db = loop {
+            match sled::open(dir.path()) {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                opened => break opened.unwrap(),
+            }
+        };
         let tree = db.open_tree("ceiling").unwrap();
         let entries = tree.scan_prefix(b"e").count();
         assert!(entries >= 8 && entries % 8 == 0, "{entries}");

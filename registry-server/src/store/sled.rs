@@ -254,6 +254,16 @@ impl SledStore {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
+                // A flipped bit in sled's `conf` file reads as another version's settings.
+                Err(e @ sled::Error::Unsupported(_)) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the database in {} cannot be opened: sled says {e}; unless this data \
+                         directory was written by another version of the registry, its `conf` \
+                         file is damaged. {}",
+                        dir.display(),
+                        crate::log::RECOVER
+                    )));
+                }
                 Err(e @ sled::Error::Corruption { .. }) => {
                     return Err(StoreError::Corrupt(format!(
                         "the database in {} is damaged: sled found {e}. {}",
