@@ -113,15 +113,10 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
     let mut acked = Vec::new();
     let mut refusal = None;
     for i in 0..200_000u64 {
-        let meter = meter_key();
         let evse = format!("DE*FUL*E{i}");
-        let action = Action::Register {
-            key: NewKey::new(spki_hex(&meter)),
-            evse_ids: vec![evse.clone()],
-            effective_at: Some(t("2026-01-01T00:00:00Z")),
-        };
+        let (action, fingerprint) = register(&evse);
         match client.submit(&op, &action).await {
-            Ok(_) => acked.push((evse, meter.fingerprint_hex())),
+            Ok(_) => acked.push((evse, fingerprint)),
             Err(e) => {
                 refusal = Some(e);
                 break;
@@ -133,17 +128,7 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
     assert!(refusal.to_string().contains("disk is full"), "{refusal}");
     assert!(!acked.is_empty());
     // The next writer hears the same, at once.
-    let again = client
-        .submit(
-            &op,
-            &Action::Register {
-                key: NewKey::new(spki_hex(&meter_key())),
-                evse_ids: vec!["DE*FUL*EX".into()],
-                effective_at: Some(t("2026-01-01T00:00:00Z")),
-            },
-        )
-        .await
-        .unwrap_err();
+    let again = client.submit(&op, &register("DE*FUL*EX").0).await.unwrap_err();
     assert_eq!(again.code(), Some(Code::ResourceExhausted), "{again}");
 
     // Reads go on, and say so.
@@ -186,19 +171,23 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
     let client = RegistryClient::connect(&format!("http://{}", server.local_addr())).await.unwrap();
     assert_eq!(answers(&client, &acked).await, acked.len());
     client
-        .submit(
-            &op,
-            &Action::Register {
-                key: NewKey::new(spki_hex(&meter_key())),
-                evse_ids: vec!["DE*FUL*EAFTER".into()],
-                effective_at: Some(t("2026-01-01T00:00:00Z")),
-            },
-        )
+        .submit(&op, &register("DE*FUL*EAFTER").0)
         .await
         .expect("writes resume after the restart");
     drop(client);
     server.shutdown();
     server.wait().await.unwrap();
+}
+
+/// A registration of a new key on `evse`, and the key's fingerprint.
+fn register(evse: &str) -> (Action, String) {
+    let meter = meter_key();
+    let action = Action::Register {
+        key: NewKey::new(spki_hex(&meter)),
+        evse_ids: vec![evse.into()],
+        effective_at: Some(t("2026-01-01T00:00:00Z")),
+    };
+    (action, meter.fingerprint_hex())
 }
 
 /// How many of `acked` the registry answers with their key (VALID, or PENDING where the disk

@@ -208,7 +208,8 @@ pub async fn kill_campaign(options: &KillOptions) -> anyhow::Result<KillReport> 
         let checking: Vec<_> = std::mem::take(&mut *unchecked.lock().expect("not poisoned"));
         report.lost.extend(lost(&client, &checking).await?);
         if !operator_added {
-            operator_added = add_operator(&client, &admin, &operator).await?;
+            add_operator(&client, &admin, &operator).await?;
+            operator_added = true;
         }
         if last {
             report.entries = client.checkpoint(0).await?.tree_size;
@@ -250,35 +251,39 @@ pub async fn kill_campaign(options: &KillOptions) -> anyhow::Result<KillReport> 
                 })
             })
             .collect();
-        if operator_added {
-            tokio::time::sleep(run.saturating_sub(started.elapsed())).await;
-        }
+        tokio::time::sleep(run.saturating_sub(started.elapsed())).await;
         process.kill();
         for w in writers {
             w.await?;
         }
         report.acknowledged += unchecked.lock().expect("not poisoned").len() as u64;
         report.cycles += 1;
+        if report.cycles % 100 == 0 {
+            eprintln!(
+                "{} kills, {} acknowledged, {} lost so far",
+                report.cycles,
+                report.acknowledged,
+                report.lost.len()
+            );
+        }
     }
     Ok(report)
 }
 
+/// Adds the campaign's operator, or finds it added by a cycle killed before its answer came.
 async fn add_operator(
     client: &RegistryClient,
     admin: &P256KeyPair,
     operator: &P256KeyPair,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<()> {
     let action = Action::AddOperator {
         operator_id: OPERATOR.into(),
         name: "Kill campaign".into(),
         public_keys: vec![operator.public_key_pem()],
     };
     match client.submit(admin, &action).await {
-        Ok(_) => Ok(true),
-        Err(e) if client.operator(OPERATOR).await.is_ok() => {
-            let _ = e;
-            Ok(true)
-        }
+        Ok(_) => Ok(()),
+        Err(_) if client.operator(OPERATOR).await.is_ok() => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
