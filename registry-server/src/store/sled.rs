@@ -195,11 +195,15 @@ fn remove_torn_snapshots(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs `f`, turning a panic inside sled into an error that names the database. sled 0.34.7
-/// panics on some damaged files instead of returning `Corruption` (for example "tried to
-/// serialize Uninitialized" while recovering a flipped bit); the registry must report damage,
-/// never crash on it.
-fn contained<T>(dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+/// Runs `f`, turning a panic inside sled into an error that names the database and what sled
+/// was `doing`. sled 0.34.7 panics on some damaged files instead of returning `Corruption` (for
+/// example "tried to serialize Uninitialized" while recovering a flipped bit); the registry
+/// must report damage, never crash on it, at a start or while it runs.
+fn contained<T>(
+    dir: &Path,
+    doing: &str,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     CONTAINED.set(true);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     CONTAINED.set(false);
@@ -210,8 +214,8 @@ fn contained<T>(dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".into());
         Err(StoreError::Corrupt(format!(
-            "the database in {} is damaged: expected sled's files to recover, found sled failing \
-             on them ({what}). {}",
+            "the database in {} is damaged: expected sled to {doing}, found it failing ({what}). \
+             {}",
             dir.display(),
             crate::log::RECOVER
         )))
@@ -232,7 +236,7 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. Damage sled finds while it recovers is an error
     /// naming the directory, never a panic.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
-        contained(dir, || Self::open_unguarded(dir, options))
+        contained(dir, "recover its files", || Self::open_unguarded(dir, options))
     }
 
     fn open_unguarded(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
@@ -349,44 +353,54 @@ impl SledStore {
 
 impl LogStore for SledStore {
     fn size(&self) -> Result<u64, StoreError> {
-        match self.tree.scan_prefix([ENTRY]).next_back().transpose()? {
-            None => Ok(0),
-            Some((k, _)) => Ok(position_of(&k)? + 1),
-        }
+        contained(&self.dir, "read the log", || {
+            match self.tree.scan_prefix([ENTRY]).next_back().transpose()? {
+                None => Ok(0),
+                Some((k, _)) => Ok(position_of(&k)? + 1),
+            }
+        })
     }
 
     fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.tree.get(entry_key(position))? {
+        contained(&self.dir, "read the log", || match self.tree.get(entry_key(position))? {
             None => Ok(None),
             Some(record) => Ok(Some(decode_record(&record)?.1.to_vec())),
-        }
+        })
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         if start >= end {
             return Ok(Vec::new());
         }
-        let mut out = Vec::with_capacity((end - start).min(4096) as usize);
-        for item in self.tree.range(entry_key(start)..entry_key(end)) {
-            let (k, v) = item?;
-            out.push((position_of(&k)?, decode_record(&v)?.1.to_vec()));
-        }
-        Ok(out)
+        contained(&self.dir, "read the log", || {
+            let mut out = Vec::with_capacity((end - start).min(4096) as usize);
+            for item in self.tree.range(entry_key(start)..entry_key(end)) {
+                let (k, v) = item?;
+                out.push((position_of(&k)?, decode_record(&v)?.1.to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
         let Some(position) = completing_position(level, index) else { return Ok(None) };
-        let Some(record) = self.tree.get(entry_key(position))? else { return Ok(None) };
-        let (nodes, _) = decode_record(&record)?;
-        Ok(nodes.into_iter().find(|(l, _)| *l == level).map(|(_, h)| h))
+        contained(&self.dir, "read the log", || {
+            let Some(record) = self.tree.get(entry_key(position))? else { return Ok(None) };
+            let (nodes, _) = decode_record(&record)?;
+            Ok(nodes.into_iter().find(|(l, _)| *l == level).map(|(_, h)| h))
+        })
     }
 
     fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
-        self.tree.get(prefixed(REQUEST, id.as_bytes()))?.map(|v| decode_request(&v)).transpose()
+        contained(&self.dir, "read the request index", || {
+            self.tree.get(prefixed(REQUEST, id.as_bytes()))?.map(|v| decode_request(&v)).transpose()
+        })
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(prefixed(META, key.as_bytes()))?.map(|v| v.to_vec()))
+        contained(&self.dir, "read its metadata", || {
+            Ok(self.tree.get(prefixed(META, key.as_bytes()))?.map(|v| v.to_vec()))
+        })
     }
 
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -448,13 +462,13 @@ impl LogStore for SledStore {
             }
         }
         let _flush_done = self.flushing.lock().map_err(|_| poisoned_gate())?;
-        Ok(self.tree.apply_batch(out)?)
+        contained(&self.dir, "apply a batch", || Ok(self.tree.apply_batch(out)?))
     }
 
     fn sync(&self) -> Result<(), StoreError> {
         {
             let _flushing = self.flushing.lock().map_err(|_| poisoned_gate())?;
-            self.db.flush()?;
+            contained(&self.dir, "flush its log", || Ok(self.db.flush().map(|_| ())?))?;
         }
         self.db_file.sync_all()?;
         self.sync_blobs()?;
