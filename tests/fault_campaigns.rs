@@ -20,6 +20,7 @@ async fn killed_at_random_moments_under_writers_nothing_acknowledged_is_lost() {
     assert!(report.lost.is_empty(), "{:?}", report.lost);
     assert!(report.acknowledged > 0, "some writes were acknowledged: {report:?}");
     assert!(report.export_verified, "the exported chain verifies: {report:?}");
+    assert!(report.leftover_files.is_empty(), "{:?}", report.leftover_files);
     assert_eq!(report.cycles, 6);
 }
 

@@ -161,6 +161,8 @@ pub struct KillReport {
     pub entries: u64,
     /// Whether the exported log verified (chain, signatures, rules, Merkle and map roots).
     pub export_verified: bool,
+    /// Temporary files left in the data directory after the final clean stop.
+    pub leftover_files: Vec<String>,
 }
 
 const OPERATOR: &str = "DE*KIL";
@@ -224,6 +226,11 @@ pub async fn kill_campaign(options: &KillOptions) -> anyhow::Result<KillReport> 
             if code != 0 {
                 report.failed_starts.push(format!("the final stop exited {code}"));
             }
+            report.leftover_files = files(&data)?
+                .into_iter()
+                .map(|(f, _)| f.display().to_string())
+                .filter(|f| f.ends_with(".tmp"))
+                .collect();
             break;
         }
         let writers: Vec<_> = (0..options.writers)

@@ -291,7 +291,11 @@ impl<M: Machine> Log<M> {
         let (frontier, last_hash, last_recorded_at) =
             (check.frontier.clone(), check.chain.last_hash(), check.chain.last_recorded_at());
         let witnessed = match &options.witness {
-            Some(w) => keeps_promise(store.as_ref(), &frontier, w, &signer)?,
+            Some(w) => {
+                // What a kill during a witness write left: never the witness itself.
+                crate::files::remove_leftover(w.path()).map_err(StoreError::from)?;
+                keeps_promise(store.as_ref(), &frontier, w, &signer)?
+            }
             None => None,
         };
         if options.read_only && witnessed.is_none() && frontier.size() > 0 {

@@ -87,7 +87,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             for line in r.lost.iter().chain(&r.failed_starts).take(20) {
                 println!("  {line}");
             }
-            !r.lost.is_empty() || !r.failed_starts.is_empty() || !r.export_verified
+            for f in &r.leftover_files {
+                println!("  left behind: {f}");
+            }
+            !r.lost.is_empty()
+                || !r.failed_starts.is_empty()
+                || !r.export_verified
+                || !r.leftover_files.is_empty()
         }
         Cli::Tamper { flips, registrations, dir, json } => {
             let (dir, _keep) = work_dir(dir)?;
