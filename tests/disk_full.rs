@@ -148,19 +148,27 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
     assert_eq!(e.exit_code(), 4, "{e}");
     assert!(temporary_files(&data).is_empty(), "{:?}", temporary_files(&data));
 
-    // Started again on the still full disk, it serves reads.
-    let server =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
-            .await
-            .expect("starts on a full disk");
-    let client = RegistryClient::connect(&format!("http://{}", server.local_addr())).await.unwrap();
-    assert_eq!(answers(&client, &acked).await, acked.len());
-    let h = server.health();
-    assert_eq!(h.get("keyregistry.v1.LookupService"), Some(ServingStatus::Serving));
-    drop(client);
-    server.shutdown();
-    let _ = server.wait().await;
-    assert!(temporary_files(&data).is_empty(), "{:?}", temporary_files(&data));
+    // Started again on the still full disk (twice: the ballast's room must not go to
+    // writes), it serves reads and refuses commands.
+    for _ in 0..2 {
+        let server =
+            registry_server::server::start_registry(&config, registry_server::log::system_clock())
+                .await
+                .expect("starts on a full disk");
+        let client =
+            RegistryClient::connect(&format!("http://{}", server.local_addr())).await.unwrap();
+        assert_eq!(answers(&client, &acked).await, acked.len());
+        let h = server.health();
+        assert_eq!(h.get("keyregistry.v1.LookupService"), Some(ServingStatus::Serving));
+        assert_eq!(h.get("keyregistry.v1.CommandService"), Some(ServingStatus::NotServing));
+        let refused = client.submit(&op, &register("DE*FUL*ERO").0).await.unwrap_err();
+        assert_eq!(refused.code(), Some(Code::ResourceExhausted), "{refused}");
+        drop(client);
+        server.shutdown();
+        let stop = server.wait().await.expect_err("a read-only stop is not a clean one");
+        assert_eq!(stop.exit_code(), 4);
+        assert!(temporary_files(&data).is_empty(), "{:?}", temporary_files(&data));
+    }
 
     // Space comes back; a restart recovers what was durable and writes again.
     std::fs::remove_file(filler).unwrap();

@@ -129,6 +129,16 @@ async fn a_damaged_witness_is_a_refusal_naming_the_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_witness_is_a_refusal_not_a_fresh_start() {
+    let f = Fixture::start().await;
+    let (config, _dir) = stop(f).await;
+    std::fs::remove_file(config.data_dir.join(WITNESS_FILE)).unwrap();
+    let refused = start(&config).await.err().expect("refused");
+    assert!(matches!(refused, ServerError::Open(OpenError::Witness(_))), "{refused}");
+    assert!(refused.to_string().contains("is missing"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_published_checkpoint_is_witnessed_before_it_is_served() {
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
@@ -360,5 +370,11 @@ async fn a_restore_checks_every_entry_and_the_key() {
             registry_server::restore::RestoreError::Archive { position: Some(_), .. }
         ),
         "{refused}"
+    );
+    // What the stopped restore left never starts as a registry.
+    let half = start(&target).await.err().expect("a half-restored directory is refused");
+    assert!(
+        matches!(half, ServerError::Open(OpenError::RolledBack { .. })),
+        "expected a rollback refusal, got {half}"
     );
 }

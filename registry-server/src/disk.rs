@@ -16,46 +16,52 @@ const START_UP_SPACE: usize = 1 << 20;
 pub const BALLAST_FILE: &str = "emergency-ballast";
 
 /// Decides whether this start is read-only: when the data directory's file system cannot take
-/// [`START_UP_SPACE`] bytes, the emergency ballast is deleted (sled needs room to open) and the
-/// registry serves reads only. Otherwise the ballast is (re)made to its configured size. The
-/// ballast is never deleted to take writes: its room is for reads after the disk filled up.
+/// [`START_UP_SPACE`] bytes besides a whole ballast, the ballast is deleted (sled needs room to
+/// open) and the registry serves reads only. Otherwise the ballast is (re)made to its
+/// configured size. The ballast's room is never given to writes: a restart on a disk that is
+/// still full finds no room for the ballast and stays read-only, until space is freed.
 pub fn make_room(data_dir: &Path, ballast_mib: u64) -> std::io::Result<bool> {
     let ballast = data_dir.join(BALLAST_FILE);
-    if !space_for(data_dir, START_UP_SPACE)? {
-        match std::fs::remove_file(&ballast) {
-            Ok(()) => {
-                tracing::warn!(file = %ballast.display(), "the disk is full: deleted the emergency ballast to start read-only")
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        return Ok(true);
-    }
     let want = ballast_mib * 1024 * 1024;
     let have = std::fs::metadata(&ballast).map(|m| m.len()).unwrap_or(0);
-    if have != want {
-        let made = std::fs::File::create(&ballast).and_then(|f| {
-            let mut w = std::io::BufWriter::new(&f);
-            let zeros = vec![0u8; 1 << 20];
-            for _ in 0..ballast_mib {
-                w.write_all(&zeros)?;
-            }
-            w.flush()?;
-            drop(w);
-            f.sync_all()
-        });
-        match made {
-            Ok(()) => crate::files::sync_parent(&ballast)?,
-            Err(e) => {
-                let _ = std::fs::remove_file(&ballast);
-                if !is_full(&e) {
-                    return Err(e);
-                }
-                tracing::warn!(file = %ballast.display(), "no room for the emergency ballast: a disk that fills up will stop the next start");
-            }
+    let room = space_for(data_dir, START_UP_SPACE)?
+        && (have == want || remake(&ballast, ballast_mib)?)
+        && space_for(data_dir, START_UP_SPACE)?;
+    if room {
+        return Ok(false);
+    }
+    match std::fs::remove_file(&ballast) {
+        Ok(()) => {
+            tracing::warn!(file = %ballast.display(), "the disk is full: deleted the emergency ballast to start read-only")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(true)
+}
+
+/// Writes the ballast anew; `false` when the disk has no room for it (nothing is left then).
+fn remake(ballast: &Path, mib: u64) -> std::io::Result<bool> {
+    let made = std::fs::File::create(ballast).and_then(|f| {
+        let mut w = std::io::BufWriter::new(&f);
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            w.write_all(&zeros)?;
+        }
+        w.flush()?;
+        drop(w);
+        f.sync_all()
+    });
+    match made {
+        Ok(()) => {
+            crate::files::sync_parent(ballast)?;
+            Ok(true)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(ballast);
+            if is_full(&e) { Ok(false) } else { Err(e) }
         }
     }
-    Ok(false)
 }
 
 /// Whether the file system of `dir` takes `bytes` more (ENOSPC and EDQUOT say no): a probe file

@@ -11,6 +11,7 @@
 //! signed up to there: a mirror that followed the old server accepts them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use registry_proto::checkpoint::Checkpoint;
 use registry_proto::entry::Entry;
@@ -23,6 +24,7 @@ use registry_proto::tiles;
 use crate::config::Config;
 use crate::log::witness::{WITNESS_FILE, Witness};
 use crate::registry_key;
+use crate::store::layered::LayeredStore;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::{LogStore, RequestRecord, StoreError, WriteBatch};
 
@@ -110,12 +112,17 @@ pub fn restore(archive: &Path, config: &Config, key_file: &Path) -> Result<Resto
         })?;
 
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    // The witness first: a restore that stops half-way (a bad entry, a kill) leaves a directory
+    // that refuses to start, as short of what the registry signed, instead of one that starts
+    // and signs a second history under positions the archive's checkpoint covers.
+    let witness = data_dir.join(WITNESS_FILE);
+    Witness::new(&witness).record(&text).map_err(io(&witness))?;
     registry_key::write_private_key(&data_dir.join(registry_key::KEY_FILE), &pem)
         .map_err(|e| key_error(e.to_string()))?;
-    let log = SledStore::open(
+    let log = Arc::new(SledStore::open(
         &data_dir.join("log"),
         &SledOptions { cache_capacity: config.cache_mib * 1024 * 1024 },
-    )?;
+    )?);
     let size = checkpoint.size;
     let mut replayer = Replayer::for_registry(&origin);
     let mut frontier = Frontier::new();
@@ -168,15 +175,13 @@ pub fn restore(archive: &Path, config: &Config, key_file: &Path) -> Result<Resto
         ..Default::default()
     })?;
     log.sync()?;
-    drop(log);
 
-    let store = crate::server::open_store(config)?;
-    crate::projection::rebuild(store.as_ref())?;
+    // The projections over the same database (a reopen could find sled's lock still held).
+    let snapshot = data_dir.join(crate::server::SNAPSHOT_FILE);
+    let store = LayeredStore::open(log, &snapshot, config.snapshot_min_records)?;
+    crate::projection::rebuild(&store)?;
     store.sync()?;
     drop(store);
     registry_key::load_or_create(data_dir).map_err(|e| key_error(e.to_string()))?;
-    Witness::new(data_dir.join(WITNESS_FILE))
-        .record(&text)
-        .map_err(io(&data_dir.join(WITNESS_FILE)))?;
     Ok(Restored { origin, size, root: checkpoint.root })
 }

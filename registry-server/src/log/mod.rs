@@ -40,6 +40,10 @@ use crate::store::{LogStore, StoreError};
 /// background check.
 pub(crate) const VERIFIED_SIZE: &str = "verified_size";
 
+/// Metadata key: set once this log has a witness, so that a witness file that disappears later
+/// is a refusal rather than a fresh start (only a log from before the witness has none).
+const WITNESSED: &str = "witnessed";
+
 /// The position and recorded time an entry will get, known to the machine while it decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryContext {
@@ -287,7 +291,7 @@ impl<M: Machine> Log<M> {
         options: LogOptions,
         clock: Clock,
     ) -> Result<Self, OpenError> {
-        let check = verify_from_last_point(store.as_ref(), !options.read_only)?;
+        let (check, verified) = verify_from_last_point(store.as_ref())?;
         let (frontier, last_hash, last_recorded_at) =
             (check.frontier.clone(), check.chain.last_hash(), check.chain.last_recorded_at());
         let witnessed = match &options.witness {
@@ -298,6 +302,12 @@ impl<M: Machine> Log<M> {
             }
             None => None,
         };
+        // Recorded only once the witness agrees: a refused directory is kept as it was found.
+        if !options.read_only && verified != frontier.size() {
+            tracing::info!(from = verified, to = frontier.size(), "verified the log's new entries");
+            record_verified(store.as_ref(), frontier.size())?;
+            store.sync()?;
+        }
         if options.read_only && witnessed.is_none() && frontier.size() > 0 {
             return Err(OpenError::Store(StoreError::Full(format!(
                 "the log holds {} entries but no witness; it cannot be published without \
@@ -333,11 +343,18 @@ impl<M: Machine> Log<M> {
                 .into(),
             }
         };
-        if let Some(w) = &options.witness {
+        if let Some(w) = options.witness.as_ref().filter(|_| !options.read_only) {
             // The head is served from now on: it is witnessed first (a size the witness holds
             // already needs no new record; the log's prefix up to it was just checked).
             if witnessed.as_ref().map(|w| w.size) != Some(head.size) {
                 w.record(&head.checkpoint).map_err(StoreError::from)?;
+            }
+            if store.meta(WITNESSED)?.is_none() {
+                store.write(crate::store::WriteBatch {
+                    meta: vec![(WITNESSED, vec![1])],
+                    ..Default::default()
+                })?;
+                store.sync()?;
             }
         }
         let (head_tx, head_rx) = watch::channel(Arc::new(head));
@@ -465,6 +482,14 @@ fn keeps_promise(
     signer: &NoteSigner,
 ) -> Result<Option<Witnessed>, OpenError> {
     let Some((signed, note)) = witness.read(&signer.verifier())? else {
+        if store.meta(WITNESSED)?.is_some() {
+            return Err(OpenError::Witness(WitnessError {
+                path: witness.path().to_path_buf(),
+                why: "is missing, but this log has had one: it was deleted or lost, and without \
+                      it nothing says how far the log must reach"
+                    .into(),
+            }));
+        }
         if frontier.size() > 0 {
             tracing::warn!(
                 witness = %witness.path().display(),
@@ -503,8 +528,9 @@ fn keeps_promise(
 }
 
 /// Checks the entries appended since the last verified point: chain links, positions, recorded
-/// times, and every stored Merkle node they complete. Records the new verified size if `record`.
-fn verify_from_last_point(store: &dyn LogStore, record: bool) -> Result<ChainCheck, OpenError> {
+/// times, and every stored Merkle node they complete. Returns the check and the size verified
+/// before (the caller records the new one).
+fn verify_from_last_point(store: &dyn LogStore) -> Result<(ChainCheck, u64), OpenError> {
     let size = store.size()?;
     let verified = match store.meta(VERIFIED_SIZE)? {
         None => 0,
@@ -522,12 +548,7 @@ fn verify_from_last_point(store: &dyn LogStore, record: bool) -> Result<ChainChe
     }
     let mut check = ChainCheck::resume(store, verified)?;
     check.advance(store, size)?;
-    if size != verified && record {
-        tracing::info!(from = verified, to = size, "verified the log's new entries");
-        record_verified(store, size)?;
-        store.sync()?;
-    }
-    Ok(check)
+    Ok((check, verified))
 }
 
 fn record_verified(store: &dyn LogStore, size: u64) -> Result<(), StoreError> {

@@ -459,13 +459,14 @@ async fn closing_the_log_makes_the_last_checked_size_durable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_every_failure_point_nothing_is_acknowledged_after_it_and_a_restart_recovers() {
     use crate::store::faulty::{Fault, FaultyStore};
-    // Call 1 of each is the log's own sync at open; appends start with call 2.
+    // At open the log syncs once, then records that it has a witness (a write and a sync):
+    // appends start with write 2 and sync 3.
     let faults = [
-        Fault::Write { n: 1, full: false },
-        Fault::Write { n: 4, full: true },
-        Fault::Sync { n: 2, full: false },
-        Fault::Sync { n: 5, full: false },
-        Fault::Sync { n: 3, full: true },
+        Fault::Write { n: 2, full: false },
+        Fault::Write { n: 5, full: true },
+        Fault::Sync { n: 3, full: false },
+        Fault::Sync { n: 6, full: false },
+        Fault::Sync { n: 4, full: true },
     ];
     for fault in faults {
         let dir = tempfile::tempdir().unwrap();
@@ -597,4 +598,32 @@ async fn a_read_only_start_serves_the_witnessed_head_and_nothing_after_it() {
     let witnessed = witness.read(&with_room.reader().signer.verifier()).unwrap().unwrap().0;
     assert_eq!(witnessed.size, 5, "witnessed before it is served");
     with_room.close().unwrap();
+}
+
+/// A witness that cannot be written stops the log like a failed sync: the batch is durable but
+/// neither published nor acknowledged, and nothing after it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_cannot_be_witnessed_is_never_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness_dir = dir.path().join("witness");
+    std::fs::create_dir(&witness_dir).unwrap();
+    let witness = Witness::new(witness_dir.join(witness::WITNESS_FILE));
+    let memory = MemoryStore::new();
+    let options = LogOptions { witness: Some(witness), ..LogOptions::default() };
+    let log =
+        Log::open(Arc::new(memory.reopen()), RawBodies, signer(), options, system_clock()).unwrap();
+    let appender = log.appender();
+    for i in 0..3 {
+        append(&appender, i).await.unwrap();
+    }
+    let published = log.reader().head();
+    // The witness's directory vanishes: its next write fails.
+    std::fs::remove_dir_all(&witness_dir).unwrap();
+    assert!(matches!(append(&appender, 3).await, Err(AppendError::Unavailable(_))));
+    assert!(matches!(append(&appender, 4).await, Err(AppendError::Unavailable(_))));
+    assert_eq!(log.reader().head().size, published.size, "the head did not move");
+    assert_eq!(memory.durable_size(), published.size + 1, "the entry itself was synced");
+    assert!(appender.status().borrow().is_stopped());
+    drop(appender);
+    assert!(log.close().is_err());
 }

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use registry_proto::entry::{EntryHeader, encode_entry};
 use registry_proto::merkle::{Frontier, Hash, leaf_hash};
@@ -236,11 +236,8 @@ pub(super) fn start<M: Machine>(
     let (status_tx, status_rx) = watch::channel(WriterStatus::Running);
     let stats = Arc::new(WriterStats::default());
     let read_only = setup.options.read_only;
-    let writer = Writer {
-        setup,
-        failure: Arc::new(Failure { failed: AtomicBool::new(false), status: status_tx }),
-        stats: stats.clone(),
-    };
+    let writer =
+        Writer { setup, failure: Arc::new(Failure { status: status_tx }), stats: stats.clone() };
     if read_only {
         writer.failure.record_status(WriterStatus::DiskFull(
             "the registry started read-only because its disk is full; free space and restart it"
@@ -263,13 +260,13 @@ struct Writer<M: Machine> {
 /// Whether the log has failed, shared by the writer and the syncer: whichever thread meets a
 /// storage error first records it, and both then stop appending.
 struct Failure {
-    failed: AtomicBool,
+    /// The one source of truth: a thread that sees the log failed also sees why.
     status: watch::Sender<WriterStatus>,
 }
 
 impl Failure {
     fn happened(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
+        self.status.borrow().is_stopped()
     }
 
     /// Marks the log failed, keeping the first reason.
@@ -284,9 +281,13 @@ impl Failure {
     }
 
     fn record_status(&self, status: WriterStatus) -> WriterStatus {
-        if !self.failed.swap(true, Ordering::SeqCst) {
-            self.status.send_replace(status);
-        }
+        self.status.send_if_modified(|now| {
+            let first = *now == WriterStatus::Running;
+            if first {
+                *now = status;
+            }
+            first
+        });
         self.status.borrow().clone()
     }
 }
