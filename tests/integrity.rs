@@ -252,8 +252,10 @@ async fn audit_verify_vouches_for_the_readable_view_and_the_manifest() {
     let last = lines.pop().unwrap();
     std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
     assert!(verify().is_err(), "a missing line");
+    // Lines past the checkpoint (an interrupted export wrote them) are said, not vouched for.
     std::fs::write(&jsonl, format!("{original}{last}\n")).unwrap();
-    assert!(verify().is_err(), "an extra line");
+    let extra = verify().expect("verifies");
+    assert!(extra.warnings.iter().any(|w| w.contains("NOT verified")), "{:?}", extra.warnings);
     std::fs::write(&jsonl, &original).unwrap();
 
     let manifest = dir.path().join("archive.json");

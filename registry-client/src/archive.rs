@@ -370,12 +370,14 @@ fn jsonl_line(position: u64, bytes: &[u8]) -> String {
 impl Archive {
     /// Checks that `entries.jsonl`, the file people read, says exactly what the first `size`
     /// archived entries (verified by the caller) say: line by line, as the export renders them.
-    /// An archive without the file passes (it ships nothing unverified).
-    pub fn check_jsonl(&self, size: u64) -> Result<(), String> {
+    /// An archive without the file passes (it ships nothing unverified). Lines past `size` (an
+    /// export or `follow` interrupted before it committed its new checkpoint wrote them) are
+    /// not verified: `Ok(Some(warning))` says how many there are.
+    pub fn check_jsonl(&self, size: u64) -> Result<Option<String>, String> {
         let path = self.dir.join("entries.jsonl");
         let file = match fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("entries.jsonl cannot be read: {e}")),
         };
         let mut lines = BufReader::new(file);
@@ -399,11 +401,14 @@ impl Archive {
                 ));
             }
         }
-        line.clear();
-        match lines.read_line(&mut line) {
-            Ok(0) => Ok(()),
-            _ => Err(format!("entries.jsonl has more lines than the {size} archived entries")),
-        }
+        let extra = lines.lines().count();
+        Ok((extra > 0).then(|| {
+            format!(
+                "entries.jsonl has {extra} lines past the archive's checkpoint ({size} entries): an \
+                 interrupted export or follow wrote them, and they are NOT verified; run the \
+                 export again"
+            )
+        }))
     }
 
     /// The registry key the archive carries (`registry-key.pem`), as DER, if it has one.

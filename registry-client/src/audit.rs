@@ -321,7 +321,10 @@ pub fn verify(
     replayer.finish(&checkpoint)?;
     archive::check_tiles(archive, replayer.leaves())
         .map_err(|reason| Failure { position: None, reason })?;
-    archive.check_jsonl(checkpoint.size).map_err(|reason| Failure { position: None, reason })?;
+    let unverified = archive
+        .check_jsonl(checkpoint.size)
+        .map_err(|reason| Failure { position: None, reason })?;
+    warnings.extend(unverified);
     if let Some(earlier) = since {
         let earlier = archive::open_checkpoint(earlier, registry_key).map_err(|e| Failure {
             position: None,
