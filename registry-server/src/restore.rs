@@ -121,7 +121,7 @@ pub fn restore(archive: &Path, config: &Config, key_file: &Path) -> Result<Resto
         .map_err(|e| key_error(e.to_string()))?;
     let log = Arc::new(SledStore::open(
         &data_dir.join("log"),
-        &SledOptions { cache_capacity: config.cache_mib * 1024 * 1024 },
+        &SledOptions { cache_capacity: config.cache_mib * 1024 * 1024, ..SledOptions::default() },
     )?);
     let size = checkpoint.size;
     let mut replayer = Replayer::for_registry(&origin);

@@ -128,7 +128,8 @@ pub struct Server<M: Machine> {
 /// Opens the store: the log in sled (`<data_dir>/log`), the projections in memory over the
 /// snapshot `<data_dir>/projections.snap` (see [`crate::store::layered`]).
 pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
-    let options = SledOptions { cache_capacity: config.cache_mib * 1024 * 1024 };
+    let options =
+        SledOptions { cache_capacity: config.cache_mib * 1024 * 1024, ..SledOptions::default() };
     let snapshot = config.data_dir.join(SNAPSHOT_FILE);
     // The snapshot (about 1 GB at a million keys) is read and checked while sled opens.
     let reading = std::thread::Builder::new().name("snapshot-read".into()).spawn({

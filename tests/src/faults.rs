@@ -210,7 +210,7 @@ pub async fn kill_campaign(options: &KillOptions) -> anyhow::Result<KillReport> 
         let checking: Vec<_> = std::mem::take(&mut *unchecked.lock().expect("not poisoned"));
         report.lost.extend(lost(&client, &checking).await?);
         if !operator_added {
-            add_operator(&client, &admin, &operator).await?;
+            add_operator(&client, &admin, &operator, OPERATOR).await?;
             operator_added = true;
         }
         if last {
@@ -277,21 +277,32 @@ pub async fn kill_campaign(options: &KillOptions) -> anyhow::Result<KillReport> 
     Ok(report)
 }
 
-/// Adds the campaign's operator, or finds it added by a cycle killed before its answer came.
+/// Adds operator `id`, or finds it added by a cycle killed before its answer came. The server
+/// listens before it has written its administrators (the bootstrap entry), so an administrator
+/// command right after the start may find the key unknown for a moment: it is retried.
 async fn add_operator(
     client: &RegistryClient,
     admin: &P256KeyPair,
     operator: &P256KeyPair,
+    id: &str,
 ) -> anyhow::Result<()> {
     let action = Action::AddOperator {
-        operator_id: OPERATOR.into(),
-        name: "Kill campaign".into(),
+        operator_id: id.into(),
+        name: "Fault campaign".into(),
         public_keys: vec![operator.public_key_pem()],
     };
-    match client.submit(admin, &action).await {
-        Ok(_) => Ok(()),
-        Err(_) if client.operator(OPERATOR).await.is_ok() => Ok(()),
-        Err(e) => Err(e.into()),
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.submit(admin, &action).await {
+            Ok(_) => return Ok(()),
+            Err(_) if client.operator(id).await.is_ok() => return Ok(()),
+            Err(e)
+                if e.code() == Some(tonic::Code::Unauthenticated) && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -432,16 +443,7 @@ pub async fn tamper_campaign(options: &TamperOptions) -> anyhow::Result<TamperRe
         .map_err(|(c, e)| anyhow::anyhow!("the original did not start ({c}): {e}"))?
         .ok_or_else(|| anyhow::anyhow!("the original did not start within 60 s"))?;
     let client = RegistryClient::connect(&format!("http://{addr}")).await?;
-    client
-        .submit(
-            &admin,
-            &Action::AddOperator {
-                operator_id: "DE*TMP".into(),
-                name: "Tamper campaign".into(),
-                public_keys: vec![operator.public_key_pem()],
-            },
-        )
-        .await?;
+    add_operator(&client, &admin, &operator, "DE*TMP").await?;
     let commands = {
         let mut out = Vec::new();
         for evse in &evses {

@@ -135,11 +135,14 @@ impl From<sled::Error> for StoreError {
 pub struct SledOptions {
     /// Page cache size in bytes.
     pub cache_capacity: u64,
+    /// How long an open waits for sled's lock on the directory: sled's threads may hold a
+    /// database dropped in this process for a while (seconds on a loaded machine).
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for SledOptions {
     fn default() -> Self {
-        Self { cache_capacity: 512 * 1024 * 1024 }
+        Self { cache_capacity: 512 * 1024 * 1024, lock_wait: std::time::Duration::from_secs(10) }
     }
 }
 
@@ -247,9 +250,9 @@ impl SledStore {
             .cache_capacity(options.cache_capacity)
             .flush_every_ms(None);
         // sled's I/O threads may still hold a just-dropped database (and its file lock) for a
-        // moment, so a reopen in the same process retries briefly; another process holding
-        // the directory still gets the lock error, two seconds later.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        // moment, so a reopen in the same process retries; another process holding the
+        // directory still gets the lock error, `lock_wait` later.
+        let deadline = std::time::Instant::now() + options.lock_wait;
         let db = loop {
             match config.open() {
                 Err(sled::Error::Io(e))
@@ -525,7 +528,11 @@ mod tests {
     fn a_directory_held_by_an_open_store_is_refused_with_the_lock_error() {
         let dir = tempfile::tempdir().unwrap();
         let held = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
-        let second = SledStore::open(dir.path(), &SledOptions::default());
+        let brief = SledOptions {
+            lock_wait: std::time::Duration::from_millis(200),
+            ..SledOptions::default()
+        };
+        let second = SledStore::open(dir.path(), &brief);
         assert!(
             matches!(&second, Err(StoreError::Io(m)) if m.contains("lock")),
             "{:?}",
