@@ -1,5 +1,6 @@
 //! Compiles the `.proto` contract with protox (pure Rust: no protoc on the machine) and generates
-//! the prost messages and tonic services. The encoded descriptor set is kept for gRPC reflection.
+//! the prost messages, and the tonic services when feature `grpc` is on. The encoded descriptor set
+//! is kept for gRPC reflection.
 
 use std::{env, fs, path::PathBuf};
 
@@ -20,6 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, ["."])?;
     fs::write(out.join("keyregistry_descriptor.bin"), fds.encode_to_vec())?;
 
+    // Without the stubs the messages come from prost-build alone, so the rules crate's dependency
+    // tree holds no tonic at all, not even a code generator.
+    #[cfg(feature = "grpc")]
     tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    #[cfg(not(feature = "grpc"))]
+    prost_build::Config::new().compile_fds(fds)?;
     Ok(())
 }

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::entry::{self, ChainVerifier};
-use registry_proto::merkle::{self, Frontier};
-use registry_proto::note::NoteVerifier;
+use registry_core::checkpoint::Checkpoint;
+use registry_core::entry::{self, ChainVerifier};
+use registry_core::merkle::{self, Frontier};
+use registry_core::note::NoteVerifier;
 use registry_proto::pb::audit_service_client::AuditServiceClient;
 use registry_proto::pb::{
     GetCheckpointRequest, GetConsistencyProofRequest, GetEntriesRequest, GetInclusionProofRequest,
@@ -21,8 +21,8 @@ use tonic_types::StatusExt;
 
 async fn verifier(client: &mut AuditServiceClient<Channel>) -> NoteVerifier {
     let info = client.get_registry_info(GetRegistryInfoRequest {}).await.unwrap().into_inner();
-    assert_eq!(info.key_id, hex(&registry_proto::keys::note_key_id(&info.public_key_der)));
-    assert_eq!(info.fingerprint, registry_proto::keys::fingerprint_hex(&info.public_key_der));
+    assert_eq!(info.key_id, hex(&registry_core::keys::note_key_id(&info.public_key_der)));
+    assert_eq!(info.fingerprint, registry_core::keys::fingerprint_hex(&info.public_key_der));
     NoteVerifier::new(&info.origin, &info.public_key_der).unwrap()
 }
 

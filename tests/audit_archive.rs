@@ -55,7 +55,7 @@ async fn busy_log(f: &Fixture, entries: u64) {
 fn key_of(f: &Fixture) -> Vec<u8> {
     let pem =
         std::fs::read_to_string(f.registry.config.data_dir.join("registry-key.pub.pem")).unwrap();
-    registry_proto::keys::p256_spki_der_from_pem(&pem).unwrap()
+    registry_core::keys::p256_spki_der_from_pem(&pem).unwrap()
 }
 
 /// (file, first byte, end byte, position) of every stored entry, length prefix included.
@@ -232,7 +232,7 @@ async fn an_export_resumes_and_refuses_a_registry_that_rewrote_its_log() {
             &Action::AddOperator {
                 operator_id: id.into(),
                 name: id.into(),
-                public_keys: vec![registry_proto::keys::P256KeyPair::generate().public_key_pem()],
+                public_keys: vec![registry_core::keys::P256KeyPair::generate().public_key_pem()],
             },
         )
         .await
@@ -285,10 +285,10 @@ async fn a_follower_keeps_its_archive_current_and_checked() {
 /// must still be caught at its own entry, with the same verdict as a one-by-one replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_signature_is_caught_at_its_entry_whether_checked_ahead_or_in_order() {
-    use registry_proto::command::SignedCommand;
-    use registry_proto::entry::{Entry, encode_entry};
-    use registry_proto::merkle::leaf_hash;
-    use registry_proto::replay::{Replayer, Step};
+    use registry_core::command::SignedCommand;
+    use registry_core::entry::{Entry, encode_entry};
+    use registry_core::merkle::leaf_hash;
+    use registry_core::replay::{Replayer, Step};
 
     let f = Fixture::start().await;
     busy_log(&f, 600).await;
@@ -318,7 +318,7 @@ async fn a_forged_signature_is_caught_at_its_entry_whether_checked_ahead_or_in_o
     envelope.signature = SignedCommand::sign(
         envelope.command.clone(),
         &f.origin(),
-        &registry_proto::keys::P256KeyPair::generate(),
+        &registry_core::keys::P256KeyPair::generate(),
     )
     .signature;
     forged[p] = encode_entry(&entry.header, &entry.body.encode());

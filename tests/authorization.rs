@@ -4,8 +4,8 @@
 //! did not grow.
 
 use registry_client::{Action, EndReason, NewKey};
-use registry_proto::command::SignedCommand;
-use registry_proto::keys::P256KeyPair;
+use registry_core::command::SignedCommand;
+use registry_core::keys::P256KeyPair;
 use registry_server::commands::ConfirmPolicy;
 use registry_tests::{Fixture, meter_key, spki_hex, t};
 use std::sync::atomic::{AtomicU32, Ordering};

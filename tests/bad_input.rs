@@ -2,8 +2,8 @@
 //! the field, a message that names the field and the rule, and appends nothing.
 
 use registry_client::{Action, ClientError, EndReason, NewKey};
-use registry_proto::command::SignedCommand;
-use registry_proto::keys::P256KeyPair;
+use registry_core::command::SignedCommand;
+use registry_core::keys::P256KeyPair;
 use registry_tests::{Fixture, meter_key, spki_hex, t};
 use tonic::Code;
 
@@ -135,7 +135,7 @@ async fn each_mistake_is_named_and_nothing_is_appended() {
 
     // The request ID the registry will give the confirmation of the next registration.
     let next = f.log_size();
-    let reserved = registry_proto::lifecycle::RegistryAction::AutoConfirm {
+    let reserved = registry_core::lifecycle::RegistryAction::AutoConfirm {
         fingerprint: meter_key().fingerprint_hex(),
         registration: next,
     }
@@ -220,7 +220,7 @@ async fn malformed_envelopes_are_refused_before_anything_else() {
     check(&f, err, before, Code::Unauthenticated, "command.signer_key_id");
     let no_action = registry_proto::pb::Command {
         request_id: uuid::Uuid::now_v7().to_string(),
-        issued_at: Some(registry_proto::time::to_timestamp(&chrono::Utc::now())),
+        issued_at: Some(registry_core::time::to_timestamp(&chrono::Utc::now())),
         action: None,
     };
     let err = f

@@ -2,7 +2,7 @@
 //! as if it had been submitted alone, and a retry of the whole call changes nothing.
 
 use registry_client::{Action, AsOf, NewKey, Selector, command_bytes};
-use registry_proto::command::SignedCommand;
+use registry_core::command::SignedCommand;
 use registry_proto::pb;
 use registry_tests::{Fixture, meter_key, spki_hex, t, verdict_name};
 use tonic::Code;
@@ -20,7 +20,7 @@ async fn a_bulk_call_checks_each_command_as_if_alone() {
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
     f.operator("DE*XYZ").await;
-    let stranger = registry_proto::keys::P256KeyPair::generate();
+    let stranger = registry_core::keys::P256KeyPair::generate();
 
     let mut commands = Vec::new();
     for i in 0..300 {
@@ -78,7 +78,7 @@ async fn a_bulk_call_checks_each_command_as_if_alone() {
 
     // The results are in the order of the commands: entry i names the EVSE of command i.
     let evse_of = |a: &pb::SubmitCommandResponse| {
-        let entry = registry_proto::entry::Entry::decode(&a.entry).expect("a stored entry");
+        let entry = registry_core::entry::Entry::decode(&a.entry).expect("a stored entry");
         format!("{:?}", entry.body)
     };
     for (i, r) in results.iter().enumerate().take(300) {

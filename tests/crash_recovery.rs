@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::entry::ChainVerifier;
-use registry_proto::merkle::Frontier;
-use registry_proto::note::NoteSigner;
+use registry_core::checkpoint::Checkpoint;
+use registry_core::entry::ChainVerifier;
+use registry_core::merkle::Frontier;
+use registry_core::note::NoteSigner;
 use registry_server::config::Config;
 use registry_server::log::{Log, LogOptions, RawBodies, system_clock};
 use registry_server::{registry_key, server};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector, View};
-use registry_proto::keys::P256KeyPair;
+use registry_core::keys::P256KeyPair;
 use registry_proto::pb;
 use registry_server::config::Config;
 use registry_tests::{meter_key, spki_hex, t};

@@ -5,7 +5,7 @@
 use indicatif::ProgressBar;
 use registry_client::archive::Archive;
 use registry_client::{Action, NewKey, RegistryClient, audit, command_bytes};
-use registry_proto::command::SignedCommand;
+use registry_core::command::SignedCommand;
 use registry_server::config::Config;
 use registry_server::log::OpenError;
 use registry_server::log::witness::WITNESS_FILE;
@@ -38,7 +38,7 @@ async fn start(
 
 fn key_of(config: &Config) -> Vec<u8> {
     let pem = std::fs::read_to_string(config.data_dir.join("registry-key.pub.pem")).unwrap();
-    registry_proto::keys::p256_spki_der_from_pem(&pem).unwrap()
+    registry_core::keys::p256_spki_der_from_pem(&pem).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +160,7 @@ async fn a_command_signed_for_one_registry_is_refused_by_another() {
     let b = Fixture::start().await;
     assert_ne!(a.origin(), b.origin());
     // The same administrator key administers both (a test instance set up like production).
-    let shared = registry_proto::keys::P256KeyPair::generate();
+    let shared = registry_core::keys::P256KeyPair::generate();
     let add = |id: &str| Action::AddOperator {
         operator_id: id.into(),
         name: "Shared".into(),
@@ -188,8 +188,8 @@ async fn a_command_signed_for_one_registry_is_refused_by_another() {
 /// verifies offline, and a retry of such a command still returns its original result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_with_commands_signed_before_registries_were_named_still_verifies() {
-    use registry_proto::command::Command;
-    use registry_proto::lifecycle::Proposal;
+    use registry_core::command::Command;
+    use registry_core::lifecycle::Proposal;
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
     // As an older registry took it: straight to the writer, past today's edge check.
@@ -265,7 +265,7 @@ async fn audit_verify_vouches_for_the_readable_view_and_the_manifest() {
     std::fs::write(&manifest, &good).unwrap();
 
     // Another key in the archive's registry-key.pem: verified with the given key, and said.
-    let other = registry_proto::keys::P256KeyPair::generate();
+    let other = registry_core::keys::P256KeyPair::generate();
     std::fs::write(dir.path().join("registry-key.pem"), other.public_key_pem()).unwrap();
     let warned = verify().expect("still verifies with the given key");
     assert_eq!(warned.warnings.len(), 1, "{:?}", warned.warnings);
@@ -291,7 +291,7 @@ async fn a_registry_restored_from_its_archive_answers_the_same_and_a_mirror_acce
         let action = Action::AddOperator {
             operator_id: format!("DE*X{i:02}"),
             name: "later".into(),
-            public_keys: vec![registry_proto::keys::P256KeyPair::generate().public_key_pem()],
+            public_keys: vec![registry_core::keys::P256KeyPair::generate().public_key_pem()],
         };
         f.client.submit(&f.admin, &action).await.unwrap();
     }
@@ -349,16 +349,16 @@ async fn a_restore_checks_every_entry_and_the_key() {
 
     // Another registry's key: the archive's checkpoint does not verify.
     let stranger = keep.path().join("stranger.pem");
-    std::fs::write(&stranger, registry_proto::keys::P256KeyPair::generate().to_pkcs8_pem())
+    std::fs::write(&stranger, registry_core::keys::P256KeyPair::generate().to_pkcs8_pem())
         .unwrap();
     let refused = registry_server::restore::restore(backup.dir(), &target, &stranger).unwrap_err();
     assert!(refused.to_string().contains("not signed by this registry key"), "{refused}");
 
     // A flipped byte in an archived entry is named by its position.
-    let bundle = backup.dir().join(registry_proto::tiles::tile_path(
+    let bundle = backup.dir().join(registry_core::tiles::tile_path(
         None,
         0,
-        registry_proto::tiles::width_in(0, 12),
+        registry_core::tiles::width_in(0, 12),
     ));
     let mut bytes = std::fs::read(&bundle).unwrap();
     let at = bytes.len() - 5;

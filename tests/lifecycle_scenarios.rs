@@ -3,12 +3,12 @@
 //! each change, and the *as known at* answers around a backdated deactivation.
 
 use registry_client::{Action, AsOf, EndReason, NewKey, Selector, View};
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::entry::Entry;
-use registry_proto::event::Event;
-use registry_proto::keys::P256KeyPair;
-use registry_proto::merkle;
-use registry_proto::note::NoteVerifier;
+use registry_core::checkpoint::Checkpoint;
+use registry_core::entry::Entry;
+use registry_core::event::Event;
+use registry_core::keys::P256KeyPair;
+use registry_core::merkle;
+use registry_core::note::NoteVerifier;
 use registry_proto::pb;
 use registry_server::commands::ConfirmPolicy;
 use registry_tests::{Fixture, meter_key, spki_hex, t, verdict_name};
@@ -161,7 +161,7 @@ async fn confirmation_request_ids_follow_the_order_of_their_registrations() {
         )
         .await;
         let id = Entry::decode(&r.confirmation_entry).expect("entry decodes").body.request_id;
-        assert!(registry_proto::lifecycle::is_reserved_request_id(&id), "{id}");
+        assert!(registry_core::lifecycle::is_reserved_request_id(&id), "{id}");
         assert_eq!(
             (id.as_u128() >> 80) as u64,
             r.position,
@@ -493,7 +493,7 @@ async fn a_backdated_deactivation_changes_the_answer_but_not_what_was_known_befo
         check_as_of(&f, evse("DE*ABC*E1"), "2026-05-01T00:00:00Z", AsOf::Size(basis.log_size))
             .await;
     let recorded =
-        registry_proto::time::from_timestamp(basis.recorded_at.as_ref().unwrap()).unwrap();
+        registry_core::time::from_timestamp(basis.recorded_at.as_ref().unwrap()).unwrap();
     let (by_time, b2) =
         check_as_of(&f, evse("DE*ABC*E1"), "2026-05-01T00:00:00Z", AsOf::RecordedAt(recorded))
             .await;

@@ -3,17 +3,17 @@
 //! status, OCPI CDRs with their own key, proof of possession at registration, and the client
 //! that re-checks everything itself.
 
-#[path = "../proto/tests/support/ocmf_vectors.rs"]
+#[path = "../registry-core/tests/support/ocmf_vectors.rs"]
 mod vectors;
 
 use std::path::Path;
 
 use registry_client::verify::Verifier;
 use registry_client::{Action, AsOf, ClientError, NewKey};
-use registry_proto::keys::P256KeyPair;
-use registry_proto::ocmf::Record;
+use registry_core::keys::P256KeyPair;
+use registry_core::ocmf::Record;
 use registry_proto::pb;
-use registry_proto::signed_values::Input;
+use registry_core::signed_values::Input;
 use registry_tests::{Fixture, meter_key, spki_hex, t};
 use tonic::Code;
 
@@ -80,7 +80,7 @@ async fn every_vector_gives_its_stated_verdict_through_the_server() {
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
     let vectors = vectors::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/testdata/ocmf/vectors.txt"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry-core/testdata/ocmf/vectors.txt"),
     );
     // Register each key once, under the serials its records name, effective long before them.
     let mut registered = std::collections::BTreeSet::new();
@@ -290,7 +290,7 @@ async fn an_ocpi_cdr_is_validated_and_a_foreign_key_in_it_is_a_finding() {
         })
     };
     let inputs = |json: serde_json::Value| {
-        registry_proto::signed_values::ocpi_signed_data(&json["signed_data"].to_string()).unwrap()
+        registry_core::signed_values::ocpi_signed_data(&json["signed_data"].to_string()).unwrap()
     };
     let ours = validate(&f, &inputs(cdr(&spki_hex(&meter)))).await;
     assert_eq!(ours.len(), 2);
@@ -377,9 +377,9 @@ async fn a_registration_proves_possession_with_a_sample_from_the_meter() {
     assert_eq!(f.log_size(), before, "refused registrations append nothing");
 
     let done = f.client.submit(&op, &with(sample.clone(), "M-5")).await.unwrap();
-    let entry = registry_proto::entry::Entry::decode(&done.entry).unwrap();
+    let entry = registry_core::entry::Entry::decode(&done.entry).unwrap();
     let stored = entry.body.events.iter().find_map(|e| match e {
-        registry_proto::event::Event::KeyRegistered(r) => r.sample_signed_meter_value.clone(),
+        registry_core::event::Event::KeyRegistered(r) => r.sample_signed_meter_value.clone(),
         _ => None,
     });
     assert_eq!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector};
-use registry_proto::keys::P256KeyPair;
+use registry_core::keys::P256KeyPair;
 use registry_server::config::Config;
 use registry_server::projection::{self, KEYSPACES};
 use registry_server::store::LogStore;

@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use registry_client::{Action, AsOf, EndReason, NewKey, Selector};
-use registry_proto::entry::Entry;
-use registry_proto::event::Event;
-use registry_proto::keys::P256KeyPair;
-use registry_proto::lifecycle::{self, MemoryState, State};
-use registry_proto::time::Time;
+use registry_core::entry::Entry;
+use registry_core::event::Event;
+use registry_core::keys::P256KeyPair;
+use registry_core::lifecycle::{self, MemoryState, State};
+use registry_core::time::Time;
 use registry_server::commands::ConfirmPolicy;
 use registry_server::projection::{self, Projection};
 use registry_server::store::LogStore;
@@ -353,7 +353,7 @@ impl Brute {
         Self { keys }
     }
 
-    fn registration(&self, fp: &str) -> &registry_proto::event::Registration {
+    fn registration(&self, fp: &str) -> &registry_core::event::Registration {
         match &self.keys[fp][0].1 {
             Event::KeyRegistered(r) => r,
             other => panic!("a key's first event is its registration, got {other:?}"),
@@ -625,14 +625,14 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         // (1c) The head checkpoint's map root is the map of the replayed back-link heads.
         let info = case.f.client.registry_info().await.unwrap();
         let verifier =
-            registry_proto::note::NoteVerifier::new(&info.origin, &info.public_key_der).unwrap();
+            registry_core::note::NoteVerifier::new(&info.origin, &info.public_key_der).unwrap();
         let head = case.f.client.checkpoint(0).await.unwrap();
-        let cp = registry_proto::checkpoint::Checkpoint::open(&head.checkpoint, &verifier).unwrap();
-        let mut map = registry_proto::map::MemoryMap::default();
+        let cp = registry_core::checkpoint::Checkpoint::open(&head.checkpoint, &verifier).unwrap();
+        let mut map = registry_core::map::MemoryMap::default();
         for (id, position) in &replayed.latest {
             map.set(id, *position);
         }
-        assert_eq!(registry_proto::map::root_from_extensions(&cp.extensions), Some(map.root()));
+        assert_eq!(registry_core::map::root_from_extensions(&cp.extensions), Some(map.root()));
 
         // (2) Every answer equals the brute force, at random times and bases.
         let size = entries.len() as u64;

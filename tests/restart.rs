@@ -4,7 +4,7 @@
 //! before the first question; what happens while it runs is covered by `key_cache`'s unit tests.)
 
 use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector, command_bytes};
-use registry_proto::command::SignedCommand;
+use registry_core::command::SignedCommand;
 use registry_tests::{Fixture, decommission, meter_key, spki_hex, t, verdict_name};
 use tonic::Code;
 
@@ -152,7 +152,7 @@ async fn a_store_from_before_projections_v2_is_rebuilt_at_start() {
 /// registration retried on today's registry must still get that confirmation back, not none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_finds_a_confirmation_written_under_the_old_request_id() {
-    use registry_proto::lifecycle::{Proposal, RegistryAction};
+    use registry_core::lifecycle::{Proposal, RegistryAction};
     use registry_server::commands::ConfirmPolicy;
     use registry_server::machine::Job;
 

@@ -5,15 +5,15 @@
 
 use registry_client::verify::Verifier;
 use registry_client::{Action, AsOf, ClientError, EndReason, NewKey, RegistryClient, Selector};
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::keys::P256KeyPair;
-use registry_proto::note::NoteSigner;
+use registry_core::checkpoint::Checkpoint;
+use registry_core::keys::P256KeyPair;
+use registry_core::note::NoteSigner;
 use registry_proto::pb;
 use registry_proto::pb::audit_service_client::AuditServiceClient;
 use registry_proto::pb::audit_service_server::{AuditService, AuditServiceServer};
 use registry_proto::pb::lookup_service_client::LookupServiceClient;
 use registry_proto::pb::lookup_service_server::{LookupService, LookupServiceServer};
-use registry_proto::receipt::Receipt;
+use registry_core::receipt::Receipt;
 use registry_tests::{Fixture, meter_key, spki_hex, t, verdict_name};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -49,7 +49,7 @@ async fn register(
 fn registry_key(f: &Fixture) -> Vec<u8> {
     let pem =
         std::fs::read_to_string(f.registry.config.data_dir.join("registry-key.pub.pem")).unwrap();
-    registry_proto::keys::p256_spki_der_from_pem(&pem).unwrap()
+    registry_core::keys::p256_spki_der_from_pem(&pem).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +140,7 @@ async fn proven_answers_are_re_derived_by_the_client() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pem = registry_proto::keys::p256_spki_pem(&registry_key(&f)).unwrap();
+    let pem = registry_core::keys::p256_spki_pem(&registry_key(&f)).unwrap();
     let mut v = Verifier::new(&f.client, Some(&pem), &dir.path().join("state.json")).await.unwrap();
     for (selector, at, want, who) in [
         (Selector::Evse("DE*ABC*E1".into()), "2026-03-01T00:00:00Z", "VALID", &old),
@@ -386,7 +386,7 @@ async fn a_lying_server_is_caught() {
         )
         .await
         .unwrap();
-    let pem = registry_proto::keys::p256_spki_pem(&registry_key(&f)).unwrap();
+    let pem = registry_core::keys::p256_spki_pem(&registry_key(&f)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let evse = Selector::Evse("DE*ABC*E1".into());
     for lie in [Lie::AlterEntry, Lie::DropFromEvidence, Lie::FalseVerdict] {
@@ -406,7 +406,7 @@ async fn a_lying_server_is_caught() {
     // Signed meter values: a record from after the deactivation is invalid; each lie about it
     // (or about the entries that show it) is caught by the client's own validation.
     let payload = r#"{"FV":"1.0","PG":"T1","MS":"M-1","IS":false,"IT":"NONE","RD":[{"TM":"2026-06-01T10:00:00,000+0000 S","TX":"B","RV":1,"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}]}"#;
-    let record = registry_proto::signed_values::Input {
+    let record = registry_core::signed_values::Input {
         record: format!(
             r#"OCMF|{payload}|{{"SD":"{}"}}"#,
             hex::encode(meter.sign_der(payload.as_bytes()))

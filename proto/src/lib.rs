@@ -1,35 +1,15 @@
-//! The meter key registry's contract and the pure rules both ends check.
+//! The meter key registry's contract: the protobuf API of package `keyregistry.v1` and the log's
+//! entry format, as generated Rust messages.
 //!
-//! `registry-proto` holds the protobuf API (package `keyregistry.v1`) and everything a client or
-//! an offline verifier must compute exactly as the server does: the log entry format and its
-//! hash chain, RFC 6962 Merkle trees and proofs, C2SP signed checkpoints, identifiers and meter
-//! keys, signed commands, and the key lifecycle rules with the validity verdicts derived from
-//! them. It does no I/O, so what it says about a byte string depends on nothing but those bytes.
+//! This crate holds nothing but what the `.proto` files say, so that the wire format has one
+//! home. The rules that give those messages meaning live in `registry-core`. The tonic client and
+//! server stubs sit behind the `grpc` feature: the server and the client turn it on, an offline
+//! verifier does not.
 
-pub mod checkpoint;
-pub mod command;
-pub mod entry;
-pub mod event;
-pub mod ids;
-pub mod keys;
-pub mod lifecycle;
-pub mod map;
-pub mod merkle;
-pub mod meter_key;
-pub mod note;
-pub mod ocmf;
-pub mod proof;
-pub mod receipt;
-pub mod replay;
-pub mod signed_values;
-pub mod tiles;
-pub mod time;
-pub mod validity;
-
-/// Generated protobuf messages and gRPC stubs for `keyregistry.v1`.
+/// Generated protobuf messages (and, with feature `grpc`, gRPC stubs) for `keyregistry.v1`.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
-    tonic::include_proto!("keyregistry.v1");
+    include!(concat!(env!("OUT_DIR"), "/keyregistry.v1.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of the whole contract, for gRPC server reflection.

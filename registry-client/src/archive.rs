@@ -20,13 +20,13 @@ use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::entry::Entry;
-use registry_proto::merkle::{self, Hash};
+use registry_core::checkpoint::Checkpoint;
+use registry_core::entry::Entry;
+use registry_core::merkle::{self, Hash};
 use serde::{Deserialize, Serialize};
 
-use registry_proto::tiles;
-pub use registry_proto::tiles::{WIDTH, index_path};
+use registry_core::tiles;
+pub use registry_core::tiles::{WIDTH, index_path};
 
 /// Why an archive cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -414,7 +414,7 @@ impl Archive {
     /// The registry key the archive carries (`registry-key.pem`), as DER, if it has one.
     pub fn registry_key(&self) -> Option<Vec<u8>> {
         let pem = fs::read_to_string(self.dir.join("registry-key.pem")).ok()?;
-        registry_proto::keys::p256_spki_der_from_pem(&pem).ok()
+        registry_core::keys::p256_spki_der_from_pem(&pem).ok()
     }
 }
 
@@ -422,7 +422,7 @@ impl Archive {
 pub fn open_checkpoint(text: &str, registry_key: &[u8]) -> Result<Checkpoint, String> {
     let origin = text.lines().next().unwrap_or_default();
     let verifier =
-        registry_proto::note::NoteVerifier::new(origin, registry_key).map_err(|e| e.to_string())?;
+        registry_core::note::NoteVerifier::new(origin, registry_key).map_err(|e| e.to_string())?;
     Checkpoint::open(text, &verifier).map_err(|e| e.to_string())
 }
 

@@ -5,15 +5,15 @@
 //! registry's key, a resumed archive's checkpoint must be consistent with the new one (or the
 //! registry rewrote its history), and the fetched entries must hash to the signed root. Verify
 //! trusts nothing but the registry's public key: it replays every entry with
-//! `registry_proto::replay` and names the first bad position.
+//! `registry_core::replay` and names the first bad position.
 
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::merkle::{self, Hash};
+use registry_core::checkpoint::Checkpoint;
+use registry_core::merkle::{self, Hash};
 use registry_proto::pb;
-use registry_proto::replay::{self, Replayer, Step};
+use registry_core::replay::{self, Replayer, Step};
 
 use crate::archive::{self, Archive, ArchiveError, WIDTH};
 use crate::{ClientError, RegistryClient};

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use registry_proto::command::SignedCommand;
-use registry_proto::keys::P256KeyPair;
+use registry_core::command::SignedCommand;
+use registry_core::keys::P256KeyPair;
 use registry_proto::pb;
-use registry_proto::signed_values::Input;
-use registry_proto::time::Time;
+use registry_core::signed_values::Input;
+use registry_core::time::Time;
 use serde::Serialize;
 
 use crate::{
@@ -31,7 +31,7 @@ pub const OPERATOR: &str = "DE*BEN";
 
 /// When every fleet key becomes effective; checks ask about moments after it.
 pub fn fleet_effective() -> Time {
-    registry_proto::time::parse("2026-01-01T00:00:00Z").unwrap_or_default()
+    registry_core::time::parse("2026-01-01T00:00:00Z").unwrap_or_default()
 }
 
 /// What to run.
@@ -559,13 +559,13 @@ pub fn crypto_ceilings(duration: Duration) -> CryptoCeilings {
         }
         n as f64 / t.elapsed().as_secs_f64()
     };
-    let ring = rate(&mut || registry_proto::keys::p256_verify_point(&point, &message, &der));
+    let ring = rate(&mut || registry_core::keys::p256_verify_point(&point, &message, &der));
     let signature = p256::ecdsa::DerSignature::try_from(der.as_slice());
     let rust_crypto = rate(&mut || {
         signature.as_ref().is_ok_and(|s| key.verifying_key().verify(&message, s).is_ok())
     });
     let sign = rate(&mut || !key.sign_der(&message).is_empty());
-    let notes = registry_proto::note::NoteSigner::new("bench.example/log", key.clone())
+    let notes = registry_core::note::NoteSigner::new("bench.example/log", key.clone())
         .expect("a valid key name");
     let text = "bench.example/log\n1000000\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
     let checkpoint_sign = rate(&mut || notes.sign(text).is_ok());

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use registry_proto::keys::P256KeyPair;
+use registry_core::keys::P256KeyPair;
 
 use crate::ClientError;
 

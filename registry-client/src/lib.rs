@@ -17,15 +17,15 @@ pub mod receipt_file;
 pub mod render;
 pub mod verify;
 
-use registry_proto::command::SignedCommand;
-use registry_proto::keys::P256KeyPair;
+use registry_core::command::SignedCommand;
+use registry_core::keys::P256KeyPair;
 use registry_proto::pb::{self, command, key_selector};
-use registry_proto::time::{self, Time};
+use registry_core::time::{self, Time};
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 pub use registry_proto::pb::EndReason;
-pub use registry_proto::validity::View;
+pub use registry_core::validity::View;
 
 /// A field the server named as wrong, and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +197,7 @@ pub struct NewKey {
     /// The key in any accepted encoding.
     pub public_key: String,
     /// Its curve, if the encoding does not say.
-    pub curve: Option<registry_proto::meter_key::Curve>,
+    pub curve: Option<registry_core::meter_key::Curve>,
     /// Meter serial.
     pub meter_serial: Option<String>,
     /// Gateway serial.
@@ -486,7 +486,7 @@ impl RegistryClient {
     /// [`verify::Verifier::meter_values`] to check it).
     pub async fn validate_meter_values(
         &self,
-        inputs: &[registry_proto::signed_values::Input],
+        inputs: &[registry_core::signed_values::Input],
         as_of: AsOf,
         prove: bool,
     ) -> Result<pb::ValidateSignedMeterValuesResponse> {
@@ -581,7 +581,7 @@ impl RegistryClient {
     }
 
     /// The receipt of a confirmed key.
-    pub async fn receipt(&self, fingerprint: &str) -> Result<registry_proto::receipt::Receipt> {
+    pub async fn receipt(&self, fingerprint: &str) -> Result<registry_core::receipt::Receipt> {
         let r = self
             .audit
             .clone()
@@ -591,7 +591,7 @@ impl RegistryClient {
         let receipt = r
             .receipt
             .ok_or_else(|| ClientError::Verification("the server sent no receipt".into()))?;
-        registry_proto::receipt::Receipt::from_pb(&receipt)
+        registry_core::receipt::Receipt::from_pb(&receipt)
             .map_err(|e| ClientError::Verification(e.to_string()))
     }
 

@@ -7,9 +7,9 @@
 
 use std::ops::Range;
 
-use registry_proto::command::SignedCommand;
-use registry_proto::keys::P256KeyPair;
-use registry_proto::time::Time;
+use registry_core::command::SignedCommand;
+use registry_core::keys::P256KeyPair;
+use registry_core::time::Time;
 
 use crate::{Action, ClientError, NewKey, RegistryClient, command_bytes};
 
@@ -187,12 +187,12 @@ pub fn ocmf_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use registry_proto::ocmf::Record;
+    use registry_core::ocmf::Record;
 
     #[test]
     fn a_generated_record_is_a_clean_ocmf_record_signed_by_its_meter() {
         let meter = P256KeyPair::generate();
-        let begin = registry_proto::time::parse("2026-03-01T10:00:00Z").unwrap();
+        let begin = registry_core::time::parse("2026-03-01T10:00:00Z").unwrap();
         let text = ocmf_record(&meter, "DE*BEN", 7, begin, 30);
         let record = Record::parse(&text).expect("parses");
         assert!(record.deviations.is_empty(), "{:?}", record.deviations);

@@ -3,8 +3,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use registry_proto::proof::ProvenEntry;
-use registry_proto::receipt::Receipt;
+use registry_core::proof::ProvenEntry;
+use registry_core::receipt::Receipt;
 use serde::{Deserialize, Serialize};
 
 /// Marks the file format.

@@ -1,10 +1,10 @@
 //! Readable forms of what the registry returns: JSON for scripts and audit exports, short text
 //! lines for people. Times are RFC 3339 in UTC; keys and hashes are hex.
 
-use registry_proto::entry::Entry;
-use registry_proto::event::Event;
+use registry_core::entry::Entry;
+use registry_core::event::Event;
 use registry_proto::pb;
-use registry_proto::time;
+use registry_core::time;
 use serde_json::{Value, json};
 
 fn ts(t: &Option<prost_types::Timestamp>) -> Value {
@@ -23,7 +23,7 @@ pub fn event(e: &Event) -> Value {
     match e {
         Event::AdminKeyAdded { public_key, label } => json!({
             "kind": "admin_key_added",
-            "key_id": registry_proto::keys::fingerprint_hex(public_key),
+            "key_id": registry_core::keys::fingerprint_hex(public_key),
             "label": label,
         }),
         Event::AdminKeyRevoked { key_id } => {
@@ -33,12 +33,12 @@ pub fn event(e: &Event) -> Value {
             "kind": "operator_added",
             "operator_id": operator_id.to_string(),
             "name": name,
-            "key_ids": public_keys.iter().map(|k| registry_proto::keys::fingerprint_hex(k)).collect::<Vec<_>>(),
+            "key_ids": public_keys.iter().map(|k| registry_core::keys::fingerprint_hex(k)).collect::<Vec<_>>(),
         }),
         Event::OperatorKeyAdded { operator_id, public_key } => json!({
             "kind": "operator_key_added",
             "operator_id": operator_id.to_string(),
-            "key_id": registry_proto::keys::fingerprint_hex(public_key),
+            "key_id": registry_core::keys::fingerprint_hex(public_key),
         }),
         Event::OperatorKeyRevoked { operator_id, key_id } => json!({
             "kind": "operator_key_revoked",
@@ -118,8 +118,8 @@ pub fn entry(e: &Entry) -> Value {
     })
 }
 
-fn identifier_kind(k: registry_proto::event::IdentifierKind) -> &'static str {
-    use registry_proto::event::IdentifierKind::*;
+fn identifier_kind(k: registry_core::event::IdentifierKind) -> &'static str {
+    use registry_core::event::IdentifierKind::*;
     match k {
         Key => "key",
         Evse => "evse",
@@ -135,7 +135,7 @@ pub fn event_line(e: &Event) -> String {
         Event::AdminKeyAdded { public_key, label } => {
             format!(
                 "administrator key {} added ({label})",
-                registry_proto::keys::fingerprint_hex(public_key)
+                registry_core::keys::fingerprint_hex(public_key)
             )
         }
         Event::AdminKeyRevoked { key_id } => {
@@ -146,7 +146,7 @@ pub fn event_line(e: &Event) -> String {
         }
         Event::OperatorKeyAdded { operator_id, public_key } => format!(
             "operator {operator_id} key {} added",
-            registry_proto::keys::fingerprint_hex(public_key)
+            registry_core::keys::fingerprint_hex(public_key)
         ),
         Event::OperatorKeyRevoked { operator_id, key_id } => {
             format!("operator {operator_id} key {} revoked", hex::encode(key_id))
@@ -211,7 +211,7 @@ pub fn end_reason(v: i32) -> &'static str {
 }
 
 fn curve(v: i32) -> &'static str {
-    registry_proto::meter_key::Curve::from_pb(v).map_or("", |c| c.name())
+    registry_core::meter_key::Curve::from_pb(v).map_or("", |c| c.name())
 }
 
 /// A binding as JSON.

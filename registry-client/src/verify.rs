@@ -2,22 +2,22 @@
 //!
 //! A [`Verifier`] holds the registry's public key (given, remembered from an earlier run, or
 //! pinned on first use) and the last checkpoint it accepted from that registry, in a small state
-//! file. Every verified read asks for evidence, checks it with `registry_proto::proof`,
+//! file. Every verified read asks for evidence, checks it with `registry_core::proof`,
 //! re-derives the answer with the same rules the server runs and refuses any difference; and
 //! before accepting a checkpoint it demands a consistency proof from the last one, so a server
 //! that rewrote or forked its history is caught.
 
 use std::path::{Path, PathBuf};
 
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::event::Identifier;
-use registry_proto::merkle;
-use registry_proto::note::NoteVerifier;
+use registry_core::checkpoint::Checkpoint;
+use registry_core::event::Identifier;
+use registry_core::merkle;
+use registry_core::note::NoteVerifier;
 use registry_proto::pb;
-use registry_proto::proof::Evidence;
-use registry_proto::signed_values::{self, Input};
-use registry_proto::time::Time;
-use registry_proto::validity;
+use registry_core::proof::Evidence;
+use registry_core::signed_values::{self, Input};
+use registry_core::time::Time;
+use registry_core::validity;
 use serde::{Deserialize, Serialize};
 
 use crate::{AsOf, ClientError, RegistryClient, Result, Selector};
@@ -87,9 +87,9 @@ impl Verifier {
         };
         let info = client.registry_info().await?;
         let pinned = match (registry_key, &remembered) {
-            (Some(pem), _) => registry_proto::keys::p256_spki_der_from_pem(pem)
+            (Some(pem), _) => registry_core::keys::p256_spki_der_from_pem(pem)
                 .map_err(|e| ClientError::Input(format!("registry key: {e}")))?,
-            (None, Some(r)) => registry_proto::keys::p256_spki_der_from_pem(&r.public_key_pem)
+            (None, Some(r)) => registry_core::keys::p256_spki_der_from_pem(&r.public_key_pem)
                 .map_err(|e| {
                     ClientError::Input(format!("state file {}: {e}", state_path.display()))
                 })?,
@@ -98,13 +98,13 @@ impl Verifier {
         let notice = (registry_key.is_none() && remembered.is_none()).then(|| {
             format!(
                 "pinned the registry key {} on first use (saved in {})",
-                registry_proto::keys::fingerprint_hex(&pinned),
+                registry_core::keys::fingerprint_hex(&pinned),
                 state_path.display()
             )
         });
         if let Some(r) = &remembered {
             if registry_key.is_some()
-                && registry_proto::keys::p256_spki_der_from_pem(&r.public_key_pem).ok().as_deref()
+                && registry_core::keys::p256_spki_der_from_pem(&r.public_key_pem).ok().as_deref()
                     != Some(pinned.as_slice())
             {
                 return Err(refuse(format!(
@@ -125,7 +125,7 @@ impl Verifier {
         };
         let remembered = Remembered {
             origin,
-            public_key_pem: registry_proto::keys::p256_spki_pem(&pinned)
+            public_key_pem: registry_core::keys::p256_spki_pem(&pinned)
                 .map_err(|e| refuse(e.to_string()))?,
             checkpoint: remembered.and_then(|r| r.checkpoint),
         };
@@ -243,7 +243,7 @@ impl Verifier {
         let evidence = self.open(client, response.proof.as_ref()).await?;
         let basis = response.basis.as_ref().ok_or_else(|| refuse("the answer has no basis"))?;
         self.check_basis(&evidence, basis)?;
-        let fp = registry_proto::event::parse_fingerprint(fingerprint)
+        let fp = registry_core::event::parse_fingerprint(fingerprint)
             .ok_or_else(|| ClientError::Input("bad fingerprint".into()))?;
         let derived = evidence.key_record(&fp, basis.log_size).map_err(refuse)?;
         let derived = derived.as_ref().and_then(|r| r.as_of(basis.log_size)).map(|k| k.to_pb());
@@ -279,7 +279,7 @@ impl Verifier {
             let proven = evidence
                 .entry(h.position)
                 .ok_or_else(|| refuse(format!("entry {} is not in the evidence", h.position)))?;
-            if registry_proto::entry::Entry::decode(&h.entry).ok().as_ref() != Some(proven) {
+            if registry_core::entry::Entry::decode(&h.entry).ok().as_ref() != Some(proven) {
                 return Err(refuse(format!("entry {} differs from the proven one", h.position)));
             }
         }
@@ -305,9 +305,9 @@ impl Verifier {
             )));
         }
         // Which identifiers the records name, by this machine's own reading of them.
-        let mut identifiers: Vec<registry_proto::event::Identifier> = inputs
+        let mut identifiers: Vec<registry_core::event::Identifier> = inputs
             .iter()
-            .filter_map(|i| registry_proto::ocmf::Record::parse(&i.record).ok())
+            .filter_map(|i| registry_core::ocmf::Record::parse(&i.record).ok())
             .flat_map(|r| {
                 signed_values::unit_paths(&r).iter().map(|p| p.identifier()).collect::<Vec<_>>()
             })
@@ -315,7 +315,7 @@ impl Verifier {
         identifiers.sort();
         identifiers.dedup();
         let (state, evidence) = if identifiers.is_empty() {
-            (registry_proto::lifecycle::MemoryState::default(), None)
+            (registry_core::lifecycle::MemoryState::default(), None)
         } else {
             let evidence = self.open(client, response.proof.as_ref()).await?;
             self.check_basis(&evidence, &basis)?;
@@ -366,19 +366,19 @@ fn to_domain(key: &Selector, manufacturer: Option<&str>) -> Result<validity::Sel
     let bad = |e: String| ClientError::Input(e);
     Ok(match key {
         Selector::Fingerprint(f) => validity::Selector::Fingerprint(
-            registry_proto::event::parse_fingerprint(f)
+            registry_core::event::parse_fingerprint(f)
                 .ok_or_else(|| bad(format!("{f:?} is not a fingerprint")))?,
         ),
         Selector::MeterSerial(s) => validity::Selector::MeterSerial {
-            serial: registry_proto::ids::serial(s).map_err(|e| bad(e.0))?,
+            serial: registry_core::ids::serial(s).map_err(|e| bad(e.0))?,
             manufacturer,
         },
         Selector::GatewaySerial(s) => validity::Selector::GatewaySerial {
-            serial: registry_proto::ids::serial(s).map_err(|e| bad(e.0))?,
+            serial: registry_core::ids::serial(s).map_err(|e| bad(e.0))?,
             manufacturer,
         },
         Selector::Evse(e) => {
-            validity::Selector::Evse(registry_proto::ids::EvseId::parse(e).map_err(|e| bad(e.0))?)
+            validity::Selector::Evse(registry_core::ids::EvseId::parse(e).map_err(|e| bad(e.0))?)
         }
     })
 }

@@ -248,7 +248,7 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
 
     // An MSP checks the signed meter values of two sessions of meter 1: March (its key valid)
     // and July (replaced in June). Exit status 0 only when every record is valid and billable.
-    let meter1 = registry_proto::keys::P256KeyPair::from_pkcs8_pem(
+    let meter1 = registry_core::keys::P256KeyPair::from_pkcs8_pem(
         &std::fs::read_to_string(d.join("meter1.pem")).unwrap(),
     )
     .unwrap();

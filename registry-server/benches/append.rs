@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use registry_proto::keys::P256KeyPair;
-use registry_proto::note::NoteSigner;
+use registry_core::keys::P256KeyPair;
+use registry_core::note::NoteSigner;
 use registry_server::log::{Log, LogOptions, RawBodies, system_clock};
 use registry_server::store::sled::{SledOptions, SledStore};
 use registry_server::store::{

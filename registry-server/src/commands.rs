@@ -13,9 +13,9 @@
 //! finishes the job at the next start.
 
 use chrono::TimeDelta;
-use registry_proto::command::{Action, Command, SignedCommand};
-use registry_proto::lifecycle::{Proposal, RegistryAction, Rejection, State};
-use registry_proto::time::Time;
+use registry_core::command::{Action, Command, SignedCommand};
+use registry_core::lifecycle::{Proposal, RegistryAction, Rejection, State};
+use registry_core::time::Time;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -55,7 +55,7 @@ pub struct Submitted {
     /// The automatic confirmation, if the command registered a key and policy is automatic.
     pub confirmation: Option<(u64, Vec<u8>)>,
     /// The receipt for that registration and confirmation.
-    pub receipt: Option<registry_proto::receipt::Receipt>,
+    pub receipt: Option<registry_core::receipt::Receipt>,
 }
 
 /// A command that did not go through.
@@ -208,7 +208,7 @@ impl Commands {
             return None;
         }
         let stored =
-            registry_proto::entry::Entry::decode(&self.reader.entry(record.position).ok()?);
+            registry_core::entry::Entry::decode(&self.reader.entry(record.position).ok()?);
         (stored.ok()?.body.command.as_ref() == Some(envelope)).then_some(command)
     }
 
@@ -264,7 +264,7 @@ impl Commands {
             Command::decode(&envelope.command).map_err(|e| Rejection::invalid(&e.field, e.rule))?;
         // Refused here, for new commands only, not in decoding: a log written before these IDs
         // were reserved may hold a command with one, and it must still replay and be retried.
-        if registry_proto::lifecycle::is_reserved_request_id(&command.request_id) {
+        if registry_core::lifecycle::is_reserved_request_id(&command.request_id) {
             return Err(Rejection::invalid(
                 "request_id",
                 "is a UUIDv8 of the form the registry reserves for its own confirmations",
@@ -407,8 +407,8 @@ impl Commands {
         let existing = Projection::new(store.as_ref()).admins()?;
         if !existing.is_empty() {
             for (der, label) in &admins {
-                if !existing.contains(&registry_proto::keys::fingerprint(der)) {
-                    tracing::warn!(key = %registry_proto::keys::fingerprint_hex(der), %label,
+                if !existing.contains(&registry_core::keys::fingerprint(der)) {
+                    tracing::warn!(key = %registry_core::keys::fingerprint_hex(der), %label,
                         "configured admin key ignored: the log already has administrators; add it with a signed add_admin_key command");
                 }
             }

@@ -1,5 +1,5 @@
 //! Building the evidence that lets clients check answers and receipts without trusting the
-//! server (`registry_proto::proof`, `registry_proto::receipt`).
+//! server (`registry_core::proof`, `registry_core::receipt`).
 //!
 //! Evidence is taken at the durable head H: the head's checkpoint (which commits to the map),
 //! map proofs for the identifiers involved, and every entry of their back-linked chains with
@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use registry_proto::entry::Entry;
-use registry_proto::event::{Identifier, IdentifierKind};
-use registry_proto::lifecycle::State;
-use registry_proto::map::{self, Bucket};
+use registry_core::entry::Entry;
+use registry_core::event::{Identifier, IdentifierKind};
+use registry_core::lifecycle::State;
+use registry_core::map::{self, Bucket};
 use registry_proto::pb;
-use registry_proto::proof::ProvenEntry;
-use registry_proto::receipt::Receipt;
+use registry_core::proof::ProvenEntry;
+use registry_core::receipt::Receipt;
 
 use crate::log::{Head, LogReader};
 use crate::lookup::LookupError;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
-use registry_proto::lifecycle::{IndexGroup, KeyRecord};
+use registry_core::lifecycle::{IndexGroup, KeyRecord};
 
 use crate::store::StoreError;
 
@@ -192,10 +192,10 @@ pub fn with_member(group: &[(String, u64)], fingerprint: &str, position: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use registry_proto::event::Registration;
-    use registry_proto::ids::{EvseId, OperatorId};
-    use registry_proto::lifecycle::{KeyChange, KeyEvent, Stamp};
-    use registry_proto::meter_key::Curve;
+    use registry_core::event::Registration;
+    use registry_core::ids::{EvseId, OperatorId};
+    use registry_core::lifecycle::{KeyChange, KeyEvent, Stamp};
+    use registry_core::meter_key::Curve;
 
     /// Fingerprints as the registry writes them, in order.
     const AA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

@@ -5,14 +5,14 @@
 //! that size, so the same question on the same basis always gets the same answer, even while new
 //! entries arrive. History walks the identifier's back-link chain through the log itself.
 
-use registry_proto::entry::{self, Entry};
-use registry_proto::event::Identifier;
-use registry_proto::ids::OperatorId;
-use registry_proto::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State};
-use registry_proto::merkle::{self, Hash};
-use registry_proto::signed_values::{self, Input, Validation};
-use registry_proto::time::Time;
-use registry_proto::validity::{self, Selector, Validity};
+use registry_core::entry::{self, Entry};
+use registry_core::event::Identifier;
+use registry_core::ids::OperatorId;
+use registry_core::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State};
+use registry_core::merkle::{self, Hash};
+use registry_core::signed_values::{self, Input, Validation};
+use registry_core::time::Time;
+use registry_core::validity::{self, Selector, Validity};
 
 use std::sync::Arc;
 

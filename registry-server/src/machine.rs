@@ -1,12 +1,12 @@
-//! The registry's [`Machine`]: the key lifecycle rules of `registry_proto::lifecycle`, run
+//! The registry's [`Machine`]: the key lifecycle rules of `registry_core::lifecycle`, run
 //! inside the log writer against the projections.
 //!
 //! `decide` turns a proposal into the entry body (events plus back-links) or a rejection;
 //! `apply` folds the appended entry into the projections in the same atomic write. Both read the
 //! projections through the batch view, so each command sees every earlier one.
 
-use registry_proto::entry::{EntryBody, EntryHeader};
-use registry_proto::lifecycle::{self, ApplyError, DecideContext, Policy, Proposal, Rejection};
+use registry_core::entry::{EntryBody, EntryHeader};
+use registry_core::lifecycle::{self, ApplyError, DecideContext, Policy, Proposal, Rejection};
 
 use std::sync::Arc;
 
@@ -112,6 +112,6 @@ impl Machine for RegistryMachine {
     }
 
     fn checkpoint_extensions(&self) -> Vec<String> {
-        vec![registry_proto::map::extension_line(&self.map.root())]
+        vec![registry_core::map::extension_line(&self.map.root())]
     }
 }

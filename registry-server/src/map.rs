@@ -1,4 +1,4 @@
-//! The verifiable map (`registry_proto::map`) as the server keeps it: bucket records on disk,
+//! The verifiable map (`registry_core::map`) as the server keeps it: bucket records on disk,
 //! the tree of bucket hashes in memory, and for the writer every bucket decoded in memory.
 //!
 //! The bucket records are also the `latest` projection (the lifecycle state's "latest entry per
@@ -23,9 +23,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::RwLock;
 
-use registry_proto::event::Identifier;
-use registry_proto::map::{self, Bucket, MapTree};
-use registry_proto::merkle::Hash;
+use registry_core::event::Identifier;
+use registry_core::map::{self, Bucket, MapTree};
+use registry_core::merkle::Hash;
 
 use crate::log::View;
 use crate::projection::Kv;

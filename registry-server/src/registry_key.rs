@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use registry_proto::keys::{self, P256KeyPair};
+use registry_core::keys::{self, P256KeyPair};
 
 /// File name of the private key inside the data directory.
 pub const KEY_FILE: &str = "registry-key.pem";

@@ -13,13 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::entry::Entry;
-use registry_proto::keys::P256KeyPair;
-use registry_proto::merkle::{self, Frontier, Hash};
-use registry_proto::note::NoteVerifier;
-use registry_proto::replay::{self, Replayer, Step};
-use registry_proto::tiles;
+use registry_core::checkpoint::Checkpoint;
+use registry_core::entry::Entry;
+use registry_core::keys::P256KeyPair;
+use registry_core::merkle::{self, Frontier, Hash};
+use registry_core::note::NoteVerifier;
+use registry_core::replay::{self, Replayer, Step};
+use registry_core::tiles;
 
 use crate::config::Config;
 use crate::log::witness::{WITNESS_FILE, Witness};

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry_proto::keys::P256KeyPair;
-use registry_proto::note::NoteSigner;
+use registry_core::keys::P256KeyPair;
+use registry_core::note::NoteSigner;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
@@ -186,9 +186,9 @@ fn resolve_origin(
 /// Reads the configured administrator public keys (P-256, PEM or hex/base64 DER).
 /// A checkpoint signer that could not be made: a bad origin names the origin, a key that the
 /// signing backend refused names the key.
-fn signer_error(origin: &str, e: registry_proto::note::NoteError) -> ServerError {
+fn signer_error(origin: &str, e: registry_core::note::NoteError) -> ServerError {
     match e {
-        registry_proto::note::NoteError::Key(e) => {
+        registry_core::note::NoteError::Key(e) => {
             ServerError::Config(format!("registry key: {e}"))
         }
         other => ServerError::Origin(format!("invalid origin {origin:?}: {other}")),
@@ -204,13 +204,13 @@ fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
                 .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
             if text.contains("PRIVATE KEY") {
                 tracing::warn!(file = %path.display(), "admin key file holds a private key; the server only needs the public key");
-                let pair = registry_proto::keys::P256KeyPair::from_pkcs8_pem(&text)
+                let pair = registry_core::keys::P256KeyPair::from_pkcs8_pem(&text)
                     .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
                 text = pair.public_key_pem();
             }
-            let key = registry_proto::meter_key::MeterKey::parse(&text, None)
+            let key = registry_core::meter_key::MeterKey::parse(&text, None)
                 .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
-            if key.curve != registry_proto::meter_key::Curve::Secp256r1 {
+            if key.curve != registry_core::meter_key::Curve::Secp256r1 {
                 return Err(ServerError::Config(format!(
                     "admin key {}: must be a P-256 key",
                     path.display()
@@ -261,7 +261,7 @@ pub async fn start_registry(
     let map = std::sync::Arc::new(crate::map::SharedMap::default());
     let cache = Arc::new(KeyCache::new());
     let machine = RegistryMachine::new(
-        registry_proto::lifecycle::Policy { max_future: skew },
+        registry_core::lifecycle::Policy { max_future: skew },
         map.clone(),
         cache.clone(),
     );

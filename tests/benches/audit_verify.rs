@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use registry_client::archive::Archive;
 use registry_client::{Action, RegistryClient, audit, load};
-use registry_proto::keys::P256KeyPair;
+use registry_core::keys::P256KeyPair;
 use registry_server::config::Config;
 
 #[tokio::main]
@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = kept.as_ref().filter(|d| d.join("archive.json").is_file()) {
         let archive = Archive::new(dir);
         let pem = std::fs::read_to_string(dir.join("registry-key.pem"))?;
-        let key = registry_proto::keys::p256_spki_der_from_pem(&pem)?;
+        let key = registry_core::keys::p256_spki_der_from_pem(&pem)?;
         let size = archive.manifest()?.map_or(0, |m| m.size);
         return ceilings(&archive, &key, size);
     }
@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     // Two entries per registration (the command and its confirmation).
     let registrations = entries.saturating_sub(2) / 2;
     let origin = client.origin().await?;
-    let effective = registry_proto::time::parse("2026-01-01T00:00:00Z")?;
+    let effective = registry_core::time::parse("2026-01-01T00:00:00Z")?;
     let started = Instant::now();
     let mut signing = 0.0;
     let mut loading = 0.0;
@@ -121,13 +121,13 @@ fn ceilings(archive: &Archive, registry_key: &[u8], size: u64) -> anyhow::Result
     let stored: Vec<Vec<u8>> = archive.entries(size).collect::<Result<_, _>>()?;
     let commands = stored
         .iter()
-        .filter(|e| registry_proto::entry::Entry::decode(e).is_ok_and(|e| e.body.command.is_some()))
+        .filter(|e| registry_core::entry::Entry::decode(e).is_ok_and(|e| e.body.command.is_some()))
         .count();
     let bytes: u64 = stored.iter().map(|e| e.len() as u64).sum();
     let t = Instant::now();
     let mut acc = [0u8; 32];
     for e in &stored {
-        acc[0] ^= registry_proto::merkle::leaf_hash(e)[0];
+        acc[0] ^= registry_core::merkle::leaf_hash(e)[0];
     }
     let sha_secs = t.elapsed().as_secs_f64();
     std::hint::black_box(acc);
@@ -139,13 +139,13 @@ fn ceilings(archive: &Archive, registry_key: &[u8], size: u64) -> anyhow::Result
     );
     let signer = P256KeyPair::generate();
     let sample = signer.sign_der(b"bench");
-    let point = registry_proto::keys::p256_point_of_spki(signer.public_key_der())
+    let point = registry_core::keys::p256_point_of_spki(signer.public_key_der())
         .ok_or_else(|| anyhow::anyhow!("a P-256 key"))?
         .to_vec();
     let n = 20_000;
     let t = Instant::now();
     for _ in 0..n {
-        assert!(registry_proto::keys::p256_verify_point(&point, b"bench", &sample));
+        assert!(registry_core::keys::p256_verify_point(&point, b"bench", &sample));
     }
     let per_sec = n as f64 / t.elapsed().as_secs_f64();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

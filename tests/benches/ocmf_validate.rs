@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use registry_client::{AsOf, load};
-use registry_proto::ocmf::Record;
-use registry_proto::signed_values::{self, Input};
+use registry_core::ocmf::Record;
+use registry_core::signed_values::{self, Input};
 
 const OPERATOR: &str = "DE*BEN";
 const BATCH: usize = 500;
@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let f = registry_tests::Fixture::start().await;
     let (server, client) = (&f.registry.server, &f.client);
     let operator = f.operator(OPERATOR).await;
-    let effective = registry_proto::time::parse("2026-01-01T00:00:00Z")?;
+    let effective = registry_core::time::parse("2026-01-01T00:00:00Z")?;
     let registered = load::registrations(&operator, &f.origin(), OPERATOR, 0..meters, effective);
     let (keys, commands): (Vec<_>, Vec<_>) = registered.into_iter().unzip();
     let (loaded, refusal) = load::submit_all(client, commands, 2, |_| {}).await?;
@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let size = server.reader().head().size;
     let stored: Vec<Vec<u8>> =
         client.entries(0, size).await?.into_iter().map(|e| e.entry).collect();
-    let mut replay = registry_proto::replay::Replayer::new();
+    let mut replay = registry_core::replay::Replayer::new();
     replay.push_all(&stored).map_err(|e| anyhow::anyhow!("replay: {e}"))?;
     let state = replay.state();
     let t = Instant::now();

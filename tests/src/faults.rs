@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use registry_client::archive::Archive;
 use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector, View, audit};
-use registry_proto::keys::P256KeyPair;
+use registry_core::keys::P256KeyPair;
 use registry_proto::pb;
 
 /// The `registry-server` binary: `REGISTRY_SERVER_BIN`, or the one Cargo built next to the
@@ -218,7 +218,7 @@ pub async fn kill_campaign(options: &KillOptions) -> anyhow::Result<KillReport> 
             let archive = Archive::new(&options.dir.join("archive"));
             audit::export(&client, &archive, None, &indicatif::ProgressBar::hidden()).await?;
             let pem = std::fs::read_to_string(data.join("registry-key.pub.pem"))?;
-            let key = registry_proto::keys::p256_spki_der_from_pem(&pem)?;
+            let key = registry_core::keys::p256_spki_der_from_pem(&pem)?;
             report.export_verified =
                 audit::verify(&archive, &key, None, &indicatif::ProgressBar::hidden()).is_ok();
             drop(client);

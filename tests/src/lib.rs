@@ -111,7 +111,7 @@ pub struct Fixture {
     /// A client connected to it.
     pub client: registry_client::RegistryClient,
     /// The administrator's key, written to the log at first start.
-    pub admin: registry_proto::keys::P256KeyPair,
+    pub admin: registry_core::keys::P256KeyPair,
 }
 
 impl Fixture {
@@ -123,7 +123,7 @@ impl Fixture {
     /// A registry with the given confirmation policy.
     pub async fn start_with(policy: registry_server::commands::ConfirmPolicy) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let admin = registry_proto::keys::P256KeyPair::generate();
+        let admin = registry_core::keys::P256KeyPair::generate();
         let admin_file = dir.path().join("admin.pub.pem");
         std::fs::write(&admin_file, admin.public_key_pem()).expect("admin key file");
         let config = Config {
@@ -142,8 +142,8 @@ impl Fixture {
     }
 
     /// Adds an operator with a fresh command key and returns the key.
-    pub async fn operator(&self, operator_id: &str) -> registry_proto::keys::P256KeyPair {
-        let key = registry_proto::keys::P256KeyPair::generate();
+    pub async fn operator(&self, operator_id: &str) -> registry_core::keys::P256KeyPair {
+        let key = registry_core::keys::P256KeyPair::generate();
         self.client
             .submit(
                 &self.admin,
@@ -170,18 +170,18 @@ impl Fixture {
 }
 
 /// A new meter key; its DER SubjectPublicKeyInfo as hex is how tests submit it.
-pub fn meter_key() -> registry_proto::keys::P256KeyPair {
-    registry_proto::keys::P256KeyPair::generate()
+pub fn meter_key() -> registry_core::keys::P256KeyPair {
+    registry_core::keys::P256KeyPair::generate()
 }
 
 /// The hex DER SubjectPublicKeyInfo of a key.
-pub fn spki_hex(key: &registry_proto::keys::P256KeyPair) -> String {
+pub fn spki_hex(key: &registry_core::keys::P256KeyPair) -> String {
     hex::encode(key.public_key_der())
 }
 
 /// An RFC 3339 time.
-pub fn t(s: &str) -> registry_proto::time::Time {
-    registry_proto::time::parse(s).expect("test times are RFC 3339")
+pub fn t(s: &str) -> registry_core::time::Time {
+    registry_core::time::parse(s).expect("test times are RFC 3339")
 }
 
 /// The name of a verdict, e.g. `VALID`.
@@ -219,8 +219,8 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// Decommissions `meter`'s key from `at`, signed by `operator`.
 pub async fn decommission(
     client: &registry_client::RegistryClient,
-    operator: &registry_proto::keys::P256KeyPair,
-    meter: &registry_proto::keys::P256KeyPair,
+    operator: &registry_core::keys::P256KeyPair,
+    meter: &registry_core::keys::P256KeyPair,
     at: &str,
 ) {
     client

@@ -13,10 +13,10 @@ use registry_client::verify::Verifier;
 use registry_client::{
     Action, AsOf, ClientError, NewKey, RegistryClient, Selector, keyfile, receipt_file, render,
 };
-use registry_proto::entry::Entry;
-use registry_proto::meter_key::Curve;
+use registry_core::entry::Entry;
+use registry_core::meter_key::Curve;
 use registry_proto::pb;
-use registry_proto::time::{self, Time};
+use registry_core::time::{self, Time};
 use serde_json::json;
 
 /// mimalloc instead of glibc's malloc: `registry bench` builds and parses thousands of small
@@ -494,7 +494,7 @@ impl VerifyArgs {
     }
 }
 
-fn verified_line(e: &registry_proto::proof::Evidence) -> String {
+fn verified_line(e: &registry_core::proof::Evidence) -> String {
     format!(
         "verified: follows from entries proven in the registry's signed checkpoint of size {} (consistent with the last checkpoint seen)",
         e.size()
@@ -650,7 +650,7 @@ fn opt_time(s: &Option<String>) -> anyhow::Result<Option<Time>> {
     s.as_deref().map(parse_time).transpose()
 }
 
-fn signer(s: &SignerArg) -> anyhow::Result<registry_proto::keys::P256KeyPair> {
+fn signer(s: &SignerArg) -> anyhow::Result<registry_core::keys::P256KeyPair> {
     Ok(keyfile::load_signer(&s.signer)?)
 }
 
@@ -955,7 +955,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let receipt = response.receipt.as_ref().context(
             "no receipt: the registration is not confirmed yet (manual confirmation policy); fetch it later with `registry cpo receipt`",
         )?;
-        let receipt = registry_proto::receipt::Receipt::from_pb(receipt)?;
+        let receipt = registry_core::receipt::Receipt::from_pb(receipt)?;
         std::fs::write(&path, receipt_file::to_json(&receipt))
             .with_context(|| format!("writing {}", path.display()))?;
         if !json {
@@ -986,7 +986,7 @@ fn verify_archive(
 ) -> anyhow::Result<()> {
     let pem = std::fs::read_to_string(registry_key)
         .with_context(|| format!("reading {}", registry_key.display()))?;
-    let key = registry_proto::keys::p256_spki_der_from_pem(&pem)?;
+    let key = registry_core::keys::p256_spki_der_from_pem(&pem)?;
     let since =
         since.map(std::fs::read_to_string).transpose().context("reading --since-checkpoint")?;
     let archive = registry_client::archive::Archive::new(dir);
@@ -1042,7 +1042,7 @@ fn verify_receipt(
     let receipt = receipt_file::from_json(&text).map_err(anyhow::Error::msg)?;
     let pem = std::fs::read_to_string(registry_key)
         .with_context(|| format!("reading {}", registry_key.display()))?;
-    let key = registry_proto::keys::p256_spki_der_from_pem(&pem)?;
+    let key = registry_core::keys::p256_spki_der_from_pem(&pem)?;
     let proven =
         receipt.verify(&key).map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;
     let r = &proven.registration;
@@ -1065,7 +1065,7 @@ fn verify_receipt(
     } else {
         println!(
             "receipt verified with the registry key {}",
-            registry_proto::keys::fingerprint_hex(&key)
+            registry_core::keys::fingerprint_hex(&key)
         );
         println!("  key          {} ({})", r.fingerprint, r.curve);
         println!("  operator     {}", r.operator_id);
@@ -1233,7 +1233,7 @@ async fn msp(
 fn meter_value_inputs(
     file: Option<&std::path::Path>,
     ocpi: bool,
-) -> anyhow::Result<Vec<registry_proto::signed_values::Input>> {
+) -> anyhow::Result<Vec<registry_core::signed_values::Input>> {
     use std::io::Read as _;
     let text = match file.filter(|f| f.as_os_str() != "-") {
         Some(f) => {
@@ -1249,14 +1249,14 @@ fn meter_value_inputs(
         let value: serde_json::Value =
             serde_json::from_str(&text).context("the input is not JSON")?;
         let signed_data = value.get("signed_data").cloned().unwrap_or(value);
-        return registry_proto::signed_values::ocpi_signed_data(&signed_data.to_string())
+        return registry_core::signed_values::ocpi_signed_data(&signed_data.to_string())
             .map_err(|e| anyhow::anyhow!("OCPI signed_data: {e}"));
     }
     let inputs: Vec<_> = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .map(|(i, l)| registry_proto::signed_values::Input {
+        .map(|(i, l)| registry_core::signed_values::Input {
             record: l.trim().to_string(),
             claimed_key: None,
             label: format!("line {}", i + 1),
@@ -1268,7 +1268,7 @@ fn meter_value_inputs(
     Ok(inputs)
 }
 
-fn verified_json(e: &registry_proto::proof::Evidence) -> serde_json::Value {
+fn verified_json(e: &registry_core::proof::Evidence) -> serde_json::Value {
     json!({"checkpoint_size": e.size(), "root_hash": hex::encode(e.checkpoint.root)})
 }
 
@@ -1297,8 +1297,8 @@ async fn audit(client: &RegistryClient, json: bool, command: AuditCommand) -> an
             let info = client.registry_info().await?;
             let c = client.checkpoint(0).await?;
             let verifier =
-                registry_proto::note::NoteVerifier::new(&info.origin, &info.public_key_der)?;
-            let cp = registry_proto::checkpoint::Checkpoint::open(&c.checkpoint, &verifier)
+                registry_core::note::NoteVerifier::new(&info.origin, &info.public_key_der)?;
+            let cp = registry_core::checkpoint::Checkpoint::open(&c.checkpoint, &verifier)
                 .context("the checkpoint's signature does not verify with the registry's key")?;
             if json {
                 println!(

@@ -7,7 +7,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use registry_proto::merkle;
+use registry_core::merkle;
 use registry_proto::pb::audit_service_server::AuditService;
 use registry_proto::pb::{
     GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
@@ -248,7 +248,7 @@ impl AuditService for AuditApi {
         &self,
         request: Request<registry_proto::pb::GetReceiptRequest>,
     ) -> Result<Response<registry_proto::pb::GetReceiptResponse>, Status> {
-        let fp = registry_proto::event::parse_fingerprint(&request.into_inner().fingerprint)
+        let fp = registry_core::event::parse_fingerprint(&request.into_inner().fingerprint)
             .ok_or_else(|| status::invalid("fingerprint", "must be 64 hex digits"))?;
         let reader = self.reader.clone();
         let receipt =

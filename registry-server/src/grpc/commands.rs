@@ -1,6 +1,6 @@
 //! `keyregistry.v1.CommandService`: one endpoint for every signed command.
 
-use registry_proto::command::SignedCommand;
+use registry_core::command::SignedCommand;
 use registry_proto::pb::command_service_server::CommandService;
 use registry_proto::pb::{
     CommandResult, SubmitCommandRequest, SubmitCommandResponse, SubmitCommandsRequest,

@@ -1,12 +1,12 @@
 //! `keyregistry.v1.LookupService`: validity, key records, history and operators.
 
-use registry_proto::event::Identifier;
-use registry_proto::ids::{self, EvseId, OperatorId};
+use registry_core::event::Identifier;
+use registry_core::ids::{self, EvseId, OperatorId};
 use registry_proto::pb::lookup_service_server::LookupService;
 use registry_proto::pb::{self, key_selector};
-use registry_proto::signed_values::{self, Input};
-use registry_proto::time::{self, Time};
-use registry_proto::validity::{self, Selector};
+use registry_core::signed_values::{self, Input};
+use registry_core::time::{self, Time};
+use registry_core::validity::{self, Selector};
 use tonic::{Request, Response, Status};
 
 use super::status;
@@ -52,7 +52,7 @@ fn evidence(
         return Ok(None);
     }
     let roots = roots();
-    let expand = roots.iter().any(|r| r.kind != registry_proto::event::IdentifierKind::Key);
+    let expand = roots.iter().any(|r| r.kind != registry_core::event::IdentifierKind::Key);
     Ok(Some(builder.answer(&roots, expand).map_err(status::lookup)?.proof))
 }
 
@@ -65,7 +65,7 @@ fn selector(key: Option<&pb::KeySelector>, field: &str) -> Result<Selector, Stat
     };
     match key.selector.as_ref() {
         Some(key_selector::Selector::Fingerprint(f)) => {
-            registry_proto::event::parse_fingerprint(f).map(Selector::Fingerprint).ok_or_else(
+            registry_core::event::parse_fingerprint(f).map(Selector::Fingerprint).ok_or_else(
                 || status::invalid(&format!("{field}.fingerprint"), "must be 64 hex digits"),
             )
         }
@@ -184,7 +184,7 @@ impl LookupService for LookupApi {
         request: Request<pb::GetKeyRequest>,
     ) -> Result<Response<pb::GetKeyResponse>, Status> {
         let r = request.into_inner();
-        let fp = registry_proto::event::parse_fingerprint(&r.fingerprint)
+        let fp = registry_core::event::parse_fingerprint(&r.fingerprint)
             .ok_or_else(|| status::invalid("fingerprint", "must be 64 hex digits"))?;
         let (as_of, prove) = (as_of(&r.as_of)?, r.prove);
         self.blocking(move |l, e| {

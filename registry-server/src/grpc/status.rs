@@ -57,8 +57,8 @@ pub(crate) fn shutting_down(next: u64) -> Status {
 
 /// A rule refused a command: the code follows the rule's class, the field goes into a
 /// `google.rpc.BadRequest` detail whatever the code, so clients can always point at it.
-pub(crate) fn rejection(r: &registry_proto::lifecycle::Rejection) -> Status {
-    use registry_proto::lifecycle::RejectCode;
+pub(crate) fn rejection(r: &registry_core::lifecycle::Rejection) -> Status {
+    use registry_core::lifecycle::RejectCode;
     let code = match r.code {
         RejectCode::InvalidArgument => Code::InvalidArgument,
         RejectCode::FailedPrecondition => Code::FailedPrecondition,

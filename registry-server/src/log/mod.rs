@@ -19,11 +19,11 @@ mod writer;
 
 use std::sync::Arc;
 
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::entry::{self, ChainError, ChainVerifier, EntryHeader};
-use registry_proto::merkle::{self, Frontier, Hash, NodeSource, ProofError};
-use registry_proto::note::NoteSigner;
-use registry_proto::time::Time;
+use registry_core::checkpoint::Checkpoint;
+use registry_core::entry::{self, ChainError, ChainVerifier, EntryHeader};
+use registry_core::merkle::{self, Frontier, Hash, NodeSource, ProofError};
+use registry_core::note::NoteSigner;
+use registry_core::time::Time;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -901,13 +901,13 @@ impl LogReader {
         &self,
         head: &Head,
         positions: &[u64],
-    ) -> Result<Vec<registry_proto::proof::ProvenEntry>, ReadError> {
+    ) -> Result<Vec<registry_core::proof::ProvenEntry>, ReadError> {
         positions
             .iter()
             .map(|&position| {
                 let entry = self.entry(position)?;
                 let proof = self.inclusion_proof(position, head.size)?;
-                Ok(registry_proto::proof::ProvenEntry { position, entry, proof })
+                Ok(registry_core::proof::ProvenEntry { position, entry, proof })
             })
             .collect()
     }

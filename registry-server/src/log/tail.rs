@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::RwLock;
 
-use registry_proto::merkle::{Hash, PerfectNode, completing_position};
+use registry_core::merkle::{Hash, PerfectNode, completing_position};
 
 /// Most entries kept.
 const MAX_ENTRIES: usize = 16_384;
@@ -110,7 +110,7 @@ impl Tail {
 
 #[cfg(test)]
 mod tests {
-    use registry_proto::merkle::{Frontier, leaf_hash};
+    use registry_core::merkle::{Frontier, leaf_hash};
 
     use super::*;
 

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
-use registry_proto::keys::P256KeyPair;
-use registry_proto::merkle::{self, Hash, MemoryTree};
-use registry_proto::note::NoteSigner;
-use registry_proto::time::Time;
+use registry_core::keys::P256KeyPair;
+use registry_core::merkle::{self, Hash, MemoryTree};
+use registry_core::note::NoteSigner;
+use registry_core::time::Time;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -222,7 +222,7 @@ async fn a_failed_sync_fails_its_batch_and_everything_after() {
 
 #[tokio::test]
 async fn recorded_times_increase_even_when_the_clock_goes_back() {
-    let start = registry_proto::time::parse("2030-01-01T00:00:00Z").unwrap();
+    let start = registry_core::time::parse("2030-01-01T00:00:00Z").unwrap();
     let ticks = Arc::new(AtomicU64::new(0));
     let clock: Clock = {
         let ticks = ticks.clone();
@@ -241,7 +241,7 @@ async fn recorded_times_increase_even_when_the_clock_goes_back() {
         .entries(0, 20, 20)
         .unwrap()
         .iter()
-        .map(|(_, b)| registry_proto::entry::decode_header(b).unwrap().recorded_at)
+        .map(|(_, b)| registry_core::entry::decode_header(b).unwrap().recorded_at)
         .collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
     drop(appender);

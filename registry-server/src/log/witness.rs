@@ -11,8 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use registry_proto::checkpoint::Checkpoint;
-use registry_proto::note::NoteVerifier;
+use registry_core::checkpoint::Checkpoint;
+use registry_core::note::NoteVerifier;
 
 /// The witness's file name in the data directory.
 pub const WITNESS_FILE: &str = "checkpoint.signed";
@@ -75,8 +75,8 @@ impl Witness {
 
 #[cfg(test)]
 mod tests {
-    use registry_proto::keys::P256KeyPair;
-    use registry_proto::note::NoteSigner;
+    use registry_core::keys::P256KeyPair;
+    use registry_core::note::NoteSigner;
 
     use super::*;
 

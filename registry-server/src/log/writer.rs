@@ -23,10 +23,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use registry_proto::entry::{EntryHeader, encode_entry};
-use registry_proto::merkle::{Frontier, Hash, leaf_hash};
-use registry_proto::note::NoteSigner;
-use registry_proto::time::{self, MICROSECOND, Time};
+use registry_core::entry::{EntryHeader, encode_entry};
+use registry_core::merkle::{Frontier, Hash, leaf_hash};
+use registry_core::note::NoteSigner;
+use registry_core::time::{self, MICROSECOND, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 

@@ -1,4 +1,4 @@
-//! The projections: the lifecycle state (`registry_proto::lifecycle::State`) as records in
+//! The projections: the lifecycle state (`registry_core::lifecycle::State`) as records in
 //! named keyspaces of the store. The production store keeps them in memory and makes them
 //! durable as snapshots (`store::layered`), so start-up reads the last snapshot and
 //! [`catch_up`] replays only the log after it; [`rebuild`] derives everything from entry 0.
@@ -20,9 +20,9 @@
 //! ```
 //! Values are postcard-encoded; `rebuild` regenerates everything from the log.
 
-use registry_proto::event::{Identifier, IdentifierKind};
-use registry_proto::ids::OperatorId;
-use registry_proto::lifecycle::{
+use registry_core::event::{Identifier, IdentifierKind};
+use registry_core::ids::OperatorId;
+use registry_core::lifecycle::{
     IndexGroup, KeyRecord, OperatorRecord, SignerRecord, State, StateMut,
 };
 use serde::Serialize;
@@ -343,18 +343,18 @@ pub enum RebuildError {
     },
 }
 
-impl<E: Into<RebuildError>> From<registry_proto::lifecycle::ApplyError<E>> for RebuildError {
-    fn from(e: registry_proto::lifecycle::ApplyError<E>) -> Self {
+impl<E: Into<RebuildError>> From<registry_core::lifecycle::ApplyError<E>> for RebuildError {
+    fn from(e: registry_core::lifecycle::ApplyError<E>) -> Self {
         match e {
-            registry_proto::lifecycle::ApplyError::State(e) => e.into(),
-            registry_proto::lifecycle::ApplyError::Inconsistent { position, message } => {
+            registry_core::lifecycle::ApplyError::State(e) => e.into(),
+            registry_core::lifecycle::ApplyError::Inconsistent { position, message } => {
                 RebuildError::Entry { position, message }
             }
         }
     }
 }
 
-/// A state that cannot fail ([`registry_proto::lifecycle::MemoryState`]'s) has no error to give.
+/// A state that cannot fail ([`registry_core::lifecycle::MemoryState`]'s) has no error to give.
 impl From<std::convert::Infallible> for RebuildError {
     fn from(never: std::convert::Infallible) -> Self {
         match never {}
@@ -427,7 +427,7 @@ fn replay(
         let end = (position + rebuild::ENTRIES_PER_READ).min(size);
         for entry in rebuild::read_entries(store, position, end)? {
             let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(buckets);
-            registry_proto::lifecycle::apply(&entry.header, &entry.body, &mut state)?;
+            registry_core::lifecycle::apply(&entry.header, &entry.body, &mut state)?;
             if view.len() >= held_records {
                 buckets.write_changed(&mut view);
                 let writes = std::mem::replace(&mut view, View::new(store)).into_writes_iter();

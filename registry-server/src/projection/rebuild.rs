@@ -11,8 +11,8 @@
 //! [`super::Projection`] would have written for the same log (`tests/projection_properties.rs`
 //! checks it against live projections).
 
-use registry_proto::entry::Entry;
-use registry_proto::lifecycle::{self, MemoryState};
+use registry_core::entry::Entry;
+use registry_core::lifecycle::{self, MemoryState};
 
 use super::{
     ADMINS, COMPLETE, INDEX, KEYS, KEYSPACES, OPERATORS, PENDING, RebuildError, SIGNERS, STATUS,
@@ -206,8 +206,8 @@ fn lazy<I: Iterator>(make: impl FnOnce() -> I) -> impl Iterator<Item = I::Item> 
 #[cfg(test)]
 mod tests {
     use prost::Message;
-    use registry_proto::entry::{EntryHeader, encode_entry};
-    use registry_proto::event::Event;
+    use registry_core::entry::{EntryHeader, encode_entry};
+    use registry_core::event::Event;
 
     use super::*;
     use crate::store::memory::MemoryStore;

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use registry_proto::entry::ChainVerifier;
-use registry_proto::keys::P256KeyPair;
-use registry_proto::merkle::{self, MemoryTree, PerfectNode};
-use registry_proto::note::NoteSigner;
+use registry_core::entry::ChainVerifier;
+use registry_core::keys::P256KeyPair;
+use registry_core::merkle::{self, MemoryTree, PerfectNode};
+use registry_core::note::NoteSigner;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 

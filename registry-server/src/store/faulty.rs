@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use registry_proto::merkle::Hash;
+use registry_core::merkle::Hash;
 use uuid::Uuid;
 
 use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch};

@@ -33,7 +33,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
-use registry_proto::merkle::{self, Hash};
+use registry_core::merkle::{self, Hash};
 use uuid::Uuid;
 
 use super::snapshot::Snapshot;

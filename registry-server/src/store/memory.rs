@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use registry_proto::merkle::Hash;
+use registry_core::merkle::Hash;
 use uuid::Uuid;
 
 use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch};

@@ -27,7 +27,7 @@ pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod conformance;
 
-use registry_proto::merkle::{Hash, PerfectNode};
+use registry_core::merkle::{Hash, PerfectNode};
 use uuid::Uuid;
 
 /// A storage failure. Any of these stops the writer: the registry never acknowledges a write

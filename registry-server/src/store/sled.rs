@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use registry_proto::merkle::{Hash, completing_position};
+use registry_core::merkle::{Hash, completing_position};
 use uuid::Uuid;
 
 use super::{

@@ -24,7 +24,7 @@
 
 use std::path::Path;
 
-use registry_proto::merkle::Hash;
+use registry_core::merkle::Hash;
 use sha2::{Digest, Sha256};
 
 use super::StoreError;

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use registry_proto::note::NoteSigner;
+use registry_core::note::NoteSigner;
 use registry_server::config::Config;
 use registry_server::log::{Log, LogOptions, RawBodies, system_clock};
 use registry_server::{registry_key, server};

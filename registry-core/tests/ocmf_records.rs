@@ -1,8 +1,8 @@
 //! OCMF records from the field beyond the shared vectors (quoted with their sources), the six
 //! curves, high-s signatures, and the deviations the parser reports instead of hiding.
 
-use registry_proto::meter_key::{Curve, MeterKey};
-use registry_proto::ocmf::{ClockStatus, Record, SignatureFormat};
+use registry_core::meter_key::{Curve, MeterKey};
+use registry_core::ocmf::{ClockStatus, Record, SignatureFormat};
 
 /// NZR EcoCount SL via its gateway, brainpoolP256r1, spelled `brainpoolP256r1` (not as OCMF
 /// spells it). Source: SAFE-eV/transparenzsoftware src/test/resources/xml/brainpoolP256r1.xml.
@@ -82,7 +82,7 @@ fn readings_inherit_omitted_fields_from_the_one_before() {
         r.deviations
     );
     let t = rd[0].time.unwrap();
-    assert_eq!(registry_proto::time::format(&t.instant), "2021-10-06T11:13:56Z");
+    assert_eq!(registry_core::time::format(&t.instant), "2021-10-06T11:13:56Z");
     assert_eq!(t.clock, Some(ClockStatus::Relative));
 }
 
@@ -159,7 +159,7 @@ where
 fn record_for(curve: Curve, payload: &str, sig: &[u8]) -> String {
     format!(
         "OCMF|{payload}|{{\"SA\":\"{}\",\"SD\":\"{}\"}}",
-        registry_proto::ocmf::algorithm_of_curve(curve),
+        registry_core::ocmf::algorithm_of_curve(curve),
         hex::encode_upper(sig)
     )
 }

@@ -6,8 +6,8 @@ mod support;
 
 use std::path::Path;
 
-use registry_proto::meter_key::MeterKey;
-use registry_proto::ocmf::Record;
+use registry_core::meter_key::MeterKey;
+use registry_core::ocmf::Record;
 
 fn vectors() -> Vec<support::Vector> {
     support::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ocmf/vectors.txt"))

@@ -2,9 +2,9 @@
 //! Arbitrary strings, and valid records and keys with random bytes changed, inserted or cut.
 
 use proptest::prelude::*;
-use registry_proto::meter_key::{Curve, MeterKey};
-use registry_proto::ocmf::Record;
-use registry_proto::signed_values;
+use registry_core::meter_key::{Curve, MeterKey};
+use registry_core::ocmf::Record;
+use registry_core::signed_values;
 
 const RECORD: &str = r#"OCMF|{"FV":"1.0","GI":"KEBA_KCP30","GS":"17619300","GV":"2.8.5","PG":"T32","IS":false,"IL":"NONE","IF":["RFID_NONE","OCPP_NONE","ISO15118_NONE","PLMN_NONE"],"IT":"NONE","ID":"","CT":"EVSEID","CI":"DE*ABC*E1","LC":{"LN":"c","LI":1,"LR":2,"LU":"mOhm"},"RD":[{"TM":"2019-08-13T10:03:15,000+0000 I","TX":"B","EF":"","ST":"G","RV":0.2596,"RI":"1-b:1.8.0","RU":"kWh"},{"TM":"2019-08-13T10:03:36,000+0000 R","TX":"E","EF":"","ST":"G","RV":0.2597,"RI":"1-b:1.8.0","RU":"kWh","CL":0.1}]}|{"SA":"ECDSA-secp256r1-SHA256","SE":"hex","SM":"application/x-der","SD":"304502200E2F107C987A300AC1695CA89EA149A8CDFA16188AF0A33EE64B67964AA943F9022100889A72B6D65364BEA8562E7F6A0253157ACFF84FE4929A93B5964D23C4265699"}"#;
 const KEY: &str = "3059301306072A8648CE3D020106082A8648CE3D030107034200043AEEB45C392357820A58FDFB0857BD77ADA31585C61C430531DFA53B440AFBFDD95AC887C658EA55260F808F55CA948DF235C2108A0D6DC7D4AB1A5E1A7955BE";
@@ -31,7 +31,7 @@ fn exercise(text: &str) {
         let _ = r.verify(&key.spki_der);
         let _ = signed_values::unit_paths(&r);
     }
-    let empty = registry_proto::lifecycle::MemoryState::default();
+    let empty = registry_core::lifecycle::MemoryState::default();
     let v = signed_values::validate(text, Some(text), &empty, 0).expect("in-memory state");
     assert!(!v.valid(), "nothing is valid against an empty registry");
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use registry_proto::merkle;
+use registry_core::merkle;
 use serde::Deserialize;
 
 fn vector_dir(kind: &str) -> PathBuf {
