@@ -349,8 +349,7 @@ async fn a_restore_checks_every_entry_and_the_key() {
 
     // Another registry's key: the archive's checkpoint does not verify.
     let stranger = keep.path().join("stranger.pem");
-    std::fs::write(&stranger, registry_core::keys::P256KeyPair::generate().to_pkcs8_pem())
-        .unwrap();
+    std::fs::write(&stranger, registry_core::keys::P256KeyPair::generate().to_pkcs8_pem()).unwrap();
     let refused = registry_server::restore::restore(backup.dir(), &target, &stranger).unwrap_err();
     assert!(refused.to_string().contains("not signed by this registry key"), "{refused}");
 

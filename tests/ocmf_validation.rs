@@ -12,8 +12,8 @@ use registry_client::verify::Verifier;
 use registry_client::{Action, AsOf, ClientError, NewKey};
 use registry_core::keys::P256KeyPair;
 use registry_core::ocmf::Record;
+use registry_core::ocpi::Input;
 use registry_proto::pb;
-use registry_core::signed_values::Input;
 use registry_tests::{Fixture, meter_key, spki_hex, t};
 use tonic::Code;
 
@@ -290,7 +290,7 @@ async fn an_ocpi_cdr_is_validated_and_a_foreign_key_in_it_is_a_finding() {
         })
     };
     let inputs = |json: serde_json::Value| {
-        registry_core::signed_values::ocpi_signed_data(&json["signed_data"].to_string()).unwrap()
+        registry_core::ocpi::signed_data(&json["signed_data"].to_string()).unwrap()
     };
     let ours = validate(&f, &inputs(cdr(&spki_hex(&meter)))).await;
     assert_eq!(ours.len(), 2);

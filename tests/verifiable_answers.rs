@@ -8,12 +8,12 @@ use registry_client::{Action, AsOf, ClientError, EndReason, NewKey, RegistryClie
 use registry_core::checkpoint::Checkpoint;
 use registry_core::keys::P256KeyPair;
 use registry_core::note::NoteSigner;
+use registry_core::receipt::Receipt;
 use registry_proto::pb;
 use registry_proto::pb::audit_service_client::AuditServiceClient;
 use registry_proto::pb::audit_service_server::{AuditService, AuditServiceServer};
 use registry_proto::pb::lookup_service_client::LookupServiceClient;
 use registry_proto::pb::lookup_service_server::{LookupService, LookupServiceServer};
-use registry_core::receipt::Receipt;
 use registry_tests::{Fixture, meter_key, spki_hex, t, verdict_name};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -406,7 +406,7 @@ async fn a_lying_server_is_caught() {
     // Signed meter values: a record from after the deactivation is invalid; each lie about it
     // (or about the entries that show it) is caught by the client's own validation.
     let payload = r#"{"FV":"1.0","PG":"T1","MS":"M-1","IS":false,"IT":"NONE","RD":[{"TM":"2026-06-01T10:00:00,000+0000 S","TX":"B","RV":1,"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}]}"#;
-    let record = registry_core::signed_values::Input {
+    let record = registry_core::ocpi::Input {
         record: format!(
             r#"OCMF|{payload}|{{"SD":"{}"}}"#,
             hex::encode(meter.sign_der(payload.as_bytes()))

@@ -12,8 +12,8 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use registry_core::checkpoint::Checkpoint;
 use registry_core::merkle::{self, Hash};
-use registry_proto::pb;
 use registry_core::replay::{self, Replayer, Step};
+use registry_proto::pb;
 
 use crate::archive::{self, Archive, ArchiveError, WIDTH};
 use crate::{ClientError, RegistryClient};

@@ -17,9 +17,9 @@ use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use registry_core::command::SignedCommand;
 use registry_core::keys::P256KeyPair;
-use registry_proto::pb;
-use registry_core::signed_values::Input;
+use registry_core::ocpi::Input;
 use registry_core::time::Time;
+use registry_proto::pb;
 use serde::Serialize;
 
 use crate::{

@@ -19,13 +19,13 @@ pub mod verify;
 
 use registry_core::command::SignedCommand;
 use registry_core::keys::P256KeyPair;
-use registry_proto::pb::{self, command, key_selector};
 use registry_core::time::{self, Time};
+use registry_proto::pb::{self, command, key_selector};
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-pub use registry_proto::pb::EndReason;
 pub use registry_core::validity::View;
+pub use registry_proto::pb::EndReason;
 
 /// A field the server named as wrong, and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -486,7 +486,7 @@ impl RegistryClient {
     /// [`verify::Verifier::meter_values`] to check it).
     pub async fn validate_meter_values(
         &self,
-        inputs: &[registry_core::signed_values::Input],
+        inputs: &[registry_core::ocpi::Input],
         as_of: AsOf,
         prove: bool,
     ) -> Result<pb::ValidateSignedMeterValuesResponse> {

@@ -3,8 +3,8 @@
 
 use registry_core::entry::Entry;
 use registry_core::event::Event;
-use registry_proto::pb;
 use registry_core::time;
+use registry_proto::pb;
 use serde_json::{Value, json};
 
 fn ts(t: &Option<prost_types::Timestamp>) -> Value {

@@ -13,11 +13,12 @@ use registry_core::checkpoint::Checkpoint;
 use registry_core::event::Identifier;
 use registry_core::merkle;
 use registry_core::note::NoteVerifier;
-use registry_proto::pb;
+use registry_core::ocpi::Input;
 use registry_core::proof::Evidence;
-use registry_core::signed_values::{self, Input};
+use registry_core::signed_values;
 use registry_core::time::Time;
 use registry_core::validity;
+use registry_proto::pb;
 use serde::{Deserialize, Serialize};
 
 use crate::{AsOf, ClientError, RegistryClient, Result, Selector};

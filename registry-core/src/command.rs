@@ -336,11 +336,11 @@ fn new_key(k: &Option<pb::NewKey>, field: &str) -> Result<NewKey, EventError> {
 }
 
 /// Checks a new key's proof-of-possession sample, if it has one (see
-/// [`crate::signed_values::check_sample`]).
+/// [`crate::possession::check_sample`]).
 fn possession(key: &NewKey, evse_ids: &[EvseId], field: &str) -> Result<(), EventError> {
     match &key.sample_signed_meter_value {
         None => Ok(()),
-        Some(sample) => crate::signed_values::check_sample(
+        Some(sample) => crate::possession::check_sample(
             sample,
             &key.key,
             key.meter_serial.as_deref(),

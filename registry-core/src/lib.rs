@@ -20,6 +20,8 @@ pub mod merkle;
 pub mod meter_key;
 pub mod note;
 pub mod ocmf;
+pub mod ocpi;
+pub mod possession;
 pub mod proof;
 pub mod receipt;
 pub mod replay;

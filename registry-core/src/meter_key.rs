@@ -321,14 +321,14 @@ pub fn verify_sha256(
     spki_der: &[u8],
     message: &[u8],
     signature: &[u8],
-    format: crate::ocmf::SignatureFormat,
+    format: SignatureFormat,
 ) -> Result<bool, MeterKeyError> {
     let (found, point) = split_spki(spki_der)?;
     if found != curve {
         return Err(MeterKeyError::CurveMismatch { named: curve, found });
     }
     // The hot path: DER on P-256 goes to ring (see keys.rs), which hashes the message itself.
-    if curve == Curve::Secp256r1 && format == crate::ocmf::SignatureFormat::Der {
+    if curve == Curve::Secp256r1 && format == SignatureFormat::Der {
         return Ok(keys::p256_verify_point(&point, message, signature));
     }
     use sha2::Digest;
@@ -352,7 +352,7 @@ fn verify_prehash<C>(
     point: &[u8],
     digest: &[u8; 32],
     signature: &[u8],
-    format: crate::ocmf::SignatureFormat,
+    format: SignatureFormat,
 ) -> bool
 where
     C: ecdsa::EcdsaCurve + elliptic_curve::CurveArithmetic,
@@ -366,13 +366,22 @@ where
     use ecdsa::signature::hazmat::PrehashVerifier;
     let Ok(key) = ecdsa::VerifyingKey::<C>::from_sec1_bytes(point) else { return false };
     let sig = match format {
-        crate::ocmf::SignatureFormat::Der => ecdsa::Signature::<C>::from_der(signature),
-        crate::ocmf::SignatureFormat::Raw => ecdsa::Signature::<C>::from_slice(signature),
+        SignatureFormat::Der => ecdsa::Signature::<C>::from_der(signature),
+        SignatureFormat::Raw => ecdsa::Signature::<C>::from_slice(signature),
     };
     let Ok(sig) = sig else { return false };
     // Only k256 rejects high-s; (r, s) verifies exactly when (r, n - s) does.
     let sig = if C::NORMALIZE_S { sig.normalize_s() } else { sig };
     key.verify_prehash(digest, &sig).is_ok()
+}
+
+/// How the signature bytes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureFormat {
+    /// DER `SEQUENCE { r INTEGER, s INTEGER }` (`application/x-der`, the default).
+    Der,
+    /// Fixed-size big-endian `r‖s`, as some meters emit.
+    Raw,
 }
 
 #[cfg(test)]

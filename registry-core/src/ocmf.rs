@@ -15,7 +15,8 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::meter_key::Curve;
+use crate::ids::EvseId;
+use crate::meter_key::{Curve, SignatureFormat};
 use crate::time::Time;
 
 /// Most bytes a record may have: real records are a few hundred bytes to a few kilobytes.
@@ -206,15 +207,6 @@ pub struct Signature {
     pub bytes: Vec<u8>,
     /// Whether `bytes` is a DER `ECDSA-Sig-Value` or raw `r‖s`.
     pub format: SignatureFormat,
-}
-
-/// How the signature bytes are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureFormat {
-    /// DER `SEQUENCE { r INTEGER, s INTEGER }` (`application/x-der`, the default).
-    Der,
-    /// Fixed-size big-endian `r‖s`, as some meters emit.
-    Raw,
 }
 
 /// The default algorithm when `SA` is absent.
@@ -921,4 +913,15 @@ pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
             base64::engine::general_purpose::STANDARD_NO_PAD.decode(t.trim_end_matches('='))
         })
         .map_err(|e| format!("not base64: {e}"))
+}
+
+impl Record {
+    /// The EVSE ID the record names (`CT` = `EVSEID`), parsed; `None` when it names none.
+    pub fn evse(&self) -> Option<Result<EvseId, String>> {
+        let p = &self.payload;
+        let is_evse =
+            p.charge_point_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("EVSEID"));
+        let ci = p.charge_point_id.as_deref().filter(|c| !c.trim().is_empty())?;
+        is_evse.then(|| EvseId::parse(ci).map_err(|e| format!("CI {ci:?} is not an EVSE ID: {e}")))
+    }
 }

@@ -242,18 +242,10 @@ pub fn unit_paths(record: &Record) -> Vec<UnitPath> {
     if let Some(g) = gs {
         paths.push(UnitPath::Gateway(g));
     }
-    if let Some(evse) = record_evse(record).and_then(Result::ok) {
+    if let Some(evse) = record.evse().and_then(Result::ok) {
         paths.push(UnitPath::Evse(evse));
     }
     paths
-}
-
-/// The EVSE ID a record names (`CT` = `EVSEID`), parsed.
-fn record_evse(record: &Record) -> Option<Result<EvseId, String>> {
-    let p = &record.payload;
-    let is_evse = p.charge_point_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("EVSEID"));
-    let ci = p.charge_point_id.as_deref().filter(|c| !c.trim().is_empty())?;
-    is_evse.then(|| EvseId::parse(ci).map_err(|e| format!("CI {ci:?} is not an EVSE ID: {e}")))
 }
 
 fn reading_subject(i: usize, r: &Reading) -> String {
@@ -402,7 +394,7 @@ pub fn validate<S: State>(
     if let Some(k) = &key {
         v.deciding_positions = k.as_of(as_of).map(|k| k.positions()).unwrap_or_default();
     }
-    let evse = record_evse(&record);
+    let evse = record.evse();
     match (&signer, &key) {
         (Some(k), _) => {
             let known = k.as_of(as_of).expect("candidates are known at as_of");
@@ -603,112 +595,6 @@ fn clock_name(c: ClockStatus) -> &'static str {
         ClockStatus::Synchronised => "synchronised",
         ClockStatus::Relative => "relatively exact",
     }
-}
-
-/// Proof of possession at registration: a sample record from the meter must verify with the key
-/// being registered and name the unit being registered — every serial both give must agree, and
-/// at least one serial (or, for a registration, the charge point's EVSE ID) must match. Returns
-/// the rule broken.
-pub fn check_sample(
-    sample: &str,
-    key: &MeterKey,
-    meter_serial: Option<&str>,
-    gateway_serial: Option<&str>,
-    evse_ids: &[EvseId],
-) -> Result<(), String> {
-    let record =
-        Record::parse(sample).map_err(|e| format!("is not a readable OCMF record: {e}"))?;
-    if record.signature.curve != key.curve {
-        return Err(format!(
-            "is signed with {} but the key is on {}",
-            ocmf::algorithm_of_curve(record.signature.curve),
-            key.curve
-        ));
-    }
-    if !record.verify(&key.spki_der).map_err(|e| e.to_string())? {
-        return Err("does not verify with the key being registered: it is not from this meter's signing unit".into());
-    }
-    let p = &record.payload;
-    let mut matched = false;
-    for (what, given, named) in [
-        ("meter serial", meter_serial, p.meter_serial.as_deref()),
-        ("gateway serial", gateway_serial, p.gateway_serial.as_deref()),
-    ] {
-        match (given, named.map(str::trim).filter(|s| !s.is_empty())) {
-            (Some(g), Some(n)) if g == n => matched = true,
-            (Some(g), Some(n)) => {
-                return Err(format!("names {what} {n:?} but the registration gives {g:?}"));
-            }
-            _ => {}
-        }
-    }
-    if let Some(Ok(evse)) = record_evse(&record) {
-        matched |= evse_ids.contains(&evse);
-    }
-    if !matched {
-        return Err(
-            "names none of the registration's serials (or EVSE IDs): give the meter or gateway serial the sample carries"
-                .into(),
-        );
-    }
-    Ok(())
-}
-
-/// A record to validate, with the key a CDR claims for it and a label for reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Input {
-    /// The OCMF record as received.
-    pub record: String,
-    /// The public key the CDR carries, if any.
-    pub claimed_key: Option<String>,
-    /// E.g. the OCPI `nature` or a line number.
-    pub label: String,
-}
-
-/// The signed values of an OCPI 2.2.1 CDR `signed_data` object (JSON), each with the CDR's
-/// public key. Only the OCMF encoding method is defined for meter values here; a value of another
-/// method cannot be checked and is refused with the method's name.
-pub fn ocpi_signed_data(json: &str) -> Result<Vec<Input>, String> {
-    #[derive(serde::Deserialize)]
-    struct SignedData {
-        encoding_method: String,
-        #[serde(default)]
-        public_key: Option<String>,
-        signed_values: Vec<SignedValue>,
-    }
-    #[derive(serde::Deserialize)]
-    struct SignedValue {
-        #[serde(default)]
-        nature: String,
-        signed_data: String,
-    }
-    let data: SignedData =
-        serde_json::from_str(json).map_err(|e| format!("not an OCPI signed_data object: {e}"))?;
-    if !data.encoding_method.trim().eq_ignore_ascii_case("OCMF") {
-        return Err(format!(
-            "encoding_method {:?}: only OCMF signed values can be validated",
-            data.encoding_method
-        ));
-    }
-    if data.signed_values.is_empty() {
-        return Err("signed_values is empty".into());
-    }
-    data.signed_values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let bytes = crate::ocmf::decode_base64(&v.signed_data)
-                .map_err(|e| format!("signed_values[{i}].signed_data is {e}"))?;
-            let record = String::from_utf8(bytes)
-                .map_err(|_| format!("signed_values[{i}].signed_data is not UTF-8 text"))?;
-            let label = if v.nature.is_empty() {
-                format!("signed_values[{i}]")
-            } else {
-                format!("signed_values[{i}] ({})", v.nature)
-            };
-            Ok(Input { record, claimed_key: data.public_key.clone(), label })
-        })
-        .collect()
 }
 
 impl Validation {

@@ -1,8 +1,9 @@
 //! OCMF records from the field beyond the shared vectors (quoted with their sources), the six
 //! curves, high-s signatures, and the deviations the parser reports instead of hiding.
 
+use registry_core::meter_key::SignatureFormat;
 use registry_core::meter_key::{Curve, MeterKey};
-use registry_core::ocmf::{ClockStatus, Record, SignatureFormat};
+use registry_core::ocmf::{ClockStatus, Record};
 
 /// NZR EcoCount SL via its gateway, brainpoolP256r1, spelled `brainpoolP256r1` (not as OCMF
 /// spells it). Source: SAFE-eV/transparenzsoftware src/test/resources/xml/brainpoolP256r1.xml.

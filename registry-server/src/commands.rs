@@ -207,8 +207,7 @@ impl Commands {
         if record.digest != envelope.digest() {
             return None;
         }
-        let stored =
-            registry_core::entry::Entry::decode(&self.reader.entry(record.position).ok()?);
+        let stored = registry_core::entry::Entry::decode(&self.reader.entry(record.position).ok()?);
         (stored.ok()?.body.command.as_ref() == Some(envelope)).then_some(command)
     }
 

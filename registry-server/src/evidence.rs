@@ -14,9 +14,9 @@ use registry_core::entry::Entry;
 use registry_core::event::{Identifier, IdentifierKind};
 use registry_core::lifecycle::State;
 use registry_core::map::{self, Bucket};
-use registry_proto::pb;
 use registry_core::proof::ProvenEntry;
 use registry_core::receipt::Receipt;
+use registry_proto::pb;
 
 use crate::log::{Head, LogReader};
 use crate::lookup::LookupError;

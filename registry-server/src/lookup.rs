@@ -10,7 +10,8 @@ use registry_core::event::Identifier;
 use registry_core::ids::OperatorId;
 use registry_core::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State};
 use registry_core::merkle::{self, Hash};
-use registry_core::signed_values::{self, Input, Validation};
+use registry_core::ocpi::Input;
+use registry_core::signed_values::{self, Validation};
 use registry_core::time::Time;
 use registry_core::validity::{self, Selector, Validity};
 

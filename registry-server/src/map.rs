@@ -28,8 +28,7 @@ use registry_core::map::{self, Bucket, MapTree};
 use registry_core::merkle::Hash;
 
 use crate::log::View;
-use crate::projection::Kv;
-use crate::store::{Keyspace, LogStore, StoreError};
+use crate::store::{Keyspace, Kv, LogStore, StoreError};
 
 /// Bucket records.
 pub const MAP: Keyspace = Keyspace("map");

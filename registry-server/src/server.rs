@@ -188,9 +188,7 @@ fn resolve_origin(
 /// signing backend refused names the key.
 fn signer_error(origin: &str, e: registry_core::note::NoteError) -> ServerError {
     match e {
-        registry_core::note::NoteError::Key(e) => {
-            ServerError::Config(format!("registry key: {e}"))
-        }
+        registry_core::note::NoteError::Key(e) => ServerError::Config(format!("registry key: {e}")),
         other => ServerError::Origin(format!("invalid origin {origin:?}: {other}")),
     }
 }

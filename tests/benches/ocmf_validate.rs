@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use registry_client::{AsOf, load};
 use registry_core::ocmf::Record;
-use registry_core::signed_values::{self, Input};
+use registry_core::ocpi::Input;
+use registry_core::signed_values;
 
 const OPERATOR: &str = "DE*BEN";
 const BATCH: usize = 500;

@@ -15,8 +15,8 @@ use registry_client::{
 };
 use registry_core::entry::Entry;
 use registry_core::meter_key::Curve;
-use registry_proto::pb;
 use registry_core::time::{self, Time};
+use registry_proto::pb;
 use serde_json::json;
 
 /// mimalloc instead of glibc's malloc: `registry bench` builds and parses thousands of small
@@ -1233,7 +1233,7 @@ async fn msp(
 fn meter_value_inputs(
     file: Option<&std::path::Path>,
     ocpi: bool,
-) -> anyhow::Result<Vec<registry_core::signed_values::Input>> {
+) -> anyhow::Result<Vec<registry_core::ocpi::Input>> {
     use std::io::Read as _;
     let text = match file.filter(|f| f.as_os_str() != "-") {
         Some(f) => {
@@ -1249,14 +1249,14 @@ fn meter_value_inputs(
         let value: serde_json::Value =
             serde_json::from_str(&text).context("the input is not JSON")?;
         let signed_data = value.get("signed_data").cloned().unwrap_or(value);
-        return registry_core::signed_values::ocpi_signed_data(&signed_data.to_string())
+        return registry_core::ocpi::signed_data(&signed_data.to_string())
             .map_err(|e| anyhow::anyhow!("OCPI signed_data: {e}"));
     }
     let inputs: Vec<_> = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .map(|(i, l)| registry_core::signed_values::Input {
+        .map(|(i, l)| registry_core::ocpi::Input {
             record: l.trim().to_string(),
             claimed_key: None,
             label: format!("line {}", i + 1),

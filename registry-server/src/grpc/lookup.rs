@@ -2,11 +2,11 @@
 
 use registry_core::event::Identifier;
 use registry_core::ids::{self, EvseId, OperatorId};
-use registry_proto::pb::lookup_service_server::LookupService;
-use registry_proto::pb::{self, key_selector};
-use registry_core::signed_values::{self, Input};
+use registry_core::ocpi::{self, Input};
 use registry_core::time::{self, Time};
 use registry_core::validity::{self, Selector};
+use registry_proto::pb::lookup_service_server::LookupService;
+use registry_proto::pb::{self, key_selector};
 use tonic::{Request, Response, Status};
 
 use super::status;
@@ -65,9 +65,9 @@ fn selector(key: Option<&pb::KeySelector>, field: &str) -> Result<Selector, Stat
     };
     match key.selector.as_ref() {
         Some(key_selector::Selector::Fingerprint(f)) => {
-            registry_core::event::parse_fingerprint(f).map(Selector::Fingerprint).ok_or_else(
-                || status::invalid(&format!("{field}.fingerprint"), "must be 64 hex digits"),
-            )
+            registry_core::event::parse_fingerprint(f).map(Selector::Fingerprint).ok_or_else(|| {
+                status::invalid(&format!("{field}.fingerprint"), "must be 64 hex digits")
+            })
         }
         Some(key_selector::Selector::MeterSerial(s)) => {
             Ok(Selector::MeterSerial { serial: serial(s, "meter_serial")?, manufacturer })
@@ -314,7 +314,7 @@ impl LookupService for LookupApi {
             })
             .collect();
         if !r.ocpi_signed_data.trim().is_empty() {
-            let ocpi = signed_values::ocpi_signed_data(&r.ocpi_signed_data)
+            let ocpi = ocpi::signed_data(&r.ocpi_signed_data)
                 .map_err(|rule| status::invalid("ocpi_signed_data", rule))?;
             inputs.extend(ocpi);
         }

@@ -34,6 +34,7 @@ pub use writer::{
     system_clock,
 };
 
+use crate::store::RECOVER;
 use crate::store::{LogStore, StoreError};
 
 /// Metadata key: entries below this size were verified, at a start or by the running log's
@@ -229,11 +230,6 @@ pub enum OpenError {
     Store(#[from] StoreError),
 }
 
-/// How to recover from a log that lost what the registry signed (said in every such refusal).
-pub const RECOVER: &str = "The data directory is damaged; do not start a registry on it. Restore \
-    it from an audit archive (`registry-server restore --from-archive DIR --data-dir NEW \
-    --registry-key KEY`, see deploy/README.md, \"Backup and restore\") and keep this one for \
-    investigation.";
 
 const RECOVER_WITNESS: &str = "otherwise restore the data directory from an audit archive \
     (`registry-server restore`, see deploy/README.md, \"Backup and restore\").";

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::{Keyspace, LogStore, ProjectionWrite, Record, StoreError};
+use crate::store::{Keyspace, Kv, LogStore, ProjectionWrite, Record, StoreError};
 
 /// Reads through a batch's pending projection writes to the store; collects new writes.
 pub struct View<'a> {
@@ -78,5 +78,14 @@ impl<'a> View<'a> {
             key,
             value,
         })
+    }
+}
+
+impl Kv for View<'_> {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        View::get(self, keyspace, key)
+    }
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
+        View::scan_prefix(self, keyspace, prefix)
     }
 }

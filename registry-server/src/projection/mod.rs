@@ -31,9 +31,9 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use crate::key_cache::{self, KeyCache};
-use crate::log::View;
 use crate::map::MapBuckets;
-use crate::store::{Keyspace, LogStore, Record, StoreError};
+use crate::log::View;
+use crate::store::{Keyspace, Kv, LogStore, StoreError};
 
 mod rebuild;
 pub use rebuild::rebuild;
@@ -49,31 +49,6 @@ const PENDING: Keyspace = Keyspace("pending");
 pub const KEYSPACES: &[Keyspace] =
     &[KEYS, INDEX, OPERATORS, SIGNERS, ADMINS, PENDING, crate::map::MAP];
 
-/// Key-value access the projections need: the store itself or a batch view.
-pub trait Kv {
-    /// A record.
-    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Records by key prefix.
-    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError>;
-}
-
-impl Kv for dyn LogStore {
-    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        LogStore::get(self, keyspace, key)
-    }
-    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
-        LogStore::scan_prefix(self, keyspace, prefix)
-    }
-}
-
-impl Kv for View<'_> {
-    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        View::get(self, keyspace, key)
-    }
-    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
-        View::scan_prefix(self, keyspace, prefix)
-    }
-}
 
 /// The lifecycle state over a key-value source, with key records and index groups served from
 /// a [`KeyCache`] when it has one. The writer and lookups use one; the few reads that go to the

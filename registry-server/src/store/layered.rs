@@ -160,7 +160,7 @@ impl LayeredStore {
                         "the projection snapshot {} was cut from durable entries the log no \
                          longer holds: {why}. {}",
                         path.display(),
-                        crate::log::RECOVER
+                        crate::store::RECOVER
                     )));
                 }
             },

@@ -237,3 +237,27 @@ pub(crate) fn decode_hash(v: &[u8]) -> Result<Hash, StoreError> {
     v.try_into()
         .map_err(|_| StoreError::Corrupt(format!("stored hash is {} bytes, not 32", v.len())))
 }
+
+/// Read access to records, as the projections and the map need it: the store itself, or the
+/// writer's batch view (which also sees the batch's own writes).
+pub trait Kv {
+    /// A record.
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records by key prefix.
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError>;
+}
+
+impl Kv for dyn LogStore {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        LogStore::get(self, keyspace, key)
+    }
+    fn scan_prefix(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
+        LogStore::scan_prefix(self, keyspace, prefix)
+    }
+}
+
+/// How to recover from a log that lost what the registry signed (said in every such refusal).
+pub const RECOVER: &str = "The data directory is damaged; do not start a registry on it. Restore \
+    it from an audit archive (`registry-server restore --from-archive DIR --data-dir NEW \
+    --registry-key KEY`, see deploy/README.md, \"Backup and restore\") and keep this one for \
+    investigation.";

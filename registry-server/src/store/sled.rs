@@ -220,7 +220,7 @@ fn contained<T>(
             "the database in {} is damaged: expected sled to {doing}, found it failing ({what}). \
              {}",
             dir.display(),
-            crate::log::RECOVER
+            crate::store::RECOVER
         )))
     })
 }
@@ -268,14 +268,14 @@ impl SledStore {
                          directory was written by another version of the registry, its `conf` \
                          file is damaged. {}",
                         dir.display(),
-                        crate::log::RECOVER
+                        crate::store::RECOVER
                     )));
                 }
                 Err(e @ sled::Error::Corruption { .. }) => {
                     return Err(StoreError::Corrupt(format!(
                         "the database in {} is damaged: sled found {e}. {}",
                         dir.display(),
-                        crate::log::RECOVER
+                        crate::store::RECOVER
                     )));
                 }
                 opened => break opened?,

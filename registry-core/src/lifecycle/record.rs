@@ -1,0 +1,416 @@
+//! What the projections know about a meter key and the parties that act on it: the key record
+//! with its history, the bindings (which operator's EVSE IDs a key served, and when), and the
+//! records of operators and command-signing keys. A record keeps every event in log order, so the
+//! key as known at any log size is a prefix of its history.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{EndReason, Registration};
+use crate::ids::{EvseId, OperatorId};
+use crate::time::{self, Time};
+
+/// Where and when an event was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Log position.
+    pub position: u64,
+    /// Recorded time.
+    pub recorded_at: Time,
+}
+
+/// A change to a key after (and including) its registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyChange {
+    /// Registered (details in [`KeyRecord::registration`]).
+    Registered,
+    /// Confirmed, once published in a checkpoint of this size.
+    Confirmed {
+        /// Checkpoint size that covered the registration.
+        published_in_tree_size: u64,
+    },
+    /// Rejected.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Ended.
+    Ended {
+        /// When.
+        effective_at: Time,
+        /// Why.
+        reason: EndReason,
+        /// For people.
+        comment: String,
+        /// Successor key.
+        successor: Option<String>,
+    },
+    /// Moved to other EVSE IDs.
+    Relocated {
+        /// When.
+        effective_at: Time,
+        /// New EVSE IDs.
+        evse_ids: Vec<EvseId>,
+    },
+    /// Released to another operator.
+    Released {
+        /// Who may take it over.
+        to_operator_id: OperatorId,
+    },
+    /// Moved to another operator.
+    TakenOver {
+        /// When.
+        effective_at: Time,
+        /// New operator.
+        operator_id: OperatorId,
+        /// New EVSE IDs.
+        evse_ids: Vec<EvseId>,
+        /// Forced by an administrator.
+        forced: bool,
+    },
+}
+
+/// One event in a key's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEvent {
+    /// Where it is in the log.
+    pub at: Stamp,
+    /// What happened.
+    pub change: KeyChange,
+}
+
+/// Everything known about one meter key: its registration and every later event, in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The registration as recorded.
+    pub registration: Registration,
+    /// Every event, the registration first.
+    pub history: Vec<KeyEvent>,
+}
+
+/// Where a key stands at some log size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Waiting for confirmation.
+    Pending,
+    /// Confirmed, not ended.
+    Active,
+    /// Ended.
+    Deactivated(EndReason),
+    /// Rejected.
+    Rejected,
+}
+
+/// An interval during which a key served a set of EVSE IDs of one operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// Start, inclusive.
+    pub from: Time,
+    /// End, exclusive; `None` while it lasts.
+    pub until: Option<Time>,
+    /// The operator.
+    pub operator_id: OperatorId,
+    /// The EVSE IDs.
+    pub evse_ids: Vec<EvseId>,
+    /// Entry that started it.
+    pub from_position: u64,
+    /// Entry that ended it.
+    pub until_position: Option<u64>,
+    /// Why it ended: a key end reason, or `Relocated` / `TakenOver`.
+    pub ended_by: Option<EndReason>,
+}
+
+impl Binding {
+    /// Whether `t` lies in the interval.
+    pub fn contains(&self, t: Time) -> bool {
+        self.from <= t && self.until.is_none_or(|u| t < u)
+    }
+
+    /// Whether the interval overlaps `[from, ∞)`.
+    pub fn overlaps_open(&self, from: Time) -> bool {
+        self.until.is_none_or(|u| from < u)
+    }
+}
+
+/// A key as known at a log size: its record and the prefix of its history before that size.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyAsOf<'a> {
+    /// The full record.
+    pub record: &'a KeyRecord,
+    /// The events recorded before the size.
+    pub events: &'a [KeyEvent],
+}
+
+impl KeyRecord {
+    /// A new record from a registration event.
+    pub fn new(registration: Registration, at: Stamp) -> Self {
+        Self { registration, history: vec![KeyEvent { at, change: KeyChange::Registered }] }
+    }
+
+    /// The fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        &self.registration.fingerprint
+    }
+
+    /// Position of the registration.
+    pub fn registered_at(&self) -> u64 {
+        self.history[0].at.position
+    }
+
+    /// The key as known at log size `size`, or `None` if it was registered later.
+    pub fn as_of(&self, size: u64) -> Option<KeyAsOf<'_>> {
+        let n = self.history.partition_point(|e| e.at.position < size);
+        (n > 0).then(|| KeyAsOf { record: self, events: &self.history[..n] })
+    }
+
+    /// The key as known now.
+    pub fn now(&self) -> KeyAsOf<'_> {
+        KeyAsOf { record: self, events: &self.history }
+    }
+}
+
+impl KeyAsOf<'_> {
+    /// The registration.
+    pub fn registration(&self) -> &Registration {
+        &self.record.registration
+    }
+
+    /// The confirmation, if any.
+    pub fn confirmed(&self) -> Option<&Stamp> {
+        self.events.iter().find(|e| matches!(e.change, KeyChange::Confirmed { .. })).map(|e| &e.at)
+    }
+
+    /// The rejection, if any.
+    pub fn rejected(&self) -> Option<(&Stamp, &str)> {
+        self.events.iter().find_map(|e| match &e.change {
+            KeyChange::Rejected { reason } => Some((&e.at, reason.as_str())),
+            _ => None,
+        })
+    }
+
+    /// The end: when, why, where in the log.
+    pub fn end(&self) -> Option<(Time, EndReason, &Stamp)> {
+        self.events.iter().find_map(|e| match &e.change {
+            KeyChange::Ended { effective_at, reason, .. } => Some((*effective_at, *reason, &e.at)),
+            _ => None,
+        })
+    }
+
+    /// The successor key, if ended by replacement or rotation.
+    pub fn successor(&self) -> Option<&str> {
+        self.events.iter().find_map(|e| match &e.change {
+            KeyChange::Ended { successor: Some(s), .. } => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Where the key stands.
+    pub fn state(&self) -> KeyState {
+        if self.rejected().is_some() {
+            KeyState::Rejected
+        } else if let Some((_, reason, _)) = self.end() {
+            KeyState::Deactivated(reason)
+        } else if self.confirmed().is_some() {
+            KeyState::Active
+        } else {
+            KeyState::Pending
+        }
+    }
+
+    /// Whether commands may still change the key's binding (not ended, not rejected).
+    pub fn is_open(&self) -> bool {
+        matches!(self.state(), KeyState::Pending | KeyState::Active)
+    }
+
+    /// Every binding interval, oldest first.
+    pub fn bindings(&self) -> Vec<Binding> {
+        let reg = &self.record.registration;
+        let mut out = vec![Binding {
+            from: reg.effective_at,
+            until: None,
+            operator_id: reg.operator_id.clone(),
+            evse_ids: reg.evse_ids.clone(),
+            from_position: self.record.registered_at(),
+            until_position: None,
+            ended_by: None,
+        }];
+        for e in &self.events[1..] {
+            let (effective_at, next, why) = match &e.change {
+                KeyChange::Relocated { effective_at, evse_ids } => {
+                    let op = out
+                        .last()
+                        .map(|b| b.operator_id.clone())
+                        .unwrap_or(reg.operator_id.clone());
+                    (*effective_at, Some((op, evse_ids.clone())), EndReason::Relocated)
+                }
+                KeyChange::TakenOver { effective_at, operator_id, evse_ids, .. } => (
+                    *effective_at,
+                    Some((operator_id.clone(), evse_ids.clone())),
+                    EndReason::TakenOver,
+                ),
+                KeyChange::Ended { effective_at, reason, .. } => (*effective_at, None, *reason),
+                _ => continue,
+            };
+            if let Some(last) = out.last_mut().filter(|b| b.until.is_none()) {
+                last.until = Some(effective_at);
+                last.until_position = Some(e.at.position);
+                last.ended_by = Some(why);
+            }
+            if let Some((operator_id, evse_ids)) = next {
+                out.push(Binding {
+                    from: effective_at,
+                    until: None,
+                    operator_id,
+                    evse_ids,
+                    from_position: e.at.position,
+                    until_position: None,
+                    ended_by: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// The latest binding (the current one unless the key ended).
+    pub fn last_binding(&self) -> Binding {
+        self.bindings().pop().expect("a registered key has a binding")
+    }
+
+    /// The latest effective time of any event: later events may not go before it.
+    pub fn last_effective_at(&self) -> Time {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.change {
+                KeyChange::Ended { effective_at, .. }
+                | KeyChange::Relocated { effective_at, .. }
+                | KeyChange::TakenOver { effective_at, .. } => Some(*effective_at),
+                _ => None,
+            })
+            .fold(self.record.registration.effective_at, Time::max)
+    }
+
+    /// The operator a release is open to (released and not taken over since).
+    pub fn released_to(&self) -> Option<&OperatorId> {
+        let mut open = None;
+        for e in self.events {
+            match &e.change {
+                KeyChange::Released { to_operator_id } => open = Some(to_operator_id),
+                KeyChange::TakenOver { .. } => open = None,
+                _ => {}
+            }
+        }
+        open
+    }
+
+    /// Positions of every event known, ascending.
+    pub fn positions(&self) -> Vec<u64> {
+        self.events.iter().map(|e| e.at.position).collect()
+    }
+}
+
+/// A command-signing key's role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A registry administrator.
+    Admin,
+    /// An operator.
+    Operator(OperatorId),
+}
+
+/// A key that may sign commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerRecord {
+    /// Fingerprint.
+    pub key_id: [u8; 32],
+    /// DER SubjectPublicKeyInfo (P-256).
+    pub public_key: Vec<u8>,
+    /// Who it signs for.
+    pub role: Role,
+    /// For people.
+    pub label: String,
+    /// Entry that added it.
+    pub added_position: u64,
+    /// Entry that revoked it.
+    pub revoked_position: Option<u64>,
+}
+
+/// An operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    /// Its ID.
+    pub operator_id: OperatorId,
+    /// Display name.
+    pub name: String,
+    /// Entry that added it.
+    pub added_position: u64,
+    /// Every key it ever had (see the signer records for their status).
+    pub keys: Vec<[u8; 32]>,
+}
+
+/// The name of a state, for messages.
+pub fn state_name(s: KeyState) -> &'static str {
+    match s {
+        KeyState::Pending => "PENDING",
+        KeyState::Active => "ACTIVE",
+        KeyState::Deactivated(_) => "DEACTIVATED",
+        KeyState::Rejected => "REJECTED",
+    }
+}
+
+impl Binding {
+    /// The protobuf form.
+    pub fn to_pb(&self) -> crate::pb::Binding {
+        self.clone().into_pb()
+    }
+
+    /// The protobuf form, moving the identifiers instead of copying them (answers are built by
+    /// the million in batch lookups).
+    pub fn into_pb(self) -> crate::pb::Binding {
+        crate::pb::Binding {
+            operator_id: self.operator_id.into_string(),
+            evse_ids: self.evse_ids.into_iter().map(EvseId::into_string).collect(),
+            from: Some(time::to_timestamp(&self.from)),
+            until: self.until.as_ref().map(time::to_timestamp),
+        }
+    }
+}
+
+impl KeyState {
+    /// The protobuf state and, for a deactivated key, its end reason.
+    pub fn to_pb(self) -> (crate::pb::KeyState, Option<EndReason>) {
+        use crate::pb::KeyState as P;
+        match self {
+            KeyState::Pending => (P::Pending, None),
+            KeyState::Active => (P::Active, None),
+            KeyState::Deactivated(r) => (P::Deactivated, Some(r)),
+            KeyState::Rejected => (P::Rejected, None),
+        }
+    }
+}
+
+impl KeyAsOf<'_> {
+    /// The protobuf key record, as known at this size.
+    pub fn to_pb(&self) -> crate::pb::KeyRecord {
+        let reg = self.registration();
+        let (state, reason) = self.state().to_pb();
+        let bindings = self.bindings();
+        crate::pb::KeyRecord {
+            fingerprint: reg.fingerprint.clone(),
+            curve: reg.curve.to_pb() as i32,
+            public_key: reg.public_key.clone(),
+            submitted_public_key: reg.submitted_public_key.clone(),
+            state: state as i32,
+            end_reason: reason.map_or(0, |r| r.to_pb() as i32),
+            ended_at: self.end().map(|(t, _, _)| time::to_timestamp(&t)),
+            operator_id: bindings.last().map(|b| b.operator_id.to_string()).unwrap_or_default(),
+            bindings: bindings.iter().map(Binding::to_pb).collect(),
+            meter_serial: reg.meter_serial.clone().unwrap_or_default(),
+            gateway_serial: reg.gateway_serial.clone().unwrap_or_default(),
+            manufacturer: reg.manufacturer.clone(),
+            model: reg.model.clone(),
+            predecessor: reg.predecessor.clone().unwrap_or_default(),
+            successor: self.successor().unwrap_or_default().to_string(),
+            released_to: self.released_to().map(|o| o.to_string()).unwrap_or_default(),
+            positions: self.positions(),
+        }
+    }
+}

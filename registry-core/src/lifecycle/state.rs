@@ -1,0 +1,130 @@
+//! The projections as the rules see them ([`State`] to read, [`StateMut`] to write), and the
+//! refusals a decision returns. A backend's own failure stays apart from a refusal: every read of
+//! the state in a decision is spelled `.map_err(DecideError::State)?`.
+
+use std::sync::Arc;
+
+use crate::event::{Identifier, IdentifierKind};
+use crate::ids::OperatorId;
+
+use super::record::{KeyRecord, OperatorRecord, SignerRecord};
+
+/// Read access to the projections.
+pub trait State {
+    /// The backend's error.
+    type Error;
+    /// A key record, shared: backends that keep records in memory hand them out without copying.
+    fn key(&self, fingerprint: &str) -> Result<Option<Arc<KeyRecord>>, Self::Error>;
+    /// Keys ever indexed under an EVSE ID or a serial, with the position that added each.
+    /// (Nothing asks for an operator's keys this way, so operators are not indexed: an index
+    /// entry per key would make every operator's group as large as its fleet.)
+    fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, Self::Error>;
+    /// An operator.
+    fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, Self::Error>;
+    /// A command-signing key.
+    fn signer(&self, key_id: &[u8; 32]) -> Result<Option<SignerRecord>, Self::Error>;
+    /// The active administrator keys.
+    fn admins(&self) -> Result<Vec<[u8; 32]>, Self::Error>;
+    /// The latest entry that touched an identifier.
+    fn latest(&self, id: &Identifier) -> Result<Option<u64>, Self::Error>;
+}
+
+/// The keys indexed under one identifier with the position that added each, in fingerprint
+/// order; shared, so backends that keep groups in memory hand them out without copying.
+pub type IndexGroup = Arc<[(String, u64)]>;
+
+/// Write access to the projections, for [`apply`].
+pub trait StateMut: State {
+    /// Stores a key record.
+    fn put_key(&mut self, record: KeyRecord) -> Result<(), Self::Error>;
+    /// Adds a key to an index.
+    fn add_to_index(
+        &mut self,
+        kind: IdentifierKind,
+        value: &str,
+        fingerprint: &str,
+        position: u64,
+    ) -> Result<(), Self::Error>;
+    /// Stores an operator.
+    fn put_operator(&mut self, record: &OperatorRecord) -> Result<(), Self::Error>;
+    /// Stores a signer.
+    fn put_signer(&mut self, record: &SignerRecord) -> Result<(), Self::Error>;
+    /// Replaces the list of active administrator keys.
+    fn set_admins(&mut self, admins: &[[u8; 32]]) -> Result<(), Self::Error>;
+    /// Records the latest entry that touched an identifier.
+    fn set_latest(&mut self, id: &Identifier, position: u64) -> Result<(), Self::Error>;
+    /// Marks a key as awaiting confirmation (`Some(registration position)`) or not.
+    fn set_pending(
+        &mut self,
+        fingerprint: &str,
+        registration: Option<u64>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// The status class of a refusal, mapped to gRPC codes at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    /// A field breaks a rule regardless of state.
+    InvalidArgument,
+    /// The state does not allow it now.
+    FailedPrecondition,
+    /// The signer may not act on the target.
+    PermissionDenied,
+    /// The signer is not known or not trusted.
+    Unauthenticated,
+    /// The thing to create exists already.
+    AlreadyExists,
+}
+
+/// Why a command was refused: the class, the field (protobuf path) and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct Rejection {
+    /// The class.
+    pub code: RejectCode,
+    /// The field, when one is to blame.
+    pub field: Option<String>,
+    /// The rule that was broken.
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(code: RejectCode, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self { code, field: field.map(str::to_string), message: message.into() }
+    }
+    /// `INVALID_ARGUMENT` for a field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::new(RejectCode::InvalidArgument, Some(field), message)
+    }
+    /// `FAILED_PRECONDITION` for a field.
+    pub fn precondition(field: &str, message: impl Into<String>) -> Self {
+        Self::new(RejectCode::FailedPrecondition, Some(field), message)
+    }
+    /// `PERMISSION_DENIED`, naming the field that is out of the signer's reach.
+    pub fn denied(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self::new(RejectCode::PermissionDenied, field, message)
+    }
+    /// `UNAUTHENTICATED`.
+    pub fn unauthenticated(field: &str, message: impl Into<String>) -> Self {
+        Self::new(RejectCode::Unauthenticated, Some(field), message)
+    }
+    /// `ALREADY_EXISTS` for a field.
+    pub fn exists(field: &str, message: impl Into<String>) -> Self {
+        Self::new(RejectCode::AlreadyExists, Some(field), message)
+    }
+}
+
+/// A failed decision: refused, or the state could not be read.
+#[derive(Debug)]
+pub enum DecideError<E> {
+    /// The command is refused.
+    Rejected(Rejection),
+    /// The state backend failed.
+    State(E),
+}
+
+impl<E> From<Rejection> for DecideError<E> {
+    fn from(r: Rejection) -> Self {
+        DecideError::Rejected(r)
+    }
+}
