@@ -10,7 +10,8 @@
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::event::{EndReason, EventError, parse_fingerprint};
+use crate::error::FieldError;
+use crate::event::{EndReason, parse_fingerprint};
 use crate::ids::{self, EvseId, OperatorId};
 use crate::keys::{self, P256KeyPair};
 use crate::meter_key::{Curve, MeterKey};
@@ -86,27 +87,27 @@ impl SignedCommand {
     }
 
     /// From the wire, checking only the envelope's shape.
-    pub fn from_pb(p: &pb::SignedCommand) -> Result<Self, EventError> {
+    pub fn from_pb(p: &pb::SignedCommand) -> Result<Self, FieldError> {
         if p.command.is_empty() {
-            return Err(EventError::new("command.command", "must not be empty"));
+            return Err(FieldError::new("command.command", "must not be empty"));
         }
         if p.command.len() > MAX_COMMAND_BYTES {
-            return Err(EventError::new(
+            return Err(FieldError::new(
                 "command.command",
                 format!("must be at most {MAX_COMMAND_BYTES} bytes"),
             ));
         }
         let signer_key_id = p.signer_key_id.as_slice().try_into().map_err(|_| {
-            EventError::new(
+            FieldError::new(
                 "command.signer_key_id",
                 "must be the 32-byte fingerprint of the signing key",
             )
         })?;
         if p.signature.is_empty() {
-            return Err(EventError::new("command.signature", "must not be empty"));
+            return Err(FieldError::new("command.signature", "must not be empty"));
         }
         if p.registry.chars().count() > MAX_REGISTRY_CHARS || p.registry.contains('\n') {
-            return Err(EventError::new(
+            return Err(FieldError::new(
                 "command.registry",
                 format!(
                     "must be a registry origin: one line of at most {MAX_REGISTRY_CHARS} characters"
@@ -248,37 +249,37 @@ pub struct Command {
     pub action: Action,
 }
 
-fn opt_time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<Time>, EventError> {
+fn opt_time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<Time>, FieldError> {
     t.as_ref()
-        .map(|ts| time::from_timestamp(ts).map_err(|e| EventError::new(field, e.to_string())))
+        .map(|ts| time::from_timestamp(ts).map_err(|e| FieldError::new(field, e.to_string())))
         .transpose()
 }
 
-fn fingerprint(s: &str, field: &str) -> Result<String, EventError> {
+fn fingerprint(s: &str, field: &str) -> Result<String, FieldError> {
     parse_fingerprint(s)
-        .ok_or_else(|| EventError::new(field, "must be a key fingerprint (64 hex digits)"))
+        .ok_or_else(|| FieldError::new(field, "must be a key fingerprint (64 hex digits)"))
 }
 
-fn key_id(s: &str, field: &str) -> Result<[u8; 32], EventError> {
+fn key_id(s: &str, field: &str) -> Result<[u8; 32], FieldError> {
     let fp = fingerprint(s, field)?;
     let mut out = [0u8; 32];
-    hex::decode_to_slice(fp, &mut out).map_err(|e| EventError::new(field, e.to_string()))?;
+    hex::decode_to_slice(fp, &mut out).map_err(|e| FieldError::new(field, e.to_string()))?;
     Ok(out)
 }
 
-fn operator(s: &str, field: &str) -> Result<OperatorId, EventError> {
-    OperatorId::parse(s).map_err(|e| EventError::new(field, e.0))
+fn operator(s: &str, field: &str) -> Result<OperatorId, FieldError> {
+    OperatorId::parse(s).map_err(|e| FieldError::new(field, e.0))
 }
 
-fn evses(v: &[String], field: &str) -> Result<Vec<EvseId>, EventError> {
+fn evses(v: &[String], field: &str) -> Result<Vec<EvseId>, FieldError> {
     if v.is_empty() {
-        return Err(EventError::new(field, "must name at least one EVSE ID"));
+        return Err(FieldError::new(field, "must name at least one EVSE ID"));
     }
     let mut out: Vec<EvseId> = Vec::with_capacity(v.len());
     for (i, s) in v.iter().enumerate() {
-        let id = EvseId::parse(s).map_err(|e| EventError::new(format!("{field}[{i}]"), e.0))?;
+        let id = EvseId::parse(s).map_err(|e| FieldError::new(format!("{field}[{i}]"), e.0))?;
         if out.contains(&id) {
-            return Err(EventError::new(format!("{field}[{i}]"), format!("{id} is named twice")));
+            return Err(FieldError::new(format!("{field}[{i}]"), format!("{id} is named twice")));
         }
         out.push(id);
     }
@@ -286,41 +287,41 @@ fn evses(v: &[String], field: &str) -> Result<Vec<EvseId>, EventError> {
 }
 
 /// A P-256 command-signing key in any accepted encoding, as DER SubjectPublicKeyInfo.
-fn command_key(s: &str, field: &str) -> Result<Vec<u8>, EventError> {
-    let key = MeterKey::parse(s, None).map_err(|e| EventError::new(field, e.to_string()))?;
+fn command_key(s: &str, field: &str) -> Result<Vec<u8>, FieldError> {
+    let key = MeterKey::parse(s, None).map_err(|e| FieldError::new(field, e.to_string()))?;
     if key.curve != Curve::Secp256r1 {
-        return Err(EventError::new(field, "command-signing keys must be P-256"));
+        return Err(FieldError::new(field, "command-signing keys must be P-256"));
     }
     Ok(key.spki_der)
 }
 
-fn text(s: &str, field: &str, max: usize) -> Result<String, EventError> {
+fn text(s: &str, field: &str, max: usize) -> Result<String, FieldError> {
     if s.len() > max {
-        return Err(EventError::new(field, format!("must be at most {max} bytes")));
+        return Err(FieldError::new(field, format!("must be at most {max} bytes")));
     }
     if s.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(EventError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(field, "must not contain control characters"));
     }
     Ok(s.trim().to_string())
 }
 
-fn opt_serial(s: &str, field: &str) -> Result<Option<String>, EventError> {
+fn opt_serial(s: &str, field: &str) -> Result<Option<String>, FieldError> {
     if s.trim().is_empty() {
         return Ok(None);
     }
-    ids::serial(s).map(Some).map_err(|e| EventError::new(field, e.0))
+    ids::serial(s).map(Some).map_err(|e| FieldError::new(field, e.0))
 }
 
-fn new_key(k: &Option<pb::NewKey>, field: &str) -> Result<NewKey, EventError> {
-    let k = k.as_ref().ok_or_else(|| EventError::new(field, "must be set"))?;
+fn new_key(k: &Option<pb::NewKey>, field: &str) -> Result<NewKey, FieldError> {
+    let k = k.as_ref().ok_or_else(|| FieldError::new(field, "must be set"))?;
     let named = match k.curve {
         0 => None,
         c => Some(Curve::from_pb(c).ok_or_else(|| {
-            EventError::new(format!("{field}.curve"), format!("unknown curve value {c}"))
+            FieldError::new(format!("{field}.curve"), format!("unknown curve value {c}"))
         })?),
     };
     let key = MeterKey::parse(&k.public_key, named)
-        .map_err(|e| EventError::new(format!("{field}.public_key"), e.to_string()))?;
+        .map_err(|e| FieldError::new(format!("{field}.public_key"), e.to_string()))?;
     Ok(NewKey {
         key,
         submitted: text(&k.public_key, &format!("{field}.public_key"), 8192)?,
@@ -337,7 +338,7 @@ fn new_key(k: &Option<pb::NewKey>, field: &str) -> Result<NewKey, EventError> {
 
 /// Checks a new key's proof-of-possession sample, if it has one (see
 /// [`crate::possession::check_sample`]).
-fn possession(key: &NewKey, evse_ids: &[EvseId], field: &str) -> Result<(), EventError> {
+fn possession(key: &NewKey, evse_ids: &[EvseId], field: &str) -> Result<(), FieldError> {
     match &key.sample_signed_meter_value {
         None => Ok(()),
         Some(sample) => crate::possession::check_sample(
@@ -347,34 +348,34 @@ fn possession(key: &NewKey, evse_ids: &[EvseId], field: &str) -> Result<(), Even
             key.gateway_serial.as_deref(),
             evse_ids,
         )
-        .map_err(|rule| EventError::new(format!("{field}.sample_signed_meter_value"), rule)),
+        .map_err(|rule| FieldError::new(format!("{field}.sample_signed_meter_value"), rule)),
     }
 }
 
-fn possessed(key: NewKey, field: &str) -> Result<NewKey, EventError> {
+fn possessed(key: NewKey, field: &str) -> Result<NewKey, FieldError> {
     possession(&key, &[], field)?;
     Ok(key)
 }
 
 impl Command {
     /// Decodes and validates serialized command bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, EventError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, FieldError> {
         let c = pb::Command::decode(bytes)
-            .map_err(|e| EventError::new("command", format!("is not a Command message: {e}")))?;
+            .map_err(|e| FieldError::new("command", format!("is not a Command message: {e}")))?;
         Self::from_pb(&c)
     }
 
     /// Validates a protobuf command.
-    pub fn from_pb(c: &pb::Command) -> Result<Self, EventError> {
+    pub fn from_pb(c: &pb::Command) -> Result<Self, FieldError> {
         use pb::command::Action as A;
         let request_id = uuid::Uuid::parse_str(&c.request_id)
-            .map_err(|_| EventError::new("request_id", "must be a UUID"))?;
+            .map_err(|_| FieldError::new("request_id", "must be a UUID"))?;
         if request_id.is_nil() {
-            return Err(EventError::new("request_id", "must not be the nil UUID"));
+            return Err(FieldError::new("request_id", "must not be the nil UUID"));
         }
         let issued_at = opt_time(&c.issued_at, "issued_at")?
-            .ok_or_else(|| EventError::new("issued_at", "must be set"))?;
-        let action = c.action.as_ref().ok_or_else(|| EventError::new("action", "must be set"))?;
+            .ok_or_else(|| FieldError::new("issued_at", "must be set"))?;
+        let action = c.action.as_ref().ok_or_else(|| FieldError::new("action", "must be set"))?;
         let action = match action {
             A::AddAdminKey(a) => Action::AddAdminKey {
                 public_key: command_key(&a.public_key, "add_admin_key.public_key")?,
@@ -385,14 +386,14 @@ impl Command {
             }
             A::AddOperator(a) => {
                 if a.public_keys.is_empty() {
-                    return Err(EventError::new(
+                    return Err(FieldError::new(
                         "add_operator.public_keys",
                         "must name at least one key",
                     ));
                 }
                 let name = text(&a.name, "add_operator.name", 256)?;
                 if name.is_empty() {
-                    return Err(EventError::new("add_operator.name", "must not be empty"));
+                    return Err(FieldError::new("add_operator.name", "must not be empty"));
                 }
                 Action::AddOperator {
                     operator_id: operator(&a.operator_id, "add_operator.operator_id")?,
@@ -443,7 +444,7 @@ impl Command {
                         r @ (EndReason::Decommissioned | EndReason::Compromised | EndReason::Other),
                     ) => r,
                     _ => {
-                        return Err(EventError::new(
+                        return Err(FieldError::new(
                             "deactivate_key.reason",
                             "must be DECOMMISSIONED, COMPROMISED or OTHER",
                         ));

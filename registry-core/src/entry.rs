@@ -9,7 +9,8 @@
 use prost::Message;
 
 use crate::command::SignedCommand;
-use crate::event::{Event, EventError, Link};
+use crate::error::FieldError;
+use crate::event::{Event, Link};
 use crate::merkle::{Hash, leaf_hash};
 use crate::pb;
 use crate::time::{self, Time};
@@ -45,7 +46,7 @@ pub enum EntryError {
     RequestId,
     /// An event, link or the command envelope is malformed.
     #[error("entry field {0}")]
-    Field(#[from] EventError),
+    Field(#[from] FieldError),
 }
 
 /// Everything after the header: what the writer's machine decides.

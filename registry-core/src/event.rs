@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::FieldError;
 use crate::ids::{EvseId, OperatorId};
 use crate::meter_key::{Curve, MeterKey};
 use crate::pb;
@@ -186,24 +187,24 @@ impl Identifier {
     }
 
     /// Parses and normalises an identifier from the API.
-    pub fn from_pb(p: &pb::Identifier) -> Result<Self, EventError> {
+    pub fn from_pb(p: &pb::Identifier) -> Result<Self, FieldError> {
         let kind = IdentifierKind::from_pb(p.kind)
-            .ok_or_else(|| EventError::new("identifier.kind", "must be set"))?;
+            .ok_or_else(|| FieldError::new("identifier.kind", "must be set"))?;
         let value = match kind {
             IdentifierKind::Key => parse_fingerprint(&p.value).ok_or_else(|| {
-                EventError::new("identifier.value", "must be a 64-digit hex fingerprint")
+                FieldError::new("identifier.value", "must be a 64-digit hex fingerprint")
             })?,
             IdentifierKind::Evse => EvseId::parse(&p.value)
-                .map_err(|e| EventError::new("identifier.value", e.0))?
+                .map_err(|e| FieldError::new("identifier.value", e.0))?
                 .as_str()
                 .to_string(),
             IdentifierKind::Operator => OperatorId::parse(&p.value)
-                .map_err(|e| EventError::new("identifier.value", e.0))?
+                .map_err(|e| FieldError::new("identifier.value", e.0))?
                 .as_str()
                 .to_string(),
             IdentifierKind::MeterSerial | IdentifierKind::GatewaySerial => {
                 crate::ids::serial(&p.value)
-                    .map_err(|e| EventError::new("identifier.value", e.0))?
+                    .map_err(|e| FieldError::new("identifier.value", e.0))?
             }
         };
         Ok(Self { kind, value })
@@ -361,46 +362,29 @@ pub enum Event {
     },
 }
 
-/// A stored event is malformed: the field and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {rule}")]
-pub struct EventError {
-    /// Dotted path of the bad field.
-    pub field: String,
-    /// The rule it breaks.
-    pub rule: String,
+fn req_time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Time, FieldError> {
+    let ts = t.as_ref().ok_or_else(|| FieldError::new(field, "must be set"))?;
+    time::from_timestamp(ts).map_err(|e| FieldError::new(field, e.to_string()))
 }
 
-impl EventError {
-    /// An error for `field`.
-    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        Self { field: field.into(), rule: rule.into() }
-    }
+fn fingerprint(s: &str, field: &str) -> Result<String, FieldError> {
+    parse_fingerprint(s).ok_or_else(|| FieldError::new(field, "must be a 64-digit hex fingerprint"))
 }
 
-fn req_time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Time, EventError> {
-    let ts = t.as_ref().ok_or_else(|| EventError::new(field, "must be set"))?;
-    time::from_timestamp(ts).map_err(|e| EventError::new(field, e.to_string()))
+fn key_id(b: &[u8], field: &str) -> Result<[u8; 32], FieldError> {
+    b.try_into().map_err(|_| FieldError::new(field, "must be a 32-byte fingerprint"))
 }
 
-fn fingerprint(s: &str, field: &str) -> Result<String, EventError> {
-    parse_fingerprint(s).ok_or_else(|| EventError::new(field, "must be a 64-digit hex fingerprint"))
+fn operator(s: &str, field: &str) -> Result<OperatorId, FieldError> {
+    OperatorId::parse(s).map_err(|e| FieldError::new(field, e.0))
 }
 
-fn key_id(b: &[u8], field: &str) -> Result<[u8; 32], EventError> {
-    b.try_into().map_err(|_| EventError::new(field, "must be a 32-byte fingerprint"))
+fn evses(v: &[String], field: &str) -> Result<Vec<EvseId>, FieldError> {
+    v.iter().map(|s| EvseId::parse(s).map_err(|e| FieldError::new(field, e.0))).collect()
 }
 
-fn operator(s: &str, field: &str) -> Result<OperatorId, EventError> {
-    OperatorId::parse(s).map_err(|e| EventError::new(field, e.0))
-}
-
-fn evses(v: &[String], field: &str) -> Result<Vec<EvseId>, EventError> {
-    v.iter().map(|s| EvseId::parse(s).map_err(|e| EventError::new(field, e.0))).collect()
-}
-
-fn command_key(der: &[u8], field: &str) -> Result<Vec<u8>, EventError> {
-    crate::keys::p256_from_spki_der(der).map_err(|e| EventError::new(field, e.to_string()))?;
+fn command_key(der: &[u8], field: &str) -> Result<Vec<u8>, FieldError> {
+    crate::keys::p256_from_spki_der(der).map_err(|e| FieldError::new(field, e.to_string()))?;
     Ok(der.to_vec())
 }
 
@@ -410,9 +394,9 @@ fn opt(s: &str) -> Option<String> {
 
 impl Event {
     /// Decodes and validates a stored event.
-    pub fn from_pb(e: &pb::Event) -> Result<Self, EventError> {
+    pub fn from_pb(e: &pb::Event) -> Result<Self, FieldError> {
         use pb::event::Kind;
-        let kind = e.kind.as_ref().ok_or_else(|| EventError::new("event", "has no kind"))?;
+        let kind = e.kind.as_ref().ok_or_else(|| FieldError::new("event", "has no kind"))?;
         Ok(match kind {
             Kind::AdminKeyAdded(k) => Event::AdminKeyAdded {
                 public_key: command_key(&k.public_key, "admin_key_added.public_key")?,
@@ -440,18 +424,18 @@ impl Event {
             },
             Kind::KeyRegistered(r) => {
                 let key = MeterKey::from_spki_der(&r.public_key)
-                    .map_err(|e| EventError::new("key_registered.public_key", e.to_string()))?;
+                    .map_err(|e| FieldError::new("key_registered.public_key", e.to_string()))?;
                 let fp = fingerprint(&r.fingerprint, "key_registered.fingerprint")?;
                 if fp != key.fingerprint {
-                    return Err(EventError::new(
+                    return Err(FieldError::new(
                         "key_registered.fingerprint",
                         "is not the SHA-256 of the public key",
                     ));
                 }
                 let curve = Curve::from_pb(r.curve)
-                    .ok_or_else(|| EventError::new("key_registered.curve", "must be set"))?;
+                    .ok_or_else(|| FieldError::new("key_registered.curve", "must be set"))?;
                 if curve != key.curve {
-                    return Err(EventError::new("key_registered.curve", "does not match the key"));
+                    return Err(FieldError::new("key_registered.curve", "does not match the key"));
                 }
                 Event::KeyRegistered(Registration {
                     fingerprint: fp,
@@ -487,7 +471,7 @@ impl Event {
                 reason: EndReason::from_pb(k.reason)
                     .filter(|r| !matches!(r, EndReason::Relocated | EndReason::TakenOver))
                     .ok_or_else(|| {
-                        EventError::new("key_ended.reason", "must be a key end reason")
+                        FieldError::new("key_ended.reason", "must be a key end reason")
                     })?,
                 comment: k.comment.clone(),
                 successor: match k.successor.as_str() {
@@ -632,11 +616,11 @@ impl Link {
     }
 
     /// Decodes a stored back-link.
-    pub fn from_pb(l: &pb::IdentifierLink) -> Result<Self, EventError> {
+    pub fn from_pb(l: &pb::IdentifierLink) -> Result<Self, FieldError> {
         let identifier = Identifier::from_pb(
             l.identifier
                 .as_ref()
-                .ok_or_else(|| EventError::new("links.identifier", "must be set"))?,
+                .ok_or_else(|| FieldError::new("links.identifier", "must be set"))?,
         )?;
         Ok(Self { identifier, previous: l.previous_position_plus_one.checked_sub(1) })
     }

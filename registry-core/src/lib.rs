@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod command;
 pub mod entry;
+pub mod error;
 pub mod event;
 pub mod ids;
 pub mod keys;

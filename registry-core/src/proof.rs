@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::entry::{Entry, EntryError};
-use crate::event::{EventError, Identifier};
+use crate::error::FieldError;
+use crate::event::Identifier;
 use crate::lifecycle::{self, KeyRecord, MemoryState};
 use crate::map::{self, MapError, MapProof};
 use crate::merkle::{self, Hash, ProofError as MerkleError};
@@ -158,7 +159,7 @@ impl Evidence {
                 .as_ref()
                 .ok_or_else(|| EvidenceError::Missing("a map proof names no identifier".into()))?;
             let identifier = Identifier::from_pb(id)
-                .map_err(|e: EventError| EvidenceError::Inconsistent(e.to_string()))?;
+                .map_err(|e: FieldError| EvidenceError::Inconsistent(e.to_string()))?;
             let leaves = m
                 .leaves
                 .iter()

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use registry_core::entry::Entry;
+use registry_core::error::FieldError;
 use registry_core::event::{Identifier, IdentifierKind};
 use registry_core::lifecycle::State;
 use registry_core::map::{self, Bucket};
@@ -166,10 +167,10 @@ pub fn receipt(
 ) -> Result<Receipt, LookupError> {
     let head = reader.head();
     if confirmation >= head.size {
-        return Err(LookupError::OutOfRange {
-            field: "confirmation".into(),
-            message: format!("entry {confirmation} is not yet durable"),
-        });
+        return Err(LookupError::OutOfRange(FieldError::new(
+            "confirmation",
+            format!("entry {confirmation} is not yet durable"),
+        )));
     }
     let mut proven = reader.prove(&head, &[registration, confirmation])?.into_iter();
     let (Some(registration), Some(confirmation)) = (proven.next(), proven.next()) else {
@@ -180,17 +181,21 @@ pub fn receipt(
 
 /// The receipt of a confirmed key.
 pub fn receipt_for_key(reader: &LogReader, fingerprint: &str) -> Result<Receipt, LookupError> {
-    let not_found = || LookupError::NotFound {
-        field: "fingerprint".into(),
-        message: format!("no key {fingerprint} is registered"),
+    let not_found = || {
+        LookupError::NotFound(FieldError::new(
+            "fingerprint",
+            format!("no key {fingerprint} is registered"),
+        ))
     };
     let record =
         Projection::new(reader.store().as_ref()).key(fingerprint)?.ok_or_else(not_found)?;
     let size = reader.head().size;
     let key = record.as_of(size).ok_or_else(not_found)?;
-    let confirmed = key.confirmed().ok_or_else(|| LookupError::Precondition {
-        field: "fingerprint".into(),
-        message: "the key is not confirmed, so there is no receipt".into(),
+    let confirmed = key.confirmed().ok_or_else(|| {
+        LookupError::Precondition(FieldError::new(
+            "fingerprint",
+            "the key is not confirmed, so there is no receipt",
+        ))
     })?;
     receipt(reader, record.registered_at(), confirmed.position)
 }

@@ -6,6 +6,7 @@
 //! entries arrive. History walks the identifier's back-link chain through the log itself.
 
 use registry_core::entry::{self, Entry};
+use registry_core::error::FieldError;
 use registry_core::event::Identifier;
 use registry_core::ids::OperatorId;
 use registry_core::lifecycle::{KeyRecord, OperatorRecord, SignerRecord, State};
@@ -47,41 +48,22 @@ pub struct Basis {
     pub recorded_at: Option<Time>,
 }
 
-/// A lookup that cannot be answered.
+/// A lookup that cannot be answered. Each refusal names the field and the rule in the rules'
+/// one error shape; the class says which gRPC code it gets.
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     /// A field is malformed.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// The field.
-        field: String,
-        /// The rule.
-        message: String,
-    },
+    #[error("{0}")]
+    Invalid(FieldError),
     /// The request is well-formed but outside the log.
-    #[error("{field}: {message}")]
-    OutOfRange {
-        /// The field.
-        field: String,
-        /// Why.
-        message: String,
-    },
+    #[error("{0}")]
+    OutOfRange(FieldError),
     /// The thing asked for exists but is not in the state the request needs.
-    #[error("{field}: {message}")]
-    Precondition {
-        /// The field.
-        field: String,
-        /// Why.
-        message: String,
-    },
+    #[error("{0}")]
+    Precondition(FieldError),
     /// The thing asked for does not exist at the basis.
-    #[error("{field}: {message}")]
-    NotFound {
-        /// The field.
-        field: String,
-        /// What is missing.
-        message: String,
-    },
+    #[error("{0}")]
+    NotFound(FieldError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -113,7 +95,7 @@ pub struct Lookups {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> LookupError {
-    LookupError::Invalid { field: field.into(), message: message.into() }
+    LookupError::Invalid(FieldError::new(field, message))
 }
 
 impl Lookups {
@@ -149,10 +131,10 @@ impl Lookups {
                 head_hash: head.last_hash,
                 recorded_at: head.last_recorded_at,
             }),
-            AsOf::Size(n) if n > head.size => Err(LookupError::OutOfRange {
-                field: "as_of.log_size".into(),
-                message: format!("{n} is larger than the durable log ({})", head.size),
-            }),
+            AsOf::Size(n) if n > head.size => Err(LookupError::OutOfRange(FieldError::new(
+                "as_of.log_size",
+                format!("{n} is larger than the durable log ({})", head.size),
+            ))),
             AsOf::Size(n) => self.basis_at(n),
             AsOf::RecordedAt(t) => {
                 // Recorded times increase with position: binary search the count recorded ≤ t.
@@ -222,10 +204,10 @@ impl Lookups {
     /// A key's record, if it was registered before the basis.
     pub fn key(&self, fingerprint: &str, basis: &Basis) -> Result<Arc<KeyRecord>, LookupError> {
         self.state().key(fingerprint)?.filter(|r| r.registered_at() < basis.size).ok_or_else(|| {
-            LookupError::NotFound {
-                field: "fingerprint".into(),
-                message: format!("no key {fingerprint} is registered at log size {}", basis.size),
-            }
+            LookupError::NotFound(FieldError::new(
+                "fingerprint",
+                format!("no key {fingerprint} is registered at log size {}", basis.size),
+            ))
         })
     }
 
@@ -240,10 +222,10 @@ impl Lookups {
     ) -> Result<HistoryPage, LookupError> {
         let mut next = match start {
             Some(p) if p >= basis.size => {
-                return Err(LookupError::OutOfRange {
-                    field: "page_token".into(),
-                    message: "points past the basis".into(),
-                });
+                return Err(LookupError::OutOfRange(FieldError::new(
+                    "page_token",
+                    "points past the basis",
+                )));
             }
             Some(p) => Some(p),
             None => self.state().latest(identifier)?,
@@ -282,9 +264,8 @@ impl Lookups {
         id: &OperatorId,
     ) -> Result<(OperatorRecord, Vec<SignerRecord>), LookupError> {
         let state = self.state();
-        let op = state.operator(id)?.ok_or_else(|| LookupError::NotFound {
-            field: "operator_id".into(),
-            message: format!("no operator {id}"),
+        let op = state.operator(id)?.ok_or_else(|| {
+            LookupError::NotFound(FieldError::new("operator_id", format!("no operator {id}")))
         })?;
         let mut signers = Vec::new();
         for k in &op.keys {

@@ -242,11 +242,11 @@ pub(super) fn own_evses(
 ) -> Result<(), Rejection> {
     for (i, e) in evse_ids.iter().enumerate() {
         if e.operator() != *operator {
-            return Err(Rejection {
+            return Err(Rejection::new(
                 code,
-                field: Some(format!("{field}[{i}]")),
-                message: format!("{e} belongs to operator {}, not {operator}", e.operator()),
-            });
+                &format!("{field}[{i}]"),
+                format!("{e} belongs to operator {}, not {operator}", e.operator()),
+            ));
         }
     }
     Ok(())

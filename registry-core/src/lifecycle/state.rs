@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::error::FieldError;
 use crate::event::{Identifier, IdentifierKind};
 use crate::ids::OperatorId;
 
@@ -76,41 +77,41 @@ pub enum RejectCode {
     AlreadyExists,
 }
 
-/// Why a command was refused: the class, the field (protobuf path) and the rule.
+/// Why a command was refused: the class, and the field (protobuf path) with the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+#[error("{error}")]
 pub struct Rejection {
     /// The class.
     pub code: RejectCode,
-    /// The field, when one is to blame.
-    pub field: Option<String>,
-    /// The rule that was broken.
-    pub message: String,
+    /// The field, when one is to blame, and the rule that was broken.
+    pub error: FieldError,
 }
 
 impl Rejection {
-    fn new(code: RejectCode, field: Option<&str>, message: impl Into<String>) -> Self {
-        Self { code, field: field.map(str::to_string), message: message.into() }
+    /// A refusal of class `code` for `field`.
+    pub fn new(code: RejectCode, field: &str, rule: impl Into<String>) -> Self {
+        Self { code, error: FieldError::new(field, rule) }
     }
     /// `INVALID_ARGUMENT` for a field.
-    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self::new(RejectCode::InvalidArgument, Some(field), message)
+    pub fn invalid(field: &str, rule: impl Into<String>) -> Self {
+        Self::new(RejectCode::InvalidArgument, field, rule)
     }
     /// `FAILED_PRECONDITION` for a field.
-    pub fn precondition(field: &str, message: impl Into<String>) -> Self {
-        Self::new(RejectCode::FailedPrecondition, Some(field), message)
+    pub fn precondition(field: &str, rule: impl Into<String>) -> Self {
+        Self::new(RejectCode::FailedPrecondition, field, rule)
     }
-    /// `PERMISSION_DENIED`, naming the field that is out of the signer's reach.
-    pub fn denied(field: Option<&str>, message: impl Into<String>) -> Self {
-        Self::new(RejectCode::PermissionDenied, field, message)
+    /// `PERMISSION_DENIED`, naming the field that is out of the signer's reach (`None`: the
+    /// signer's role may not issue the command at all).
+    pub fn denied(field: Option<&str>, rule: impl Into<String>) -> Self {
+        Self::new(RejectCode::PermissionDenied, field.unwrap_or_default(), rule)
     }
     /// `UNAUTHENTICATED`.
-    pub fn unauthenticated(field: &str, message: impl Into<String>) -> Self {
-        Self::new(RejectCode::Unauthenticated, Some(field), message)
+    pub fn unauthenticated(field: &str, rule: impl Into<String>) -> Self {
+        Self::new(RejectCode::Unauthenticated, field, rule)
     }
     /// `ALREADY_EXISTS` for a field.
-    pub fn exists(field: &str, message: impl Into<String>) -> Self {
-        Self::new(RejectCode::AlreadyExists, Some(field), message)
+    pub fn exists(field: &str, rule: impl Into<String>) -> Self {
+        Self::new(RejectCode::AlreadyExists, field, rule)
     }
 }
 

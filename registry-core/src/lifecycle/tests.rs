@@ -83,5 +83,5 @@ fn a_confirmation_must_name_the_registration_it_confirms() {
     );
     let wrong = decide(&Proposal::Registry(confirm_action(&fp, 3)), &ctx, &state);
     let Err(DecideError::Rejected(r)) = wrong else { panic!("{wrong:?}") };
-    assert_eq!(r.field.as_deref(), Some("registration"));
+    assert_eq!(r.error.field(), Some("registration"));
 }

@@ -72,10 +72,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// Reads the next message's worth of entries from `start` (below `end`) off the async runtime.
 async fn read_chunk(reader: &LogReader, start: u64, end: u64) -> Result<Vec<StoredEntry>, Status> {
     let reader = reader.clone();
-    let entries = tokio::task::spawn_blocking(move || reader.entries(start, end, CHUNK_ENTRIES))
-        .await
-        .map_err(|e| Status::internal(format!("entry reader failed: {e}")))?
-        .map_err(status::read)?;
+    let entries = status::blocking(move || reader.entries(start, end, CHUNK_ENTRIES)).await?;
     let mut bytes = 0;
     let mut out = Vec::with_capacity(entries.len());
     for (position, entry) in entries {
@@ -123,15 +120,13 @@ impl AuditService for AuditApi {
         let requested = request.into_inner().tree_size;
         let size = self.reader.resolve_size(requested).map_err(|e| match e {
             ReadError::OutOfRange(m) => status::out_of_range("tree_size", m),
-            other => status::read(other),
+            other => Status::from(other),
         })?;
         let reader = self.reader.clone();
-        let (checkpoint, root) = tokio::task::spawn_blocking(move || {
+        let (checkpoint, root) = status::blocking(move || {
             Ok::<_, ReadError>((reader.checkpoint(size)?, reader.root(size)?))
         })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(status::read)?;
+        .await?;
         Ok(Response::new(GetCheckpointResponse {
             checkpoint,
             tree_size: size,
@@ -190,7 +185,7 @@ impl AuditService for AuditApi {
         let GetInclusionProofRequest { position, tree_size } = request.into_inner();
         let size = self.reader.resolve_size(tree_size).map_err(|e| match e {
             ReadError::OutOfRange(m) => status::out_of_range("tree_size", m),
-            other => status::read(other),
+            other => Status::from(other),
         })?;
         if position >= size {
             return Err(status::out_of_range(
@@ -199,13 +194,11 @@ impl AuditService for AuditApi {
             ));
         }
         let reader = self.reader.clone();
-        let (leaf, proof) = tokio::task::spawn_blocking(move || {
+        let (leaf, proof) = status::blocking(move || {
             let entry = reader.entry(position)?;
             Ok::<_, ReadError>((merkle::leaf_hash(&entry), reader.inclusion_proof(position, size)?))
         })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(status::read)?;
+        .await?;
         Ok(Response::new(GetInclusionProofResponse {
             position,
             tree_size: size,
@@ -224,7 +217,7 @@ impl AuditService for AuditApi {
         }
         let to = self.reader.resolve_size(to_size).map_err(|e| match e {
             ReadError::OutOfRange(m) => status::out_of_range("to_size", m),
-            other => status::read(other),
+            other => Status::from(other),
         })?;
         if from_size > to {
             return Err(status::out_of_range(
@@ -233,10 +226,7 @@ impl AuditService for AuditApi {
             ));
         }
         let reader = self.reader.clone();
-        let proof = tokio::task::spawn_blocking(move || reader.consistency_proof(from_size, to))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(status::read)?;
+        let proof = status::blocking(move || reader.consistency_proof(from_size, to)).await?;
         Ok(Response::new(GetConsistencyProofResponse {
             from_size,
             to_size: to,
@@ -252,10 +242,7 @@ impl AuditService for AuditApi {
             .ok_or_else(|| status::invalid("fingerprint", "must be 64 hex digits"))?;
         let reader = self.reader.clone();
         let receipt =
-            tokio::task::spawn_blocking(move || crate::evidence::receipt_for_key(&reader, &fp))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(status::lookup)?;
+            status::blocking(move || crate::evidence::receipt_for_key(&reader, &fp)).await?;
         Ok(Response::new(registry_proto::pb::GetReceiptResponse { receipt: Some(receipt.to_pb()) }))
     }
 
@@ -299,14 +286,10 @@ impl AuditService for AuditApi {
                         head.checkpoint.to_string()
                     } else {
                         let r = reader.clone();
-                        match tokio::task::spawn_blocking(move || r.checkpoint(end)).await {
-                            Ok(Ok(c)) => c,
-                            Ok(Err(e)) => {
-                                let _ = tx.send(Err(status::read(e))).await;
-                                return;
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        match status::blocking(move || r.checkpoint(end)).await {
+                            Ok(c) => c,
+                            Err(s) => {
+                                let _ = tx.send(Err(s)).await;
                                 return;
                             }
                         }

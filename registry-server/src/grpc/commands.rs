@@ -53,7 +53,7 @@ impl CommandService for CommandApi {
             .ok_or_else(|| status::invalid("command", "must be set"))?;
         let envelope =
             SignedCommand::from_pb(&envelope).map_err(|e| status::invalid(&e.field, e.rule))?;
-        let done = self.commands.submit(envelope).await.map_err(status::command)?;
+        let done = self.commands.submit(envelope).await.map_err(Status::from)?;
         Ok(Response::new(response(done)))
     }
 

@@ -1,5 +1,6 @@
 //! `keyregistry.v1.LookupService`: validity, key records, history and operators.
 
+use registry_core::error::FieldError;
 use registry_core::event::Identifier;
 use registry_core::ids::{self, EvseId, OperatorId};
 use registry_core::ocpi::{self, Input};
@@ -35,9 +36,7 @@ impl LookupApi {
         f: impl FnOnce(Lookups, EvidenceBuilder) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         let (lookups, evidence) = (self.lookups.clone(), self.evidence.clone());
-        tokio::task::spawn_blocking(move || f(lookups, evidence))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
+        status::blocking(move || f(lookups, evidence)).await
     }
 }
 
@@ -53,7 +52,7 @@ fn evidence(
     }
     let roots = roots();
     let expand = roots.iter().any(|r| r.kind != registry_core::event::IdentifierKind::Key);
-    Ok(Some(builder.answer(&roots, expand).map_err(status::lookup)?.proof))
+    Ok(Some(builder.answer(&roots, expand).map_err(Status::from)?.proof))
 }
 
 fn selector(key: Option<&pb::KeySelector>, field: &str) -> Result<Selector, Status> {
@@ -126,8 +125,8 @@ impl LookupService for LookupApi {
             (selector(r.key.as_ref(), "key")?, at(&r.at, "at")?, as_of(&r.as_of)?);
         let (prove, view) = (r.prove, answer_view(r.view, r.prove));
         let answer = move |l: &Lookups, e: &EvidenceBuilder| {
-            let basis = l.basis(as_of).map_err(status::lookup)?;
-            let v = l.validity(&sel, t, &basis).map_err(status::lookup)?;
+            let basis = l.basis(as_of).map_err(Status::from)?;
+            let v = l.validity(&sel, t, &basis).map_err(Status::from)?;
             let proof = evidence(e, prove, || vec![sel.identifier()])?;
             Ok(Response::new(pb::CheckValidityResponse {
                 validity: Some(v.into_pb_view(view)),
@@ -166,8 +165,8 @@ impl LookupService for LookupApi {
             .collect::<Result<Vec<_>, Status>>()?;
         let (as_of, prove, view) = (as_of(&r.as_of)?, r.prove, answer_view(r.view, r.prove));
         self.blocking(move |l, e| {
-            let basis = l.basis(as_of).map_err(status::lookup)?;
-            let results = l.validity_batch(&questions, &basis).map_err(status::lookup)?;
+            let basis = l.basis(as_of).map_err(Status::from)?;
+            let results = l.validity_batch(&questions, &basis).map_err(Status::from)?;
             let proof =
                 evidence(&e, prove, || questions.iter().map(|(s, _)| s.identifier()).collect())?;
             Ok(Response::new(pb::CheckValidityBatchResponse {
@@ -188,8 +187,8 @@ impl LookupService for LookupApi {
             .ok_or_else(|| status::invalid("fingerprint", "must be 64 hex digits"))?;
         let (as_of, prove) = (as_of(&r.as_of)?, r.prove);
         self.blocking(move |l, e| {
-            let basis = l.basis(as_of).map_err(status::lookup)?;
-            let record = l.key(&fp, &basis).map_err(status::lookup)?;
+            let basis = l.basis(as_of).map_err(Status::from)?;
+            let record = l.key(&fp, &basis).map_err(Status::from)?;
             let proof = evidence(&e, prove, || vec![Identifier::key(&fp)])?;
             Ok(Response::new(pb::GetKeyResponse {
                 key: record.as_of(basis.size).map(|k| k.to_pb()),
@@ -230,8 +229,8 @@ impl LookupService for LookupApi {
         };
         let prove = r.prove;
         self.blocking(move |l, e| {
-            let basis = l.basis(as_of).map_err(status::lookup)?;
-            let page = l.history(&identifier, &basis, start, page_size).map_err(status::lookup)?;
+            let basis = l.basis(as_of).map_err(Status::from)?;
+            let page = l.history(&identifier, &basis, start, page_size).map_err(Status::from)?;
             let proof = evidence(&e, prove, || vec![identifier.clone()])?;
             let entries = page
                 .entries
@@ -268,13 +267,13 @@ impl LookupService for LookupApi {
         let id = OperatorId::parse(&request.into_inner().operator_id)
             .map_err(|e| status::invalid("operator_id", e.0))?;
         self.blocking(move |l, _| {
-            let basis = l.basis(AsOf::Head).map_err(status::lookup)?;
-            let (op, signers) = l.operator(&id).map_err(status::lookup)?;
+            let basis = l.basis(AsOf::Head).map_err(Status::from)?;
+            let (op, signers) = l.operator(&id).map_err(Status::from)?;
             if op.added_position >= basis.size {
-                return Err(status::lookup(crate::lookup::LookupError::NotFound {
-                    field: "operator_id".into(),
-                    message: format!("no operator {id}"),
-                }));
+                return Err(Status::from(crate::lookup::LookupError::NotFound(FieldError::new(
+                    "operator_id",
+                    format!("no operator {id}"),
+                ))));
             }
             let keys = signers
                 .into_iter()
@@ -323,8 +322,8 @@ impl LookupService for LookupApi {
         }
         let (as_of, prove) = (as_of(&r.as_of)?, r.prove);
         self.blocking(move |l, e| {
-            let basis = l.basis(as_of).map_err(status::lookup)?;
-            let results = l.meter_values(&inputs, &basis).map_err(status::lookup)?;
+            let basis = l.basis(as_of).map_err(Status::from)?;
+            let results = l.meter_values(&inputs, &basis).map_err(Status::from)?;
             let proof = if prove {
                 let mut roots: Vec<Identifier> =
                     results.iter().flat_map(|v| v.identifiers()).collect();
@@ -332,7 +331,7 @@ impl LookupService for LookupApi {
                 roots.dedup();
                 match roots.is_empty() {
                     true => None,
-                    false => Some(e.answer(&roots, true).map_err(status::lookup)?.proof),
+                    false => Some(e.answer(&roots, true).map_err(Status::from)?.proof),
                 }
             } else {
                 None

@@ -1,52 +1,42 @@
-//! Every domain error becomes a `tonic::Status` here, and only here.
+//! Every domain error becomes a `tonic::Status` here, and only here: one `From` impl per error
+//! type of the server, so a handler writes `?` and the code and message follow the error.
 //!
 //! Clients get the standard codes and, for bad input, a `google.rpc.BadRequest` detail naming
-//! the field and the rule it broke, so that a program can point at the field and a person can
-//! read the message.
+//! the field and the rule it broke (the rules' [`FieldError`]), so that a program can point at
+//! the field and a person can read the message.
 
+use registry_core::error::FieldError;
+use registry_core::lifecycle::{RejectCode, Rejection};
+use registry_proto::pb;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::commands::CommandError;
 use crate::log::ReadError;
+use crate::lookup::LookupError;
 use crate::store::StoreError;
 
-/// A request field broke a rule: `code` is `INVALID_ARGUMENT` or `OUT_OF_RANGE`.
-pub(crate) fn field(code: Code, field: &str, rule: impl Into<String>) -> Status {
-    let rule = rule.into();
-    Status::with_error_details(
-        code,
-        format!("{field}: {rule}"),
-        ErrorDetails::with_bad_request_violation(field, rule),
-    )
+/// A field broke a rule: the message reads `field: rule`, and the detail names both. An error
+/// that blames no field gets the code and the rule alone.
+pub(crate) fn bad_field(code: Code, error: &FieldError) -> Status {
+    match error.field() {
+        Some(field) => Status::with_error_details(
+            code,
+            error.to_string(),
+            ErrorDetails::with_bad_request_violation(field, error.rule.clone()),
+        ),
+        None => Status::new(code, error.rule.clone()),
+    }
 }
 
-/// `INVALID_ARGUMENT` for one field.
-pub(crate) fn invalid(name: &str, rule: impl Into<String>) -> Status {
-    field(Code::InvalidArgument, name, rule)
+/// `INVALID_ARGUMENT` for one field of the request, as the gRPC layer checks it.
+pub(crate) fn invalid(field: &str, rule: impl Into<String>) -> Status {
+    bad_field(Code::InvalidArgument, &FieldError::new(field, rule))
 }
 
 /// `OUT_OF_RANGE` for one field: the request is well-formed but asks beyond the log.
-pub(crate) fn out_of_range(name: &str, rule: impl Into<String>) -> Status {
-    field(Code::OutOfRange, name, rule)
-}
-
-pub(crate) fn store(e: StoreError) -> Status {
-    match e {
-        StoreError::Io(m) => Status::unavailable(format!("storage is unavailable: {m}")),
-        StoreError::Full(m) => Status::resource_exhausted(format!(
-            "the registry's disk is full ({m}); writes resume after the operator frees space \
-             and restarts the registry"
-        )),
-        StoreError::Corrupt(m) => Status::internal(format!("stored data is corrupt: {m}")),
-    }
-}
-
-pub(crate) fn read(e: ReadError) -> Status {
-    match e {
-        ReadError::OutOfRange(m) => Status::out_of_range(m),
-        ReadError::Store(e) => store(e),
-        ReadError::Proof(e) => Status::internal(format!("a proof could not be built: {e}")),
-    }
+pub(crate) fn out_of_range(field: &str, rule: impl Into<String>) -> Status {
+    bad_field(Code::OutOfRange, &FieldError::new(field, rule))
 }
 
 /// Streams end with this when the server shuts down, so clients know to resume elsewhere or
@@ -55,10 +45,72 @@ pub(crate) fn shutting_down(next: u64) -> Status {
     Status::unavailable(format!("the server is shutting down; resume from position {next}"))
 }
 
+/// Runs blocking work (store reads, proofs, a batch of lookups) off the async threads. Its own
+/// error is mapped by the impls below; a panic in it becomes `INTERNAL`.
+pub(crate) async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Status>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    Status: From<E>,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("a blocking task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Io(m) => Status::unavailable(format!("storage is unavailable: {m}")),
+            StoreError::Full(m) => Status::resource_exhausted(format!(
+                "the registry's disk is full ({m}); writes resume after the operator frees space \
+                 and restarts the registry"
+            )),
+            StoreError::Corrupt(m) => Status::internal(format!("stored data is corrupt: {m}")),
+        }
+    }
+}
+
+impl From<ReadError> for Status {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::OutOfRange(m) => Status::out_of_range(m),
+            ReadError::Store(e) => e.into(),
+            ReadError::Proof(e) => Status::internal(format!("a proof could not be built: {e}")),
+        }
+    }
+}
+
+impl From<CommandError> for Status {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Rejected(r) => rejection(&r),
+            CommandError::Unavailable(m) => {
+                Status::unavailable(format!("the log cannot take writes: {m}"))
+            }
+            CommandError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<LookupError> for Status {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::Invalid(f) => bad_field(Code::InvalidArgument, &f),
+            LookupError::OutOfRange(f) => bad_field(Code::OutOfRange, &f),
+            LookupError::NotFound(f) => bad_field(Code::NotFound, &f),
+            LookupError::Precondition(f) => bad_field(Code::FailedPrecondition, &f),
+            LookupError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// A rule refused a command: the code follows the rule's class, the field goes into a
 /// `google.rpc.BadRequest` detail whatever the code, so clients can always point at it.
-pub(crate) fn rejection(r: &registry_core::lifecycle::Rejection) -> Status {
-    use registry_core::lifecycle::RejectCode;
+fn rejection(r: &Rejection) -> Status {
     let code = match r.code {
         RejectCode::InvalidArgument => Code::InvalidArgument,
         RejectCode::FailedPrecondition => Code::FailedPrecondition,
@@ -66,49 +118,23 @@ pub(crate) fn rejection(r: &registry_core::lifecycle::Rejection) -> Status {
         RejectCode::Unauthenticated => Code::Unauthenticated,
         RejectCode::AlreadyExists => Code::AlreadyExists,
     };
-    match &r.field {
-        Some(f) => field(code, f, r.message.clone()),
-        None => Status::new(code, r.message.clone()),
-    }
-}
-
-pub(crate) fn command(e: crate::commands::CommandError) -> Status {
-    use crate::commands::CommandError;
-    match e {
-        CommandError::Rejected(r) => rejection(&r),
-        CommandError::Unavailable(m) => {
-            Status::unavailable(format!("the log cannot take writes: {m}"))
-        }
-        CommandError::Store(e) => store(e),
-    }
+    bad_field(code, &r.error)
 }
 
 /// A refused command of a bulk call: the status it would have got alone, flattened.
-pub(crate) fn refusal(e: crate::commands::CommandError) -> registry_proto::pb::Refusal {
+pub(crate) fn refusal(e: CommandError) -> pb::Refusal {
     let field = match &e {
-        crate::commands::CommandError::Rejected(r) => r.field.clone(),
+        CommandError::Rejected(r) => r.error.field().map(str::to_string),
         _ => None,
     };
-    refusal_of(&command(e), field)
+    refusal_of(&e.into(), field)
 }
 
-pub(crate) fn refusal_of(s: &Status, field: Option<String>) -> registry_proto::pb::Refusal {
-    registry_proto::pb::Refusal {
+/// A refusal from the status a command got (or would have got).
+pub(crate) fn refusal_of(s: &Status, field: Option<String>) -> pb::Refusal {
+    pb::Refusal {
         code: s.code() as i32,
         message: s.message().to_string(),
         field: field.unwrap_or_default(),
-    }
-}
-
-pub(crate) fn lookup(e: crate::lookup::LookupError) -> Status {
-    use crate::lookup::LookupError;
-    match e {
-        LookupError::Invalid { field: f, message } => field(Code::InvalidArgument, &f, message),
-        LookupError::OutOfRange { field: f, message } => field(Code::OutOfRange, &f, message),
-        LookupError::NotFound { field: f, message } => field(Code::NotFound, &f, message),
-        LookupError::Precondition { field: f, message } => {
-            field(Code::FailedPrecondition, &f, message)
-        }
-        LookupError::Store(e) => store(e),
     }
 }

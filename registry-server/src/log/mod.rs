@@ -230,7 +230,6 @@ pub enum OpenError {
     Store(#[from] StoreError),
 }
 
-
 const RECOVER_WITNESS: &str = "otherwise restore the data directory from an audit archive \
     (`registry-server restore`, see deploy/README.md, \"Backup and restore\").";
 

@@ -31,8 +31,8 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use crate::key_cache::{self, KeyCache};
-use crate::map::MapBuckets;
 use crate::log::View;
+use crate::map::MapBuckets;
 use crate::store::{Keyspace, Kv, LogStore, StoreError};
 
 mod rebuild;
@@ -48,7 +48,6 @@ const PENDING: Keyspace = Keyspace("pending");
 /// Every projection keyspace, for a rebuild.
 pub const KEYSPACES: &[Keyspace] =
     &[KEYS, INDEX, OPERATORS, SIGNERS, ADMINS, PENDING, crate::map::MAP];
-
 
 /// The lifecycle state over a key-value source, with key records and index groups served from
 /// a [`KeyCache`] when it has one. The writer and lookups use one; the few reads that go to the
