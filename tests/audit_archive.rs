@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use rand::Rng;
 use registry_client::archive::{self, Archive, WIDTH};
 use registry_client::audit;
-use registry_client::{Action, NewKey, RegistryClient};
+use registry_client::{KeySubmission, Order, RegistryClient};
 use registry_tests::{Fixture, meter_key, spki_hex, t};
 
 /// Registrations (each with its confirmation), relocations and deactivations from 8 concurrent
@@ -29,10 +29,10 @@ async fn busy_log(f: &Fixture, entries: u64) {
                 client
                     .submit(
                         &op,
-                        &Action::Register {
-                            key: NewKey {
+                        &Order::Register {
+                            key: KeySubmission {
                                 meter_serial: Some(format!("{operator}-M{task}-{i}")),
-                                ..NewKey::new(spki_hex(&meter))
+                                ..KeySubmission::new(spki_hex(&meter))
                             },
                             evse_ids: vec![evse],
                             effective_at: Some(t("2026-01-01T00:00:00Z")),
@@ -229,7 +229,7 @@ async fn an_export_resumes_and_refuses_a_registry_that_rewrote_its_log() {
     for (c, id) in [(&honest_client, "DE*HON"), (&fork_client, "DE*FRK")] {
         c.submit(
             &admin,
-            &Action::AddOperator {
+            &Order::AddOperator {
                 operator_id: id.into(),
                 name: id.into(),
                 public_keys: vec![registry_core::keys::P256KeyPair::generate().public_key_pem()],
@@ -259,8 +259,8 @@ async fn a_follower_keeps_its_archive_current_and_checked() {
                 client
                     .submit(
                         &op,
-                        &Action::Register {
-                            key: NewKey::new(spki_hex(&meter_key())),
+                        &Order::Register {
+                            key: KeySubmission::new(spki_hex(&meter_key())),
                             evse_ids: vec![format!("DE*XYZ*E{i}")],
                             effective_at: Some(t("2026-01-01T00:00:00Z")),
                         },

@@ -3,7 +3,7 @@
 //! Each case gets a fresh target, expects exactly one outcome, and on denial checks that the log
 //! did not grow.
 
-use registry_client::{Action, EndReason, NewKey};
+use registry_client::{EndReason, KeySubmission, Order};
 use registry_core::command::SignedCommand;
 use registry_core::keys::P256KeyPair;
 use registry_server::commands::ConfirmPolicy;
@@ -109,7 +109,7 @@ impl World {
         f.client
             .submit(
                 &f.admin,
-                &Action::AddOperatorKey {
+                &Order::AddOperatorKey {
                     operator_id: "DE*AAA".into(),
                     public_key: revoked_operator_key.public_key_pem(),
                 },
@@ -119,7 +119,7 @@ impl World {
         f.client
             .submit(
                 &f.admin,
-                &Action::RevokeOperatorKey {
+                &Order::RevokeOperatorKey {
                     operator_id: "DE*AAA".into(),
                     key_id: revoked_operator_key.fingerprint_hex(),
                 },
@@ -130,7 +130,7 @@ impl World {
         f.client
             .submit(
                 &f.admin,
-                &Action::AddAdminKey {
+                &Order::AddAdminKey {
                     public_key: revoked_admin_key.public_key_pem(),
                     label: "temporary".into(),
                 },
@@ -140,7 +140,7 @@ impl World {
         f.client
             .submit(
                 &f.admin,
-                &Action::RevokeAdminKey { key_id: revoked_admin_key.fingerprint_hex() },
+                &Order::RevokeAdminKey { key_id: revoked_admin_key.fingerprint_hex() },
             )
             .await
             .unwrap();
@@ -159,10 +159,10 @@ impl World {
             .client
             .submit(
                 &self.a,
-                &Action::Register {
-                    key: NewKey {
+                &Order::Register {
+                    key: KeySubmission {
                         meter_serial: Some(format!("S{}", self.next())),
-                        ..NewKey::new(spki_hex(&meter))
+                        ..KeySubmission::new(spki_hex(&meter))
                     },
                     evse_ids: vec![evse.clone()],
                     effective_at: Some(t("2026-01-01T00:00:00Z")),
@@ -174,12 +174,12 @@ impl World {
     }
 
     /// Builds a fresh target for `cmd`; returns the action and the key that may order it.
-    async fn prepare(&self, cmd: Cmd) -> (Action, P256KeyPair) {
+    async fn prepare(&self, cmd: Cmd) -> (Order, P256KeyPair) {
         let admin = || self.f.admin.clone();
         let at = Some(t("2026-02-01T00:00:00Z"));
         match cmd {
             Cmd::AddAdminKey => (
-                Action::AddAdminKey {
+                Order::AddAdminKey {
                     public_key: P256KeyPair::generate().public_key_pem(),
                     label: "new".into(),
                 },
@@ -191,14 +191,14 @@ impl World {
                     .client
                     .submit(
                         &self.f.admin,
-                        &Action::AddAdminKey { public_key: k.public_key_pem(), label: "x".into() },
+                        &Order::AddAdminKey { public_key: k.public_key_pem(), label: "x".into() },
                     )
                     .await
                     .unwrap();
-                (Action::RevokeAdminKey { key_id: k.fingerprint_hex() }, admin())
+                (Order::RevokeAdminKey { key_id: k.fingerprint_hex() }, admin())
             }
             Cmd::AddOperator => (
-                Action::AddOperator {
+                Order::AddOperator {
                     operator_id: format!("DE*N{:02}", self.next()),
                     name: "New".into(),
                     public_keys: vec![P256KeyPair::generate().public_key_pem()],
@@ -206,7 +206,7 @@ impl World {
                 admin(),
             ),
             Cmd::AddOperatorKey => (
-                Action::AddOperatorKey {
+                Order::AddOperatorKey {
                     operator_id: "DE*AAA".into(),
                     public_key: P256KeyPair::generate().public_key_pem(),
                 },
@@ -218,7 +218,7 @@ impl World {
                     .client
                     .submit(
                         &self.f.admin,
-                        &Action::AddOperatorKey {
+                        &Order::AddOperatorKey {
                             operator_id: "DE*AAA".into(),
                             public_key: k.public_key_pem(),
                         },
@@ -226,7 +226,7 @@ impl World {
                     .await
                     .unwrap();
                 (
-                    Action::RevokeOperatorKey {
+                    Order::RevokeOperatorKey {
                         operator_id: "DE*AAA".into(),
                         key_id: k.fingerprint_hex(),
                     },
@@ -235,17 +235,17 @@ impl World {
             }
             Cmd::ConfirmKey => {
                 let (m, _) = self.registered_key().await;
-                (Action::Confirm { fingerprint: m.fingerprint_hex() }, admin())
+                (Order::Confirm { fingerprint: m.fingerprint_hex() }, admin())
             }
             Cmd::RejectKey => {
                 let (m, _) = self.registered_key().await;
-                (Action::Reject { fingerprint: m.fingerprint_hex(), reason: "no".into() }, admin())
+                (Order::Reject { fingerprint: m.fingerprint_hex(), reason: "no".into() }, admin())
             }
             Cmd::ForceTakeOver => {
                 let (m, _) = self.registered_key().await;
                 let evse = format!("DE*BBB*E{}", self.next());
                 (
-                    Action::ForceTakeOver {
+                    Order::ForceTakeOver {
                         fingerprint: m.fingerprint_hex(),
                         operator_id: "DE*BBB".into(),
                         evse_ids: vec![evse],
@@ -255,8 +255,8 @@ impl World {
                 )
             }
             Cmd::RegisterKey => (
-                Action::Register {
-                    key: NewKey::new(spki_hex(&meter_key())),
+                Order::Register {
+                    key: KeySubmission::new(spki_hex(&meter_key())),
                     evse_ids: vec![format!("DE*AAA*E{}", self.next())],
                     effective_at: Some(t("2026-01-01T00:00:00Z")),
                 },
@@ -265,7 +265,7 @@ impl World {
             Cmd::DeactivateKey => {
                 let (m, _) = self.registered_key().await;
                 (
-                    Action::Deactivate {
+                    Order::Deactivate {
                         fingerprint: m.fingerprint_hex(),
                         reason: EndReason::Decommissioned,
                         comment: String::new(),
@@ -277,7 +277,7 @@ impl World {
             Cmd::RelocateKey => {
                 let (m, _) = self.registered_key().await;
                 (
-                    Action::Relocate {
+                    Order::Relocate {
                         fingerprint: m.fingerprint_hex(),
                         evse_ids: vec![format!("DE*AAA*E{}", self.next())],
                         effective_at: at,
@@ -288,9 +288,9 @@ impl World {
             Cmd::ReplaceKey => {
                 let (m, _) = self.registered_key().await;
                 (
-                    Action::Replace {
+                    Order::Replace {
                         fingerprint: m.fingerprint_hex(),
-                        new_key: NewKey::new(spki_hex(&meter_key())),
+                        new_key: KeySubmission::new(spki_hex(&meter_key())),
                         effective_at: at,
                         comment: String::new(),
                     },
@@ -300,9 +300,9 @@ impl World {
             Cmd::RotateKey => {
                 let (m, _) = self.registered_key().await;
                 (
-                    Action::Rotate {
+                    Order::Rotate {
                         fingerprint: m.fingerprint_hex(),
-                        new_key: NewKey::new(spki_hex(&meter_key())),
+                        new_key: KeySubmission::new(spki_hex(&meter_key())),
                         effective_at: at,
                     },
                     self.a.clone(),
@@ -311,7 +311,7 @@ impl World {
             Cmd::ReleaseKey => {
                 let (m, _) = self.registered_key().await;
                 (
-                    Action::Release {
+                    Order::Release {
                         fingerprint: m.fingerprint_hex(),
                         to_operator_id: "DE*BBB".into(),
                     },
@@ -324,7 +324,7 @@ impl World {
                     .client
                     .submit(
                         &self.a,
-                        &Action::Release {
+                        &Order::Release {
                             fingerprint: m.fingerprint_hex(),
                             to_operator_id: "DE*BBB".into(),
                         },
@@ -332,7 +332,7 @@ impl World {
                     .await
                     .unwrap();
                 (
-                    Action::TakeOver {
+                    Order::TakeOver {
                         fingerprint: m.fingerprint_hex(),
                         evse_ids: vec![format!("DE*BBB*E{}", self.next())],
                         effective_at: at,
@@ -348,7 +348,7 @@ impl World {
         &self,
         cmd: Cmd,
         who: Who,
-        action: &Action,
+        action: &Order,
         owner: &P256KeyPair,
     ) -> Result<(), tonic::Code> {
         let now = chrono::Utc::now();
@@ -458,15 +458,13 @@ async fn a_retry_after_its_signer_was_revoked_still_returns_the_original_result(
     let f = Fixture::start().await;
     f.operator("DE*RTY").await;
     let second = P256KeyPair::generate();
-    let add = Action::AddOperatorKey {
-        operator_id: "DE*RTY".into(),
-        public_key: second.public_key_pem(),
-    };
+    let add =
+        Order::AddOperatorKey { operator_id: "DE*RTY".into(), public_key: second.public_key_pem() };
     f.client.submit(&f.admin, &add).await.unwrap();
-    let register = |evse: &str| Action::Register {
-        key: NewKey {
+    let register = |evse: &str| Order::Register {
+        key: KeySubmission {
             meter_serial: Some(format!("S-{evse}")),
-            ..NewKey::new(spki_hex(&meter_key()))
+            ..KeySubmission::new(spki_hex(&meter_key()))
         },
         evse_ids: vec![evse.into()],
         effective_at: Some(t("2026-01-01T00:00:00Z")),
@@ -478,10 +476,8 @@ async fn a_retry_after_its_signer_was_revoked_still_returns_the_original_result(
     );
     let first = f.client.submit_signed(signed.clone()).await.unwrap();
     assert!(!first.duplicate);
-    let revoke = Action::RevokeOperatorKey {
-        operator_id: "DE*RTY".into(),
-        key_id: second.fingerprint_hex(),
-    };
+    let revoke =
+        Order::RevokeOperatorKey { operator_id: "DE*RTY".into(), key_id: second.fingerprint_hex() };
     f.client.submit(&f.admin, &revoke).await.unwrap();
 
     let size = f.log_size();

@@ -1,7 +1,7 @@
 //! Bad input: each mistake gets the right status code, a `google.rpc.BadRequest` detail naming
 //! the field, a message that names the field and the rule, and appends nothing.
 
-use registry_client::{Action, ClientError, EndReason, NewKey};
+use registry_client::{ClientError, EndReason, KeySubmission, Order};
 use registry_core::command::SignedCommand;
 use registry_core::keys::P256KeyPair;
 use registry_tests::{Fixture, meter_key, spki_hex, t};
@@ -10,9 +10,9 @@ use tonic::Code;
 /// A P-521 key (from OpenSSL): a curve the registry does not support.
 const P521_SPKI: &str = "30819b301006072a8648ce3d020106052b810400230381860004017e29a06ef20ecc65c7822ed1bba4237ae05282e178f59c8fde9af8b36d8fabd5c963d78ffc276d688c1d181552d62ea51a47f60e49c82d5d0f146f532b971d067f000c6c3c5520db4781a5904b70d7424fa57fb9e2fb38be1339be903b9e162e2cd9079c1ec884b13842ed8432f5ac8f523f867df62bbc6012fec8d520b59df356d6cf";
 
-fn register(key: &str, evse: &str, at: &str) -> Action {
-    Action::Register {
-        key: NewKey::new(key),
+fn register(key: &str, evse: &str, at: &str) -> Order {
+    Order::Register {
+        key: KeySubmission::new(key),
         evse_ids: vec![evse.into()],
         effective_at: Some(t(at)),
     }
@@ -22,7 +22,7 @@ fn register(key: &str, evse: &str, at: &str) -> Action {
 async fn refused(
     f: &Fixture,
     signer: &P256KeyPair,
-    action: &Action,
+    action: &Order,
     code: Code,
     field: &str,
 ) -> ClientError {
@@ -123,7 +123,7 @@ async fn each_mistake_is_named_and_nothing_is_appended() {
     )
     .await;
 
-    let backwards = Action::Deactivate {
+    let backwards = Order::Deactivate {
         fingerprint: existing.fingerprint_hex(),
         reason: EndReason::Decommissioned,
         comment: String::new(),

@@ -1,15 +1,15 @@
 //! The bulk command path: each command of a `SubmitCommands` call is checked and appended exactly
 //! as if it had been submitted alone, and a retry of the whole call changes nothing.
 
-use registry_client::{Action, AsOf, NewKey, Selector, command_bytes};
+use registry_client::{AsOf, KeySubmission, KeyTarget, Order, command_bytes};
 use registry_core::command::SignedCommand;
 use registry_proto::pb;
 use registry_tests::{Fixture, meter_key, spki_hex, t, verdict_name};
 use tonic::Code;
 
-fn register(key: &str, evse: &str) -> Action {
-    Action::Register {
-        key: NewKey::new(key),
+fn register(key: &str, evse: &str) -> Order {
+    Order::Register {
+        key: KeySubmission::new(key),
         evse_ids: vec![evse.into()],
         effective_at: Some(t("2026-01-01T00:00:00Z")),
     }
@@ -88,7 +88,7 @@ async fn a_bulk_call_checks_each_command_as_if_alone() {
     }
     let valid = f
         .client
-        .check(&Selector::Evse("DE*ABC*E42".into()), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
+        .check(&KeyTarget::Evse("DE*ABC*E42".into()), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
         .await
         .expect("lookup");
     assert_eq!(verdict_name(valid.validity.as_ref().expect("a verdict")), "VALID");

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector, View};
+use registry_client::{AsOf, KeySubmission, KeyTarget, Order, RegistryClient, View};
 use registry_core::keys::P256KeyPair;
 use registry_proto::pb;
 use registry_server::config::Config;
@@ -100,7 +100,7 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
     client
         .submit(
             &admin,
-            &Action::AddOperator {
+            &Order::AddOperator {
                 operator_id: "DE*FUL".into(),
                 name: "Full".into(),
                 public_keys: vec![op.public_key_pem()],
@@ -188,10 +188,10 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
 }
 
 /// A registration of a new key on `evse`, and the key's fingerprint.
-fn register(evse: &str) -> (Action, String) {
+fn register(evse: &str) -> (Order, String) {
     let meter = meter_key();
-    let action = Action::Register {
-        key: NewKey::new(spki_hex(&meter)),
+    let action = Order::Register {
+        key: KeySubmission::new(spki_hex(&meter)),
         evse_ids: vec![evse.into()],
         effective_at: Some(t("2026-01-01T00:00:00Z")),
     };
@@ -204,7 +204,7 @@ async fn answers(client: &RegistryClient, acked: &[(String, String)]) -> usize {
     let at = t("2026-06-01T00:00:00Z");
     let mut good = 0;
     for chunk in acked.chunks(5_000) {
-        let queries: Vec<_> = chunk.iter().map(|(e, _)| (Selector::Evse(e.clone()), at)).collect();
+        let queries: Vec<_> = chunk.iter().map(|(e, _)| (KeyTarget::Evse(e.clone()), at)).collect();
         let r = client.check_batch(&queries, AsOf::Head, View::Basic).await.unwrap();
         for ((_, fp), v) in chunk.iter().zip(r.results) {
             let verdict_ok =

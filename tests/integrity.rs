@@ -4,7 +4,7 @@
 
 use indicatif::ProgressBar;
 use registry_client::archive::Archive;
-use registry_client::{Action, NewKey, RegistryClient, audit, command_bytes};
+use registry_client::{KeySubmission, Order, RegistryClient, audit, command_bytes};
 use registry_core::command::SignedCommand;
 use registry_server::config::Config;
 use registry_server::log::OpenError;
@@ -13,9 +13,9 @@ use registry_server::server::ServerError;
 use registry_tests::{Fixture, copy_dir, meter_key, spki_hex, t};
 use tonic::Code;
 
-fn register(evse: &str) -> Action {
-    Action::Register {
-        key: NewKey::new(spki_hex(&meter_key())),
+fn register(evse: &str) -> Order {
+    Order::Register {
+        key: KeySubmission::new(spki_hex(&meter_key())),
         evse_ids: vec![evse.into()],
         effective_at: Some(t("2026-01-01T00:00:00Z")),
     }
@@ -161,7 +161,7 @@ async fn a_command_signed_for_one_registry_is_refused_by_another() {
     assert_ne!(a.origin(), b.origin());
     // The same administrator key administers both (a test instance set up like production).
     let shared = registry_core::keys::P256KeyPair::generate();
-    let add = |id: &str| Action::AddOperator {
+    let add = |id: &str| Order::AddOperator {
         operator_id: id.into(),
         name: "Shared".into(),
         public_keys: vec![shared.public_key_pem()],
@@ -273,7 +273,7 @@ async fn audit_verify_vouches_for_the_readable_view_and_the_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_restored_from_its_archive_answers_the_same_and_a_mirror_accepts_what_follows() {
-    use registry_client::{AsOf, Selector, View};
+    use registry_client::{AsOf, KeyTarget, View};
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
     let mut retry = None;
@@ -288,7 +288,7 @@ async fn a_registry_restored_from_its_archive_answers_the_same_and_a_mirror_acce
     audit::export(&f.client, &mirror, None, &ProgressBar::hidden()).await.unwrap();
     let mirrored = f.log_size();
     for i in 40..60 {
-        let action = Action::AddOperator {
+        let action = Order::AddOperator {
             operator_id: format!("DE*X{i:02}"),
             name: "later".into(),
             public_keys: vec![registry_core::keys::P256KeyPair::generate().public_key_pem()],
@@ -300,7 +300,7 @@ async fn a_registry_restored_from_its_archive_answers_the_same_and_a_mirror_acce
     let size = f.log_size();
     assert!(size > mirrored);
     let queries: Vec<_> = (0..40)
-        .map(|i| (Selector::Evse(format!("DE*ABC*E{i}")), t("2026-06-01T00:00:00Z")))
+        .map(|i| (KeyTarget::Evse(format!("DE*ABC*E{i}")), t("2026-06-01T00:00:00Z")))
         .collect();
     let before = f.client.check_batch(&queries, AsOf::Size(size), View::Full).await.unwrap();
     let root = f.client.checkpoint(size).await.unwrap().root_hash;

@@ -2,7 +2,7 @@
 //! driven through `registry-client`, with the validity answers checked before, during and after
 //! each change, and the *as known at* answers around a backdated deactivation.
 
-use registry_client::{Action, AsOf, EndReason, NewKey, Selector, View};
+use registry_client::{AsOf, EndReason, KeySubmission, KeyTarget, Order, View};
 use registry_core::checkpoint::Checkpoint;
 use registry_core::entry::Entry;
 use registry_core::event::Event;
@@ -13,13 +13,13 @@ use registry_proto::pb;
 use registry_server::commands::ConfirmPolicy;
 use registry_tests::{Fixture, meter_key, spki_hex, t, verdict_name};
 
-async fn check(f: &Fixture, key: Selector, at: &str) -> pb::Validity {
+async fn check(f: &Fixture, key: KeyTarget, at: &str) -> pb::Validity {
     check_as_of(f, key, at, AsOf::Head).await.0
 }
 
 async fn check_as_of(
     f: &Fixture,
-    key: Selector,
+    key: KeyTarget,
     at: &str,
     as_of: AsOf,
 ) -> (pb::Validity, pb::Basis) {
@@ -29,7 +29,7 @@ async fn check_as_of(
 
 async fn expect(
     f: &Fixture,
-    key: Selector,
+    key: KeyTarget,
     at: &str,
     verdict: &str,
     fingerprint: &str,
@@ -43,25 +43,25 @@ async fn expect(
     v
 }
 
-fn evse(s: &str) -> Selector {
-    Selector::Evse(s.into())
+fn evse(s: &str) -> KeyTarget {
+    KeyTarget::Evse(s.into())
 }
 
-fn fp(k: &P256KeyPair) -> Selector {
-    Selector::Fingerprint(k.fingerprint_hex())
+fn fp(k: &P256KeyPair) -> KeyTarget {
+    KeyTarget::Fingerprint(k.fingerprint_hex())
 }
 
 async fn register(
     f: &Fixture,
     op: &P256KeyPair,
-    key: NewKey,
+    key: KeySubmission,
     evses: &[&str],
     at: &str,
 ) -> pb::SubmitCommandResponse {
     f.client
         .submit(
             op,
-            &Action::Register {
+            &Order::Register {
                 key,
                 evse_ids: evses.iter().map(|e| e.to_string()).collect(),
                 effective_at: Some(t(at)),
@@ -71,11 +71,11 @@ async fn register(
         .expect("registration accepted")
 }
 
-fn new_key(meter: &P256KeyPair, serial: &str) -> NewKey {
-    NewKey {
+fn new_key(meter: &P256KeyPair, serial: &str) -> KeySubmission {
+    KeySubmission {
         meter_serial: Some(serial.into()),
         manufacturer: Some("ACME".into()),
-        ..NewKey::new(spki_hex(meter))
+        ..KeySubmission::new(spki_hex(meter))
     }
 }
 
@@ -88,7 +88,7 @@ async fn initial_commissioning_binds_the_key_from_its_effective_time() {
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
     let meter = meter_key();
-    let key = NewKey { gateway_serial: Some("GW-7".into()), ..new_key(&meter, "M-1") };
+    let key = KeySubmission { gateway_serial: Some("GW-7".into()), ..new_key(&meter, "M-1") };
     let r = register(&f, &op, key, &["DE*ABC*E1*1", "DE*ABC*E1*2"], "2026-01-01T00:00:00Z").await;
     assert!(r.confirmation_position > r.position, "confirmed automatically");
     let k = meter.fingerprint_hex();
@@ -97,8 +97,8 @@ async fn initial_commissioning_binds_the_key_from_its_effective_time() {
     let v = expect(&f, evse("deabce1*2"), "2026-06-01T00:00:00Z", "VALID", &k).await;
     assert_eq!(v.binding.unwrap().operator_id, "DE*ABC");
     expect(&f, fp(&meter), "2026-06-01T00:00:00Z", "VALID", &k).await;
-    expect(&f, Selector::MeterSerial("M-1".into()), "2026-06-01T00:00:00Z", "VALID", &k).await;
-    expect(&f, Selector::GatewaySerial("GW-7".into()), "2026-06-01T00:00:00Z", "VALID", &k).await;
+    expect(&f, KeyTarget::MeterSerial("M-1".into()), "2026-06-01T00:00:00Z", "VALID", &k).await;
+    expect(&f, KeyTarget::GatewaySerial("GW-7".into()), "2026-06-01T00:00:00Z", "VALID", &k).await;
     expect(&f, evse("DE*ABC*E9"), "2026-06-01T00:00:00Z", "UNKNOWN", "").await;
     let record = f.client.key(&k, AsOf::Head).await.unwrap().key.unwrap();
     assert_eq!(registry_client::render::key_state(record.state), "ACTIVE");
@@ -181,10 +181,7 @@ async fn under_manual_policy_an_administrator_confirms_or_rejects() {
     assert_eq!(r.confirmation_position, 0, "nothing confirms by itself");
     expect(&f, evse("DE*ABC*E1"), "2026-02-01T00:00:00Z", "PENDING", &m1.fingerprint_hex()).await;
     let before = f.log_size();
-    f.client
-        .submit(&f.admin, &Action::Confirm { fingerprint: m1.fingerprint_hex() })
-        .await
-        .unwrap();
+    f.client.submit(&f.admin, &Order::Confirm { fingerprint: m1.fingerprint_hex() }).await.unwrap();
     expect(&f, evse("DE*ABC*E1"), "2026-02-01T00:00:00Z", "VALID", &m1.fingerprint_hex()).await;
     let (v, _) =
         check_as_of(&f, evse("DE*ABC*E1"), "2026-02-01T00:00:00Z", AsOf::Size(before)).await;
@@ -194,7 +191,7 @@ async fn under_manual_policy_an_administrator_confirms_or_rejects() {
     f.client
         .submit(
             &f.admin,
-            &Action::Reject { fingerprint: m2.fingerprint_hex(), reason: "bad".into() },
+            &Order::Reject { fingerprint: m2.fingerprint_hex(), reason: "bad".into() },
         )
         .await
         .unwrap();
@@ -214,7 +211,7 @@ async fn decommissioning_ends_validity_and_keeps_the_record() {
     f.client
         .submit(
             &op,
-            &Action::Deactivate {
+            &Order::Deactivate {
                 fingerprint: k.clone(),
                 reason: EndReason::Decommissioned,
                 comment: "site closed".into(),
@@ -242,7 +239,7 @@ async fn relocation_moves_the_binding_and_frees_the_old_evse() {
     f.client
         .submit(
             &op,
-            &Action::Relocate {
+            &Order::Relocate {
                 fingerprint: k.clone(),
                 evse_ids: vec!["DE*ABC*E2".into()],
                 effective_at: Some(t("2026-04-01T00:00:00Z")),
@@ -263,7 +260,7 @@ async fn relocation_moves_the_binding_and_frees_the_old_evse() {
         .client
         .submit(
             &op,
-            &Action::Register {
+            &Order::Register {
                 key: new_key(&next, "M-2"),
                 evse_ids: vec!["DE*ABC*E1".into()],
                 effective_at: Some(t("2026-03-01T00:00:00Z")),
@@ -286,7 +283,7 @@ async fn a_meter_replacement_swaps_keys_atomically_and_keeps_old_sessions_verifi
         .client
         .submit(
             &op,
-            &Action::Replace {
+            &Order::Replace {
                 fingerprint: old.fingerprint_hex(),
                 new_key: new_key(&new, "M-2"),
                 effective_at: Some(t("2026-06-01T00:00:00Z")),
@@ -323,9 +320,12 @@ async fn a_firmware_rotation_gives_the_same_unit_a_new_key() {
         .client
         .submit(
             &op,
-            &Action::Rotate {
+            &Order::Rotate {
                 fingerprint: old.fingerprint_hex(),
-                new_key: NewKey { meter_serial: Some("M-9".into()), ..NewKey::new(spki_hex(&new)) },
+                new_key: KeySubmission {
+                    meter_serial: Some("M-9".into()),
+                    ..KeySubmission::new(spki_hex(&new))
+                },
                 effective_at: Some(t("2026-06-01T00:00:00Z")),
             },
         )
@@ -336,15 +336,15 @@ async fn a_firmware_rotation_gives_the_same_unit_a_new_key() {
     f.client
         .submit(
             &op,
-            &Action::Rotate {
+            &Order::Rotate {
                 fingerprint: old.fingerprint_hex(),
-                new_key: NewKey::new(spki_hex(&new)),
+                new_key: KeySubmission::new(spki_hex(&new)),
                 effective_at: Some(t("2026-06-01T00:00:00Z")),
             },
         )
         .await
         .unwrap();
-    let serial = || Selector::MeterSerial("M-1".into());
+    let serial = || KeyTarget::MeterSerial("M-1".into());
     expect(&f, serial(), "2026-03-01T00:00:00Z", "VALID", &old.fingerprint_hex()).await;
     expect(&f, serial(), "2026-07-01T00:00:00Z", "VALID", &new.fingerprint_hex()).await;
     let ended = expect(&f, fp(&old), "2026-07-01T00:00:00Z", "ENDED", &old.fingerprint_hex()).await;
@@ -364,7 +364,7 @@ async fn a_takeover_needs_a_release_and_moves_the_key_to_the_new_operator() {
     let meter = meter_key();
     let k = meter.fingerprint_hex();
     register(&f, &a, new_key(&meter, "M-1"), &["DE*AAA*E1"], "2026-01-01T00:00:00Z").await;
-    let take = Action::TakeOver {
+    let take = Order::TakeOver {
         fingerprint: k.clone(),
         evse_ids: vec!["DE*BBB*E7".into()],
         effective_at: Some(t("2026-05-01T00:00:00Z")),
@@ -372,7 +372,7 @@ async fn a_takeover_needs_a_release_and_moves_the_key_to_the_new_operator() {
     let unreleased = f.client.submit(&b, &take).await.unwrap_err();
     assert_eq!(unreleased.code(), Some(tonic::Code::PermissionDenied));
     f.client
-        .submit(&a, &Action::Release { fingerprint: k.clone(), to_operator_id: "DE*BBB".into() })
+        .submit(&a, &Order::Release { fingerprint: k.clone(), to_operator_id: "DE*BBB".into() })
         .await
         .unwrap();
     f.client.submit(&b, &take).await.unwrap();
@@ -383,7 +383,7 @@ async fn a_takeover_needs_a_release_and_moves_the_key_to_the_new_operator() {
     let after = expect(&f, evse("DE*BBB*E7"), "2026-06-01T00:00:00Z", "VALID", &k).await;
     assert_eq!(after.binding.unwrap().operator_id, "DE*BBB");
     // The key now answers to its new operator only.
-    let end = |at: &str| Action::Deactivate {
+    let end = |at: &str| Order::Deactivate {
         fingerprint: k.clone(),
         reason: EndReason::Decommissioned,
         comment: String::new(),
@@ -407,7 +407,7 @@ async fn an_administrator_can_force_a_takeover_without_release() {
         .client
         .submit(
             &f.admin,
-            &Action::ForceTakeOver {
+            &Order::ForceTakeOver {
                 fingerprint: k.clone(),
                 operator_id: "DE*BBB".into(),
                 evse_ids: vec!["DE*BBB*E1".into()],
@@ -449,7 +449,7 @@ async fn a_compromised_key_is_deactivated_and_flagged() {
     f.client
         .submit(
             &op,
-            &Action::Deactivate {
+            &Order::Deactivate {
                 fingerprint: k.clone(),
                 reason: EndReason::Compromised,
                 comment: "key leaked".into(),
@@ -478,7 +478,7 @@ async fn a_backdated_deactivation_changes_the_answer_but_not_what_was_known_befo
     f.client
         .submit(
             &op,
-            &Action::Deactivate {
+            &Order::Deactivate {
                 fingerprint: k.clone(),
                 reason: EndReason::Decommissioned,
                 comment: String::new(),
@@ -513,7 +513,7 @@ async fn history_lists_every_entry_of_an_identifier_newest_first_in_pages() {
     f.client
         .submit(
             &op,
-            &Action::Relocate {
+            &Order::Relocate {
                 fingerprint: k.clone(),
                 evse_ids: vec!["DE*ABC*E2".into()],
                 effective_at: Some(t("2026-02-01T00:00:00Z")),
@@ -524,7 +524,7 @@ async fn history_lists_every_entry_of_an_identifier_newest_first_in_pages() {
     f.client
         .submit(
             &op,
-            &Action::Deactivate {
+            &Order::Deactivate {
                 fingerprint: k.clone(),
                 reason: EndReason::Decommissioned,
                 comment: String::new(),
@@ -533,7 +533,7 @@ async fn history_lists_every_entry_of_an_identifier_newest_first_in_pages() {
         )
         .await
         .unwrap();
-    let key_id = Selector::Fingerprint(k.clone()).identifier();
+    let key_id = KeyTarget::Fingerprint(k.clone()).identifier();
     let all = f.client.history(key_id.clone(), AsOf::Head).await.unwrap();
     let positions: Vec<u64> = all.iter().map(|h| h.position).collect();
     assert_eq!(positions.len(), 4, "registration, confirmation, relocation, end");
@@ -552,7 +552,7 @@ async fn history_lists_every_entry_of_an_identifier_newest_first_in_pages() {
     assert_eq!(paged, positions);
     let e1 = f
         .client
-        .history(Selector::Evse("DE*ABC*E1".into()).identifier(), AsOf::Head)
+        .history(KeyTarget::Evse("DE*ABC*E1".into()).identifier(), AsOf::Head)
         .await
         .unwrap();
     assert_eq!(e1.len(), 2, "registration and relocation away");
@@ -585,11 +585,11 @@ async fn a_batch_answers_like_single_questions_on_one_basis() {
             registry_tests::decommission(&f.client, &op, &meter, "2026-02-01T00:00:00Z").await;
         }
         for at in ["2025-12-01T00:00:00Z", "2026-01-15T00:00:00Z", "2026-03-01T00:00:00Z"] {
-            questions.push((Selector::Evse(evse.clone()), t(at)));
-            questions.push((Selector::Fingerprint(meter.fingerprint_hex()), t(at)));
+            questions.push((KeyTarget::Evse(evse.clone()), t(at)));
+            questions.push((KeyTarget::Fingerprint(meter.fingerprint_hex()), t(at)));
         }
     }
-    questions.push((Selector::Evse("DE*ABC*E99".into()), t("2026-03-01T00:00:00Z")));
+    questions.push((KeyTarget::Evse("DE*ABC*E99".into()), t("2026-03-01T00:00:00Z")));
     let batch = f.client.check_batch(&questions, AsOf::Head, View::Full).await.unwrap();
     let basis = batch.basis.unwrap();
     assert_eq!(batch.results.len(), questions.len());
@@ -616,7 +616,7 @@ async fn a_batch_answers_like_single_questions_on_one_basis() {
     let single = f.client.check_view(selector, None, *at, same_basis, View::Basic).await.unwrap();
     assert_eq!(single.validity, Some(stripped(&batch.results[1])));
 
-    let too_many = vec![(Selector::Evse("DE*ABC*E1".into()), t("2026-01-15T00:00:00Z")); 10_001];
+    let too_many = vec![(KeyTarget::Evse("DE*ABC*E1".into()), t("2026-01-15T00:00:00Z")); 10_001];
     let err = f.client.check_batch(&too_many, AsOf::Head, View::Full).await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
     assert_eq!(err.violations()[0].field, "queries");

@@ -9,7 +9,7 @@ mod vectors;
 use std::path::Path;
 
 use registry_client::verify::Verifier;
-use registry_client::{Action, AsOf, ClientError, NewKey};
+use registry_client::{AsOf, ClientError, KeySubmission, Order};
 use registry_core::keys::P256KeyPair;
 use registry_core::ocmf::Record;
 use registry_core::ocpi::Input;
@@ -43,11 +43,11 @@ async fn validate(f: &Fixture, records: &[Input]) -> Vec<pb::MeterValueValidatio
     f.client.validate_meter_values(records, AsOf::Head, false).await.expect("validation").results
 }
 
-async fn register(f: &Fixture, op: &P256KeyPair, key: NewKey, evse: &str, at: &str) {
+async fn register(f: &Fixture, op: &P256KeyPair, key: KeySubmission, evse: &str, at: &str) {
     f.client
         .submit(
             op,
-            &Action::Register { key, evse_ids: vec![evse.to_string()], effective_at: Some(t(at)) },
+            &Order::Register { key, evse_ids: vec![evse.to_string()], effective_at: Some(t(at)) },
         )
         .await
         .expect("registration accepted");
@@ -89,10 +89,10 @@ async fn every_vector_gives_its_stated_verdict_through_the_server() {
         if !registered.insert(v.public_key.to_ascii_lowercase()) {
             continue;
         }
-        let key = NewKey {
+        let key = KeySubmission {
             meter_serial: record.payload.meter_serial.clone().filter(|s| !s.is_empty()),
             gateway_serial: record.payload.gateway_serial.clone().filter(|s| !s.is_empty()),
-            ..NewKey::new(v.public_key.clone())
+            ..KeySubmission::new(v.public_key.clone())
         };
         register(&f, &op, key, &format!("DE*ABC*EV{i}"), "2015-01-01T00:00:00Z").await;
     }
@@ -134,7 +134,8 @@ async fn validity_at_the_reading_evse_binding_and_meter_status_are_each_checked(
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
     let meter = meter_key();
-    let key = NewKey { meter_serial: Some("M-1".into()), ..NewKey::new(spki_hex(&meter)) };
+    let key =
+        KeySubmission { meter_serial: Some("M-1".into()), ..KeySubmission::new(spki_hex(&meter)) };
     register(&f, &op, key, "DE*ABC*E1", "2026-01-01T00:00:00Z").await;
     registry_tests::decommission(&f.client, &op, &meter, "2026-02-01T00:00:00Z").await;
     let session = |b: &'static str, e: &'static str| [(b, "B", "G", ""), (e, "E", "G", "")];
@@ -232,8 +233,10 @@ async fn a_curve_mismatch_is_refused_with_a_clear_reason() {
     let op = f.operator("DE*ABC").await;
     let p192 = ecdsa::SigningKey::<p192::NistP192>::generate();
     let spki = p192.verifying_key().to_public_key_der().unwrap();
-    let key =
-        NewKey { meter_serial: Some("M-192".into()), ..NewKey::new(hex::encode(spki.as_bytes())) };
+    let key = KeySubmission {
+        meter_serial: Some("M-192".into()),
+        ..KeySubmission::new(hex::encode(spki.as_bytes()))
+    };
     register(&f, &op, key, "DE*ABC*E1", "2026-01-01T00:00:00Z").await;
     // A P-256 meter's record naming the same serial.
     let record = signed_record(
@@ -260,7 +263,8 @@ async fn an_ocpi_cdr_is_validated_and_a_foreign_key_in_it_is_a_finding() {
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;
     let meter = meter_key();
-    let key = NewKey { meter_serial: Some("M-9".into()), ..NewKey::new(spki_hex(&meter)) };
+    let key =
+        KeySubmission { meter_serial: Some("M-9".into()), ..KeySubmission::new(spki_hex(&meter)) };
     register(&f, &op, key, "DE*ABC*E9", "2026-01-01T00:00:00Z").await;
     let start = signed_record(
         &meter,
@@ -339,11 +343,11 @@ async fn a_registration_proves_possession_with_a_sample_from_the_meter() {
     let meter = meter_key();
     let sample =
         signed_record(&meter, "M-5", None, &[("2026-01-01T10:00:00,000+0100 S", "B", "G", "")]);
-    let with = |sample: String, serial: &str| Action::Register {
-        key: NewKey {
+    let with = |sample: String, serial: &str| Order::Register {
+        key: KeySubmission {
             meter_serial: Some(serial.into()),
             sample_signed_meter_value: Some(sample),
-            ..NewKey::new(spki_hex(&meter))
+            ..KeySubmission::new(spki_hex(&meter))
         },
         evse_ids: vec!["DE*ABC*E5".into()],
         effective_at: Some(t("2026-01-01T00:00:00Z")),

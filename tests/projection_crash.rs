@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector};
+use registry_client::{AsOf, KeySubmission, KeyTarget, Order, RegistryClient};
 use registry_core::keys::P256KeyPair;
 use registry_server::config::Config;
 use registry_server::projection::{self, KEYSPACES};
@@ -81,7 +81,7 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
             client
                 .submit(
                     &admin,
-                    &Action::AddOperator {
+                    &Order::AddOperator {
                         operator_id: "DE*ABC".into(),
                         name: "Operator DE*ABC".into(),
                         public_keys: vec![operator.public_key_pem()],
@@ -97,8 +97,8 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
                 for i in 0.. {
                     let evse = format!("DE*ABC*E{run}T{task}N{i}");
                     let meter = meter_key();
-                    let action = Action::Register {
-                        key: NewKey::new(spki_hex(&meter)),
+                    let action = Order::Register {
+                        key: KeySubmission::new(spki_hex(&meter)),
                         evse_ids: vec![evse.clone()],
                         effective_at: Some(t("2026-01-01T00:00:00Z")),
                     };
@@ -152,7 +152,7 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
         let acked_now = acked.lock().unwrap().clone();
         for (evse, fingerprint) in &acked_now {
             let v = client
-                .check(&Selector::Evse(evse.clone()), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
+                .check(&KeyTarget::Evse(evse.clone()), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
                 .await
                 .expect("check answered")
                 .validity

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use registry_client::{Action, AsOf, EndReason, NewKey, Selector};
+use registry_client::{AsOf, EndReason, KeySubmission, KeyTarget, Order};
 use registry_core::entry::Entry;
 use registry_core::event::Event;
 use registry_core::keys::P256KeyPair;
@@ -145,17 +145,17 @@ impl Case {
     }
 
     async fn run(&self, op: &Op) {
-        let (signer_is_b, admin, action, effect): (bool, bool, Action, Effect) = match op.clone() {
+        let (signer_is_b, admin, action, effect): (bool, bool, Order, Effect) = match op.clone() {
             Op::Register { by, evse: e, serial, maker, at } => {
                 let meter = self.fresh_meter();
                 (
                     by,
                     false,
-                    Action::Register {
-                        key: NewKey {
+                    Order::Register {
+                        key: KeySubmission {
                             meter_serial: Some(format!("S{serial}")),
                             manufacturer: Some(if maker { "ACME" } else { "Other" }.into()),
-                            ..NewKey::new(spki_hex(&self.meters[meter]))
+                            ..KeySubmission::new(spki_hex(&self.meters[meter]))
                         },
                         evse_ids: vec![evse(by, e)],
                         effective_at: Some(day(at)),
@@ -170,7 +170,7 @@ impl Case {
                 (
                     by,
                     false,
-                    Action::Deactivate {
+                    Order::Deactivate {
                         fingerprint: self.fp(meter),
                         reason: if compromised {
                             EndReason::Compromised
@@ -192,7 +192,7 @@ impl Case {
                 (
                     by,
                     false,
-                    Action::Relocate {
+                    Order::Relocate {
                         fingerprint: self.fp(meter),
                         evse_ids: vec![evse(by, e)],
                         effective_at: Some(day(at)),
@@ -207,16 +207,16 @@ impl Case {
             Op::Replace { aim } | Op::Rotate { aim } => {
                 let (meter, i, by, at) = self.target(aim);
                 let new = self.fresh_meter();
-                let new_key = NewKey::new(spki_hex(&self.meters[new]));
+                let new_key = KeySubmission::new(spki_hex(&self.meters[new]));
                 let action = if matches!(op, Op::Replace { .. }) {
-                    Action::Replace {
+                    Order::Replace {
                         fingerprint: self.fp(meter),
                         new_key,
                         effective_at: Some(day(at)),
                         comment: String::new(),
                     }
                 } else {
-                    Action::Rotate {
+                    Order::Rotate {
                         fingerprint: self.fp(meter),
                         new_key,
                         effective_at: Some(day(at)),
@@ -240,7 +240,7 @@ impl Case {
                 (
                     by,
                     false,
-                    Action::Release {
+                    Order::Release {
                         fingerprint: self.fp(meter),
                         to_operator_id: operator(!by).into(),
                     },
@@ -254,7 +254,7 @@ impl Case {
                 (
                     by,
                     false,
-                    Action::TakeOver {
+                    Order::TakeOver {
                         fingerprint: self.fp(meter),
                         evse_ids: vec![evse(by, e)],
                         effective_at: Some(day(at)),
@@ -273,7 +273,7 @@ impl Case {
                 (
                     false,
                     true,
-                    Action::ForceTakeOver {
+                    Order::ForceTakeOver {
                         fingerprint: self.fp(meter),
                         operator_id: operator(to).into(),
                         evse_ids: vec![evse(to, e)],
@@ -292,7 +292,7 @@ impl Case {
                 (
                     false,
                     true,
-                    Action::Confirm { fingerprint: self.fp(meter) },
+                    Order::Confirm { fingerprint: self.fp(meter) },
                     Box::new(|_: &mut Vec<Known>| {}),
                 )
             }
@@ -301,7 +301,7 @@ impl Case {
                 (
                     false,
                     true,
-                    Action::Reject { fingerprint: self.fp(meter), reason: "random".into() },
+                    Order::Reject { fingerprint: self.fp(meter), reason: "random".into() },
                     Box::new(|_: &mut Vec<Known>| {}),
                 )
             }
@@ -644,17 +644,17 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
             let known: Vec<usize> = case.known.lock().unwrap().iter().map(|k| k.meter).collect();
             let meter = if known.is_empty() { 0 } else { known[usize::from(i) % known.len()] };
             let (selector, want) = match q.selector {
-                0 => (Selector::Fingerprint(case.fp(meter)), brute.by_key(&case.fp(meter), t)),
+                0 => (KeyTarget::Fingerprint(case.fp(meter)), brute.by_key(&case.fp(meter), t)),
                 1 => (
-                    Selector::Evse(evse(false, i % EVSES)),
+                    KeyTarget::Evse(evse(false, i % EVSES)),
                     brute.by_evse(&evse(false, i % EVSES), t),
                 ),
                 2 => (
-                    Selector::Evse(evse(true, i % EVSES)),
+                    KeyTarget::Evse(evse(true, i % EVSES)),
                     brute.by_evse(&evse(true, i % EVSES), t),
                 ),
                 _ => (
-                    Selector::MeterSerial(format!("S{}", i % SERIALS)),
+                    KeyTarget::MeterSerial(format!("S{}", i % SERIALS)),
                     brute.by_serial(&format!("S{}", i % SERIALS), t),
                 ),
             };

@@ -3,16 +3,16 @@
 //! checks see every key registered earlier. (With a few hundred keys the background fill is done
 //! before the first question; what happens while it runs is covered by `key_cache`'s unit tests.)
 
-use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector, command_bytes};
+use registry_client::{AsOf, KeySubmission, KeyTarget, Order, RegistryClient, command_bytes};
 use registry_core::command::SignedCommand;
 use registry_tests::{Fixture, decommission, meter_key, spki_hex, t, verdict_name};
 use tonic::Code;
 
 const KEYS: usize = 300;
 
-fn register(key: &str, evse: &str) -> Action {
-    Action::Register {
-        key: NewKey::new(key),
+fn register(key: &str, evse: &str) -> Order {
+    Order::Register {
+        key: KeySubmission::new(key),
         evse_ids: vec![evse.into()],
         effective_at: Some(t("2026-01-01T00:00:00Z")),
     }
@@ -21,7 +21,7 @@ fn register(key: &str, evse: &str) -> Action {
 async fn answers(client: &RegistryClient, as_of: u64) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for i in 0..KEYS {
-        let evse = Selector::Evse(format!("DE*ABC*E{i}"));
+        let evse = KeyTarget::Evse(format!("DE*ABC*E{i}"));
         let v = client
             .check(&evse, None, t("2026-06-01T00:00:00Z"), AsOf::Size(as_of))
             .await
@@ -84,7 +84,7 @@ async fn a_restarted_registry_answers_and_decides_as_before() {
     let again_ended = client
         .submit(
             &op,
-            &Action::Deactivate {
+            &Order::Deactivate {
                 fingerprint: meters[0].fingerprint_hex(),
                 reason: registry_client::EndReason::Decommissioned,
                 comment: String::new(),
@@ -139,7 +139,7 @@ async fn a_store_from_before_projections_v2_is_rebuilt_at_start() {
         .await
         .expect("client connects");
     let v = client
-        .check(&Selector::Evse("DE*ABC*E1".into()), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
+        .check(&KeyTarget::Evse("DE*ABC*E1".into()), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
         .await
         .expect("check answered")
         .validity

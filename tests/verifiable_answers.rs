@@ -4,7 +4,9 @@
 //! and a forked registry signing with the same key).
 
 use registry_client::verify::Verifier;
-use registry_client::{Action, AsOf, ClientError, EndReason, NewKey, RegistryClient, Selector};
+use registry_client::{
+    AsOf, ClientError, EndReason, KeySubmission, KeyTarget, Order, RegistryClient,
+};
 use registry_core::checkpoint::Checkpoint;
 use registry_core::keys::P256KeyPair;
 use registry_core::note::NoteSigner;
@@ -18,11 +20,11 @@ use registry_tests::{Fixture, meter_key, spki_hex, t, verdict_name};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-fn new_key(meter: &P256KeyPair, serial: &str) -> NewKey {
-    NewKey {
+fn new_key(meter: &P256KeyPair, serial: &str) -> KeySubmission {
+    KeySubmission {
         meter_serial: Some(serial.into()),
         manufacturer: Some("ACME".into()),
-        ..NewKey::new(spki_hex(meter))
+        ..KeySubmission::new(spki_hex(meter))
     }
 }
 
@@ -36,7 +38,7 @@ async fn register(
     f.client
         .submit(
             op,
-            &Action::Register {
+            &Order::Register {
                 key: new_key(meter, "M-1"),
                 evse_ids: vec![evse.into()],
                 effective_at: Some(t(at)),
@@ -130,7 +132,7 @@ async fn proven_answers_are_re_derived_by_the_client() {
     f.client
         .submit(
             &op,
-            &Action::Replace {
+            &Order::Replace {
                 fingerprint: old.fingerprint_hex(),
                 new_key: new_key(&new, "M-2"),
                 effective_at: Some(t("2026-06-01T00:00:00Z")),
@@ -143,11 +145,11 @@ async fn proven_answers_are_re_derived_by_the_client() {
     let pem = registry_core::keys::p256_spki_pem(&registry_key(&f)).unwrap();
     let mut v = Verifier::new(&f.client, Some(&pem), &dir.path().join("state.json")).await.unwrap();
     for (selector, at, want, who) in [
-        (Selector::Evse("DE*ABC*E1".into()), "2026-03-01T00:00:00Z", "VALID", &old),
-        (Selector::Evse("DE*ABC*E1".into()), "2026-07-01T00:00:00Z", "VALID", &new),
-        (Selector::Fingerprint(old.fingerprint_hex()), "2026-07-01T00:00:00Z", "ENDED", &old),
-        (Selector::MeterSerial("M-2".into()), "2026-07-01T00:00:00Z", "VALID", &new),
-        (Selector::Evse("DE*ABC*E1".into()), "2025-01-01T00:00:00Z", "NOT_YET", &old),
+        (KeyTarget::Evse("DE*ABC*E1".into()), "2026-03-01T00:00:00Z", "VALID", &old),
+        (KeyTarget::Evse("DE*ABC*E1".into()), "2026-07-01T00:00:00Z", "VALID", &new),
+        (KeyTarget::Fingerprint(old.fingerprint_hex()), "2026-07-01T00:00:00Z", "ENDED", &old),
+        (KeyTarget::MeterSerial("M-2".into()), "2026-07-01T00:00:00Z", "VALID", &new),
+        (KeyTarget::Evse("DE*ABC*E1".into()), "2025-01-01T00:00:00Z", "NOT_YET", &old),
     ] {
         let (r, evidence) = v.check(&f.client, &selector, None, t(at), AsOf::Head).await.unwrap();
         let validity = r.validity.unwrap();
@@ -164,7 +166,7 @@ async fn proven_answers_are_re_derived_by_the_client() {
     let (r, _) = v
         .check(
             &f.client,
-            &Selector::Evse("DE*ABC*E1".into()),
+            &KeyTarget::Evse("DE*ABC*E1".into()),
             None,
             t("2026-07-01T00:00:00Z"),
             AsOf::Size(size_before),
@@ -175,7 +177,7 @@ async fn proven_answers_are_re_derived_by_the_client() {
     let (record, _) = v.key(&f.client, &old.fingerprint_hex(), AsOf::Head).await.unwrap();
     assert_eq!(record.key.unwrap().successor, new.fingerprint_hex());
     let (history, _) = v
-        .history(&f.client, Selector::Evse("DE*ABC*E1".into()).identifier(), AsOf::Head)
+        .history(&f.client, KeyTarget::Evse("DE*ABC*E1".into()).identifier(), AsOf::Head)
         .await
         .unwrap();
     assert_eq!(history.len(), 2, "registration and replacement");
@@ -377,7 +379,7 @@ async fn a_lying_server_is_caught() {
     f.client
         .submit(
             &op,
-            &Action::Deactivate {
+            &Order::Deactivate {
                 fingerprint: meter.fingerprint_hex(),
                 reason: EndReason::Compromised,
                 comment: String::new(),
@@ -388,7 +390,7 @@ async fn a_lying_server_is_caught() {
         .unwrap();
     let pem = registry_core::keys::p256_spki_pem(&registry_key(&f)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let evse = Selector::Evse("DE*ABC*E1".into());
+    let evse = KeyTarget::Evse("DE*ABC*E1".into());
     for lie in [Lie::AlterEntry, Lie::DropFromEvidence, Lie::FalseVerdict] {
         let client = liar(&f, lie).await;
         let mut v = Verifier::new(&client, Some(&pem), &dir.path().join(format!("{lie:?}.json")))
@@ -399,8 +401,12 @@ async fn a_lying_server_is_caught() {
     let client = liar(&f, Lie::DropHistoryEntry).await;
     let mut v = Verifier::new(&client, Some(&pem), &dir.path().join("history.json")).await.unwrap();
     refused(
-        v.history(&client, Selector::Fingerprint(meter.fingerprint_hex()).identifier(), AsOf::Head)
-            .await,
+        v.history(
+            &client,
+            KeyTarget::Fingerprint(meter.fingerprint_hex()).identifier(),
+            AsOf::Head,
+        )
+        .await,
         Lie::DropHistoryEntry,
     );
     // Signed meter values: a record from after the deactivation is invalid; each lie about it
@@ -465,7 +471,7 @@ async fn a_forked_registry_signing_with_the_same_key_is_caught() {
     honest_client
         .submit(
             &op,
-            &Action::Deactivate {
+            &Order::Deactivate {
                 fingerprint: meter.fingerprint_hex(),
                 reason: EndReason::Compromised,
                 comment: String::new(),
@@ -477,7 +483,7 @@ async fn a_forked_registry_signing_with_the_same_key_is_caught() {
     fork_client
         .submit(
             &op,
-            &Action::Register {
+            &Order::Register {
                 key: new_key(&meter_key(), "M-9"),
                 evse_ids: vec!["DE*ABC*E9".into()],
                 effective_at: Some(t("2026-01-01T00:00:00Z")),
@@ -490,7 +496,7 @@ async fn a_forked_registry_signing_with_the_same_key_is_caught() {
         std::fs::read_to_string(registry.config.data_dir.join("registry-key.pub.pem")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let evse = Selector::Evse("DE*ABC*E1".into());
+    let evse = KeyTarget::Evse("DE*ABC*E1".into());
     let mut v = Verifier::new(&honest_client, Some(&pem), &state).await.unwrap();
     let (r, _) =
         v.check(&honest_client, &evse, None, t("2026-06-01T00:00:00Z"), AsOf::Head).await.unwrap();

@@ -23,7 +23,7 @@ use registry_proto::pb;
 use serde::Serialize;
 
 use crate::{
-    Action, AsOf, ClientError, NewKey, RegistryClient, Selector, View, command_bytes, load,
+    AsOf, ClientError, KeySubmission, KeyTarget, Order, RegistryClient, View, command_bytes, load,
 };
 
 /// The operator every benchmark fleet belongs to.
@@ -203,7 +203,7 @@ pub async fn prepare(
             client
                 .submit(
                     admin,
-                    &Action::AddOperator {
+                    &Order::AddOperator {
                         operator_id: OPERATOR.into(),
                         name: "Benchmark fleet".into(),
                         public_keys: vec![operator.public_key_pem()],
@@ -249,8 +249,9 @@ pub async fn prepare(
 
 async fn fleet_key_present(client: &RegistryClient, index: u64) -> Result<bool, ClientError> {
     let at = fleet_effective() + chrono::TimeDelta::seconds(1);
-    let answer =
-        client.check(&Selector::Evse(load::evse_id(OPERATOR, index)), None, at, AsOf::Head).await?;
+    let answer = client
+        .check(&KeyTarget::Evse(load::evse_id(OPERATOR, index)), None, at, AsOf::Head)
+        .await?;
     Ok(answer.validity.is_some_and(|v| v.verdict == pb::Verdict::Valid as i32))
 }
 
@@ -258,7 +259,7 @@ async fn fleet_key_present(client: &RegistryClient, index: u64) -> Result<bool, 
 enum Op {
     Register(SignedCommand),
     Check { index: u64, at: Time },
-    CheckBatch(Vec<(Selector, Time)>),
+    CheckBatch(Vec<(KeyTarget, Time)>),
     VerifyOcmf(Vec<Input>),
     Empty,
 }
@@ -295,7 +296,7 @@ impl Pool {
                 (0..self.batch)
                     .map(|_| {
                         let i = rng.random_range(0..self.keys);
-                        (Selector::Evse(load::evse_id(OPERATOR, i)), Self::random_moment(rng))
+                        (KeyTarget::Evse(load::evse_id(OPERATOR, i)), Self::random_moment(rng))
                     })
                     .collect(),
             ),
@@ -319,10 +320,10 @@ fn registrations(fleet: &Fleet, count: usize) -> Vec<SignedCommand> {
     let signer = &fleet.operator;
     load::on_every_core(0..count as u64, |i| {
         let meter = P256KeyPair::generate();
-        let action = Action::Register {
-            key: NewKey {
+        let action = Order::Register {
+            key: KeySubmission {
                 meter_serial: Some(format!("RUN{run:08X}-{i:09}")),
-                ..NewKey::new(hex::encode(meter.public_key_der()))
+                ..KeySubmission::new(hex::encode(meter.public_key_der()))
             },
             evse_ids: vec![format!("{OPERATOR}*ER{run:08X}X{i}")],
             effective_at: Some(fleet_effective()),
@@ -474,7 +475,7 @@ async fn execute(
             client.submit_signed(command).await.map_err(|e| e.to_string())?;
         }
         Op::Check { index, at } => {
-            let evse = Selector::Evse(load::evse_id(OPERATOR, index));
+            let evse = KeyTarget::Evse(load::evse_id(OPERATOR, index));
             let answer = client
                 .check_view(&evse, None, at, AsOf::Head, view)
                 .await

@@ -131,7 +131,7 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// How a lookup names its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
+pub enum KeyTarget {
     /// By fingerprint.
     Fingerprint(String),
     /// By meter serial.
@@ -142,14 +142,14 @@ pub enum Selector {
     Evse(String),
 }
 
-impl Selector {
+impl KeyTarget {
     /// The protobuf form, narrowed to a manufacturer if given.
     pub fn to_pb(&self, manufacturer: Option<&str>) -> pb::KeySelector {
         let selector = match self {
-            Selector::Fingerprint(f) => key_selector::Selector::Fingerprint(f.clone()),
-            Selector::MeterSerial(s) => key_selector::Selector::MeterSerial(s.clone()),
-            Selector::GatewaySerial(s) => key_selector::Selector::GatewaySerial(s.clone()),
-            Selector::Evse(e) => key_selector::Selector::EvseId(e.clone()),
+            KeyTarget::Fingerprint(f) => key_selector::Selector::Fingerprint(f.clone()),
+            KeyTarget::MeterSerial(s) => key_selector::Selector::MeterSerial(s.clone()),
+            KeyTarget::GatewaySerial(s) => key_selector::Selector::GatewaySerial(s.clone()),
+            KeyTarget::Evse(e) => key_selector::Selector::EvseId(e.clone()),
         };
         pb::KeySelector {
             selector: Some(selector),
@@ -160,10 +160,10 @@ impl Selector {
     /// The identifier for a history request.
     pub fn identifier(&self) -> pb::Identifier {
         let (kind, value) = match self {
-            Selector::Fingerprint(f) => (pb::IdentifierKind::Key, f),
-            Selector::MeterSerial(s) => (pb::IdentifierKind::MeterSerial, s),
-            Selector::GatewaySerial(s) => (pb::IdentifierKind::GatewaySerial, s),
-            Selector::Evse(e) => (pb::IdentifierKind::Evse, e),
+            KeyTarget::Fingerprint(f) => (pb::IdentifierKind::Key, f),
+            KeyTarget::MeterSerial(s) => (pb::IdentifierKind::MeterSerial, s),
+            KeyTarget::GatewaySerial(s) => (pb::IdentifierKind::GatewaySerial, s),
+            KeyTarget::Evse(e) => (pb::IdentifierKind::Evse, e),
         };
         pb::Identifier { kind: kind as i32, value: value.clone() }
     }
@@ -193,7 +193,7 @@ impl AsOf {
 
 /// The description of a new meter key and its signing unit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NewKey {
+pub struct KeySubmission {
     /// The key in any accepted encoding.
     pub public_key: String,
     /// Its curve, if the encoding does not say.
@@ -210,7 +210,7 @@ pub struct NewKey {
     pub sample_signed_meter_value: Option<String>,
 }
 
-impl NewKey {
+impl KeySubmission {
     /// A key with no further details.
     pub fn new(public_key: impl Into<String>) -> Self {
         Self { public_key: public_key.into(), ..Default::default() }
@@ -233,9 +233,10 @@ fn ts(t: Option<Time>) -> Option<prost_types::Timestamp> {
     t.as_ref().map(time::to_timestamp)
 }
 
-/// A command to sign and submit; each variant mirrors one `keyregistry.v1` command.
+/// What a signer orders the registry to do: a command to sign and submit, each variant mirroring
+/// one `keyregistry.v1` command (the rules' own, decoded form is `registry_core::command::Action`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Order {
     /// Add an administrator key (PEM or hex DER).
     AddAdminKey { public_key: String, label: String },
     /// Revoke an administrator key by fingerprint.
@@ -258,7 +259,7 @@ pub enum Action {
         effective_at: Option<Time>,
     },
     /// Register a key.
-    Register { key: NewKey, evse_ids: Vec<String>, effective_at: Option<Time> },
+    Register { key: KeySubmission, evse_ids: Vec<String>, effective_at: Option<Time> },
     /// End a key's validity.
     Deactivate {
         fingerprint: String,
@@ -269,38 +270,43 @@ pub enum Action {
     /// Move a key to other EVSE IDs.
     Relocate { fingerprint: String, evse_ids: Vec<String>, effective_at: Option<Time> },
     /// Replace the meter or signing module.
-    Replace { fingerprint: String, new_key: NewKey, effective_at: Option<Time>, comment: String },
+    Replace {
+        fingerprint: String,
+        new_key: KeySubmission,
+        effective_at: Option<Time>,
+        comment: String,
+    },
     /// Rotate the key of the same signing unit.
-    Rotate { fingerprint: String, new_key: NewKey, effective_at: Option<Time> },
+    Rotate { fingerprint: String, new_key: KeySubmission, effective_at: Option<Time> },
     /// Release a key to another operator.
     Release { fingerprint: String, to_operator_id: String },
     /// Take over a released key.
     TakeOver { fingerprint: String, evse_ids: Vec<String>, effective_at: Option<Time> },
 }
 
-impl Action {
+impl Order {
     /// The protobuf action.
     pub fn to_pb(&self) -> command::Action {
         use command::Action as A;
         match self.clone() {
-            Action::AddAdminKey { public_key, label } => {
+            Order::AddAdminKey { public_key, label } => {
                 A::AddAdminKey(pb::AddAdminKey { public_key, label })
             }
-            Action::RevokeAdminKey { key_id } => A::RevokeAdminKey(pb::RevokeAdminKey { key_id }),
-            Action::AddOperator { operator_id, name, public_keys } => {
+            Order::RevokeAdminKey { key_id } => A::RevokeAdminKey(pb::RevokeAdminKey { key_id }),
+            Order::AddOperator { operator_id, name, public_keys } => {
                 A::AddOperator(pb::AddOperator { operator_id, name, public_keys })
             }
-            Action::AddOperatorKey { operator_id, public_key } => {
+            Order::AddOperatorKey { operator_id, public_key } => {
                 A::AddOperatorKey(pb::AddOperatorKey { operator_id, public_key })
             }
-            Action::RevokeOperatorKey { operator_id, key_id } => {
+            Order::RevokeOperatorKey { operator_id, key_id } => {
                 A::RevokeOperatorKey(pb::RevokeOperatorKey { operator_id, key_id })
             }
-            Action::Confirm { fingerprint } => A::ConfirmKey(pb::ConfirmKey { fingerprint }),
-            Action::Reject { fingerprint, reason } => {
+            Order::Confirm { fingerprint } => A::ConfirmKey(pb::ConfirmKey { fingerprint }),
+            Order::Reject { fingerprint, reason } => {
                 A::RejectKey(pb::RejectKey { fingerprint, reason })
             }
-            Action::ForceTakeOver { fingerprint, operator_id, evse_ids, effective_at } => {
+            Order::ForceTakeOver { fingerprint, operator_id, evse_ids, effective_at } => {
                 A::ForceTakeOver(pb::ForceTakeOver {
                     fingerprint,
                     operator_id,
@@ -308,12 +314,12 @@ impl Action {
                     effective_at: ts(effective_at),
                 })
             }
-            Action::Register { key, evse_ids, effective_at } => A::RegisterKey(pb::RegisterKey {
+            Order::Register { key, evse_ids, effective_at } => A::RegisterKey(pb::RegisterKey {
                 key: Some(key.to_pb()),
                 evse_ids,
                 effective_at: ts(effective_at),
             }),
-            Action::Deactivate { fingerprint, reason, comment, effective_at } => {
+            Order::Deactivate { fingerprint, reason, comment, effective_at } => {
                 A::DeactivateKey(pb::DeactivateKey {
                     fingerprint,
                     reason: reason as i32,
@@ -321,14 +327,14 @@ impl Action {
                     effective_at: ts(effective_at),
                 })
             }
-            Action::Relocate { fingerprint, evse_ids, effective_at } => {
+            Order::Relocate { fingerprint, evse_ids, effective_at } => {
                 A::RelocateKey(pb::RelocateKey {
                     fingerprint,
                     evse_ids,
                     effective_at: ts(effective_at),
                 })
             }
-            Action::Replace { fingerprint, new_key, effective_at, comment } => {
+            Order::Replace { fingerprint, new_key, effective_at, comment } => {
                 A::ReplaceKey(pb::ReplaceKey {
                     fingerprint,
                     new_key: Some(new_key.to_pb()),
@@ -336,15 +342,15 @@ impl Action {
                     comment,
                 })
             }
-            Action::Rotate { fingerprint, new_key, effective_at } => A::RotateKey(pb::RotateKey {
+            Order::Rotate { fingerprint, new_key, effective_at } => A::RotateKey(pb::RotateKey {
                 fingerprint,
                 new_key: Some(new_key.to_pb()),
                 effective_at: ts(effective_at),
             }),
-            Action::Release { fingerprint, to_operator_id } => {
+            Order::Release { fingerprint, to_operator_id } => {
                 A::ReleaseKey(pb::ReleaseKey { fingerprint, to_operator_id })
             }
-            Action::TakeOver { fingerprint, evse_ids, effective_at } => {
+            Order::TakeOver { fingerprint, evse_ids, effective_at } => {
                 A::TakeOverKey(pb::TakeOverKey {
                     fingerprint,
                     evse_ids,
@@ -356,12 +362,12 @@ impl Action {
 }
 
 /// Builds the command bytes for an action: a fresh UUIDv7 request ID and the current time.
-pub fn command_bytes(action: &Action) -> Vec<u8> {
+pub fn command_bytes(action: &Order) -> Vec<u8> {
     command_bytes_with(action, uuid::Uuid::now_v7(), chrono::Utc::now())
 }
 
 /// Builds the command bytes with a given request ID and issue time.
-pub fn command_bytes_with(action: &Action, request_id: uuid::Uuid, issued_at: Time) -> Vec<u8> {
+pub fn command_bytes_with(action: &Order, request_id: uuid::Uuid, issued_at: Time) -> Vec<u8> {
     use prost::Message;
     pb::Command {
         request_id: request_id.to_string(),
@@ -429,7 +435,7 @@ impl RegistryClient {
     }
 
     /// Signs `action` with `signer` for this client's registry.
-    pub async fn sign(&self, signer: &P256KeyPair, action: &Action) -> Result<SignedCommand> {
+    pub async fn sign(&self, signer: &P256KeyPair, action: &Order) -> Result<SignedCommand> {
         Ok(SignedCommand::sign(command_bytes(action), &self.origin().await?, signer))
     }
 
@@ -447,7 +453,7 @@ impl RegistryClient {
     pub async fn submit(
         &self,
         signer: &P256KeyPair,
-        action: &Action,
+        action: &Order,
     ) -> Result<pb::SubmitCommandResponse> {
         self.submit_signed(self.sign(signer, action).await?).await
     }
@@ -509,7 +515,7 @@ impl RegistryClient {
     /// Was the selected key valid at `at`?
     pub async fn check(
         &self,
-        key: &Selector,
+        key: &KeyTarget,
         manufacturer: Option<&str>,
         at: Time,
         as_of: AsOf,
@@ -520,7 +526,7 @@ impl RegistryClient {
     /// [`RegistryClient::check`] with only what `view` asks for in the answer.
     pub async fn check_view(
         &self,
-        key: &Selector,
+        key: &KeyTarget,
         manufacturer: Option<&str>,
         at: Time,
         as_of: AsOf,
@@ -539,7 +545,7 @@ impl RegistryClient {
     /// Was the selected key valid at `at`? With evidence (see [`verify::Verifier`]).
     pub async fn check_proven(
         &self,
-        key: &Selector,
+        key: &KeyTarget,
         manufacturer: Option<&str>,
         at: Time,
         as_of: AsOf,
@@ -598,7 +604,7 @@ impl RegistryClient {
     /// Many validity questions at once.
     pub async fn check_batch(
         &self,
-        queries: &[(Selector, Time)],
+        queries: &[(KeyTarget, Time)],
         as_of: AsOf,
         view: View,
     ) -> Result<pb::CheckValidityBatchResponse> {

@@ -11,7 +11,7 @@ use registry_core::command::SignedCommand;
 use registry_core::keys::P256KeyPair;
 use registry_core::time::Time;
 
-use crate::{Action, ClientError, NewKey, RegistryClient, command_bytes};
+use crate::{ClientError, KeySubmission, Order, RegistryClient, command_bytes};
 
 /// Commands per bulk call: the server's limit.
 pub const BULK_CALL: usize = 10_000;
@@ -74,10 +74,10 @@ pub fn registrations_of(
 ) -> Vec<(P256KeyPair, SignedCommand)> {
     let one = |i: u64| {
         let meter = meter(i);
-        let action = Action::Register {
-            key: NewKey {
+        let action = Order::Register {
+            key: KeySubmission {
                 meter_serial: Some(meter_serial(i)),
-                ..NewKey::new(hex::encode(meter.public_key_der()))
+                ..KeySubmission::new(hex::encode(meter.public_key_der()))
             },
             evse_ids: vec![evse_id(operator_id, i)],
             effective_at: Some(effective_at),

@@ -21,7 +21,7 @@ use registry_core::validity;
 use registry_proto::pb;
 use serde::{Deserialize, Serialize};
 
-use crate::{AsOf, ClientError, RegistryClient, Result, Selector};
+use crate::{AsOf, ClientError, KeyTarget, RegistryClient, Result};
 
 fn refuse(what: impl std::fmt::Display) -> ClientError {
     ClientError::Verification(what.to_string())
@@ -212,7 +212,7 @@ impl Verifier {
     pub async fn check(
         &mut self,
         client: &RegistryClient,
-        key: &Selector,
+        key: &KeyTarget,
         manufacturer: Option<&str>,
         at: Time,
         as_of: AsOf,
@@ -362,23 +362,23 @@ fn summary(v: &pb::MeterValueValidation) -> String {
     )
 }
 
-fn to_domain(key: &Selector, manufacturer: Option<&str>) -> Result<validity::Selector> {
+fn to_domain(key: &KeyTarget, manufacturer: Option<&str>) -> Result<validity::Selector> {
     let manufacturer = manufacturer.map(|m| m.trim().to_string()).filter(|m| !m.is_empty());
     let bad = |e: String| ClientError::Input(e);
     Ok(match key {
-        Selector::Fingerprint(f) => validity::Selector::Fingerprint(
+        KeyTarget::Fingerprint(f) => validity::Selector::Fingerprint(
             registry_core::event::parse_fingerprint(f)
                 .ok_or_else(|| bad(format!("{f:?} is not a fingerprint")))?,
         ),
-        Selector::MeterSerial(s) => validity::Selector::MeterSerial {
+        KeyTarget::MeterSerial(s) => validity::Selector::MeterSerial {
             serial: registry_core::ids::serial(s).map_err(|e| bad(e.0))?,
             manufacturer,
         },
-        Selector::GatewaySerial(s) => validity::Selector::GatewaySerial {
+        KeyTarget::GatewaySerial(s) => validity::Selector::GatewaySerial {
             serial: registry_core::ids::serial(s).map_err(|e| bad(e.0))?,
             manufacturer,
         },
-        Selector::Evse(e) => {
+        KeyTarget::Evse(e) => {
             validity::Selector::Evse(registry_core::ids::EvseId::parse(e).map_err(|e| bad(e.0))?)
         }
     })

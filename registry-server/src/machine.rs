@@ -11,7 +11,7 @@ use registry_core::lifecycle::{self, ApplyError, DecideContext, Policy, Proposal
 use std::sync::Arc;
 
 use crate::key_cache::KeyCache;
-use crate::log::{DecideError, Decided, EntryContext, Machine, OnDurable, View};
+use crate::log::{Decided, EntryContext, Machine, MachineError, OnDurable, View};
 use crate::map::{MapWriter, SharedMap};
 use crate::projection::Projection;
 use crate::store::{LogStore, StoreError};
@@ -51,7 +51,7 @@ impl Machine for RegistryMachine {
         job: &Job,
         context: &EntryContext,
         view: &View<'_>,
-    ) -> Result<Decided<EntryBody>, DecideError<Rejection>> {
+    ) -> Result<Decided<EntryBody>, MachineError<Rejection>> {
         let state = Projection::cached(view, self.cache.clone()).with_buckets(self.map.buckets());
         let ctx = DecideContext {
             now: context.recorded_at,
@@ -59,8 +59,8 @@ impl Machine for RegistryMachine {
             policy: self.policy,
         };
         let events = lifecycle::decide(&job.proposal, &ctx, &state).map_err(|e| match e {
-            lifecycle::DecideError::Rejected(r) => DecideError::Rejected(r),
-            lifecycle::DecideError::State(e) => DecideError::Store(e),
+            lifecycle::DecideError::Rejected(r) => MachineError::Rejected(r),
+            lifecycle::DecideError::State(e) => MachineError::Store(e),
         })?;
         let links = lifecycle::links(&events, &state)?;
         let command = match &job.proposal {

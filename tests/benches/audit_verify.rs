@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use registry_client::archive::Archive;
-use registry_client::{Action, RegistryClient, audit, load};
+use registry_client::{Order, RegistryClient, audit, load};
 use registry_core::keys::P256KeyPair;
 use registry_server::config::Config;
 
@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     client
         .submit(
             &admin,
-            &Action::AddOperator {
+            &Order::AddOperator {
                 operator_id: "DE*BEN".into(),
                 name: "Bench operator".into(),
                 public_keys: vec![operator.public_key_pem()],

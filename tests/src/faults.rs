@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use registry_client::archive::Archive;
-use registry_client::{Action, AsOf, NewKey, RegistryClient, Selector, View, audit};
+use registry_client::{AsOf, KeySubmission, KeyTarget, Order, RegistryClient, View, audit};
 use registry_core::keys::P256KeyPair;
 use registry_proto::pb;
 
@@ -241,8 +241,8 @@ pub async fn kill_campaign(options: &KillOptions) -> anyhow::Result<KillReport> 
                     for i in 0u64.. {
                         let meter = P256KeyPair::generate();
                         let evse = format!("{OPERATOR}*E{cycle}W{w}N{i}");
-                        let action = Action::Register {
-                            key: NewKey::new(hex::encode(meter.public_key_der())),
+                        let action = Order::Register {
+                            key: KeySubmission::new(hex::encode(meter.public_key_der())),
                             evse_ids: vec![evse.clone()],
                             effective_at: Some(crate::t("2026-01-01T00:00:00Z")),
                         };
@@ -286,7 +286,7 @@ async fn add_operator(
     operator: &P256KeyPair,
     id: &str,
 ) -> anyhow::Result<()> {
-    let action = Action::AddOperator {
+    let action = Order::AddOperator {
         operator_id: id.into(),
         name: "Fault campaign".into(),
         public_keys: vec![operator.public_key_pem()],
@@ -311,7 +311,7 @@ async fn lost(client: &RegistryClient, acked: &[(String, String)]) -> anyhow::Re
     let at = crate::t("2026-06-01T00:00:00Z");
     let mut lost = Vec::new();
     for chunk in acked.chunks(5_000) {
-        let queries: Vec<_> = chunk.iter().map(|(e, _)| (Selector::Evse(e.clone()), at)).collect();
+        let queries: Vec<_> = chunk.iter().map(|(e, _)| (KeyTarget::Evse(e.clone()), at)).collect();
         let answers = client.check_batch(&queries, AsOf::Head, View::Basic).await?;
         for ((evse, fingerprint), v) in chunk.iter().zip(answers.results) {
             if v.verdict != pb::Verdict::Valid as i32 || &v.fingerprint != fingerprint {
@@ -395,7 +395,7 @@ struct Observed {
 async fn observe(client: &RegistryClient, evses: &[String]) -> anyhow::Result<Observed> {
     let info = client.checkpoint(0).await?;
     let at = crate::t("2026-06-01T00:00:00Z");
-    let queries: Vec<_> = evses.iter().map(|e| (Selector::Evse(e.clone()), at)).collect();
+    let queries: Vec<_> = evses.iter().map(|e| (KeyTarget::Evse(e.clone()), at)).collect();
     let answers = client.check_batch(&queries, AsOf::Head, View::Basic).await?;
     Ok(Observed {
         size: info.tree_size,
@@ -448,8 +448,8 @@ pub async fn tamper_campaign(options: &TamperOptions) -> anyhow::Result<TamperRe
         let mut out = Vec::new();
         for evse in &evses {
             let meter = P256KeyPair::generate();
-            let action = Action::Register {
-                key: NewKey::new(hex::encode(meter.public_key_der())),
+            let action = Order::Register {
+                key: KeySubmission::new(hex::encode(meter.public_key_der())),
                 evse_ids: vec![evse.clone()],
                 effective_at: Some(crate::t("2026-01-01T00:00:00Z")),
             };

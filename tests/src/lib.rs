@@ -147,7 +147,7 @@ impl Fixture {
         self.client
             .submit(
                 &self.admin,
-                &registry_client::Action::AddOperator {
+                &registry_client::Order::AddOperator {
                     operator_id: operator_id.into(),
                     name: format!("Operator {operator_id}"),
                     public_keys: vec![key.public_key_pem()],
@@ -226,7 +226,7 @@ pub async fn decommission(
     client
         .submit(
             operator,
-            &registry_client::Action::Deactivate {
+            &registry_client::Order::Deactivate {
                 fingerprint: meter.fingerprint_hex(),
                 reason: registry_client::EndReason::Decommissioned,
                 comment: String::new(),

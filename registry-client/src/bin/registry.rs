@@ -11,7 +11,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use registry_client::verify::Verifier;
 use registry_client::{
-    Action, AsOf, ClientError, NewKey, RegistryClient, Selector, keyfile, receipt_file, render,
+    AsOf, ClientError, KeySubmission, KeyTarget, Order, RegistryClient, keyfile, receipt_file,
+    render,
 };
 use registry_core::entry::Entry;
 use registry_core::meter_key::Curve;
@@ -179,8 +180,8 @@ struct NewKeyArgs {
 }
 
 impl NewKeyArgs {
-    fn to_new_key(&self) -> anyhow::Result<NewKey> {
-        Ok(NewKey {
+    fn to_new_key(&self) -> anyhow::Result<KeySubmission> {
+        Ok(KeySubmission {
             public_key: keyfile::public_key_arg(&self.public_key)?,
             curve: self
                 .curve
@@ -423,12 +424,12 @@ struct SelectorArgs {
 }
 
 impl SelectorArgs {
-    fn selector(&self) -> Selector {
+    fn selector(&self) -> KeyTarget {
         match (&self.fingerprint, &self.meter_serial, &self.gateway_serial, &self.evse) {
-            (Some(f), ..) => Selector::Fingerprint(f.clone()),
-            (_, Some(m), ..) => Selector::MeterSerial(m.clone()),
-            (_, _, Some(g), _) => Selector::GatewaySerial(g.clone()),
-            (_, _, _, Some(e)) => Selector::Evse(e.clone()),
+            (Some(f), ..) => KeyTarget::Fingerprint(f.clone()),
+            (_, Some(m), ..) => KeyTarget::MeterSerial(m.clone()),
+            (_, _, Some(g), _) => KeyTarget::GatewaySerial(g.clone()),
+            (_, _, _, Some(e)) => KeyTarget::Evse(e.clone()),
             _ => unreachable!("clap requires one selector"),
         }
     }
@@ -808,7 +809,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             AdminCommand::AddOperator { signer: s, operator, name, keys } => (
                 "add-operator",
                 signer(&s)?,
-                Action::AddOperator {
+                Order::AddOperator {
                     operator_id: operator,
                     name,
                     public_keys: keys
@@ -820,7 +821,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             AdminCommand::AddOperatorKey { signer: s, operator, key } => (
                 "add-operator-key",
                 signer(&s)?,
-                Action::AddOperatorKey {
+                Order::AddOperatorKey {
                     operator_id: operator,
                     public_key: keyfile::public_key_from_file_or_text(&key)?,
                 },
@@ -828,29 +829,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             AdminCommand::RevokeOperatorKey { signer: s, operator, key_id } => (
                 "revoke-operator-key",
                 signer(&s)?,
-                Action::RevokeOperatorKey { operator_id: operator, key_id },
+                Order::RevokeOperatorKey { operator_id: operator, key_id },
             ),
             AdminCommand::AddAdmin { signer: s, key, label } => (
                 "add-admin",
                 signer(&s)?,
-                Action::AddAdminKey {
+                Order::AddAdminKey {
                     public_key: keyfile::public_key_from_file_or_text(&key)?,
                     label,
                 },
             ),
             AdminCommand::RevokeAdmin { signer: s, key_id } => {
-                ("revoke-admin", signer(&s)?, Action::RevokeAdminKey { key_id })
+                ("revoke-admin", signer(&s)?, Order::RevokeAdminKey { key_id })
             }
             AdminCommand::Confirm { signer: s, key } => {
-                ("confirm", signer(&s)?, Action::Confirm { fingerprint: key.fingerprint })
+                ("confirm", signer(&s)?, Order::Confirm { fingerprint: key.fingerprint })
             }
             AdminCommand::Reject { signer: s, key, reason } => {
-                ("reject", signer(&s)?, Action::Reject { fingerprint: key.fingerprint, reason })
+                ("reject", signer(&s)?, Order::Reject { fingerprint: key.fingerprint, reason })
             }
             AdminCommand::ForceTakeover { signer: s, key, operator, evse, effective_at } => (
                 "force-takeover",
                 signer(&s)?,
-                Action::ForceTakeOver {
+                Order::ForceTakeOver {
                     fingerprint: key.fingerprint,
                     operator_id: operator,
                     evse_ids: evse,
@@ -865,7 +866,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "register"
                 },
                 signer(&s)?,
-                Action::Register {
+                Order::Register {
                     key: new_key.to_new_key()?,
                     evse_ids: evse,
                     effective_at: opt_time(&effective_at)?,
@@ -874,7 +875,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             CpoCommand::Deactivate { signer: s, key, reason, comment, effective_at } => (
                 "deactivate",
                 signer(&s)?,
-                Action::Deactivate {
+                Order::Deactivate {
                     fingerprint: key.fingerprint,
                     reason: match reason {
                         DeactivateReason::Decommissioned => pb::EndReason::Decommissioned,
@@ -888,7 +889,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             CpoCommand::Relocate { signer: s, key, evse, effective_at } => (
                 "relocate",
                 signer(&s)?,
-                Action::Relocate {
+                Order::Relocate {
                     fingerprint: key.fingerprint,
                     evse_ids: evse,
                     effective_at: opt_time(&effective_at)?,
@@ -900,7 +901,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "replace"
                 },
                 signer(&s)?,
-                Action::Replace {
+                Order::Replace {
                     fingerprint: key.fingerprint,
                     new_key: new_key.to_new_key()?,
                     effective_at: opt_time(&effective_at)?,
@@ -913,7 +914,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "rotate"
                 },
                 signer(&s)?,
-                Action::Rotate {
+                Order::Rotate {
                     fingerprint: key.fingerprint,
                     new_key: new_key.to_new_key()?,
                     effective_at: opt_time(&effective_at)?,
@@ -922,12 +923,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             CpoCommand::Release { signer: s, key, to_operator } => (
                 "release",
                 signer(&s)?,
-                Action::Release { fingerprint: key.fingerprint, to_operator_id: to_operator },
+                Order::Release { fingerprint: key.fingerprint, to_operator_id: to_operator },
             ),
             CpoCommand::TakeOver { signer: s, key, evse, effective_at } => (
                 "take-over",
                 signer(&s)?,
-                Action::TakeOver {
+                Order::TakeOver {
                     fingerprint: key.fingerprint,
                     evse_ids: evse,
                     effective_at: opt_time(&effective_at)?,

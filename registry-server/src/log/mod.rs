@@ -67,16 +67,16 @@ pub struct Decided<E> {
 
 /// Why a machine did not produce an entry.
 #[derive(Debug)]
-pub enum DecideError<R> {
+pub enum MachineError<R> {
     /// The command is refused; nothing is appended.
     Rejected(R),
     /// Reading the state failed; the writer stops.
     Store(StoreError),
 }
 
-impl<R> From<StoreError> for DecideError<R> {
+impl<R> From<StoreError> for MachineError<R> {
     fn from(e: StoreError) -> Self {
-        DecideError::Store(e)
+        MachineError::Store(e)
     }
 }
 
@@ -99,7 +99,7 @@ pub trait Machine: Send + 'static {
         command: &Self::Command,
         context: &EntryContext,
         view: &View<'_>,
-    ) -> Result<Decided<Self::Effects>, DecideError<Self::Rejection>>;
+    ) -> Result<Decided<Self::Effects>, MachineError<Self::Rejection>>;
 
     /// Updates the projections for an appended entry.
     fn apply(
@@ -156,7 +156,7 @@ impl Machine for RawBodies {
         command: &Vec<u8>,
         _: &EntryContext,
         _: &View<'_>,
-    ) -> Result<Decided<()>, DecideError<Self::Rejection>> {
+    ) -> Result<Decided<()>, MachineError<Self::Rejection>> {
         Ok(Decided { body: command.clone(), effects: () })
     }
 

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::tail::{Tail, TailBatch};
 use super::{
-    DecideError, EntryContext, Head, LogOptions, Machine, OnDurable, View, sign_checkpoint,
+    EntryContext, Head, LogOptions, Machine, MachineError, OnDurable, View, sign_checkpoint,
 };
 use crate::store::{LogStore, RequestRecord, StoreError, WriteBatch};
 
@@ -617,8 +617,8 @@ impl<M: Machine> Writer<M> {
         };
         let decided = match self.setup.machine.decide(&command, &context, view) {
             Ok(d) => d,
-            Err(DecideError::Rejected(r)) => return Ok(Err(AppendError::Rejected(r))),
-            Err(DecideError::Store(e)) => return Err(e),
+            Err(MachineError::Rejected(r)) => return Ok(Err(AppendError::Rejected(r))),
+            Err(MachineError::Store(e)) => return Err(e),
         };
         let header = EntryHeader {
             position: context.position,
