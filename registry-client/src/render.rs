@@ -400,30 +400,33 @@ pub fn meter_value_text(v: &pb::MeterValueValidation) -> String {
 }
 
 /// A load generator run, for people.
-pub fn bench_report(r: &crate::bench::Report) {
-    println!(
-        "{:?}: {} clients over {} connections, {:.1} s, {} fleet keys, {} per call",
-        r.workload, r.concurrency, r.connections, r.seconds, r.keys, r.batch
-    );
-    println!(
-        "  {:.0} calls/s ({:.0} items/s); {} calls, {} errors",
-        r.calls_per_sec, r.items_per_sec, r.calls, r.errors
-    );
+pub fn bench_report(r: &crate::bench::Report) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
-    println!(
-        "  latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-        ms(r.latency.p50_us),
-        ms(r.latency.p99_us),
-        ms(r.latency.p999_us),
-        ms(r.latency.max_us)
-    );
+    let mut lines = vec![
+        format!(
+            "{:?}: {} clients over {} connections, {:.1} s, {} fleet keys, {} per call",
+            r.workload, r.concurrency, r.connections, r.seconds, r.keys, r.batch
+        ),
+        format!(
+            "  {:.0} calls/s ({:.0} items/s); {} calls, {} errors",
+            r.calls_per_sec, r.items_per_sec, r.calls, r.errors
+        ),
+        format!(
+            "  latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            ms(r.latency.p50_us),
+            ms(r.latency.p99_us),
+            ms(r.latency.p999_us),
+            ms(r.latency.max_us)
+        ),
+    ];
     if let (Some(commits), Some(mean)) = (r.group_commits, r.mean_group_commit) {
-        println!("  writer: {commits} group commits, {mean:.1} entries each on average");
+        lines.push(format!("  writer: {commits} group commits, {mean:.1} entries each on average"));
     }
     if let Some(steal) = r.cpu_steal_pct {
-        println!("  CPU steal during the run: {steal:.1} % of the machine");
+        lines.push(format!("  CPU steal during the run: {steal:.1} % of the machine"));
     }
     if let Some(e) = &r.first_error {
-        println!("  first error: {e}");
+        lines.push(format!("  first error: {e}"));
     }
+    lines.join("\n")
 }

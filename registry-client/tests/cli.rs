@@ -117,7 +117,14 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
     assert_eq!(receipt["evse_ids"][0], "DE*ABC*E1001*1");
 
     // Check a session.
-    let check = |at: &str| run(&["msp", "check", "--evse", "DE*ABC*E1001*1", "--at", at]);
+    // Exit status 0 when the verdict is VALID, 1 when it is any other: the answer is no.
+    let check = |at: &str| {
+        let (code, json) =
+            registry(d, s, &["msp", "check", "--evse", "DE*ABC*E1001*1", "--at", at]);
+        let valid = json["validity"]["verdict"] == "VALID";
+        assert_eq!(code, if valid { 0 } else { 1 }, "{at}: {json}");
+        json
+    };
     let v = check("2026-03-01T12:00:00Z");
     assert_eq!(
         (v["validity"]["verdict"].as_str(), v["validity"]["fingerprint"].as_str()),
@@ -323,8 +330,32 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
     );
     assert_eq!((code, err["code"].as_str()), (1, Some("INVALID_ARGUMENT")));
     assert_eq!(err["violations"][0]["field"], "register_key.key.public_key");
+    // A bad time is bad usage (2): nothing was asked.
     let (code, err) =
         registry(d, s, &["msp", "check", "--evse", "DE*ABC*E1001*1", "--at", "yesterday"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err["error"].as_str().unwrap().contains("RFC 3339"), "{err}");
+}
+
+/// "Could not get an answer" is not "the answer is no": a registry that is not there gives exit
+/// status 3 and a JSON error, and `--help` lists every status.
+#[test]
+fn an_unreachable_registry_is_no_answer_not_a_no() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bind one, then close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("http://127.0.0.1:{port}");
+    let (code, err) = registry(
+        dir.path(),
+        &server,
+        &["msp", "check", "--evse", "DE*ABC*E1*1", "--at", "2026-01-01T00:00:00Z"],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err["error"].is_string(), "{err}");
+
+    let help = Command::new(env!("CARGO_BIN_EXE_registry")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for status in ["0 the answer is yes", "1 the answer is no", "2 bad usage", "3 no answer"] {
+        assert!(help.contains(status), "--help does not list {status:?}:\n{help}");
+    }
 }
