@@ -86,7 +86,7 @@ pub async fn run(server: &str, quiet: bool, args: &BenchArgs) -> anyhow::Result<
                     c.checkpoint_sign_per_sec,
                     c.sha256_bytes_per_sec / 1e6
                 ),
-                serde_json::to_value(&c)?,
+                serde_json::to_value(c)?,
             ));
         }
         BenchWorkload::Prepare => None,

@@ -178,7 +178,7 @@ pub enum CpoCommand {
 /// What a `cpo` subcommand asks for: an order to sign, or the receipt of a confirmed key.
 pub enum CpoRequest {
     /// Sign and submit.
-    Submit(Submission),
+    Submit(Box<Submission>),
     /// Fetch the receipt of this key into this file.
     Receipt {
         /// The key.
@@ -271,6 +271,6 @@ impl CpoCommand {
                 return Ok(CpoRequest::Receipt { fingerprint: key.fingerprint, out });
             }
         };
-        Ok(CpoRequest::Submit(Submission { name, signer, order, receipt: receipt_path }))
+        Ok(CpoRequest::Submit(Box::new(Submission { name, signer, order, receipt: receipt_path })))
     }
 }

@@ -93,7 +93,7 @@ async fn run(cli: Cli, printer: Printer) -> anyhow::Result<Report> {
     match cli.command {
         Command::Admin(a) => submit::submit(&client, a.submission()?).await,
         Command::Cpo(c) => match c.request()? {
-            CpoRequest::Submit(s) => submit::submit(&client, s).await,
+            CpoRequest::Submit(s) => submit::submit(&client, *s).await,
             CpoRequest::Receipt { fingerprint, out } => {
                 submit::fetch_receipt(&client, &fingerprint, &out).await
             }
