@@ -150,8 +150,11 @@ pub struct NewKey {
     pub sample_signed_meter_value: Option<String>,
 }
 
-/// What a command asks for.
+/// What a command asks for, decoded and validated. Each variant is the `keyregistry.v1` message
+/// of the same name (`commands.proto` documents every field), with typed identifiers, keys and
+/// times in place of strings, bytes and timestamps.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are the protobuf message's, documented in commands.proto
 pub enum Action {
     /// See `AddAdminKey`.
     AddAdminKey { public_key: Vec<u8>, label: String },

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The meter key registry's rules: everything a client, a server or an offline verifier must
 //! compute exactly alike.
 //!
