@@ -1,4 +1,15 @@
 //! The rules against the in-memory state, with no socket.
+//!
+//! The tables build their state only through the rules (`decide`, then `apply`) in a small
+//! [`world::World`]: operators DE*ABC and DE*XYZ, an administrator, and revoked keys of each
+//! role. One table per command (`operator_commands`, `admin_commands`), the authorization matrix
+//! and the registry's own actions (`signers`). Below, the registry's request IDs.
+
+mod admin_commands;
+mod handover_commands;
+mod operator_commands;
+mod signers;
+mod world;
 
 use super::*;
 use crate::event::{Event, Registration};
