@@ -1,4 +1,4 @@
-//! Every row of the key lifecycle (DESIGN.md §3), end to end: a registry on a loopback port,
+//! Every row of the key lifecycle (docs/DESIGN.md §3), end to end: a registry on a loopback port,
 //! driven through `registry-client`, with the validity answers checked before, during and after
 //! each change, and the *as known at* answers around a backdated deactivation.
 
@@ -423,7 +423,7 @@ async fn an_administrator_can_force_a_takeover_without_release() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hardware_exchange_that_keeps_the_meter_needs_no_event() {
-    // DESIGN §3: the meter moves into new hardware at the same EVSE. There is no command for it:
+    // docs/DESIGN.md §3: the meter moves into new hardware at the same EVSE. There is no command for it:
     // the key, its binding and every answer stay exactly as they were.
     let f = Fixture::start().await;
     let op = f.operator("DE*ABC").await;

@@ -194,7 +194,7 @@ impl Commands {
     /// The checks that need no lock: a known, unrevoked signer, a good signature and a command
     /// that decodes. Synchronous, so that bulk submissions can spread it over threads. A command
     /// already in the log exactly as submitted passes even if its signer was revoked since: its
-    /// retry returns the original result, however long ago (DESIGN §5).
+    /// retry returns the original result, however long ago (docs/DESIGN.md §5).
     fn check(&self, envelope: &SignedCommand) -> Result<Command, CommandError> {
         self.check_new(envelope).or_else(|refusal| self.earlier(envelope).ok_or(refusal))
     }

@@ -1,6 +1,6 @@
 //! The production [`LogStore`] on sled 0.34.7.
 //!
-//! sled's own durability needs help (DESIGN.md §5; the notes in ARCHITECTURE.md):
+//! sled's own durability needs help (docs/DESIGN.md §5; the notes in ARCHITECTURE.md):
 //!
 //! - `flush()` writes the log with `sync_file_range`, which neither persists the file's size nor
 //!   flushes the disk's cache, so [`SledStore::sync`] fsyncs the `db` file after every flush;
