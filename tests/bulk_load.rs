@@ -122,17 +122,16 @@ async fn a_malformed_envelope_in_a_bulk_call_is_named_by_its_index() {
         &f.origin(),
         &op,
     );
-    let mut bad = good.to_pb();
+    let mut bad = pb::SignedCommand::from(&good);
     bad.signer_key_id.truncate(5);
     let request = pb::SubmitCommandsRequest {
         commands: vec![
             bad,
-            SignedCommand::sign(
+            pb::SignedCommand::from(&SignedCommand::sign(
                 command_bytes(&register(&spki_hex(&meter_key()), "DE*ABC*E2")),
                 &f.origin(),
                 &op,
-            )
-            .to_pb(),
+            )),
         ],
     };
     let mut stub =
@@ -148,7 +147,8 @@ async fn a_malformed_envelope_in_a_bulk_call_is_named_by_its_index() {
     }
     assert!(matches!(results[1].outcome, Some(pb::command_result::Outcome::Accepted(_))));
 
-    let too_many = pb::SubmitCommandsRequest { commands: vec![good.to_pb(); 10_001] };
+    let too_many =
+        pb::SubmitCommandsRequest { commands: vec![pb::SignedCommand::from(&good); 10_001] };
     let err = stub.submit_commands(too_many).await.expect_err("too many commands");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("commands"), "{}", err.message());

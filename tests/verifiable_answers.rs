@@ -60,7 +60,7 @@ async fn a_receipt_proves_what_was_registered_and_rejects_any_change() {
     let op = f.operator("DE*ABC").await;
     let meter = meter_key();
     let r = register(&f, &op, &meter, "DE*ABC*E1", "2026-01-01T00:00:00Z").await;
-    let receipt = Receipt::from_pb(
+    let receipt = Receipt::try_from(
         r.receipt.as_ref().expect("an automatic confirmation comes with a receipt"),
     )
     .unwrap();

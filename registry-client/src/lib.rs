@@ -214,7 +214,7 @@ impl RegistryClient {
 
     /// Submits an already signed command (to retry it, or one built elsewhere).
     pub async fn submit_signed(&self, signed: SignedCommand) -> Result<pb::SubmitCommandResponse> {
-        let request = pb::SubmitCommandRequest { command: Some(signed.to_pb()) };
+        let request = pb::SubmitCommandRequest { command: Some(pb::SignedCommand::from(&signed)) };
         Ok(self.commands.clone().submit_command(request).await?.into_inner())
     }
 
@@ -225,8 +225,9 @@ impl RegistryClient {
         &self,
         signed: Vec<SignedCommand>,
     ) -> Result<Vec<std::result::Result<pb::SubmitCommandResponse, pb::Refusal>>> {
-        let request =
-            pb::SubmitCommandsRequest { commands: signed.iter().map(|s| s.to_pb()).collect() };
+        let request = pb::SubmitCommandsRequest {
+            commands: signed.iter().map(pb::SignedCommand::from).collect(),
+        };
         let response = self.commands.clone().submit_commands(request).await?.into_inner();
         response
             .results
@@ -291,7 +292,7 @@ impl RegistryClient {
             at: Some(time::to_timestamp(&at)),
             as_of: as_of.to_pb(),
             prove: false,
-            view: view.to_pb(),
+            view: pb::ValidityView::from(view) as i32,
         };
         Ok(self.lookups.clone().check_validity(request).await?.into_inner())
     }
@@ -309,7 +310,7 @@ impl RegistryClient {
             at: Some(time::to_timestamp(&at)),
             as_of: as_of.to_pb(),
             prove: true,
-            view: View::Full.to_pb(),
+            view: pb::ValidityView::from(View::Full) as i32,
         };
         Ok(self.lookups.clone().check_validity(request).await?.into_inner())
     }
@@ -351,7 +352,7 @@ impl RegistryClient {
         let receipt = r
             .receipt
             .ok_or_else(|| ClientError::Verification("the server sent no receipt".into()))?;
-        registry_core::receipt::Receipt::from_pb(&receipt)
+        registry_core::receipt::Receipt::try_from(&receipt)
             .map_err(|e| ClientError::Verification(e.to_string()))
     }
 
@@ -372,7 +373,7 @@ impl RegistryClient {
                 .collect(),
             as_of: as_of.to_pb(),
             prove: false,
-            view: view.to_pb(),
+            view: pb::ValidityView::from(view) as i32,
         };
         Ok(self.lookups.clone().check_validity_batch(request).await?.into_inner())
     }

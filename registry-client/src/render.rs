@@ -75,7 +75,7 @@ pub fn event(e: &Event) -> Value {
             "kind": "key_ended",
             "fingerprint": fingerprint,
             "effective_at": time::format(effective_at),
-            "reason": end_reason(reason.to_pb() as i32),
+            "reason": end_reason(pb::EndReason::from(*reason) as i32),
             "comment": comment,
             "successor": successor,
         }),
@@ -168,7 +168,7 @@ pub fn event_line(e: &Event) -> String {
         Event::KeyEnded { fingerprint, effective_at, reason, .. } => format!(
             "key {fingerprint} ended at {} ({})",
             time::format(effective_at),
-            end_reason(reason.to_pb() as i32)
+            end_reason(pb::EndReason::from(*reason) as i32)
         ),
         Event::KeyRelocated { fingerprint, effective_at, evse_ids } => format!(
             "key {fingerprint} relocated to {} at {}",
@@ -211,7 +211,7 @@ pub fn end_reason(v: i32) -> &'static str {
 }
 
 fn curve(v: i32) -> &'static str {
-    registry_core::meter_key::Curve::from_pb(v).map_or("", |c| c.name())
+    registry_core::meter_key::Curve::try_from(v).ok().map_or("", |c| c.name())
 }
 
 /// A binding as JSON.

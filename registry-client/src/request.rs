@@ -94,7 +94,7 @@ impl KeySubmission {
     pub(crate) fn to_pb(&self) -> pb::NewKey {
         pb::NewKey {
             public_key: self.public_key.clone(),
-            curve: self.curve.map_or(0, |c| c.to_pb() as i32),
+            curve: self.curve.map_or(0, |c| pb::Curve::from(c) as i32),
             meter_serial: self.meter_serial.clone().unwrap_or_default(),
             gateway_serial: self.gateway_serial.clone().unwrap_or_default(),
             manufacturer: self.manufacturer.clone().unwrap_or_default(),

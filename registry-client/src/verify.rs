@@ -223,11 +223,11 @@ impl Verifier {
         let basis = response.basis.as_ref().ok_or_else(|| refuse("the answer has no basis"))?;
         self.check_basis(&evidence, basis)?;
         let derived = evidence.validity(&selector, at, basis.log_size).map_err(refuse)?;
-        if Some(&derived.to_pb()) != response.validity.as_ref() {
+        if Some(&pb::Validity::from(&derived)) != response.validity.as_ref() {
             return Err(refuse(format!(
                 "the server's answer does not follow from its evidence: it says {}, the evidence says {}",
                 crate::render::verdict(response.validity.as_ref().map_or(0, |v| v.verdict)),
-                crate::render::verdict(derived.to_pb().verdict)
+                crate::render::verdict(pb::Validity::from(&derived).verdict)
             )));
         }
         Ok((response, evidence))
@@ -247,7 +247,8 @@ impl Verifier {
         let fp = registry_core::event::parse_fingerprint(fingerprint)
             .ok_or_else(|| ClientError::Input("bad fingerprint".into()))?;
         let derived = evidence.key_record(&fp, basis.log_size).map_err(refuse)?;
-        let derived = derived.as_ref().and_then(|r| r.as_of(basis.log_size)).map(|k| k.to_pb());
+        let derived =
+            derived.as_ref().and_then(|r| r.as_of(basis.log_size)).map(|k| pb::KeyRecord::from(&k));
         if derived != response.key {
             return Err(refuse("the server's key record does not follow from its evidence"));
         }
@@ -261,7 +262,8 @@ impl Verifier {
         identifier: pb::Identifier,
         as_of: AsOf,
     ) -> Result<(Vec<pb::HistoryEntry>, Evidence)> {
-        let id = Identifier::from_pb(&identifier).map_err(|e| ClientError::Input(e.to_string()))?;
+        let id =
+            Identifier::try_from(&identifier).map_err(|e| ClientError::Input(e.to_string()))?;
         let response = client.history_proven(identifier, as_of).await?;
         let evidence = self.open(client, response.proof.as_ref()).await?;
         let basis = response.basis.as_ref().ok_or_else(|| refuse("the answer has no basis"))?;

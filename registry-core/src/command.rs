@@ -6,17 +6,18 @@
 //! (a test instance's command at production). Commands logged before the registry was named
 //! carry the older context without it; they still verify, and only as what they were. The bytes are stored as signed; [`Command::decode`] validates every field
 //! and names the one that is wrong, with its protobuf path.
+//! (The envelope's and the command's protobuf conversions are in [`crate::convert`].)
 
 use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::error::FieldError;
-use crate::event::{EndReason, parse_fingerprint};
-use crate::ids::{self, EvseId, OperatorId};
+use crate::event::EndReason;
+use crate::ids::{EvseId, OperatorId};
 use crate::keys::{self, P256KeyPair};
-use crate::meter_key::{Curve, MeterKey};
+use crate::meter_key::MeterKey;
 use crate::pb;
-use crate::time::{self, Time};
+use crate::time::Time;
 
 /// Prefix of a signed command message that names its registry: then the registry's origin and
 /// a line feed follow, then the command bytes.
@@ -74,53 +75,6 @@ impl SignedCommand {
     /// signature over the same bytes; that is the same request.
     pub fn digest(&self) -> [u8; 32] {
         Sha256::digest(&self.command).into()
-    }
-
-    /// The log form.
-    pub fn to_pb(&self) -> pb::SignedCommand {
-        pb::SignedCommand {
-            command: self.command.clone(),
-            signer_key_id: self.signer_key_id.to_vec(),
-            signature: self.signature.clone(),
-            registry: self.registry.clone().unwrap_or_default(),
-        }
-    }
-
-    /// From the wire, checking only the envelope's shape.
-    pub fn from_pb(p: &pb::SignedCommand) -> Result<Self, FieldError> {
-        if p.command.is_empty() {
-            return Err(FieldError::new("command.command", "must not be empty"));
-        }
-        if p.command.len() > MAX_COMMAND_BYTES {
-            return Err(FieldError::new(
-                "command.command",
-                format!("must be at most {MAX_COMMAND_BYTES} bytes"),
-            ));
-        }
-        let signer_key_id = p.signer_key_id.as_slice().try_into().map_err(|_| {
-            FieldError::new(
-                "command.signer_key_id",
-                "must be the 32-byte fingerprint of the signing key",
-            )
-        })?;
-        if p.signature.is_empty() {
-            return Err(FieldError::new("command.signature", "must not be empty"));
-        }
-        if p.registry.chars().count() > MAX_REGISTRY_CHARS || p.registry.contains('\n') {
-            return Err(FieldError::new(
-                "command.registry",
-                format!(
-                    "must be a registry origin: one line of at most {MAX_REGISTRY_CHARS} characters"
-                ),
-            ));
-        }
-        let registry = Some(p.registry.clone()).filter(|r| !r.is_empty());
-        Ok(Self {
-            command: p.command.clone(),
-            signer_key_id,
-            signature: p.signature.clone(),
-            registry,
-        })
     }
 }
 
@@ -252,243 +206,13 @@ pub struct Command {
     pub action: Action,
 }
 
-fn opt_time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<Time>, FieldError> {
-    t.as_ref()
-        .map(|ts| time::from_timestamp(ts).map_err(|e| FieldError::new(field, e.to_string())))
-        .transpose()
-}
-
-fn fingerprint(s: &str, field: &str) -> Result<String, FieldError> {
-    parse_fingerprint(s)
-        .ok_or_else(|| FieldError::new(field, "must be a key fingerprint (64 hex digits)"))
-}
-
-fn key_id(s: &str, field: &str) -> Result<[u8; 32], FieldError> {
-    let fp = fingerprint(s, field)?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(fp, &mut out).map_err(|e| FieldError::new(field, e.to_string()))?;
-    Ok(out)
-}
-
-fn operator(s: &str, field: &str) -> Result<OperatorId, FieldError> {
-    OperatorId::parse(s).map_err(|e| FieldError::new(field, e.0))
-}
-
-fn evses(v: &[String], field: &str) -> Result<Vec<EvseId>, FieldError> {
-    if v.is_empty() {
-        return Err(FieldError::new(field, "must name at least one EVSE ID"));
-    }
-    let mut out: Vec<EvseId> = Vec::with_capacity(v.len());
-    for (i, s) in v.iter().enumerate() {
-        let id = EvseId::parse(s).map_err(|e| FieldError::new(format!("{field}[{i}]"), e.0))?;
-        if out.contains(&id) {
-            return Err(FieldError::new(format!("{field}[{i}]"), format!("{id} is named twice")));
-        }
-        out.push(id);
-    }
-    Ok(out)
-}
-
-/// A P-256 command-signing key in any accepted encoding, as DER SubjectPublicKeyInfo.
-fn command_key(s: &str, field: &str) -> Result<Vec<u8>, FieldError> {
-    let key = MeterKey::parse(s, None).map_err(|e| FieldError::new(field, e.to_string()))?;
-    if key.curve != Curve::Secp256r1 {
-        return Err(FieldError::new(field, "command-signing keys must be P-256"));
-    }
-    Ok(key.spki_der)
-}
-
-fn text(s: &str, field: &str, max: usize) -> Result<String, FieldError> {
-    if s.len() > max {
-        return Err(FieldError::new(field, format!("must be at most {max} bytes")));
-    }
-    if s.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(FieldError::new(field, "must not contain control characters"));
-    }
-    Ok(s.trim().to_string())
-}
-
-fn opt_serial(s: &str, field: &str) -> Result<Option<String>, FieldError> {
-    if s.trim().is_empty() {
-        return Ok(None);
-    }
-    ids::serial(s).map(Some).map_err(|e| FieldError::new(field, e.0))
-}
-
-fn new_key(k: &Option<pb::NewKey>, field: &str) -> Result<NewKey, FieldError> {
-    let k = k.as_ref().ok_or_else(|| FieldError::new(field, "must be set"))?;
-    let named = match k.curve {
-        0 => None,
-        c => Some(Curve::from_pb(c).ok_or_else(|| {
-            FieldError::new(format!("{field}.curve"), format!("unknown curve value {c}"))
-        })?),
-    };
-    let key = MeterKey::parse(&k.public_key, named)
-        .map_err(|e| FieldError::new(format!("{field}.public_key"), e.to_string()))?;
-    Ok(NewKey {
-        key,
-        submitted: text(&k.public_key, &format!("{field}.public_key"), 8192)?,
-        meter_serial: opt_serial(&k.meter_serial, &format!("{field}.meter_serial"))?,
-        gateway_serial: opt_serial(&k.gateway_serial, &format!("{field}.gateway_serial"))?,
-        manufacturer: text(&k.manufacturer, &format!("{field}.manufacturer"), 128)?,
-        model: text(&k.model, &format!("{field}.model"), 128)?,
-        sample_signed_meter_value: match k.sample_signed_meter_value.trim() {
-            "" => None,
-            s => Some(text(s, &format!("{field}.sample_signed_meter_value"), 16 * 1024)?),
-        },
-    })
-}
-
-/// Checks a new key's proof-of-possession sample, if it has one (see
-/// [`crate::possession::check_sample`]).
-fn possession(key: &NewKey, evse_ids: &[EvseId], field: &str) -> Result<(), FieldError> {
-    match &key.sample_signed_meter_value {
-        None => Ok(()),
-        Some(sample) => crate::possession::check_sample(
-            sample,
-            &key.key,
-            key.meter_serial.as_deref(),
-            key.gateway_serial.as_deref(),
-            evse_ids,
-        )
-        .map_err(|rule| FieldError::new(format!("{field}.sample_signed_meter_value"), rule)),
-    }
-}
-
-fn possessed(key: NewKey, field: &str) -> Result<NewKey, FieldError> {
-    possession(&key, &[], field)?;
-    Ok(key)
-}
-
 impl Command {
-    /// Decodes and validates serialized command bytes.
+    /// Decodes and validates serialized command bytes (the checks are the `TryFrom<&pb::Command>`
+    /// in [`crate::convert`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, FieldError> {
         let c = pb::Command::decode(bytes)
             .map_err(|e| FieldError::new("command", format!("is not a Command message: {e}")))?;
-        Self::from_pb(&c)
-    }
-
-    /// Validates a protobuf command.
-    pub fn from_pb(c: &pb::Command) -> Result<Self, FieldError> {
-        use pb::command::Action as A;
-        let request_id = uuid::Uuid::parse_str(&c.request_id)
-            .map_err(|_| FieldError::new("request_id", "must be a UUID"))?;
-        if request_id.is_nil() {
-            return Err(FieldError::new("request_id", "must not be the nil UUID"));
-        }
-        let issued_at = opt_time(&c.issued_at, "issued_at")?
-            .ok_or_else(|| FieldError::new("issued_at", "must be set"))?;
-        let action = c.action.as_ref().ok_or_else(|| FieldError::new("action", "must be set"))?;
-        let action = match action {
-            A::AddAdminKey(a) => Action::AddAdminKey {
-                public_key: command_key(&a.public_key, "add_admin_key.public_key")?,
-                label: text(&a.label, "add_admin_key.label", 256)?,
-            },
-            A::RevokeAdminKey(a) => {
-                Action::RevokeAdminKey { key_id: key_id(&a.key_id, "revoke_admin_key.key_id")? }
-            }
-            A::AddOperator(a) => {
-                if a.public_keys.is_empty() {
-                    return Err(FieldError::new(
-                        "add_operator.public_keys",
-                        "must name at least one key",
-                    ));
-                }
-                let name = text(&a.name, "add_operator.name", 256)?;
-                if name.is_empty() {
-                    return Err(FieldError::new("add_operator.name", "must not be empty"));
-                }
-                Action::AddOperator {
-                    operator_id: operator(&a.operator_id, "add_operator.operator_id")?,
-                    name,
-                    public_keys: a
-                        .public_keys
-                        .iter()
-                        .enumerate()
-                        .map(|(i, k)| command_key(k, &format!("add_operator.public_keys[{i}]")))
-                        .collect::<Result<_, _>>()?,
-                }
-            }
-            A::AddOperatorKey(a) => Action::AddOperatorKey {
-                operator_id: operator(&a.operator_id, "add_operator_key.operator_id")?,
-                public_key: command_key(&a.public_key, "add_operator_key.public_key")?,
-            },
-            A::RevokeOperatorKey(a) => Action::RevokeOperatorKey {
-                operator_id: operator(&a.operator_id, "revoke_operator_key.operator_id")?,
-                key_id: key_id(&a.key_id, "revoke_operator_key.key_id")?,
-            },
-            A::ConfirmKey(a) => Action::ConfirmKey {
-                fingerprint: fingerprint(&a.fingerprint, "confirm_key.fingerprint")?,
-            },
-            A::RejectKey(a) => Action::RejectKey {
-                fingerprint: fingerprint(&a.fingerprint, "reject_key.fingerprint")?,
-                reason: text(&a.reason, "reject_key.reason", 1024)?,
-            },
-            A::ForceTakeOver(a) => Action::ForceTakeOver {
-                fingerprint: fingerprint(&a.fingerprint, "force_take_over.fingerprint")?,
-                operator_id: operator(&a.operator_id, "force_take_over.operator_id")?,
-                evse_ids: evses(&a.evse_ids, "force_take_over.evse_ids")?,
-                effective_at: opt_time(&a.effective_at, "force_take_over.effective_at")?,
-            },
-            A::RegisterKey(a) => {
-                let key = new_key(&a.key, "register_key.key")?;
-                let evse_ids = evses(&a.evse_ids, "register_key.evse_ids")?;
-                possession(&key, &evse_ids, "register_key.key")?;
-                Action::RegisterKey {
-                    key: Box::new(key),
-                    evse_ids,
-                    effective_at: opt_time(&a.effective_at, "register_key.effective_at")?,
-                }
-            }
-            A::DeactivateKey(a) => Action::DeactivateKey {
-                fingerprint: fingerprint(&a.fingerprint, "deactivate_key.fingerprint")?,
-                reason: match EndReason::from_pb(a.reason) {
-                    Some(
-                        r @ (EndReason::Decommissioned | EndReason::Compromised | EndReason::Other),
-                    ) => r,
-                    _ => {
-                        return Err(FieldError::new(
-                            "deactivate_key.reason",
-                            "must be DECOMMISSIONED, COMPROMISED or OTHER",
-                        ));
-                    }
-                },
-                comment: text(&a.comment, "deactivate_key.comment", 1024)?,
-                effective_at: opt_time(&a.effective_at, "deactivate_key.effective_at")?,
-            },
-            A::RelocateKey(a) => Action::RelocateKey {
-                fingerprint: fingerprint(&a.fingerprint, "relocate_key.fingerprint")?,
-                evse_ids: evses(&a.evse_ids, "relocate_key.evse_ids")?,
-                effective_at: opt_time(&a.effective_at, "relocate_key.effective_at")?,
-            },
-            A::ReplaceKey(a) => Action::ReplaceKey {
-                fingerprint: fingerprint(&a.fingerprint, "replace_key.fingerprint")?,
-                new_key: Box::new(possessed(
-                    new_key(&a.new_key, "replace_key.new_key")?,
-                    "replace_key.new_key",
-                )?),
-                effective_at: opt_time(&a.effective_at, "replace_key.effective_at")?,
-                comment: text(&a.comment, "replace_key.comment", 1024)?,
-            },
-            A::RotateKey(a) => Action::RotateKey {
-                fingerprint: fingerprint(&a.fingerprint, "rotate_key.fingerprint")?,
-                new_key: Box::new(possessed(
-                    new_key(&a.new_key, "rotate_key.new_key")?,
-                    "rotate_key.new_key",
-                )?),
-                effective_at: opt_time(&a.effective_at, "rotate_key.effective_at")?,
-            },
-            A::ReleaseKey(a) => Action::ReleaseKey {
-                fingerprint: fingerprint(&a.fingerprint, "release_key.fingerprint")?,
-                to_operator_id: operator(&a.to_operator_id, "release_key.to_operator_id")?,
-            },
-            A::TakeOverKey(a) => Action::TakeOverKey {
-                fingerprint: fingerprint(&a.fingerprint, "take_over_key.fingerprint")?,
-                evse_ids: evses(&a.evse_ids, "take_over_key.evse_ids")?,
-                effective_at: opt_time(&a.effective_at, "take_over_key.effective_at")?,
-            },
-        };
-        Ok(Self { request_id, issued_at, action })
+        Self::try_from(&c)
     }
 }
 
@@ -499,7 +223,7 @@ mod tests {
     fn register(public_key: &str, evse: &str) -> pb::Command {
         pb::Command {
             request_id: uuid::Uuid::now_v7().to_string(),
-            issued_at: Some(time::to_timestamp(&chrono::Utc::now())),
+            issued_at: Some(crate::time::to_timestamp(&chrono::Utc::now())),
             action: Some(pb::command::Action::RegisterKey(pb::RegisterKey {
                 key: Some(pb::NewKey {
                     public_key: public_key.into(),
@@ -523,7 +247,7 @@ mod tests {
         .request_id()
         .0;
         let key = P256KeyPair::generate().public_key_pem();
-        let c = Command::from_pb(&pb::Command {
+        let c = Command::try_from(&pb::Command {
             request_id: id.to_string(),
             ..register(&key, "DE*ABC*E1")
         })
@@ -564,17 +288,18 @@ mod tests {
         let claimed = SignedCommand { registry: Some("registry.test/a".into()), ..legacy };
         assert!(!claimed.verify(signer.public_key_der()));
         // The wire form keeps the name, and an empty name is the legacy form.
-        let back = SignedCommand::from_pb(&for_a.to_pb()).unwrap();
+        let back = SignedCommand::try_from(&pb::SignedCommand::from(&for_a)).unwrap();
         assert_eq!(back, for_a);
-        let mut two_lines = for_a.to_pb();
+        let mut two_lines = pb::SignedCommand::from(&for_a);
         two_lines.registry = "a\nb".into();
-        assert_eq!(SignedCommand::from_pb(&two_lines).unwrap_err().field, "command.registry");
+        assert_eq!(SignedCommand::try_from(&two_lines).unwrap_err().field, "command.registry");
     }
 
     #[test]
     fn a_valid_registration_decodes_with_normalised_fields() {
         let key = P256KeyPair::generate();
-        let c = Command::from_pb(&register(&hex::encode(key.public_key_der()), "deabce1")).unwrap();
+        let c =
+            Command::try_from(&register(&hex::encode(key.public_key_der()), "deabce1")).unwrap();
         let Action::RegisterKey { key: k, evse_ids, .. } = c.action else { panic!() };
         assert_eq!(k.key.fingerprint, key.fingerprint_hex());
         assert_eq!(evse_ids[0].as_str(), "DE*ABC*E1");
@@ -594,7 +319,7 @@ mod tests {
             (pb::Command { action: None, ..register(&key, "DE*ABC*E1") }, "action"),
         ];
         for (command, field) in cases {
-            assert_eq!(Command::from_pb(&command).unwrap_err().field, field);
+            assert_eq!(Command::try_from(&command).unwrap_err().field, field);
         }
     }
 }

@@ -67,9 +67,9 @@ impl EntryBody {
     pub fn encode(&self) -> Vec<u8> {
         pb::LogEntry {
             request_id: self.request_id.to_string(),
-            command: self.command.as_ref().map(SignedCommand::to_pb),
-            events: self.events.iter().map(Event::to_pb).collect(),
-            links: self.links.iter().map(Link::to_pb).collect(),
+            command: self.command.as_ref().map(pb::SignedCommand::from),
+            events: self.events.iter().map(pb::Event::from).collect(),
+            links: self.links.iter().map(pb::IdentifierLink::from).collect(),
             ..Default::default()
         }
         .encode_to_vec()
@@ -91,9 +91,9 @@ impl Entry {
         let header = decode_header(bytes)?;
         let e = pb::LogEntry::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))?;
         let request_id = uuid::Uuid::parse_str(&e.request_id).map_err(|_| EntryError::RequestId)?;
-        let command = e.command.as_ref().map(SignedCommand::from_pb).transpose()?;
-        let events = e.events.iter().map(Event::from_pb).collect::<Result<_, _>>()?;
-        let links = e.links.iter().map(Link::from_pb).collect::<Result<_, _>>()?;
+        let command = e.command.as_ref().map(SignedCommand::try_from).transpose()?;
+        let events = e.events.iter().map(Event::try_from).collect::<Result<_, _>>()?;
+        let links = e.links.iter().map(Link::try_from).collect::<Result<_, _>>()?;
         Ok(Self { header, body: EntryBody { request_id, command, events, links } })
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod command;
+pub mod convert;
 pub mod entry;
 pub mod error;
 pub mod event;

@@ -40,24 +40,6 @@ pub struct ProvenEntry {
 }
 
 impl ProvenEntry {
-    /// The protobuf form.
-    pub fn to_pb(&self) -> pb::ProvenEntry {
-        pb::ProvenEntry {
-            position: self.position,
-            entry: self.entry.clone(),
-            inclusion_proof: self.proof.iter().map(|h| h.to_vec()).collect(),
-        }
-    }
-
-    /// From the protobuf form (hashes of the wrong length fail).
-    pub fn from_pb(p: &pb::ProvenEntry) -> Result<Self, MerkleError> {
-        Ok(Self {
-            position: p.position,
-            entry: p.entry.clone(),
-            proof: merkle::hashes_from_slices(&p.inclusion_proof)?,
-        })
-    }
-
     /// Checks the inclusion proof against a tree.
     pub fn verify(&self, size: u64, root: &Hash) -> Result<(), MerkleError> {
         merkle::verify_inclusion(
@@ -138,7 +120,7 @@ impl Evidence {
             map::root_from_extensions(&checkpoint.extensions).ok_or(EvidenceError::NoMapRoot)?;
         let mut entries = BTreeMap::new();
         for p in &proof.entries {
-            let e = ProvenEntry::from_pb(p)
+            let e = ProvenEntry::try_from(p)
                 .map_err(|error| EvidenceError::Inclusion { position: p.position, error })?;
             e.verify(checkpoint.size, &checkpoint.root)
                 .map_err(|error| EvidenceError::Inclusion { position: p.position, error })?;
@@ -158,7 +140,7 @@ impl Evidence {
                 .identifier
                 .as_ref()
                 .ok_or_else(|| EvidenceError::Missing("a map proof names no identifier".into()))?;
-            let identifier = Identifier::from_pb(id)
+            let identifier = Identifier::try_from(id)
                 .map_err(|e: FieldError| EvidenceError::Inconsistent(e.to_string()))?;
             let leaves = m
                 .leaves

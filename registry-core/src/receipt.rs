@@ -9,7 +9,6 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::entry::Entry;
 use crate::event::{Event, Registration};
 use crate::note::NoteVerifier;
-use crate::pb;
 use crate::proof::ProvenEntry;
 
 /// A confirmation receipt.
@@ -61,30 +60,6 @@ pub enum ReceiptError {
 }
 
 impl Receipt {
-    /// The protobuf form.
-    pub fn to_pb(&self) -> pb::Receipt {
-        pb::Receipt {
-            registration: Some(self.registration.to_pb()),
-            confirmation: Some(self.confirmation.to_pb()),
-            checkpoint: self.checkpoint.clone(),
-        }
-    }
-
-    /// From the protobuf form.
-    pub fn from_pb(p: &pb::Receipt) -> Result<Self, ReceiptError> {
-        let entry = |e: &Option<pb::ProvenEntry>, which: &'static str| {
-            let e = e.as_ref().ok_or_else(|| {
-                ReceiptError::Content(format!("the receipt has no {which} entry"))
-            })?;
-            ProvenEntry::from_pb(e).map_err(|error| ReceiptError::Inclusion { which, error })
-        };
-        Ok(Self {
-            registration: entry(&p.registration, "registration")?,
-            confirmation: entry(&p.confirmation, "confirmation")?,
-            checkpoint: p.checkpoint.clone(),
-        })
-    }
-
     /// Checks the receipt with the registry's public key (DER SubjectPublicKeyInfo).
     pub fn verify(&self, registry_key: &[u8]) -> Result<Proven, ReceiptError> {
         // The key name of a registry checkpoint is its origin: the note's first line.

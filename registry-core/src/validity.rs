@@ -359,22 +359,6 @@ fn by_serial<S: State>(
     Ok(Validity::none(Verdict::Unknown))
 }
 
-impl Verdict {
-    /// The protobuf value.
-    pub fn to_pb(self) -> crate::pb::Verdict {
-        use crate::pb::Verdict as P;
-        match self {
-            Verdict::Valid => P::Valid,
-            Verdict::Pending => P::Pending,
-            Verdict::NotYet => P::NotYet,
-            Verdict::Ended => P::Ended,
-            Verdict::Rejected => P::Rejected,
-            Verdict::Unknown => P::Unknown,
-            Verdict::Ambiguous => P::Ambiguous,
-        }
-    }
-}
-
 /// How much of an answer goes on the wire (`keyregistry.v1.ValidityView`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum View {
@@ -383,63 +367,4 @@ pub enum View {
     Full,
     /// Without the key material and the binding.
     Basic,
-}
-
-impl View {
-    /// From the protobuf value; unknown values get the full answer, which says the most.
-    pub fn from_pb(value: i32) -> Self {
-        match crate::pb::ValidityView::try_from(value) {
-            Ok(crate::pb::ValidityView::Basic) => View::Basic,
-            _ => View::Full,
-        }
-    }
-
-    /// The protobuf value.
-    pub fn to_pb(self) -> i32 {
-        match self {
-            View::Full => crate::pb::ValidityView::Full as i32,
-            View::Basic => crate::pb::ValidityView::Basic as i32,
-        }
-    }
-}
-
-impl Validity {
-    /// The protobuf form: what the server sends and what a verifying client re-derives.
-    pub fn to_pb(&self) -> crate::pb::Validity {
-        self.to_pb_view(View::Full)
-    }
-
-    /// The protobuf form with only what `view` asks for.
-    pub fn to_pb_view(&self, view: View) -> crate::pb::Validity {
-        let binding = self.binding.as_ref().filter(|_| view == View::Full).cloned();
-        Validity {
-            key: self.key.clone(),
-            binding,
-            deciding_positions: self.deciding_positions.clone(),
-            candidates: self.candidates.clone(),
-            ..*self
-        }
-        .into_pb_view(view)
-    }
-
-    /// The protobuf form with only what `view` asks for, moving what the answer owns (its
-    /// binding, positions and candidates) instead of copying it: the server builds answers by
-    /// the million and sends each once.
-    pub fn into_pb_view(self, view: View) -> crate::pb::Validity {
-        let reg = self.key.as_ref().map(|k| &k.registration);
-        let full = view == View::Full;
-        crate::pb::Validity {
-            verdict: self.verdict.to_pb() as i32,
-            fingerprint: reg.map(|r| r.fingerprint.clone()).unwrap_or_default(),
-            curve: reg.map_or(0, |r| r.curve.to_pb() as i32),
-            public_key: reg.filter(|_| full).map(|r| r.public_key.clone()).unwrap_or_default(),
-            binding: self.binding.filter(|_| full).map(Binding::into_pb),
-            effective_from: reg.map(|r| crate::time::to_timestamp(&r.effective_at)),
-            ended_at: self.ended.as_ref().map(|(t, _)| crate::time::to_timestamp(t)),
-            end_reason: self.ended.map_or(0, |(_, r)| r.to_pb() as i32),
-            state: self.state.map_or(0, |s| s.to_pb().0 as i32),
-            deciding_positions: self.deciding_positions,
-            candidates: self.candidates,
-        }
-    }
 }

@@ -15,7 +15,6 @@ use registry_core::error::FieldError;
 use registry_core::event::{Identifier, IdentifierKind};
 use registry_core::lifecycle::State;
 use registry_core::map::{self, Bucket};
-use registry_core::proof::ProvenEntry;
 use registry_core::receipt::Receipt;
 use registry_proto::pb;
 
@@ -141,7 +140,7 @@ impl EvidenceBuilder {
             .map(|id| {
                 let index = map::bucket_of(&map::key(id));
                 pb::MapProof {
-                    identifier: Some(id.to_pb()),
+                    identifier: Some(pb::Identifier::from(id)),
                     leaves: buckets[&index]
                         .iter()
                         .map(|(k, p)| pb::MapLeaf { key: k.to_vec(), position: *p })
@@ -151,7 +150,8 @@ impl EvidenceBuilder {
             })
             .collect();
         let positions: Vec<u64> = positions.into_iter().collect();
-        let entries = self.reader.prove(head, &positions)?.iter().map(ProvenEntry::to_pb).collect();
+        let entries =
+            self.reader.prove(head, &positions)?.iter().map(pb::ProvenEntry::from).collect();
         Ok(Built {
             size: head.size,
             proof: pb::AnswerProof { checkpoint: head.checkpoint.to_string(), entries, map_proofs },

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{EndReason, Registration};
 use crate::ids::{EvseId, OperatorId};
-use crate::time::{self, Time};
+use crate::time::Time;
 
 /// Where and when an event was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +346,16 @@ pub struct OperatorRecord {
     pub keys: Vec<[u8; 32]>,
 }
 
+impl KeyState {
+    /// Why a deactivated key ended; `None` in any other state.
+    pub fn end_reason(self) -> Option<EndReason> {
+        match self {
+            KeyState::Deactivated(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// The name of a state, for messages.
 pub fn state_name(s: KeyState) -> &'static str {
     match s {
@@ -353,64 +363,5 @@ pub fn state_name(s: KeyState) -> &'static str {
         KeyState::Active => "ACTIVE",
         KeyState::Deactivated(_) => "DEACTIVATED",
         KeyState::Rejected => "REJECTED",
-    }
-}
-
-impl Binding {
-    /// The protobuf form.
-    pub fn to_pb(&self) -> crate::pb::Binding {
-        self.clone().into_pb()
-    }
-
-    /// The protobuf form, moving the identifiers instead of copying them (answers are built by
-    /// the million in batch lookups).
-    pub fn into_pb(self) -> crate::pb::Binding {
-        crate::pb::Binding {
-            operator_id: self.operator_id.into_string(),
-            evse_ids: self.evse_ids.into_iter().map(EvseId::into_string).collect(),
-            from: Some(time::to_timestamp(&self.from)),
-            until: self.until.as_ref().map(time::to_timestamp),
-        }
-    }
-}
-
-impl KeyState {
-    /// The protobuf state and, for a deactivated key, its end reason.
-    pub fn to_pb(self) -> (crate::pb::KeyState, Option<EndReason>) {
-        use crate::pb::KeyState as P;
-        match self {
-            KeyState::Pending => (P::Pending, None),
-            KeyState::Active => (P::Active, None),
-            KeyState::Deactivated(r) => (P::Deactivated, Some(r)),
-            KeyState::Rejected => (P::Rejected, None),
-        }
-    }
-}
-
-impl KeyAsOf<'_> {
-    /// The protobuf key record, as known at this size.
-    pub fn to_pb(&self) -> crate::pb::KeyRecord {
-        let reg = self.registration();
-        let (state, reason) = self.state().to_pb();
-        let bindings = self.bindings();
-        crate::pb::KeyRecord {
-            fingerprint: reg.fingerprint.clone(),
-            curve: reg.curve.to_pb() as i32,
-            public_key: reg.public_key.clone(),
-            submitted_public_key: reg.submitted_public_key.clone(),
-            state: state as i32,
-            end_reason: reason.map_or(0, |r| r.to_pb() as i32),
-            ended_at: self.end().map(|(t, _, _)| time::to_timestamp(&t)),
-            operator_id: bindings.last().map(|b| b.operator_id.to_string()).unwrap_or_default(),
-            bindings: bindings.iter().map(Binding::to_pb).collect(),
-            meter_serial: reg.meter_serial.clone().unwrap_or_default(),
-            gateway_serial: reg.gateway_serial.clone().unwrap_or_default(),
-            manufacturer: reg.manufacturer.clone(),
-            model: reg.model.clone(),
-            predecessor: reg.predecessor.clone().unwrap_or_default(),
-            successor: self.successor().unwrap_or_default().to_string(),
-            released_to: self.released_to().map(|o| o.to_string()).unwrap_or_default(),
-            positions: self.positions(),
-        }
     }
 }

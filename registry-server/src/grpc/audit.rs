@@ -243,7 +243,9 @@ impl AuditService for AuditApi {
         let reader = self.reader.clone();
         let receipt =
             status::blocking(move || crate::evidence::receipt_for_key(&reader, &fp)).await?;
-        Ok(Response::new(registry_proto::pb::GetReceiptResponse { receipt: Some(receipt.to_pb()) }))
+        Ok(Response::new(registry_proto::pb::GetReceiptResponse {
+            receipt: Some(registry_proto::pb::Receipt::from(&receipt)),
+        }))
     }
 
     type WatchEntriesStream = BoxStream<WatchEntriesResponse>;

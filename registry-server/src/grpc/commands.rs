@@ -25,7 +25,7 @@ fn response(done: Submitted) -> SubmitCommandResponse {
         entry: done.entry,
         confirmation_position,
         confirmation_entry,
-        receipt: done.receipt.as_ref().map(|r| r.to_pb()),
+        receipt: done.receipt.as_ref().map(registry_proto::pb::Receipt::from),
     }
 }
 
@@ -52,7 +52,7 @@ impl CommandService for CommandApi {
             .command
             .ok_or_else(|| status::invalid("command", "must be set"))?;
         let envelope =
-            SignedCommand::from_pb(&envelope).map_err(|e| status::invalid(&e.field, e.rule))?;
+            SignedCommand::try_from(&envelope).map_err(|e| status::invalid(&e.field, e.rule))?;
         let done = self.commands.submit(envelope).await.map_err(Status::from)?;
         Ok(Response::new(response(done)))
     }
@@ -72,7 +72,7 @@ impl CommandService for CommandApi {
         let mut results: Vec<Option<CommandResult>> = Vec::with_capacity(commands.len());
         let mut envelopes = Vec::new();
         for (i, pb) in commands.iter().enumerate() {
-            match SignedCommand::from_pb(pb) {
+            match SignedCommand::try_from(pb) {
                 Ok(e) => {
                     envelopes.push(e);
                     results.push(None);

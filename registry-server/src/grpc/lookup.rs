@@ -103,7 +103,7 @@ fn as_of(a: &Option<pb::AsOf>) -> Result<AsOf, Status> {
 /// The view an answer is sent in: a proven answer is always full, since a verifier re-derives
 /// the full answer from the evidence and compares.
 fn answer_view(asked: i32, prove: bool) -> validity::View {
-    if prove { validity::View::Full } else { validity::View::from_pb(asked) }
+    if prove { validity::View::Full } else { validity::View::from(asked) }
 }
 
 fn basis_pb(b: &Basis) -> pb::Basis {
@@ -191,7 +191,7 @@ impl LookupService for LookupApi {
             let record = l.key(&fp, &basis).map_err(Status::from)?;
             let proof = evidence(&e, prove, || vec![Identifier::key(&fp)])?;
             Ok(Response::new(pb::GetKeyResponse {
-                key: record.as_of(basis.size).map(|k| k.to_pb()),
+                key: record.as_of(basis.size).map(|k| pb::KeyRecord::from(&k)),
                 basis: Some(basis_pb(&basis)),
                 proof,
             }))
@@ -206,7 +206,7 @@ impl LookupService for LookupApi {
         let r = request.into_inner();
         let id =
             r.identifier.as_ref().ok_or_else(|| status::invalid("identifier", "must be set"))?;
-        let identifier = Identifier::from_pb(id).map_err(|e| status::invalid(&e.field, e.rule))?;
+        let identifier = Identifier::try_from(id).map_err(|e| status::invalid(&e.field, e.rule))?;
         let page_size = match r.page_size as usize {
             0 => DEFAULT_PAGE,
             n if n > MAX_PAGE => {
@@ -238,7 +238,7 @@ impl LookupService for LookupApi {
                 .map(|(position, bytes, e)| pb::HistoryEntry {
                     position,
                     recorded_at: Some(time::to_timestamp(&e.header.recorded_at)),
-                    events: e.body.events.iter().map(|ev| ev.to_pb()).collect(),
+                    events: e.body.events.iter().map(pb::Event::from).collect(),
                     signer_key_id: e
                         .body
                         .command

@@ -221,7 +221,7 @@ mod tests {
         };
         let body = registry_proto::pb::LogEntry {
             request_id: uuid::Uuid::new_v4().to_string(),
-            events: events.iter().map(Event::to_pb).collect(),
+            events: events.iter().map(registry_proto::pb::Event::from).collect(),
             ..Default::default()
         };
         (position, encode_entry(&header, &body.encode_to_vec()))

@@ -33,7 +33,7 @@ pub async fn submit(client: &RegistryClient, s: Submission) -> anyhow::Result<Re
         let receipt = response.receipt.as_ref().context(
             "no receipt: the registration is not confirmed yet (manual confirmation policy); fetch it later with `registry cpo receipt`",
         )?;
-        let receipt = registry_core::receipt::Receipt::from_pb(receipt)?;
+        let receipt = registry_core::receipt::Receipt::try_from(receipt)?;
         write_receipt(&path, &receipt)?;
         write!(report.0, "\nreceipt written to {}", path.display())?;
         report.1["receipt_file"] = json!(path.display().to_string());
