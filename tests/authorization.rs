@@ -501,3 +501,33 @@ async fn a_retry_after_its_signer_was_revoked_still_returns_the_original_result(
     assert_eq!(err.code(), Some(Code::Unauthenticated));
     assert_eq!(f.log_size(), size);
 }
+
+/// A configuration that names the same administrator key twice (two paths to one file, a copy)
+/// gives one administrator, not two: otherwise that key could revoke itself as "not the last"
+/// and leave the registry with none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_admin_key_configured_twice_is_one_administrator() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = P256KeyPair::generate();
+    let (a, b) = (dir.path().join("admin.pub.pem"), dir.path().join("copy.pub.pem"));
+    std::fs::write(&a, admin.public_key_pem()).unwrap();
+    std::fs::write(&b, admin.public_key_pem()).unwrap();
+    let config = registry_server::config::Config {
+        admin_keys: vec![a.clone(), b, a],
+        ..registry_tests::test_config(&dir.path().join("data"))
+    };
+    let server =
+        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+            .await
+            .unwrap();
+    let client =
+        registry_client::RegistryClient::connect(&format!("http://{}", server.local_addr()))
+            .await
+            .unwrap();
+    let err = client
+        .submit(&admin, &Order::RevokeAdminKey { key_id: admin.fingerprint_hex() })
+        .await
+        .expect_err("the only administrator key cannot be revoked");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(err.to_string().contains("last administrator key"), "{err}");
+}

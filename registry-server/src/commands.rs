@@ -399,6 +399,13 @@ impl Commands {
         &self,
         admins: Vec<(Vec<u8>, String)>,
     ) -> Result<Option<u64>, CommandError> {
+        // One key named twice (two paths to one file) is one administrator: kept twice, it
+        // could revoke itself as "not the last" and leave the registry with none.
+        let mut seen = std::collections::BTreeSet::new();
+        let admins: Vec<_> = admins
+            .into_iter()
+            .filter(|(der, _)| seen.insert(registry_core::keys::fingerprint(der)))
+            .collect();
         if admins.is_empty() {
             return Ok(None);
         }
