@@ -334,6 +334,13 @@ async fn an_ocpi_cdr_is_validated_and_a_foreign_key_in_it_is_a_finding() {
         "{}",
         bad.message()
     );
+    // The detail names the field inside the object, as every bad field does.
+    let details = tonic_types::StatusExt::get_error_details(&bad);
+    let violations = details.bad_request().map(|b| b.field_violations.clone()).unwrap_or_default();
+    assert_eq!(
+        violations.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(),
+        ["ocpi_signed_data.encoding_method"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::parse::is_vendor_field;
-use super::{Deviation, ParseError, err};
+use super::{Deviation, err};
+use crate::error::FieldError;
 
 /// A JSON object with its members in order, each as written, and duplicates kept: a field given
 /// twice (which parsers resolve differently) is caught instead of silently resolved, and numbers
@@ -38,12 +39,12 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
 }
 
 impl<'a> Members<'a> {
-    pub(super) fn parse(text: &'a str, what: &str) -> Result<Self, ParseError> {
+    pub(super) fn parse(text: &'a str, what: &str) -> Result<Self, FieldError> {
         serde_json::from_str(text).map_err(|e| err(what, format!("not a JSON object: {e}")))
     }
 
     /// Fails on a member given twice.
-    pub(super) fn unique(&self, prefix: &str) -> Result<(), ParseError> {
+    pub(super) fn unique(&self, prefix: &str) -> Result<(), FieldError> {
         // Objects have a few dozen members at most: sorting beats hashing them.
         let mut names: Vec<&str> = self.0.iter().map(|(k, _)| k.as_str()).collect();
         names.sort_unstable();
@@ -58,7 +59,7 @@ impl<'a> Members<'a> {
 }
 
 /// A nested object's members.
-pub(super) fn object<'a>(raw: &'a RawValue, field: &str) -> Result<Members<'a>, ParseError> {
+pub(super) fn object<'a>(raw: &'a RawValue, field: &str) -> Result<Members<'a>, FieldError> {
     match value(raw) {
         Value::Object(_) => Members::parse(raw.get(), field),
         other => Err(err(field, format!("must be an object, not {}", kind(&other)))),
@@ -110,7 +111,7 @@ impl Fields<'_> {
         &mut self,
         name: &str,
         raw: &RawValue,
-    ) -> Result<Option<String>, ParseError> {
+    ) -> Result<Option<String>, FieldError> {
         match value(raw) {
             Value::String(s) => Ok(Some(s)),
             Value::Null => {
@@ -134,7 +135,7 @@ impl Fields<'_> {
         &mut self,
         name: &str,
         raw: &RawValue,
-    ) -> Result<Option<String>, ParseError> {
+    ) -> Result<Option<String>, FieldError> {
         match value(raw) {
             Value::Number(_) => Ok(Some(raw.get().trim().to_string())),
             Value::String(s) if s.trim().parse::<f64>().is_ok() => {
@@ -153,7 +154,7 @@ impl Fields<'_> {
         &mut self,
         name: &str,
         raw: &RawValue,
-    ) -> Result<Option<bool>, ParseError> {
+    ) -> Result<Option<bool>, FieldError> {
         match value(raw) {
             Value::Bool(b) => Ok(Some(b)),
             Value::String(s)
@@ -170,7 +171,7 @@ impl Fields<'_> {
         &mut self,
         name: &str,
         raw: &RawValue,
-    ) -> Result<Vec<String>, ParseError> {
+    ) -> Result<Vec<String>, FieldError> {
         match value(raw) {
             Value::Array(_) => {
                 let items: Vec<&RawValue> = serde_json::from_str(raw.get())

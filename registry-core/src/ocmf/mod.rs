@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use crate::error::FieldError;
+
 use chrono::{DateTime, FixedOffset};
 
 mod fields;
@@ -56,18 +58,10 @@ impl fmt::Display for Deviation {
     }
 }
 
-/// Why a record cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ParseError {
-    /// The part of the record at fault (`record`, `payload`, `RD[0].TM`, `SA`, ...).
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-pub(super) fn err(field: impl Into<String>, message: impl Into<String>) -> ParseError {
-    ParseError { field: field.into(), message: message.into() }
+/// Why a record cannot be read: the part at fault (`record`, `payload`, `RD[0].TM`, `SA`, ...)
+/// and what is wrong, in the rules' one error shape.
+pub(super) fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError::new(field, message)
 }
 
 /// The payload's fields. Text fields hold the value as written; a number given where the

@@ -83,7 +83,7 @@ const CURRENT_TYPES: &[&str] = &["AC", "DC"];
 impl Record {
     /// Parses a record. Leading and trailing whitespace (a line end) is ignored; a record
     /// hex-encoded as a whole (as OCPP `SignedData` sometimes carries it) is decoded first.
-    pub fn parse(text: &str) -> Result<Record, ParseError> {
+    pub fn parse(text: &str) -> Result<Record, FieldError> {
         let mut deviations = Vec::new();
         let text = text.trim();
         if text.len() > MAX_RECORD_BYTES {
@@ -160,7 +160,7 @@ impl Record {
     }
 }
 
-fn parse_payload(text: &str, deviations: &mut Vec<Deviation>) -> Result<Payload, ParseError> {
+fn parse_payload(text: &str, deviations: &mut Vec<Deviation>) -> Result<Payload, FieldError> {
     let members = Members::parse(text, "payload")?;
     members.unique("")?;
     let mut f = Fields { prefix: String::new(), deviations };
@@ -245,7 +245,7 @@ fn valid_pagination(pg: &str) -> bool {
 fn parse_loss_compensation(
     raw: &RawValue,
     f: &mut Fields<'_>,
-) -> Result<LossCompensation, ParseError> {
+) -> Result<LossCompensation, FieldError> {
     let members = object(raw, "LC")?;
     members.unique("LC.")?;
     let mut lc = LossCompensation::default();
@@ -269,7 +269,7 @@ fn parse_reading(
     prefix: &str,
     previous: Option<&Reading>,
     deviations: &mut Vec<Deviation>,
-) -> Result<Reading, ParseError> {
+) -> Result<Reading, FieldError> {
     let members = object(raw, prefix.trim_end_matches('.'))?;
     members.unique(prefix)?;
     let mut f = Fields { prefix: prefix.to_string(), deviations };
@@ -323,7 +323,7 @@ fn parse_reading(
 
 /// Reads `2019-08-13T10:03:15,000+0000 I`. Also accepts a `.` before the fraction, a `Z` or
 /// `+hh:mm` offset and a missing fraction or flag, each noted.
-fn parse_time(text: &str, f: &mut Fields<'_>) -> Result<ReadingTime, ParseError> {
+fn parse_time(text: &str, f: &mut Fields<'_>) -> Result<ReadingTime, FieldError> {
     let path = f.path("TM");
     let bad = |why: &str| err(path.clone(), format!("{text:?}: {why}"));
     let (stamp, flag) = match text.rsplit_once(' ') {
@@ -405,7 +405,7 @@ fn parse_offset(text: &str) -> Option<FixedOffset> {
     FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
-fn parse_signature(text: &str, deviations: &mut Vec<Deviation>) -> Result<Signature, ParseError> {
+fn parse_signature(text: &str, deviations: &mut Vec<Deviation>) -> Result<Signature, FieldError> {
     let members = Members::parse(text, "signature")?;
     members.unique("")?;
     let mut f = Fields { prefix: String::new(), deviations };

@@ -8,7 +8,7 @@ use registry_core::time::{self, Time};
 use registry_core::validity::{self, Selector};
 use registry_proto::pb::lookup_service_server::LookupService;
 use registry_proto::pb::{self, key_selector};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::status;
 use crate::evidence::EvidenceBuilder;
@@ -313,8 +313,9 @@ impl LookupService for LookupApi {
             })
             .collect();
         if !r.ocpi_signed_data.trim().is_empty() {
-            let ocpi = ocpi::signed_data(&r.ocpi_signed_data)
-                .map_err(|rule| status::invalid("ocpi_signed_data", rule))?;
+            let ocpi = ocpi::signed_data(&r.ocpi_signed_data).map_err(|e| {
+                status::bad_field(Code::InvalidArgument, &e.within("ocpi_signed_data"))
+            })?;
             inputs.extend(ocpi);
         }
         if inputs.is_empty() {
