@@ -283,6 +283,61 @@ async fn stock_grpc_tools_find_health_and_reflection() {
     for wanted in ["keyregistry.v1.AuditService", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
     }
+
+    // The error details the registry sends are described too, so tools decode a BadRequest.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("google.rpc.BadRequest".into())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected the file that defines google.rpc.BadRequest");
+    };
+    let file = <prost_types::FileDescriptorProto as prost::Message>::decode(
+        &files.file_descriptor_proto[0][..],
+    )
+    .unwrap();
+    assert_eq!(file.package(), "google.rpc");
+    assert!(file.message_type.iter().any(|m| m.name() == "BadRequest"), "{file:?}");
+}
+
+/// Older tools (grpcio's reflection client, Evans, Postman, grpcurl before 1.8.7) speak
+/// `grpc.reflection.v1alpha`; it lists the same services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1alpha_lists_the_services_for_older_tools() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let registry = TestRegistry::start_raw().await;
+    let mut reflection = ServerReflectionClient::new(registry.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in
+        ["keyregistry.v1.LookupService", "keyregistry.v1.CommandService", "grpc.health.v1.Health"]
+    {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

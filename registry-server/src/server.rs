@@ -378,7 +378,8 @@ impl<M: Machine> Server<M> {
         let (health, health_service) = health::service(drain.clone());
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
-        routes.add_service(crate::grpc::reflection()?);
+        routes.add_service(crate::grpc::reflection_v1()?);
+        routes.add_service(crate::grpc::reflection_v1alpha()?);
         routes.add_service(registry_proto::pb::audit_service_server::AuditServiceServer::new(
             AuditApi::new(
                 reader.clone(),
@@ -417,6 +418,7 @@ impl<M: Machine> Server<M> {
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, drain.clone().cancelled_owned());
         tracing::info!(%addr, "listening for gRPC");
+        warn_about_exposure(addr);
 
         let grace = Duration::from_secs(config.shutdown_timeout_secs);
         let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
@@ -550,4 +552,59 @@ async fn run<M: Machine>(
         Err(e) => return Err(ServerError::Task(e.to_string())),
     }
     closed
+}
+
+/// Says at start what an operator putting the registry on a network must know: this server
+/// speaks plaintext gRPC (terminate TLS in front of it), and every connection is a file
+/// descriptor (a low limit lets idle peers starve it).
+fn warn_about_exposure(addr: std::net::SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving plaintext gRPC on a non-loopback address: commands are signed \
+            but answers and their metadata travel unencrypted and unauthenticated; put a \
+            TLS-terminating proxy in front (README, \"On the internet\")");
+    }
+    match open_files_limit() {
+        Some(limit) if limit < MIN_OPEN_FILES => tracing::warn!(
+            limit,
+            wanted = MIN_OPEN_FILES,
+            "the open-files limit is low: each connection takes a file descriptor, so a few \
+             hundred idle peers can make every request fail; raise it (LimitNOFILE in the \
+             systemd unit, ulimit -n)"
+        ),
+        _ => {}
+    }
+}
+
+/// The open-files soft limit below which [`warn_about_exposure`] warns.
+const MIN_OPEN_FILES: u64 = 4096;
+
+/// The process's soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere
+/// or when unlimited.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&limits)
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    use super::parse_open_files_limit;
+
+    #[test]
+    fn the_open_files_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             95412                95412                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(1024));
+        assert_eq!(parse_open_files_limit("Max open files  unlimited  unlimited  files"), None);
+        assert_eq!(parse_open_files_limit("nothing here"), None);
+        // This machine's own file has the line.
+        if let Ok(own) = std::fs::read_to_string("/proc/self/limits") {
+            assert!(parse_open_files_limit(&own).is_some(), "{own}");
+        }
+    }
 }

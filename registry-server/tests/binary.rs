@@ -90,3 +90,33 @@ fn a_bad_setting_is_reported_with_exit_status_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
 }
+
+/// The shipped systemd unit is one systemd accepts, and it raises the file-descriptor limit (each
+/// connection is one) and sandboxes the service. Needs `systemd-analyze`; says so when missing.
+#[test]
+fn the_systemd_unit_verifies_and_limits_the_service() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/keyregistry.service"),
+    )
+    .expect("deploy/keyregistry.service");
+    for setting in
+        ["LimitNOFILE=65536", "MemoryMax=", "NoNewPrivileges=true", "CapabilityBoundingSet=\n"]
+    {
+        assert!(unit.contains(setting), "the unit lacks {setting:?}");
+    }
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze is not installed: the unit's syntax was not verified");
+        return;
+    }
+    // Verify a copy whose ExecStart names the binary just built (verify checks that it exists).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyregistry.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/registry-server", env!("CARGO_BIN_EXE_registry-server")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
