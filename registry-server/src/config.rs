@@ -66,6 +66,18 @@ pub struct Config {
     /// Seconds a command's issue time, or an effective time in the future, may differ from the
     /// registry's clock.
     pub max_clock_skew_secs: u64,
+    /// Most HTTP/2 streams (concurrent calls) one connection may have open: each holds buffers,
+    /// so a peer that opens thousands of slow streams could otherwise hold gigabytes.
+    pub max_streams_per_connection: u32,
+    /// Seconds a call may take before it is cancelled with `DEADLINE_EXCEEDED` (streams count
+    /// until their response starts); 0: no limit. A silent or slow peer holds no handler.
+    pub request_timeout_secs: u64,
+    /// Seconds between HTTP/2 pings on an idle connection; a peer that does not answer within
+    /// the same time again is disconnected, so dead connections do not hold file descriptors.
+    /// 0: no pings.
+    pub keepalive_secs: u64,
+    /// Largest header list a request may send, in bytes (gRPC metadata is small).
+    pub max_header_list_bytes: u32,
 }
 
 impl Default for Config {
@@ -85,6 +97,10 @@ impl Default for Config {
             admin_keys: Vec::new(),
             confirm_policy: ConfirmPolicy::Auto,
             max_clock_skew_secs: 300,
+            max_streams_per_connection: 128,
+            request_timeout_secs: 60,
+            keepalive_secs: 30,
+            max_header_list_bytes: 16 * 1024,
         }
     }
 }
@@ -148,6 +164,10 @@ const KEYS: &[&str] = &[
     "admin_keys",
     "confirm_policy",
     "max_clock_skew_secs",
+    "max_streams_per_connection",
+    "request_timeout_secs",
+    "keepalive_secs",
+    "max_header_list_bytes",
 ];
 
 impl Config {

@@ -414,7 +414,7 @@ impl<M: Machine> Server<M> {
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serve = tonic::transport::Server::builder()
+        let serve = connection_limits(config)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, drain.clone().cancelled_owned());
         tracing::info!(%addr, "listening for gRPC");
@@ -552,6 +552,22 @@ async fn run<M: Machine>(
         Err(e) => return Err(ServerError::Task(e.to_string())),
     }
     closed
+}
+
+/// The server with the per-connection limits of the configuration (see `Config` for why each
+/// exists).
+fn connection_limits(config: &Config) -> tonic::transport::Server {
+    let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_streams_per_connection.max(1))
+        .http2_max_header_list_size(config.max_header_list_bytes)
+        .http2_keepalive_interval(secs(config.keepalive_secs))
+        .http2_keepalive_timeout(secs(config.keepalive_secs))
+        .tcp_keepalive(secs(config.keepalive_secs));
+    if let Some(timeout) = secs(config.request_timeout_secs) {
+        server = server.timeout(timeout);
+    }
+    server
 }
 
 /// Says at start what an operator putting the registry on a network must know: this server
