@@ -129,6 +129,17 @@ fn identifier_kind(k: registry_core::event::IdentifierKind) -> &'static str {
     }
 }
 
+/// An entry for people: its position and time, then one line per event.
+pub fn entry_text(e: &Entry) -> String {
+    let mut text =
+        format!("entry {} at {}", e.header.position, time::format(&e.header.recorded_at));
+    for ev in &e.body.events {
+        text.push_str("\n  ");
+        text.push_str(&event_line(ev));
+    }
+    text
+}
+
 /// A one-line summary of an event.
 pub fn event_line(e: &Event) -> String {
     match e {

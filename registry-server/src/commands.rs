@@ -14,7 +14,7 @@
 
 use chrono::TimeDelta;
 use registry_core::command::{Action, Command, SignedCommand};
-use registry_core::lifecycle::{Proposal, RegistryAction, Rejection, State};
+use registry_core::lifecycle::{Proposal, RegistryAction, RejectCode, Rejection, State};
 use registry_core::time::Time;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -259,8 +259,8 @@ impl Commands {
             )
             .into());
         }
-        let command =
-            Command::decode(&envelope.command).map_err(|e| Rejection::invalid(&e.field, e.rule))?;
+        let command = Command::decode(&envelope.command)
+            .map_err(|error| Rejection { code: RejectCode::InvalidArgument, error })?;
         // Refused here, for new commands only, not in decoding: a log written before these IDs
         // were reserved may hold a command with one, and it must still replay and be retried.
         if registry_core::lifecycle::is_reserved_request_id(&command.request_id) {

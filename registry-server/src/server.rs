@@ -607,7 +607,7 @@ fn parse_open_files_limit(limits: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod exposure_tests {
+mod tests {
     use super::parse_open_files_limit;
 
     #[test]

@@ -6,7 +6,7 @@ use registry_proto::pb::{
     CommandResult, SubmitCommandRequest, SubmitCommandResponse, SubmitCommandsRequest,
     SubmitCommandsResponse, command_result,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::status;
 use crate::commands::{Commands, Submitted};
@@ -51,8 +51,8 @@ impl CommandService for CommandApi {
             .into_inner()
             .command
             .ok_or_else(|| status::invalid("command", "must be set"))?;
-        let envelope =
-            SignedCommand::try_from(&envelope).map_err(|e| status::invalid(&e.field, e.rule))?;
+        let envelope = SignedCommand::try_from(&envelope)
+            .map_err(|e| status::bad_field(Code::InvalidArgument, &e))?;
         let done = self.commands.submit(envelope).await.map_err(Status::from)?;
         Ok(Response::new(response(done)))
     }

@@ -206,7 +206,8 @@ impl LookupService for LookupApi {
         let r = request.into_inner();
         let id =
             r.identifier.as_ref().ok_or_else(|| status::invalid("identifier", "must be set"))?;
-        let identifier = Identifier::try_from(id).map_err(|e| status::invalid(&e.field, e.rule))?;
+        let identifier =
+            Identifier::try_from(id).map_err(|e| status::bad_field(Code::InvalidArgument, &e))?;
         let page_size = match r.page_size as usize {
             0 => DEFAULT_PAGE,
             n if n > MAX_PAGE => {

@@ -9,7 +9,6 @@ use registry_client::{RegistryClient, render};
 use registry_core::entry::Entry;
 use serde_json::json;
 
-use crate::msp::entry_text;
 use crate::output::{Printer, Report, Usage};
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +147,7 @@ pub async fn run(
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Ok(Report::new(
-                decoded.iter().map(entry_text).collect::<Vec<_>>().join("\n"),
+                decoded.iter().map(render::entry_text).collect::<Vec<_>>().join("\n"),
                 json!({"entries": decoded.iter().map(render::entry).collect::<Vec<_>>()}),
             ))
         }
@@ -193,10 +192,9 @@ pub fn verify_archive(
                 }),
             )
         }
-        Err(f) => Report::new(
+        Err(f) => Report::no(
             format!("the archive does not verify: {f}"),
             json!({"valid": false, "first_bad_position": f.position, "reason": f.reason}),
-        )
-        .no_if(true, || format!("the archive does not verify: {f}")),
+        ),
     })
 }

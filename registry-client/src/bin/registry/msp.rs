@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use registry_client::{KeyTarget, RegistryClient, render};
 use registry_core::entry::Entry;
-use registry_core::time;
 use registry_proto::pb;
 use serde_json::json;
 
@@ -199,7 +198,7 @@ pub async fn run(
                 lines.push("no entries".to_string());
             }
             for e in &decoded {
-                lines.push(entry_text(e));
+                lines.push(render::entry_text(e));
             }
             if let Some(e) = &evidence {
                 lines.push(format!("{}; no entry is left out", verified_line(e)));
@@ -254,17 +253,6 @@ pub async fn run(
             Ok(Report::new(text, json))
         }
     }
-}
-
-/// An entry for people: its position and time, then one line per event.
-pub fn entry_text(e: &Entry) -> String {
-    let mut text =
-        format!("entry {} at {}", e.header.position, time::format(&e.header.recorded_at));
-    for ev in &e.body.events {
-        text.push_str("\n  ");
-        text.push_str(&render::event_line(ev));
-    }
-    text
 }
 
 /// The records to validate: lines of OCMF, or the signed values of OCPI `signed_data` (given

@@ -65,6 +65,11 @@ impl Report {
         Self { text: text.into(), json, answer: Answer::Yes }
     }
 
+    /// A no: `reason` is said as the text, and on stderr.
+    pub fn no(reason: String, json: Value) -> Self {
+        Self { text: reason.clone(), json, answer: Answer::No(reason) }
+    }
+
     /// The same report, answering no for `reason` when `no` holds.
     pub fn no_if(mut self, no: bool, reason: impl FnOnce() -> String) -> Self {
         if no {

@@ -43,8 +43,7 @@ fn receipt(file: &Path, registry_key: &Path) -> anyhow::Result<Report> {
         Ok(p) => p,
         Err(e) => {
             let reason = format!("the receipt does not verify: {e}");
-            return Ok(Report::new(reason.clone(), json!({"valid": false, "reason": e}))
-                .no_if(true, || reason));
+            return Ok(Report::no(reason, json!({"valid": false, "reason": e})));
         }
     };
     let r = &proven.registration;
