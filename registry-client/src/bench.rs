@@ -344,6 +344,7 @@ fn records(fleet: &Fleet, count: u64) -> Vec<String> {
 /// Runs `workload` against `url` with `settings` on fleet `fleet`.
 pub async fn run(
     url: &str,
+    tls: &crate::TlsOptions,
     fleet: &Fleet,
     workload: Workload,
     settings: &Settings,
@@ -374,8 +375,7 @@ pub async fn run(
     let connections = settings.connections.clamp(1, settings.concurrency.max(1));
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let channel = tonic::transport::Channel::from_shared(url.to_string())
-            .map_err(|e| ClientError::Input(format!("invalid server URL {url:?}: {e}")))?
+        let channel = crate::connect::endpoint(url, tls)?
             .connect()
             .await
             .map_err(|source| ClientError::Connect { url: url.to_string(), source })?;

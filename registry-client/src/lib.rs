@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod audit;
 pub mod bench;
+pub mod connect;
 pub mod keyfile;
 pub mod load;
 pub mod receipt_file;
@@ -25,6 +26,7 @@ use registry_proto::pb;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
+pub use connect::TlsOptions;
 pub use registry_core::validity::View;
 pub use registry_proto::pb::EndReason;
 pub use request::{AsOf, KeySubmission, KeyTarget, Order, command_bytes, command_bytes_with};
@@ -42,7 +44,7 @@ pub struct FieldViolation {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not reach the server.
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {}", error_chain(source))]
     Connect {
         /// The server URL.
         url: String,
@@ -128,6 +130,21 @@ impl ClientError {
     }
 }
 
+/// An error with its causes, `a: b: c`: tonic's transport error alone says only "transport
+/// error", and the cause (a refused certificate, a refused connection) is what a user needs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -151,12 +168,14 @@ pub const HISTORY_PAGE: u32 = 1000;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 impl RegistryClient {
-    /// Connects to `url` (e.g. `http://127.0.0.1:50051`).
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`; `https://` with the system's roots).
     pub async fn connect(url: &str) -> Result<Self> {
-        let endpoint = Channel::from_shared(url.to_string())
-            .map_err(|e| ClientError::Input(format!("invalid server URL {url:?}: {e}")))?
-            .connect_timeout(std::time::Duration::from_secs(10));
-        let channel = endpoint
+        Self::connect_with(url, &TlsOptions::default()).await
+    }
+
+    /// Connects to `url` with TLS settings (see [`connect`]).
+    pub async fn connect_with(url: &str, tls: &TlsOptions) -> Result<Self> {
+        let channel = connect::endpoint(url, tls)?
             .connect()
             .await
             .map_err(|source| ClientError::Connect { url: url.to_string(), source })?;

@@ -70,6 +70,29 @@ pub enum CommandError {
     /// The store failed while checking.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller has spent its budget of failed signature checks.
+    #[error("{0}")]
+    Exhausted(String),
+}
+
+/// Who pays for signature checks that fail: the gRPC layer passes the calling peer's budget
+/// ([`crate::admission::signatures`]), so that a flood of bad signatures stops being verified once
+/// the budget is spent. The checks themselves know nothing of peers.
+pub trait SignatureGate: Send + Sync {
+    /// Whether one more signature may be checked for this caller.
+    fn may_check(&self) -> bool;
+    /// A signature did not verify.
+    fn failed(&self);
+}
+
+/// No budget: every signature is checked (start-up commands, registries without a budget).
+pub struct Ungated;
+
+impl SignatureGate for Ungated {
+    fn may_check(&self) -> bool {
+        true
+    }
+    fn failed(&self) {}
 }
 
 impl From<ReadError> for CommandError {
@@ -136,8 +159,12 @@ impl Commands {
     }
 
     /// Checks and submits a signed command; resolves once it is durable.
-    pub async fn submit(&self, envelope: SignedCommand) -> Result<Submitted, CommandError> {
-        let command = self.check(&envelope)?;
+    pub async fn submit(
+        &self,
+        envelope: SignedCommand,
+        gate: &dyn SignatureGate,
+    ) -> Result<Submitted, CommandError> {
+        let command = self.check(&envelope, gate)?;
         self.complete(envelope, command, true).await
     }
 
@@ -147,6 +174,7 @@ impl Commands {
     pub async fn submit_many(
         &self,
         envelopes: Vec<SignedCommand>,
+        gate: std::sync::Arc<dyn SignatureGate>,
     ) -> Vec<Result<Submitted, CommandError>> {
         // Checks run in small chunks, one per core at a time; a chunk's appends start as soon as
         // it is checked, so the writer is busy while later chunks are still being verified.
@@ -159,11 +187,14 @@ impl Commands {
             while checks.len() < cores && envelopes.peek().is_some() {
                 let part: Vec<_> = envelopes.by_ref().take(CHUNK).collect();
                 let this = self.clone();
+                let gate = gate.clone();
                 let n = part.len();
                 checks.push_back((
                     n,
                     tokio::task::spawn_blocking(move || {
-                        part.into_iter().map(|e| this.check(&e).map(|c| (e, c))).collect::<Vec<_>>()
+                        part.into_iter()
+                            .map(|e| this.check(&e, gate.as_ref()).map(|c| (e, c)))
+                            .collect::<Vec<_>>()
                     }),
                 ));
             }
@@ -195,8 +226,12 @@ impl Commands {
     /// that decodes. Synchronous, so that bulk submissions can spread it over threads. A command
     /// already in the log exactly as submitted passes even if its signer was revoked since: its
     /// retry returns the original result, however long ago (docs/DESIGN.md §5).
-    fn check(&self, envelope: &SignedCommand) -> Result<Command, CommandError> {
-        self.check_new(envelope).or_else(|refusal| self.earlier(envelope).ok_or(refusal))
+    fn check(
+        &self,
+        envelope: &SignedCommand,
+        gate: &dyn SignatureGate,
+    ) -> Result<Command, CommandError> {
+        self.check_new(envelope, gate).or_else(|refusal| self.earlier(envelope).ok_or(refusal))
     }
 
     /// The command of `envelope` if the durable log holds this very envelope (same bytes,
@@ -211,7 +246,11 @@ impl Commands {
         (stored.ok()?.body.command.as_ref() == Some(envelope)).then_some(command)
     }
 
-    fn check_new(&self, envelope: &SignedCommand) -> Result<Command, CommandError> {
+    fn check_new(
+        &self,
+        envelope: &SignedCommand,
+        gate: &dyn SignatureGate,
+    ) -> Result<Command, CommandError> {
         // Before the signature: a command for another registry is refused for what it is, not
         // as a bad signature, so that a client pointed at the wrong registry is told so.
         let origin = self.reader.origin();
@@ -252,7 +291,15 @@ impl Commands {
             )
             .into());
         }
+        if !gate.may_check() {
+            return Err(CommandError::Exhausted(
+                "too many commands from this client address had bad signatures; its commands are \
+                 refused unchecked for a while"
+                    .into(),
+            ));
+        }
         if !envelope.verify(&signer.public_key) {
+            gate.failed();
             return Err(Rejection::unauthenticated(
                 "command.signature",
                 "does not verify over the command bytes with the signer's key",

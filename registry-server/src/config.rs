@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 
 use crate::commands::ConfirmPolicy;
+pub use crate::listener::tls::ClientAuth;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,50 @@ pub struct Config {
     pub keepalive_secs: u64,
     /// Largest header list a request may send, in bytes (gRPC metadata is small).
     pub max_header_list_bytes: u32,
+    /// Certificate chain (PEM, leaf first) to serve TLS with; with `tls_key` the port speaks
+    /// only TLS. Reloaded when the file changes and on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for client certificates (mTLS); commissioning tools present one.
+    pub tls_client_ca: Option<PathBuf>,
+    /// With `tls_client_ca`: who must present a client certificate: `writes` (commands; reads
+    /// stay open to anyone) or `all`.
+    pub tls_client_auth: ClientAuth,
+    /// Seconds between checks whether the TLS files changed.
+    pub tls_reload_secs: u64,
+    /// Connections open at once. Each is a file descriptor: the server raises its open-files
+    /// limit to the hard limit at start and keeps this below it.
+    pub max_connections: usize,
+    /// Connections open at once from one peer (an IPv4 address or IPv6 /64), so that one
+    /// address cannot take them all; 0: no cap (behind a proxy every peer is the proxy).
+    pub max_connections_per_peer: usize,
+    /// Seconds a new connection has to complete its TLS handshake and send its first bytes: an
+    /// idle TCP connection costs the attacker nothing and the registry a file descriptor.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a connection may stay open with no call in progress.
+    pub idle_timeout_secs: u64,
+    /// Calls in progress at once (streams until they end); more are answered `UNAVAILABLE` at
+    /// once instead of queueing. Health checks are never counted or refused.
+    pub max_calls: usize,
+    /// Calls in progress at once from one peer; 0: no cap.
+    pub max_calls_per_peer: usize,
+    /// MiB of request messages announced and being received at once; a message that does not
+    /// fit is refused with `RESOURCE_EXHAUSTED` before it is buffered, so slow senders of large
+    /// messages cannot hold the registry's memory. At least one largest request (16 MiB).
+    pub max_request_mib: usize,
+    /// The same for one peer; 0: no cap.
+    pub max_request_mib_per_peer: usize,
+    /// Failed command signature checks per second one peer may cause (its budget refills at this
+    /// rate); once spent, its commands are refused unchecked. Good signatures are free. 0: off.
+    pub bad_signatures_per_sec: u32,
+    /// Failed signature checks one peer may cause in a burst.
+    pub bad_signatures_burst: u32,
+    /// HTTP/2 flow-control window of one stream, in KiB: how much a peer may send ahead of what
+    /// the registry has read.
+    pub stream_window_kib: u32,
+    /// HTTP/2 flow-control window of one connection (all its streams), in KiB.
+    pub connection_window_kib: u32,
 }
 
 impl Default for Config {
@@ -101,6 +146,23 @@ impl Default for Config {
             request_timeout_secs: 60,
             keepalive_secs: 30,
             max_header_list_bytes: 16 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: ClientAuth::Writes,
+            tls_reload_secs: 10,
+            max_connections: 10_000,
+            max_connections_per_peer: 512,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            max_calls: 2048,
+            max_calls_per_peer: 512,
+            max_request_mib: 256,
+            max_request_mib_per_peer: 64,
+            bad_signatures_per_sec: 20,
+            bad_signatures_burst: 200,
+            stream_window_kib: 1024,
+            connection_window_kib: 2048,
         }
     }
 }
@@ -140,6 +202,18 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_clock_skew_secs: Option<u64>,
+    /// TLS certificate chain (PEM); with --tls-key the port speaks only TLS
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates must chain to (mTLS)
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The configuration could not be assembled.
@@ -168,6 +242,23 @@ const KEYS: &[&str] = &[
     "request_timeout_secs",
     "keepalive_secs",
     "max_header_list_bytes",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_client_auth",
+    "tls_reload_secs",
+    "max_connections",
+    "max_connections_per_peer",
+    "handshake_timeout_secs",
+    "idle_timeout_secs",
+    "max_calls",
+    "max_calls_per_peer",
+    "max_request_mib",
+    "max_request_mib_per_peer",
+    "bad_signatures_per_sec",
+    "bad_signatures_burst",
+    "stream_window_kib",
+    "connection_window_kib",
 ];
 
 impl Config {
@@ -175,6 +266,25 @@ impl Config {
     pub fn verify_every(&self) -> Option<std::time::Duration> {
         (self.verify_interval_secs > 0)
             .then(|| std::time::Duration::from_secs(self.verify_interval_secs))
+    }
+
+    /// The TLS files, when TLS is configured; a certificate without a key (or the reverse), or a
+    /// client CA without TLS, is an error.
+    pub fn tls_files(&self) -> Result<Option<crate::listener::tls::TlsFiles>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::listener::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                client_auth: self.tls_client_auth,
+            })),
+            (None, None) if self.tls_client_ca.is_some() => Err(ConfigError(
+                "tls_client_ca needs tls_cert and tls_key: client certificates come with TLS"
+                    .into(),
+            )),
+            (None, None) => Ok(None),
+            _ => Err(ConfigError("tls_cert and tls_key go together".into())),
+        }
     }
 
     /// Assembles the layers: defaults < `file` < environment < `overrides`.

@@ -9,6 +9,7 @@
 //! with the registry key ([`registry_key`]) and the configuration ([`config`]). See
 //! ARCHITECTURE.md for the whole map.
 
+pub mod admission;
 pub mod commands;
 pub mod config;
 pub mod disk;
@@ -16,6 +17,7 @@ pub mod evidence;
 pub mod files;
 pub mod grpc;
 pub mod key_cache;
+pub mod listener;
 pub mod log;
 pub mod lookup;
 pub mod machine;

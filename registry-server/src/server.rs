@@ -15,13 +15,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
 
+use crate::admission::signatures::SignatureBudget;
+use crate::admission::{AdmissionLayer, Limits};
 use crate::commands::{CommandSettings, Commands};
-use crate::config::Config;
+use crate::config::{ClientAuth, Config};
 use crate::grpc::audit::{AuditApi, Identity};
 use crate::grpc::commands::CommandApi;
 use crate::grpc::health::{self, HealthHandle};
 use crate::grpc::lookup::LookupApi;
 use crate::key_cache::KeyCache;
+use crate::listener::tls::Tls;
+use crate::listener::{Accepting, Deadlines};
 use crate::log::{Appender, Clock, Log, LogOptions, LogReader, Machine, OpenError, WriterStatus};
 use crate::lookup::Lookups;
 use crate::machine::RegistryMachine;
@@ -69,6 +73,9 @@ pub enum ServerError {
     /// A setting cannot be used.
     #[error("{0}")]
     Config(String),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::listener::tls::TlsError),
     /// The projections could not be rebuilt.
     #[error("rebuilding the projections failed: {0}")]
     Rebuild(#[from] crate::projection::RebuildError),
@@ -96,7 +103,10 @@ impl ServerError {
             {
                 3
             }
-            ServerError::Config(_) | ServerError::Origin(_) | ServerError::KeyFile(_) => 2,
+            ServerError::Config(_)
+            | ServerError::Tls(_)
+            | ServerError::Origin(_)
+            | ServerError::KeyFile(_) => 2,
             _ => 1,
         }
     }
@@ -264,23 +274,23 @@ pub async fn start_registry(
         cache.clone(),
     );
     let service_clock = clock.clone();
+    let signatures = signature_budget(config);
     let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
         let commands =
             Commands::new(ctx.appender.clone(), ctx.reader.clone(), settings, service_clock);
         routes.add_service(
             registry_proto::pb::command_service_server::CommandServiceServer::new(CommandApi::new(
-                commands,
+                commands, signatures,
             ))
-            // A bulk call carries up to 10,000 signed commands.
-            .max_decoding_message_size(crate::grpc::commands::MAX_BULK_BYTES),
+            // The admission layer holds each method to its own, smaller limit first.
+            .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
         );
         routes.add_service(
             registry_proto::pb::lookup_service_server::LookupServiceServer::new(LookupApi::new(
                 Lookups::new(ctx.reader.clone(), cache.clone()),
                 crate::evidence::EvidenceBuilder::new(ctx.reader.clone(), map),
             ))
-            // Batches of 10,000 questions or signed meter values.
-            .max_decoding_message_size(crate::grpc::commands::MAX_BULK_BYTES),
+            .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
         );
         fill_in_background(ctx.reader.store().clone(), cache, ctx.shutdown.clone());
         ctx.health.set(COMMAND_SERVICE, true);
@@ -406,19 +416,27 @@ impl<M: Machine> Server<M> {
             health.set(COMMAND_SERVICE, false);
         }
 
+        let tls = match config.tls_files().map_err(|e| ServerError::Config(e.to_string()))? {
+            Some(files) => Some(Tls::load(files)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let accepting = accepting(config, tls.clone());
+        if let Some(tls) = &tls {
+            tls.clone().watch(Duration::from_secs(config.tls_reload_secs), drain.clone());
+        }
+        let incoming = crate::listener::incoming(listener, accepting, drain.clone());
         let serve = connection_limits(config)
+            .layer(AdmissionLayer::new(admission_limits(config)))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, drain.clone().cancelled_owned());
-        tracing::info!(%addr, "listening for gRPC");
-        warn_about_exposure(addr);
+        tracing::info!(%addr, tls = tls.is_some(), "listening for gRPC");
+        warn_about_exposure(addr, tls.is_some());
 
         let grace = Duration::from_secs(config.shutdown_timeout_secs);
         let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
@@ -563,21 +581,79 @@ fn connection_limits(config: &Config) -> tonic::transport::Server {
         .http2_max_header_list_size(config.max_header_list_bytes)
         .http2_keepalive_interval(secs(config.keepalive_secs))
         .http2_keepalive_timeout(secs(config.keepalive_secs))
-        .tcp_keepalive(secs(config.keepalive_secs));
+        .initial_stream_window_size(config.stream_window_kib.max(64) * 1024)
+        .initial_connection_window_size(config.connection_window_kib.max(64) * 1024);
     if let Some(timeout) = secs(config.request_timeout_secs) {
         server = server.timeout(timeout);
     }
     server
 }
 
-/// Says at start what an operator putting the registry on a network must know: this server
-/// speaks plaintext gRPC (terminate TLS in front of it), and every connection is a file
+/// How connections are accepted: the connection limits (below the open-files limit, which is
+/// raised first), the deadlines for silent and idle peers, and TLS.
+fn accepting(config: &Config, tls: Option<Arc<Tls>>) -> Accepting {
+    let open_files = crate::listener::raise_open_files_limit();
+    let max_connections = crate::listener::connections_within(config.max_connections, open_files);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            configured = config.max_connections,
+            open_files,
+            max_connections,
+            "max_connections is above what the open-files limit allows; using less"
+        );
+    }
+    Accepting {
+        max_connections,
+        max_connections_per_peer: config.max_connections_per_peer,
+        deadlines: Deadlines {
+            first_bytes: Duration::from_secs(config.handshake_timeout_secs.max(1)),
+            idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        },
+        tls,
+    }
+}
+
+/// The admission limits of the configuration.
+fn admission_limits(config: &Config) -> Limits {
+    const MIB: usize = 1024 * 1024;
+    Limits {
+        calls: config.max_calls,
+        calls_per_peer: config.max_calls_per_peer,
+        request_bytes: config.max_request_mib.saturating_mul(MIB),
+        request_bytes_per_peer: config.max_request_mib_per_peer.saturating_mul(MIB),
+        writes_need_client_cert: config.tls_client_ca.is_some()
+            && config.tls_cert.is_some()
+            && config.tls_client_auth == ClientAuth::Writes,
+    }
+}
+
+/// The per-peer budget of failed signature checks, forgotten for idle peers every minute while
+/// the budget is in use.
+fn signature_budget(config: &Config) -> Option<Arc<SignatureBudget>> {
+    let budget =
+        Arc::new(SignatureBudget::new(config.bad_signatures_per_sec, config.bad_signatures_burst)?);
+    let weak = Arc::downgrade(&budget);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(budget) => budget.forget_idle(),
+                None => return,
+            }
+        }
+    });
+    Some(budget)
+}
+
+/// Says at start what an operator putting the registry on a network must know: plaintext gRPC
+/// exposes answers (serve TLS or terminate it in front), and every connection is a file
 /// descriptor (a low limit lets idle peers starve it).
-fn warn_about_exposure(addr: std::net::SocketAddr) {
-    if !addr.ip().is_loopback() {
+fn warn_about_exposure(addr: std::net::SocketAddr, tls: bool) {
+    if !addr.ip().is_loopback() && !tls {
         tracing::warn!(%addr, "serving plaintext gRPC on a non-loopback address: commands are signed \
-            but answers and their metadata travel unencrypted and unauthenticated; put a \
-            TLS-terminating proxy in front (README, \"On the internet\")");
+            but answers and their metadata travel unencrypted and unauthenticated; set tls_cert \
+            and tls_key, or put a TLS-terminating proxy in front (README, \"On the internet\")");
     }
     match open_files_limit() {
         Some(limit) if limit < MIN_OPEN_FILES => tracing::warn!(

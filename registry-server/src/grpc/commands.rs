@@ -9,13 +9,14 @@ use registry_proto::pb::{
 use tonic::{Code, Request, Response, Status};
 
 use super::status;
-use crate::commands::{Commands, Submitted};
+use std::sync::Arc;
+
+use crate::admission::signatures::SignatureBudget;
+use crate::commands::{Commands, SignatureGate, Submitted, Ungated};
+use crate::listener::Peer;
 
 /// Most commands in one `SubmitCommands` call, so that one call cannot hold the writer for long.
 pub const MAX_BULK_COMMANDS: usize = 10_000;
-
-/// Largest request the command service decodes: room for a full bulk call of large commands.
-pub const MAX_BULK_BYTES: usize = 32 * 1024 * 1024;
 
 fn response(done: Submitted) -> SubmitCommandResponse {
     let (confirmation_position, confirmation_entry) = done.confirmation.unwrap_or_default();
@@ -32,12 +33,22 @@ fn response(done: Submitted) -> SubmitCommandResponse {
 /// See the module documentation.
 pub struct CommandApi {
     commands: Commands,
+    signatures: Option<Arc<SignatureBudget>>,
 }
 
 impl CommandApi {
     /// The service over the command front.
-    pub fn new(commands: Commands) -> Self {
-        Self { commands }
+    pub fn new(commands: Commands, signatures: Option<Arc<SignatureBudget>>) -> Self {
+        Self { commands, signatures }
+    }
+
+    /// The calling peer's budget of failed signature checks.
+    fn gate<T>(&self, request: &Request<T>) -> Arc<dyn SignatureGate> {
+        let peer = request.extensions().get::<Peer>();
+        match (&self.signatures, peer) {
+            (Some(budget), Some(peer)) => Arc::new(budget.gate(peer.key)),
+            _ => Arc::new(Ungated),
+        }
     }
 }
 
@@ -47,13 +58,14 @@ impl CommandService for CommandApi {
         &self,
         request: Request<SubmitCommandRequest>,
     ) -> Result<Response<SubmitCommandResponse>, Status> {
+        let gate = self.gate(&request);
         let envelope = request
             .into_inner()
             .command
             .ok_or_else(|| status::invalid("command", "must be set"))?;
         let envelope = SignedCommand::try_from(&envelope)
             .map_err(|e| status::bad_field(Code::InvalidArgument, &e))?;
-        let done = self.commands.submit(envelope).await.map_err(Status::from)?;
+        let done = self.commands.submit(envelope, gate.as_ref()).await.map_err(Status::from)?;
         Ok(Response::new(response(done)))
     }
 
@@ -61,6 +73,7 @@ impl CommandService for CommandApi {
         &self,
         request: Request<SubmitCommandsRequest>,
     ) -> Result<Response<SubmitCommandsResponse>, Status> {
+        let gate = self.gate(&request);
         let commands = request.into_inner().commands;
         if commands.len() > MAX_BULK_COMMANDS {
             return Err(status::invalid(
@@ -83,7 +96,7 @@ impl CommandService for CommandApi {
                 )))),
             }
         }
-        let mut done = self.commands.submit_many(envelopes).await.into_iter();
+        let mut done = self.commands.submit_many(envelopes, gate).await.into_iter();
         let results = results
             .into_iter()
             .map(|slot| match slot {

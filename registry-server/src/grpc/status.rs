@@ -92,6 +92,7 @@ impl From<CommandError> for Status {
                 Status::unavailable(format!("the log cannot take writes: {m}"))
             }
             CommandError::Store(e) => e.into(),
+            CommandError::Exhausted(m) => Status::resource_exhausted(m),
         }
     }
 }

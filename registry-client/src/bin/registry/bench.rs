@@ -71,7 +71,12 @@ fn bench_workload(s: &str) -> Result<BenchWorkload, String> {
 }
 
 /// Runs a workload.
-pub async fn run(server: &str, quiet: bool, args: &BenchArgs) -> anyhow::Result<Report> {
+pub async fn run(
+    server: &str,
+    tls: &registry_client::TlsOptions,
+    quiet: bool,
+    args: &BenchArgs,
+) -> anyhow::Result<Report> {
     use bench::Workload;
     let duration = std::time::Duration::from_secs_f64(args.duration.max(0.01));
     let workload = match args.workload {
@@ -92,7 +97,7 @@ pub async fn run(server: &str, quiet: bool, args: &BenchArgs) -> anyhow::Result<
         BenchWorkload::Prepare => None,
         BenchWorkload::Run(w) => Some(w),
     };
-    let client = RegistryClient::connect(server).await?;
+    let client = RegistryClient::connect_with(server, tls).await?;
     let admin = args.admin_key.as_deref().map(keyfile::load_signer).transpose()?;
     let keys = match workload {
         Some(Workload::Empty) => 0,
@@ -125,7 +130,7 @@ pub async fn run(server: &str, quiet: bool, args: &BenchArgs) -> anyhow::Result<
             BenchView::Basic => registry_client::View::Basic,
         },
     };
-    let report = bench::run(server, &fleet, workload, &settings).await?;
+    let report = bench::run(server, tls, &fleet, workload, &settings).await?;
     if report.calls == 0 {
         anyhow::bail!(
             "no call succeeded: {}",

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use registry_client::{RegistryClient, keyfile};
+use registry_client::{RegistryClient, TlsOptions, keyfile};
 use serde_json::json;
 
 use crate::admin::AdminCommand;
@@ -42,6 +42,28 @@ struct Cli {
     /// Registry server URL
     #[arg(long, global = true, env = "REGISTRY_SERVER", default_value = registry_client::DEFAULT_SERVER)]
     server: String,
+    /// CA certificates (PEM) an https:// server's certificate must chain to [default: the
+    /// system's roots]
+    #[arg(long, global = true, env = "REGISTRY_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for registries that require mTLS for commands
+    #[arg(
+        long,
+        global = true,
+        env = "REGISTRY_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(
+        long,
+        global = true,
+        env = "REGISTRY_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
     /// Machine-readable output: one JSON object per line
     #[arg(long, global = true)]
     json: bool,
@@ -77,6 +99,16 @@ enum Command {
     Bench(BenchArgs),
 }
 
+impl Cli {
+    fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+}
+
 /// Runs a subcommand; what it found comes back as a report.
 async fn run(cli: Cli, printer: Printer) -> anyhow::Result<Report> {
     // Offline first: these need no server.
@@ -86,10 +118,12 @@ async fn run(cli: Cli, printer: Printer) -> anyhow::Result<Report> {
         Command::Audit(AuditCommand::Verify { dir, registry_key, since_checkpoint }) => {
             return audit::verify_archive(dir, registry_key, since_checkpoint.as_deref());
         }
-        Command::Bench(args) => return bench::run(&cli.server, printer.json, args).await,
+        Command::Bench(args) => {
+            return bench::run(&cli.server, &cli.tls(), printer.json, args).await;
+        }
         _ => {}
     }
-    let client = RegistryClient::connect(&cli.server).await?;
+    let client = RegistryClient::connect_with(&cli.server, &cli.tls()).await?;
     match cli.command {
         Command::Admin(a) => submit::submit(&client, a.submission()?).await,
         Command::Cpo(c) => match c.request()? {

@@ -1,0 +1,238 @@
+//! One accepted connection: its byte stream (plain TCP or TLS), who is at the other end, and the
+//! deadlines that close it when the peer is silent or idle.
+//!
+//! A connection must send its first bytes within the handshake timeout (an idle TCP connection
+//! costs the attacker nothing and the registry a file descriptor), and is closed once it has had
+//! no call in progress for the idle timeout. Dead peers that stop answering HTTP/2 pings are
+//! closed by hyper's keepalive.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_rustls::server::TlsStream;
+
+use crate::admission::peers::{PeerKey, Share};
+
+/// What the services may know of the other end of a connection (in each request's
+/// extensions).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The unit the per-peer limits count by.
+    pub key: PeerKey,
+    /// Whether the peer presented a client certificate that chains to the configured client CA
+    /// (rustls refuses the handshake for any other certificate).
+    pub client_certificate: bool,
+    /// The connection's calls in progress, for the idle timeout.
+    pub activity: Arc<Activity>,
+}
+
+/// Calls in progress on one connection and when the last one ended.
+#[derive(Debug)]
+pub struct Activity {
+    calls: AtomicUsize,
+    opened: Instant,
+    /// Milliseconds after `opened` when a call last began or ended.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            calls: AtomicUsize::new(0),
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Marks a call in progress until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// When the connection became idle, or `None` while a call is in progress.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.calls.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// A call in progress on a connection.
+#[derive(Debug)]
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The byte stream under a connection.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// An accepted connection, as tonic serves it.
+pub struct Conn {
+    io: Io,
+    peer: Peer,
+    deadline: Pin<Box<Sleep>>,
+    /// Nothing has been read yet: the handshake deadline applies, not the idle one.
+    silent: bool,
+    idle: Duration,
+    /// This connection's place in the connection limits.
+    _share: Share,
+}
+
+/// How long a connection may stay silent, then idle.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// From accepting (or the TLS handshake) to the first bytes.
+    pub first_bytes: Duration,
+    /// With no call in progress.
+    pub idle: Duration,
+}
+
+impl Conn {
+    /// A plaintext connection.
+    pub fn plain(tcp: TcpStream, addr: SocketAddr, share: Share, deadlines: Deadlines) -> Self {
+        Self::new(Io::Plain(tcp), addr, false, share, deadlines)
+    }
+
+    /// A connection whose TLS handshake is done.
+    pub fn tls(
+        tls: TlsStream<TcpStream>,
+        addr: SocketAddr,
+        share: Share,
+        deadlines: Deadlines,
+    ) -> Self {
+        let client_certificate = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+        Self::new(Io::Tls(Box::new(tls)), addr, client_certificate, share, deadlines)
+    }
+
+    fn new(io: Io, addr: SocketAddr, client_certificate: bool, share: Share, d: Deadlines) -> Self {
+        let peer =
+            Peer { addr, key: PeerKey::of(addr), client_certificate, activity: Activity::new() };
+        let deadline = Box::pin(tokio::time::sleep(d.first_bytes));
+        Self { io, peer, deadline, silent: true, idle: d.idle, _share: share }
+    }
+
+    /// Whether the deadline that just passed closes the connection; if not, it is moved to the
+    /// next moment that could.
+    fn expired(&mut self) -> bool {
+        if self.silent {
+            return true;
+        }
+        let now = Instant::now();
+        let next = match self.peer.activity.idle_since() {
+            None => now + self.idle,
+            Some(since) if now >= since + self.idle => return true,
+            Some(since) => since + self.idle,
+        };
+        self.deadline.as_mut().reset(next.into());
+        false
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if read.is_ready() {
+            if buf.filled().len() > before && self.silent {
+                self.silent = false;
+                let idle = self.idle;
+                self.deadline.as_mut().reset((Instant::now() + idle).into());
+            }
+            return read;
+        }
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            if self.expired() {
+                let why = if self.silent { "sent nothing" } else { "was idle" };
+                tracing::debug!(peer = %self.peer.addr, "closing a connection that {why}");
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
