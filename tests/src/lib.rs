@@ -2,6 +2,7 @@
 //! connected to them, and log bodies to append.
 
 pub mod faults;
+pub mod pki;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,15 +123,18 @@ impl Fixture {
 
     /// A registry with the given confirmation policy.
     pub async fn start_with(policy: registry_server::commands::ConfirmPolicy) -> Self {
+        Self::start_configured(|c| c.confirm_policy = policy).await
+    }
+
+    /// A registry with settings changed from the test defaults.
+    pub async fn start_configured(change: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let admin = registry_core::keys::P256KeyPair::generate();
         let admin_file = dir.path().join("admin.pub.pem");
         std::fs::write(&admin_file, admin.public_key_pem()).expect("admin key file");
-        let config = Config {
-            admin_keys: vec![admin_file],
-            confirm_policy: policy,
-            ..test_config(&dir.path().join("data"))
-        };
+        let mut config =
+            Config { admin_keys: vec![admin_file], ..test_config(&dir.path().join("data")) };
+        change(&mut config);
         let server = registry_server::server::start_registry(&config, system_clock())
             .await
             .expect("registry starts");
