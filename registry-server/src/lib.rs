@@ -22,6 +22,7 @@ pub mod log;
 pub mod lookup;
 pub mod machine;
 pub mod map;
+pub mod peers;
 pub mod projection;
 pub mod registry_key;
 pub mod restore;

@@ -2,7 +2,7 @@
 //! the registry really does, so that abuse costs the attacker more than the registry.
 //!
 //! Every call except health checks:
-//! - counts against the calls in progress, in total and per peer ([`peers`]); over either it is
+//! - counts against the calls in progress, in total and per peer ([`crate::peers`]); over either it is
 //!   answered `UNAVAILABLE` at once (load shedding: clients back off and retry) instead of
 //!   queueing without bound;
 //! - reaches the command service only with a client certificate when mTLS is required for writes
@@ -19,7 +19,6 @@
 //! [`signatures`] keeps a per-peer budget of failed signature checks for the command service.
 
 pub mod frames;
-pub mod peers;
 pub mod signatures;
 
 use std::future::Future;
@@ -33,9 +32,9 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use self::frames::{FrameScanner, MessageLimit, Oversized};
-use self::peers::{Budget, PeerKey, Share, Short};
 use crate::listener::Peer;
 use crate::lookup::MAX_BATCH;
+use crate::peers::{Budget, PeerKey, Share, Short};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

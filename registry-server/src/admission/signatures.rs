@@ -15,8 +15,8 @@ use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::peers::PeerKey;
 use crate::commands::SignatureGate;
+use crate::peers::PeerKey;
 
 /// The budgets of all peers.
 pub struct SignatureBudget {

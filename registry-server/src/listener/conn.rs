@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 
-use crate::admission::peers::{PeerKey, Share};
+use crate::peers::{PeerKey, Share};
 
 /// What the services may know of the other end of a connection (in each request's
 /// extensions).

@@ -2,7 +2,7 @@
 //! for silent and idle peers, in front of tonic (which serves what this yields).
 //!
 //! Every connection is a file descriptor, so the number open is capped, in total below the
-//! process's open-files limit and per peer ([`crate::admission::peers`]). A connection over a
+//! process's open-files limit and per peer ([`crate::peers`]). A connection over a
 //! cap is closed at once rather than left in the kernel's backlog, where it would wait for a
 //! place the attacker keeps taken. TLS handshakes run concurrently, each within the handshake
 //! timeout, so a slow one holds up nobody.
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::conn::{Activity, Busy, Conn, Deadlines, Peer};
 use self::tls::Tls;
-use crate::admission::peers::{Budget, PeerKey, Short};
+use crate::peers::{Budget, PeerKey, Short};
 
 /// How connections are accepted.
 #[derive(Clone)]
