@@ -68,6 +68,19 @@ fn the_example_configuration_states_every_connection_limit() {
         format!("request_timeout_secs = {}", config.request_timeout_secs),
         format!("keepalive_secs = {}", config.keepalive_secs),
         format!("max_header_list_bytes = {}", config.max_header_list_bytes),
+        format!("tls_reload_secs = {}", config.tls_reload_secs),
+        format!("max_connections = {}", config.max_connections),
+        format!("max_connections_per_peer = {}", config.max_connections_per_peer),
+        format!("handshake_timeout_secs = {}", config.handshake_timeout_secs),
+        format!("idle_timeout_secs = {}", config.idle_timeout_secs),
+        format!("max_calls = {}", config.max_calls),
+        format!("max_calls_per_peer = {}", config.max_calls_per_peer),
+        format!("max_request_mib = {}", config.max_request_mib),
+        format!("max_request_mib_per_peer = {}", config.max_request_mib_per_peer),
+        format!("bad_signatures_per_sec = {}", config.bad_signatures_per_sec),
+        format!("bad_signatures_burst = {}", config.bad_signatures_burst),
+        format!("stream_window_kib = {}", config.stream_window_kib),
+        format!("connection_window_kib = {}", config.connection_window_kib),
     ] {
         assert!(example.contains(&line), "deploy/registry.example.toml lacks {line:?}");
     }

@@ -427,8 +427,11 @@ impl<M: Machine> Server<M> {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let accepting = accepting(config, tls.clone());
-        if let Some(tls) = &tls {
-            tls.clone().watch(Duration::from_secs(config.tls_reload_secs), drain.clone());
+        match &tls {
+            Some(tls) => {
+                tls.clone().watch(Duration::from_secs(config.tls_reload_secs), drain.clone())
+            }
+            None => crate::listener::tls::ignore_hangups(drain.clone()),
         }
         let incoming = crate::listener::incoming(listener, accepting, drain.clone());
         let serve = connection_limits(config)

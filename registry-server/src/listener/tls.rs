@@ -116,6 +116,20 @@ impl Tls {
     }
 }
 
+/// Without TLS there is nothing to reload, but `SIGHUP` (a `systemctl reload`) must not stop the
+/// server, as it would by default: it is taken and logged until `stop`.
+pub fn ignore_hangups(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut hangup = hangup_signal();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = next_hangup(&mut hangup) => tracing::info!("SIGHUP: no TLS files to reload"),
+            }
+        }
+    });
+}
+
 #[cfg(unix)]
 fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
