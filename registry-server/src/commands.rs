@@ -292,11 +292,7 @@ impl Commands {
             .into());
         }
         if !gate.may_check() {
-            return Err(CommandError::Exhausted(
-                "too many commands from this client address had bad signatures; its commands are \
-                 refused unchecked for a while"
-                    .into(),
-            ));
+            return Err(CommandError::Exhausted(crate::admission::signatures::SPENT.into()));
         }
         if !envelope.verify(&signer.public_key) {
             gate.failed();

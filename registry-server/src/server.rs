@@ -122,6 +122,8 @@ pub struct ServiceContext<'a, M: Machine> {
     pub shutdown: &'a CancellationToken,
     /// Health of the server and its services.
     pub health: &'a HealthHandle,
+    /// The per-peer budget of failed signature checks, if one is configured.
+    pub signatures: &'a Option<Arc<SignatureBudget>>,
 }
 
 /// A running registry.
@@ -274,13 +276,13 @@ pub async fn start_registry(
         cache.clone(),
     );
     let service_clock = clock.clone();
-    let signatures = signature_budget(config);
     let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
         let commands =
             Commands::new(ctx.appender.clone(), ctx.reader.clone(), settings, service_clock);
         routes.add_service(
             registry_proto::pb::command_service_server::CommandServiceServer::new(CommandApi::new(
-                commands, signatures,
+                commands,
+                ctx.signatures.clone(),
             ))
             // The admission layer holds each method to its own, smaller limit first.
             .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
@@ -402,12 +404,14 @@ impl<M: Machine> Server<M> {
             ),
         ));
         health.set("keyregistry.v1.AuditService", true);
+        let signatures = signature_budget(config);
         extra(
             ServiceContext {
                 reader: &reader,
                 appender: &appender,
                 shutdown: &drain,
                 health: &health,
+                signatures: &signatures,
             },
             &mut routes,
         );
@@ -435,7 +439,7 @@ impl<M: Machine> Server<M> {
         }
         let incoming = crate::listener::incoming(listener, accepting, drain.clone());
         let serve = connection_limits(config)
-            .layer(AdmissionLayer::new(admission_limits(config)))
+            .layer(AdmissionLayer::new(admission_limits(config), signatures))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, drain.clone().cancelled_owned());
         tracing::info!(%addr, tls = tls.is_some(), "listening for gRPC");

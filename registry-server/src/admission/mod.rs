@@ -16,7 +16,8 @@
 //! connection busy for the idle timeout ([`crate::listener`]). Health checks bypass all of it, so
 //! that a load balancer still gets an answer while the registry sheds load.
 //!
-//! [`signatures`] keeps a per-peer budget of failed signature checks for the command service.
+//! [`signatures`] keeps a per-peer budget of failed signature checks; a command call from a peer
+//! whose budget is spent is refused here with `RESOURCE_EXHAUSTED`, before its body is read.
 
 pub mod frames;
 pub mod signatures;
@@ -32,6 +33,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use self::frames::{FrameScanner, MessageLimit, Oversized};
+use self::signatures::SignatureBudget;
 use crate::listener::Peer;
 use crate::lookup::MAX_BATCH;
 use crate::peers::{Budget, PeerKey, Share, Short};
@@ -51,15 +53,17 @@ pub fn message_limit(path: &str) -> MessageLimit {
     const MIB: usize = 1024 * KIB;
     const SMALL: MessageLimit = MessageLimit { max_bytes: 16 * KIB, max_fields: 64 };
     let batch = |max_bytes| MessageLimit { max_bytes, max_fields: MAX_BATCH + 16 };
-    match path.rsplit('/').next().unwrap_or_default() {
+    match path {
         // 10,000 questions of a fingerprint or a serial with its manufacturer and a time each.
-        "CheckValidityBatch" => batch(4 * MIB),
+        "/keyregistry.v1.LookupService/CheckValidityBatch" => batch(4 * MIB),
         // 10,000 signed meter values (an OCMF record is well under 1.5 KiB) or an OCPI object.
-        "ValidateSignedMeterValues" => batch(16 * MIB),
+        "/keyregistry.v1.LookupService/ValidateSignedMeterValues" => batch(16 * MIB),
         // 10,000 signed commands; a registration with a sample meter value is about 1.5 KiB.
-        "SubmitCommands" => batch(MAX_BULK_BYTES),
+        "/keyregistry.v1.CommandService/SubmitCommands" => batch(MAX_BULK_BYTES),
         // One command: an 8 KiB key, a 16 KiB sample meter value, texts, signature.
-        "SubmitCommand" => MessageLimit { max_bytes: 64 * KIB, max_fields: 16 },
+        "/keyregistry.v1.CommandService/SubmitCommand" => {
+            MessageLimit { max_bytes: 64 * KIB, max_fields: 16 }
+        }
         _ => SMALL,
     }
 }
@@ -95,11 +99,13 @@ struct Shared {
     calls: Budget,
     bytes: Budget,
     writes_need_client_cert: bool,
+    signatures: Option<Arc<SignatureBudget>>,
 }
 
 impl AdmissionLayer {
-    /// The layer for these limits.
-    pub fn new(limits: Limits) -> Self {
+    /// The layer for these limits, refusing command calls of peers whose `signatures` budget is
+    /// spent.
+    pub fn new(limits: Limits, signatures: Option<Arc<SignatureBudget>>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 calls: Budget::new(limits.calls.max(1), limits.calls_per_peer),
@@ -108,6 +114,7 @@ impl AdmissionLayer {
                     limits.request_bytes_per_peer,
                 ),
                 writes_need_client_cert: limits.writes_need_client_cert,
+                signatures,
             }),
         }
     }
@@ -161,6 +168,12 @@ where
                 "commands need a client certificate from the registry's client CA (mTLS); \
                  reads do not",
             ));
+        }
+        if let (Some(budget), Some(key)) = (&s.signatures, key)
+            && path.starts_with(COMMANDS)
+            && !budget.open(key)
+        {
+            return refuse(Status::resource_exhausted(signatures::SPENT));
         }
         let call = match key.map(|k| s.calls.take(k, 1)) {
             Some(Ok(share)) => Some(share),

@@ -5,8 +5,9 @@
 //! signatures are never limited: an operator loading 100,000 keys pays nothing. Each signature
 //! that fails spends one unit of its peer's budget (a GCRA from `governor`: a steady rate with a
 //! burst); once it is spent, that peer's commands are refused with `RESOURCE_EXHAUSTED` before
-//! any signature is checked, until the budget has refilled. A bulk call stops verifying at the
-//! same point, so one call cannot spend more than the budget either.
+//! any signature is checked (by the admission layer, before the call's body is read or decoded),
+//! until the budget has refilled. A bulk call stops verifying at the point its budget is spent,
+//! so one call cannot spend more than the budget either.
 
 use std::num::NonZeroU32;
 use std::time::Instant;
@@ -17,6 +18,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::commands::SignatureGate;
 use crate::peers::PeerKey;
+
+/// What a peer whose budget is spent is told.
+pub const SPENT: &str = "too many commands from this client address had bad signatures; its \
+                         commands are refused unchecked for a while";
 
 /// The budgets of all peers.
 pub struct SignatureBudget {
@@ -51,7 +56,9 @@ impl SignatureBudget {
         self.spent.retain(|_, until| *until > now);
     }
 
-    fn open(&self, peer: PeerKey) -> bool {
+    /// Whether `peer` may still have a signature checked: the cheap check the admission layer
+    /// makes before a command call's body is even read.
+    pub fn open(&self, peer: PeerKey) -> bool {
         match self.spent.get(&peer) {
             Some(until) if *until > Instant::now() => false,
             Some(until) => {
