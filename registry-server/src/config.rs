@@ -158,7 +158,7 @@ impl Default for Config {
             max_calls: 2048,
             max_calls_per_peer: 512,
             max_request_mib: 256,
-            max_request_mib_per_peer: 64,
+            max_request_mib_per_peer: 32,
             bad_signatures_per_sec: 20,
             bad_signatures_burst: 200,
             stream_window_kib: 1024,

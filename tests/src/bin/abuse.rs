@@ -592,6 +592,8 @@ async fn attacks(args: &Args, bin: &Path) -> anyhow::Result<()> {
     let client = server.client().await?;
     eprintln!("preparing a fleet of {} keys", args.keys);
     let fleet = prepare(&client, Some(&server.admin), args.keys, 7, |_, _| {}).await?;
+    // The fleet's loading leaves garbage the allocator returns over the next seconds.
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let sampler = Sampler::start(server.pid());
     // Registrations during the measurements use indices far past the fleet's.
     let next_key = AtomicU64::new(1 << 32);
