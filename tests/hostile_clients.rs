@@ -252,7 +252,7 @@ async fn calls_over_a_peers_limit_are_shed_at_once_and_health_still_answers() {
 
 fn registration(evse: &str) -> Order {
     Order::Register {
-        key: KeySubmission::new(&spki_hex(&meter_key())),
+        key: KeySubmission::new(spki_hex(&meter_key())),
         evse_ids: vec![evse.into()],
         effective_at: Some(t("2026-01-01T00:00:00Z")),
     }
