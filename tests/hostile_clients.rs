@@ -17,7 +17,7 @@ use registry_core::command::SignedCommand;
 use registry_core::keys::P256KeyPair;
 use registry_proto::pb;
 use registry_proto::pb::lookup_service_client::LookupServiceClient;
-use registry_tests::{Fixture, meter_key, spki_hex, t};
+use registry_tests::{Fixture, meter_key, raw, spki_hex, t};
 use tokio::io::AsyncReadExt;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -37,9 +37,7 @@ async fn channel_from(f: &Fixture, from: IpAddr) -> Channel {
 
 /// A TCP connection to `addr` from the loopback address `from`.
 async fn tcp_from(from: IpAddr, addr: SocketAddr) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(from, 0)).expect("bind to a loopback address");
-    socket.connect(addr).await.expect("connects")
+    raw::tcp_from(from, addr).await.expect("connects from a loopback address")
 }
 
 /// Whether the server closes `tcp` within `wait` (whatever it sends first, such as its HTTP/2
@@ -88,6 +86,16 @@ async fn oversized_and_over_counted_messages_are_refused_with_resource_exhausted
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("at most 10016 fields"), "{}", err.message());
 
+    // A protobuf group cannot hide the questions after it from the count.
+    let mut hidden = vec![0x7b, 0x7c];
+    hidden.extend([0x0a, 0x00].repeat(20_000));
+    let client = raw::h2_from(ATTACKER, addr).await.expect("h2");
+    let mut client = client.ready().await.expect("a stream");
+    let (response, mut send) = client.send_request(raw::grpc_request(addr, path), false).unwrap();
+    send.send_data(raw::framed(&hidden), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response).await.unwrap().unwrap();
+    assert_eq!(response.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"3"[..]));
+
     // One command over its method's 64 KiB.
     let op = f.operator("DE*ABC").await;
     let big = SignedCommand::sign(vec![0; 100 * 1024], &f.origin(), &op);
@@ -124,23 +132,13 @@ async fn slow_streams(
     announce: u32,
     n: usize,
 ) -> Vec<SlowStream> {
-    let (client, connection) = h2::client::handshake(tcp_from(from, addr).await).await.expect("h2");
-    tokio::spawn(connection);
+    let client = raw::h2_from(from, addr).await.expect("h2");
     let mut streams = Vec::new();
     for _ in 0..n {
         let mut client = client.clone().ready().await.expect("a stream");
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{addr}{path}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .expect("request");
-        let (response, mut send) = client.send_request(request, false).expect("sent");
-        let mut prefix = vec![0u8];
-        prefix.extend_from_slice(&announce.to_be_bytes());
-        prefix.push(0x0a);
-        send.send_data(Bytes::from(prefix), false).expect("data");
+        let (response, mut send) =
+            client.send_request(raw::grpc_request(addr, path), false).expect("sent");
+        send.send_data(raw::announcing(announce), false).expect("data");
         streams.push(SlowStream { response, _send: send });
     }
     streams
@@ -176,10 +174,13 @@ async fn slow_senders_hold_no_more_than_their_peers_share_of_request_memory() {
         "RESOURCE_EXHAUSTED at once, before the message is buffered"
     );
 
-    // Another peer's lookups are unaffected.
+    // Another peer's lookups are unaffected, and so are the slow sender's own small ones: small
+    // messages do not wait for the request-bytes budget.
     let mut bystander = lookups(channel_from(&f, BYSTANDER).await);
     let request = pb::CheckValidityBatchRequest::default();
     bystander.check_validity_batch(request.clone()).await.expect("another peer is served");
+    let mut own = lookups(f.registry.channel().await);
+    own.check_validity_batch(request.clone()).await.expect("a small lookup is served");
 
     // When the slow sender goes away, its share comes back.
     drop(held);
@@ -199,18 +200,21 @@ async fn slow_senders_hold_no_more_than_their_peers_share_of_request_memory() {
 async fn silent_and_surplus_connections_are_closed_and_others_still_connect() {
     let f = Fixture::start_configured(|c| {
         c.handshake_timeout_secs = 1;
-        c.max_connections_per_peer = 4;
+        c.max_connections_per_peer = 3;
     })
     .await;
     let addr = f.registry.server.local_addr();
-    // Four silent connections take the peer's places (the fixture's client is one of them)...
+    let quiet: IpAddr = "127.0.0.4".parse().unwrap();
+    // Three silent connections take the peer's places...
     let mut silent = Vec::new();
     for _ in 0..3 {
-        silent.push(tcp_from(ATTACKER, addr).await);
+        silent.push(tcp_from(quiet, addr).await);
     }
-    // ... so a fifth is closed at once, without waiting for anything.
-    let surplus = tcp_from(ATTACKER, addr).await;
+    // ... so a fourth is closed at once, without waiting for anything.
+    let surplus = tcp_from(quiet, addr).await;
     assert!(closed_within(surplus, Duration::from_millis(500)).await, "closed at once");
+    // An HTTP/2 connection that never begins a call is no better than a silent one.
+    let handshake_only = raw::h2_from("127.0.0.5".parse().unwrap(), addr).await.expect("h2");
 
     // Another peer connects and is served meanwhile.
     assert_eq!(health(channel_from(&f, BYSTANDER).await).await, 1, "SERVING");
@@ -221,8 +225,10 @@ async fn silent_and_surplus_connections_are_closed_and_others_still_connect() {
         assert!(closed_within(s, Duration::from_secs(5)).await, "a silent connection stayed open");
     }
     assert!(started.elapsed() < Duration::from_secs(4));
+    let closed = tokio::time::timeout(Duration::from_secs(5), handshake_only.ready()).await;
+    assert!(matches!(closed, Ok(Err(_))), "an HTTP/2 connection without calls stayed open");
     // Their places are free again.
-    assert_eq!(health(channel_from(&f, ATTACKER).await).await, 1);
+    assert_eq!(health(channel_from(&f, quiet).await).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,31 @@ pub struct Loaded {
     pub refused: u64,
 }
 
+/// Most bytes of commands in one bulk call: half of what the registry takes in one
+/// `SubmitCommands` request (16 MiB), so that commands with large sample meter values still fit.
+pub const BULK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Splits `commands` into bulk calls of at most [`BULK_CALL`] commands and [`BULK_BYTES`] bytes.
+fn bulk_calls(commands: Vec<SignedCommand>) -> Vec<Vec<SignedCommand>> {
+    let mut calls = Vec::new();
+    let (mut call, mut bytes) = (Vec::new(), 0);
+    for command in commands {
+        // The command's encoding plus its field tag and length.
+        let size =
+            prost::Message::encoded_len(&registry_proto::pb::SignedCommand::from(&command)) + 4;
+        if !call.is_empty() && (call.len() == BULK_CALL || bytes + size > BULK_BYTES) {
+            calls.push(std::mem::take(&mut call));
+            bytes = 0;
+        }
+        bytes += size;
+        call.push(command);
+    }
+    if !call.is_empty() {
+        calls.push(call);
+    }
+    calls
+}
+
 /// Submits `commands` in bulk calls, `in_flight` calls at a time, calling `progress` with the
 /// number of commands done after each call. Fails on the first call that fails as a whole; a
 /// refused command is counted, and the first refusal's message is returned with the counts.
@@ -128,7 +153,7 @@ pub async fn submit_all(
     progress: impl Fn(u64),
 ) -> Result<(Loaded, Option<String>), ClientError> {
     let mut calls = tokio::task::JoinSet::new();
-    let mut chunks = commands.chunks(BULK_CALL).map(<[SignedCommand]>::to_vec);
+    let mut chunks = bulk_calls(commands).into_iter();
     let mut loaded = Loaded::default();
     let mut first_refusal = None;
     let mut done = 0u64;
@@ -205,5 +230,31 @@ mod tests {
         assert_eq!(record.verify(meter.public_key_der()), Ok(true));
         let other = P256KeyPair::generate();
         assert_eq!(record.verify(other.public_key_der()), Ok(false));
+    }
+
+    #[test]
+    fn bulk_calls_are_cut_by_count_and_by_bytes() {
+        let signer = P256KeyPair::generate();
+        let small = |n: usize| -> Vec<SignedCommand> {
+            (0..n).map(|i| SignedCommand::sign(vec![i as u8; 100], "r", &signer)).collect()
+        };
+        let calls = bulk_calls(small(25_000));
+        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [10_000, 10_000, 5_000]);
+        // 1,000 commands of 20 KB: 8 MiB holds about 400 of them.
+        let large: Vec<_> =
+            (0..1_000).map(|_| SignedCommand::sign(vec![7; 20_000], "r", &signer)).collect();
+        let calls = bulk_calls(large);
+        assert!(calls.len() >= 3, "{}", calls.len());
+        for call in &calls {
+            let bytes: usize = call
+                .iter()
+                .map(|c| {
+                    prost::Message::encoded_len(&registry_proto::pb::SignedCommand::from(c)) + 4
+                })
+                .sum();
+            assert!(bytes <= BULK_BYTES, "{bytes}");
+        }
+        assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), 1_000);
+        assert!(bulk_calls(Vec::new()).is_empty());
     }
 }

@@ -359,3 +359,49 @@ fn an_unreachable_registry_is_no_answer_not_a_no() {
         assert!(help.contains(status), "--help does not list {status:?}:\n{help}");
     }
 }
+
+/// `https://` is TLS or nothing: against a plaintext registry it gets no answer (status 3), never
+/// a silent plaintext one; TLS options with an `http://` URL are bad usage (status 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_always_tls_and_tls_options_need_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = registry_server::config::Config {
+        data_dir: d.join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        emergency_ballast_mib: 1,
+        ..Default::default()
+    };
+    let server =
+        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+            .await
+            .unwrap();
+    let plain = format!("http://{}", server.local_addr());
+    let https = format!("https://{}", server.local_addr());
+    let (code, json) = tokio::task::spawn_blocking({
+        let (d, plain) = (d.to_path_buf(), plain.clone());
+        move || registry(&d, &plain, &["audit", "info"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{json}");
+
+    let (code, err) = tokio::task::spawn_blocking({
+        let d = d.to_path_buf();
+        move || registry(&d, &https, &["audit", "info"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 3, "{err}");
+    assert!(err["error"].is_string(), "{err}");
+
+    std::fs::write(d.join("ca.pem"), "not used").unwrap();
+    let (code, err) = tokio::task::spawn_blocking({
+        let d = d.to_path_buf();
+        move || registry(&d, &plain, &["--ca-cert", "ca.pem", "audit", "info"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("https://"), "{err}");
+}

@@ -85,6 +85,13 @@ pub trait SignatureGate: Send + Sync {
     fn failed(&self);
 }
 
+/// Most commands in one `SubmitCommands` call, so that one call cannot hold the writer for long.
+pub const MAX_BULK_COMMANDS: usize = 10_000;
+
+/// What a caller whose budget of failed signature checks is spent is told.
+pub const BUDGET_SPENT: &str = "too many commands from this client address had bad signatures; \
+                                its commands are refused unchecked for a while";
+
 /// No budget: every signature is checked (start-up commands, registries without a budget).
 pub struct Ungated;
 
@@ -231,7 +238,11 @@ impl Commands {
         envelope: &SignedCommand,
         gate: &dyn SignatureGate,
     ) -> Result<Command, CommandError> {
-        self.check_new(envelope, gate).or_else(|refusal| self.earlier(envelope).ok_or(refusal))
+        match self.check_new(envelope, gate) {
+            // A spent budget is not worth a store read either.
+            Err(CommandError::Exhausted(why)) => Err(CommandError::Exhausted(why)),
+            other => other.or_else(|refusal| self.earlier(envelope).ok_or(refusal)),
+        }
     }
 
     /// The command of `envelope` if the durable log holds this very envelope (same bytes,
@@ -274,6 +285,10 @@ impl Commands {
                 .into());
             }
         }
+        // A caller that has spent its budget of failed signature checks gets no further.
+        if !gate.may_check() {
+            return Err(CommandError::Exhausted(BUDGET_SPENT.into()));
+        }
         let store = self.reader.store();
         let signer =
             Projection::new(store.as_ref()).signer(&envelope.signer_key_id)?.ok_or_else(|| {
@@ -290,9 +305,6 @@ impl Commands {
                 format!("the signing key was revoked (entry {p})"),
             )
             .into());
-        }
-        if !gate.may_check() {
-            return Err(CommandError::Exhausted(crate::admission::signatures::SPENT.into()));
         }
         if !envelope.verify(&signer.public_key) {
             gate.failed();

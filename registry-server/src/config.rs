@@ -97,7 +97,7 @@ pub struct Config {
     /// Connections open at once from one peer (an IPv4 address or IPv6 /64), so that one
     /// address cannot take them all; 0: no cap (behind a proxy every peer is the proxy).
     pub max_connections_per_peer: usize,
-    /// Seconds a new connection has to complete its TLS handshake and send its first bytes: an
+    /// Seconds a new connection has to complete its TLS handshake and begin its first call: an
     /// idle TCP connection costs the attacker nothing and the registry a file descriptor.
     pub handshake_timeout_secs: u64,
     /// Seconds a connection may stay open with no call in progress.
@@ -109,12 +109,15 @@ pub struct Config {
     pub max_calls_per_peer: usize,
     /// MiB of request messages announced and being received at once; a message that does not
     /// fit is refused with `RESOURCE_EXHAUSTED` before it is buffered, so slow senders of large
-    /// messages cannot hold the registry's memory. At least one largest request (16 MiB).
+    /// messages cannot hold the registry's memory. Messages up to 64 KiB (lookups, single
+    /// commands) are bounded by the call caps instead and never wait for this. At least one
+    /// largest request (16 MiB), per peer too.
     pub max_request_mib: usize,
     /// The same for one peer; 0: no cap.
     pub max_request_mib_per_peer: usize,
     /// Failed command signature checks per second one peer may cause (its budget refills at this
-    /// rate); once spent, its commands are refused unchecked. Good signatures are free. 0: off.
+    /// rate); while it is spent, all its commands are refused unchecked. Good signatures spend
+    /// nothing. 0: off.
     pub bad_signatures_per_sec: u32,
     /// Failed signature checks one peer may cause in a burst.
     pub bad_signatures_burst: u32,

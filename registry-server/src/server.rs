@@ -430,7 +430,8 @@ impl<M: Machine> Server<M> {
         let addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-        let accepting = accepting(config, tls.clone());
+        let open_files = crate::listener::raise_open_files_limit();
+        let accepting = accepting(config, open_files, tls.clone());
         match &tls {
             Some(tls) => {
                 tls.clone().watch(Duration::from_secs(config.tls_reload_secs), drain.clone())
@@ -443,7 +444,7 @@ impl<M: Machine> Server<M> {
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, drain.clone().cancelled_owned());
         tracing::info!(%addr, tls = tls.is_some(), "listening for gRPC");
-        warn_about_exposure(addr, tls.is_some());
+        warn_about_exposure(addr, tls.is_some(), open_files);
 
         let grace = Duration::from_secs(config.shutdown_timeout_secs);
         let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
@@ -588,8 +589,8 @@ fn connection_limits(config: &Config) -> tonic::transport::Server {
         .http2_max_header_list_size(config.max_header_list_bytes)
         .http2_keepalive_interval(secs(config.keepalive_secs))
         .http2_keepalive_timeout(secs(config.keepalive_secs))
-        .initial_stream_window_size(config.stream_window_kib.max(64) * 1024)
-        .initial_connection_window_size(config.connection_window_kib.max(64) * 1024);
+        .initial_stream_window_size(window(config.stream_window_kib))
+        .initial_connection_window_size(window(config.connection_window_kib));
     if let Some(timeout) = secs(config.request_timeout_secs) {
         server = server.timeout(timeout);
     }
@@ -598,8 +599,7 @@ fn connection_limits(config: &Config) -> tonic::transport::Server {
 
 /// How connections are accepted: the connection limits (below the open-files limit, which is
 /// raised first), the deadlines for silent and idle peers, and TLS.
-fn accepting(config: &Config, tls: Option<Arc<Tls>>) -> Accepting {
-    let open_files = crate::listener::raise_open_files_limit();
+fn accepting(config: &Config, open_files: Option<u64>, tls: Option<Arc<Tls>>) -> Accepting {
     let max_connections = crate::listener::connections_within(config.max_connections, open_files);
     if max_connections < config.max_connections {
         tracing::warn!(
@@ -613,11 +613,19 @@ fn accepting(config: &Config, tls: Option<Arc<Tls>>) -> Accepting {
         max_connections,
         max_connections_per_peer: config.max_connections_per_peer,
         deadlines: Deadlines {
-            first_bytes: Duration::from_secs(config.handshake_timeout_secs.max(1)),
-            idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
+            first_call: Duration::from_secs(config.handshake_timeout_secs.clamp(1, DAY)),
+            idle: Duration::from_secs(config.idle_timeout_secs.clamp(1, 365 * DAY)),
         },
         tls,
     }
+}
+
+/// Seconds in a day: the deadlines' ceiling, far below where `Instant` arithmetic could overflow.
+const DAY: u64 = 86_400;
+
+/// An HTTP/2 flow-control window of `kib`, within what HTTP/2 allows (64 KiB to 2^31 - 1 bytes).
+fn window(kib: u32) -> u32 {
+    kib.clamp(64, (i32::MAX as u32) / 1024) * 1024
 }
 
 /// The admission limits of the configuration.
@@ -656,19 +664,19 @@ fn signature_budget(config: &Config) -> Option<Arc<SignatureBudget>> {
 /// Says at start what an operator putting the registry on a network must know: plaintext gRPC
 /// exposes answers (serve TLS or terminate it in front), and every connection is a file
 /// descriptor (a low limit lets idle peers starve it).
-fn warn_about_exposure(addr: std::net::SocketAddr, tls: bool) {
+fn warn_about_exposure(addr: std::net::SocketAddr, tls: bool, open_files: Option<u64>) {
     if !addr.ip().is_loopback() && !tls {
         tracing::warn!(%addr, "serving plaintext gRPC on a non-loopback address: commands are signed \
             but answers and their metadata travel unencrypted and unauthenticated; set tls_cert \
             and tls_key, or put a TLS-terminating proxy in front (README, \"On the internet\")");
     }
-    match open_files_limit() {
+    match open_files {
         Some(limit) if limit < MIN_OPEN_FILES => tracing::warn!(
             limit,
             wanted = MIN_OPEN_FILES,
-            "the open-files limit is low: each connection takes a file descriptor, so a few \
-             hundred idle peers can make every request fail; raise it (LimitNOFILE in the \
-             systemd unit, ulimit -n)"
+            "the open-files limit is low even after raising it to the hard limit: each \
+             connection takes a file descriptor, so max_connections is cut to fit; raise it \
+             (LimitNOFILE in the systemd unit, ulimit -Hn)"
         ),
         _ => {}
     }
@@ -676,34 +684,3 @@ fn warn_about_exposure(addr: std::net::SocketAddr, tls: bool) {
 
 /// The open-files soft limit below which [`warn_about_exposure`] warns.
 const MIN_OPEN_FILES: u64 = 4096;
-
-/// The process's soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere
-/// or when unlimited.
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    parse_open_files_limit(&limits)
-}
-
-fn parse_open_files_limit(limits: &str) -> Option<u64> {
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_open_files_limit;
-
-    #[test]
-    fn the_open_files_limit_is_read_from_proc_limits() {
-        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                      Max processes             95412                95412                processes \n\
-                      Max open files            1024                 524288               files     \n";
-        assert_eq!(parse_open_files_limit(limits), Some(1024));
-        assert_eq!(parse_open_files_limit("Max open files  unlimited  unlimited  files"), None);
-        assert_eq!(parse_open_files_limit("nothing here"), None);
-        // This machine's own file has the line.
-        if let Ok(own) = std::fs::read_to_string("/proc/self/limits") {
-            assert!(parse_open_files_limit(&own).is_some(), "{own}");
-        }
-    }
-}

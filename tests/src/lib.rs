@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod pki;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

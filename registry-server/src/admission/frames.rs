@@ -35,6 +35,11 @@ pub enum Oversized {
         /// The method's limit.
         max: usize,
     },
+    /// The message uses protobuf groups, which no message of this API has. prost skips unknown
+    /// groups without complaint, so a group in front of millions of list elements would
+    /// otherwise hide them from the count.
+    #[error("a request message must not contain protobuf groups (wire types 3 and 4)")]
+    Groups,
 }
 
 /// Incremental state between chunks.
@@ -57,9 +62,11 @@ enum Field {
     Length { value: u64, shift: u32 },
     /// Skipping `n` bytes of a value.
     Skip(u64),
-    /// Not protobuf as far as the scanner understands it (groups, compression, garbage): the rest
-    /// of the message is passed on uncounted for the decoder to judge.
+    /// Not protobuf as far as the scanner understands it (compression, garbage the decoder will
+    /// refuse): the rest of the message is passed on uncounted for the decoder to judge.
     Opaque,
+    /// A group began: refused, see [`Oversized::Groups`].
+    Group,
 }
 
 /// Watches one request body.
@@ -114,6 +121,9 @@ impl FrameScanner {
                     let n = (*left).min(chunk.len());
                     let (mine, rest) = chunk.split_at(n);
                     let started = scan(field, mine);
+                    if matches!(field, Field::Group) {
+                        return Err(Oversized::Groups.into());
+                    }
                     self.fields += started;
                     if self.fields > self.limit.max_fields {
                         return Err(Oversized::Fields { max: self.limit.max_fields }.into());
@@ -137,7 +147,7 @@ fn scan(field: &mut Field, bytes: &[u8]) -> usize {
     while i < bytes.len() {
         let b = bytes[i];
         match field {
-            Field::Opaque => return started,
+            Field::Opaque | Field::Group => return started,
             Field::Skip(n) => {
                 let take = (*n).min((bytes.len() - i) as u64);
                 *n -= take;
@@ -161,6 +171,7 @@ fn scan(field: &mut Field, bytes: &[u8]) -> usize {
                         1 => Field::Skip(8),
                         2 => Field::Length { value: 0, shift: 0 },
                         5 => Field::Skip(4),
+                        3 | 4 => Field::Group,
                         _ => Field::Opaque,
                     };
                 }
@@ -278,6 +289,18 @@ mod tests {
         let fixed = pb::GetEntriesRequest { start: u64::MAX, end: 5 };
         let limit = MessageLimit { max_bytes: 4096, max_fields: 2 };
         assert!(feed_in_pieces(limit, &framed(&fixed), 1).is_ok());
+    }
+
+    #[test]
+    fn a_group_cannot_hide_list_elements_from_the_count() {
+        // An empty group of field 15, then 20,000 empty questions.
+        let mut message = vec![0x7b, 0x7c];
+        message.extend([0x0a, 0x00].repeat(20_000));
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        bytes.extend(message);
+        let limit = MessageLimit { max_bytes: 1 << 20, max_fields: 10_000 };
+        assert_eq!(feed_in_pieces(limit, &bytes, 1), Err(Oversized::Groups));
     }
 
     #[test]

@@ -1,23 +1,25 @@
 //! Admission control: what a call must get past before a service sees it, sized to the work
 //! the registry really does, so that abuse costs the attacker more than the registry.
 //!
-//! Every call except health checks:
-//! - counts against the calls in progress, in total and per peer ([`crate::peers`]); over either it is
-//!   answered `UNAVAILABLE` at once (load shedding: clients back off and retry) instead of
-//!   queueing without bound;
-//! - reaches the command service only with a client certificate when mTLS is required for writes
-//!   (`UNAUTHENTICATED` otherwise);
+//! Every call:
+//! - marks its connection busy until its answer has been sent, streams included (the listener
+//!   closes connections idle for too long, [`crate::listener`]);
 //! - has its request body watched as it streams ([`frames`]): a message longer than its method's
 //!   largest valid request, or with more list elements than the method takes, is refused with
-//!   `RESOURCE_EXHAUSTED` before tonic buffers or decodes it, and the bytes a message announces
-//!   count against the request bytes in flight, in total and per peer.
+//!   `RESOURCE_EXHAUSTED` before tonic buffers or decodes it.
 //!
-//! A call's shares are held until its answer has been sent (streams included), and mark the
-//! connection busy for the idle timeout ([`crate::listener`]). Health checks bypass all of it, so
-//! that a load balancer still gets an answer while the registry sheds load.
-//!
-//! [`signatures`] keeps a per-peer budget of failed signature checks; a command call from a peer
-//! whose budget is spent is refused here with `RESOURCE_EXHAUSTED`, before its body is read.
+//! Every call except health checks, which a load balancer must get answered while the registry
+//! sheds load:
+//! - counts against the calls in progress, in total and per peer ([`crate::peers`]), until its
+//!   answer has been sent; over either it is answered `UNAVAILABLE` at once (load shedding:
+//!   clients back off and retry) instead of queueing without bound;
+//! - reaches the command service only with a client certificate when mTLS is required for writes
+//!   (`UNAUTHENTICATED` otherwise), and only while its peer's budget of failed signature checks
+//!   ([`signatures`]) is not spent (`RESOURCE_EXHAUSTED` before the body is read);
+//! - has each message larger than [`SMALL_MESSAGE`] count its announced length against the
+//!   request bytes being received, in total and per peer, until the message has been read.
+//!   Smaller messages are bounded by the call caps instead, so that slow senders of large
+//!   messages can hold up batches but never lookups.
 
 pub mod frames;
 pub mod signatures;
@@ -34,6 +36,7 @@ use tonic::{Code, Status};
 
 use self::frames::{FrameScanner, MessageLimit, Oversized};
 use self::signatures::SignatureBudget;
+use crate::commands::MAX_BULK_COMMANDS;
 use crate::listener::Peer;
 use crate::lookup::MAX_BATCH;
 use crate::peers::{Budget, PeerKey, Share, Short};
@@ -44,6 +47,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const HEALTH: &str = "/grpc.health.v1.Health/";
 /// The gRPC path prefix of the service that writes.
 const COMMANDS: &str = "/keyregistry.v1.CommandService/";
+
+/// Messages up to this size do not count against the request-bytes budget.
+pub const SMALL_MESSAGE: usize = 64 * 1024;
 
 /// The largest valid request of each method: what its length prefix may announce, and how many
 /// top-level fields (list elements) it may hold. A few fields of room above the batch size cover
@@ -59,7 +65,9 @@ pub fn message_limit(path: &str) -> MessageLimit {
         // 10,000 signed meter values (an OCMF record is well under 1.5 KiB) or an OCPI object.
         "/keyregistry.v1.LookupService/ValidateSignedMeterValues" => batch(16 * MIB),
         // 10,000 signed commands; a registration with a sample meter value is about 1.5 KiB.
-        "/keyregistry.v1.CommandService/SubmitCommands" => batch(MAX_BULK_BYTES),
+        "/keyregistry.v1.CommandService/SubmitCommands" => {
+            MessageLimit { max_bytes: MAX_BULK_BYTES, max_fields: MAX_BULK_COMMANDS + 16 }
+        }
         // One command: an 8 KiB key, a 16 KiB sample meter value, texts, signature.
         "/keyregistry.v1.CommandService/SubmitCommand" => {
             MessageLimit { max_bytes: 64 * KIB, max_fields: 16 }
@@ -71,7 +79,8 @@ pub fn message_limit(path: &str) -> MessageLimit {
 /// The largest `SubmitCommands` request.
 pub const MAX_BULK_BYTES: usize = 16 * 1024 * 1024;
 
-/// The largest request any method takes: tonic's own limit, kept as a backstop.
+/// The largest request any method takes: tonic's own limit for the registry's services, kept as
+/// a backstop behind [`message_limit`].
 pub const MAX_MESSAGE_BYTES: usize = MAX_BULK_BYTES;
 
 /// The admission settings (see `Config` for each one's reason).
@@ -153,50 +162,53 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path();
-        if path.starts_with(HEALTH) {
-            let answer = self.inner.call(request);
-            return Box::pin(async move { answer.await.map_err(Into::into) });
-        }
+        let health = path.starts_with(HEALTH);
         let peer = request.extensions().get::<Peer>().cloned();
         let key = peer.as_ref().map(|p| p.key);
         let s = &self.shared;
-        if s.writes_need_client_cert
-            && path.starts_with(COMMANDS)
-            && !peer.as_ref().is_some_and(|p| p.client_certificate)
-        {
-            return refuse(Status::unauthenticated(
-                "commands need a client certificate from the registry's client CA (mTLS); \
-                 reads do not",
-            ));
+        let mut call = None;
+        if !health {
+            if let Some(refusal) = s.refusal(path, peer.as_ref()) {
+                return refuse(refusal);
+            }
+            call = match key.map(|k| s.calls.take(k, 1)) {
+                Some(Ok(share)) => Some(share),
+                Some(Err(short)) => return refuse(shed(short)),
+                None => None,
+            };
         }
-        if let (Some(budget), Some(key)) = (&s.signatures, key)
-            && path.starts_with(COMMANDS)
-            && !budget.open(key)
-        {
-            return refuse(Status::resource_exhausted(signatures::SPENT));
-        }
-        let call = match key.map(|k| s.calls.take(k, 1)) {
-            Some(Ok(share)) => Some(share),
-            Some(Err(short)) => return refuse(shed(short)),
-            None => None,
-        };
         let busy = peer.as_ref().map(|p| p.activity.begin());
-        let limit = message_limit(path);
-        let bytes = s.bytes.clone();
-        let request = request.map(|body| {
-            Body::new(Watched {
-                body,
-                scanner: FrameScanner::new(limit),
-                bytes,
-                peer: key,
-                held: None,
-            })
-        });
+        let scanner = FrameScanner::new(message_limit(path));
+        let (bytes, peer) = (s.bytes.clone(), if health { None } else { key });
+        let request =
+            request.map(|body| Body::new(Watched { body, scanner, bytes, peer, held: None }));
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await.map_err(Into::into)?;
             Ok(response.map(|body| Body::new(Holding { body, _held: (call, busy) })))
         })
+    }
+}
+
+impl Shared {
+    /// Why a call is refused before anything of it is read: mTLS for writes, a spent signature
+    /// budget.
+    fn refusal(&self, path: &str, peer: Option<&Peer>) -> Option<Status> {
+        if !path.starts_with(COMMANDS) {
+            return None;
+        }
+        if self.writes_need_client_cert && !peer.is_some_and(|p| p.client_certificate) {
+            return Some(Status::unauthenticated(
+                "commands need a client certificate from the registry's client CA (mTLS); \
+                 reads do not",
+            ));
+        }
+        match (&self.signatures, peer) {
+            (Some(budget), Some(peer)) if !budget.open(peer.key) => {
+                Some(Status::resource_exhausted(crate::commands::BUDGET_SPENT))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -223,8 +235,9 @@ struct Watched {
     scanner: FrameScanner,
     bytes: Budget,
     peer: Option<PeerKey>,
-    /// The byte share of the message being received; the one before it has been decoded by the
-    /// time the next is announced.
+    /// The byte share of the latest large message announced, held until the next is announced or
+    /// the body is dropped (tonic reads ahead, so this bounds what is buffered, not what is
+    /// decoded).
     held: Option<Share>,
 }
 
@@ -243,6 +256,9 @@ impl From<Oversized> for Refused {
 impl From<Refused> for Status {
     fn from(r: Refused) -> Self {
         match r {
+            Refused::Oversized(Oversized::Groups) => {
+                Status::new(Code::InvalidArgument, Oversized::Groups.to_string())
+            }
             Refused::Oversized(e) => Status::new(Code::ResourceExhausted, e.to_string()),
             Refused::Busy { short: Short::Total(max), len } => Status::new(
                 Code::ResourceExhausted,
@@ -279,7 +295,7 @@ impl HttpBody for Watched {
             let (bytes, peer, held) = (&this.bytes, this.peer, &mut this.held);
             let mut announced = |len: usize| -> Result<(), Refused> {
                 *held = None;
-                if let Some(peer) = peer {
+                if let Some(peer) = peer.filter(|_| len > SMALL_MESSAGE) {
                     *held =
                         Some(bytes.take(peer, len).map_err(|short| Refused::Busy { short, len })?);
                 }

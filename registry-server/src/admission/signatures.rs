@@ -2,12 +2,14 @@
 //!
 //! Checking a command's signature costs the registry an ECDSA verification (about 65 µs here);
 //! sending one costs the attacker nothing, since signer key IDs are public in the log. Good
-//! signatures are never limited: an operator loading 100,000 keys pays nothing. Each signature
-//! that fails spends one unit of its peer's budget (a GCRA from `governor`: a steady rate with a
-//! burst); once it is spent, that peer's commands are refused with `RESOURCE_EXHAUSTED` before
-//! any signature is checked (by the admission layer, before the call's body is read or decoded),
-//! until the budget has refilled. A bulk call stops verifying at the point its budget is spent,
-//! so one call cannot spend more than the budget either.
+//! signatures spend nothing: an operator loading 100,000 keys pays nothing. Each signature that
+//! fails spends one unit of its peer's budget (a GCRA from `governor`: a steady rate with a
+//! burst); once it is spent, all of that peer's commands, good ones too, are refused with
+//! `RESOURCE_EXHAUSTED` before any signature is checked (by the admission layer, before the
+//! call's body is read or decoded) until the next unit is due, so a flood gets at most the
+//! steady rate of checks. A bulk call stops checking where its budget runs out, so one call
+//! cannot spend more than the budget either. Peers sharing an address (NAT, one IPv6 /64) share
+//! a budget: an operator behind the same address as an attacker waits with it.
 
 use std::num::NonZeroU32;
 use std::time::Instant;
@@ -18,10 +20,6 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::commands::SignatureGate;
 use crate::peers::PeerKey;
-
-/// What a peer whose budget is spent is told.
-pub const SPENT: &str = "too many commands from this client address had bad signatures; its \
-                         commands are refused unchecked for a while";
 
 /// The budgets of all peers.
 pub struct SignatureBudget {
@@ -59,15 +57,11 @@ impl SignatureBudget {
     /// Whether `peer` may still have a signature checked: the cheap check the admission layer
     /// makes before a command call's body is even read.
     pub fn open(&self, peer: PeerKey) -> bool {
-        match self.spent.get(&peer) {
-            Some(until) if *until > Instant::now() => false,
-            Some(until) => {
-                drop(until);
-                self.spent.remove(&peer);
-                true
-            }
-            None => true,
-        }
+        let now = Instant::now();
+        // Forget a deadline that has passed, in one step: a new one `spend` inserts meanwhile
+        // stays.
+        self.spent.remove_if(&peer, |_, until| *until <= now);
+        !self.spent.contains_key(&peer)
     }
 
     fn spend(&self, peer: PeerKey) {

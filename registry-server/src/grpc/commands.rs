@@ -12,11 +12,8 @@ use super::status;
 use std::sync::Arc;
 
 use crate::admission::signatures::SignatureBudget;
-use crate::commands::{Commands, SignatureGate, Submitted, Ungated};
+use crate::commands::{Commands, MAX_BULK_COMMANDS, SignatureGate, Submitted, Ungated};
 use crate::listener::Peer;
-
-/// Most commands in one `SubmitCommands` call, so that one call cannot hold the writer for long.
-pub const MAX_BULK_COMMANDS: usize = 10_000;
 
 fn response(done: Submitted) -> SubmitCommandResponse {
     let (confirmation_position, confirmation_entry) = done.confirmation.unwrap_or_default();

@@ -1,16 +1,19 @@
 //! One accepted connection: its byte stream (plain TCP or TLS), who is at the other end, and the
 //! deadlines that close it when the peer is silent or idle.
 //!
-//! A connection must send its first bytes within the handshake timeout (an idle TCP connection
-//! costs the attacker nothing and the registry a file descriptor), and is closed once it has had
-//! no call in progress for the idle timeout. Dead peers that stop answering HTTP/2 pings are
-//! closed by hyper's keepalive.
+//! A connection must begin its first call within the handshake timeout of being accepted (an
+//! idle TCP connection, or one that trickles a byte now and then, costs the attacker nothing and
+//! the registry a file descriptor), and is closed once it has had no call in progress for the
+//! idle timeout. Dead peers that stop answering HTTP/2 pings are closed by hyper's keepalive.
+//! The close is abrupt (an I/O error, not an HTTP/2 GOAWAY), so a call a client starts at that
+//! very moment fails with `UNAVAILABLE`; such a call is safe to retry (a command keeps its
+//! request ID).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,8 @@ pub struct Peer {
 #[derive(Debug)]
 pub struct Activity {
     calls: AtomicUsize,
+    /// Whether any call has begun.
+    used: AtomicBool,
     opened: Instant,
     /// Milliseconds after `opened` when a call last began or ended.
     last_ms: AtomicU64,
@@ -49,6 +54,7 @@ impl Activity {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             calls: AtomicUsize::new(0),
+            used: AtomicBool::new(false),
             opened: Instant::now(),
             last_ms: AtomicU64::new(0),
         })
@@ -57,6 +63,7 @@ impl Activity {
     /// Marks a call in progress until the guard drops.
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.calls.fetch_add(1, Ordering::AcqRel);
+        self.used.store(true, Ordering::Release);
         self.touch();
         Busy(self.clone())
     }
@@ -97,8 +104,6 @@ pub struct Conn {
     io: Io,
     peer: Peer,
     deadline: Pin<Box<Sleep>>,
-    /// Nothing has been read yet: the handshake deadline applies, not the idle one.
-    silent: bool,
     idle: Duration,
     /// This connection's place in the connection limits.
     _share: Share,
@@ -107,8 +112,8 @@ pub struct Conn {
 /// How long a connection may stay silent, then idle.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
-    /// From accepting (or the TLS handshake) to the first bytes.
-    pub first_bytes: Duration,
+    /// From accepting to the TLS handshake's end, and again to the first call.
+    pub first_call: Duration,
     /// With no call in progress.
     pub idle: Duration,
 }
@@ -133,14 +138,14 @@ impl Conn {
     fn new(io: Io, addr: SocketAddr, client_certificate: bool, share: Share, d: Deadlines) -> Self {
         let peer =
             Peer { addr, key: PeerKey::of(addr), client_certificate, activity: Activity::new() };
-        let deadline = Box::pin(tokio::time::sleep(d.first_bytes));
-        Self { io, peer, deadline, silent: true, idle: d.idle, _share: share }
+        let deadline = Box::pin(tokio::time::sleep(d.first_call));
+        Self { io, peer, deadline, idle: d.idle, _share: share }
     }
 
     /// Whether the deadline that just passed closes the connection; if not, it is moved to the
     /// next moment that could.
     fn expired(&mut self) -> bool {
-        if self.silent {
+        if !self.peer.activity.used.load(Ordering::Acquire) {
             return true;
         }
         let now = Instant::now();
@@ -160,22 +165,20 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let read = match &mut self.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
         if read.is_ready() {
-            if buf.filled().len() > before && self.silent {
-                self.silent = false;
-                let idle = self.idle;
-                self.deadline.as_mut().reset((Instant::now() + idle).into());
-            }
             return read;
         }
         while self.deadline.as_mut().poll(cx).is_ready() {
             if self.expired() {
-                let why = if self.silent { "sent nothing" } else { "was idle" };
+                let why = if self.peer.activity.used.load(Ordering::Acquire) {
+                    "was idle"
+                } else {
+                    "began no call"
+                };
                 tracing::debug!(peer = %self.peer.addr, "closing a connection that {why}");
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
             }

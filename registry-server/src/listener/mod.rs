@@ -105,8 +105,7 @@ pub fn incoming(
                     let acceptor = tls.acceptor();
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        match tokio::time::timeout(deadlines.first_bytes, acceptor.accept(tcp))
-                            .await
+                        match tokio::time::timeout(deadlines.first_call, acceptor.accept(tcp)).await
                         {
                             Ok(Ok(stream)) => {
                                 let _ =

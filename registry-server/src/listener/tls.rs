@@ -68,8 +68,9 @@ pub struct Tls {
 impl Tls {
     /// Loads the files; an error here stops the start.
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let (config, digest) = build(&files)?;
-        Ok(Arc::new(Self { files, current: RwLock::new((Arc::new(config), digest)) }))
+        let contents = Contents::read(&files)?;
+        let config = build(&files, &contents)?;
+        Ok(Arc::new(Self { files, current: RwLock::new((Arc::new(config), contents.digest())) }))
     }
 
     /// An acceptor with the configuration of this moment.
@@ -80,11 +81,12 @@ impl Tls {
 
     /// Reads the files again; `Ok(true)` when their contents changed and were taken.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let digest = digest_of(&self.files)?;
+        let contents = Contents::read(&self.files)?;
+        let digest = contents.digest();
         if self.current.read().unwrap_or_else(|p| p.into_inner()).1 == digest {
             return Ok(false);
         }
-        let (config, digest) = build(&self.files)?;
+        let config = build(&self.files, &contents)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(config), digest);
         Ok(true)
     }
@@ -159,21 +161,38 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::File { path: path.to_path_buf(), why: e.to_string() })
 }
 
-fn digest_of(files: &TlsFiles) -> Result<[u8; 32], TlsError> {
-    let mut h = Sha256::new();
-    for path in
-        [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()].into_iter().flatten()
-    {
-        let bytes = read(path)?;
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
-    }
-    Ok(h.finalize().into())
+/// The files' contents, read once: hashed to see whether they changed and built from the same
+/// bytes, so a file replaced in between cannot mix into one configuration.
+struct Contents {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+impl Contents {
+    fn read(files: &TlsFiles) -> Result<Self, TlsError> {
+        Ok(Self {
+            cert: read(&files.cert)?,
+            key: read(&files.key)?,
+            client_ca: files.client_ca.as_deref().map(read).transpose()?,
+        })
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in
+            [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()].into_iter().flatten()
+        {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+}
+
+fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bad = |why: String| TlsError::File { path: path.to_path_buf(), why };
-    let certs = CertificateDer::pem_slice_iter(&read(path)?)
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {
@@ -182,25 +201,23 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn build(files: &TlsFiles) -> Result<(ServerConfig, [u8; 32]), TlsError> {
-    let digest = digest_of(files)?;
+fn build(files: &TlsFiles, contents: &Contents) -> Result<ServerConfig, TlsError> {
     // ring, as everywhere else in the registry: aws-lc-rs (rustls' post-quantum default) needs a
     // C toolchain and CMake to build, which a fresh machine with only Rust does not have.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certificates(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?).map_err(|e| TlsError::File {
+    let chain = certificates(&contents.cert, &files.cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|e| TlsError::File {
         path: files.key.clone(),
         why: format!("no PEM private key: {e}"),
     })?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match &files.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(path) => {
+    let builder = match (&files.client_ca, &contents.client_ca) {
+        (Some(path), Some(pem)) => {
             let mut roots = rustls::RootCertStore::empty();
-            for ca in certificates(path)? {
+            for ca in certificates(pem, path)? {
                 roots.add(ca).map_err(|e| TlsError::File {
                     path: path.clone(),
                     why: format!("not a usable CA certificate: {e}"),
@@ -218,10 +235,11 @@ fn build(files: &TlsFiles) -> Result<(ServerConfig, [u8; 32]), TlsError> {
                 verifier.build().map_err(|e| TlsError::Config(e.to_string()))?,
             )
         }
+        _ => builder.with_no_client_auth(),
     };
     let mut config =
         builder.with_single_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))?;
     // gRPC is HTTP/2 only; clients (tonic among them) insist on negotiating it.
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok((config, digest))
+    Ok(config)
 }

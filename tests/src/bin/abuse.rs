@@ -22,6 +22,7 @@ use registry_client::bench::{Fleet, OPERATOR, prepare};
 use registry_client::{RegistryClient, TlsOptions, load};
 use registry_core::keys::P256KeyPair;
 use registry_proto::pb;
+use registry_tests::raw;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Parser)]
@@ -337,35 +338,7 @@ async fn measure(
     Ok(figures)
 }
 
-/// A raw HTTP/2 connection from `from`, for requests a tonic client will not send.
-async fn h2_from(from: IpAddr, addr: SocketAddr) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(from, 0))?;
-    let tcp = socket.connect(addr).await?;
-    let (client, connection) = h2::client::handshake(tcp).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-fn grpc_request(addr: SocketAddr, path: &str) -> http::Request<()> {
-    http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("a request")
-}
-
 const BATCH: &str = "/keyregistry.v1.LookupService/CheckValidityBatch";
-
-/// gRPC framing of one message.
-fn framed(message: &[u8]) -> Bytes {
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(message);
-    Bytes::from(body)
-}
 
 /// `workers` connections from `from`, each sending `bodies` in turn to `path` as fast as the
 /// answers come back. The bodies are encoded once: what is measured is the registry's cost.
@@ -383,11 +356,11 @@ async fn flood(
         tasks.push(tokio::spawn(async move {
             let mut n = w;
             while !stop.load(Ordering::Relaxed) {
-                let Ok(client) = h2_from(from, addr).await else { continue };
+                let Ok(client) = raw::h2_from(from, addr).await else { continue };
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(mut client) = client.clone().ready().await else { break };
                     let Ok((response, mut send)) =
-                        client.send_request(grpc_request(addr, path), false)
+                        client.send_request(raw::grpc_request(addr, path), false)
                     else {
                         break;
                     };
@@ -412,7 +385,7 @@ async fn flood(
 /// Batches of empty questions: 32 MB (16 million of them, refused by the length prefix) and
 /// 4 MiB (two million, refused by count), sent whole, from three connections.
 async fn oversized(addr: SocketAddr, stop: Arc<AtomicBool>) {
-    let empties = |bytes: usize| framed(&[0x0a, 0x00].repeat(bytes / 2));
+    let empties = |bytes: usize| raw::framed(&[0x0a, 0x00].repeat(bytes / 2));
     flood(addr, attacker(1), BATCH, vec![empties(32 << 20), empties(4 << 20)], 3, stop).await
 }
 
@@ -421,19 +394,18 @@ async fn oversized(addr: SocketAddr, stop: Arc<AtomicBool>) {
 async fn slow_streams(addr: SocketAddr, stop: Arc<AtomicBool>) {
     let mut held = Vec::new();
     let announce = |send: &mut h2::SendStream<Bytes>| {
-        let mut prefix = vec![0u8];
-        prefix.extend_from_slice(&(1u32 << 20).to_be_bytes());
-        prefix.push(0x0a);
-        let _ = send.send_data(Bytes::from(prefix), false);
+        let _ = send.send_data(raw::announcing(1 << 20), false);
     };
-    if let Ok(client) = h2_from(attacker(2), addr).await {
+    if let Ok(client) = raw::h2_from(attacker(2), addr).await {
         for _ in 0..3_000 {
             let Ok(Ok(mut ready)) =
                 tokio::time::timeout(Duration::from_millis(200), client.clone().ready()).await
             else {
                 break;
             };
-            if let Ok((response, mut send)) = ready.send_request(grpc_request(addr, BATCH), false) {
+            if let Ok((response, mut send)) =
+                ready.send_request(raw::grpc_request(addr, BATCH), false)
+            {
                 announce(&mut send);
                 held.push((response, send));
             }
@@ -445,13 +417,14 @@ async fn slow_streams(addr: SocketAddr, stop: Arc<AtomicBool>) {
             break;
         }
         let Ok(Ok(client)) =
-            tokio::time::timeout(Duration::from_millis(500), h2_from(attacker(2), addr)).await
+            tokio::time::timeout(Duration::from_millis(500), raw::h2_from(attacker(2), addr)).await
         else {
             continue;
         };
         if let Ok(Ok(mut ready)) =
             tokio::time::timeout(Duration::from_millis(200), client.clone().ready()).await
-            && let Ok((response, mut send)) = ready.send_request(grpc_request(addr, BATCH), false)
+            && let Ok((response, mut send)) =
+                ready.send_request(raw::grpc_request(addr, BATCH), false)
         {
             announce(&mut send);
             held.push((response, send));
@@ -471,11 +444,7 @@ async fn idle_connections(addr: SocketAddr, stop: Arc<AtomicBool>) {
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let Ok(socket) = tokio::net::TcpSocket::new_v4() else { return };
-                if socket.bind(SocketAddr::new(attacker(3), 0)).is_err() {
-                    return;
-                }
-                if let Ok(mut tcp) = socket.connect(addr).await {
+                if let Ok(mut tcp) = raw::tcp_from(attacker(3), addr).await {
                     let mut sink = [0u8; 256];
                     while !stop.load(Ordering::Relaxed) {
                         match tokio::time::timeout(
@@ -522,7 +491,7 @@ async fn bad_signatures(addr: SocketAddr, fleet: &Fleet, stop: Arc<AtomicBool>) 
             })
             .collect(),
     };
-    let body = framed(&prost::Message::encode_to_vec(&request));
+    let body = raw::framed(&prost::Message::encode_to_vec(&request));
     flood(addr, attacker(4), "/keyregistry.v1.CommandService/SubmitCommands", vec![body], 4, stop)
         .await
 }

@@ -123,7 +123,12 @@ async fn run(cli: Cli, printer: Printer) -> anyhow::Result<Report> {
         }
         _ => {}
     }
-    let client = RegistryClient::connect_with(&cli.server, &cli.tls()).await?;
+    let client =
+        RegistryClient::connect_with(&cli.server, &cli.tls()).await.map_err(|e| match e {
+            // A URL or TLS options that cannot work are bad usage, not a registry that did not answer.
+            registry_client::ClientError::Input(why) => anyhow::Error::new(output::Usage(why)),
+            other => other.into(),
+        })?;
     match cli.command {
         Command::Admin(a) => submit::submit(&client, a.submission()?).await,
         Command::Cpo(c) => match c.request()? {
