@@ -126,6 +126,12 @@ pub struct Config {
     pub stream_window_kib: u32,
     /// HTTP/2 flow-control window of one connection (all its streams), in KiB.
     pub connection_window_kib: u32,
+    /// Address of the metrics listener (`GET /metrics`, Prometheus text format); unset: none.
+    /// Keep it on a private network: it tells who is busy with what.
+    pub metrics_listen: Option<SocketAddr>,
+    /// One structured log line per call (method, peer, status code, duration, request ID), at
+    /// `info` under the target `registry::request`.
+    pub request_log: bool,
 }
 
 impl Default for Config {
@@ -166,6 +172,8 @@ impl Default for Config {
             bad_signatures_burst: 200,
             stream_window_kib: 1024,
             connection_window_kib: 2048,
+            metrics_listen: None,
+            request_log: false,
         }
     }
 }
@@ -217,6 +225,14 @@ pub struct Overrides {
     #[arg(long, value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log one line per call
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub request_log: bool,
 }
 
 /// The configuration could not be assembled.
@@ -262,6 +278,8 @@ const KEYS: &[&str] = &[
     "bad_signatures_burst",
     "stream_window_kib",
     "connection_window_kib",
+    "metrics_listen",
+    "request_log",
 ];
 
 impl Config {

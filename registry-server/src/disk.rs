@@ -84,3 +84,10 @@ pub fn is_full(e: &std::io::Error) -> bool {
         || e.kind() == std::io::ErrorKind::QuotaExceeded
         || matches!(e.raw_os_error(), Some(28 | 122))
 }
+
+/// Free and total bytes of the file system that holds `dir`, for the metrics; `None` where it
+/// cannot be asked.
+pub fn space(dir: &Path) -> Option<(u64, u64)> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some((s.f_bavail.saturating_mul(s.f_frsize), s.f_blocks.saturating_mul(s.f_frsize)))
+}

@@ -28,3 +28,4 @@ pub mod registry_key;
 pub mod restore;
 pub mod server;
 pub mod store;
+pub mod telemetry;

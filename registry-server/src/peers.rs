@@ -1,6 +1,6 @@
-//! Who a peer is, and shares of a limited resource (connections, calls in progress, request bytes
-//! in flight) counted for everyone and for each peer, so that one address cannot take what the
-//! others need.
+//! Who a peer is ([`Peer`], in every request's extensions, with its connection's [`Activity`]),
+//! and shares of a limited resource (connections, calls in progress, request bytes in flight)
+//! counted for everyone and for each peer, so that one address cannot take what the others need.
 //!
 //! A peer is an IPv4 address or an IPv6 /64 (one subscriber's usual allocation: counting single
 //! IPv6 addresses would give an attacker 2^64 peers). Behind a TLS-terminating proxy every
@@ -9,7 +9,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -39,6 +40,81 @@ impl std::fmt::Display for PeerKey {
             IpAddr::V6(v6) => write!(f, "{v6}/64"),
             v4 => write!(f, "{v4}"),
         }
+    }
+}
+
+/// What the services may know of the other end of a connection (in each request's
+/// extensions).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The unit the per-peer limits count by.
+    pub key: PeerKey,
+    /// Whether the peer presented a client certificate that chains to the configured client CA
+    /// (rustls refuses the handshake for any other certificate).
+    pub client_certificate: bool,
+    /// The connection's calls in progress, for the idle timeout.
+    pub activity: Arc<Activity>,
+}
+
+/// Calls in progress on one connection and when the last one ended.
+#[derive(Debug)]
+pub struct Activity {
+    calls: AtomicUsize,
+    /// Whether any call has begun.
+    used: AtomicBool,
+    opened: Instant,
+    /// Milliseconds after `opened` when a call last began or ended.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    /// The activity of a connection just accepted.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            calls: AtomicUsize::new(0),
+            used: AtomicBool::new(false),
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Marks a call in progress until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        self.used.store(true, Ordering::Release);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Whether any call has begun on the connection.
+    pub fn used(&self) -> bool {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// When the connection became idle, or `None` while a call is in progress.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.calls.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// A call in progress on a connection.
+#[derive(Debug)]
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

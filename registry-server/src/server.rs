@@ -34,6 +34,7 @@ use crate::store::layered::LayeredStore;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::snapshot::Snapshot;
 use crate::store::{LogStore, StoreError, WriteBatch};
+use crate::telemetry::{Live, Metrics, TelemetryLayer};
 
 /// Metadata key holding the checkpoint origin chosen at first start.
 pub(crate) const ORIGIN: &str = "origin";
@@ -129,6 +130,7 @@ pub struct ServiceContext<'a, M: Machine> {
 /// A running registry.
 pub struct Server<M: Machine> {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     identity: Arc<Identity>,
     reader: LogReader,
     appender: Appender<M>,
@@ -438,9 +440,20 @@ impl<M: Machine> Server<M> {
             }
             None => crate::listener::tls::ignore_hangups(drain.clone()),
         }
-        let incoming = crate::listener::incoming(listener, accepting, drain.clone());
+        let metrics = Metrics::new(live_figures(&reader, &appender, &config.data_dir));
+        let metrics_addr = match config.metrics_listen {
+            Some(at) => Some(
+                crate::telemetry::serve_metrics(at, metrics.clone(), drain.clone())
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: at, source })?,
+            ),
+            None => None,
+        };
+        let incoming =
+            crate::listener::incoming(listener, accepting, metrics.clone(), drain.clone());
         let serve = connection_limits(config)
-            .layer(AdmissionLayer::new(admission_limits(config), signatures))
+            .layer(TelemetryLayer::new(metrics.clone(), config.request_log))
+            .layer(AdmissionLayer::new(admission_limits(config), signatures, metrics))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, drain.clone().cancelled_owned());
         tracing::info!(%addr, tls = tls.is_some(), "listening for gRPC");
@@ -448,7 +461,7 @@ impl<M: Machine> Server<M> {
 
         let grace = Duration::from_secs(config.shutdown_timeout_secs);
         let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
-        Ok(Self { addr, identity, reader, appender, health, stop, task })
+        Ok(Self { addr, metrics_addr, identity, reader, appender, health, stop, task })
     }
 
     /// Whether the log takes no writes (started read-only on a full disk, or its writer
@@ -460,6 +473,11 @@ impl<M: Machine> Server<M> {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the metrics listener, if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The registry's public identity.
@@ -626,6 +644,32 @@ const DAY: u64 = 86_400;
 /// An HTTP/2 flow-control window of `kib`, within what HTTP/2 allows (64 KiB to 2^31 - 1 bytes).
 fn window(kib: u32) -> u32 {
     kib.clamp(64, (i32::MAX as u32) / 1024) * 1024
+}
+
+/// What `/metrics` reads at each scrape. It holds the writer's status and counters, not an
+/// appender, so that it never keeps the writer from stopping.
+fn live_figures<M: Machine>(
+    reader: &LogReader,
+    appender: &Appender<M>,
+    data_dir: &std::path::Path,
+) -> impl Fn() -> Live + Send + Sync + 'static {
+    let (reader, status, stats) = (reader.clone(), appender.status(), appender.stats_handle());
+    let data_dir = data_dir.to_path_buf();
+    move || {
+        let head = reader.head();
+        let written = stats.snapshot();
+        let space = crate::disk::space(&data_dir);
+        Live {
+            log_size: head.size,
+            newest_entry_unix: head.last_recorded_at.map(|t| t.timestamp_micros() as f64 / 1e6),
+            group_commits: written.batches,
+            entries_written: written.entries,
+            largest_group_commit: written.largest,
+            writer_up: !status.borrow().is_stopped(),
+            disk_free_bytes: space.map(|s| s.0),
+            disk_total_bytes: space.map(|s| s.1),
+        }
+    }
 }
 
 /// The admission limits of the configuration.

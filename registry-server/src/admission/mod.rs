@@ -37,9 +37,10 @@ use tonic::{Code, Status};
 use self::frames::{FrameScanner, MessageLimit, Oversized};
 use self::signatures::SignatureBudget;
 use crate::commands::MAX_BULK_COMMANDS;
-use crate::listener::Peer;
 use crate::lookup::MAX_BATCH;
+use crate::peers::Peer;
 use crate::peers::{Budget, PeerKey, Share, Short};
+use crate::telemetry::Metrics;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -109,12 +110,17 @@ struct Shared {
     bytes: Budget,
     writes_need_client_cert: bool,
     signatures: Option<Arc<SignatureBudget>>,
+    metrics: Arc<Metrics>,
 }
 
 impl AdmissionLayer {
     /// The layer for these limits, refusing command calls of peers whose `signatures` budget is
     /// spent.
-    pub fn new(limits: Limits, signatures: Option<Arc<SignatureBudget>>) -> Self {
+    pub fn new(
+        limits: Limits,
+        signatures: Option<Arc<SignatureBudget>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 calls: Budget::new(limits.calls.max(1), limits.calls_per_peer),
@@ -124,6 +130,7 @@ impl AdmissionLayer {
                 ),
                 writes_need_client_cert: limits.writes_need_client_cert,
                 signatures,
+                metrics,
             }),
         }
     }
@@ -168,20 +175,25 @@ where
         let s = &self.shared;
         let mut call = None;
         if !health {
-            if let Some(refusal) = s.refusal(path, peer.as_ref()) {
+            if let Some((limit, refusal)) = s.refusal(path, peer.as_ref()) {
+                s.metrics.refused(limit);
                 return refuse(refusal);
             }
             call = match key.map(|k| s.calls.take(k, 1)) {
                 Some(Ok(share)) => Some(share),
-                Some(Err(short)) => return refuse(shed(short)),
+                Some(Err(short)) => {
+                    s.metrics.refused("calls");
+                    return refuse(shed(short));
+                }
                 None => None,
             };
         }
         let busy = peer.as_ref().map(|p| p.activity.begin());
         let scanner = FrameScanner::new(message_limit(path));
-        let (bytes, peer) = (s.bytes.clone(), if health { None } else { key });
-        let request =
-            request.map(|body| Body::new(Watched { body, scanner, bytes, peer, held: None }));
+        let (bytes, metrics) = (s.bytes.clone(), s.metrics.clone());
+        let peer = if health { None } else { key };
+        let request = request
+            .map(|body| Body::new(Watched { body, scanner, bytes, peer, held: None, metrics }));
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await.map_err(Into::into)?;
@@ -192,20 +204,23 @@ where
 
 impl Shared {
     /// Why a call is refused before anything of it is read: mTLS for writes, a spent signature
-    /// budget.
-    fn refusal(&self, path: &str, peer: Option<&Peer>) -> Option<Status> {
+    /// budget; with the name of the limit, for the metrics.
+    fn refusal(&self, path: &str, peer: Option<&Peer>) -> Option<(&'static str, Status)> {
         if !path.starts_with(COMMANDS) {
             return None;
         }
         if self.writes_need_client_cert && !peer.is_some_and(|p| p.client_certificate) {
-            return Some(Status::unauthenticated(
-                "commands need a client certificate from the registry's client CA (mTLS); \
-                 reads do not",
+            return Some((
+                "client_certificate",
+                Status::unauthenticated(
+                    "commands need a client certificate from the registry's client CA (mTLS); \
+                     reads do not",
+                ),
             ));
         }
         match (&self.signatures, peer) {
             (Some(budget), Some(peer)) if !budget.open(peer.key) => {
-                Some(Status::resource_exhausted(crate::commands::BUDGET_SPENT))
+                Some(("signatures", Status::resource_exhausted(crate::commands::BUDGET_SPENT)))
             }
             _ => None,
         }
@@ -239,6 +254,7 @@ struct Watched {
     /// the body is dropped (tonic reads ahead, so this bounds what is buffered, not what is
     /// decoded).
     held: Option<Share>,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a message was refused as it streamed in.
@@ -302,6 +318,10 @@ impl HttpBody for Watched {
                 Ok(())
             };
             if let Err(refused) = this.scanner.feed(data, &mut announced) {
+                this.metrics.refused(match refused {
+                    Refused::Busy { .. } => "request_bytes",
+                    Refused::Oversized(_) => "message_size",
+                });
                 return Poll::Ready(Some(Err(refused.into())));
             }
         }

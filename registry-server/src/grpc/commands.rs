@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::admission::signatures::SignatureBudget;
 use crate::commands::{Commands, MAX_BULK_COMMANDS, SignatureGate, Submitted, Ungated};
-use crate::listener::Peer;
+use crate::peers::Peer;
 
 fn response(done: Submitted) -> SubmitCommandResponse {
     let (confirmation_position, confirmation_entry) = done.confirmation.unwrap_or_default();

@@ -12,8 +12,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,76 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 
-use crate::peers::{PeerKey, Share};
-
-/// What the services may know of the other end of a connection (in each request's
-/// extensions).
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The remote address.
-    pub addr: SocketAddr,
-    /// The unit the per-peer limits count by.
-    pub key: PeerKey,
-    /// Whether the peer presented a client certificate that chains to the configured client CA
-    /// (rustls refuses the handshake for any other certificate).
-    pub client_certificate: bool,
-    /// The connection's calls in progress, for the idle timeout.
-    pub activity: Arc<Activity>,
-}
-
-/// Calls in progress on one connection and when the last one ended.
-#[derive(Debug)]
-pub struct Activity {
-    calls: AtomicUsize,
-    /// Whether any call has begun.
-    used: AtomicBool,
-    opened: Instant,
-    /// Milliseconds after `opened` when a call last began or ended.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            calls: AtomicUsize::new(0),
-            used: AtomicBool::new(false),
-            opened: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        })
-    }
-
-    /// Marks a call in progress until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> Busy {
-        self.calls.fetch_add(1, Ordering::AcqRel);
-        self.used.store(true, Ordering::Release);
-        self.touch();
-        Busy(self.clone())
-    }
-
-    fn touch(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::AcqRel);
-    }
-
-    /// When the connection became idle, or `None` while a call is in progress.
-    fn idle_since(&self) -> Option<Instant> {
-        if self.calls.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Acquire)))
-    }
-}
-
-/// A call in progress on a connection.
-#[derive(Debug)]
-pub struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.calls.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+use crate::peers::{Activity, Peer, PeerKey, Share};
 
 /// The byte stream under a connection.
 enum Io {
@@ -145,7 +74,7 @@ impl Conn {
     /// Whether the deadline that just passed closes the connection; if not, it is moved to the
     /// next moment that could.
     fn expired(&mut self) -> bool {
-        if !self.peer.activity.used.load(Ordering::Acquire) {
+        if !self.peer.activity.used() {
             return true;
         }
         let now = Instant::now();
@@ -174,11 +103,7 @@ impl AsyncRead for Conn {
         }
         while self.deadline.as_mut().poll(cx).is_ready() {
             if self.expired() {
-                let why = if self.peer.activity.used.load(Ordering::Acquire) {
-                    "was idle"
-                } else {
-                    "began no call"
-                };
+                let why = if self.peer.activity.used() { "was idle" } else { "began no call" };
                 tracing::debug!(peer = %self.peer.addr, "closing a connection that {why}");
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
             }

@@ -19,9 +19,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-pub use self::conn::{Activity, Busy, Conn, Deadlines, Peer};
+pub use self::conn::{Conn, Deadlines};
 use self::tls::Tls;
 use crate::peers::{Budget, PeerKey, Short};
+use crate::telemetry::Metrics;
 
 /// How connections are accepted.
 #[derive(Clone)]
@@ -64,6 +65,7 @@ pub fn connections_within(configured: usize, open_files: Option<u64>) -> usize {
 pub fn incoming(
     listener: TcpListener,
     accepting: Accepting,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> ReceiverStream<Result<Conn, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
@@ -89,6 +91,7 @@ pub fn incoming(
             let share = match connections.take(PeerKey::of(addr), 1) {
                 Ok(share) => share,
                 Err(short) => {
+                    metrics.refused("connections");
                     warn.warn(|| refused(short, addr));
                     continue;
                 }

@@ -214,6 +214,12 @@ impl<M: Machine> Appender<M> {
     pub fn stats(&self) -> WriterStatsSnapshot {
         self.stats.snapshot()
     }
+
+    /// The counters themselves, for readers (metrics) that must not hold an appender: an
+    /// appender keeps the writer from stopping.
+    pub fn stats_handle(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
 }
 
 pub(super) struct WriterSetup<M> {

@@ -1,0 +1,157 @@
+//! What an operator watches, against a real server: `/metrics` on its own listener counts and
+//! times calls by method and status code under the grpc-ecosystem names, shows the log and the
+//! limits' refusals, and passes Prometheus' own checker (`promtool check metrics`, where the
+//! Debian package `prometheus` is installed); every answer carries a request ID.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use registry_proto::pb;
+use registry_tests::Fixture;
+use tonic::Code;
+
+/// `GET /metrics` over a plain HTTP/1.1 connection.
+fn scrape(f: &Fixture) -> String {
+    let addr = f.registry.server.metrics_addr().expect("a metrics listener");
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connects");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample named exactly `series` (name and labels as exposed).
+fn value(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_by_method_and_code_and_show_the_log_and_the_limits() {
+    let f = Fixture::start_configured(|c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.request_log = true;
+    })
+    .await;
+    f.operator("DE*ABC").await;
+    // Three calls of GetRegistryInfo: the client asked it once for the origin it signs for.
+    f.client.registry_info().await.unwrap();
+    f.client.registry_info().await.unwrap();
+    let mut lookups =
+        pb::lookup_service_client::LookupServiceClient::new(f.registry.channel().await);
+    let err = lookups.check_validity(pb::CheckValidityRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let many = pb::CheckValidityBatchRequest {
+        queries: vec![pb::ValidityQuery::default(); 20_000],
+        ..Default::default()
+    };
+    let err = lookups.check_validity_batch(many).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+
+    let m = scrape(&f);
+    let info = r#"grpc_type="unary",grpc_service="keyregistry.v1.AuditService",grpc_method="GetRegistryInfo""#;
+    assert_eq!(value(&m, &format!("grpc_server_started_total{{{info}}}")), Some(3.0), "{m}");
+    assert_eq!(
+        value(&m, &format!("grpc_server_handled_total{{{info},grpc_code=\"OK\"}}")),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(value(&m, &format!("grpc_server_handling_seconds_count{{{info}}}")), Some(3.0));
+    assert_eq!(
+        value(&m, &format!("grpc_server_handling_seconds_bucket{{{info},le=\"+Inf\"}}")),
+        Some(3.0)
+    );
+    let check = r#"grpc_type="unary",grpc_service="keyregistry.v1.LookupService",grpc_method="CheckValidity""#;
+    assert_eq!(
+        value(&m, &format!("grpc_server_handled_total{{{check},grpc_code=\"InvalidArgument\"}}")),
+        Some(1.0),
+        "{m}"
+    );
+    let batch = r#"grpc_type="unary",grpc_service="keyregistry.v1.LookupService",grpc_method="CheckValidityBatch""#;
+    assert_eq!(
+        value(&m, &format!("grpc_server_handled_total{{{batch},grpc_code=\"ResourceExhausted\"}}")),
+        Some(1.0),
+        "refusals by the limits are counted with their code: {m}"
+    );
+    assert_eq!(value(&m, r#"registry_refused_total{limit="message_size"}"#), Some(1.0), "{m}");
+    assert_eq!(value(&m, "registry_log_size"), Some(f.log_size() as f64), "{m}");
+    assert_eq!(value(&m, "registry_writer_up"), Some(1.0));
+    assert!(value(&m, "registry_entries_written_total").unwrap_or(0.0) >= 1.0, "{m}");
+    assert!(value(&m, "registry_newest_entry_age_seconds").is_some_and(|a| a < 600.0), "{m}");
+    assert!(value(&m, "registry_data_dir_free_bytes").is_some_and(|b| b > 0.0), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("registry_build_info{") && l.ends_with(" 1")), "{m}");
+
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut promtool) => {
+            promtool.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+            let out = promtool.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => eprintln!(
+            "promtool is not installed (Debian package prometheus): the exposition was checked \
+             by this test's assertions only"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id_the_clients_own_when_it_sent_one() {
+    let f = Fixture::start().await;
+    let mut audit = pb::audit_service_client::AuditServiceClient::new(f.registry.channel().await);
+    let mut request = tonic::Request::new(pb::GetRegistryInfoRequest {});
+    request.metadata_mut().insert("x-request-id", "support-case-4711".parse().unwrap());
+    let answer = audit.get_registry_info(request).await.unwrap();
+    assert_eq!(answer.metadata().get("x-request-id").unwrap(), "support-case-4711");
+
+    let answer = audit.get_registry_info(pb::GetRegistryInfoRequest {}).await.unwrap();
+    let id = answer.metadata().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "a fresh UUID: {id}");
+
+    // A refusal carries one too, and an ID that is not plain is replaced.
+    let mut request = tonic::Request::new(pb::GetCheckpointRequest { tree_size: u64::MAX });
+    request.metadata_mut().insert("x-request-id", "two words".parse().unwrap());
+    let err = audit.get_checkpoint(request).await.unwrap_err();
+    let id = err.metadata().get("x-request-id").unwrap().to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+}
+
+/// The alert rules shipped in `deploy/prometheus/` load, and fire when they should: promtool
+/// runs their unit tests (`alerts.test.yml`). Needs promtool (Debian package `prometheus`).
+#[test]
+fn the_shipped_alert_rules_load_and_fire_when_they_should() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]] {
+        let out = match Command::new("promtool").args(args).current_dir(&dir).output() {
+            Ok(out) => out,
+            Err(_) => {
+                eprintln!(
+                    "promtool is not installed (Debian package prometheus): the alert rules in \
+                     deploy/prometheus were not checked"
+                );
+                return;
+            }
+        };
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
