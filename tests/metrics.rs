@@ -23,6 +23,26 @@ fn scrape(f: &Fixture) -> String {
     body.to_string()
 }
 
+/// The metric names (`grpc_server_*`, `registry_*`) a dashboard or rule file mentions.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for start in ["grpc_server_", "registry_"] {
+        let mut rest = text;
+        while let Some(i) = rest.find(start) {
+            let tail = &rest[i..];
+            let end =
+                tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            let preceded =
+                rest[..i].chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !preceded {
+                names.insert(tail[..end].to_string());
+            }
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
 /// The value of the sample named exactly `series` (name and labels as exposed).
 fn value(exposition: &str, series: &str) -> Option<f64> {
     exposition
@@ -85,6 +105,22 @@ async fn metrics_count_calls_by_method_and_code_and_show_the_log_and_the_limits(
     assert!(value(&m, "registry_newest_entry_age_seconds").is_some_and(|a| a < 600.0), "{m}");
     assert!(value(&m, "registry_data_dir_free_bytes").is_some_and(|b| b > 0.0), "{m}");
     assert!(m.lines().any(|l| l.starts_with("registry_build_info{") && l.ends_with(" 1")), "{m}");
+
+    // Every series the shipped dashboard and alert rules ask for is one this server exposes.
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    for file in ["grafana/keyregistry.json", "prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+        let names = metric_names(&text);
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                m.lines()
+                    .any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                "{file} asks for {name}, which /metrics does not expose"
+            );
+        }
+    }
 
     match Command::new("promtool")
         .args(["check", "metrics"])

@@ -4,7 +4,7 @@
 //! and the registry key on first start. See `registry-server --help` for the settings, which
 //! may also come from a TOML file (`--config`) and `REGISTRY_*` environment variables.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -39,6 +39,17 @@ enum Subcommand {
     Serve,
     /// Drop the projections and derive them again from the log (the server must be stopped).
     Rebuild,
+    /// Ask the running server's gRPC health service, as a container health check does: exit
+    /// status 0 when it is SERVING, 1 otherwise. It connects to the configured listen address
+    /// (an unspecified address means this machine).
+    Health {
+        /// CA certificates (PEM) to check the server's certificate with, when it serves TLS
+        #[arg(long, value_name = "PATH")]
+        ca_cert: Option<PathBuf>,
+        /// The name in the server's certificate, when it serves TLS
+        #[arg(long, default_value = "localhost")]
+        tls_name: String,
+    },
     /// Make a new data directory from an audit archive (`registry audit export`), checking every
     /// entry on the way: the recovery from a damaged or lost data directory (deploy/README.md,
     /// "Backup and restore"). The new directory is `--data-dir`.
@@ -121,6 +132,47 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         stop.cancel();
     });
     server.wait().await?;
+    Ok(())
+}
+
+async fn health(config: &Config, ca_cert: Option<&Path>, tls_name: &str) -> anyhow::Result<()> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let endpoint = match (&config.tls_cert, ca_cert) {
+        (None, _) => Endpoint::from_shared(format!("http://{addr}"))?,
+        (Some(_), Some(ca)) => {
+            let pem = std::fs::read(ca).with_context(|| format!("CA file {}", ca.display()))?;
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(pem))
+                .domain_name(tls_name);
+            Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?
+        }
+        (Some(_), None) => anyhow::bail!(
+            "the server serves TLS: pass --ca-cert (and --tls-name) so that it can be checked"
+        ),
+    };
+    let channel = endpoint
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(3))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the server at {addr}"))?;
+    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(request)
+        .await
+        .context("the health check failed")?
+        .into_inner()
+        .status();
+    anyhow::ensure!(status == ServingStatus::Serving, "the server is {status:?}");
+    println!("SERVING");
     Ok(())
 }
 
@@ -213,6 +265,9 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Subcommand::Serve) {
         Subcommand::Serve => runtime.block_on(serve(config)),
         Subcommand::Rebuild => rebuild(&config),
+        Subcommand::Health { ca_cert, tls_name } => {
+            runtime.block_on(health(&config, ca_cert.as_deref(), &tls_name))
+        }
         Subcommand::Restore { from_archive, registry_key } => {
             restore(&config, &from_archive, &registry_key)
         }

@@ -440,7 +440,10 @@ impl<M: Machine> Server<M> {
             }
             None => crate::listener::tls::ignore_hangups(drain.clone()),
         }
-        let metrics = Metrics::new(live_figures(&reader, &appender, &config.data_dir));
+        let metrics = Metrics::new(
+            live_figures(&reader, &appender, &config.data_dir),
+            &appender.stats_handle(),
+        );
         let metrics_addr = match config.metrics_listen {
             Some(at) => Some(
                 crate::telemetry::serve_metrics(at, metrics.clone(), drain.clone())

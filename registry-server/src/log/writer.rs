@@ -121,12 +121,32 @@ struct Job<M: Machine> {
     reply: Reply<M::Rejection>,
 }
 
-/// Counters of the writer's group commits, for benchmarks and metrics.
-#[derive(Debug, Default)]
+/// Counters of the writer's group commits, for benchmarks and metrics. The histograms are the
+/// Prometheus client's own (atomic, cheap to clone); [`crate::telemetry`] registers them.
+#[derive(Debug)]
 pub struct WriterStats {
     batches: AtomicU64,
     entries: AtomicU64,
     largest: AtomicU64,
+    /// Entries per group commit.
+    pub group_commit_entries: prometheus_client::metrics::histogram::Histogram,
+    /// Seconds each sync (fsync) of a group took.
+    pub sync_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        Self {
+            batches: AtomicU64::default(),
+            entries: AtomicU64::default(),
+            largest: AtomicU64::default(),
+            // 1, 2, 4, ... 2048 entries (max_batch is 1024 by default).
+            group_commit_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            // 50 µs to about 1.6 s.
+            sync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+        }
+    }
 }
 
 /// A snapshot of [`WriterStats`].
@@ -142,6 +162,7 @@ pub struct WriterStatsSnapshot {
 
 impl WriterStats {
     fn record(&self, entries: usize) {
+        self.group_commit_entries.observe(entries as f64);
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.entries.fetch_add(entries as u64, Ordering::Relaxed);
         self.largest.fetch_max(entries as u64, Ordering::Relaxed);
@@ -328,6 +349,7 @@ struct NextHead {
 struct Syncer {
     store: Arc<dyn LogStore>,
     failure: Arc<Failure>,
+    stats: Arc<WriterStats>,
 }
 
 /// A group of written batches after the syncer: durable, or refused for this reason.
@@ -358,7 +380,10 @@ impl Syncer {
                 failure = Some(self.failure.status.borrow().clone());
             }
             if failure.is_none() && group.iter().any(|w| w.head.is_some()) {
-                if let Err(e) = self.store.sync() {
+                let started = std::time::Instant::now();
+                let synced = self.store.sync();
+                self.stats.sync_seconds.observe(started.elapsed().as_secs_f64());
+                if let Err(e) = synced {
                     tracing::error!(error = %e, "log writer stopped after a failed sync");
                     failure = Some(self.failure.record_store(&e));
                 }
@@ -450,7 +475,11 @@ impl<M: Machine> Writer<M> {
     fn run(mut self, mut rx: mpsc::Receiver<Job<M>>) {
         // A rendezvous: the writer runs at most one batch ahead of the sync in progress.
         let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel::<Written<M::Rejection>>(0);
-        let syncer = Syncer { store: self.setup.store.clone(), failure: self.failure.clone() };
+        let syncer = Syncer {
+            store: self.setup.store.clone(),
+            failure: self.failure.clone(),
+            stats: self.stats.clone(),
+        };
         let publisher = Publisher {
             signer: self.setup.signer.clone(),
             head: self.setup.head.clone(),

@@ -97,9 +97,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics whose registry figures come from `live` at each scrape.
-    pub fn new(live: impl Fn() -> Live + Send + Sync + 'static) -> Arc<Self> {
+    /// Metrics whose registry figures come from `live` at each scrape, with the writer's
+    /// histograms.
+    pub fn new(
+        live: impl Fn() -> Live + Send + Sync + 'static,
+        writer: &crate::log::WriterStats,
+    ) -> Arc<Self> {
         let mut registry = Registry::default();
+        registry.register(
+            "registry_group_commit_entries",
+            "Entries per group commit",
+            writer.group_commit_entries.clone(),
+        );
+        registry.register(
+            "registry_sync_seconds",
+            "Seconds each sync (fsync) of a group commit took",
+            writer.sync_seconds.clone(),
+        );
         let handling = Family::<MethodLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
         );
