@@ -193,7 +193,7 @@ impl Archive {
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         // Entry bundles from the one holding `start`: earlier entries of that bundle come from disk.
         let first_bundle = start / WIDTH;
-        let mut pending: Vec<Vec<u8>> = if start % WIDTH == 0 {
+        let mut pending: Vec<Vec<u8>> = if start.is_multiple_of(WIDTH) {
             Vec::new()
         } else {
             let stored = self

@@ -244,18 +244,19 @@ pub fn verify(
         position: None,
         reason: format!("the archive's checkpoint does not verify: {e}"),
     })?;
-    if let Some(m) = archive.manifest()? {
-        if m.size != checkpoint.size || m.origin != checkpoint.origin || m.format != archive::FORMAT
-        {
-            return Err(Failure {
-                position: None,
-                reason: format!(
-                    "archive.json does not describe the archived checkpoint: it says {:?}, size \
+    if let Some(m) = archive.manifest()?
+        && (m.size != checkpoint.size
+            || m.origin != checkpoint.origin
+            || m.format != archive::FORMAT)
+    {
+        return Err(Failure {
+            position: None,
+            reason: format!(
+                "archive.json does not describe the archived checkpoint: it says {:?}, size \
                      {}, origin {:?}; the checkpoint has size {}, origin {:?}",
-                    m.format, m.size, m.origin, checkpoint.size, checkpoint.origin
-                ),
-            });
-        }
+                m.format, m.size, m.origin, checkpoint.size, checkpoint.origin
+            ),
+        });
     }
     let mut warnings = Vec::new();
     if archive.registry_key().is_some_and(|k| k != registry_key) {

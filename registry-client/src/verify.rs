@@ -103,16 +103,15 @@ impl Verifier {
                 state_path.display()
             )
         });
-        if let Some(r) = &remembered {
-            if registry_key.is_some()
-                && registry_core::keys::p256_spki_der_from_pem(&r.public_key_pem).ok().as_deref()
-                    != Some(pinned.as_slice())
-            {
-                return Err(refuse(format!(
-                    "the state file {} remembers another registry key; remove it to start over",
-                    state_path.display()
-                )));
-            }
+        if let Some(r) = &remembered
+            && registry_key.is_some()
+            && registry_core::keys::p256_spki_der_from_pem(&r.public_key_pem).ok().as_deref()
+                != Some(pinned.as_slice())
+        {
+            return Err(refuse(format!(
+                "the state file {} remembers another registry key; remove it to start over",
+                state_path.display()
+            )));
         }
         let origin = remembered.as_ref().map(|r| r.origin.clone()).unwrap_or(info.origin);
         let note = NoteVerifier::new(&origin, &pinned)

@@ -239,14 +239,14 @@ impl ChainVerifier {
         if header.prev_hash != self.prev_hash {
             return Err(ChainError::Link { position });
         }
-        if let Some(prev) = self.prev_time {
-            if header.recorded_at <= prev {
-                return Err(ChainError::Time {
-                    position,
-                    at: time::format(&header.recorded_at),
-                    previous: time::format(&prev),
-                });
-            }
+        if let Some(prev) = self.prev_time
+            && header.recorded_at <= prev
+        {
+            return Err(ChainError::Time {
+                position,
+                at: time::format(&header.recorded_at),
+                previous: time::format(&prev),
+            });
         }
         let hash = leaf_hash(entry);
         self.next_position += 1;

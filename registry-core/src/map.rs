@@ -266,7 +266,7 @@ impl MapProof {
         let mut h = bucket_hash(index, &self.leaves);
         let mut n = BUCKETS + usize::from(index);
         for s in &self.siblings {
-            h = if n % 2 == 0 { interior(&h, s) } else { interior(s, &h) };
+            h = if n.is_multiple_of(2) { interior(&h, s) } else { interior(s, &h) };
             n /= 2;
         }
         if h != *root {

@@ -170,7 +170,8 @@ fn decode_text(text: &str) -> Result<Shape, MeterKeyError> {
     if compact.is_empty() {
         return Err(MeterKeyError::Encoding("empty".into()));
     }
-    let bytes = if compact.len() % 2 == 0 && compact.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let bytes = if compact.len().is_multiple_of(2) && compact.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         hex::decode(&compact).map_err(|e| MeterKeyError::Encoding(e.to_string()))?
     } else {
         let trimmed = compact.trim_end_matches('=');

@@ -285,13 +285,13 @@ impl Replayer {
                         "the command's signature does not verify with its signer's key",
                     ));
                 }
-                if let (Some(origin), Some(named)) = (&self.origin, &envelope.registry) {
-                    if named != origin {
-                        return Err(ReplayError::at(
-                            position,
-                            format!("the command is signed for registry {named:?}, not {origin:?}"),
-                        ));
-                    }
+                if let (Some(origin), Some(named)) = (&self.origin, &envelope.registry)
+                    && named != origin
+                {
+                    return Err(ReplayError::at(
+                        position,
+                        format!("the command is signed for registry {named:?}, not {origin:?}"),
+                    ));
                 }
                 let command = match command {
                     Some(c) => c.map_err(|e| ReplayError::at(position, e))?,

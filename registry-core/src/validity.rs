@@ -225,10 +225,10 @@ pub fn candidates<S: State>(
         if *added >= as_of {
             continue;
         }
-        if let Some(record) = state.key(fp)? {
-            if record.registered_at() < as_of {
-                out.push(record);
-            }
+        if let Some(record) = state.key(fp)?
+            && record.registered_at() < as_of
+        {
+            out.push(record);
         }
     }
     Ok(out)

@@ -436,10 +436,9 @@ impl Commands {
                     .map(|l| self.reader.request(&l))
                     .transpose()?
                     .flatten()
+                    && earlier.digest == digest
                 {
-                    if earlier.digest == digest {
-                        return Ok(Some((earlier.position, self.reader.entry(earlier.position)?)));
-                    }
+                    return Ok(Some((earlier.position, self.reader.entry(earlier.position)?)));
                 }
                 tracing::debug!(%fingerprint, reason = %r, "registration not confirmed automatically");
                 Ok(None)

@@ -210,10 +210,10 @@ impl Fields<'_> {
 
     /// A value that must be one of `allowed`; others are kept and noted.
     pub(super) fn check_enum(&mut self, name: &str, value: &Option<String>, allowed: &[&str]) {
-        if let Some(v) = value {
-            if !allowed.contains(&v.as_str()) {
-                self.note(name, format!("{v:?} is not one of {}", allowed.join(", ")));
-            }
+        if let Some(v) = value
+            && !allowed.contains(&v.as_str())
+        {
+            self.note(name, format!("{v:?} is not one of {}", allowed.join(", ")));
         }
     }
 }

@@ -90,7 +90,7 @@ impl Record {
             return Err(err("record", format!("longer than {MAX_RECORD_BYTES} bytes")));
         }
         let decoded;
-        let text = if !text.starts_with("OCMF|") && text.len() % 2 == 0 {
+        let text = if !text.starts_with("OCMF|") && text.len().is_multiple_of(2) {
             match hex::decode(text).ok().and_then(|b| String::from_utf8(b).ok()) {
                 Some(t) if t.starts_with("OCMF|") => {
                     deviations.push(Deviation {

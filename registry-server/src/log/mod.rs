@@ -403,10 +403,10 @@ impl<M: Machine> Log<M> {
         self.stop_verifier();
         let status = self.appender.as_ref().map(|a| a.status());
         drop(self.appender.take());
-        if let Some(w) = self.writer.take() {
-            if w.join().is_err() {
-                return Err(StoreError::Io("the log writer thread panicked".into()));
-            }
+        if let Some(w) = self.writer.take()
+            && w.join().is_err()
+        {
+            return Err(StoreError::Io("the log writer thread panicked".into()));
         }
         match status.as_ref().map(|s| s.borrow().clone()) {
             Some(WriterStatus::Failed(why)) => {

@@ -441,17 +441,17 @@ impl Publisher {
                     checkpoint: checkpoint.into(),
                 }
             });
-            if let (Some(head), Some(witness)) = (&head, &self.witness) {
-                if let Err(e) = witness.record(&head.checkpoint) {
-                    let e = StoreError::from(e);
-                    tracing::error!(error = %e, witness = %witness.path().display(), "log writer stopped: the signed checkpoint could not be witnessed");
-                    let status = self.failure.record_store(&e);
-                    for (reply, _) in group.into_iter().flat_map(|w| w.replies) {
-                        let _ = reply.send(Err(status.refusal()));
-                    }
-                    failure = Some(status);
-                    continue;
+            if let (Some(head), Some(witness)) = (&head, &self.witness)
+                && let Err(e) = witness.record(&head.checkpoint)
+            {
+                let e = StoreError::from(e);
+                tracing::error!(error = %e, witness = %witness.path().display(), "log writer stopped: the signed checkpoint could not be witnessed");
+                let status = self.failure.record_store(&e);
+                for (reply, _) in group.into_iter().flat_map(|w| w.replies) {
+                    let _ = reply.send(Err(status.refusal()));
                 }
+                failure = Some(status);
+                continue;
             }
             for w in &mut group {
                 if let Some(publish) = w.on_durable.take() {

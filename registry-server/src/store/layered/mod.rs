@@ -434,10 +434,10 @@ impl<'a> Iterator for Merged<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let mut best: Option<(usize, &'a [u8])> = None;
         for (i, s) in self.sources.iter_mut().enumerate() {
-            if let Some((k, _)) = s.peek() {
-                if best.is_none_or(|(_, b)| *k < b) {
-                    best = Some((i, k));
-                }
+            if let Some((k, _)) = s.peek()
+                && best.is_none_or(|(_, b)| *k < b)
+            {
+                best = Some((i, k));
             }
         }
         let (winner, key) = best?;
