@@ -45,6 +45,14 @@ async fn start(ca: &TestCa, dir: &Path, change: impl FnOnce(&mut Config)) -> Tls
     TlsRegistry { server, admin, _dir: data }
 }
 
+/// Whether a client connecting to `url` with `tls` gets an answer at all.
+async fn answered(url: &str, tls: &TlsOptions) -> bool {
+    match RegistryClient::connect_with(url, tls).await {
+        Ok(c) => c.registry_info().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
 fn trusting(ca: &TestCa) -> TlsOptions {
     TlsOptions { ca_cert: Some(ca.cert.clone()), ..Default::default() }
 }
@@ -80,20 +88,15 @@ async fn https_means_tls_checked_against_the_given_ca_and_never_plaintext() {
 
     // Plaintext to the TLS port gets nothing.
     let plain = format!("http://127.0.0.1:{}", registry.server.local_addr().port());
-    let answered = match RegistryClient::connect(&plain).await {
-        Ok(c) => c.registry_info().await.is_ok(),
-        Err(_) => false,
-    };
-    assert!(!answered, "a plaintext client was answered by a TLS port");
+    assert!(
+        !answered(&plain, &TlsOptions::default()).await,
+        "a plaintext client was answered by a TLS port"
+    );
 
     // And https:// to a plaintext server fails instead of falling back to plaintext.
     let f = Fixture::start().await;
     let https = f.registry.url().replace("http://", "https://");
-    let answered = match RegistryClient::connect_with(&https, &trusting(&ca)).await {
-        Ok(c) => c.registry_info().await.is_ok(),
-        Err(_) => false,
-    };
-    assert!(!answered, "https:// was answered in plaintext");
+    assert!(!answered(&https, &trusting(&ca)).await, "https:// was answered in plaintext");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,11 +129,10 @@ async fn commands_need_a_client_certificate_from_the_client_ca_and_reads_do_not(
         client_key: Some(stranger.key),
         ..trusting(&ca)
     };
-    let answered = match RegistryClient::connect_with(&registry.url(), &foreign).await {
-        Ok(c) => c.registry_info().await.is_ok(),
-        Err(_) => false,
-    };
-    assert!(!answered, "a client certificate from an unknown CA was accepted");
+    assert!(
+        !answered(&registry.url(), &foreign).await,
+        "a client certificate from an unknown CA was accepted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
