@@ -104,6 +104,9 @@ async fn metrics_count_calls_by_method_and_code_and_show_the_log_and_the_limits(
     assert!(value(&m, "registry_entries_written_total").unwrap_or(0.0) >= 1.0, "{m}");
     assert!(value(&m, "registry_newest_entry_age_seconds").is_some_and(|a| a < 600.0), "{m}");
     assert!(value(&m, "registry_data_dir_free_bytes").is_some_and(|b| b > 0.0), "{m}");
+    // Everything written since the start waits for the background check (every 10 s).
+    let unverified = value(&m, "registry_unverified_entries").expect("the verification lag");
+    assert!(unverified <= f.log_size() as f64, "{m}");
     assert!(m.lines().any(|l| l.starts_with("registry_build_info{") && l.ends_with(" 1")), "{m}");
 
     // Every series the shipped dashboard and alert rules ask for is one this server exposes.

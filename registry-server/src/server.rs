@@ -662,6 +662,10 @@ fn live_figures<M: Machine>(
         let head = reader.head();
         let written = stats.snapshot();
         let space = crate::disk::space(&data_dir);
+        let snapshot = std::fs::metadata(data_dir.join(SNAPSHOT_FILE)).ok().map(|m| {
+            let age = m.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+            (age.as_secs_f64(), m.len())
+        });
         Live {
             log_size: head.size,
             newest_entry_unix: head.last_recorded_at.map(|t| t.timestamp_micros() as f64 / 1e6),
@@ -671,6 +675,8 @@ fn live_figures<M: Machine>(
             writer_up: !status.borrow().is_stopped(),
             disk_free_bytes: space.map(|s| s.0),
             disk_total_bytes: space.map(|s| s.1),
+            verified_size: reader.verified_size(),
+            snapshot,
         }
     }
 }

@@ -206,4 +206,11 @@ impl LogReader {
         let size = self.head().size;
         Ok(self.store.request(id)?.filter(|r| r.position < size))
     }
+
+    /// How many entries the log has checked (at a start or in the background) and recorded as
+    /// checked: a restart checks only what came after. `None` when it cannot be read.
+    pub fn verified_size(&self) -> Option<u64> {
+        let bytes = self.store.meta(super::VERIFIED_SIZE).ok()??;
+        Some(u64::from_be_bytes(bytes.as_slice().try_into().ok()?))
+    }
 }
