@@ -158,27 +158,32 @@ impl Budget {
     /// when the returned guard drops.
     pub fn take(&self, peer: PeerKey, amount: usize) -> Result<Share, Short> {
         let c = &self.inner;
-        if c.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + amount <= c.total).then_some(used + amount)
-            })
-            .is_err()
-        {
-            return Err(Short::Total(c.total));
+        let total = || {
+            c.used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    (used + amount <= c.total).then_some(used + amount)
+                })
+                .map(|_| ())
+                .map_err(|_| Short::Total(c.total))
+        };
+        if c.per_peer == 0 {
+            total()?;
+            return Ok(Share { budget: self.clone(), peer, amount });
         }
-        if c.per_peer > 0 {
-            let mut mine = c.by_peer.entry(peer).or_insert(0);
-            if *mine + amount > c.per_peer {
-                let empty = *mine == 0;
-                drop(mine);
-                if empty {
-                    c.by_peer.remove_if(&peer, |_, n| *n == 0);
-                }
-                c.used.fetch_sub(amount, Ordering::AcqRel);
-                return Err(Short::Peer(c.per_peer));
+        // The peer's own cap first, under its entry's lock, and the total only then: a peer at
+        // its cap never takes from the total, not even for an instant.
+        let mut mine = c.by_peer.entry(peer).or_insert(0);
+        let refused =
+            if *mine + amount > c.per_peer { Some(Short::Peer(c.per_peer)) } else { total().err() };
+        if let Some(short) = refused {
+            let empty = *mine == 0;
+            drop(mine);
+            if empty {
+                c.by_peer.remove_if(&peer, |_, n| *n == 0);
             }
-            *mine += amount;
+            return Err(short);
         }
+        *mine += amount;
         Ok(Share { budget: self.clone(), peer, amount })
     }
 
@@ -206,6 +211,7 @@ impl Drop for Share {
         let c = &self.budget.inner;
         if c.per_peer > 0 {
             if let Some(mut mine) = c.by_peer.get_mut(&self.peer) {
+                debug_assert!(*mine >= self.amount, "a share gives back more than its peer holds");
                 *mine = mine.saturating_sub(self.amount);
             }
             // Peers that hold nothing are forgotten, so the table stays as small as the set of

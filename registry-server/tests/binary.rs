@@ -120,3 +120,47 @@ fn the_systemd_unit_verifies_and_limits_the_service() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
 }
+
+/// With `--request-log`, each call is one JSON line naming its method, peer, status code,
+/// duration and the request ID the client also gets back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_log_has_a_line_per_call_with_the_id_the_client_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-server"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--request-log", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("registry-server starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str(&line) {
+                let _ = tx.send(event);
+            }
+        }
+    });
+    let next = |what: &dyn Fn(&serde_json::Value) -> bool| loop {
+        let event = rx.recv_timeout(Duration::from_secs(30)).expect("a log line");
+        if what(&event) {
+            return event;
+        }
+    };
+    let listening = next(&|e| e["message"] == "listening for gRPC");
+    let addr = listening["addr"].as_str().unwrap().to_string();
+
+    let mut client = AuditServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut request = tonic::Request::new(GetRegistryInfoRequest {});
+    request.metadata_mut().insert("x-request-id", "ticket-42".parse().unwrap());
+    let answer = client.get_registry_info(request).await.unwrap();
+    assert_eq!(answer.metadata().get("x-request-id").unwrap(), "ticket-42");
+
+    let line = next(&|e| e["message"] == "request" && e["request_id"] == "ticket-42");
+    assert_eq!(line["method"], "/keyregistry.v1.AuditService/GetRegistryInfo", "{line}");
+    assert_eq!(line["code"], "OK", "{line}");
+    assert!(line["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "{line}");
+    assert!(line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "{line}");
+    sigterm(&child);
+    wait_with_timeout(&mut child, Duration::from_secs(15));
+}
