@@ -225,8 +225,13 @@ async fn silent_and_surplus_connections_are_closed_and_others_still_connect() {
         assert!(closed_within(s, Duration::from_secs(5)).await, "a silent connection stayed open");
     }
     assert!(started.elapsed() < Duration::from_secs(4));
-    let closed = tokio::time::timeout(Duration::from_secs(5), handshake_only.ready()).await;
-    assert!(matches!(closed, Ok(Err(_))), "an HTTP/2 connection without calls stayed open");
+    // It was opened a moment after them, so it may still be open here; it is closed within the
+    // same timeout of its own start.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handshake_only.clone().ready().await.is_ok() {
+        assert!(Instant::now() < deadline, "an HTTP/2 connection without calls stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Their places are free again.
     assert_eq!(health(channel_from(&f, quiet).await).await, 1);
 }
