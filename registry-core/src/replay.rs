@@ -60,8 +60,12 @@ pub enum Step {
     Break(Break),
 }
 
-/// What an entry's check needs that does not depend on the state before it.
-struct Prepared {
+/// What an entry's check needs that does not depend on the state before it: decoded, and its
+/// command's signature checked against the key its key ID named when it was prepared. Built on
+/// any thread ([`Prepared::new`]); [`check_entry`] then runs the checks that need the state, in
+/// log order. A replay and a replica's copy prepare entries on every core this way.
+#[derive(Debug)]
+pub struct Prepared {
     entry: Result<Entry, String>,
     /// The signed command, decoded, for an entry that carries one.
     command: Option<Result<Command, String>>,
@@ -75,21 +79,39 @@ struct Prepared {
 type SignerKeys = std::collections::HashMap<[u8; 32], Vec<u8>>;
 
 impl Prepared {
-    fn new(bytes: &[u8], keys: &SignerKeys) -> Self {
+    /// Decodes `bytes` and checks its command's signature against `key_of(signer key ID)`, the
+    /// key (DER) the caller believes that ID names, if any. The belief need not be right:
+    /// [`check_entry`] reuses the verdict only when the key in force at that point is the same.
+    pub fn new(bytes: &[u8], key_of: impl Fn(&[u8; 32]) -> Option<Vec<u8>>) -> Self {
         let entry = Entry::decode(bytes).map_err(|e| format!("malformed: {e}"));
         let (command, signature) = match &entry {
             Ok(Entry { body: crate::entry::EntryBody { command: Some(envelope), .. }, .. }) => {
                 let command = Command::decode(&envelope.command)
                     .map_err(|e| format!("the signed command is malformed: {e}"));
-                let signature = keys
-                    .get(&envelope.signer_key_id)
-                    .map(|key| (key.clone(), envelope.verify(key)));
+                let signature = key_of(&envelope.signer_key_id).map(|key| {
+                    let ok = envelope.verify(&key);
+                    (key, ok)
+                });
                 (Some(command), signature)
             }
             _ => (None, None),
         };
         Self { entry, command, signature }
     }
+
+    /// The decoded entry, or why it does not decode.
+    pub fn entry(&self) -> Result<&Entry, &str> {
+        self.entry.as_ref().map_err(|e| e.as_str())
+    }
+}
+
+/// Why [`check_entry`] refused an entry.
+#[derive(Debug)]
+pub enum CheckError<E> {
+    /// The entry breaks a rule: the log is not what the registry's rules produce.
+    Refused(ReplayError),
+    /// The state could not be read.
+    State(E),
 }
 
 /// Entries per unit of work handed to a preparing thread.
@@ -154,7 +176,7 @@ impl Replayer {
     /// Replays the next entry.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Step, ReplayError> {
         // No keys up front: the signature is checked in order, against the state.
-        let prepared = Prepared::new(bytes, &SignerKeys::new());
+        let prepared = Prepared::new(bytes, |_| None);
         self.push_prepared(bytes, prepared)
     }
 
@@ -186,8 +208,10 @@ impl Replayer {
                     let (chunks, keys) = (&chunks, &keys);
                     s.spawn(move || {
                         for chunk in chunks.iter().skip(w).step_by(workers) {
-                            let prepared: Vec<Prepared> =
-                                chunk.iter().map(|b| Prepared::new(b, keys)).collect();
+                            let prepared: Vec<Prepared> = chunk
+                                .iter()
+                                .map(|b| Prepared::new(b, |id| keys.get(id).cloned()))
+                                .collect();
                             if tx.send(prepared).is_err() {
                                 return; // the replay stopped early
                             }
@@ -200,7 +224,9 @@ impl Replayer {
                 let prepared = match receivers[i % workers].recv() {
                     Ok(p) => p,
                     // A worker died (a bug): prepare here instead.
-                    Err(_) => chunk.iter().map(|b| Prepared::new(b, &keys)).collect(),
+                    Err(_) => {
+                        chunk.iter().map(|b| Prepared::new(b, |id| keys.get(id).cloned())).collect()
+                    }
                 };
                 for (bytes, p) in chunk.iter().zip(prepared) {
                     if let Step::Break(b) = self.push_prepared(bytes, p)? {
@@ -223,126 +249,18 @@ impl Replayer {
             }
             Err(e) => return Err(ReplayError::at(e.position(), e.to_string())),
         };
-        let Prepared { entry, command, signature } = prepared;
-        let entry = entry.map_err(|e| ReplayError::at(position, e))?;
-        self.check(position, &entry, command, signature)?;
+        let entry =
+            check_entry(&self.state, self.origin.as_deref(), position, prepared).map_err(|e| {
+                match e {
+                    CheckError::Refused(e) => e,
+                    CheckError::State(e) => match e {},
+                }
+            })?;
         lifecycle::apply(&entry.header, &entry.body, &mut self.state)
             .map_err(|e| ReplayError::at(position, format!("does not apply: {e}")))?;
         self.frontier.push(leaf);
         self.leaves.push(leaf);
         Ok(Step::Ok)
-    }
-
-    /// Re-derives the entry's events and back-links and compares.
-    fn check(
-        &self,
-        position: u64,
-        entry: &Entry,
-        command: Option<Result<Command, String>>,
-        signature: Option<(Vec<u8>, bool)>,
-    ) -> Result<(), ReplayError> {
-        let body = &entry.body;
-        let confirmed_size = body.events.iter().find_map(|e| match e {
-            Event::KeyConfirmed { published_in_tree_size, .. } => Some(*published_in_tree_size),
-            _ => None,
-        });
-        if confirmed_size.is_some_and(|s| s > position) {
-            return Err(ReplayError::at(
-                position,
-                "a confirmation claims a publication after itself",
-            ));
-        }
-        let ctx = DecideContext {
-            now: entry.header.recorded_at,
-            published_size: confirmed_size.unwrap_or(position),
-            policy: REPLAY_POLICY,
-        };
-        let proposal = match &body.command {
-            Some(envelope) => {
-                let signer = self
-                    .state
-                    .signer(&envelope.signer_key_id)
-                    .map_err(|e| match e {})?
-                    .ok_or_else(|| {
-                        ReplayError::at(
-                            position,
-                            "the command is signed by a key the log does not know at this point",
-                        )
-                    })?;
-                if let Some(revoked) = signer.revoked_position {
-                    return Err(ReplayError::at(
-                        position,
-                        format!("the command is signed by a key revoked at entry {revoked}"),
-                    ));
-                }
-                let verified = match signature {
-                    Some((key, ok)) if key == signer.public_key => ok,
-                    _ => envelope.verify(&signer.public_key),
-                };
-                if !verified {
-                    return Err(ReplayError::at(
-                        position,
-                        "the command's signature does not verify with its signer's key",
-                    ));
-                }
-                if let (Some(origin), Some(named)) = (&self.origin, &envelope.registry)
-                    && named != origin
-                {
-                    return Err(ReplayError::at(
-                        position,
-                        format!("the command is signed for registry {named:?}, not {origin:?}"),
-                    ));
-                }
-                let command = match command {
-                    Some(c) => c.map_err(|e| ReplayError::at(position, e))?,
-                    None => Command::decode(&envelope.command).map_err(|e| {
-                        ReplayError::at(position, format!("the signed command is malformed: {e}"))
-                    })?,
-                };
-                if command.request_id != body.request_id {
-                    return Err(ReplayError::at(
-                        position,
-                        "the entry's request ID is not the command's",
-                    ));
-                }
-                Proposal::Signed { envelope: envelope.clone(), command }
-            }
-            None => {
-                let action = registry_action(&body.events).ok_or_else(|| {
-                    ReplayError::at(
-                        position,
-                        "a registry entry with events the registry does not write itself",
-                    )
-                })?;
-                if !action.has_request_id(&body.request_id) {
-                    return Err(ReplayError::at(
-                        position,
-                        "the registry entry's request ID is not the one derived from its action",
-                    ));
-                }
-                Proposal::Registry(action)
-            }
-        };
-        let events = lifecycle::decide(&proposal, &ctx, &self.state).map_err(|e| match e {
-            lifecycle::DecideError::Rejected(r) => {
-                ReplayError::at(position, format!("the rules refuse this command: {r}"))
-            }
-            lifecycle::DecideError::State(e) => match e {},
-        })?;
-        if events != body.events {
-            return Err(ReplayError::at(
-                position,
-                "the events are not what the rules derive from the command",
-            ));
-        }
-        let links = lifecycle::links(&events, &self.state).map_err(|e| match e {})?;
-        if links != body.links {
-            return Err(ReplayError::at(
-                position,
-                "the back-links are not the previous entries of the identifiers touched",
-            ));
-        }
-        Ok(())
     }
 
     /// The Merkle root of the first `size` entries replayed.
@@ -387,7 +305,113 @@ impl Replayer {
     }
 }
 
-/// The registry action an entry without a command records, judged by its events.
+/// Checks the entry at `position` against `state`, the state after every entry before it
+/// (see the module documentation for what is checked; the chain and the Merkle tree are the
+/// caller's), and returns it decoded. `origin`, when known, is the registry every command that
+/// names one must name. The events and back-links are re-derived with the rules and compared.
+pub fn check_entry<S: State>(
+    state: &S,
+    origin: Option<&str>,
+    position: u64,
+    prepared: Prepared,
+) -> Result<Entry, CheckError<S::Error>> {
+    let Prepared { entry, command, signature } = prepared;
+    let entry = entry.map_err(|e| refused(position, e))?;
+    let body = &entry.body;
+    let confirmed_size = body.events.iter().find_map(|e| match e {
+        Event::KeyConfirmed { published_in_tree_size, .. } => Some(*published_in_tree_size),
+        _ => None,
+    });
+    if confirmed_size.is_some_and(|s| s > position) {
+        return Err(refused(position, "a confirmation claims a publication after itself"));
+    }
+    let ctx = DecideContext {
+        now: entry.header.recorded_at,
+        published_size: confirmed_size.unwrap_or(position),
+        policy: REPLAY_POLICY,
+    };
+    let proposal = match &body.command {
+        Some(envelope) => {
+            let signer = state
+                .signer(&envelope.signer_key_id)
+                .map_err(CheckError::State)?
+                .ok_or_else(|| {
+                    refused(
+                        position,
+                        "the command is signed by a key the log does not know at this point",
+                    )
+                })?;
+            if let Some(revoked) = signer.revoked_position {
+                return Err(refused(
+                    position,
+                    format!("the command is signed by a key revoked at entry {revoked}"),
+                ));
+            }
+            let verified = match signature {
+                Some((key, ok)) if key == signer.public_key => ok,
+                _ => envelope.verify(&signer.public_key),
+            };
+            if !verified {
+                return Err(refused(
+                    position,
+                    "the command's signature does not verify with its signer's key",
+                ));
+            }
+            if let (Some(origin), Some(named)) = (origin, &envelope.registry)
+                && named != origin
+            {
+                return Err(refused(
+                    position,
+                    format!("the command is signed for registry {named:?}, not {origin:?}"),
+                ));
+            }
+            let command = match command {
+                Some(c) => c.map_err(|e| refused(position, e))?,
+                None => Command::decode(&envelope.command).map_err(|e| {
+                    refused(position, format!("the signed command is malformed: {e}"))
+                })?,
+            };
+            if command.request_id != body.request_id {
+                return Err(refused(position, "the entry's request ID is not the command's"));
+            }
+            Proposal::Signed { envelope: envelope.clone(), command }
+        }
+        None => {
+            let action = registry_action(&body.events).ok_or_else(|| {
+                refused(position, "a registry entry with events the registry does not write itself")
+            })?;
+            if !action.has_request_id(&body.request_id) {
+                return Err(refused(
+                    position,
+                    "the registry entry's request ID is not the one derived from its action",
+                ));
+            }
+            Proposal::Registry(action)
+        }
+    };
+    let events = lifecycle::decide(&proposal, &ctx, state).map_err(|e| match e {
+        lifecycle::DecideError::Rejected(r) => {
+            refused(position, format!("the rules refuse this command: {r}"))
+        }
+        lifecycle::DecideError::State(e) => CheckError::State(e),
+    })?;
+    if events != body.events {
+        return Err(refused(position, "the events are not what the rules derive from the command"));
+    }
+    let links = lifecycle::links(&events, state).map_err(CheckError::State)?;
+    if links != body.links {
+        return Err(refused(
+            position,
+            "the back-links are not the previous entries of the identifiers touched",
+        ));
+    }
+    Ok(entry)
+}
+
+fn refused<E>(position: u64, reason: impl Into<String>) -> CheckError<E> {
+    CheckError::Refused(ReplayError::at(position, reason))
+}
+
 /// The content digest the registry's request index keeps for an entry (its request ID is
 /// `body.request_id`): SHA-256 of the command bytes for a signed command, the action's digest
 /// for an entry the registry wrote itself. `None` for a registry entry of no known action.

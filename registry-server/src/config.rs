@@ -132,6 +132,21 @@ pub struct Config {
     /// One structured log line per call (method, peer, status code, duration, request ID), at
     /// `info` under the target `registry::request`.
     pub request_log: bool,
+    /// Run as a read replica of a primary (`[follow]` in the file).
+    pub follow: Follow,
+}
+
+/// A read replica's primary: where it copies the log from and how it trusts what it copies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Follow {
+    /// The primary's URL (`http://` or `https://`); set, this server is a read replica.
+    pub primary: Option<String>,
+    /// CA certificates (PEM) to check an `https://` primary with, instead of the system's.
+    pub ca_cert: Option<PathBuf>,
+    /// The registry's public key (PEM): the primary's checkpoints must be signed by it. Unset,
+    /// the key the primary names at the replica's first start is pinned (trust on first use).
+    pub registry_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -174,6 +189,7 @@ impl Default for Config {
             connection_window_kib: 2048,
             metrics_listen: None,
             request_log: false,
+            follow: Follow::default(),
         }
     }
 }
@@ -233,6 +249,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub request_log: bool,
+    /// Run as a read replica of the primary at URL (config: follow.primary)
+    #[arg(long, value_name = "URL")]
+    #[serde(skip)]
+    pub follow: Option<String>,
 }
 
 /// The configuration could not be assembled.
@@ -282,6 +302,9 @@ const KEYS: &[&str] = &[
     "request_log",
 ];
 
+/// The `[follow]` settings, `REGISTRY_FOLLOW_PRIMARY` and so on in the environment.
+const FOLLOW_KEYS: &[&str] = &["primary", "ca_cert", "registry_key"];
+
 impl Config {
     /// How often the running log checks what became durable (`None`: only at start).
     pub fn verify_every(&self) -> Option<std::time::Duration> {
@@ -325,8 +348,20 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(env.only(KEYS)).merge(Serialized::defaults(overrides));
-        figment.extract().map_err(|e| ConfigError(e.to_string()))
+        let env = env.filter_map(|key| {
+            let key = key.as_str();
+            if KEYS.contains(&key) {
+                return Some(key.to_string().into());
+            }
+            let follow = key.strip_prefix("follow_").filter(|k| FOLLOW_KEYS.contains(k))?;
+            Some(format!("follow.{follow}").into())
+        });
+        figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(primary) = &overrides.follow {
+            config.follow.primary = Some(primary.clone());
+        }
+        Ok(config)
     }
 }
 
@@ -364,6 +399,28 @@ mod tests {
             assert_eq!(c.verify_every(), None, "0 turns the background check off");
             assert_eq!(Config::default().verify_every(), Some(std::time::Duration::from_secs(10)));
             assert_eq!(c.shutdown_timeout_secs, 10); // default
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_primary_to_follow_comes_from_the_file_the_environment_or_the_flag() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "replica.toml",
+                "[follow]\nprimary = \"http://file:1\"\nregistry_key = \"/k.pem\"\n",
+            )?;
+            let file = Some(Path::new("replica.toml"));
+            let c = Config::load(file, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.follow.primary.as_deref(), Some("http://file:1"));
+            assert_eq!(c.follow.registry_key, Some(PathBuf::from("/k.pem")));
+            jail.set_env("REGISTRY_FOLLOW_PRIMARY", "http://env:2");
+            let c = Config::load(file, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.follow.primary.as_deref(), Some("http://env:2"));
+            assert_eq!(c.follow.registry_key, Some(PathBuf::from("/k.pem")), "kept from the file");
+            let flag = Overrides { follow: Some("http://flag:3".into()), ..Default::default() };
+            let c = Config::load(file, &flag).map_err(|e| e.to_string())?;
+            assert_eq!(c.follow.primary.as_deref(), Some("http://flag:3"));
             Ok(())
         });
     }

@@ -25,6 +25,7 @@ pub mod map;
 pub mod peers;
 pub mod projection;
 pub mod registry_key;
+pub mod replica;
 pub mod restore;
 pub mod server;
 pub mod store;

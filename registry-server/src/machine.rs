@@ -11,7 +11,7 @@ use registry_core::lifecycle::{self, ApplyError, DecideContext, Policy, Proposal
 use std::sync::Arc;
 
 use crate::key_cache::KeyCache;
-use crate::log::{Decided, EntryContext, Machine, MachineError, OnDurable, View};
+use crate::log::{CopiedEntry, Decided, EntryContext, Machine, MachineError, OnDurable, View};
 use crate::map::{MapWriter, SharedMap};
 use crate::projection::Projection;
 use crate::store::{LogStore, StoreError};
@@ -29,6 +29,9 @@ pub struct Job {
 #[derive(Debug)]
 pub struct RegistryMachine {
     policy: Policy,
+    /// The registry's origin, read from the store at `open`: copied commands must be signed
+    /// for it.
+    origin: Option<String>,
     map: MapWriter,
     cache: Arc<KeyCache>,
 }
@@ -37,7 +40,7 @@ impl RegistryMachine {
     /// A machine with these policy knobs, publishing its map to `map` and every key record and
     /// index group it writes to `cache`.
     pub fn new(policy: Policy, map: Arc<SharedMap>, cache: Arc<KeyCache>) -> Self {
-        Self { policy, map: MapWriter::new(map), cache }
+        Self { policy, origin: None, map: MapWriter::new(map), cache }
     }
 }
 
@@ -45,6 +48,32 @@ impl Machine for RegistryMachine {
     type Command = Job;
     type Rejection = Rejection;
     type Effects = EntryBody;
+    type Copied = registry_core::replay::Prepared;
+
+    fn check_copied(
+        &mut self,
+        position: u64,
+        copied: Self::Copied,
+        view: &View<'_>,
+    ) -> Result<CopiedEntry<EntryBody>, MachineError<String>> {
+        use registry_core::replay::{self, CheckError};
+        let state = Projection::cached(view, self.cache.clone()).with_buckets(self.map.buckets());
+        let entry =
+            replay::check_entry(&state, self.origin.as_deref(), position, copied).map_err(|e| {
+                match e {
+                    CheckError::Refused(e) => MachineError::Rejected(e.to_string()),
+                    CheckError::State(e) => MachineError::Store(e),
+                }
+            })?;
+        let digest = replay::request_digest(&entry.body).ok_or_else(|| {
+            MachineError::Rejected(format!("entry {position}: a registry entry of no known action"))
+        })?;
+        Ok(CopiedEntry {
+            header: entry.header,
+            request: (entry.body.request_id, digest),
+            effects: entry.body,
+        })
+    }
 
     fn decide(
         &mut self,
@@ -89,6 +118,8 @@ impl Machine for RegistryMachine {
     }
 
     fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
+        self.origin =
+            store.meta(crate::server::ORIGIN)?.map(|o| String::from_utf8_lossy(&o).into_owned());
         let started = std::time::Instant::now();
         let mut buckets = crate::map::MapBuckets::load(store)?;
         tracing::info!(seconds = started.elapsed().as_secs_f64(), "map buckets loaded");

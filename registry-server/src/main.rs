@@ -61,6 +61,14 @@ enum Subcommand {
         #[arg(long, value_name = "FILE")]
         registry_key: PathBuf,
     },
+    /// Make this (stopped) read replica the primary, when the primary is lost for good: gives
+    /// it the registry's private key; start it without --follow afterwards (deploy/README.md,
+    /// "Promoting a replica").
+    Promote {
+        /// The registry's private key (PKCS#8 PEM)
+        #[arg(long, value_name = "FILE")]
+        registry_key: PathBuf,
+    },
     /// Measure what this disk gives a bare sled loop (batch insert + flush + fsync): the ceiling
     /// for durable appends, like PostgreSQL's pg_test_fsync. Writes a scratch database in DIR.
     StorageCeiling {
@@ -209,6 +217,18 @@ fn restore(
     Ok(())
 }
 
+fn promote(config: &Config, key: &std::path::Path) -> anyhow::Result<()> {
+    let p = registry_server::replica::promote(config, key)?;
+    println!(
+        "promoted {}: it holds {} entries (root {}); start registry-server on it without \
+         --follow, then point the other replicas at it",
+        config.data_dir.display(),
+        p.size,
+        hex::encode(p.root)
+    );
+    Ok(())
+}
+
 fn storage_ceiling(
     dir: &std::path::Path,
     batch: usize,
@@ -271,6 +291,7 @@ fn main() -> ExitCode {
         Subcommand::Restore { from_archive, registry_key } => {
             restore(&config, &from_archive, &registry_key)
         }
+        Subcommand::Promote { registry_key } => promote(&config, &registry_key),
         Subcommand::StorageCeiling { dir, batch, keys_per_entry, entry_bytes, seconds, json } => {
             storage_ceiling(&dir, batch, keys_per_entry, entry_bytes, seconds, json)
         }

@@ -36,6 +36,27 @@ pub enum KeyFileError {
         /// What is wrong with it.
         source: keys::KeyError,
     },
+    /// The data directory is a replica's (the primary's public key, no private key): starting
+    /// it as a primary would create a second registry key.
+    #[error(
+        "{0} is a read replica's data directory (it holds the registry's public key only): start \
+         it with --follow PRIMARY_URL, or make it the primary with `registry-server promote`"
+    )]
+    Replica(PathBuf),
+    /// The data directory holds the registry's private key: it is a primary's.
+    #[error(
+        "{0} holds the registry's private key: it is a primary's data directory, and a replica \
+         starts from an empty one (the old primary's log may hold entries the new one never had)"
+    )]
+    Primary(PathBuf),
+    /// A key that is not the registry's.
+    #[error("{path}: {why}")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What does not match.
+        why: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -52,10 +73,14 @@ pub struct LoadedKey {
     pub path: PathBuf,
 }
 
-/// Loads the registry key from `data_dir`, generating it on first start.
+/// Loads the registry key from `data_dir`, generating it on first start (never in a replica's
+/// data directory).
 pub fn load_or_create(data_dir: &Path) -> Result<LoadedKey, KeyFileError> {
     fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let path = data_dir.join(KEY_FILE);
+    if !path.exists() && data_dir.join(PUBLIC_KEY_FILE).exists() {
+        return Err(KeyFileError::Replica(data_dir.to_path_buf()));
+    }
     if path.exists() {
         let mode = fs::metadata(&path).map_err(io(&path))?.permissions().mode();
         if mode & 0o077 != 0 {
@@ -108,6 +133,85 @@ fn write_public_key(data_dir: &Path, key: &P256KeyPair) -> Result<(), KeyFileErr
     Ok(())
 }
 
+/// The registry's public key as a replica holds it.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    /// DER SubjectPublicKeyInfo.
+    pub der: Vec<u8>,
+    /// PEM of the same.
+    pub pem: String,
+}
+
+impl PublicKey {
+    /// Parses a P-256 public key in PEM.
+    pub fn from_pem(pem: &str) -> Result<Self, keys::KeyError> {
+        let der = keys::p256_spki_der_from_pem(pem)?;
+        let pem = keys::p256_spki_pem(&der)?;
+        Ok(Self { der, pem })
+    }
+}
+
+/// A replica's pinned public key: the one in `data_dir` if there is one, else `offered` (what
+/// the configuration or, on first use, the primary names), which is then pinned. A pinned key
+/// that differs from a configured one is refused; so is a primary's data directory.
+pub fn pin_public(
+    data_dir: &Path,
+    offered: &PublicKey,
+    configured: bool,
+) -> Result<PublicKey, KeyFileError> {
+    fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    if data_dir.join(KEY_FILE).exists() {
+        return Err(KeyFileError::Primary(data_dir.to_path_buf()));
+    }
+    let path = data_dir.join(PUBLIC_KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(pem) => {
+            let pinned = PublicKey::from_pem(&pem)
+                .map_err(|source| KeyFileError::Key { path: path.clone(), source })?;
+            if configured && pinned.der != offered.der {
+                return Err(KeyFileError::Mismatch {
+                    path,
+                    why: "is not the configured registry key (follow.registry_key)".into(),
+                });
+            }
+            Ok(pinned)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::files::replace(&path, offered.pem.as_bytes()).map_err(io(&path))?;
+            Ok(offered.clone())
+        }
+        Err(e) => Err(KeyFileError::Io { path, source: e }),
+    }
+}
+
+/// Makes a replica's data directory a primary's: writes the registry's private key from
+/// `key_file` into it, after checking that it is the key of the public key the replica pinned
+/// (its log's checkpoints are signed by it). The next start without `--follow` is a primary
+/// that continues the same log.
+pub fn promote(data_dir: &Path, key_file: &Path) -> Result<PublicKey, KeyFileError> {
+    let pinned_path = data_dir.join(PUBLIC_KEY_FILE);
+    if data_dir.join(KEY_FILE).exists() {
+        return Err(KeyFileError::Primary(data_dir.to_path_buf()));
+    }
+    let pinned = fs::read_to_string(&pinned_path).map_err(io(&pinned_path))?;
+    let pinned = PublicKey::from_pem(&pinned)
+        .map_err(|source| KeyFileError::Key { path: pinned_path.clone(), source })?;
+    let pem = fs::read_to_string(key_file).map_err(io(key_file))?;
+    let key = P256KeyPair::from_pkcs8_pem(&pem)
+        .map_err(|source| KeyFileError::Key { path: key_file.to_path_buf(), source })?;
+    if key.public_key_der() != pinned.der.as_slice() {
+        return Err(KeyFileError::Mismatch {
+            path: key_file.to_path_buf(),
+            why: format!(
+                "is not the private key of the registry key this replica follows ({})",
+                pinned_path.display()
+            ),
+        });
+    }
+    write_private_key(&data_dir.join(KEY_FILE), &pem)?;
+    Ok(pinned)
+}
+
 /// The signed-note key ID of the registry key, as 8 hex digits.
 pub fn note_key_id_hex(key: &P256KeyPair) -> String {
     hex::encode(keys::note_key_id(key.public_key_der()))
@@ -129,6 +233,34 @@ mod tests {
         assert_eq!(second.key.public_key_der(), first.key.public_key_der());
         let public = fs::read_to_string(dir.path().join(PUBLIC_KEY_FILE)).unwrap();
         assert_eq!(public, first.key.public_key_pem());
+    }
+
+    #[test]
+    fn a_replica_directory_gets_no_key_of_its_own_until_promoted_with_the_registry_s() {
+        let primary = tempfile::tempdir().unwrap();
+        let key = load_or_create(primary.path()).unwrap();
+        let public = PublicKey::from_pem(&key.key.public_key_pem()).unwrap();
+        let replica = tempfile::tempdir().unwrap();
+        pin_public(replica.path(), &public, false).unwrap();
+        assert!(matches!(load_or_create(replica.path()), Err(KeyFileError::Replica(_))));
+        assert!(!replica.path().join(KEY_FILE).exists());
+        let other = P256KeyPair::generate();
+        let other_file = replica.path().join("other.pem");
+        fs::write(&other_file, other.to_pkcs8_pem()).unwrap();
+        assert!(matches!(promote(replica.path(), &other_file), Err(KeyFileError::Mismatch { .. })));
+        let other_public = PublicKey::from_pem(&other.public_key_pem()).unwrap();
+        assert!(matches!(
+            pin_public(replica.path(), &other_public, true),
+            Err(KeyFileError::Mismatch { .. })
+        ));
+        promote(replica.path(), &key.path).unwrap();
+        let loaded = load_or_create(replica.path()).unwrap();
+        assert!(!loaded.created);
+        assert_eq!(loaded.key.public_key_der(), key.key.public_key_der());
+        assert!(matches!(
+            pin_public(replica.path(), &public, false),
+            Err(KeyFileError::Primary(_))
+        ));
     }
 
     #[test]

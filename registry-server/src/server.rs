@@ -23,13 +23,17 @@ use crate::grpc::audit::{AuditApi, Identity};
 use crate::grpc::commands::CommandApi;
 use crate::grpc::health::{self, HealthHandle};
 use crate::grpc::lookup::LookupApi;
+use crate::grpc::replica::ReplicaCommands;
 use crate::key_cache::KeyCache;
 use crate::listener::tls::Tls;
 use crate::listener::{Accepting, Deadlines};
-use crate::log::{Appender, Clock, Log, LogOptions, LogReader, Machine, OpenError, WriterStatus};
+use crate::log::{
+    Appender, Clock, Log, LogOptions, LogReader, Machine, OpenError, Signing, WriterStatus,
+};
 use crate::lookup::Lookups;
 use crate::machine::RegistryMachine;
 use crate::registry_key::{self, KeyFileError};
+use crate::replica::{Primary, ReplicaStatus, Role};
 use crate::store::layered::LayeredStore;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::snapshot::Snapshot;
@@ -137,6 +141,8 @@ pub struct Server<M: Machine> {
     health: HealthHandle,
     stop: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
+    /// On a replica: its primary and how following it goes.
+    replica: Option<(Primary, Arc<ReplicaStatus>)>,
 }
 
 /// Opens the store: the log in sled (`<data_dir>/log`), the projections in memory over the
@@ -167,11 +173,11 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
 /// The projection snapshot's file name in the data directory.
 pub const SNAPSHOT_FILE: &str = "projections.snap";
 
-/// The origin fixed at first start, or the configured / default one on first start.
+/// The origin fixed at first start, or on first start the configured one, else `default`.
 fn resolve_origin(
     store: &dyn LogStore,
     configured: Option<&str>,
-    key: &P256KeyPair,
+    default: impl FnOnce() -> Result<String, ServerError>,
 ) -> Result<String, ServerError> {
     if let Some(stored) = store.meta(ORIGIN)? {
         let stored = String::from_utf8(stored)
@@ -186,9 +192,8 @@ fn resolve_origin(
     }
     let origin = match configured {
         Some(c) => c.to_string(),
-        None => format!("keyregistry.local/{}", registry_key::note_key_id_hex(key)),
+        None => default()?,
     };
-    NoteSigner::new(&origin, key.clone()).map_err(|e| signer_error(&origin, e))?;
     store.write(WriteBatch {
         meta: vec![(ORIGIN, origin.clone().into_bytes())],
         ..Default::default()
@@ -197,7 +202,36 @@ fn resolve_origin(
     Ok(origin)
 }
 
-/// Reads the configured administrator public keys (P-256, PEM or hex/base64 DER).
+/// The origin of a primary: `keyregistry.local/<key ID>` unless configured; checked usable
+/// before it is stored.
+fn primary_origin(
+    store: &dyn LogStore,
+    configured: Option<&str>,
+    key: &P256KeyPair,
+) -> Result<String, ServerError> {
+    if let Some(origin) = configured {
+        NoteSigner::new(origin, key.clone()).map_err(|e| signer_error(origin, e))?;
+    }
+    resolve_origin(store, configured, || {
+        Ok(format!("keyregistry.local/{}", registry_key::note_key_id_hex(key)))
+    })
+}
+
+/// A replica's origin: the primary's, stored at its first start.
+fn replica_origin(
+    store: &dyn LogStore,
+    configured: Option<&str>,
+    learnt: &Option<String>,
+) -> Result<String, ServerError> {
+    resolve_origin(store, configured, || {
+        learnt.clone().ok_or_else(|| {
+            ServerError::Origin(
+                "this replica's log has no origin, and the primary named none".into(),
+            )
+        })
+    })
+}
+
 /// A checkpoint signer that could not be made: a bad origin names the origin, a key that the
 /// signing backend refused names the key.
 fn signer_error(origin: &str, e: registry_core::note::NoteError) -> ServerError {
@@ -207,6 +241,7 @@ fn signer_error(origin: &str, e: registry_core::note::NoteError) -> ServerError 
     }
 }
 
+/// Reads the configured administrator public keys (P-256, PEM or hex/base64 DER).
 fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
     config
         .admin_keys
@@ -278,17 +313,20 @@ pub async fn start_registry(
         cache.clone(),
     );
     let service_clock = clock.clone();
+    let primary = config.follow.primary.clone();
     let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
-        let commands =
-            Commands::new(ctx.appender.clone(), ctx.reader.clone(), settings, service_clock);
-        routes.add_service(
-            registry_proto::pb::command_service_server::CommandServiceServer::new(CommandApi::new(
-                commands,
-                ctx.signatures.clone(),
-            ))
-            // The admission layer holds each method to its own, smaller limit first.
-            .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
-        );
+        use registry_proto::pb::command_service_server::CommandServiceServer;
+        if let Some(primary) = primary {
+            routes.add_service(CommandServiceServer::new(ReplicaCommands::new(primary)));
+        } else {
+            let commands =
+                Commands::new(ctx.appender.clone(), ctx.reader.clone(), settings, service_clock);
+            routes.add_service(
+                CommandServiceServer::new(CommandApi::new(commands, ctx.signatures.clone()))
+                    // The admission layer holds each method to its own, smaller limit first.
+                    .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
+            );
+        }
         routes.add_service(
             registry_proto::pb::lookup_service_server::LookupServiceServer::new(LookupApi::new(
                 Lookups::new(ctx.reader.clone(), cache.clone()),
@@ -301,6 +339,10 @@ pub async fn start_registry(
         ctx.health.set("keyregistry.v1.LookupService", true);
     })
     .await?;
+    if let Some((primary, status)) = server.replica() {
+        crate::replica::follow(&server, primary.clone(), status.clone());
+        return Ok(server);
+    }
     if server.is_read_only() {
         return Ok(server);
     }
@@ -324,7 +366,7 @@ impl<M: Machine> Server<M> {
         clock: Clock,
         extra: impl FnOnce(ServiceContext<'_, M>, &mut RoutesBuilder),
     ) -> Result<Self, ServerError> {
-        let key = registry_key::load_or_create(&config.data_dir)?;
+        let role = crate::replica::Role::of(config).await?;
         let read_only = crate::disk::make_room(&config.data_dir, config.emergency_ballast_mib)
             .map_err(|e| ServerError::Store(e.into()))?;
         if read_only {
@@ -349,16 +391,17 @@ impl<M: Machine> Server<M> {
         } else {
             crate::projection::mark_complete(store.as_ref())?;
         }
-        let origin = resolve_origin(store.as_ref(), config.origin.as_deref(), &key.key)?;
-        let identity = Arc::new(Identity {
-            origin: origin.clone(),
-            public_key_der: key.key.public_key_der().to_vec(),
-            public_key_pem: key.key.public_key_pem(),
-            key_id: registry_key::note_key_id_hex(&key.key),
-            fingerprint: key.key.fingerprint_hex(),
-        });
+        let origin = match &role {
+            Role::Primary(key) => {
+                primary_origin(store.as_ref(), config.origin.as_deref(), &key.key)?
+            }
+            Role::Replica { origin, .. } => {
+                replica_origin(store.as_ref(), config.origin.as_deref(), origin)?
+            }
+        };
+        let identity = Arc::new(role.identity(&origin));
         tracing::info!(
-            created = key.created,
+            replica_of = role.primary().map(|p| p.url.as_str()),
             key_id = %identity.key_id,
             fingerprint = %identity.fingerprint,
             origin = %identity.origin,
@@ -367,7 +410,8 @@ impl<M: Machine> Server<M> {
         );
         tracing::info!(public_key_pem = %identity.public_key_pem.trim_end(), "registry public key");
 
-        let signer = NoteSigner::new(&origin, key.key).map_err(|e| signer_error(&origin, e))?;
+        let replica = role.primary().cloned().map(|p| (p, Arc::new(ReplicaStatus::default())));
+        let signing = role.signing(&origin).map_err(|e| signer_error(&origin, e))?;
         let options = LogOptions {
             read_only,
             max_batch: config.max_batch,
@@ -379,9 +423,14 @@ impl<M: Machine> Server<M> {
         };
         let log = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || Log::open(store, machine, signer, options, clock))
-                .await
-                .map_err(|e| ServerError::Task(e.to_string()))??
+            tokio::task::spawn_blocking(move || match signing {
+                Signing::Primary(signer) => Log::open(store, machine, signer, options, clock),
+                Signing::Replica(primary) => {
+                    Log::open_replica(store, machine, primary, options, clock)
+                }
+            })
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))??
         };
         let reader = log.reader();
         let appender = log.appender();
@@ -418,8 +467,12 @@ impl<M: Machine> Server<M> {
             &mut routes,
         );
         watch_writer(appender.status(), health.clone());
-        if read_only {
+        if read_only || replica.is_some() {
             health.set(COMMAND_SERVICE, false);
+        }
+        if replica.is_some() {
+            // Until it has caught up with the primary (see `replica::follower`).
+            health.set(crate::replica::follower::LOOKUP_SERVICE, false);
         }
 
         let tls = match config.tls_files().map_err(|e| ServerError::Config(e.to_string()))? {
@@ -441,8 +494,9 @@ impl<M: Machine> Server<M> {
             None => crate::listener::tls::ignore_hangups(drain.clone()),
         }
         let metrics = Metrics::new(
-            live_figures(&reader, &appender, &config.data_dir),
+            live_figures(&reader, &appender, &config.data_dir, replica.as_ref().map(|r| &r.1)),
             &appender.stats_handle(),
+            replica.is_some(),
         );
         let metrics_addr = match config.metrics_listen {
             Some(at) => Some(
@@ -464,7 +518,12 @@ impl<M: Machine> Server<M> {
 
         let grace = Duration::from_secs(config.shutdown_timeout_secs);
         let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
-        Ok(Self { addr, metrics_addr, identity, reader, appender, health, stop, task })
+        Ok(Self { addr, metrics_addr, identity, reader, appender, health, stop, task, replica })
+    }
+
+    /// On a replica, its primary and how following it goes.
+    pub fn replica(&self) -> Option<&(Primary, Arc<ReplicaStatus>)> {
+        self.replica.as_ref()
     }
 
     /// Whether the log takes no writes (started read-only on a full disk, or its writer
@@ -655,8 +714,10 @@ fn live_figures<M: Machine>(
     reader: &LogReader,
     appender: &Appender<M>,
     data_dir: &std::path::Path,
+    replica: Option<&Arc<ReplicaStatus>>,
 ) -> impl Fn() -> Live + Send + Sync + 'static {
     let (reader, status, stats) = (reader.clone(), appender.status(), appender.stats_handle());
+    let replica = replica.cloned();
     let data_dir = data_dir.to_path_buf();
     move || {
         let head = reader.head();
@@ -677,6 +738,12 @@ fn live_figures<M: Machine>(
             disk_total_bytes: space.map(|s| s.1),
             verified_size: reader.verified_size(),
             snapshot,
+            replica: replica.as_ref().map(|r| crate::telemetry::ReplicaFigures {
+                lag_entries: r.lag_entries(),
+                lag_seconds: r.lag_seconds(),
+                connected: r.connected(),
+                stopped: r.stopped().is_some(),
+            }),
         }
     }
 }

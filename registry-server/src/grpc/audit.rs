@@ -275,7 +275,7 @@ impl AuditService for AuditApi {
                         let _ = tx.send(Err(status::shutting_down(next))).await;
                         return;
                     }
-                    let chunk = match read_chunk(&reader, next, head.size).await {
+                    let mut chunk = match read_chunk(&reader, next, head.size).await {
                         Ok(c) if !c.is_empty() => c,
                         Ok(_) => break,
                         Err(e) => {
@@ -283,7 +283,18 @@ impl AuditService for AuditApi {
                             return;
                         }
                     };
-                    let end = next_after(&chunk, next);
+                    // A replica cuts where it holds one of the primary's checkpoints.
+                    let Some(end) = reader.signed_cut(next, next_after(&chunk, next)) else {
+                        let why = format!(
+                            "this replica holds none of the primary's checkpoints between {next} \
+                             and {} (it cannot sign one, and keeps those it copied under since \
+                             its start); follow the primary instead",
+                            next_after(&chunk, next)
+                        );
+                        let _ = tx.send(Err(Status::failed_precondition(why))).await;
+                        return;
+                    };
+                    chunk.truncate((end - next) as usize);
                     let checkpoint = if end == head.size {
                         head.checkpoint.to_string()
                     } else {

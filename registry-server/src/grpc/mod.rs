@@ -5,6 +5,7 @@
 //! - [`lookup`]: validity, key records, history, operators (`keyregistry.v1.LookupService`);
 //! - [`audit`]: checkpoints, entries, proofs, live watch (`keyregistry.v1.AuditService`);
 //! - [`health`]: `grpc.health.v1`, whose streams end at shutdown;
+//! - [`replica`]: the command service of a read replica, which refuses, naming the primary;
 //! - server reflection (v1 and v1alpha, with the error-detail types), so stock tools (grpcurl,
 //!   grpcui, Evans, Postman) can discover and call the API and decode its errors.
 
@@ -12,6 +13,7 @@ pub mod audit;
 pub mod commands;
 pub mod health;
 pub mod lookup;
+pub mod replica;
 pub(crate) mod status;
 
 /// The registry's, the health service's and the `google.rpc` error-detail descriptors, so that

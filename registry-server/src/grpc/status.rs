@@ -74,12 +74,29 @@ impl From<StoreError> for Status {
     }
 }
 
+/// A command sent to a read replica: where it should have gone.
+pub(crate) fn read_replica(primary: &str) -> Status {
+    Status::with_error_details(
+        tonic::Code::FailedPrecondition,
+        format!(
+            "this server is a read replica and takes no commands: send them to the primary at \
+             {primary}"
+        ),
+        ErrorDetails::with_error_info(
+            "READ_REPLICA",
+            "keyregistry.v1",
+            [("primary".to_string(), primary.to_string())],
+        ),
+    )
+}
+
 impl From<ReadError> for Status {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::OutOfRange(m) => Status::out_of_range(m),
             ReadError::Store(e) => e.into(),
             ReadError::Proof(e) => Status::internal(format!("a proof could not be built: {e}")),
+            ReadError::Unsigned(m) => Status::failed_precondition(m),
         }
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use registry_core::checkpoint::Checkpoint;
 use registry_core::entry::{self, ChainError, ChainVerifier, EntryHeader};
 use registry_core::merkle::{self, Frontier, Hash, NodeSource, ProofError};
-use registry_core::note::NoteSigner;
+use registry_core::note::{NoteSigner, NoteVerifier};
 use registry_core::time::Time;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -34,8 +34,8 @@ pub use reader::{LogReader, ReadError};
 pub use view::View;
 pub use witness::{Witness, WitnessError};
 pub use writer::{
-    AppendError, Appended, Appender, Clock, WriterStats, WriterStatsSnapshot, WriterStatus,
-    system_clock,
+    AppendError, Appended, Appender, Clock, CopiedCheckpoint, WriterStats, WriterStatsSnapshot,
+    WriterStatus, system_clock,
 };
 
 use crate::store::RECOVER;
@@ -113,6 +113,19 @@ pub trait Machine: Send + 'static {
         view: &mut View<'_>,
     ) -> Result<(), StoreError>;
 
+    /// An entry copied from a primary (on a replica), prepared off the writer thread.
+    type Copied: Send + 'static;
+
+    /// Checks an entry copied from the primary against the state after every entry before it,
+    /// as an auditor's replay would, and returns what the request index and [`Machine::apply`]
+    /// need. A refusal means the primary signed a log that breaks the rules: the replica stops.
+    fn check_copied(
+        &mut self,
+        position: u64,
+        copied: Self::Copied,
+        view: &View<'_>,
+    ) -> Result<CopiedEntry<Self::Effects>, MachineError<String>>;
+
     /// Loads whatever the machine keeps in memory, once the log is verified and before the
     /// writer starts. `size` is the log's size. The store's projections may reflect fewer
     /// entries ([`LogStore::projected_size`]); `open` must replay the rest into them and write
@@ -142,6 +155,17 @@ pub trait Machine: Send + 'static {
     }
 }
 
+/// A copied entry, checked: what the writer stores for it besides its bytes.
+#[derive(Debug)]
+pub struct CopiedEntry<E> {
+    /// Its header (position, recorded time, link), as the primary wrote it.
+    pub header: EntryHeader,
+    /// The request ID and content digest the request index keeps.
+    pub request: (Uuid, Hash),
+    /// What `apply` needs.
+    pub effects: E,
+}
+
 /// Work a [`Machine`] leaves for the moment its batch is durable (see [`Machine::finish_batch`]).
 pub type OnDurable = Option<Box<dyn FnOnce() + Send>>;
 
@@ -154,6 +178,16 @@ impl Machine for RawBodies {
     type Command = Vec<u8>;
     type Rejection = std::convert::Infallible;
     type Effects = ();
+    type Copied = ();
+
+    fn check_copied(
+        &mut self,
+        position: u64,
+        _: (),
+        _: &View<'_>,
+    ) -> Result<CopiedEntry<()>, MachineError<String>> {
+        Err(MachineError::Rejected(format!("entry {position}: raw logs are not copied")))
+    }
 
     fn decide(
         &mut self,
@@ -180,8 +214,34 @@ pub struct Head {
     pub last_hash: Hash,
     /// Recorded time of the last entry.
     pub last_recorded_at: Option<Time>,
-    /// The signed checkpoint for exactly this size and root.
+    /// The signed checkpoint for exactly this size and root: this registry's, or on a replica
+    /// the primary's. Empty only on a replica that has copied nothing yet.
     pub checkpoint: Arc<str>,
+}
+
+/// Who signs the log's checkpoints.
+pub enum Signing {
+    /// This registry: it is the primary, and signs a checkpoint for every head.
+    Primary(NoteSigner),
+    /// The primary, whose checkpoints arrive with the entries this replica copies and are
+    /// checked with its public key; this log never signs.
+    Replica(NoteVerifier),
+}
+
+impl Signing {
+    fn verifier(&self) -> NoteVerifier {
+        match self {
+            Signing::Primary(s) => s.verifier(),
+            Signing::Replica(v) => v.clone(),
+        }
+    }
+
+    fn origin(&self) -> &str {
+        match self {
+            Signing::Primary(s) => s.name(),
+            Signing::Replica(v) => v.name(),
+        }
+    }
 }
 
 /// The log could not be opened.
@@ -282,11 +342,35 @@ pub struct Log<M: Machine> {
 }
 
 impl<M: Machine> Log<M> {
-    /// Verifies the stored chain, then starts the writer.
+    /// Verifies the stored chain, then starts the writer: the primary's, which signs.
     pub fn open(
         store: Arc<dyn LogStore>,
-        mut machine: M,
+        machine: M,
         signer: NoteSigner,
+        options: LogOptions,
+        clock: Clock,
+    ) -> Result<Self, OpenError> {
+        Self::open_as(store, machine, Signing::Primary(signer), options, clock)
+    }
+
+    /// Verifies the stored chain, then starts a replica's writer, which appends only entries
+    /// copied from the primary ([`Appender::copy`]) under the primary's checkpoints, checked
+    /// with `primary`. Readers see the newest of those checkpoints (the witness): entries a
+    /// previous run copied past it stay unpublished until the next checkpoint covers them.
+    pub fn open_replica(
+        store: Arc<dyn LogStore>,
+        machine: M,
+        primary: NoteVerifier,
+        options: LogOptions,
+        clock: Clock,
+    ) -> Result<Self, OpenError> {
+        Self::open_as(store, machine, Signing::Replica(primary), options, clock)
+    }
+
+    fn open_as(
+        store: Arc<dyn LogStore>,
+        mut machine: M,
+        signing: Signing,
         options: LogOptions,
         clock: Clock,
     ) -> Result<Self, OpenError> {
@@ -297,7 +381,7 @@ impl<M: Machine> Log<M> {
             Some(w) => {
                 // What a kill during a witness write left: never the witness itself.
                 crate::files::remove_leftover(w.path()).map_err(StoreError::from)?;
-                keeps_promise(store.as_ref(), &frontier, w, &signer)?
+                keeps_promise(store.as_ref(), &frontier, w, &signing.verifier())?
             }
             None => None,
         };
@@ -320,21 +404,35 @@ impl<M: Machine> Log<M> {
         if !options.read_only {
             store.sync()?;
         }
-        let signer = Arc::new(signer);
+        let signing = Arc::new(signing);
         let behind = witnessed.as_ref().filter(|w| w.size < frontier.size());
-        let head = if let (true, Some(w)) = (options.read_only, behind) {
+        let head = if let Signing::Replica(_) = signing.as_ref() {
+            // A replica serves the newest checkpoint of the primary's it recorded, never one
+            // of its own.
+            match &witnessed {
+                Some(w) => head_at(store.as_ref(), w)?,
+                None => Head {
+                    size: 0,
+                    root: merkle::empty_root(),
+                    last_hash: entry::ZERO_HASH,
+                    last_recorded_at: None,
+                    checkpoint: "".into(),
+                },
+            }
+        } else if let (true, Some(w)) = (options.read_only, behind) {
             // The disk filled up between a sync and its witness: the entries after the witness
             // are durable but were never published (nor acknowledged). Without writing, only
             // what was published can be served: the witnessed head, its very note.
             head_at(store.as_ref(), w)?
         } else {
+            let Signing::Primary(signer) = signing.as_ref() else { unreachable!() };
             Head {
                 size: frontier.size(),
                 root: frontier.root(),
                 last_hash,
                 last_recorded_at,
                 checkpoint: sign_checkpoint(
-                    &signer,
+                    signer,
                     frontier.size(),
                     frontier.root(),
                     machine.checkpoint_extensions(),
@@ -345,10 +443,11 @@ impl<M: Machine> Log<M> {
         if let Some(w) = options.witness.as_ref().filter(|_| !options.read_only) {
             // The head is served from now on: it is witnessed first (a size the witness holds
             // already needs no new record; the log's prefix up to it was just checked).
-            if witnessed.as_ref().map(|w| w.size) != Some(head.size) {
+            if witnessed.as_ref().map(|w| w.size) != Some(head.size) && !head.checkpoint.is_empty()
+            {
                 w.record(&head.checkpoint).map_err(StoreError::from)?;
             }
-            if store.meta(WITNESSED)?.is_none() {
+            if store.meta(WITNESSED)?.is_none() && !head.checkpoint.is_empty() {
                 store.write(crate::store::WriteBatch {
                     meta: vec![(WITNESSED, vec![1])],
                     ..Default::default()
@@ -361,7 +460,8 @@ impl<M: Machine> Log<M> {
         let reader = LogReader {
             store: store.clone(),
             head: head_rx,
-            signer: signer.clone(),
+            signing: signing.clone(),
+            copied: Arc::default(),
             nodes: Arc::default(),
             tail: tail.clone(),
         };
@@ -372,7 +472,8 @@ impl<M: Machine> Log<M> {
         let (appender, writer) = writer::start(writer::WriterSetup {
             store,
             machine,
-            signer,
+            signing,
+            copied: reader.copied.clone(),
             frontier,
             last_hash,
             last_recorded_at,

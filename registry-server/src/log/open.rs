@@ -37,9 +37,9 @@ pub(super) fn keeps_promise(
     store: &dyn LogStore,
     frontier: &Frontier,
     witness: &Witness,
-    signer: &NoteSigner,
+    verifier: &NoteVerifier,
 ) -> Result<Option<Witnessed>, OpenError> {
-    let Some((signed, note)) = witness.read(&signer.verifier())? else {
+    let Some((signed, note)) = witness.read(verifier)? else {
         if store.meta(WITNESSED)?.is_some() {
             return Err(OpenError::Witness(WitnessError {
                 path: witness.path().to_path_buf(),

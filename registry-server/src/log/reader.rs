@@ -15,6 +15,9 @@ pub enum ReadError {
     /// A proof could not be built (a missing node: the store is damaged).
     #[error("proof could not be built: {0}")]
     Proof(ProofError),
+    /// A replica cannot sign a checkpoint, and holds none of the primary's for this size.
+    #[error("{0}")]
+    Unsigned(String),
 }
 
 /// Read access to the durable part of the log. Cheap to clone.
@@ -22,9 +25,42 @@ pub enum ReadError {
 pub struct LogReader {
     pub(super) store: Arc<dyn LogStore>,
     pub(super) head: watch::Receiver<Arc<Head>>,
-    pub(super) signer: Arc<NoteSigner>,
+    pub(super) signing: Arc<Signing>,
+    pub(super) copied: Arc<CopiedCheckpoints>,
     pub(super) nodes: Arc<NodeCache>,
     pub(super) tail: Arc<tail::Tail>,
+}
+
+/// The primary's checkpoints a replica copied entries under, newest [`CopiedCheckpoints::KEPT`]
+/// of them, by size: what a replica, which cannot sign, serves for sizes other than its head
+/// (to a mirror's watch stream, say). Kept in memory only: each is the primary's signed note,
+/// and the head's survives a restart in the witness.
+#[derive(Default)]
+pub(crate) struct CopiedCheckpoints(std::sync::Mutex<std::collections::BTreeMap<u64, Arc<str>>>);
+
+impl CopiedCheckpoints {
+    const KEPT: usize = 65_536;
+
+    pub(super) fn insert(&self, size: u64, note: Arc<str>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(size, note);
+        while map.len() > Self::KEPT {
+            map.pop_first();
+        }
+    }
+
+    fn get(&self, size: u64) -> Option<Arc<str>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&size).cloned()
+    }
+
+    /// The largest size in `(after, up_to]` with a checkpoint.
+    fn last_in(&self, after: u64, up_to: u64) -> Option<u64> {
+        if after >= up_to {
+            return None;
+        }
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.range(after + 1..=up_to).next_back().map(|(size, _)| *size)
+    }
 }
 
 /// Perfect Merkle nodes of level [`NodeCache::LOWEST`] and above, kept once read. A proof at a
@@ -84,9 +120,26 @@ impl LogReader {
         &self.store
     }
 
-    /// The checkpoint signer's origin.
+    /// The registry's origin (the checkpoints' first line).
     pub fn origin(&self) -> &str {
-        self.signer.name()
+        self.signing.origin()
+    }
+
+    /// Whether this log is a replica's: it copies the primary's entries and never signs.
+    pub fn is_replica(&self) -> bool {
+        matches!(self.signing.as_ref(), Signing::Replica(_))
+    }
+
+    /// Where a stream of entries from `start` should cut so that a signed checkpoint covers
+    /// the cut: `end` on a primary (it signs any size), otherwise the largest size up to `end`
+    /// a checkpoint of the primary's is held for (`None`: none after `start` yet).
+    pub fn signed_cut(&self, start: u64, end: u64) -> Option<u64> {
+        let head = self.head();
+        match self.signing.as_ref() {
+            Signing::Primary(_) => (start < end).then_some(end),
+            Signing::Replica(_) if end >= head.size && head.size > start => Some(head.size),
+            Signing::Replica(_) => self.copied.last_in(start, end),
+        }
     }
 
     /// Durable entries `start..end` (clamped to the head), at most `limit` of them.
@@ -175,13 +228,31 @@ impl LogReader {
 
     /// A signed checkpoint for `size`: the head's own (with the machine's extension lines) when
     /// it is the head, otherwise one without extension lines.
+    ///
+    /// A replica cannot sign: it answers with the primary's checkpoint for the head, or for a
+    /// size it copied entries under recently, and otherwise says so ([`ReadError::Unsigned`]).
     pub fn checkpoint(&self, size: u64) -> Result<String, ReadError> {
         let head = self.head();
-        if size == head.size {
+        if size == head.size && !head.checkpoint.is_empty() {
             return Ok(head.checkpoint.to_string());
         }
-        let root = self.root(size)?;
-        Ok(sign_checkpoint(&self.signer, size, root, Vec::new()))
+        match self.signing.as_ref() {
+            Signing::Primary(signer) => {
+                let root = self.root(size)?;
+                Ok(sign_checkpoint(signer, size, root, Vec::new()))
+            }
+            Signing::Replica(_) => {
+                self.within_head(size)?;
+                self.copied.get(size).map(|note| note.to_string()).ok_or_else(|| {
+                    ReadError::Unsigned(format!(
+                        "this server is a replica: it cannot sign, and holds the primary's \
+                         checkpoint for its head ({} entries) and for recent sizes only, not \
+                         for {size}; ask the primary",
+                        head.size
+                    ))
+                })
+            }
+        }
     }
 
     /// The entries at `positions` with inclusion proofs in the tree of `head`, which must be a

@@ -13,6 +13,14 @@
 //! (a retried request ID, a refusal decided against its state) is never sent before that batch
 //! is durable and published.
 //!
+//! On a replica the writer appends no commands: it takes entries copied from the primary
+//! ([`Appender::copy`]), each group under the primary's signed checkpoint for the size it ends
+//! at. It checks every entry as an auditor's replay does (chain, then the [`Machine`]'s
+//! `check_copied`: signatures and rules) and the Merkle and map roots against that checkpoint
+//! before anything is written, and publishes the primary's note as the head. A copy that fails
+//! a check stops the writer like a storage error: the primary signed something this replica
+//! cannot accept, and an operator must look.
+//!
 //! Any storage error is final: every pending append is answered with `Unavailable` (or
 //! `DiskFull`), the writer marks itself failed, and no stage appends again: after a failed sync
 //! or witness nothing more is written or acknowledged, because it can no longer be known what
@@ -23,16 +31,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use registry_core::entry::{EntryHeader, encode_entry};
+use registry_core::entry::{ChainVerifier, EntryHeader, encode_entry};
 use registry_core::merkle::{Frontier, Hash, leaf_hash};
-use registry_core::note::NoteSigner;
 use registry_core::time::{self, MICROSECOND, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use super::reader::CopiedCheckpoints;
 use super::tail::{Tail, TailBatch};
 use super::{
-    EntryContext, Head, LogOptions, Machine, MachineError, OnDurable, View, sign_checkpoint,
+    CopiedEntry, EntryContext, Head, LogOptions, Machine, MachineError, OnDurable, Signing, View,
+    sign_checkpoint,
 };
 use crate::store::{LogStore, RequestRecord, StoreError, WriteBatch};
 
@@ -114,11 +123,26 @@ pub enum AppendError<R> {
 
 type Reply<R> = oneshot::Sender<Result<Appended, AppendError<R>>>;
 
-struct Job<M: Machine> {
-    request_id: Uuid,
-    digest: Hash,
-    command: M::Command,
-    reply: Reply<M::Rejection>,
+/// A copy's answer: the log size after it, or why not (`Rejected`: a check failed).
+type CopyReply = oneshot::Sender<Result<u64, AppendError<String>>>;
+
+enum Job<M: Machine> {
+    Append { request_id: Uuid, digest: Hash, command: M::Command, reply: Reply<M::Rejection> },
+    Copy { entries: Vec<(Vec<u8>, M::Copied)>, checkpoint: CopiedCheckpoint, reply: CopyReply },
+}
+
+/// The primary's signed checkpoint a group of copied entries ends at, opened (its signature
+/// checked) by the caller.
+#[derive(Debug, Clone)]
+pub struct CopiedCheckpoint {
+    /// The signed note, as the primary sent it.
+    pub note: Arc<str>,
+    /// Its tree size.
+    pub size: u64,
+    /// Its root.
+    pub root: Hash,
+    /// Its extension lines.
+    pub extensions: Vec<String>,
 }
 
 /// Counters of the writer's group commits, for benchmarks and metrics. The histograms are the
@@ -215,10 +239,31 @@ impl<M: Machine> Appender<M> {
             }
         };
         self.tx
-            .send(Job { request_id, digest, command, reply })
+            .send(Job::Append { request_id, digest, command, reply })
             .await
             .map_err(|_| stopped("the log writer has stopped"))?;
         answer.await.map_err(|_| stopped("the log writer stopped before the append was durable"))?
+    }
+
+    /// Appends `entries`, copied from the primary, each with what [`Machine::check_copied`]
+    /// needs, continuing the log exactly; `checkpoint` is the primary's for the size they end at.
+    /// Resolves with that size once they are durable and published, or with why not:
+    /// `Rejected` when a check failed (the writer has stopped then).
+    pub async fn copy(
+        &self,
+        entries: Vec<(Vec<u8>, M::Copied)>,
+        checkpoint: CopiedCheckpoint,
+    ) -> Result<u64, AppendError<String>> {
+        let status = self.status.borrow().clone();
+        if status.is_stopped() {
+            return Err(status.refusal());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job::Copy { entries, checkpoint, reply })
+            .await
+            .map_err(|_| self.status.borrow().refusal())?;
+        answer.await.map_err(|_| self.status.borrow().refusal())?
     }
 
     /// Appends waiting for the writer (not yet taken into a batch).
@@ -246,7 +291,8 @@ impl<M: Machine> Appender<M> {
 pub(super) struct WriterSetup<M> {
     pub store: Arc<dyn LogStore>,
     pub machine: M,
-    pub signer: Arc<NoteSigner>,
+    pub signing: Arc<Signing>,
+    pub copied: Arc<CopiedCheckpoints>,
     pub frontier: Frontier,
     pub last_hash: Hash,
     pub last_recorded_at: Option<Time>,
@@ -321,8 +367,29 @@ impl Failure {
 
 type Outcome<R> = Result<Appended, AppendError<R>>;
 
-/// An append's reply channel with the answer it will get once the batch is durable.
-type Pending<R> = (Reply<R>, Outcome<R>);
+/// A reply channel with the answer it will get once the batch is durable.
+enum Pending<R> {
+    Append(Reply<R>, Outcome<R>),
+    Copy(CopyReply, Result<u64, AppendError<String>>),
+}
+
+impl<R> Pending<R> {
+    /// Sends the answer.
+    fn answer(self) {
+        match self {
+            Pending::Append(reply, outcome) => drop(reply.send(outcome)),
+            Pending::Copy(reply, outcome) => drop(reply.send(outcome)),
+        }
+    }
+
+    /// Sends the refusal of a writer stopped this way instead.
+    fn refuse(self, status: &WriterStatus) {
+        match self {
+            Pending::Append(reply, _) => drop(reply.send(Err(status.refusal()))),
+            Pending::Copy(reply, _) => drop(reply.send(Err(status.refusal()))),
+        }
+    }
+}
 
 /// A batch in the store, on its way to the syncer.
 struct Written<R> {
@@ -338,6 +405,8 @@ struct Written<R> {
 
 /// A head before its checkpoint is signed.
 struct NextHead {
+    /// The primary's note for it, on a replica (else it is signed here).
+    note: Option<Arc<str>>,
     size: u64,
     root: Hash,
     last_hash: Hash,
@@ -393,8 +462,8 @@ impl Syncer {
                 let status = self
                     .failure
                     .record_status(WriterStatus::Failed("the log publisher stopped".into()));
-                for (reply, _) in unsent.0.group.into_iter().flat_map(|w| w.replies) {
-                    let _ = reply.send(Err(status.refusal()));
+                for pending in unsent.0.group.into_iter().flat_map(|w| w.replies) {
+                    pending.refuse(&status);
                 }
                 failure = Some(status);
             }
@@ -412,7 +481,8 @@ impl Syncer {
 /// public; then the batches reach the readers' tail and the head is published, so that a
 /// caller who hears back can read its entry. Witnessing overlaps the syncer's next sync.
 struct Publisher {
-    signer: Arc<NoteSigner>,
+    signing: Arc<Signing>,
+    copied: Arc<CopiedCheckpoints>,
     head: watch::Sender<Arc<Head>>,
     tail: Arc<Tail>,
     failure: Arc<Failure>,
@@ -425,20 +495,32 @@ impl Publisher {
         let mut failure: Option<WriterStatus> = None;
         while let Ok(Synced { mut group, refused }) = rx.recv() {
             if let Some(status) = refused.or_else(|| failure.clone()) {
-                for (reply, _) in group.into_iter().flat_map(|w| w.replies) {
-                    let _ = reply.send(Err(status.refusal()));
+                for pending in group.into_iter().flat_map(|w| w.replies) {
+                    pending.refuse(&status);
                 }
                 continue;
             }
-            let last = group.iter_mut().filter_map(|w| w.head.take()).last();
-            let head = last.map(|h| {
-                let checkpoint = sign_checkpoint(&self.signer, h.size, h.root, h.extensions);
+            let heads: Vec<NextHead> = group.iter_mut().filter_map(|w| w.head.take()).collect();
+            for h in &heads {
+                if let Some(note) = &h.note {
+                    self.copied.insert(h.size, note.clone());
+                }
+            }
+            let head = heads.into_iter().last().map(|h| {
+                let checkpoint = match (h.note, self.signing.as_ref()) {
+                    (Some(note), _) => note,
+                    (None, Signing::Primary(signer)) => {
+                        sign_checkpoint(signer, h.size, h.root, h.extensions).into()
+                    }
+                    // The writer never makes a head without a note on a replica.
+                    (None, Signing::Replica(_)) => "".into(),
+                };
                 Head {
                     size: h.size,
                     root: h.root,
                     last_hash: h.last_hash,
                     last_recorded_at: h.last_recorded_at,
-                    checkpoint: checkpoint.into(),
+                    checkpoint,
                 }
             });
             if let (Some(head), Some(witness)) = (&head, &self.witness)
@@ -447,8 +529,8 @@ impl Publisher {
                 let e = StoreError::from(e);
                 tracing::error!(error = %e, witness = %witness.path().display(), "log writer stopped: the signed checkpoint could not be witnessed");
                 let status = self.failure.record_store(&e);
-                for (reply, _) in group.into_iter().flat_map(|w| w.replies) {
-                    let _ = reply.send(Err(status.refusal()));
+                for pending in group.into_iter().flat_map(|w| w.replies) {
+                    pending.refuse(&status);
                 }
                 failure = Some(status);
                 continue;
@@ -464,8 +546,8 @@ impl Publisher {
             if let Some(head) = head {
                 self.head.send_replace(Arc::new(head));
             }
-            for (reply, outcome) in group.into_iter().flat_map(|w| w.replies) {
-                let _ = reply.send(outcome);
+            for pending in group.into_iter().flat_map(|w| w.replies) {
+                pending.answer();
             }
         }
     }
@@ -481,7 +563,8 @@ impl<M: Machine> Writer<M> {
             stats: self.stats.clone(),
         };
         let publisher = Publisher {
-            signer: self.setup.signer.clone(),
+            signing: self.setup.signing.clone(),
+            copied: self.setup.copied.clone(),
             head: self.setup.head.clone(),
             tail: self.setup.tail.clone(),
             failure: self.failure.clone(),
@@ -491,7 +574,9 @@ impl<M: Machine> Writer<M> {
             .name("log-syncer".into())
             .spawn(move || syncer.run(syncer_rx, publisher))
             .expect("spawning the log syncer thread");
-        let max_batch = self.setup.options.max_batch.max(1);
+        // A copy is a batch of its own, so that every head is exactly one of the primary's
+        // checkpoints and its roots are checked against it.
+        let max_batch = if self.replica() { 1 } else { self.setup.options.max_batch.max(1) };
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
             while jobs.len() < max_batch {
@@ -527,6 +612,10 @@ impl<M: Machine> Writer<M> {
         tracing::debug!("log writer stopped");
     }
 
+    fn replica(&self) -> bool {
+        matches!(self.setup.signing.as_ref(), Signing::Replica(_))
+    }
+
     /// The next recorded time: now, but always at least a microsecond after the last entry.
     fn next_time(&self) -> Time {
         let now = time::truncate_micros((self.setup.clock)());
@@ -548,10 +637,40 @@ impl<M: Machine> Writer<M> {
         // What the rules may count as published: the head the syncer last made public.
         let published_size = self.setup.head.borrow().size;
 
+        let mut copied: Option<CopiedCheckpoint> = None;
         for job in jobs {
-            let Job { request_id, digest, command, reply } = job;
+            let (request_id, digest, command, reply) = match job {
+                Job::Append { request_id, digest, command, reply } => {
+                    (request_id, digest, command, reply)
+                }
+                Job::Copy { entries, checkpoint, reply } => {
+                    let outcome = match &failure {
+                        Some(_) => Err(AppendError::Unavailable(String::new())),
+                        None => match self.copy(entries, &checkpoint, &mut view, &mut batch) {
+                            Ok(outcome) => outcome,
+                            Err(e) => {
+                                failure = Some(e);
+                                Err(AppendError::Unavailable(String::new()))
+                            }
+                        },
+                    };
+                    if let Err(AppendError::Rejected(why)) = &outcome {
+                        // The state in memory took part of the copy: nothing more is written.
+                        tracing::error!(reason = %why, primary_size = checkpoint.size, "stopped copying the primary's log: it does not verify");
+                        failure = Some(StoreError::Corrupt(why.clone()));
+                    }
+                    copied = Some(checkpoint);
+                    replies.push(Pending::Copy(reply, outcome));
+                    continue;
+                }
+            };
             if failure.is_some() {
-                replies.push((reply, Err(AppendError::Unavailable(String::new()))));
+                replies.push(Pending::Append(reply, Err(AppendError::Unavailable(String::new()))));
+                continue;
+            }
+            if self.replica() {
+                let why = "a replica appends only what it copies from the primary".to_string();
+                replies.push(Pending::Append(reply, Err(AppendError::Unavailable(why))));
                 continue;
             }
             let outcome = self.one(
@@ -564,10 +683,11 @@ impl<M: Machine> Writer<M> {
                 &mut in_batch,
             );
             match outcome {
-                Ok(outcome) => replies.push((reply, outcome)),
+                Ok(outcome) => replies.push(Pending::Append(reply, outcome)),
                 Err(e) => {
                     failure = Some(e);
-                    replies.push((reply, Err(AppendError::Unavailable(String::new()))));
+                    replies
+                        .push(Pending::Append(reply, Err(AppendError::Unavailable(String::new()))));
                 }
             }
         }
@@ -579,6 +699,24 @@ impl<M: Machine> Writer<M> {
             match self.setup.machine.finish_batch(self.setup.frontier.size(), &mut view) {
                 Ok(publish) => on_durable = publish,
                 Err(e) => failure = Some(e),
+            }
+        }
+        if let (None, Some(checkpoint)) = (&failure, &copied) {
+            // The map root the replica computed must be the one the primary signed.
+            let ours = self.setup.machine.checkpoint_extensions();
+            if !checkpoint.extensions.is_empty() && checkpoint.extensions != ours {
+                let why = format!(
+                    "the primary's checkpoint of {} entries carries the extension lines {:?}, \
+                     but its entries make {:?}",
+                    checkpoint.size, checkpoint.extensions, ours
+                );
+                tracing::error!(reason = %why, "stopped copying the primary's log: it does not verify");
+                for pending in replies.iter_mut() {
+                    if let Pending::Copy(_, outcome) = pending {
+                        *outcome = Err(AppendError::Rejected(why.clone()));
+                    }
+                }
+                failure = Some(StoreError::Corrupt(why));
             }
         }
         if failure.is_none() && self.failure.happened() {
@@ -600,6 +738,7 @@ impl<M: Machine> Writer<M> {
                     self.stats.record(written);
                     let frontier = &self.setup.frontier;
                     head = Some(NextHead {
+                        note: copied.map(|c| c.note),
                         size: frontier.size(),
                         root: frontier.root(),
                         last_hash: self.setup.last_hash,
@@ -612,12 +751,65 @@ impl<M: Machine> Writer<M> {
 
         if let Some(e) = failure {
             let status = WriterStatus::after(&e);
-            for (reply, _) in replies {
-                let _ = reply.send(Err(status.refusal()));
+            for pending in replies {
+                match pending {
+                    // Whoever copied hears what failed the check.
+                    Pending::Copy(reply, Err(AppendError::Rejected(why))) => {
+                        drop(reply.send(Err(AppendError::Rejected(why))))
+                    }
+                    pending => pending.refuse(&status),
+                }
             }
             return Err(e);
         }
         Ok(Written { head, on_durable, tail, replies })
+    }
+
+    /// Checks and stages copied entries (see the module documentation). `Err` is a storage
+    /// failure; `Ok(Err(Rejected))` a failed check, after which the batch must not be written.
+    fn copy(
+        &mut self,
+        entries: Vec<(Vec<u8>, M::Copied)>,
+        checkpoint: &CopiedCheckpoint,
+        view: &mut View<'_>,
+        batch: &mut WriteBatch,
+    ) -> Result<Result<u64, AppendError<String>>, StoreError> {
+        if !self.replica() {
+            return Ok(Err(AppendError::Unavailable("a primary does not copy entries".into())));
+        }
+        let setup = &mut self.setup;
+        let mut chain =
+            ChainVerifier::resume(setup.frontier.size(), setup.last_hash, setup.last_recorded_at);
+        for (bytes, prepared) in entries {
+            let position = setup.frontier.size();
+            let leaf = match chain.push(&bytes) {
+                Ok(leaf) => leaf,
+                Err(e) => return Ok(Err(AppendError::Rejected(format!("entry {position}: {e}")))),
+            };
+            let copied = match setup.machine.check_copied(position, prepared, view) {
+                Ok(c) => c,
+                Err(MachineError::Rejected(why)) => return Ok(Err(AppendError::Rejected(why))),
+                Err(MachineError::Store(e)) => return Err(e),
+            };
+            let CopiedEntry { header, request: (request_id, digest), effects } = copied;
+            batch.nodes.extend(setup.frontier.push(leaf));
+            batch.entries.push((position, bytes));
+            batch.requests.push((request_id, RequestRecord { position, digest }));
+            setup.last_hash = leaf;
+            setup.last_recorded_at = Some(header.recorded_at);
+            setup.machine.apply(&header, &effects, view)?;
+        }
+        let (size, root) = (setup.frontier.size(), setup.frontier.root());
+        if size != checkpoint.size || root != checkpoint.root {
+            return Ok(Err(AppendError::Rejected(format!(
+                "the entries copied end at {size} with root {}, but the primary's checkpoint \
+                 signs {} entries with root {}",
+                hex::encode(root),
+                checkpoint.size,
+                hex::encode(checkpoint.root)
+            ))));
+        }
+        Ok(Ok(size))
     }
 
     /// Handles one append inside the batch. `Err` is a storage failure (fatal); a refusal is an

@@ -77,6 +77,21 @@ pub struct Live {
     pub verified_size: Option<u64>,
     /// Seconds since the projection snapshot was last written, and its size in bytes.
     pub snapshot: Option<(f64, u64)>,
+    /// On a replica, how it follows its primary.
+    pub replica: Option<ReplicaFigures>,
+}
+
+/// How a replica follows its primary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicaFigures {
+    /// Entries the primary has that the replica has not published.
+    pub lag_entries: u64,
+    /// Seconds since the oldest of them was recorded (0 when caught up).
+    pub lag_seconds: f64,
+    /// Whether a stream from the primary is open.
+    pub connected: bool,
+    /// Whether following stopped for good (the primary's log did not verify).
+    pub stopped: bool,
 }
 
 /// The registry's metrics. Cheap to share; every handle counts into the same registry.
@@ -98,6 +113,10 @@ pub struct Metrics {
     unverified: Gauge,
     snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     snapshot_bytes: Gauge,
+    replica_lag_entries: Gauge,
+    replica_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    replica_connected: Gauge,
+    replica_stopped: Gauge,
     live: Box<dyn Fn() -> Live + Send + Sync>,
     /// One scrape at a time: the counters are brought up to the live figures by difference.
     scraping: std::sync::Mutex<()>,
@@ -105,10 +124,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// Metrics whose registry figures come from `live` at each scrape, with the writer's
-    /// histograms.
+    /// histograms; a `replica`'s have the replication figures too.
     pub fn new(
         live: impl Fn() -> Live + Send + Sync + 'static,
         writer: &crate::log::WriterStats,
+        replica: bool,
     ) -> Arc<Self> {
         let mut registry = Registry::default();
         registry.register(
@@ -141,6 +161,10 @@ impl Metrics {
             unverified: Gauge::default(),
             snapshot_age: Gauge::default(),
             snapshot_bytes: Gauge::default(),
+            replica_lag_entries: Gauge::default(),
+            replica_lag_seconds: Gauge::default(),
+            replica_connected: Gauge::default(),
+            replica_stopped: Gauge::default(),
             live: Box::new(live),
             scraping: std::sync::Mutex::new(()),
             registry: Registry::default(),
@@ -222,6 +246,30 @@ impl Metrics {
             "Size of the projection snapshot file",
             m.snapshot_bytes.clone(),
         );
+        if replica {
+            registry.register(
+                "registry_replica_lag_entries",
+                "Entries the primary has shown that this replica has not yet verified and published",
+                m.replica_lag_entries.clone(),
+            );
+            registry.register(
+                "registry_replica_lag_seconds",
+                "Seconds since the oldest entry this replica has seen on the primary but not yet \
+                 published was recorded; 0 when caught up",
+                m.replica_lag_seconds.clone(),
+            );
+            registry.register(
+                "registry_replica_connected",
+                "1 while this replica has a stream from its primary open",
+                m.replica_connected.clone(),
+            );
+            registry.register(
+                "registry_replica_stopped",
+                "1 once this replica stopped following because the primary showed a log or \
+                 checkpoint it cannot accept (see its log); it serves what it verified",
+                m.replica_stopped.clone(),
+            );
+        }
         let info = Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             ("rustc", option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("").to_string()),
@@ -262,6 +310,12 @@ impl Metrics {
         if let Some((age, bytes)) = live.snapshot {
             self.snapshot_age.set(age);
             self.snapshot_bytes.set(bytes as i64);
+        }
+        if let Some(r) = live.replica {
+            self.replica_lag_entries.set(r.lag_entries as i64);
+            self.replica_lag_seconds.set(r.lag_seconds);
+            self.replica_connected.set(i64::from(r.connected));
+            self.replica_stopped.set(i64::from(r.stopped));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

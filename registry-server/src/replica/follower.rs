@@ -1,0 +1,358 @@
+//! The copying loop of a replica: connect to the primary, check that its newest checkpoint is
+//! consistent with what this replica holds, then take its watch stream and hand each message
+//! (entries and the checkpoint that covers them exactly) to the log writer as one copy.
+//!
+//! Signatures are checked on every core before a message reaches the writer, which runs the
+//! checks that need the state in order (see `registry_core::replay::Prepared`); up to
+//! [`IN_FLIGHT`] copies are queued at once, so one copy's sync overlaps the next one's checks.
+//! A broken connection or a restarting primary is retried with backoff from where the copy
+//! stands; anything that shows the primary's log is not the one this replica verified stops the
+//! loop for good ([`Fault::Diverged`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry_core::checkpoint::Checkpoint;
+use registry_core::entry;
+use registry_core::lifecycle::State;
+use registry_core::merkle::{self, Hash};
+use registry_core::note::NoteVerifier;
+use registry_core::replay::Prepared;
+use registry_proto::pb;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Primary, ReplicaStatus};
+use crate::grpc::health::HealthHandle;
+use crate::log::{AppendError, Appender, CopiedCheckpoint, LogReader, StoreNodes};
+use crate::machine::RegistryMachine;
+use crate::projection::Projection;
+use crate::store::LogStore;
+
+/// Copies queued for the writer at once.
+const IN_FLIGHT: usize = 4;
+
+/// The service a replica reports `NOT_SERVING` for until it has caught up once.
+pub const LOOKUP_SERVICE: &str = "keyregistry.v1.LookupService";
+
+/// Why a session with the primary ended.
+enum Fault {
+    /// The connection, the primary or the stream failed: try again.
+    Transient(String),
+    /// The primary's log is not the one this replica verified, or this replica can no longer
+    /// write: stop following.
+    Diverged(String),
+}
+
+/// What the loop needs.
+pub struct Follower {
+    /// Appends the copies.
+    pub appender: Appender<RegistryMachine>,
+    /// This replica's log.
+    pub reader: LogReader,
+    /// The primary.
+    pub primary: Primary,
+    /// The registry key the primary's checkpoints must verify with.
+    pub verifier: NoteVerifier,
+    /// The same key, DER, to compare with what the primary names.
+    pub key_der: Vec<u8>,
+    /// Where the loop reports.
+    pub status: Arc<ReplicaStatus>,
+    /// Health: lookups are served once the replica has caught up.
+    pub health: HealthHandle,
+}
+
+impl Follower {
+    /// Follows the primary until `stop` is cancelled or the primary's log shows it must not.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut tip = match self.reader.store().size() {
+            Ok(size) => size,
+            Err(e) => {
+                self.status.stop(format!("the replica's own log cannot be read: {e}"));
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.session(&mut tip) => outcome,
+                () = stop.cancelled() => return,
+            };
+            self.status.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+            match outcome {
+                Fault::Diverged(why) => {
+                    tracing::error!(primary = %self.primary.url, reason = %why,
+                        "stopped following the primary; this replica keeps serving what it \
+                         verified (see deploy/README.md, \"Replicas\")");
+                    self.status.stop(why);
+                    return;
+                }
+                Fault::Transient(why) => {
+                    tracing::warn!(primary = %self.primary.url, reason = %why, retry_in = ?backoff,
+                        "following the primary was interrupted");
+                    if self.reader.head().size > 0 {
+                        // The primary is away: what this replica verified is still worth serving.
+                        self.health.set(LOOKUP_SERVICE, true);
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One connection: check, then copy from the watch stream until it fails. `tip` is the size
+    /// of this replica's log (copied and durable) and moves with every copy.
+    async fn session(&self, tip: &mut u64) -> Fault {
+        let mut audit = match self.primary.audit().await {
+            Ok(a) => a,
+            Err(e) => return Fault::Transient(format!("connecting: {e}")),
+        };
+        let info = match audit.get_registry_info(pb::GetRegistryInfoRequest {}).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return Fault::Transient(format!("GetRegistryInfo: {}", s.message())),
+        };
+        if info.public_key_der != self.key_der || info.origin != self.reader.origin() {
+            return Fault::Diverged(format!(
+                "the server at {} is registry {:?} with key {}, not the one this replica follows",
+                self.primary.url, info.origin, info.fingerprint
+            ));
+        }
+        let newest = match audit.get_checkpoint(pb::GetCheckpointRequest { tree_size: 0 }).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return Fault::Transient(format!("GetCheckpoint: {}", s.message())),
+        };
+        let newest = match self.open(&newest.checkpoint) {
+            Ok(c) => c,
+            Err(f) => return f,
+        };
+        if let Err(f) = self.consistent(&mut audit, &newest, *tip).await {
+            return f;
+        }
+        self.status.seen(newest.size, None);
+        let request = pb::WatchEntriesRequest { start: *tip };
+        let mut stream = match audit.watch_entries(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return Fault::Transient(format!("WatchEntries: {}", s.message())),
+        };
+        self.status.connected.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.caught_up_if(*tip >= newest.size);
+        let mut queued: VecDeque<Copying> = VecDeque::new();
+        let mut sent = *tip;
+        let fault = loop {
+            let message = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break Fault::Transient("the primary ended the stream".into()),
+                Err(s) => break Fault::Transient(format!("the watch stream: {}", s.message())),
+            };
+            match self.submit(message, sent).await {
+                Ok(copying) => {
+                    sent = copying.size;
+                    queued.push_back(copying);
+                }
+                Err(f) => break f,
+            }
+            while queued.len() > IN_FLIGHT || queued.front().is_some_and(|c| c.handle.is_finished())
+            {
+                let Some(done) = queued.pop_front() else { break };
+                if let Err(f) = self.finish(done, queued.front(), tip).await {
+                    return f;
+                }
+            }
+        };
+        // What was handed to the writer is finished (or failed) before the next session.
+        while let Some(done) = queued.pop_front() {
+            if let Err(f) = self.finish(done, queued.front(), tip).await {
+                return f;
+            }
+        }
+        fault
+    }
+
+    fn open(&self, note: &str) -> Result<Checkpoint, Fault> {
+        Checkpoint::open(note, &self.verifier).map_err(|e| {
+            Fault::Diverged(format!("the primary sent a checkpoint that does not verify: {e}"))
+        })
+    }
+
+    /// Checks that the primary's newest checkpoint extends this replica's log (of `tip`
+    /// entries): a consistency proof from `tip`, or for a shorter primary, a refusal.
+    async fn consistent(
+        &self,
+        audit: &mut pb::audit_service_client::AuditServiceClient<tonic::transport::Channel>,
+        newest: &Checkpoint,
+        tip: u64,
+    ) -> Result<(), Fault> {
+        if tip == 0 {
+            return Ok(());
+        }
+        let ours = self.root(tip)?;
+        if newest.size < tip {
+            return Err(Fault::Diverged(format!(
+                "the primary's newest checkpoint covers {} entries, but this replica copied {tip} \
+                 under its checkpoints: it lost entries it had signed",
+                newest.size
+            )));
+        }
+        if newest.size == tip {
+            return match newest.root == ours {
+                true => Ok(()),
+                false => Err(Fault::Diverged(format!(
+                    "the primary signs another root for {tip} entries than this replica holds"
+                ))),
+            };
+        }
+        let request = pb::GetConsistencyProofRequest { from_size: tip, to_size: newest.size };
+        let proof = match audit.get_consistency_proof(request).await {
+            Ok(r) => r.into_inner().proof,
+            Err(s) => {
+                return Err(Fault::Transient(format!("GetConsistencyProof: {}", s.message())));
+            }
+        };
+        merkle::verify_consistency(tip, newest.size, &ours, &newest.root, &proof).map_err(|e| {
+            Fault::Diverged(format!(
+                "the primary's checkpoint of {} entries is not consistent with the {tip} this \
+                 replica holds: {e}",
+                newest.size
+            ))
+        })
+    }
+
+    fn root(&self, size: u64) -> Result<Hash, Fault> {
+        merkle::root(&StoreNodes(self.reader.store().as_ref()), size).map_err(|e| {
+            Fault::Diverged(format!("this replica's own Merkle tree cannot be read: {e}"))
+        })
+    }
+
+    /// Checks a watch message's shape and checkpoint, prepares its entries on every core and
+    /// queues the copy; `next` is the position it must start at.
+    async fn submit(&self, message: pb::WatchEntriesResponse, next: u64) -> Result<Copying, Fault> {
+        let checkpoint = self.open(&message.checkpoint)?;
+        let mut entries = Vec::with_capacity(message.entries.len());
+        for (i, e) in message.entries.into_iter().enumerate() {
+            if e.position != next + i as u64 {
+                return Err(Fault::Transient(format!(
+                    "the watch stream sent entry {} where {} was due",
+                    e.position,
+                    next + i as u64
+                )));
+            }
+            entries.push(e.entry);
+        }
+        let size = next + entries.len() as u64;
+        if checkpoint.size != size {
+            return Err(Fault::Diverged(format!(
+                "the primary's checkpoint covers {} entries, but its message ends at {size}",
+                checkpoint.size
+            )));
+        }
+        let first_time =
+            entries.first().and_then(|b| entry::decode_header(b).ok()).map(|h| h.recorded_at);
+        self.status.seen(size, first_time);
+        let store = self.reader.store().clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(store, entries))
+            .await
+            .map_err(|e| Fault::Diverged(format!("preparing entries failed: {e}")))?;
+        let copied = CopiedCheckpoint {
+            note: message.checkpoint.into(),
+            size,
+            root: checkpoint.root,
+            extensions: checkpoint.extensions,
+        };
+        let appender = self.appender.clone();
+        let handle = tokio::spawn(async move { appender.copy(prepared, copied).await });
+        Ok(Copying { size, first_time, handle })
+    }
+
+    /// Waits for a queued copy; `next` is the one queued after it, if any.
+    async fn finish(
+        &self,
+        copying: Copying,
+        next: Option<&Copying>,
+        tip: &mut u64,
+    ) -> Result<(), Fault> {
+        let outcome = copying
+            .handle
+            .await
+            .map_err(|e| Fault::Diverged(format!("the copy task failed: {e}")))?;
+        match outcome {
+            Ok(size) => {
+                *tip = size;
+                self.status.published(size, next.and_then(|n| n.first_time));
+                self.caught_up_if(self.status.lag_entries() == 0);
+                Ok(())
+            }
+            Err(AppendError::Rejected(why)) => {
+                Err(Fault::Diverged(format!("the primary's log does not verify: {why}")))
+            }
+            Err(e) => Err(Fault::Diverged(format!("this replica can no longer write: {e}"))),
+        }
+    }
+
+    fn caught_up_if(&self, caught_up: bool) {
+        if caught_up {
+            self.health.set(LOOKUP_SERVICE, true);
+        }
+    }
+}
+
+/// A copy handed to the writer.
+struct Copying {
+    /// The log size once it is done.
+    size: u64,
+    /// Recorded time of its first entry.
+    first_time: Option<registry_core::time::Time>,
+    handle: JoinHandle<Result<u64, AppendError<String>>>,
+}
+
+/// Decodes entries and checks their signatures against the signer keys this replica knows, on
+/// every core (the writer re-checks in order whatever the state says differently).
+fn prepare(store: Arc<dyn LogStore>, entries: Vec<Vec<u8>>) -> Vec<(Vec<u8>, Prepared)> {
+    let key_of = |id: &[u8; 32]| {
+        Projection::new(store.as_ref()).signer(id).ok().flatten().map(|s| s.public_key)
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers == 1 || entries.len() < 64 {
+        return entries
+            .into_iter()
+            .map(|b| {
+                let p = Prepared::new(&b, key_of);
+                (b, p)
+            })
+            .collect();
+    }
+    let per = entries.len().div_ceil(workers);
+    let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut rest = entries.into_iter();
+    loop {
+        let chunk: Vec<Vec<u8>> = rest.by_ref().take(per).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|b| {
+                            let p = Prepared::new(&b, key_of);
+                            (b, p)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}

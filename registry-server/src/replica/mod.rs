@@ -1,0 +1,340 @@
+//! Read replicas: a server started with `--follow URL` copies the primary's log, checks every
+//! entry and checkpoint as an auditor would, and serves reads under the primary's checkpoints.
+//!
+//! What a replica promises: every entry it serves was checked against the rules (chain, command
+//! signatures, events re-derived, back-links), and every head it serves is a checkpoint the
+//! registry key signed for exactly the entries it holds (Merkle and map roots compared). It
+//! never signs and never appends a command (`FAILED_PRECONDITION`, naming the primary). If the
+//! primary ever shows a checkpoint that is not consistent with what the replica holds, or a log
+//! that does not verify, the replica stops following, says so in its log and in
+//! `registry_replica_stopped`, and goes on serving what it verified.
+//!
+//! [`Role::of`] decides what a start needs (the registry's private key, or the public key a
+//! replica pinned at its first start, learnt from the configuration or the primary);
+//! [`follower`] is the copying loop; [`ReplicaStatus`] is what it reports to metrics and health.
+
+pub mod follower;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use registry_core::note::{NoteError, NoteSigner, NoteVerifier};
+use registry_core::time::Time;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::config::Config;
+use crate::log::Signing;
+use crate::registry_key::{self, LoadedKey, PublicKey};
+use crate::server::ServerError;
+
+/// What a start holds the registry's key as.
+pub enum Role {
+    /// The primary: it signs with the registry's private key.
+    Primary(LoadedKey),
+    /// A replica: the registry's public key it checks the primary's checkpoints with, the
+    /// primary's origin when this start had to ask for it, and how to reach the primary.
+    Replica {
+        /// The pinned public key.
+        key: PublicKey,
+        /// The origin the primary named, on a first start (later starts read their own).
+        origin: Option<String>,
+        /// The primary.
+        primary: Primary,
+    },
+}
+
+impl Role {
+    /// The role `config` asks for, with its key. A replica's first start asks the primary for
+    /// the registry's origin and (unless configured) public key, and pins the key.
+    pub async fn of(config: &Config) -> Result<Self, ServerError> {
+        let Some(url) = &config.follow.primary else {
+            return Ok(Role::Primary(registry_key::load_or_create(&config.data_dir)?));
+        };
+        let primary = Primary::new(url, config.follow.ca_cert.as_deref())?;
+        let pinned = config.data_dir.join(registry_key::PUBLIC_KEY_FILE);
+        let configured = match &config.follow.registry_key {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|pem| PublicKey::from_pem(&pem).map_err(|e| e.to_string()))
+                    .map_err(|e| {
+                        ServerError::Config(format!("follow.registry_key {}: {e}", path.display()))
+                    })?,
+            ),
+            None => None,
+        };
+        let first_start = !pinned.exists();
+        let (offered, origin) = match (first_start, configured.clone()) {
+            (false, Some(key)) => (key, None),
+            (false, None) => {
+                let pem = std::fs::read_to_string(&pinned)
+                    .map_err(|source| registry_key::KeyFileError::Io { path: pinned, source })?;
+                let key = PublicKey::from_pem(&pem).map_err(|e| {
+                    ServerError::Config(format!("{}: {e}", config.data_dir.display()))
+                })?;
+                (key, None)
+            }
+            (true, configured) => {
+                let info = primary.registry_info().await?;
+                let named = PublicKey::from_pem(&info.public_key_pem)
+                    .map_err(|e| ServerError::Config(format!("the primary's registry key: {e}")))?;
+                if configured.as_ref().is_some_and(|c| c.der != named.der) {
+                    return Err(ServerError::Config(format!(
+                        "the primary at {url} signs with another key than follow.registry_key"
+                    )));
+                }
+                if configured.is_none() {
+                    tracing::warn!(primary = %url, fingerprint = %info.fingerprint,
+                        "trusting the registry key the primary names (first start, no \
+                         follow.registry_key); it is pinned from now on");
+                }
+                (configured.unwrap_or(named), Some(info.origin))
+            }
+        };
+        let key = registry_key::pin_public(&config.data_dir, &offered, configured.is_some())?;
+        Ok(Role::Replica { key, origin, primary })
+    }
+}
+
+impl Role {
+    /// The registry's public identity under `origin`.
+    pub fn identity(&self, origin: &str) -> crate::grpc::audit::Identity {
+        let der = match self {
+            Role::Primary(key) => key.key.public_key_der().to_vec(),
+            Role::Replica { key, .. } => key.der.clone(),
+        };
+        crate::grpc::audit::Identity {
+            origin: origin.to_string(),
+            public_key_pem: match self {
+                Role::Primary(key) => key.key.public_key_pem(),
+                Role::Replica { key, .. } => key.pem.clone(),
+            },
+            key_id: hex::encode(registry_core::keys::note_key_id(&der)),
+            fingerprint: registry_core::keys::fingerprint_hex(&der),
+            public_key_der: der,
+        }
+    }
+
+    /// How the log signs: with the registry key, or not at all (checking the primary's).
+    pub fn signing(&self, origin: &str) -> Result<Signing, NoteError> {
+        Ok(match self {
+            Role::Primary(key) => Signing::Primary(NoteSigner::new(origin, key.key.clone())?),
+            Role::Replica { key, .. } => Signing::Replica(NoteVerifier::new(origin, &key.der)?),
+        })
+    }
+
+    /// The primary a replica follows.
+    pub fn primary(&self) -> Option<&Primary> {
+        match self {
+            Role::Primary(_) => None,
+            Role::Replica { primary, .. } => Some(primary),
+        }
+    }
+}
+
+/// How to reach the primary.
+#[derive(Clone)]
+pub struct Primary {
+    /// Its URL, as configured (named in refusals of commands).
+    pub url: String,
+    endpoint: Endpoint,
+}
+
+impl Primary {
+    fn new(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Self, ServerError> {
+        let bad = |e: String| ServerError::Config(format!("follow.primary {url:?}: {e}"));
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(20));
+        if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_enabled_roots();
+            if let Some(path) = ca_cert {
+                let pem = std::fs::read(path)
+                    .map_err(|e| bad(format!("follow.ca_cert {}: {e}", path.display())))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+        } else if !url.starts_with("http://") {
+            return Err(bad("must start with http:// or https://".into()));
+        } else if ca_cert.is_some() {
+            return Err(bad("follow.ca_cert needs an https:// primary".into()));
+        }
+        Ok(Self { url: url.to_string(), endpoint })
+    }
+
+    async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        self.endpoint.connect().await
+    }
+
+    async fn audit(
+        &self,
+    ) -> Result<registry_proto::pb::audit_service_client::AuditServiceClient<Channel>, String> {
+        let channel = self.channel().await.map_err(|e| error_chain(&e))?;
+        Ok(registry_proto::pb::audit_service_client::AuditServiceClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// The primary's identity, retried for up to a minute (replicas often start with it).
+    async fn registry_info(
+        &self,
+    ) -> Result<registry_proto::pb::GetRegistryInfoResponse, ServerError> {
+        let mut last = String::new();
+        for _ in 0..60 {
+            match self.audit().await {
+                Ok(mut audit) => {
+                    match audit
+                        .get_registry_info(registry_proto::pb::GetRegistryInfoRequest {})
+                        .await
+                    {
+                        Ok(r) => return Ok(r.into_inner()),
+                        Err(s) => last = s.message().to_string(),
+                    }
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(ServerError::Config(format!(
+            "a replica's first start asks the primary at {} for the registry's origin and key, \
+             and it did not answer: {last}",
+            self.url
+        )))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// What a promotion found: the log the new primary continues.
+#[derive(Debug, Clone, Copy)]
+pub struct Promoted {
+    /// Entries in the log.
+    pub size: u64,
+    /// Its Merkle root.
+    pub root: registry_core::merkle::Hash,
+}
+
+/// `registry-server promote`: makes the (stopped) replica in `config.data_dir` a primary by
+/// giving it the registry's private key from `key_file`, which must be the key of the public
+/// key it followed. The next start without `--follow` continues the same log and signs its
+/// checkpoints; replicas and mirrors that followed the old primary accept them, as long as this
+/// replica had everything the old primary published (deploy/README.md, "Promoting a replica").
+pub fn promote(config: &Config, key_file: &std::path::Path) -> Result<Promoted, ServerError> {
+    use crate::store::LogStore;
+    let options = crate::store::sled::SledOptions {
+        cache_capacity: config.cache_mib * 1024 * 1024,
+        ..Default::default()
+    };
+    // Opening the database also proves that no replica runs on it (sled holds a lock).
+    let store = crate::store::sled::SledStore::open(&config.data_dir.join("log"), &options)?;
+    let size = store.size()?;
+    let root = registry_core::merkle::root(&crate::log::StoreNodes(&store), size)
+        .map_err(|e| crate::store::StoreError::Corrupt(format!("the Merkle tree: {e}")))?;
+    drop(store);
+    registry_key::promote(&config.data_dir, key_file)?;
+    Ok(Promoted { size, root })
+}
+
+/// Starts following `primary` in the background for the replica `server`, until it stops.
+pub fn follow(
+    server: &crate::server::Server<crate::machine::RegistryMachine>,
+    primary: Primary,
+    status: std::sync::Arc<ReplicaStatus>,
+) {
+    let identity = server.identity();
+    let verifier = match NoteVerifier::new(&identity.origin, &identity.public_key_der) {
+        Ok(v) => v,
+        Err(e) => {
+            status.stop(format!("the registry key cannot check checkpoints: {e}"));
+            return;
+        }
+    };
+    let follower = follower::Follower {
+        appender: server.appender(),
+        reader: server.reader(),
+        primary,
+        verifier,
+        key_der: identity.public_key_der.clone(),
+        status,
+        health: server.health().clone(),
+    };
+    tokio::spawn(follower.run(server.stop_token()));
+}
+
+/// What the follower reports: for metrics, health and the operator.
+#[derive(Debug, Default)]
+pub struct ReplicaStatus {
+    connected: AtomicBool,
+    /// The primary's log size as last seen.
+    primary_size: AtomicU64,
+    /// The size this replica has copied and published.
+    size: AtomicU64,
+    /// Recorded time (µs since the epoch) of the oldest entry seen on the primary and not yet
+    /// published here; 0 when caught up.
+    behind_since_micros: AtomicU64,
+    stopped: Mutex<Option<String>>,
+}
+
+impl ReplicaStatus {
+    /// Entries the primary has that this replica has not published yet.
+    pub fn lag_entries(&self) -> u64 {
+        self.primary_size.load(Ordering::Relaxed).saturating_sub(self.size.load(Ordering::Relaxed))
+    }
+
+    /// How far behind in time: now minus the recorded time of the oldest entry this replica
+    /// has seen on the primary but not yet published; 0 when caught up.
+    pub fn lag_seconds(&self) -> f64 {
+        match self.behind_since_micros.load(Ordering::Relaxed) {
+            0 => 0.0,
+            since => {
+                let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+                now.saturating_sub(since) as f64 / 1e6
+            }
+        }
+    }
+
+    /// Whether a stream from the primary is open.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Why following stopped for good, if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn seen(&self, primary_size: u64, first_unpublished: Option<Time>) {
+        self.primary_size.fetch_max(primary_size, Ordering::Relaxed);
+        if let Some(t) = first_unpublished {
+            let micros = t.timestamp_micros().max(1) as u64;
+            let _ = self.behind_since_micros.compare_exchange(
+                0,
+                micros,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn published(&self, size: u64, next_recorded_at: Option<Time>) {
+        self.size.store(size, Ordering::Relaxed);
+        let micros = next_recorded_at.map_or(0, |t| t.timestamp_micros().max(1) as u64);
+        self.behind_since_micros.store(micros, Ordering::Relaxed);
+    }
+
+    fn stop(&self, why: String) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.connected.store(false, Ordering::Relaxed);
+    }
+}
