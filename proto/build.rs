@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "keyregistry/v1/audit.proto",
     "keyregistry/v1/commands.proto",
     "keyregistry/v1/lookup.proto",
+    "keyregistry/v1/replication.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -217,7 +217,7 @@ async fn an_export_resumes_and_refuses_a_registry_that_rewrote_its_log() {
     let fork = registry_tests::start_fork(&registry.config, fork_dir.path()).await;
     let fork_client =
         RegistryClient::connect(&format!("http://{}", fork.local_addr())).await.unwrap();
-    let honest = registry_server::server::start_registry(
+    let honest = registry_server::registry::start_registry(
         &registry.config,
         registry_server::log::system_clock(),
     )

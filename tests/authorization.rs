@@ -517,7 +517,7 @@ async fn the_same_admin_key_configured_twice_is_one_administrator() {
         ..registry_tests::test_config(&dir.path().join("data"))
     };
     let server =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+        registry_server::registry::start_registry(&config, registry_server::log::system_clock())
             .await
             .unwrap();
     let client =

@@ -92,7 +92,7 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
         ..registry_tests::test_config(&data)
     };
     let server =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+        registry_server::registry::start_registry(&config, registry_server::log::system_clock())
             .await
             .unwrap();
     let client = RegistryClient::connect(&format!("http://{}", server.local_addr())).await.unwrap();
@@ -151,10 +151,12 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
     // Started again on the still full disk (twice: the ballast's room must not go to
     // writes), it serves reads and refuses commands.
     for _ in 0..2 {
-        let server =
-            registry_server::server::start_registry(&config, registry_server::log::system_clock())
-                .await
-                .expect("starts on a full disk");
+        let server = registry_server::registry::start_registry(
+            &config,
+            registry_server::log::system_clock(),
+        )
+        .await
+        .expect("starts on a full disk");
         let client =
             RegistryClient::connect(&format!("http://{}", server.local_addr())).await.unwrap();
         assert_eq!(answers(&client, &acked).await, acked.len());
@@ -173,7 +175,7 @@ async fn on_a_full_disk_writers_are_told_reads_go_on_and_a_restart_after_freeing
     // Space comes back; a restart recovers what was durable and writes again.
     std::fs::remove_file(filler).unwrap();
     let server =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+        registry_server::registry::start_registry(&config, registry_server::log::system_clock())
             .await
             .expect("restarts once there is space");
     let client = RegistryClient::connect(&format!("http://{}", server.local_addr())).await.unwrap();

@@ -33,7 +33,7 @@ async fn start(
     config: &Config,
 ) -> Result<registry_server::server::Server<registry_server::machine::RegistryMachine>, ServerError>
 {
-    registry_server::server::start_registry(config, registry_server::log::system_clock()).await
+    registry_server::registry::start_registry(config, registry_server::log::system_clock()).await
 }
 
 fn key_of(config: &Config) -> Vec<u8> {

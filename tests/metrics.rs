@@ -3,7 +3,7 @@
 //! limits' refusals, and passes Prometheus' own checker (`promtool check metrics`, where the
 //! Debian package `prometheus` is installed); every answer carries a request ID.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use registry_proto::pb;
@@ -13,14 +13,7 @@ use tonic::Code;
 /// `GET /metrics` over a plain HTTP/1.1 connection.
 fn scrape(f: &Fixture) -> String {
     let addr = f.registry.server.metrics_addr().expect("a metrics listener");
-    let mut tcp = std::net::TcpStream::connect(addr).expect("connects");
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
-    body.to_string()
+    registry_tests::raw::http_get(addr, "/metrics")
 }
 
 /// The metric names (`grpc_server_*`, `registry_*`) a dashboard or rule file mentions.

@@ -142,10 +142,12 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
             }
         }
 
-        let registry =
-            registry_server::server::start_registry(&config, registry_server::log::system_clock())
-                .await
-                .unwrap_or_else(|e| panic!("run {run}: the registry does not restart: {e}"));
+        let registry = registry_server::registry::start_registry(
+            &config,
+            registry_server::log::system_clock(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("run {run}: the registry does not restart: {e}"));
         let client = RegistryClient::connect(&format!("http://{}", registry.local_addr()))
             .await
             .expect("client connects");

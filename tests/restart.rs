@@ -63,7 +63,7 @@ async fn a_restarted_registry_answers_and_decides_as_before() {
     drop(client);
     registry.server.shutdown();
     registry.server.wait().await.expect("clean stop");
-    let again = registry_server::server::start_registry(
+    let again = registry_server::registry::start_registry(
         &registry.config,
         registry_server::log::system_clock(),
     )
@@ -126,7 +126,7 @@ async fn a_store_from_before_projections_v2_is_rebuilt_at_start() {
     store.sync().expect("synced");
     drop(store);
 
-    let again = registry_server::server::start_registry(
+    let again = registry_server::registry::start_registry(
         &registry.config,
         registry_server::log::system_clock(),
     )
@@ -198,7 +198,7 @@ async fn a_retry_finds_a_confirmation_written_under_the_old_request_id() {
         ..registry.config.clone()
     };
     let again =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+        registry_server::registry::start_registry(&config, registry_server::log::system_clock())
             .await
             .expect("restarts");
     let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))

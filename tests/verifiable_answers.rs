@@ -455,7 +455,7 @@ async fn a_forked_registry_signing_with_the_same_key_is_caught() {
     registry.server.wait().await.unwrap();
     drop(client);
     let fork = registry_tests::start_fork(&registry.config, fork_dir.path()).await;
-    let honest = registry_server::server::start_registry(
+    let honest = registry_server::registry::start_registry(
         &registry.config,
         registry_server::log::system_clock(),
     )

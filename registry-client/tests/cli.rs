@@ -48,7 +48,7 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
         ..Default::default()
     };
     let server =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+        registry_server::registry::start_registry(&config, registry_server::log::system_clock())
             .await
             .unwrap();
     let url = format!("http://{}", server.local_addr());
@@ -373,7 +373,7 @@ async fn https_is_always_tls_and_tls_options_need_https() {
         ..Default::default()
     };
     let server =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+        registry_server::registry::start_registry(&config, registry_server::log::system_clock())
             .await
             .unwrap();
     let plain = format!("http://{}", server.local_addr());

@@ -132,6 +132,13 @@ pub struct Config {
     /// One structured log line per call (method, peer, status code, duration, request ID), at
     /// `info` under the target `registry::request`.
     pub request_log: bool,
+    /// On a primary: replicas that must hold a command's entries (reported through
+    /// `ReplicationService`) before the command is acknowledged; 0 acknowledges once durable
+    /// here (asynchronous replication: a promotion may then lose the last acknowledged writes).
+    pub sync_replicas: usize,
+    /// Seconds a command waits for `sync_replicas`; then it is answered `UNAVAILABLE` (it is
+    /// durable on the primary, and a retry with the same request ID is safe).
+    pub sync_timeout_secs: u64,
     /// Run as a read replica of a primary (`[follow]` in the file).
     pub follow: Follow,
 }
@@ -147,6 +154,10 @@ pub struct Follow {
     /// The registry's public key (PEM): the primary's checkpoints must be signed by it. Unset,
     /// the key the primary names at the replica's first start is pinned (trust on first use).
     pub registry_key: Option<PathBuf>,
+    /// Client certificate (PEM) to present to a primary that requires one (mTLS).
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -189,6 +200,8 @@ impl Default for Config {
             connection_window_kib: 2048,
             metrics_listen: None,
             request_log: false,
+            sync_replicas: 0,
+            sync_timeout_secs: 10,
             follow: Follow::default(),
         }
     }
@@ -253,6 +266,10 @@ pub struct Overrides {
     #[arg(long, value_name = "URL")]
     #[serde(skip)]
     pub follow: Option<String>,
+    /// Acknowledge commands once this many replicas hold them [default: 0]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_replicas: Option<usize>,
 }
 
 /// The configuration could not be assembled.
@@ -300,10 +317,12 @@ const KEYS: &[&str] = &[
     "connection_window_kib",
     "metrics_listen",
     "request_log",
+    "sync_replicas",
+    "sync_timeout_secs",
 ];
 
 /// The `[follow]` settings, `REGISTRY_FOLLOW_PRIMARY` and so on in the environment.
-const FOLLOW_KEYS: &[&str] = &["primary", "ca_cert", "registry_key"];
+const FOLLOW_KEYS: &[&str] = &["primary", "ca_cert", "registry_key", "client_cert", "client_key"];
 
 impl Config {
     /// How often the running log checks what became durable (`None`: only at start).

@@ -24,6 +24,7 @@ pub mod machine;
 pub mod map;
 pub mod peers;
 pub mod projection;
+pub mod registry;
 pub mod registry_key;
 pub mod replica;
 pub mod restore;

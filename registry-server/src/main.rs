@@ -133,7 +133,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let signal = shutdown_signal();
-    let server = registry_server::server::start_registry(&config, system_clock()).await?;
+    let server = registry_server::registry::start_registry(&config, system_clock()).await?;
     let stop = server.stop_token();
     tokio::spawn(async move {
         signal.await;

@@ -17,21 +17,14 @@ use tonic::service::RoutesBuilder;
 
 use crate::admission::signatures::SignatureBudget;
 use crate::admission::{AdmissionLayer, Limits};
-use crate::commands::{CommandSettings, Commands};
 use crate::config::{ClientAuth, Config};
 use crate::grpc::audit::{AuditApi, Identity};
-use crate::grpc::commands::CommandApi;
 use crate::grpc::health::{self, HealthHandle};
-use crate::grpc::lookup::LookupApi;
-use crate::grpc::replica::ReplicaCommands;
-use crate::key_cache::KeyCache;
 use crate::listener::tls::Tls;
 use crate::listener::{Accepting, Deadlines};
 use crate::log::{
     Appender, Clock, Log, LogOptions, LogReader, Machine, OpenError, Signing, WriterStatus,
 };
-use crate::lookup::Lookups;
-use crate::machine::RegistryMachine;
 use crate::registry_key::{self, KeyFileError};
 use crate::replica::{Primary, ReplicaStatus, Role};
 use crate::store::layered::LayeredStore;
@@ -239,122 +232,6 @@ fn signer_error(origin: &str, e: registry_core::note::NoteError) -> ServerError 
         registry_core::note::NoteError::Key(e) => ServerError::Config(format!("registry key: {e}")),
         other => ServerError::Origin(format!("invalid origin {origin:?}: {other}")),
     }
-}
-
-/// Reads the configured administrator public keys (P-256, PEM or hex/base64 DER).
-fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
-    config
-        .admin_keys
-        .iter()
-        .map(|path| {
-            let mut text = std::fs::read_to_string(path)
-                .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
-            if text.contains("PRIVATE KEY") {
-                tracing::warn!(file = %path.display(), "admin key file holds a private key; the server only needs the public key");
-                let pair = registry_core::keys::P256KeyPair::from_pkcs8_pem(&text)
-                    .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
-                text = pair.public_key_pem();
-            }
-            let key = registry_core::meter_key::MeterKey::parse(&text, None)
-                .map_err(|e| ServerError::Config(format!("admin key {}: {e}", path.display())))?;
-            if key.curve != registry_core::meter_key::Curve::Secp256r1 {
-                return Err(ServerError::Config(format!(
-                    "admin key {}: must be a P-256 key",
-                    path.display()
-                )));
-            }
-            let label =
-                path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            Ok((key.spki_der, label))
-        })
-        .collect()
-}
-
-/// Reads the key projections into `cache` on a thread of its own: the server answers at once
-/// (from the store, until the cache is complete) instead of after reading every key. It gives up
-/// at shutdown, so it does not keep the store open after the server stopped.
-fn fill_in_background(store: Arc<dyn LogStore>, cache: Arc<KeyCache>, shutdown: CancellationToken) {
-    let spawned = std::thread::Builder::new().name("key-cache-fill".into()).spawn(move || {
-        let started = std::time::Instant::now();
-        let stop = || shutdown.is_cancelled();
-        match crate::projection::fill_cache(store.as_ref(), &cache, &stop) {
-            Ok(()) => tracing::info!(
-                keys = cache.len(),
-                seconds = started.elapsed().as_secs_f64(),
-                "key records cached in memory"
-            ),
-            Err(_) if shutdown.is_cancelled() => {
-                tracing::info!("shutting down before the key records were all in memory")
-            }
-            // Lookups keep reading the store for what is missing; nothing is answered wrongly.
-            Err(e) => tracing::error!(error = %e, "reading the key projections into memory failed"),
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the key cache fill; lookups read the store");
-    }
-}
-
-/// Starts the registry: the lifecycle rules in the writer, the command, lookup and audit
-/// services; writes the configured administrators into an administrator-less log and confirms
-/// registrations a crash left pending.
-pub async fn start_registry(
-    config: &Config,
-    clock: Clock,
-) -> Result<Server<RegistryMachine>, ServerError> {
-    let admins = admin_keys(config)?;
-    let skew = chrono::TimeDelta::seconds(config.max_clock_skew_secs as i64);
-    let settings = CommandSettings { max_clock_skew: skew, confirm_policy: config.confirm_policy };
-    let map = std::sync::Arc::new(crate::map::SharedMap::default());
-    let cache = Arc::new(KeyCache::new());
-    let machine = RegistryMachine::new(
-        registry_core::lifecycle::Policy { max_future: skew },
-        map.clone(),
-        cache.clone(),
-    );
-    let service_clock = clock.clone();
-    let primary = config.follow.primary.clone();
-    let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
-        use registry_proto::pb::command_service_server::CommandServiceServer;
-        if let Some(primary) = primary {
-            routes.add_service(CommandServiceServer::new(ReplicaCommands::new(primary)));
-        } else {
-            let commands =
-                Commands::new(ctx.appender.clone(), ctx.reader.clone(), settings, service_clock);
-            routes.add_service(
-                CommandServiceServer::new(CommandApi::new(commands, ctx.signatures.clone()))
-                    // The admission layer holds each method to its own, smaller limit first.
-                    .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
-            );
-        }
-        routes.add_service(
-            registry_proto::pb::lookup_service_server::LookupServiceServer::new(LookupApi::new(
-                Lookups::new(ctx.reader.clone(), cache.clone()),
-                crate::evidence::EvidenceBuilder::new(ctx.reader.clone(), map),
-            ))
-            .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
-        );
-        fill_in_background(ctx.reader.store().clone(), cache, ctx.shutdown.clone());
-        ctx.health.set(COMMAND_SERVICE, true);
-        ctx.health.set("keyregistry.v1.LookupService", true);
-    })
-    .await?;
-    if let Some((primary, status)) = server.replica() {
-        crate::replica::follow(&server, primary.clone(), status.clone());
-        return Ok(server);
-    }
-    if server.is_read_only() {
-        return Ok(server);
-    }
-    let commands = Commands::new(server.appender(), server.reader(), settings, clock);
-    if let Some(position) = commands.bootstrap(admins).await? {
-        tracing::info!(position, "wrote the configured administrator keys to the log");
-    }
-    let confirmed = commands.confirm_pending().await?;
-    if confirmed > 0 {
-        tracing::info!(confirmed, "confirmed registrations left pending by an earlier stop");
-    }
-    Ok(server)
 }
 
 impl<M: Machine> Server<M> {
@@ -602,7 +479,7 @@ fn watch_writer(mut status: tokio::sync::watch::Receiver<WriterStatus>, health: 
 }
 
 /// The command service's name in `grpc.health.v1`.
-const COMMAND_SERVICE: &str = "keyregistry.v1.CommandService";
+pub(crate) const COMMAND_SERVICE: &str = "keyregistry.v1.CommandService";
 
 async fn run<M: Machine>(
     serve: impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,

@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         ..registry_tests::test_config(&dir.path().join("data"))
     };
     let server =
-        registry_server::server::start_registry(&config, registry_server::log::system_clock())
+        registry_server::registry::start_registry(&config, registry_server::log::system_clock())
             .await?;
     let client = RegistryClient::connect(&format!("http://{}", server.local_addr())).await?;
     let operator = P256KeyPair::generate();

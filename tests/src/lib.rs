@@ -136,7 +136,7 @@ impl Fixture {
         let mut config =
             Config { admin_keys: vec![admin_file], ..test_config(&dir.path().join("data")) };
         change(&mut config);
-        let server = registry_server::server::start_registry(&config, system_clock())
+        let server = registry_server::registry::start_registry(&config, system_clock())
             .await
             .expect("registry starts");
         let registry = TestRegistry { server, config, dir };
@@ -202,9 +202,12 @@ pub async fn start_fork(
 ) -> Server<registry_server::machine::RegistryMachine> {
     let data_dir = dir.join("data");
     copy_dir(&config.data_dir, &data_dir);
-    registry_server::server::start_registry(&Config { data_dir, ..config.clone() }, system_clock())
-        .await
-        .expect("the fork starts")
+    registry_server::registry::start_registry(
+        &Config { data_dir, ..config.clone() },
+        system_clock(),
+    )
+    .await
+    .expect("the fork starts")
 }
 
 /// Copies a directory tree.

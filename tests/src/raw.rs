@@ -49,3 +49,17 @@ pub fn announcing(len: u32) -> Bytes {
     prefix.push(0x0a);
     Bytes::from(prefix)
 }
+
+/// `GET path` over a plain HTTP/1.1 connection (blocking; the metrics listener answers at
+/// once): the body, after checking the status is 200.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connects");
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    body.to_string()
+}

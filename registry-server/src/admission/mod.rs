@@ -48,6 +48,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const HEALTH: &str = "/grpc.health.v1.Health/";
 /// The gRPC path prefix of the service that writes.
 const COMMANDS: &str = "/keyregistry.v1.CommandService/";
+/// The gRPC path prefix of replicas' progress reports, which decide when writes are
+/// acknowledged: under mTLS they need a client certificate as commands do.
+const REPLICATION: &str = "/keyregistry.v1.ReplicationService/";
 
 /// Messages up to this size do not count against the request-bytes budget.
 pub const SMALL_MESSAGE: usize = 64 * 1024;
@@ -206,17 +209,21 @@ impl Shared {
     /// Why a call is refused before anything of it is read: mTLS for writes, a spent signature
     /// budget; with the name of the limit, for the metrics.
     fn refusal(&self, path: &str, peer: Option<&Peer>) -> Option<(&'static str, Status)> {
-        if !path.starts_with(COMMANDS) {
+        let replication = path.starts_with(REPLICATION);
+        if !path.starts_with(COMMANDS) && !replication {
             return None;
         }
         if self.writes_need_client_cert && !peer.is_some_and(|p| p.client_certificate) {
             return Some((
                 "client_certificate",
                 Status::unauthenticated(
-                    "commands need a client certificate from the registry's client CA (mTLS); \
-                     reads do not",
+                    "commands and replicas' reports need a client certificate from the \
+                     registry's client CA (mTLS); reads do not",
                 ),
             ));
+        }
+        if replication {
+            return None;
         }
         match (&self.signatures, peer) {
             (Some(budget), Some(peer)) if !budget.open(peer.key) => {

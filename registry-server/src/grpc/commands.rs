@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::admission::signatures::SignatureBudget;
 use crate::commands::{Commands, MAX_BULK_COMMANDS, SignatureGate, Submitted, Ungated};
 use crate::peers::Peer;
+use crate::replica::progress::Progress;
 
 fn response(done: Submitted) -> SubmitCommandResponse {
     let (confirmation_position, confirmation_entry) = done.confirmation.unwrap_or_default();
@@ -31,12 +32,18 @@ fn response(done: Submitted) -> SubmitCommandResponse {
 pub struct CommandApi {
     commands: Commands,
     signatures: Option<Arc<SignatureBudget>>,
+    progress: Arc<Progress>,
 }
 
 impl CommandApi {
-    /// The service over the command front.
-    pub fn new(commands: Commands, signatures: Option<Arc<SignatureBudget>>) -> Self {
-        Self { commands, signatures }
+    /// The service over the command front; answers wait until `progress` says enough replicas
+    /// hold what they appended (none, unless `sync_replicas` is set).
+    pub fn new(
+        commands: Commands,
+        signatures: Option<Arc<SignatureBudget>>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self { commands, signatures, progress }
     }
 
     /// The calling peer's budget of failed signature checks.
@@ -63,6 +70,7 @@ impl CommandService for CommandApi {
         let envelope = SignedCommand::try_from(&envelope)
             .map_err(|e| status::bad_field(Code::InvalidArgument, &e))?;
         let done = self.commands.submit(envelope, gate.as_ref()).await.map_err(Status::from)?;
+        self.progress.wait(last_position(&done) + 1).await?;
         Ok(Response::new(response(done)))
     }
 
@@ -93,7 +101,12 @@ impl CommandService for CommandApi {
                 )))),
             }
         }
-        let mut done = self.commands.submit_many(envelopes, gate).await.into_iter();
+        let done = self.commands.submit_many(envelopes, gate).await;
+        let last = done.iter().filter_map(|d| d.as_ref().ok()).map(last_position).max();
+        if let Some(last) = last {
+            self.progress.wait(last + 1).await?;
+        }
+        let mut done = done.into_iter();
         let results = results
             .into_iter()
             .map(|slot| match slot {
@@ -112,6 +125,11 @@ impl CommandService for CommandApi {
             .collect();
         Ok(Response::new(SubmitCommandsResponse { results }))
     }
+}
+
+/// The last entry an accepted command appended (or found, for a retry).
+fn last_position(done: &Submitted) -> u64 {
+    done.confirmation.as_ref().map_or(done.position, |(p, _)| (*p).max(done.position))
 }
 
 fn refused(r: registry_proto::pb::Refusal) -> CommandResult {

@@ -6,6 +6,7 @@
 //! - [`audit`]: checkpoints, entries, proofs, live watch (`keyregistry.v1.AuditService`);
 //! - [`health`]: `grpc.health.v1`, whose streams end at shutdown;
 //! - [`replica`]: the command service of a read replica, which refuses, naming the primary;
+//! - [`replication`]: replicas' progress reports (`keyregistry.v1.ReplicationService`);
 //! - server reflection (v1 and v1alpha, with the error-detail types), so stock tools (grpcurl,
 //!   grpcui, Evans, Postman) can discover and call the API and decode its errors.
 
@@ -14,6 +15,7 @@ pub mod commands;
 pub mod health;
 pub mod lookup;
 pub mod replica;
+pub mod replication;
 pub(crate) mod status;
 
 /// The registry's, the health service's and the `google.rpc` error-detail descriptors, so that

@@ -90,6 +90,12 @@ pub(crate) fn read_replica(primary: &str) -> Status {
     )
 }
 
+impl From<crate::replica::progress::NotReplicated> for Status {
+    fn from(e: crate::replica::progress::NotReplicated) -> Self {
+        Status::unavailable(e.to_string())
+    }
+}
+
 impl From<ReadError> for Status {
     fn from(e: ReadError) -> Self {
         match e {

@@ -34,8 +34,8 @@ pub use reader::{LogReader, ReadError};
 pub use view::View;
 pub use witness::{Witness, WitnessError};
 pub use writer::{
-    AppendError, Appended, Appender, Clock, CopiedCheckpoint, WriterStats, WriterStatsSnapshot,
-    WriterStatus, system_clock,
+    AppendError, Appended, Appender, Clock, CopiedCheckpoint, CopyReceiver, WriterStats,
+    WriterStatsSnapshot, WriterStatus, system_clock,
 };
 
 use crate::store::RECOVER;

@@ -126,6 +126,9 @@ type Reply<R> = oneshot::Sender<Result<Appended, AppendError<R>>>;
 /// A copy's answer: the log size after it, or why not (`Rejected`: a check failed).
 type CopyReply = oneshot::Sender<Result<u64, AppendError<String>>>;
 
+/// Where a queued copy's answer arrives (see [`Appender::copy`]).
+pub type CopyReceiver = oneshot::Receiver<Result<u64, AppendError<String>>>;
+
 enum Job<M: Machine> {
     Append { request_id: Uuid, digest: Hash, command: M::Command, reply: Reply<M::Rejection> },
     Copy { entries: Vec<(Vec<u8>, M::Copied)>, checkpoint: CopiedCheckpoint, reply: CopyReply },
@@ -245,15 +248,16 @@ impl<M: Machine> Appender<M> {
         answer.await.map_err(|_| stopped("the log writer stopped before the append was durable"))?
     }
 
-    /// Appends `entries`, copied from the primary, each with what [`Machine::check_copied`]
-    /// needs, continuing the log exactly; `checkpoint` is the primary's for the size they end at.
-    /// Resolves with that size once they are durable and published, or with why not:
-    /// `Rejected` when a check failed (the writer has stopped then).
+    /// Queues `entries`, copied from the primary, each with what [`Machine::check_copied`]
+    /// needs, to continue the log exactly; `checkpoint` is the primary's for the size they end
+    /// at. Copies are taken in the order this is called (awaited). The receiver resolves with
+    /// that size once they are durable and published, or with why not: `Rejected` when a check
+    /// failed (the writer has stopped then); it is dropped unanswered only if the writer died.
     pub async fn copy(
         &self,
         entries: Vec<(Vec<u8>, M::Copied)>,
         checkpoint: CopiedCheckpoint,
-    ) -> Result<u64, AppendError<String>> {
+    ) -> Result<CopyReceiver, AppendError<String>> {
         let status = self.status.borrow().clone();
         if status.is_stopped() {
             return Err(status.refusal());
@@ -263,7 +267,7 @@ impl<M: Machine> Appender<M> {
             .send(Job::Copy { entries, checkpoint, reply })
             .await
             .map_err(|_| self.status.borrow().refusal())?;
-        answer.await.map_err(|_| self.status.borrow().refusal())?
+        Ok(answer)
     }
 
     /// Appends waiting for the writer (not yet taken into a batch).

@@ -20,12 +20,11 @@ use registry_core::merkle::{self, Hash};
 use registry_core::note::NoteVerifier;
 use registry_core::replay::Prepared;
 use registry_proto::pb;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Primary, ReplicaStatus};
 use crate::grpc::health::HealthHandle;
-use crate::log::{AppendError, Appender, CopiedCheckpoint, LogReader, StoreNodes};
+use crate::log::{AppendError, Appender, CopiedCheckpoint, CopyReceiver, LogReader, StoreNodes};
 use crate::machine::RegistryMachine;
 use crate::projection::Projection;
 use crate::store::LogStore;
@@ -47,6 +46,8 @@ enum Fault {
 
 /// What the loop needs.
 pub struct Follower {
+    /// This replica's identity in its progress reports.
+    pub replica_id: String,
     /// Appends the copies.
     pub appender: Appender<RegistryMachine>,
     /// This replica's log.
@@ -108,10 +109,11 @@ impl Follower {
     /// One connection: check, then copy from the watch stream until it fails. `tip` is the size
     /// of this replica's log (copied and durable) and moves with every copy.
     async fn session(&self, tip: &mut u64) -> Fault {
-        let mut audit = match self.primary.audit().await {
-            Ok(a) => a,
+        let channel = match self.primary.channel().await {
+            Ok(c) => c,
             Err(e) => return Fault::Transient(format!("connecting: {e}")),
         };
+        let mut audit = Primary::audit(channel.clone());
         let info = match audit.get_registry_info(pb::GetRegistryInfoRequest {}).await {
             Ok(r) => r.into_inner(),
             Err(s) => return Fault::Transient(format!("GetRegistryInfo: {}", s.message())),
@@ -135,40 +137,71 @@ impl Follower {
         }
         self.status.seen(newest.size, None);
         let request = pb::WatchEntriesRequest { start: *tip };
-        let mut stream = match audit.watch_entries(request).await {
+        let stream = match audit.watch_entries(request).await {
             Ok(r) => r.into_inner(),
             Err(s) => return Fault::Transient(format!("WatchEntries: {}", s.message())),
         };
         self.status.connected.store(true, std::sync::atomic::Ordering::Relaxed);
         self.caught_up_if(*tip >= newest.size);
+        let (report, reports) = tokio::sync::watch::channel(*tip);
+        let reporter = tokio::spawn(report_progress(
+            channel,
+            self.replica_id.clone(),
+            self.reader.store().clone(),
+            reports,
+        ));
+        let fault = self.copy(stream, tip, &report).await;
+        reporter.abort();
+        fault
+    }
+
+    /// Copies what the watch stream sends until it fails, telling `report` each size that
+    /// became durable here.
+    async fn copy(
+        &self,
+        mut stream: tonic::Streaming<pb::WatchEntriesResponse>,
+        tip: &mut u64,
+        report: &tokio::sync::watch::Sender<u64>,
+    ) -> Fault {
         let mut queued: VecDeque<Copying> = VecDeque::new();
         let mut sent = *tip;
         let fault = loop {
-            let message = match stream.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break Fault::Transient("the primary ended the stream".into()),
-                Err(s) => break Fault::Transient(format!("the watch stream: {}", s.message())),
-            };
-            match self.submit(message, sent).await {
-                Ok(copying) => {
-                    sent = copying.size;
-                    queued.push_back(copying);
+            // A finished copy is reported at once, not when the next message arrives: a primary
+            // with `sync_replicas` holds its answer until then.
+            tokio::select! {
+                biased;
+                done = async { (&mut queued.front_mut()?.handle).await.ok() }, if !queued.is_empty() => {
+                    let Some(copying) = queued.pop_front() else { continue };
+                    if let Err(f) = self.finish(copying.size, done, queued.front(), tip) {
+                        return f;
+                    }
+                    report.send_replace(*tip);
                 }
-                Err(f) => break f,
-            }
-            while queued.len() > IN_FLIGHT || queued.front().is_some_and(|c| c.handle.is_finished())
-            {
-                let Some(done) = queued.pop_front() else { break };
-                if let Err(f) = self.finish(done, queued.front(), tip).await {
-                    return f;
+                message = stream.message(), if queued.len() < IN_FLIGHT => {
+                    let message = match message {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break Fault::Transient("the primary ended the stream".into()),
+                        Err(s) => {
+                            break Fault::Transient(format!("the watch stream: {}", s.message()))
+                        }
+                    };
+                    match self.submit(message, sent).await {
+                        Ok(copying) => {
+                            sent = copying.size;
+                            queued.push_back(copying);
+                        }
+                        Err(f) => break f,
+                    }
                 }
             }
         };
         // What was handed to the writer is finished (or failed) before the next session.
-        while let Some(done) = queued.pop_front() {
-            if let Err(f) = self.finish(done, queued.front(), tip).await {
+        while let Some(Copying { size, handle, .. }) = queued.pop_front() {
+            let done = handle.await.ok();
+            if let Err(f) = self.finish(size, done, queued.front(), tip) {
                 return f;
             }
+            report.send_replace(*tip);
         }
         fault
     }
@@ -263,33 +296,36 @@ impl Follower {
             root: checkpoint.root,
             extensions: checkpoint.extensions,
         };
-        let appender = self.appender.clone();
-        let handle = tokio::spawn(async move { appender.copy(prepared, copied).await });
+        let handle = self
+            .appender
+            .copy(prepared, copied)
+            .await
+            .map_err(|e| Fault::Diverged(format!("this replica can no longer write: {e}")))?;
         Ok(Copying { size, first_time, handle })
     }
 
-    /// Waits for a queued copy; `next` is the one queued after it, if any.
-    async fn finish(
+    /// Takes the outcome of a copy (`None`: the writer died without answering); `next` is the
+    /// one queued after it, if any.
+    fn finish(
         &self,
-        copying: Copying,
+        size: u64,
+        outcome: Option<Result<u64, AppendError<String>>>,
         next: Option<&Copying>,
         tip: &mut u64,
     ) -> Result<(), Fault> {
-        let outcome = copying
-            .handle
-            .await
-            .map_err(|e| Fault::Diverged(format!("the copy task failed: {e}")))?;
         match outcome {
-            Ok(size) => {
-                *tip = size;
-                self.status.published(size, next.and_then(|n| n.first_time));
+            Some(Ok(copied)) => {
+                debug_assert_eq!(copied, size);
+                *tip = copied;
+                self.status.published(copied, next.and_then(|n| n.first_time));
                 self.caught_up_if(self.status.lag_entries() == 0);
                 Ok(())
             }
-            Err(AppendError::Rejected(why)) => {
+            Some(Err(AppendError::Rejected(why))) => {
                 Err(Fault::Diverged(format!("the primary's log does not verify: {why}")))
             }
-            Err(e) => Err(Fault::Diverged(format!("this replica can no longer write: {e}"))),
+            Some(Err(e)) => Err(Fault::Diverged(format!("this replica can no longer write: {e}"))),
+            None => Err(Fault::Diverged("the log writer stopped without answering".into())),
         }
     }
 
@@ -300,13 +336,50 @@ impl Follower {
     }
 }
 
+/// Tells the primary each size this replica holds durably (with its root), newest first: a
+/// primary with `sync_replicas` acknowledges writes by these reports. A failed report is
+/// retried with the next size; the session's end stops it.
+async fn report_progress(
+    channel: tonic::transport::Channel,
+    replica_id: String,
+    store: Arc<dyn LogStore>,
+    mut sizes: tokio::sync::watch::Receiver<u64>,
+) {
+    let mut client = pb::replication_service_client::ReplicationServiceClient::new(channel);
+    loop {
+        let size = *sizes.borrow_and_update();
+        if size > 0 {
+            let s = store.clone();
+            let root = tokio::task::spawn_blocking(move || {
+                merkle::root(&StoreNodes(s.as_ref()), size).ok()
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(root) = root {
+                let request = pb::ReportProgressRequest {
+                    replica_id: replica_id.clone(),
+                    size,
+                    root_hash: root.to_vec(),
+                };
+                if let Err(s) = client.report_progress(request).await {
+                    tracing::debug!(error = %s.message(), "a progress report to the primary failed");
+                }
+            }
+        }
+        if sizes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A copy handed to the writer.
 struct Copying {
     /// The log size once it is done.
     size: u64,
     /// Recorded time of its first entry.
     first_time: Option<registry_core::time::Time>,
-    handle: JoinHandle<Result<u64, AppendError<String>>>,
+    handle: CopyReceiver,
 }
 
 /// Decodes entries and checks their signatures against the signer keys this replica knows, on

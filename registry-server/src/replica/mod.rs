@@ -14,6 +14,7 @@
 //! [`follower`] is the copying loop; [`ReplicaStatus`] is what it reports to metrics and health.
 
 pub mod follower;
+pub mod progress;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +22,8 @@ use std::time::Duration;
 
 use registry_core::note::{NoteError, NoteSigner, NoteVerifier};
 use registry_core::time::Time;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use registry_proto::pb::audit_service_client::AuditServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::Config;
 use crate::log::Signing;
@@ -51,7 +53,7 @@ impl Role {
         let Some(url) = &config.follow.primary else {
             return Ok(Role::Primary(registry_key::load_or_create(&config.data_dir)?));
         };
-        let primary = Primary::new(url, config.follow.ca_cert.as_deref())?;
+        let primary = Primary::new(url, &config.follow)?;
         let pinned = config.data_dir.join(registry_key::PUBLIC_KEY_FILE);
         let configured = match &config.follow.registry_key {
             Some(path) => Some(
@@ -142,7 +144,8 @@ pub struct Primary {
 }
 
 impl Primary {
-    fn new(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Self, ServerError> {
+    fn new(url: &str, follow: &crate::config::Follow) -> Result<Self, ServerError> {
+        let ca_cert = follow.ca_cert.as_deref();
         let bad = |e: String| ServerError::Config(format!("follow.primary {url:?}: {e}"));
         let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| bad(e.to_string()))?
@@ -156,6 +159,18 @@ impl Primary {
                     .map_err(|e| bad(format!("follow.ca_cert {}: {e}", path.display())))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
+            match (&follow.client_cert, &follow.client_key) {
+                (Some(cert), Some(key)) => {
+                    let read = |p: &std::path::Path| {
+                        std::fs::read(p).map_err(|e| bad(format!("{}: {e}", p.display())))
+                    };
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(bad("follow.client_cert and follow.client_key go together".into()));
+                }
+            }
             endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
         } else if !url.starts_with("http://") {
             return Err(bad("must start with http:// or https://".into()));
@@ -165,16 +180,12 @@ impl Primary {
         Ok(Self { url: url.to_string(), endpoint })
     }
 
-    async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
-        self.endpoint.connect().await
+    async fn channel(&self) -> Result<Channel, String> {
+        self.endpoint.connect().await.map_err(|e| error_chain(&e))
     }
 
-    async fn audit(
-        &self,
-    ) -> Result<registry_proto::pb::audit_service_client::AuditServiceClient<Channel>, String> {
-        let channel = self.channel().await.map_err(|e| error_chain(&e))?;
-        Ok(registry_proto::pb::audit_service_client::AuditServiceClient::new(channel)
-            .max_decoding_message_size(64 * 1024 * 1024))
+    fn audit(channel: Channel) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// The primary's identity, retried for up to a minute (replicas often start with it).
@@ -183,7 +194,7 @@ impl Primary {
     ) -> Result<registry_proto::pb::GetRegistryInfoResponse, ServerError> {
         let mut last = String::new();
         for _ in 0..60 {
-            match self.audit().await {
+            match self.channel().await.map(Self::audit) {
                 Ok(mut audit) => {
                     match audit
                         .get_registry_info(registry_proto::pb::GetRegistryInfoRequest {})
@@ -260,7 +271,15 @@ pub fn follow(
             return;
         }
     };
+    let replica_id = match replica_id(server.reader().store().as_ref()) {
+        Ok(id) => id,
+        Err(e) => {
+            status.stop(format!("this replica's identity cannot be stored: {e}"));
+            return;
+        }
+    };
     let follower = follower::Follower {
+        replica_id,
         appender: server.appender(),
         reader: server.reader(),
         primary,
@@ -270,6 +289,22 @@ pub fn follow(
         health: server.health().clone(),
     };
     tokio::spawn(follower.run(server.stop_token()));
+}
+
+/// Metadata key: the replica's identity in its progress reports, chosen at its first start.
+const REPLICA_ID: &str = "replica_id";
+
+fn replica_id(store: &dyn crate::store::LogStore) -> Result<String, crate::store::StoreError> {
+    if let Some(id) = store.meta(REPLICA_ID)? {
+        return Ok(String::from_utf8_lossy(&id).into_owned());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    store.write(crate::store::WriteBatch {
+        meta: vec![(REPLICA_ID, id.clone().into_bytes())],
+        ..Default::default()
+    })?;
+    store.sync()?;
+    Ok(id)
 }
 
 /// What the follower reports: for metrics, health and the operator.
