@@ -119,7 +119,7 @@ impl Machine for RegistryMachine {
 
     fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
         self.origin =
-            store.meta(crate::server::ORIGIN)?.map(|o| String::from_utf8_lossy(&o).into_owned());
+            store.meta(crate::store::ORIGIN)?.map(|o| String::from_utf8_lossy(&o).into_owned());
         let started = std::time::Instant::now();
         let mut buckets = crate::map::MapBuckets::load(store)?;
         tracing::info!(seconds = started.elapsed().as_secs_f64(), "map buckets loaded");

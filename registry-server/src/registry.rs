@@ -19,9 +19,12 @@ use crate::key_cache::KeyCache;
 use crate::log::Clock;
 use crate::lookup::Lookups;
 use crate::machine::RegistryMachine;
+use crate::replica::follower::{Follower, LOOKUP_SERVICE};
 use crate::replica::progress::Progress;
+use crate::replica::{Primary, ReplicaStatus};
 use crate::server::{COMMAND_SERVICE, Server, ServerError};
 use crate::store::LogStore;
+use registry_core::note::NoteVerifier;
 
 /// Reads the configured administrator public keys (P-256, PEM or hex/base64 DER).
 fn admin_keys(config: &Config) -> Result<Vec<(Vec<u8>, String)>, ServerError> {
@@ -132,7 +135,7 @@ pub async fn start_registry(
     })
     .await?;
     if let Some((primary, status)) = server.replica() {
-        crate::replica::follow(&server, primary.clone(), status.clone());
+        follow(&server, primary.clone(), status.clone());
         return Ok(server);
     }
     if server.is_read_only() {
@@ -147,4 +150,35 @@ pub async fn start_registry(
         tracing::info!(confirmed, "confirmed registrations left pending by an earlier stop");
     }
     Ok(server)
+}
+
+/// Starts following `primary` in the background for the replica `server`, until it stops.
+fn follow(server: &Server<RegistryMachine>, primary: Primary, status: Arc<ReplicaStatus>) {
+    let identity = server.identity();
+    let verifier = match NoteVerifier::new(&identity.origin, &identity.public_key_der) {
+        Ok(v) => v,
+        Err(e) => {
+            status.stop(format!("the registry key cannot check checkpoints: {e}"));
+            return;
+        }
+    };
+    let replica_id = match crate::replica::replica_id(server.reader().store().as_ref()) {
+        Ok(id) => id,
+        Err(e) => {
+            status.stop(format!("this replica's identity cannot be stored: {e}"));
+            return;
+        }
+    };
+    let health = server.health().clone();
+    let follower = Follower {
+        replica_id,
+        appender: server.appender(),
+        reader: server.reader(),
+        primary,
+        verifier,
+        key_der: identity.public_key_der.clone(),
+        status,
+        on_caught_up: Box::new(move || health.set(LOOKUP_SERVICE, true)),
+    };
+    tokio::spawn(follower.run(server.stop_token()));
 }

@@ -169,7 +169,7 @@ pub fn restore(archive: &Path, config: &Config, key_file: &Path) -> Result<Resto
     replayer.finish(&checkpoint).map_err(|e| bad(e.position, e.reason))?;
     log.write(WriteBatch {
         meta: vec![
-            (crate::server::ORIGIN, origin.clone().into_bytes()),
+            (crate::store::ORIGIN, origin.clone().into_bytes()),
             (crate::log::VERIFIED_SIZE, size.to_be_bytes().to_vec()),
         ],
         ..Default::default()

@@ -30,11 +30,8 @@ use crate::replica::{Primary, ReplicaStatus, Role};
 use crate::store::layered::LayeredStore;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::snapshot::Snapshot;
-use crate::store::{LogStore, StoreError, WriteBatch};
+use crate::store::{LogStore, ORIGIN, StoreError, WriteBatch};
 use crate::telemetry::{Live, Metrics, TelemetryLayer};
-
-/// Metadata key holding the checkpoint origin chosen at first start.
-pub(crate) const ORIGIN: &str = "origin";
 
 /// The registry could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +68,9 @@ pub enum ServerError {
     /// A setting cannot be used.
     #[error("{0}")]
     Config(String),
+    /// A replica could not start.
+    #[error(transparent)]
+    Replica(#[from] crate::replica::ReplicaError),
     /// The TLS files cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::listener::tls::TlsError),
@@ -101,7 +101,10 @@ impl ServerError {
             {
                 3
             }
+            ServerError::Replica(crate::replica::ReplicaError::Store(StoreError::Corrupt(_))) => 3,
+            ServerError::Replica(crate::replica::ReplicaError::Store(_)) => 4,
             ServerError::Config(_)
+            | ServerError::Replica(_)
             | ServerError::Tls(_)
             | ServerError::Origin(_)
             | ServerError::KeyFile(_) => 2,
@@ -276,7 +279,14 @@ impl<M: Machine> Server<M> {
                 replica_origin(store.as_ref(), config.origin.as_deref(), origin)?
             }
         };
-        let identity = Arc::new(role.identity(&origin));
+        let (public_key_der, public_key_pem) = role.public_key();
+        let identity = Arc::new(Identity {
+            origin: origin.clone(),
+            key_id: hex::encode(registry_core::keys::note_key_id(&public_key_der)),
+            fingerprint: registry_core::keys::fingerprint_hex(&public_key_der),
+            public_key_der,
+            public_key_pem,
+        });
         tracing::info!(
             replica_of = role.primary().map(|p| p.url.as_str()),
             key_id = %identity.key_id,

@@ -12,8 +12,10 @@
 //! What an entry contains is decided by a [`Machine`] running inside the writer; the log itself
 //! only frames, chains, hashes and stores.
 
+mod durable;
 mod open;
 mod reader;
+mod stats;
 mod tail;
 mod view;
 pub mod witness;
@@ -31,11 +33,12 @@ use uuid::Uuid;
 
 use open::{head_at, keeps_promise, record_verified, verify_from_last_point};
 pub use reader::{LogReader, ReadError};
+pub use stats::{WriterStats, WriterStatsSnapshot};
 pub use view::View;
 pub use witness::{Witness, WitnessError};
 pub use writer::{
-    AppendError, Appended, Appender, Clock, CopiedCheckpoint, CopyReceiver, WriterStats,
-    WriterStatsSnapshot, WriterStatus, system_clock,
+    AppendError, Appended, Appender, Clock, CopiedCheckpoint, CopyReceiver, WriterStatus,
+    system_clock,
 };
 
 use crate::store::RECOVER;

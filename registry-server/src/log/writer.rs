@@ -29,7 +29,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use registry_core::entry::{ChainVerifier, EntryHeader, encode_entry};
 use registry_core::merkle::{Frontier, Hash, leaf_hash};
@@ -37,12 +36,11 @@ use registry_core::time::{self, MICROSECOND, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use super::durable::{Failure, NextHead, Outcome, Pending, Publisher, Syncer, Written};
 use super::reader::CopiedCheckpoints;
+use super::stats::{WriterStats, WriterStatsSnapshot};
 use super::tail::{Tail, TailBatch};
-use super::{
-    CopiedEntry, EntryContext, Head, LogOptions, Machine, MachineError, OnDurable, Signing, View,
-    sign_checkpoint,
-};
+use super::{CopiedEntry, EntryContext, Head, LogOptions, Machine, MachineError, Signing, View};
 use crate::store::{LogStore, RequestRecord, StoreError, WriteBatch};
 
 /// The source of "now" for recorded times; injectable so tests can turn the clock back.
@@ -67,7 +65,7 @@ pub enum WriterStatus {
 
 impl WriterStatus {
     /// The status after `e` stopped the writer.
-    fn after(e: &StoreError) -> Self {
+    pub(super) fn after(e: &StoreError) -> Self {
         match e {
             StoreError::Full(_) => WriterStatus::DiskFull(format!("storage failed: {e}")),
             _ => WriterStatus::Failed(format!("storage failed: {e}")),
@@ -80,7 +78,7 @@ impl WriterStatus {
     }
 
     /// What an append is told once the writer has stopped this way.
-    fn refusal<R>(&self) -> AppendError<R> {
+    pub(super) fn refusal<R>(&self) -> AppendError<R> {
         match self {
             WriterStatus::DiskFull(why) => AppendError::DiskFull(why.clone()),
             WriterStatus::Failed(why) => AppendError::Unavailable(why.clone()),
@@ -121,10 +119,10 @@ pub enum AppendError<R> {
     DiskFull(String),
 }
 
-type Reply<R> = oneshot::Sender<Result<Appended, AppendError<R>>>;
+pub(super) type Reply<R> = oneshot::Sender<Result<Appended, AppendError<R>>>;
 
 /// A copy's answer: the log size after it, or why not (`Rejected`: a check failed).
-type CopyReply = oneshot::Sender<Result<u64, AppendError<String>>>;
+pub(super) type CopyReply = oneshot::Sender<Result<u64, AppendError<String>>>;
 
 /// Where a queued copy's answer arrives (see [`Appender::copy`]).
 pub type CopyReceiver = oneshot::Receiver<Result<u64, AppendError<String>>>;
@@ -146,63 +144,6 @@ pub struct CopiedCheckpoint {
     pub root: Hash,
     /// Its extension lines.
     pub extensions: Vec<String>,
-}
-
-/// Counters of the writer's group commits, for benchmarks and metrics. The histograms are the
-/// Prometheus client's own (atomic, cheap to clone); [`crate::telemetry`] registers them.
-#[derive(Debug)]
-pub struct WriterStats {
-    batches: AtomicU64,
-    entries: AtomicU64,
-    largest: AtomicU64,
-    /// Entries per group commit.
-    pub group_commit_entries: prometheus_client::metrics::histogram::Histogram,
-    /// Seconds each sync (fsync) of a group took.
-    pub sync_seconds: prometheus_client::metrics::histogram::Histogram,
-}
-
-impl Default for WriterStats {
-    fn default() -> Self {
-        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-        Self {
-            batches: AtomicU64::default(),
-            entries: AtomicU64::default(),
-            largest: AtomicU64::default(),
-            // 1, 2, 4, ... 2048 entries (max_batch is 1024 by default).
-            group_commit_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
-            // 50 µs to about 1.6 s.
-            sync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
-        }
-    }
-}
-
-/// A snapshot of [`WriterStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WriterStatsSnapshot {
-    /// Group commits that wrote at least one entry.
-    pub batches: u64,
-    /// Entries written.
-    pub entries: u64,
-    /// Most entries in one group commit.
-    pub largest: u64,
-}
-
-impl WriterStats {
-    fn record(&self, entries: usize) {
-        self.group_commit_entries.observe(entries as f64);
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.entries.fetch_add(entries as u64, Ordering::Relaxed);
-        self.largest.fetch_max(entries as u64, Ordering::Relaxed);
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> WriterStatsSnapshot {
-        WriterStatsSnapshot {
-            batches: self.batches.load(Ordering::Relaxed),
-            entries: self.entries.load(Ordering::Relaxed),
-            largest: self.largest.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// Submits appends to the writer. Cheap to clone.
@@ -332,229 +273,6 @@ struct Writer<M: Machine> {
     setup: WriterSetup<M>,
     failure: Arc<Failure>,
     stats: Arc<WriterStats>,
-}
-
-/// Whether the log has failed, shared by the writer and the syncer: whichever thread meets a
-/// storage error first records it, and both then stop appending.
-struct Failure {
-    /// The one source of truth: a thread that sees the log failed also sees why.
-    status: watch::Sender<WriterStatus>,
-}
-
-impl Failure {
-    fn happened(&self) -> bool {
-        self.status.borrow().is_stopped()
-    }
-
-    /// Marks the log failed, keeping the first reason.
-    fn record(&self, why: String) {
-        self.record_status(WriterStatus::Failed(why));
-    }
-
-    /// Marks the log failed by a storage error (unless it failed before) and returns the status
-    /// it has now, the first failure's.
-    fn record_store(&self, e: &StoreError) -> WriterStatus {
-        self.record_status(WriterStatus::after(e))
-    }
-
-    fn record_status(&self, status: WriterStatus) -> WriterStatus {
-        self.status.send_if_modified(|now| {
-            let first = *now == WriterStatus::Running;
-            if first {
-                *now = status;
-            }
-            first
-        });
-        self.status.borrow().clone()
-    }
-}
-
-type Outcome<R> = Result<Appended, AppendError<R>>;
-
-/// A reply channel with the answer it will get once the batch is durable.
-enum Pending<R> {
-    Append(Reply<R>, Outcome<R>),
-    Copy(CopyReply, Result<u64, AppendError<String>>),
-}
-
-impl<R> Pending<R> {
-    /// Sends the answer.
-    fn answer(self) {
-        match self {
-            Pending::Append(reply, outcome) => drop(reply.send(outcome)),
-            Pending::Copy(reply, outcome) => drop(reply.send(outcome)),
-        }
-    }
-
-    /// Sends the refusal of a writer stopped this way instead.
-    fn refuse(self, status: &WriterStatus) {
-        match self {
-            Pending::Append(reply, _) => drop(reply.send(Err(status.refusal()))),
-            Pending::Copy(reply, _) => drop(reply.send(Err(status.refusal()))),
-        }
-    }
-}
-
-/// A batch in the store, on its way to the syncer.
-struct Written<R> {
-    /// The head it leads to, if it appended anything (else only its answers wait for the
-    /// batches before it).
-    head: Option<NextHead>,
-    /// What the machine publishes once the batch is durable.
-    on_durable: OnDurable,
-    /// A copy of the batch's entries and nodes for the readers' tail.
-    tail: Option<TailBatch>,
-    replies: Vec<Pending<R>>,
-}
-
-/// A head before its checkpoint is signed.
-struct NextHead {
-    /// The primary's note for it, on a replica (else it is signed here).
-    note: Option<Arc<str>>,
-    size: u64,
-    root: Hash,
-    last_hash: Hash,
-    last_recorded_at: Option<Time>,
-    extensions: Vec<String>,
-}
-
-/// Makes written batches durable and hands them, in order, to the [`Publisher`].
-struct Syncer {
-    store: Arc<dyn LogStore>,
-    failure: Arc<Failure>,
-    stats: Arc<WriterStats>,
-}
-
-/// A group of written batches after the syncer: durable, or refused for this reason.
-struct Synced<R> {
-    group: Vec<Written<R>>,
-    refused: Option<WriterStatus>,
-}
-
-impl Syncer {
-    fn run<R: Send + 'static>(
-        self,
-        rx: std::sync::mpsc::Receiver<Written<R>>,
-        publisher: Publisher,
-    ) {
-        // A rendezvous again: the syncer syncs the next group while the publisher witnesses
-        // this one, and runs at most one group ahead of it.
-        let (to_publisher, publisher_rx) = std::sync::mpsc::sync_channel::<Synced<R>>(0);
-        let publishing = std::thread::Builder::new()
-            .name("log-publisher".into())
-            .spawn(move || publisher.run(publisher_rx))
-            .expect("spawning the log publisher thread");
-        let mut failure: Option<WriterStatus> = None;
-        while let Ok(first) = rx.recv() {
-            // Everything written by now shares one sync.
-            let mut group = vec![first];
-            group.extend(rx.try_iter());
-            if failure.is_none() && self.failure.happened() {
-                failure = Some(self.failure.status.borrow().clone());
-            }
-            if failure.is_none() && group.iter().any(|w| w.head.is_some()) {
-                let started = std::time::Instant::now();
-                let synced = self.store.sync();
-                self.stats.sync_seconds.observe(started.elapsed().as_secs_f64());
-                if let Err(e) = synced {
-                    tracing::error!(error = %e, "log writer stopped after a failed sync");
-                    failure = Some(self.failure.record_store(&e));
-                }
-            }
-            if let Err(unsent) = to_publisher.send(Synced { group, refused: failure.clone() }) {
-                // The publisher is gone (it panicked): nothing more can be published.
-                let status = self
-                    .failure
-                    .record_status(WriterStatus::Failed("the log publisher stopped".into()));
-                for pending in unsent.0.group.into_iter().flat_map(|w| w.replies) {
-                    pending.refuse(&status);
-                }
-                failure = Some(status);
-            }
-        }
-        drop(to_publisher);
-        if publishing.join().is_err() {
-            tracing::error!("the log publisher thread panicked");
-            self.failure.record("the log publisher panicked".into());
-        }
-    }
-}
-
-/// Publishes durable batches and answers appends, strictly in batch order. The newest head's
-/// checkpoint is signed and witnessed (see `super::witness`) before anything about it is
-/// public; then the batches reach the readers' tail and the head is published, so that a
-/// caller who hears back can read its entry. Witnessing overlaps the syncer's next sync.
-struct Publisher {
-    signing: Arc<Signing>,
-    copied: Arc<CopiedCheckpoints>,
-    head: watch::Sender<Arc<Head>>,
-    tail: Arc<Tail>,
-    failure: Arc<Failure>,
-    witness: Option<super::Witness>,
-}
-
-impl Publisher {
-    fn run<R>(self, rx: std::sync::mpsc::Receiver<Synced<R>>) {
-        // Once a witness could not be written, nothing after it is published.
-        let mut failure: Option<WriterStatus> = None;
-        while let Ok(Synced { mut group, refused }) = rx.recv() {
-            if let Some(status) = refused.or_else(|| failure.clone()) {
-                for pending in group.into_iter().flat_map(|w| w.replies) {
-                    pending.refuse(&status);
-                }
-                continue;
-            }
-            let heads: Vec<NextHead> = group.iter_mut().filter_map(|w| w.head.take()).collect();
-            for h in &heads {
-                if let Some(note) = &h.note {
-                    self.copied.insert(h.size, note.clone());
-                }
-            }
-            let head = heads.into_iter().last().map(|h| {
-                let checkpoint = match (h.note, self.signing.as_ref()) {
-                    (Some(note), _) => note,
-                    (None, Signing::Primary(signer)) => {
-                        sign_checkpoint(signer, h.size, h.root, h.extensions).into()
-                    }
-                    // The writer never makes a head without a note on a replica.
-                    (None, Signing::Replica(_)) => "".into(),
-                };
-                Head {
-                    size: h.size,
-                    root: h.root,
-                    last_hash: h.last_hash,
-                    last_recorded_at: h.last_recorded_at,
-                    checkpoint,
-                }
-            });
-            if let (Some(head), Some(witness)) = (&head, &self.witness)
-                && let Err(e) = witness.record(&head.checkpoint)
-            {
-                let e = StoreError::from(e);
-                tracing::error!(error = %e, witness = %witness.path().display(), "log writer stopped: the signed checkpoint could not be witnessed");
-                let status = self.failure.record_store(&e);
-                for pending in group.into_iter().flat_map(|w| w.replies) {
-                    pending.refuse(&status);
-                }
-                failure = Some(status);
-                continue;
-            }
-            for w in &mut group {
-                if let Some(publish) = w.on_durable.take() {
-                    publish();
-                }
-                if let Some(batch) = w.tail.take() {
-                    self.tail.push(batch);
-                }
-            }
-            if let Some(head) = head {
-                self.head.send_replace(Arc::new(head));
-            }
-            for pending in group.into_iter().flat_map(|w| w.replies) {
-                pending.answer();
-            }
-        }
-    }
 }
 
 impl<M: Machine> Writer<M> {

@@ -23,7 +23,6 @@ use registry_proto::pb;
 use tokio_util::sync::CancellationToken;
 
 use super::{Primary, ReplicaStatus};
-use crate::grpc::health::HealthHandle;
 use crate::log::{AppendError, Appender, CopiedCheckpoint, CopyReceiver, LogReader, StoreNodes};
 use crate::machine::RegistryMachine;
 use crate::projection::Projection;
@@ -60,8 +59,9 @@ pub struct Follower {
     pub key_der: Vec<u8>,
     /// Where the loop reports.
     pub status: Arc<ReplicaStatus>,
-    /// Health: lookups are served once the replica has caught up.
-    pub health: HealthHandle,
+    /// Called whenever the replica has caught up, or holds something while the primary is away:
+    /// lookups are then worth serving (health).
+    pub on_caught_up: Box<dyn Fn() + Send + Sync>,
 }
 
 impl Follower {
@@ -94,7 +94,7 @@ impl Follower {
                         "following the primary was interrupted");
                     if self.reader.head().size > 0 {
                         // The primary is away: what this replica verified is still worth serving.
-                        self.health.set(LOOKUP_SERVICE, true);
+                        (self.on_caught_up)();
                     }
                 }
             }
@@ -331,7 +331,7 @@ impl Follower {
 
     fn caught_up_if(&self, caught_up: bool) {
         if caught_up {
-            self.health.set(LOOKUP_SERVICE, true);
+            (self.on_caught_up)();
         }
     }
 }

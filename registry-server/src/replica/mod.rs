@@ -28,7 +28,21 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::config::Config;
 use crate::log::Signing;
 use crate::registry_key::{self, LoadedKey, PublicKey};
-use crate::server::ServerError;
+use crate::store::StoreError;
+
+/// Why a replica could not start, or a promotion could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// A setting cannot be used, or the primary could not tell what the replica must know.
+    #[error("{0}")]
+    Config(String),
+    /// The registry key files.
+    #[error("registry key: {0}")]
+    KeyFile(#[from] registry_key::KeyFileError),
+    /// The replica's store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// What a start holds the registry's key as.
 pub enum Role {
@@ -49,7 +63,7 @@ pub enum Role {
 impl Role {
     /// The role `config` asks for, with its key. A replica's first start asks the primary for
     /// the registry's origin and (unless configured) public key, and pins the key.
-    pub async fn of(config: &Config) -> Result<Self, ServerError> {
+    pub async fn of(config: &Config) -> Result<Self, ReplicaError> {
         let Some(url) = &config.follow.primary else {
             return Ok(Role::Primary(registry_key::load_or_create(&config.data_dir)?));
         };
@@ -61,7 +75,7 @@ impl Role {
                     .map_err(|e| e.to_string())
                     .and_then(|pem| PublicKey::from_pem(&pem).map_err(|e| e.to_string()))
                     .map_err(|e| {
-                        ServerError::Config(format!("follow.registry_key {}: {e}", path.display()))
+                        ReplicaError::Config(format!("follow.registry_key {}: {e}", path.display()))
                     })?,
             ),
             None => None,
@@ -73,16 +87,17 @@ impl Role {
                 let pem = std::fs::read_to_string(&pinned)
                     .map_err(|source| registry_key::KeyFileError::Io { path: pinned, source })?;
                 let key = PublicKey::from_pem(&pem).map_err(|e| {
-                    ServerError::Config(format!("{}: {e}", config.data_dir.display()))
+                    ReplicaError::Config(format!("{}: {e}", config.data_dir.display()))
                 })?;
                 (key, None)
             }
             (true, configured) => {
                 let info = primary.registry_info().await?;
-                let named = PublicKey::from_pem(&info.public_key_pem)
-                    .map_err(|e| ServerError::Config(format!("the primary's registry key: {e}")))?;
+                let named = PublicKey::from_pem(&info.public_key_pem).map_err(|e| {
+                    ReplicaError::Config(format!("the primary's registry key: {e}"))
+                })?;
                 if configured.as_ref().is_some_and(|c| c.der != named.der) {
-                    return Err(ServerError::Config(format!(
+                    return Err(ReplicaError::Config(format!(
                         "the primary at {url} signs with another key than follow.registry_key"
                     )));
                 }
@@ -100,21 +115,11 @@ impl Role {
 }
 
 impl Role {
-    /// The registry's public identity under `origin`.
-    pub fn identity(&self, origin: &str) -> crate::grpc::audit::Identity {
-        let der = match self {
-            Role::Primary(key) => key.key.public_key_der().to_vec(),
-            Role::Replica { key, .. } => key.der.clone(),
-        };
-        crate::grpc::audit::Identity {
-            origin: origin.to_string(),
-            public_key_pem: match self {
-                Role::Primary(key) => key.key.public_key_pem(),
-                Role::Replica { key, .. } => key.pem.clone(),
-            },
-            key_id: hex::encode(registry_core::keys::note_key_id(&der)),
-            fingerprint: registry_core::keys::fingerprint_hex(&der),
-            public_key_der: der,
+    /// The registry's public key (DER SubjectPublicKeyInfo, PEM).
+    pub fn public_key(&self) -> (Vec<u8>, String) {
+        match self {
+            Role::Primary(key) => (key.key.public_key_der().to_vec(), key.key.public_key_pem()),
+            Role::Replica { key, .. } => (key.der.clone(), key.pem.clone()),
         }
     }
 
@@ -144,9 +149,9 @@ pub struct Primary {
 }
 
 impl Primary {
-    fn new(url: &str, follow: &crate::config::Follow) -> Result<Self, ServerError> {
+    fn new(url: &str, follow: &crate::config::Follow) -> Result<Self, ReplicaError> {
         let ca_cert = follow.ca_cert.as_deref();
-        let bad = |e: String| ServerError::Config(format!("follow.primary {url:?}: {e}"));
+        let bad = |e: String| ReplicaError::Config(format!("follow.primary {url:?}: {e}"));
         let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
@@ -191,7 +196,7 @@ impl Primary {
     /// The primary's identity, retried for up to a minute (replicas often start with it).
     async fn registry_info(
         &self,
-    ) -> Result<registry_proto::pb::GetRegistryInfoResponse, ServerError> {
+    ) -> Result<registry_proto::pb::GetRegistryInfoResponse, ReplicaError> {
         let mut last = String::new();
         for _ in 0..60 {
             match self.channel().await.map(Self::audit) {
@@ -208,7 +213,7 @@ impl Primary {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        Err(ServerError::Config(format!(
+        Err(ReplicaError::Config(format!(
             "a replica's first start asks the primary at {} for the registry's origin and key, \
              and it did not answer: {last}",
             self.url
@@ -241,7 +246,7 @@ pub struct Promoted {
 /// key it followed. The next start without `--follow` continues the same log and signs its
 /// checkpoints; replicas and mirrors that followed the old primary accept them, as long as this
 /// replica had everything the old primary published (deploy/README.md, "Promoting a replica").
-pub fn promote(config: &Config, key_file: &std::path::Path) -> Result<Promoted, ServerError> {
+pub fn promote(config: &Config, key_file: &std::path::Path) -> Result<Promoted, ReplicaError> {
     use crate::store::LogStore;
     let options = crate::store::sled::SledOptions {
         cache_capacity: config.cache_mib * 1024 * 1024,
@@ -251,50 +256,18 @@ pub fn promote(config: &Config, key_file: &std::path::Path) -> Result<Promoted, 
     let store = crate::store::sled::SledStore::open(&config.data_dir.join("log"), &options)?;
     let size = store.size()?;
     let root = registry_core::merkle::root(&crate::log::StoreNodes(&store), size)
-        .map_err(|e| crate::store::StoreError::Corrupt(format!("the Merkle tree: {e}")))?;
+        .map_err(|e| StoreError::Corrupt(format!("the Merkle tree: {e}")))?;
     drop(store);
     registry_key::promote(&config.data_dir, key_file)?;
     Ok(Promoted { size, root })
 }
 
-/// Starts following `primary` in the background for the replica `server`, until it stops.
-pub fn follow(
-    server: &crate::server::Server<crate::machine::RegistryMachine>,
-    primary: Primary,
-    status: std::sync::Arc<ReplicaStatus>,
-) {
-    let identity = server.identity();
-    let verifier = match NoteVerifier::new(&identity.origin, &identity.public_key_der) {
-        Ok(v) => v,
-        Err(e) => {
-            status.stop(format!("the registry key cannot check checkpoints: {e}"));
-            return;
-        }
-    };
-    let replica_id = match replica_id(server.reader().store().as_ref()) {
-        Ok(id) => id,
-        Err(e) => {
-            status.stop(format!("this replica's identity cannot be stored: {e}"));
-            return;
-        }
-    };
-    let follower = follower::Follower {
-        replica_id,
-        appender: server.appender(),
-        reader: server.reader(),
-        primary,
-        verifier,
-        key_der: identity.public_key_der.clone(),
-        status,
-        health: server.health().clone(),
-    };
-    tokio::spawn(follower.run(server.stop_token()));
-}
-
 /// Metadata key: the replica's identity in its progress reports, chosen at its first start.
 const REPLICA_ID: &str = "replica_id";
 
-fn replica_id(store: &dyn crate::store::LogStore) -> Result<String, crate::store::StoreError> {
+pub(crate) fn replica_id(
+    store: &dyn crate::store::LogStore,
+) -> Result<String, crate::store::StoreError> {
     if let Some(id) = store.meta(REPLICA_ID)? {
         return Ok(String::from_utf8_lossy(&id).into_owned());
     }
@@ -368,7 +341,7 @@ impl ReplicaStatus {
         self.behind_since_micros.store(micros, Ordering::Relaxed);
     }
 
-    fn stop(&self, why: String) {
+    pub(crate) fn stop(&self, why: String) {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
         self.connected.store(false, Ordering::Relaxed);
     }

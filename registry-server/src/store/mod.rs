@@ -209,6 +209,10 @@ pub(crate) fn write_in_batches(
     }
 }
 
+/// Metadata key holding the checkpoint origin chosen at first start (a replica's: its
+/// primary's).
+pub(crate) const ORIGIN: &str = "origin";
+
 /// Big-endian key for a position, so keys sort in log order.
 pub(crate) fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()
