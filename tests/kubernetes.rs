@@ -52,13 +52,13 @@ fn the_manifests_are_valid_kubernetes_1_33_and_all_in_the_kustomization() {
     assert!(report.matches("passed").count() >= files.len(), "{report}");
 }
 
-#[test]
-fn the_mounted_configuration_is_one_the_server_loads_on_the_ports_the_pod_declares() {
+/// The configuration file `name` of the ConfigMap (the lines indented under `name: |`),
+/// loaded as the server loads it.
+fn mounted_config(name: &str) -> registry_server::config::Config {
     let configmap = std::fs::read_to_string(dir().join("configmap.yaml")).unwrap();
-    // The registry.toml block: the lines indented under `registry.toml: |`.
     let toml: String = configmap
-        .split_once("registry.toml: |\n")
-        .expect("a registry.toml entry")
+        .split_once(&format!("{name}: |\n"))
+        .unwrap_or_else(|| panic!("a {name} entry"))
         .1
         .lines()
         .take_while(|l| l.starts_with("    ") || l.is_empty())
@@ -66,23 +66,67 @@ fn the_mounted_configuration_is_one_the_server_loads_on_the_ports_the_pod_declar
         .collect();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &toml).unwrap();
-    let config = registry_server::config::Config::load(
+    registry_server::config::Config::load(
         Some(file.path()),
         &registry_server::config::Overrides::default(),
     )
-    .unwrap_or_else(|e| panic!("the ConfigMap's registry.toml does not load: {e}\n{toml}"));
-    let statefulset = std::fs::read_to_string(dir().join("statefulset.yaml")).unwrap();
+    .unwrap_or_else(|e| panic!("the ConfigMap's {name} does not load: {e}\n{toml}"))
+}
+
+/// The ports, probes, scrape annotation, data volume and security context of a workload match
+/// the configuration it mounts.
+fn assert_matches(config: &registry_server::config::Config, workload: &str) {
     let grpc = config.listen.port();
     let metrics = config.metrics_listen.expect("metrics are served").port();
-    assert!(statefulset.contains(&format!("containerPort: {grpc}")));
-    assert!(statefulset.contains(&format!("containerPort: {metrics}")));
+    assert!(workload.contains(&format!("containerPort: {grpc}")));
+    assert!(workload.contains(&format!("containerPort: {metrics}")));
     assert_eq!(
-        statefulset.matches(&format!("grpc:\n              port: {grpc}")).count(),
+        workload.matches(&format!("grpc:\n              port: {grpc}")).count(),
         3,
         "three gRPC probes"
     );
-    assert!(statefulset.contains(&format!("prometheus.io/port: \"{metrics}\"")));
-    assert!(statefulset.contains(&format!("mountPath: {}", config.data_dir.display())));
-    assert!(statefulset.contains("readOnlyRootFilesystem: true"));
-    assert!(statefulset.contains("runAsNonRoot: true"));
+    assert!(workload.contains(&format!("prometheus.io/port: \"{metrics}\"")));
+    assert!(workload.contains(&format!("mountPath: {}", config.data_dir.display())));
+    assert!(workload.contains("readOnlyRootFilesystem: true"));
+    assert!(workload.contains("runAsNonRoot: true"));
+}
+
+fn mount_of(path: &Path) -> String {
+    format!("mountPath: {}", path.parent().expect("a directory").display())
+}
+
+#[test]
+fn the_primary_mounts_a_configuration_the_server_loads_with_its_key_from_a_secret() {
+    let config = mounted_config("registry.toml");
+    let statefulset = std::fs::read_to_string(dir().join("statefulset.yaml")).unwrap();
+    assert_matches(&config, &statefulset);
+    assert_eq!(config.follow.primary, None);
+    let key = config.registry_key.as_deref().expect("the key comes from a Secret");
+    assert!(statefulset.contains(&mount_of(key)), "the key's directory is mounted");
+    assert!(statefulset.contains("secretName: keyregistry-key"));
+    assert!(config.sync_replicas >= 1);
+    let replicas = std::fs::read_to_string(dir().join("replicas.yaml")).unwrap();
+    assert!(replicas.contains("kind: PodDisruptionBudget") && replicas.contains("minAvailable: 1"));
+}
+
+#[test]
+fn the_replicas_follow_the_primary_s_service_and_are_ready_once_caught_up() {
+    let config = mounted_config("replica.toml");
+    let replicas = std::fs::read_to_string(dir().join("replicas.yaml")).unwrap();
+    assert_matches(&config, &replicas);
+    assert!(replicas.contains("service: keyregistry.v1.LookupService"), "readiness: caught up");
+    let primary = mounted_config("registry.toml");
+    assert_eq!(
+        config.follow.primary.as_deref(),
+        Some(format!("http://keyregistry:{}", primary.listen.port()).as_str())
+    );
+    let services = std::fs::read_to_string(dir().join("service.yaml")).unwrap();
+    let writes = services.split("---").find(|d| d.contains("name: keyregistry\n")).unwrap();
+    assert!(writes.contains("app.kubernetes.io/component: primary"), "{writes}");
+    let reads = services.split("---").find(|d| d.contains("name: keyregistry-read\n")).unwrap();
+    assert!(reads.contains("app.kubernetes.io/component: replica"), "{reads}");
+    let key = config.follow.registry_key.as_deref().expect("the public key is configured");
+    assert!(replicas.contains(&mount_of(key)));
+    assert!(replicas.contains("name: keyregistry-public-key"));
+    assert!(!replicas.contains("keyregistry-key\n"), "replicas never see the private key");
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use registry_proto::pb;
+use registry_server::log::system_clock;
 use registry_tests::Fixture;
 use tonic::Code;
 
@@ -102,7 +103,37 @@ async fn metrics_count_calls_by_method_and_code_and_show_the_log_and_the_limits(
     assert!(unverified <= f.log_size() as f64, "{m}");
     assert!(m.lines().any(|l| l.starts_with("registry_build_info{") && l.ends_with(" 1")), "{m}");
 
-    // Every series the shipped dashboard and alert rules ask for is one this server exposes.
+    assert!(value(&m, "registry_snapshot_duration_seconds").is_some(), "{m}");
+    assert_eq!(value(&m, "registry_replica_lag_entries"), None, "a primary follows nobody");
+
+    // A replica says how it follows.
+    let dir = tempfile::tempdir().unwrap();
+    let config = registry_server::config::Config {
+        metrics_listen: Some(([127, 0, 0, 1], 0).into()),
+        follow: registry_server::config::Follow {
+            primary: Some(f.registry.url()),
+            ..Default::default()
+        },
+        ..registry_tests::test_config(dir.path())
+    };
+    let replica = registry_server::registry::start_registry(&config, system_clock()).await.unwrap();
+    let mut heads = replica.reader().subscribe();
+    while heads.borrow_and_update().size < f.log_size() {
+        heads.changed().await.unwrap();
+    }
+    let addr = replica.metrics_addr().unwrap();
+    let r = tokio::task::spawn_blocking(move || registry_tests::raw::http_get(addr, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(value(&r, "registry_replica_lag_entries"), Some(0.0), "{r}");
+    assert_eq!(value(&r, "registry_replica_lag_seconds"), Some(0.0), "{r}");
+    assert_eq!(value(&r, "registry_replica_connected"), Some(1.0), "{r}");
+    assert_eq!(value(&r, "registry_replica_stopped"), Some(0.0), "{r}");
+    assert_eq!(value(&r, "registry_log_size"), Some(f.log_size() as f64), "{r}");
+
+    // Every series the shipped dashboard and alert rules ask for is one these servers expose.
+    let primary = m.clone();
+    let m = format!("{m}{r}");
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
     for file in ["grafana/keyregistry.json", "prometheus/alerts.yml"] {
         let text = std::fs::read_to_string(deploy.join(file)).unwrap();
@@ -126,7 +157,14 @@ async fn metrics_count_calls_by_method_and_code_and_show_the_log_and_the_limits(
         .spawn()
     {
         Ok(mut promtool) => {
-            promtool.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+            // Both expositions, the replica's without the primary's duplicate families.
+            let replica_only: String = r
+                .lines()
+                .filter(|l| l.contains("registry_replica_"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let both = format!("{primary}{replica_only}");
+            promtool.stdin.take().unwrap().write_all(both.as_bytes()).unwrap();
             let out = promtool.wait_with_output().unwrap();
             assert!(
                 out.status.success(),

@@ -132,6 +132,11 @@ pub struct Config {
     /// One structured log line per call (method, peer, status code, duration, request ID), at
     /// `info` under the target `registry::request`.
     pub request_log: bool,
+    /// The registry's private key (PKCS#8 PEM) in a file outside the data directory, e.g. a
+    /// mounted Kubernetes Secret; unset, `registry-key.pem` in the data directory, created at
+    /// first start. A replica's data directory started with it (and no `follow`) is the
+    /// primary from then on, if it is the key the replica followed.
+    pub registry_key: Option<PathBuf>,
     /// On a primary: replicas that must hold a command's entries (reported through
     /// `ReplicationService`) before the command is acknowledged; 0 acknowledges once durable
     /// here (asynchronous replication: a promotion may then lose the last acknowledged writes).
@@ -200,6 +205,7 @@ impl Default for Config {
             connection_window_kib: 2048,
             metrics_listen: None,
             request_log: false,
+            registry_key: None,
             sync_replicas: 0,
             sync_timeout_secs: 10,
             follow: Follow::default(),
@@ -317,6 +323,7 @@ const KEYS: &[&str] = &[
     "connection_window_kib",
     "metrics_listen",
     "request_log",
+    "registry_key",
     "sync_replicas",
     "sync_timeout_secs",
 ];
@@ -368,6 +375,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         let env = env.filter_map(|key| {
+            let key = key.as_str().to_ascii_lowercase();
             let key = key.as_str();
             if KEYS.contains(&key) {
                 return Some(key.to_string().into());

@@ -99,6 +99,41 @@ pub fn load_or_create(data_dir: &Path) -> Result<LoadedKey, KeyFileError> {
     Ok(LoadedKey { key, created: true, path })
 }
 
+/// Loads the registry key from `file`, outside the data directory (a mounted Secret), and
+/// writes its public key into `data_dir`. Refused when the data directory belongs to another
+/// key: its own private key file, or the public key of the log it holds (a replica's), differs.
+pub fn load_from(data_dir: &Path, file: &Path) -> Result<LoadedKey, KeyFileError> {
+    fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    let pem = fs::read_to_string(file).map_err(io(file))?;
+    let key = P256KeyPair::from_pkcs8_pem(&pem)
+        .map_err(|source| KeyFileError::Key { path: file.to_path_buf(), source })?;
+    let own = data_dir.join(KEY_FILE);
+    if let Ok(other) = fs::read_to_string(&own)
+        && P256KeyPair::from_pkcs8_pem(&other).map(|k| k.public_key_der().to_vec()).ok()
+            != Some(key.public_key_der().to_vec())
+    {
+        return Err(KeyFileError::Mismatch {
+            path: own,
+            why: format!("is another key than the configured registry_key {}", file.display()),
+        });
+    }
+    let public = data_dir.join(PUBLIC_KEY_FILE);
+    if let Ok(pinned) = fs::read_to_string(&public)
+        && PublicKey::from_pem(&pinned).map(|p| p.der).ok() != Some(key.public_key_der().to_vec())
+    {
+        return Err(KeyFileError::Mismatch {
+            path: public,
+            why: format!(
+                "the log in this data directory is signed by this key, not by the configured \
+                 registry_key {}",
+                file.display()
+            ),
+        });
+    }
+    write_public_key(data_dir, &key)?;
+    Ok(LoadedKey { key, created: false, path: file.to_path_buf() })
+}
+
 /// Writes a private key file with mode 0600 (creating it atomically; never overwriting).
 pub fn write_private_key(path: &Path, pem: &str) -> Result<(), KeyFileError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -260,6 +295,35 @@ mod tests {
         assert!(matches!(
             pin_public(replica.path(), &public, false),
             Err(KeyFileError::Primary(_))
+        ));
+    }
+
+    #[test]
+    fn a_key_from_a_secret_serves_its_own_directory_or_a_replica_of_it_and_no_other() {
+        let secret = tempfile::tempdir().unwrap();
+        let key = P256KeyPair::generate();
+        let file = secret.path().join("registry-key.pem");
+        fs::write(&file, key.to_pkcs8_pem()).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let loaded = load_from(fresh.path(), &file).unwrap();
+        assert_eq!(loaded.key.public_key_der(), key.public_key_der());
+        assert!(!fresh.path().join(KEY_FILE).exists(), "the private key stays in the Secret");
+        assert!(load_from(fresh.path(), &file).is_ok(), "and again at the next start");
+
+        let replica = tempfile::tempdir().unwrap();
+        pin_public(replica.path(), &PublicKey::from_pem(&key.public_key_pem()).unwrap(), false)
+            .unwrap();
+        assert!(load_from(replica.path(), &file).is_ok(), "a replica of this key's log");
+
+        let other = tempfile::tempdir().unwrap();
+        load_or_create(other.path()).unwrap();
+        assert!(matches!(load_from(other.path(), &file), Err(KeyFileError::Mismatch { .. })));
+        let other_replica = tempfile::tempdir().unwrap();
+        let stranger = PublicKey::from_pem(&P256KeyPair::generate().public_key_pem()).unwrap();
+        pin_public(other_replica.path(), &stranger, false).unwrap();
+        assert!(matches!(
+            load_from(other_replica.path(), &file),
+            Err(KeyFileError::Mismatch { .. })
         ));
     }
 

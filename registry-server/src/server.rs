@@ -625,6 +625,7 @@ fn live_figures<M: Machine>(
             disk_total_bytes: space.map(|s| s.1),
             verified_size: reader.verified_size(),
             snapshot,
+            snapshot_seconds: reader.store().last_snapshot_seconds(),
             replica: replica.as_ref().map(|r| crate::telemetry::ReplicaFigures {
                 lag_entries: r.lag_entries(),
                 lag_seconds: r.lag_seconds(),

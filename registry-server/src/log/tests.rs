@@ -595,7 +595,7 @@ async fn a_read_only_start_serves_the_witnessed_head_and_nothing_after_it() {
         Log::open(Arc::new(memory.reopen()), RawBodies, signer, options(false), system_clock())
             .unwrap();
     assert_eq!(with_room.reader().head().size, 5);
-    let witnessed = witness.read(&with_room.reader().signer.verifier()).unwrap().unwrap().0;
+    let witnessed = witness.read(&with_room.reader().signing.verifier()).unwrap().unwrap().0;
     assert_eq!(witnessed.size, 5, "witnessed before it is served");
     with_room.close().unwrap();
 }

@@ -65,7 +65,10 @@ impl Role {
     /// the registry's origin and (unless configured) public key, and pins the key.
     pub async fn of(config: &Config) -> Result<Self, ReplicaError> {
         let Some(url) = &config.follow.primary else {
-            return Ok(Role::Primary(registry_key::load_or_create(&config.data_dir)?));
+            return Ok(Role::Primary(match &config.registry_key {
+                Some(file) => registry_key::load_from(&config.data_dir, file)?,
+                None => registry_key::load_or_create(&config.data_dir)?,
+            }));
         };
         let primary = Primary::new(url, &config.follow)?;
         let pinned = config.data_dir.join(registry_key::PUBLIC_KEY_FILE);

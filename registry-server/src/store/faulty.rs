@@ -119,4 +119,7 @@ impl LogStore for FaultyStore {
     fn persist_projections(&self) -> Result<(), StoreError> {
         self.inner.persist_projections()
     }
+    fn last_snapshot_seconds(&self) -> Option<f64> {
+        self.inner.last_snapshot_seconds()
+    }
 }

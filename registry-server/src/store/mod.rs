@@ -181,6 +181,12 @@ pub trait LogStore: Send + Sync + 'static {
         write_in_batches(self, records.map(ProjectionWrite::put), Some(size))
     }
 
+    /// Seconds the last projection snapshot took to cut since the store opened, for stores
+    /// that cut them.
+    fn last_snapshot_seconds(&self) -> Option<f64> {
+        None
+    }
+
     /// Makes the projections durable as they are now, so the next start replays nothing (at a
     /// clean stop and after a rebuild). Stores whose projections are durable with every sync
     /// have nothing to do.

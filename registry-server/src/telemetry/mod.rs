@@ -77,6 +77,8 @@ pub struct Live {
     pub verified_size: Option<u64>,
     /// Seconds since the projection snapshot was last written, and its size in bytes.
     pub snapshot: Option<(f64, u64)>,
+    /// Seconds the last projection snapshot took to cut, once one was cut since the start.
+    pub snapshot_seconds: Option<f64>,
     /// On a replica, how it follows its primary.
     pub replica: Option<ReplicaFigures>,
 }
@@ -113,6 +115,7 @@ pub struct Metrics {
     unverified: Gauge,
     snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     snapshot_bytes: Gauge,
+    snapshot_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     replica_lag_entries: Gauge,
     replica_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     replica_connected: Gauge,
@@ -161,6 +164,7 @@ impl Metrics {
             unverified: Gauge::default(),
             snapshot_age: Gauge::default(),
             snapshot_bytes: Gauge::default(),
+            snapshot_seconds: Gauge::default(),
             replica_lag_entries: Gauge::default(),
             replica_lag_seconds: Gauge::default(),
             replica_connected: Gauge::default(),
@@ -246,6 +250,11 @@ impl Metrics {
             "Size of the projection snapshot file",
             m.snapshot_bytes.clone(),
         );
+        registry.register(
+            "registry_snapshot_duration_seconds",
+            "Seconds the last projection snapshot took to cut (build, write, fsync)",
+            m.snapshot_seconds.clone(),
+        );
         if replica {
             registry.register(
                 "registry_replica_lag_entries",
@@ -310,6 +319,9 @@ impl Metrics {
         if let Some((age, bytes)) = live.snapshot {
             self.snapshot_age.set(age);
             self.snapshot_bytes.set(bytes as i64);
+        }
+        if let Some(seconds) = live.snapshot_seconds {
+            self.snapshot_seconds.set(seconds);
         }
         if let Some(r) = live.replica {
             self.replica_lag_entries.set(r.lag_entries as i64);

@@ -86,6 +86,8 @@ struct Shared {
     /// (a full disk) is retried after 1 s, 2 s, 4 s, ... up to [`MAX_BACKOFF`], not at every
     /// write, where each try would fill the disk again with a temporary file.
     backoff: Mutex<Backoff>,
+    /// How long the last snapshot took to cut, in microseconds (0: none cut since the start).
+    last_cut_micros: std::sync::atomic::AtomicU64,
 }
 
 /// The longest wait between two tries of a failing snapshot.
@@ -194,6 +196,7 @@ impl LayeredStore {
                 min_cut: min_cut.max(1),
                 backoff: Mutex::new(Backoff::default()),
                 cleared_bytes: Default::default(),
+                last_cut_micros: Default::default(),
             }),
         })
     }
@@ -377,6 +380,8 @@ impl Shared {
         started: std::time::Instant,
     ) -> Result<(), StoreError> {
         snapshot.write(&self.path)?;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+        self.last_cut_micros.store(micros, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             size = snapshot.size(),
             records = snapshot.len(),
@@ -681,6 +686,13 @@ impl LogStore for LayeredStore {
         layers.base = Arc::new(snapshot);
         layers.projected = Some(size);
         Ok(())
+    }
+
+    fn last_snapshot_seconds(&self) -> Option<f64> {
+        match self.shared.last_cut_micros.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            micros => Some(micros as f64 / 1e6),
+        }
     }
 
     fn persist_projections(&self) -> Result<(), StoreError> {
