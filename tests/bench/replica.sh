@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Replication figures (issue #27's targets), in one run on this machine:
+#
+#   1. copy: a replica started from an empty data directory copies and verifies the primary's
+#      log; its rate next to `registry audit verify` of an export of the same log (offline, the
+#      same checks);
+#   2. keeping up: the replica's lag (entries and seconds, from its /metrics) sampled while
+#      `registry bench register` writes to the primary at full rate, asynchronous
+#      (sync_replicas = 0) and then semi-synchronous (sync_replicas = 1);
+#   3. lookups: `registry bench check` against the replica and the primary, alternately;
+#   4. /metrics: how long a scrape of the primary takes with the fleet loaded.
+#
+#   tests/bench/replica.sh [--keys N] [--duration SECS] [--bin-dir DIR]
+#
+# Prints a Markdown table on stdout; progress on stderr. Speed is reported, never asserted.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+keys=100000
+duration=10
+bin_dir=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --keys) keys="$2"; shift ;;
+        --duration) duration="$2"; shift ;;
+        --bin-dir) bin_dir="$2"; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+say() { echo "== $*" >&2; }
+
+if [ -z "$bin_dir" ]; then
+    say "building (release)"
+    (cd "$repo" && cargo build --release -q -p registry-server -p registry-client)
+    bin_dir="$repo/target/release"
+fi
+server_bin="$bin_dir/registry-server"
+registry_bin="$bin_dir/registry"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/registry-replica-bench.XXXXXX")"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+json_num() { grep -o "\"$2\": *[0-9.e+-]*" "$1" | head -1 | sed 's/.*: *//'; }
+metric() { curl -fsS "http://$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
+
+# start NAME GRPC_PORT METRICS_PORT [ARGS...]: a server on its own data directory.
+start() {
+    local name="$1" port="$2" mport="$3"
+    shift 3
+    "$server_bin" --data-dir "$work/$name" --listen "127.0.0.1:$port" \
+        --metrics-listen "127.0.0.1:$mport" --log-format json "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 3000); do
+        "$registry_bin" --server "http://127.0.0.1:$port" audit info >/dev/null 2>&1 && return 0
+        sleep 0.02
+    done
+    echo "$name did not start:" >&2
+    cat "$work/$name.log" >&2
+    exit 1
+}
+stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+size_of() { "$registry_bin" --json --server "http://127.0.0.1:$1" audit checkpoint | grep -o '"tree_size": *[0-9]*' | grep -o '[0-9]*$'; }
+
+primary=127.0.0.1:51051
+"$registry_bin" keygen --out "$work/admin.pem" >/dev/null
+say "primary with $keys keys"
+start primary 51051 59464 --admin-key "$work/admin.pub.pem"
+"$registry_bin" --server "http://$primary" --json bench prepare --keys "$keys" \
+    --admin-key "$work/admin.pem" >"$work/prepare.json"
+size="$(size_of 51051)"
+
+say "offline verify of an export ($size entries)"
+"$registry_bin" --server "http://$primary" audit export --out "$work/archive" >/dev/null 2>&1
+t0="$(now)"
+"$registry_bin" audit verify "$work/archive" --registry-key "$work/primary/registry-key.pub.pem" >/dev/null
+verify_secs="$(since "$t0")"
+
+say "a replica copies the log from nothing"
+t0="$(now)"
+start replica 51052 59465 --follow "http://$primary"
+while [ "$(size_of 51052 2>/dev/null || echo 0)" -lt "$size" ]; do sleep 0.1; done
+copy_secs="$(since "$t0")"
+
+# keep_up SYNC: the replica's largest lag while the primary takes registrations for $duration s.
+keep_up() {
+    local out="$work/lag-$1.txt"
+    : >"$out"
+    "$registry_bin" --server "http://$primary" --json bench register --keys "$keys" \
+        --duration "$duration" --concurrency 64 >"$work/register-$1.json" &
+    local bench=$!
+    while kill -0 "$bench" 2>/dev/null; do
+        echo "$(metric 127.0.0.1:59465 registry_replica_lag_entries) $(metric 127.0.0.1:59465 registry_replica_lag_seconds)" >>"$out"
+        sleep 0.5
+    done
+    wait "$bench"
+    register_rate="$(json_num "$work/register-$1.json" items_per_sec)"
+    max_entries="$(awk 'BEGIN { m = 0 } $1 > m { m = $1 } END { print m }' "$out")"
+    max_seconds="$(awk 'BEGIN { m = 0 } $2 > m { m = $2 } END { print m }' "$out")"
+    local final
+    for _ in $(seq 1 100); do
+        final="$(metric 127.0.0.1:59465 registry_replica_lag_entries)"
+        [ "$final" = 0 ] && break
+        sleep 0.1
+    done
+    echo "| writes at full rate, sync_replicas = $1 | $register_rate registrations/s | largest lag $max_entries entries, $max_seconds s; $final entries behind 10 s after |"
+}
+
+say "keeping up (asynchronous)"
+row_async="$(keep_up 0)"
+say "keeping up (semi-synchronous): the primary restarts with sync_replicas = 1"
+kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+start primary 51051 59464 --admin-key "$work/admin.pub.pem" --sync-replicas 1
+pids=("${pids[@]:1}")
+until [ "$(metric 127.0.0.1:59465 registry_replica_connected)" = 1 ]; do sleep 0.1; done
+row_sync="$(keep_up 1)"
+
+say "lookups: replica and primary, alternately"
+check_rate() {
+    "$registry_bin" --server "http://127.0.0.1:$1" --json bench check --keys "$keys" \
+        --duration "$duration" --concurrency 64 >"$work/check.json"
+    json_num "$work/check.json" items_per_sec
+}
+replica_rates=()
+primary_rates=()
+for _ in 1 2 3; do
+    replica_rates+=("$(check_rate 51052)")
+    primary_rates+=("$(check_rate 51051)")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+replica_check="$(median "${replica_rates[@]}")"
+primary_check="$(median "${primary_rates[@]}")"
+
+say "/metrics scrape latency"
+scrapes=()
+for _ in $(seq 1 20); do
+    scrapes+=("$(curl -fsS -o /dev/null -w '%{time_total}' http://127.0.0.1:59464/metrics)")
+done
+scrape_median="$(median "${scrapes[@]}")"
+scrape_max="$(printf '%s\n' "${scrapes[@]}" | sort -g | tail -1)"
+
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
+cat <<EOF
+Replication on $(nproc) cores, $keys keys ($size entries), $(date -u +%Y-%m-%d), commit $(cd "$repo" && git rev-parse --short HEAD).
+
+| what | figure | next to |
+|---|---|---|
+| a replica copies and verifies the log from nothing | $(rate "$size" "$copy_secs") entries/s ($copy_secs s) | offline \`audit verify\`: $(rate "$size" "$verify_secs") entries/s ($verify_secs s) |
+$row_async
+$row_sync
+| \`bench check\` on the replica | $replica_check checks/s (runs: ${replica_rates[*]}) | on the primary: $primary_check (runs: ${primary_rates[*]}); ratio $(awk -v a="$replica_check" -v b="$primary_check" 'BEGIN { printf "%.2f", a / b }') |
+| \`GET /metrics\` on the primary | median $(awk -v s="$scrape_median" 'BEGIN { printf "%.1f", s * 1000 }') ms, largest $(awk -v s="$scrape_max" 'BEGIN { printf "%.1f", s * 1000 }') ms (20 scrapes) | target < 50 ms |
+EOF
