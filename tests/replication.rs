@@ -190,6 +190,17 @@ async fn a_replica_resumes_after_its_own_restart_and_the_primary_s() {
     let replica = start_replica(&primary, dir.path()).await;
     caught_up(&replica, f.log_size()).await;
 
+    // Stopped after copying but before publishing (its witness still holds an older checkpoint
+    // of the primary's): the next start publishes what it holds though the primary is idle.
+    replica.shutdown();
+    replica.wait().await.unwrap();
+    let older = f.client.checkpoint(3).await.unwrap().checkpoint;
+    let witness = dir.path().join(registry_server::log::witness::WITNESS_FILE);
+    std::fs::write(&witness, older).unwrap();
+    let replica = start_replica(&primary, dir.path()).await;
+    caught_up(&replica, f.log_size()).await;
+    assert_eq!(checkpoint_note(&replica).await, f.client.checkpoint(0).await.unwrap().checkpoint);
+
     // The primary goes away and comes back on the same address.
     let Fixture { registry, admin: _, client: _ } = f;
     let config = Config { listen: registry.server.local_addr(), ..registry.config.clone() };

@@ -60,6 +60,8 @@ pub enum ClientError {
         message: String,
         /// Fields the server named as wrong.
         violations: Vec<FieldViolation>,
+        /// Where the command should have gone, when a read replica refused it.
+        primary: Option<String>,
     },
     /// Local input is unusable (a key file, a time).
     #[error("{0}")]
@@ -108,7 +110,17 @@ impl From<tonic::Status> for ClientError {
                     .collect()
             })
             .unwrap_or_default();
-        ClientError::Status { code: s.code(), message: s.message().to_string(), violations }
+        // A replica names its primary in a `google.rpc.ErrorInfo` (reason READ_REPLICA).
+        let primary = s
+            .get_details_error_info()
+            .filter(|i| i.reason == "READ_REPLICA")
+            .and_then(|i| i.metadata.get("primary").cloned());
+        ClientError::Status {
+            code: s.code(),
+            message: s.message().to_string(),
+            violations,
+            primary,
+        }
     }
 }
 
@@ -117,6 +129,14 @@ impl ClientError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             ClientError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The primary to send a command to, when a read replica refused it.
+    pub fn primary(&self) -> Option<&str> {
+        match self {
+            ClientError::Status { primary, .. } => primary.as_deref(),
             _ => None,
         }
     }

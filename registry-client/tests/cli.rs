@@ -405,3 +405,55 @@ async fn https_is_always_tls_and_tls_options_need_https() {
     assert_eq!(code, 2, "{err}");
     assert!(err["error"].as_str().unwrap().contains("https://"), "{err}");
 }
+
+/// A command sent to a read replica is refused (exit status 1), and the tool says where to
+/// send it: the replica's primary, from the refusal's `ErrorInfo`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_replica_refuses_a_command_and_the_tool_names_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    for name in ["admin", "abc"] {
+        ok(&d, "http://unused", &["keygen", "--out", &format!("{name}.pem")]);
+    }
+    let config = registry_server::config::Config {
+        data_dir: d.join("primary"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_keys: vec![d.join("admin.pub.pem")],
+        emergency_ballast_mib: 1,
+        ..Default::default()
+    };
+    let clock = registry_server::log::system_clock;
+    let primary = registry_server::registry::start_registry(&config, clock()).await.unwrap();
+    let primary_url = format!("http://{}", primary.local_addr());
+    let replica_config = registry_server::config::Config {
+        data_dir: d.join("replica"),
+        admin_keys: Vec::new(),
+        follow: registry_server::config::Follow {
+            primary: Some(primary_url.clone()),
+            ..Default::default()
+        },
+        ..config
+    };
+    let replica =
+        registry_server::registry::start_registry(&replica_config, clock()).await.unwrap();
+    let replica_url = format!("http://{}", replica.local_addr());
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        let args = [
+            "admin",
+            "add-operator",
+            "--signer",
+            "admin.pem",
+            "--operator",
+            "DE*ABC",
+            "--name",
+            "ABC",
+            "--key",
+            "abc.pub.pem",
+        ];
+        registry(&d, &replica_url, &args)
+    })
+    .await
+    .unwrap();
+    assert_eq!((code, err["code"].as_str()), (1, Some("FAILED_PRECONDITION")), "{err}");
+    assert_eq!(err["primary"].as_str(), Some(primary_url.as_str()), "{err}");
+}

@@ -448,6 +448,19 @@ impl<M: Machine> Writer<M> {
                 _ => StoreError::Io("an earlier sync failed".into()),
             });
         }
+        if let (None, true, Some(checkpoint)) = (&failure, batch.entries.is_empty(), &copied) {
+            // A copy of nothing: the primary's checkpoint for what this replica already holds
+            // (entries a previous run copied but never published), published as it is.
+            let frontier = &self.setup.frontier;
+            head = Some(NextHead {
+                note: Some(checkpoint.note.clone()),
+                size: frontier.size(),
+                root: frontier.root(),
+                last_hash: self.setup.last_hash,
+                last_recorded_at: self.setup.last_recorded_at,
+                extensions: checkpoint.extensions.clone(),
+            });
+        }
         if failure.is_none() && !batch.entries.is_empty() {
             batch.projections = view.into_writes();
             batch.projected_size = Some(self.setup.frontier.size());

@@ -74,6 +74,7 @@ impl Follower {
                 return;
             }
         };
+        self.status.published(self.reader.head().size, None);
         let mut backoff = Duration::from_millis(100);
         loop {
             let outcome = tokio::select! {
@@ -128,7 +129,8 @@ impl Follower {
             Ok(r) => r.into_inner(),
             Err(s) => return Fault::Transient(format!("GetCheckpoint: {}", s.message())),
         };
-        let newest = match self.open(&newest.checkpoint) {
+        let newest_note = newest.checkpoint;
+        let newest = match self.open(&newest_note) {
             Ok(c) => c,
             Err(f) => return f,
         };
@@ -136,6 +138,23 @@ impl Follower {
             return f;
         }
         self.status.seen(newest.size, None);
+        if newest.size == *tip && self.reader.head().size < *tip {
+            // A previous run copied these entries but stopped before publishing them: the
+            // primary's checkpoint for exactly them publishes them now.
+            let copied = CopiedCheckpoint {
+                note: newest_note.into(),
+                size: newest.size,
+                root: newest.root,
+                extensions: newest.extensions.clone(),
+            };
+            let outcome = match self.appender.copy(Vec::new(), copied).await {
+                Ok(answer) => answer.await.ok(),
+                Err(e) => Some(Err(e)),
+            };
+            if let Err(f) = self.finish(newest.size, outcome, None, tip) {
+                return f;
+            }
+        }
         let request = pb::WatchEntriesRequest { start: *tip };
         let stream = match audit.watch_entries(request).await {
             Ok(r) => r.into_inner(),

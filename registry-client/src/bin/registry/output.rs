@@ -40,7 +40,8 @@ not billable, does not verify, refused by the registry); 2 bad usage; 3 no answe
 
 --json: every answer is one JSON object on one line (streams print one per event); field names \
 are snake_case, times RFC 3339 UTC, hashes and keys lowercase hex. A failure prints \
-{\"error\", \"code\", \"violations\": [{\"field\", \"description\"}]} on stdout as well.";
+{\"error\", \"code\", \"violations\": [{\"field\", \"description\"}], \"primary\"} on stdout as well \
+(primary: where to send a command a read replica refused).";
 
 /// Whether the answer is yes; a no carries the reason, said on stderr.
 #[derive(Debug)]
@@ -117,6 +118,7 @@ impl Printer {
                 "error": format!("{e:#}"),
                 "code": client.and_then(ClientError::code).map(registry_client::code_name),
                 "violations": client.map(|c| c.violations().iter().map(|v| json!({"field": v.field, "description": v.description})).collect::<Vec<_>>()),
+                "primary": client.and_then(ClientError::primary),
             });
             println!("{out}");
         }
@@ -124,6 +126,11 @@ impl Printer {
         if let Some(c) = client {
             for v in c.violations() {
                 eprintln!("  field {}: {}", v.field, v.description);
+            }
+            if let Some(primary) = c.primary() {
+                eprintln!(
+                    "  this is a read replica: run the command again with --server {primary}"
+                );
             }
         }
         exit_of(e)
