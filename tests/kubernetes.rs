@@ -105,6 +105,9 @@ fn the_primary_mounts_a_configuration_the_server_loads_with_its_key_from_a_secre
     assert!(statefulset.contains(&mount_of(key)), "the key's directory is mounted");
     assert!(statefulset.contains("secretName: keyregistry-key"));
     assert!(config.sync_replicas >= 1);
+    let token = config.replication_token_file.as_deref().expect("reports need a token");
+    assert!(statefulset.contains(&mount_of(token)));
+    assert!(statefulset.contains("secretName: keyregistry-replication"));
     let replicas = std::fs::read_to_string(dir().join("replicas.yaml")).unwrap();
     assert!(replicas.contains("kind: PodDisruptionBudget") && replicas.contains("minAvailable: 1"));
 }
@@ -128,5 +131,9 @@ fn the_replicas_follow_the_primary_s_service_and_are_ready_once_caught_up() {
     let key = config.follow.registry_key.as_deref().expect("the public key is configured");
     assert!(replicas.contains(&mount_of(key)));
     assert!(replicas.contains("name: keyregistry-public-key"));
+    let token = config.follow.token_file.as_deref().expect("reports carry the token");
+    assert!(replicas.contains(&mount_of(token)));
+    assert!(replicas.contains("secretName: keyregistry-replication"));
+    assert_eq!(Some(token), primary.replication_token_file.as_deref(), "the same Secret");
     assert!(!replicas.contains("keyregistry-key\n"), "replicas never see the private key");
 }

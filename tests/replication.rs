@@ -258,6 +258,52 @@ async fn a_replica_stops_following_a_primary_whose_log_was_rewritten() {
     assert!(metrics.contains("registry_replica_stopped 1"), "{metrics}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_replicas_with_the_replication_token_release_a_waiting_command() {
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, "correct-horse-battery-staple\n").unwrap();
+    let f = Fixture::start_configured(|c| {
+        c.sync_replicas = 1;
+        c.sync_timeout_secs = 30;
+        c.replication_token_file = Some(token_file.clone());
+    })
+    .await;
+    let channel = f.registry.channel().await;
+    let mut reports =
+        registry_proto::pb::replication_service_client::ReplicationServiceClient::new(channel);
+    let size = f.log_size();
+    let root = f.client.checkpoint(0).await.unwrap().root_hash;
+    for token in [None, Some("Bearer not-the-token-at-all"), Some("correct-horse-battery-staple")] {
+        let mut request = tonic::Request::new(registry_proto::pb::ReportProgressRequest {
+            replica_id: "impostor".into(),
+            size,
+            root_hash: root.clone(),
+        });
+        if let Some(t) = token {
+            request.metadata_mut().insert("authorization", t.parse().unwrap());
+        }
+        let refused = reports.report_progress(request).await.expect_err("no token, no report");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{token:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        follow: Follow {
+            token_file: Some(token_file.clone()),
+            ..replica_config(&f.registry.url(), dir.path()).follow
+        },
+        ..replica_config(&f.registry.url(), dir.path())
+    };
+    let replica = start_registry(&config, system_clock()).await.expect("replica starts");
+    caught_up(&replica, size).await;
+    let operator = f.operator("DE*ABC").await;
+    let meter = register(&f.client, &operator, "DE*ABC*E1").await;
+    assert!(replica.reader().head().size >= f.log_size(), "acknowledged once the replica held it");
+    let client = RegistryClient::connect(&url(&replica)).await.unwrap();
+    assert!(client.key(&meter.fingerprint_hex(), AsOf::Head).await.unwrap().key.is_some());
+}
+
 /// The primary as a child process (so that it can be killed), acknowledging a write only once
 /// `sync` replicas hold it.
 fn start_primary(dir: &Path, admin: &Path, sync: usize) -> (Child, String) {

@@ -144,6 +144,11 @@ pub struct Config {
     /// Seconds a command waits for `sync_replicas`; then it is answered `UNAVAILABLE` (it is
     /// durable on the primary, and a retry with the same request ID is safe).
     pub sync_timeout_secs: u64,
+    /// On a primary: a file holding the token replicas must present with their progress
+    /// reports (`authorization: Bearer`), so that nobody else can release a command before a
+    /// replica holds it. Unset: reports are taken from anyone who may call (with mTLS, holders
+    /// of a client certificate).
+    pub replication_token_file: Option<PathBuf>,
     /// Run as a read replica of a primary (`[follow]` in the file).
     pub follow: Follow,
 }
@@ -163,6 +168,9 @@ pub struct Follow {
     pub client_cert: Option<PathBuf>,
     /// Its private key (PEM).
     pub client_key: Option<PathBuf>,
+    /// A file holding the token the primary requires with progress reports
+    /// (`replication_token_file` there).
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -208,6 +216,7 @@ impl Default for Config {
             registry_key: None,
             sync_replicas: 0,
             sync_timeout_secs: 10,
+            replication_token_file: None,
             follow: Follow::default(),
         }
     }
@@ -326,10 +335,27 @@ const KEYS: &[&str] = &[
     "registry_key",
     "sync_replicas",
     "sync_timeout_secs",
+    "replication_token_file",
 ];
 
 /// The `[follow]` settings, `REGISTRY_FOLLOW_PRIMARY` and so on in the environment.
-const FOLLOW_KEYS: &[&str] = &["primary", "ca_cert", "registry_key", "client_cert", "client_key"];
+const FOLLOW_KEYS: &[&str] =
+    &["primary", "ca_cert", "registry_key", "client_cert", "client_key", "token_file"];
+
+/// Reads a replication token: the file's text without surrounding white space, at least 16
+/// characters (a shared secret a guess must not find).
+pub fn read_token(file: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ConfigError(format!("replication token {}: {e}", file.display())))?;
+    let token = text.trim();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError(format!(
+            "replication token {}: must be at least 16 printable characters without spaces",
+            file.display()
+        )));
+    }
+    Ok(token.to_string())
+}
 
 impl Config {
     /// How often the running log checks what became durable (`None`: only at start).

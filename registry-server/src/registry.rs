@@ -101,6 +101,20 @@ pub async fn start_registry(
     let primary = config.follow.primary.clone();
     let (sync_replicas, sync_timeout) =
         (config.sync_replicas, Duration::from_secs(config.sync_timeout_secs));
+    let token = match &config.replication_token_file {
+        Some(file) => {
+            Some(crate::config::read_token(file).map_err(|e| ServerError::Config(e.to_string()))?)
+        }
+        None => None,
+    };
+    if sync_replicas > 0 && token.is_none() && config.tls_client_ca.is_none() {
+        tracing::warn!(
+            "sync_replicas is set but replicas' progress reports are not authenticated: anyone \
+             who reaches this port could have commands acknowledged before a replica holds \
+             them; set replication_token_file (and follow.token_file on the replicas) or \
+             require client certificates"
+        );
+    }
     let server = Server::start(config, machine, clock.clone(), move |ctx, routes| {
         use registry_proto::pb::command_service_server::CommandServiceServer;
         use registry_proto::pb::replication_service_server::ReplicationServiceServer;
@@ -119,6 +133,7 @@ pub async fn start_registry(
             routes.add_service(ReplicationServiceServer::new(ReplicationApi::new(
                 ctx.reader.clone(),
                 progress,
+                token.as_deref(),
             )));
             ctx.health.set("keyregistry.v1.ReplicationService", true);
         }

@@ -15,13 +15,22 @@ use crate::replica::progress::Progress;
 pub struct ReplicationApi {
     reader: LogReader,
     progress: Arc<Progress>,
+    /// SHA-256 of the token reports must carry, if one is configured (digests are compared, so
+    /// the comparison's time says nothing about the token).
+    token: Option<[u8; 32]>,
 }
 
 impl ReplicationApi {
-    /// The service recording into `progress`.
-    pub fn new(reader: LogReader, progress: Arc<Progress>) -> Self {
-        Self { reader, progress }
+    /// The service recording into `progress`; with a `token`, only reports that carry it
+    /// (`authorization: Bearer <token>`) count.
+    pub fn new(reader: LogReader, progress: Arc<Progress>, token: Option<&str>) -> Self {
+        Self { reader, progress, token: token.map(digest) }
     }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 #[tonic::async_trait]
@@ -30,6 +39,18 @@ impl ReplicationService for ReplicationApi {
         &self,
         request: Request<ReportProgressRequest>,
     ) -> Result<Response<ReportProgressResponse>, Status> {
+        if let Some(expected) = &self.token {
+            let given = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given.map(digest).as_ref() != Some(expected) {
+                return Err(Status::unauthenticated(
+                    "progress reports need the replication token (authorization: Bearer)",
+                ));
+            }
+        }
         let report = request.into_inner();
         if report.replica_id.is_empty() || report.replica_id.len() > 128 {
             return Err(status::invalid("replica_id", "must be 1 to 128 characters"));

@@ -165,6 +165,7 @@ impl Follower {
         let (report, reports) = tokio::sync::watch::channel(*tip);
         let reporter = tokio::spawn(report_progress(
             channel,
+            self.primary.token.clone(),
             self.replica_id.clone(),
             self.reader.store().clone(),
             reports,
@@ -360,11 +361,13 @@ impl Follower {
 /// retried with the next size; the session's end stops it.
 async fn report_progress(
     channel: tonic::transport::Channel,
+    token: Option<String>,
     replica_id: String,
     store: Arc<dyn LogStore>,
     mut sizes: tokio::sync::watch::Receiver<u64>,
 ) {
     let mut client = pb::replication_service_client::ReplicationServiceClient::new(channel);
+    let mut warned = false;
     loop {
         let size = *sizes.borrow_and_update();
         if size > 0 {
@@ -376,13 +379,26 @@ async fn report_progress(
             .ok()
             .flatten();
             if let Some(root) = root {
-                let request = pb::ReportProgressRequest {
+                let mut request = tonic::Request::new(pb::ReportProgressRequest {
                     replica_id: replica_id.clone(),
                     size,
                     root_hash: root.to_vec(),
-                };
-                if let Err(s) = client.report_progress(request).await {
-                    tracing::debug!(error = %s.message(), "a progress report to the primary failed");
+                });
+                let bearer = token.as_ref().and_then(|t| format!("Bearer {t}").parse().ok());
+                if let Some(bearer) = bearer {
+                    request.metadata_mut().insert("authorization", bearer);
+                }
+                match client.report_progress(request).await {
+                    Err(s) if !warned => {
+                        // Once per connection: a primary that refuses every report (a wrong
+                        // token) would otherwise be said at every copy.
+                        warned = true;
+                        tracing::warn!(error = %s.message(), code = ?s.code(),
+                            "the primary refused a progress report; with sync_replicas its \
+                             commands wait for this replica in vain");
+                    }
+                    Err(s) => tracing::debug!(error = %s.message(), "a progress report failed"),
+                    Ok(_) => warned = false,
                 }
             }
         }

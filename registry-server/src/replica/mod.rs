@@ -149,6 +149,8 @@ pub struct Primary {
     /// Its URL, as configured (named in refusals of commands).
     pub url: String,
     endpoint: Endpoint,
+    /// The token progress reports carry (`follow.token_file`), if the primary wants one.
+    pub(crate) token: Option<String>,
 }
 
 impl Primary {
@@ -185,7 +187,11 @@ impl Primary {
         } else if ca_cert.is_some() {
             return Err(bad("follow.ca_cert needs an https:// primary".into()));
         }
-        Ok(Self { url: url.to_string(), endpoint })
+        let token = match &follow.token_file {
+            Some(file) => Some(crate::config::read_token(file).map_err(|e| bad(e.to_string()))?),
+            None => None,
+        };
+        Ok(Self { url: url.to_string(), endpoint, token })
     }
 
     async fn channel(&self) -> Result<Channel, String> {
