@@ -304,9 +304,19 @@ async fn only_replicas_with_the_replication_token_release_a_waiting_command() {
     assert!(client.key(&meter.fingerprint_hex(), AsOf::Head).await.unwrap().key.is_some());
 }
 
+/// A child process killed when the test ends, passed or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The primary as a child process (so that it can be killed), acknowledging a write only once
 /// `sync` replicas hold it.
-fn start_primary(dir: &Path, admin: &Path, sync: usize) -> (Child, String) {
+fn start_primary(dir: &Path, admin: &Path, sync: usize) -> (Killed, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-registry"))
         .arg(dir)
         .arg(admin)
@@ -321,7 +331,7 @@ fn start_primary(dir: &Path, admin: &Path, sync: usize) -> (Child, String) {
         .read_line(&mut line)
         .expect("the primary prints its address");
     assert!(!line.trim().is_empty(), "the primary exited before listening");
-    (child, format!("http://{}", line.trim()))
+    (Killed(child), format!("http://{}", line.trim()))
 }
 
 /// Registers keys from a few concurrent clients until `stop` is set or the server stops
@@ -407,8 +417,8 @@ async fn a_replica_promoted_after_the_primary_is_killed_continues_the_log_with_e
     let never = Arc::new(AtomicBool::new(false));
     let writers = write_until(&client, &operator, "1", &never);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    primary.kill().expect("SIGKILL");
-    primary.wait().unwrap();
+    primary.0.kill().expect("SIGKILL");
+    primary.0.wait().unwrap();
     let acked = joined(writers).await;
     assert!(acked.len() >= 10, "only {} writes were acknowledged before the kill", acked.len());
 

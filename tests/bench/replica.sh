@@ -10,7 +10,7 @@
 #   3. lookups: `registry bench check` against the replica and the primary, alternately;
 #   4. /metrics: how long a scrape of the primary takes with the fleet loaded.
 #
-#   tests/bench/replica.sh [--keys N] [--duration SECS] [--bin-dir DIR]
+#   tests/bench/replica.sh [--keys N] [--duration SECS] [--bin-dir DIR] [--copy-only]
 #
 # Prints a Markdown table on stdout; progress on stderr. Speed is reported, never asserted.
 set -euo pipefail
@@ -20,8 +20,10 @@ repo="$(cd "$here/../.." && pwd)"
 keys=100000
 duration=10
 bin_dir=""
+copy_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        --copy-only) copy_only=1 ;;
         --keys) keys="$2"; shift ;;
         --duration) duration="$2"; shift ;;
         --bin-dir) bin_dir="$2"; shift ;;
@@ -54,62 +56,75 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 json_num() { grep -o "\"$2\": *[0-9.e+-]*" "$1" | head -1 | sed 's/.*: *//'; }
 metric() { curl -fsS "http://$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 
-# start NAME GRPC_PORT METRICS_PORT [ARGS...]: a server on its own data directory.
+# [listen=ADDR] start NAME [ARGS...]: a server on its own data directory and free ports (its
+# gRPC one ADDR, if given); sets NAME_grpc and NAME_metrics to its addresses.
 start() {
-    local name="$1" port="$2" mport="$3"
-    shift 3
-    "$server_bin" --data-dir "$work/$name" --listen "127.0.0.1:$port" \
-        --metrics-listen "127.0.0.1:$mport" --log-format json "$@" >"$work/$name.log" 2>&1 &
+    local name="$1"
+    shift
+    "$server_bin" --data-dir "$work/$name" --listen "${listen:-127.0.0.1:0}" \
+        --metrics-listen 127.0.0.1:0 --log-format json "$@" >"$work/$name.log" 2>&1 &
     pids+=($!)
+    local grpc="" metrics=""
     for _ in $(seq 1 3000); do
-        "$registry_bin" --server "http://127.0.0.1:$port" audit info >/dev/null 2>&1 && return 0
+        grpc="$( (grep '"listening for gRPC"' "$work/$name.log" || true) | tail -1 | grep -o '"addr":"[0-9.:]*"' | sed 's/"addr":"//; s/"//' || true)"
+        metrics="$( (grep '"serving metrics at /metrics"' "$work/$name.log" || true) | tail -1 | grep -o '"local":"[0-9.:]*"' | sed 's/"local":"//; s/"//' || true)"
+        if [ -n "$grpc" ] && [ -n "$metrics" ] && "$registry_bin" --server "http://$grpc" audit info >/dev/null 2>&1; then
+            printf -v "${name}_grpc" '%s' "$grpc"
+            printf -v "${name}_metrics" '%s' "$metrics"
+            return 0
+        fi
         sleep 0.02
     done
     echo "$name did not start:" >&2
     cat "$work/$name.log" >&2
     exit 1
 }
-stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
-size_of() { "$registry_bin" --json --server "http://127.0.0.1:$1" audit checkpoint | grep -o '"tree_size": *[0-9]*' | grep -o '[0-9]*$'; }
+size_of() { "$registry_bin" --json --server "http://$1" audit checkpoint | grep -o '"tree_size": *[0-9]*' | grep -o '[0-9]*$'; }
 
-primary=127.0.0.1:51051
 "$registry_bin" keygen --out "$work/admin.pem" >/dev/null
 say "primary with $keys keys"
-start primary 51051 59464 --admin-key "$work/admin.pub.pem"
-"$registry_bin" --server "http://$primary" --json bench prepare --keys "$keys" \
+start primary --admin-key "$work/admin.pub.pem"
+"$registry_bin" --server "http://$primary_grpc" --json bench prepare --keys "$keys" \
     --admin-key "$work/admin.pem" >"$work/prepare.json"
-size="$(size_of 51051)"
+size="$(size_of "$primary_grpc")"
 
 say "offline verify of an export ($size entries)"
-"$registry_bin" --server "http://$primary" audit export --out "$work/archive" >/dev/null 2>&1
+"$registry_bin" --server "http://$primary_grpc" audit export --out "$work/archive" >/dev/null 2>&1
 t0="$(now)"
 "$registry_bin" audit verify "$work/archive" --registry-key "$work/primary/registry-key.pub.pem" >/dev/null
 verify_secs="$(since "$t0")"
 
 say "a replica copies the log from nothing"
 t0="$(now)"
-start replica 51052 59465 --follow "http://$primary"
-while [ "$(size_of 51052 2>/dev/null || echo 0)" -lt "$size" ]; do sleep 0.1; done
+start replica --follow "http://$primary_grpc"
+while [ "$(size_of "$replica_grpc" 2>/dev/null || echo 0)" -lt "$size" ]; do sleep 0.1; done
 copy_secs="$(since "$t0")"
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
+cpu_of() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
+if [ "$copy_only" = 1 ]; then
+    echo "CPU seconds: primary $(cpu_of "${pids[0]}"), replica $(cpu_of "${pids[1]}")"
+    echo "copy $(rate "$size" "$copy_secs") entries/s ($copy_secs s); audit verify $(rate "$size" "$verify_secs") entries/s ($verify_secs s)"
+    exit 0
+fi
 
 # keep_up SYNC: the replica's largest lag while the primary takes registrations for $duration s.
 keep_up() {
     local out="$work/lag-$1.txt"
     : >"$out"
-    "$registry_bin" --server "http://$primary" --json bench register --keys "$keys" \
+    "$registry_bin" --server "http://$primary_grpc" --json bench register --keys "$keys" \
         --duration "$duration" --concurrency 64 >"$work/register-$1.json" &
     local bench=$!
     while kill -0 "$bench" 2>/dev/null; do
-        echo "$(metric 127.0.0.1:59465 registry_replica_lag_entries) $(metric 127.0.0.1:59465 registry_replica_lag_seconds)" >>"$out"
+        echo "$(metric "$replica_metrics" registry_replica_lag_entries) $(metric "$replica_metrics" registry_replica_lag_seconds)" >>"$out"
         sleep 0.5
     done
     wait "$bench"
-    register_rate="$(json_num "$work/register-$1.json" items_per_sec)"
+    register_rate="$(json_num "$work/register-$1.json" items_per_sec | awk '{ printf "%.0f", $1 }')"
     max_entries="$(awk 'BEGIN { m = 0 } $1 > m { m = $1 } END { print m }' "$out")"
     max_seconds="$(awk 'BEGIN { m = 0 } $2 > m { m = $2 } END { print m }' "$out")"
     local final
     for _ in $(seq 1 100); do
-        final="$(metric 127.0.0.1:59465 registry_replica_lag_entries)"
+        final="$(metric "$replica_metrics" registry_replica_lag_entries)"
         [ "$final" = 0 ] && break
         sleep 0.1
     done
@@ -120,22 +135,22 @@ say "keeping up (asynchronous)"
 row_async="$(keep_up 0)"
 say "keeping up (semi-synchronous): the primary restarts with sync_replicas = 1"
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
-start primary 51051 59464 --admin-key "$work/admin.pub.pem" --sync-replicas 1
+listen="$primary_grpc" start primary --admin-key "$work/admin.pub.pem" --sync-replicas 1
 pids=("${pids[@]:1}")
-until [ "$(metric 127.0.0.1:59465 registry_replica_connected)" = 1 ]; do sleep 0.1; done
+until [ "$(metric "$replica_metrics" registry_replica_connected)" = 1 ]; do sleep 0.1; done
 row_sync="$(keep_up 1)"
 
 say "lookups: replica and primary, alternately"
 check_rate() {
-    "$registry_bin" --server "http://127.0.0.1:$1" --json bench check --keys "$keys" \
+    "$registry_bin" --server "http://$1" --json bench check --keys "$keys" \
         --duration "$duration" --concurrency 64 >"$work/check.json"
-    json_num "$work/check.json" items_per_sec
+    json_num "$work/check.json" items_per_sec | awk '{ printf "%.0f", $1 }'
 }
 replica_rates=()
 primary_rates=()
 for _ in 1 2 3; do
-    replica_rates+=("$(check_rate 51052)")
-    primary_rates+=("$(check_rate 51051)")
+    replica_rates+=("$(check_rate "$replica_grpc")")
+    primary_rates+=("$(check_rate "$primary_grpc")")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 replica_check="$(median "${replica_rates[@]}")"
@@ -144,12 +159,11 @@ primary_check="$(median "${primary_rates[@]}")"
 say "/metrics scrape latency"
 scrapes=()
 for _ in $(seq 1 20); do
-    scrapes+=("$(curl -fsS -o /dev/null -w '%{time_total}' http://127.0.0.1:59464/metrics)")
+    scrapes+=("$(curl -fsS -o /dev/null -w '%{time_total}' http://$primary_metrics/metrics)")
 done
 scrape_median="$(median "${scrapes[@]}")"
 scrape_max="$(printf '%s\n' "${scrapes[@]}" | sort -g | tail -1)"
 
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 cat <<EOF
 Replication on $(nproc) cores, $keys keys ($size entries), $(date -u +%Y-%m-%d), commit $(cd "$repo" && git rev-parse --short HEAD).
 

@@ -420,8 +420,15 @@ struct Copying {
 /// Decodes entries and checks their signatures against the signer keys this replica knows, on
 /// every core (the writer re-checks in order whatever the state says differently).
 fn prepare(store: Arc<dyn LogStore>, entries: Vec<Vec<u8>>) -> Vec<(Vec<u8>, Prepared)> {
+    // A message's commands come from few signers: each key is read once.
+    let keys = std::sync::Mutex::new(std::collections::HashMap::<[u8; 32], Option<Vec<u8>>>::new());
     let key_of = |id: &[u8; 32]| {
-        Projection::new(store.as_ref()).signer(id).ok().flatten().map(|s| s.public_key)
+        let mut keys = keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.entry(*id)
+            .or_insert_with(|| {
+                Projection::new(store.as_ref()).signer(id).ok().flatten().map(|s| s.public_key)
+            })
+            .clone()
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     if workers == 1 || entries.len() < 64 {

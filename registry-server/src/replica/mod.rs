@@ -55,8 +55,8 @@ pub enum Role {
         key: PublicKey,
         /// The origin the primary named, on a first start (later starts read their own).
         origin: Option<String>,
-        /// The primary.
-        primary: Primary,
+        /// How to reach the primary (boxed: an endpoint is large, and a role is made once).
+        primary: Box<Primary>,
     },
 }
 
@@ -113,7 +113,7 @@ impl Role {
             }
         };
         let key = registry_key::pin_public(&config.data_dir, &offered, configured.is_some())?;
-        Ok(Role::Replica { key, origin, primary })
+        Ok(Role::Replica { key, origin, primary: Box::new(primary) })
     }
 }
 
