@@ -6,8 +6,6 @@
 //! log after it must equal, record for record, the projections a full rebuild derives from the
 //! log alone.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,26 +17,14 @@ use registry_server::projection::{self, KEYSPACES};
 use registry_server::store::LogStore;
 use registry_server::store::layered::leaf_at;
 use registry_server::store::snapshot::Snapshot;
-use registry_tests::{meter_key, spki_hex, t, verdict_name};
+use registry_tests::{ChildRegistry, meter_key, spki_hex, t, verdict_name};
 
 const RUNS: usize = 4;
 const SNAPSHOT_MIN_RECORDS: &str = "40";
 
-fn start_child(dir: &std::path::Path, admin: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crash-registry"))
-        .arg(dir)
-        .arg(admin)
-        .arg(SNAPSHOT_MIN_RECORDS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("crash-registry starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("the child prints its address");
-    assert!(!line.trim().is_empty(), "the child exited before listening");
-    (child, format!("http://{}", line.trim()))
+fn start_child(dir: &std::path::Path, admin: &std::path::Path) -> ChildRegistry {
+    let args = [dir.as_os_str(), admin.as_os_str(), std::ffi::OsStr::new(SNAPSHOT_MIN_RECORDS)];
+    ChildRegistry::start(env!("CARGO_BIN_EXE_crash-registry"), &args)
 }
 
 /// Every record of every projection, in order.
@@ -75,7 +61,8 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
             let store = registry_server::server::open_store(&config).expect("store opens");
             store.size().unwrap()
         };
-        let (mut child, url) = start_child(&data, &admin_file);
+        let mut child = start_child(&data, &admin_file);
+        let url = child.url.clone();
         let client = RegistryClient::connect(&url).await.expect("client connects");
         if run == 0 {
             client
@@ -110,8 +97,7 @@ async fn projections_from_a_snapshot_and_the_log_after_it_equal_a_full_rebuild_a
             }));
         }
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(400..1500))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        child.kill();
         for task in tasks {
             task.await.expect("client task");
         }

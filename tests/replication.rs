@@ -4,9 +4,7 @@
 //! log was rewritten; and when the primary is killed under load, a replica promoted with the
 //! registry key continues the same log with every acknowledged write in it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,7 +17,7 @@ use registry_server::log::system_clock;
 use registry_server::machine::RegistryMachine;
 use registry_server::registry::start_registry;
 use registry_server::server::Server;
-use registry_tests::{Fixture, meter_key, spki_hex, t, test_config, verdict_name};
+use registry_tests::{ChildRegistry, Fixture, meter_key, spki_hex, t, test_config, verdict_name};
 
 type Registry = Server<RegistryMachine>;
 
@@ -304,34 +302,12 @@ async fn only_replicas_with_the_replication_token_release_a_waiting_command() {
     assert!(client.key(&meter.fingerprint_hex(), AsOf::Head).await.unwrap().key.is_some());
 }
 
-/// A child process killed when the test ends, passed or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The primary as a child process (so that it can be killed), acknowledging a write only once
 /// `sync` replicas hold it.
-fn start_primary(dir: &Path, admin: &Path, sync: usize) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crash-registry"))
-        .arg(dir)
-        .arg(admin)
-        .arg("100000")
-        .arg(sync.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the primary starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("the primary prints its address");
-    assert!(!line.trim().is_empty(), "the primary exited before listening");
-    (Killed(child), format!("http://{}", line.trim()))
+fn start_primary(dir: &Path, admin: &Path, sync: usize) -> ChildRegistry {
+    let sync = sync.to_string();
+    let args = [dir.as_os_str(), admin.as_os_str(), "100000".as_ref(), sync.as_ref()];
+    ChildRegistry::start(env!("CARGO_BIN_EXE_crash-registry"), &args)
 }
 
 /// Registers keys from a few concurrent clients until `stop` is set or the server stops
@@ -397,7 +373,8 @@ async fn a_replica_promoted_after_the_primary_is_killed_continues_the_log_with_e
     let admin_file = dir.path().join("admin.pub.pem");
     std::fs::write(&admin_file, admin.public_key_pem()).unwrap();
     let primary_dir = dir.path().join("primary");
-    let (mut primary, primary_url) = start_primary(&primary_dir, &admin_file, 1);
+    let mut primary = start_primary(&primary_dir, &admin_file, 1);
+    let primary_url = primary.url.clone();
     let a = start_replica(&primary_url, &dir.path().join("a")).await;
     let b = start_replica(&primary_url, &dir.path().join("b")).await;
 
@@ -417,8 +394,7 @@ async fn a_replica_promoted_after_the_primary_is_killed_continues_the_log_with_e
     let never = Arc::new(AtomicBool::new(false));
     let writers = write_until(&client, &operator, "1", &never);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    primary.0.kill().expect("SIGKILL");
-    primary.0.wait().unwrap();
+    primary.kill();
     let acked = joined(writers).await;
     assert!(acked.len() >= 10, "only {} writes were acknowledged before the kill", acked.len());
 

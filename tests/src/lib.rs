@@ -245,6 +245,48 @@ pub async fn decommission(
         .expect("decommissioning accepted");
 }
 
+/// A registry in a child process (so that a test can kill it), started as `bin` with `args`:
+/// the binary prints its address on its first line (`src/bin/crash-registry.rs` does). The child
+/// is killed when the value is dropped, whether the test passed or not.
+pub struct ChildRegistry {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://<its address>`.
+    pub url: String,
+}
+
+impl ChildRegistry {
+    /// Starts `bin` (the test's `env!("CARGO_BIN_EXE_...")`) with `args`.
+    pub fn start(bin: &str, args: &[&std::ffi::OsStr]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the child registry starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("the child prints its address");
+        assert!(!line.trim().is_empty(), "the child exited before listening");
+        Self { child, url: format!("http://{}", line.trim()) }
+    }
+
+    /// SIGKILL, and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ChildRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A numeric setting of a benchmark from the environment, or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
