@@ -381,7 +381,9 @@ impl<M: Machine> Writer<M> {
                         tracing::error!(reason = %why, primary_size = checkpoint.size, "stopped copying the primary's log: it does not verify");
                         failure = Some(StoreError::Corrupt(why.clone()));
                     }
-                    copied = Some(checkpoint);
+                    if outcome.is_ok() {
+                        copied = Some(checkpoint);
+                    }
                     replies.push(Pending::Copy(reply, outcome));
                     continue;
                 }
