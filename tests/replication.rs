@@ -170,6 +170,41 @@ async fn a_primary_with_sync_replicas_acknowledges_a_command_only_once_a_replica
     assert!(replica.reader().head().size > done.position, "the replica held it before the answer");
 }
 
+/// A replica catching up gets the primary's log in messages the primary cuts before its head,
+/// under checkpoints it signs for the cut, which carry no map root: those copies become durable
+/// but not the head, so every head a replica shows can prove its answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_head_a_replica_publishes_carries_the_map_root_its_proofs_need() {
+    let f = Fixture::start().await;
+    // More than one watch message's worth (1,024 entries) of registrations.
+    registry_client::bench::prepare(&f.client, Some(&f.admin), 600, 7, |_, _| {})
+        .await
+        .expect("a fleet of 600 keys");
+    let size = f.log_size();
+    assert!(size > 1024, "{size}");
+    let dir = tempfile::tempdir().unwrap();
+    let replica = start_replica(&f.registry.url(), dir.path()).await;
+    let mut heads = replica.reader().subscribe();
+    let mut seen = Vec::new();
+    while heads.borrow().size < size {
+        heads.changed().await.expect("the replica runs");
+        let head = heads.borrow_and_update().clone();
+        seen.push((head.size, head.checkpoint.contains("keyregistry.v1 map ")));
+    }
+    assert!(seen.iter().all(|(_, map)| *map), "heads without a map root: {seen:?}");
+    assert_eq!(seen.last().map(|(s, _)| *s), Some(size));
+    // And a proven answer from it verifies.
+    let client = RegistryClient::connect(&url(&replica)).await.unwrap();
+    let pem = f.registry.server.identity().public_key_pem.clone();
+    let mut verifier =
+        Verifier::new(&f.client, Some(&pem), &dir.path().join("v.json")).await.unwrap();
+    let evse = registry_client::load::evse_id(registry_client::bench::OPERATOR, 0);
+    verifier
+        .check(&client, &KeyTarget::Evse(evse), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
+        .await
+        .expect("the replica's proven answer verifies");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_resumes_after_its_own_restart_and_the_primary_s() {
     let f = Fixture::start().await;

@@ -93,6 +93,10 @@ pub(super) struct Written<R> {
 pub(super) struct NextHead {
     /// The primary's note for it, on a replica (else it is signed here).
     pub(super) note: Option<Arc<str>>,
+    /// Whether it becomes the readers' head. A replica's copy under a note without the map's
+    /// extension line is durable but not published: proven answers need the map root in the
+    /// head's checkpoint. Its map changes wait for the next head that is published.
+    pub(super) publish: bool,
     pub(super) size: u64,
     pub(super) root: Hash,
     pub(super) last_hash: Hash,
@@ -177,6 +181,8 @@ pub(super) struct Publisher {
 
 impl Publisher {
     pub(super) fn run<R>(self, rx: std::sync::mpsc::Receiver<Synced<R>>) {
+        // Map publications of durable batches no published head covers yet, in order.
+        let mut deferred: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
         // Once a witness could not be written, nothing after it is published.
         let mut failure: Option<WriterStatus> = None;
         while let Ok(Synced { mut group, refused }) = rx.recv() {
@@ -186,13 +192,22 @@ impl Publisher {
                 }
                 continue;
             }
-            let heads: Vec<NextHead> = group.iter_mut().filter_map(|w| w.head.take()).collect();
-            for h in &heads {
-                if let Some(note) = &h.note {
-                    self.copied.insert(h.size, note.clone());
+            // The newest head to publish, and the map publications up to it.
+            let mut newest: Option<NextHead> = None;
+            let mut ready = Vec::new();
+            for w in &mut group {
+                deferred.extend(w.on_durable.take());
+                if let Some(h) = w.head.take() {
+                    if let Some(note) = &h.note {
+                        self.copied.insert(h.size, note.clone());
+                    }
+                    if h.publish {
+                        ready.append(&mut deferred);
+                        newest = Some(h);
+                    }
                 }
             }
-            let head = heads.into_iter().last().map(|h| {
+            let head = newest.map(|h| {
                 let checkpoint = match (h.note, self.signing.as_ref()) {
                     (Some(note), _) => note,
                     (None, Signing::Primary(signer)) => {
@@ -221,10 +236,10 @@ impl Publisher {
                 failure = Some(status);
                 continue;
             }
+            for publish in ready {
+                publish();
+            }
             for w in &mut group {
-                if let Some(publish) = w.on_durable.take() {
-                    publish();
-                }
                 if let Some(batch) = w.tail.take() {
                     self.tail.push(batch);
                 }

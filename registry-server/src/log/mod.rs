@@ -458,6 +458,7 @@ impl<M: Machine> Log<M> {
                 store.sync()?;
             }
         }
+        let (head_size, head_checkpoint) = (head.size, head.checkpoint.clone());
         let (head_tx, head_rx) = watch::channel(Arc::new(head));
         let tail = Arc::new(tail::Tail::default());
         let reader = LogReader {
@@ -468,6 +469,10 @@ impl<M: Machine> Log<M> {
             nodes: Arc::default(),
             tail: tail.clone(),
         };
+        if let (Signing::Replica(_), false) = (signing.as_ref(), head_checkpoint.is_empty()) {
+            // The witnessed note of the primary's stays servable once the head moves on.
+            reader.copied.insert(head_size, head_checkpoint);
+        }
         let verifier = options
             .verify_every
             .filter(|_| !options.read_only)

@@ -338,6 +338,16 @@ impl<M: Machine> Writer<M> {
         matches!(self.setup.signing.as_ref(), Signing::Replica(_))
     }
 
+    /// Whether a batch's head may become the readers' head: always here; on a replica only
+    /// under a primary's note that carries the extension lines this machine writes (the map
+    /// root proven answers need), which the primary's head checkpoints do and the ones it
+    /// signs for a cut of its watch stream do not.
+    fn publishable(&self, copied: Option<&CopiedCheckpoint>) -> bool {
+        copied.is_none_or(|c| {
+            !c.extensions.is_empty() || self.setup.machine.checkpoint_extensions().is_empty()
+        })
+    }
+
     /// The next recorded time: now, but always at least a microsecond after the last entry.
     fn next_time(&self) -> Time {
         let now = time::truncate_micros((self.setup.clock)());
@@ -379,6 +389,7 @@ impl<M: Machine> Writer<M> {
                     if let Err(AppendError::Rejected(why)) = &outcome {
                         // The state in memory took part of the copy: nothing more is written.
                         tracing::error!(reason = %why, primary_size = checkpoint.size, "stopped copying the primary's log: it does not verify");
+                        self.failure.record(format!("the primary's log does not verify: {why}"));
                         failure = Some(StoreError::Corrupt(why.clone()));
                     }
                     if outcome.is_ok() {
@@ -435,6 +446,7 @@ impl<M: Machine> Writer<M> {
                     checkpoint.size, checkpoint.extensions, ours
                 );
                 tracing::error!(reason = %why, "stopped copying the primary's log: it does not verify");
+                self.failure.record(format!("the primary's log does not verify: {why}"));
                 for pending in replies.iter_mut() {
                     if let Pending::Copy(_, outcome) = pending {
                         *outcome = Err(AppendError::Rejected(why.clone()));
@@ -456,6 +468,7 @@ impl<M: Machine> Writer<M> {
             let frontier = &self.setup.frontier;
             head = Some(NextHead {
                 note: Some(checkpoint.note.clone()),
+                publish: self.publishable(Some(checkpoint)),
                 size: frontier.size(),
                 root: frontier.root(),
                 last_hash: self.setup.last_hash,
@@ -475,6 +488,7 @@ impl<M: Machine> Writer<M> {
                     self.stats.record(written);
                     let frontier = &self.setup.frontier;
                     head = Some(NextHead {
+                        publish: self.publishable(copied.as_ref()),
                         note: copied.map(|c| c.note),
                         size: frontier.size(),
                         root: frontier.root(),

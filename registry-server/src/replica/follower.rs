@@ -81,6 +81,10 @@ impl Follower {
                 outcome = self.session(&mut tip) => outcome,
                 () = stop.cancelled() => return,
             };
+            // A connection that worked is retried at once: the backoff is for a primary away.
+            if self.status.connected() {
+                backoff = Duration::from_millis(100);
+            }
             self.status.connected.store(false, std::sync::atomic::Ordering::Relaxed);
             match outcome {
                 Fault::Diverged(why) => {
@@ -93,8 +97,11 @@ impl Follower {
                 Fault::Transient(why) => {
                     tracing::warn!(primary = %self.primary.url, reason = %why, retry_in = ?backoff,
                         "following the primary was interrupted");
-                    if self.reader.head().size > 0 {
-                        // The primary is away: what this replica verified is still worth serving.
+                    let head = self.reader.head().size;
+                    if head > 0 && head == tip {
+                        // The primary is away: what this replica verified and published is
+                        // still worth serving (not while copied entries wait for a note that
+                        // carries the map root: proven answers would fail).
                         (self.on_caught_up)();
                     }
                 }
@@ -368,6 +375,7 @@ async fn report_progress(
 ) {
     let mut client = pb::replication_service_client::ReplicationServiceClient::new(channel);
     let mut warned = false;
+    let mut failed = false;
     loop {
         let size = *sizes.borrow_and_update();
         if size > 0 {
@@ -388,7 +396,9 @@ async fn report_progress(
                 if let Some(bearer) = bearer {
                     request.metadata_mut().insert("authorization", bearer);
                 }
-                match client.report_progress(request).await {
+                let sent = client.report_progress(request).await;
+                failed = sent.is_err();
+                match sent {
                     Err(s) if !warned => {
                         // Once per connection: a primary that refuses every report (a wrong
                         // token) would otherwise be said at every copy.
@@ -402,8 +412,12 @@ async fn report_progress(
                 }
             }
         }
-        if sizes.changed().await.is_err() {
-            return;
+        // A report that failed is sent again after a second even if nothing new was copied:
+        // the command waiting for it may be the last of a burst.
+        let retry = tokio::time::sleep(Duration::from_secs(1));
+        tokio::select! {
+            changed = sizes.changed() => if changed.is_err() { return },
+            () = retry, if failed => {}
         }
     }
 }

@@ -191,6 +191,10 @@ impl Primary {
             Some(file) => Some(crate::config::read_token(file).map_err(|e| bad(e.to_string()))?),
             None => None,
         };
+        if token.is_some() && url.starts_with("http://") {
+            tracing::warn!(primary = %url, "the replication token goes to the primary in clear \
+                text over http://; use https:// anywhere but a private network");
+        }
         Ok(Self { url: url.to_string(), endpoint, token })
     }
 
