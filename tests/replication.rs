@@ -230,15 +230,20 @@ async fn a_replica_resumes_after_its_own_restart_and_the_primary_s() {
     let older = f.client.checkpoint(3).await.unwrap().checkpoint;
     let witness = dir.path().join(registry_server::log::witness::WITNESS_FILE);
     std::fs::write(&witness, older).unwrap();
-    let replica = start_replica(&primary, dir.path()).await;
+    let mut config = replica_config(&primary, dir.path());
+    config.follow.max_staleness_secs = 1;
+    let replica = start_registry(&config, system_clock()).await.expect("replica starts");
     caught_up(&replica, f.log_size()).await;
     assert_eq!(checkpoint_note(&replica).await, f.client.checkpoint(0).await.unwrap().checkpoint);
+    readiness(&replica, true).await;
 
-    // The primary goes away and comes back on the same address.
+    // The primary goes away: after max_staleness_secs the replica is no longer ready for reads
+    // that may miss a revocation. It comes back on the same address, and so does readiness.
     let Fixture { registry, admin: _, client: _ } = f;
     let config = Config { listen: registry.server.local_addr(), ..registry.config.clone() };
     registry.server.shutdown();
     registry.server.wait().await.expect("the primary stops cleanly");
+    readiness(&replica, false).await;
     let primary_again = start_registry(&config, system_clock()).await.expect("primary restarts");
     let client = RegistryClient::connect(&primary).await.unwrap();
     for i in 5..8 {
@@ -247,7 +252,28 @@ async fn a_replica_resumes_after_its_own_restart_and_the_primary_s() {
     let size = primary_again.reader().head().size;
     caught_up(&replica, size).await;
     assert_eq!(checkpoint_note(&replica).await, checkpoint_note(&primary_again).await);
+    readiness(&replica, true).await;
     drop(registry.dir);
+}
+
+/// Waits (up to 20 s) until the replica's lookups report `SERVING` (`true`) or `NOT_SERVING`
+/// in gRPC health, which readiness probes ask.
+async fn readiness(replica: &Registry, serving: bool) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Channel::from_shared(url(replica)).unwrap();
+    let mut health = HealthClient::new(channel.connect().await.unwrap());
+    let want = if serving { ServingStatus::Serving } else { ServingStatus::NotServing } as i32;
+    let mut last = 0;
+    for _ in 0..200 {
+        let request = HealthCheckRequest { service: "keyregistry.v1.LookupService".into() };
+        last = health.check(request).await.unwrap().into_inner().status;
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the replica's lookups report {last}, not {want}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,7 +154,7 @@ pub struct Config {
 }
 
 /// A read replica's primary: where it copies the log from and how it trusts what it copies.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Follow {
     /// The primary's URL (`http://` or `https://`); set, this server is a read replica.
@@ -171,6 +171,25 @@ pub struct Follow {
     /// A file holding the token the primary requires with progress reports
     /// (`replication_token_file` there).
     pub token_file: Option<PathBuf>,
+    /// Seconds a replica stays ready (lookups `SERVING` in health) after it was last caught up
+    /// with a primary it is connected to; then it reports `NOT_SERVING`, so that a load
+    /// balancer stops sending it reads that may miss a revocation. It still answers whoever
+    /// asks. 0: ready for good once caught up.
+    pub max_staleness_secs: u64,
+}
+
+impl Default for Follow {
+    fn default() -> Self {
+        Self {
+            primary: None,
+            ca_cert: None,
+            registry_key: None,
+            client_cert: None,
+            client_key: None,
+            token_file: None,
+            max_staleness_secs: 60,
+        }
+    }
 }
 
 impl Default for Config {
@@ -339,8 +358,15 @@ const KEYS: &[&str] = &[
 ];
 
 /// The `[follow]` settings, `REGISTRY_FOLLOW_PRIMARY` and so on in the environment.
-const FOLLOW_KEYS: &[&str] =
-    &["primary", "ca_cert", "registry_key", "client_cert", "client_key", "token_file"];
+const FOLLOW_KEYS: &[&str] = &[
+    "primary",
+    "ca_cert",
+    "registry_key",
+    "client_cert",
+    "client_key",
+    "token_file",
+    "max_staleness_secs",
+];
 
 /// Reads a replication token: the file's text without surrounding white space, at least 16
 /// characters (a shared secret a guess must not find).

@@ -19,7 +19,7 @@ use crate::key_cache::KeyCache;
 use crate::log::Clock;
 use crate::lookup::Lookups;
 use crate::machine::RegistryMachine;
-use crate::replica::follower::{Follower, LOOKUP_SERVICE};
+use crate::replica::follower::{Follower, LOOKUP_SERVICE, watch_freshness};
 use crate::replica::progress::Progress;
 use crate::replica::{Primary, ReplicaStatus};
 use crate::server::{COMMAND_SERVICE, Server, ServerError};
@@ -150,7 +150,7 @@ pub async fn start_registry(
     })
     .await?;
     if let Some((primary, status)) = server.replica() {
-        follow(&server, primary.clone(), status.clone());
+        follow(&server, primary.clone(), status.clone(), config.follow.max_staleness_secs);
         return Ok(server);
     }
     if server.is_read_only() {
@@ -167,8 +167,14 @@ pub async fn start_registry(
     Ok(server)
 }
 
-/// Starts following `primary` in the background for the replica `server`, until it stops.
-fn follow(server: &Server<RegistryMachine>, primary: Primary, status: Arc<ReplicaStatus>) {
+/// Starts following `primary` in the background for the replica `server`, until it stops, and
+/// keeps its readiness to the freshness of its answers (`max_staleness_secs`, 0: no bound).
+fn follow(
+    server: &Server<RegistryMachine>,
+    primary: Primary,
+    status: Arc<ReplicaStatus>,
+    max_staleness_secs: u64,
+) {
     let identity = server.identity();
     let verifier = match NoteVerifier::new(&identity.origin, &identity.public_key_der) {
         Ok(v) => v,
@@ -185,6 +191,14 @@ fn follow(server: &Server<RegistryMachine>, primary: Primary, status: Arc<Replic
         }
     };
     let health = server.health().clone();
+    let max_staleness = (max_staleness_secs > 0).then(|| Duration::from_secs(max_staleness_secs));
+    tokio::spawn(watch_freshness(
+        status.clone(),
+        server.reader(),
+        max_staleness,
+        move |ready| health.set(LOOKUP_SERVICE, ready),
+        server.stop_token(),
+    ));
     let follower = Follower {
         replica_id,
         appender: server.appender(),
@@ -193,7 +207,6 @@ fn follow(server: &Server<RegistryMachine>, primary: Primary, status: Arc<Replic
         verifier,
         key_der: identity.public_key_der.clone(),
         status,
-        on_caught_up: Box::new(move || health.set(LOOKUP_SERVICE, true)),
     };
     tokio::spawn(follower.run(server.stop_token()));
 }

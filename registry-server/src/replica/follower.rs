@@ -31,8 +31,44 @@ use crate::store::LogStore;
 /// Copies queued for the writer at once.
 const IN_FLIGHT: usize = 4;
 
-/// The service a replica reports `NOT_SERVING` for until it has caught up once.
+/// The service a replica reports `SERVING` for only while its answers are fresh (see
+/// [`watch_freshness`]).
 pub const LOOKUP_SERVICE: &str = "keyregistry.v1.LookupService";
+
+/// Keeps the replica's readiness current until `stop`: fresh while it is connected to the
+/// primary, has published everything it copied and is not behind what it has seen of the
+/// primary; `ready(true)` while it was fresh within `max_staleness` (`None`: once fresh, ready
+/// for good), `ready(false)` otherwise. A replica cut off from its primary would otherwise go
+/// on saying a key revoked since is valid, and a load balancer would keep asking it.
+pub async fn watch_freshness(
+    status: Arc<ReplicaStatus>,
+    reader: LogReader,
+    max_staleness: Option<Duration>,
+    ready: impl Fn(bool),
+    stop: CancellationToken,
+) {
+    let mut fresh_at: Option<tokio::time::Instant> = None;
+    let mut shown: Option<bool> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let tip = reader.store().size().unwrap_or(u64::MAX);
+        if status.connected() && status.lag_entries() == 0 && reader.head().size == tip {
+            fresh_at = Some(tokio::time::Instant::now());
+        }
+        let now_ready = fresh_at.is_some_and(|at| max_staleness.is_none_or(|m| at.elapsed() <= m));
+        if shown != Some(now_ready) {
+            if shown.is_some() || now_ready {
+                tracing::info!(ready = now_ready, "replica readiness (fresh answers) changed");
+            }
+            ready(now_ready);
+            shown = Some(now_ready);
+        }
+    }
+}
 
 /// Why a session with the primary ended.
 enum Fault {
@@ -59,9 +95,6 @@ pub struct Follower {
     pub key_der: Vec<u8>,
     /// Where the loop reports.
     pub status: Arc<ReplicaStatus>,
-    /// Called whenever the replica has caught up, or holds something while the primary is away:
-    /// lookups are then worth serving (health).
-    pub on_caught_up: Box<dyn Fn() + Send + Sync>,
 }
 
 impl Follower {
@@ -97,13 +130,6 @@ impl Follower {
                 Fault::Transient(why) => {
                     tracing::warn!(primary = %self.primary.url, reason = %why, retry_in = ?backoff,
                         "following the primary was interrupted");
-                    let head = self.reader.head().size;
-                    if head > 0 && head == tip {
-                        // The primary is away: what this replica verified and published is
-                        // still worth serving (not while copied entries wait for a note that
-                        // carries the map root: proven answers would fail).
-                        (self.on_caught_up)();
-                    }
                 }
             }
             tokio::select! {
@@ -168,7 +194,6 @@ impl Follower {
             Err(s) => return Fault::Transient(format!("WatchEntries: {}", s.message())),
         };
         self.status.connected.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.caught_up_if(*tip >= newest.size);
         let (report, reports) = tokio::sync::watch::channel(*tip);
         let reporter = tokio::spawn(report_progress(
             channel,
@@ -345,7 +370,6 @@ impl Follower {
                 debug_assert_eq!(copied, size);
                 *tip = copied;
                 self.status.published(copied, next.and_then(|n| n.first_time));
-                self.caught_up_if(self.status.lag_entries() == 0);
                 Ok(())
             }
             Some(Err(AppendError::Rejected(why))) => {
@@ -353,12 +377,6 @@ impl Follower {
             }
             Some(Err(e)) => Err(Fault::Diverged(format!("this replica can no longer write: {e}"))),
             None => Err(Fault::Diverged("the log writer stopped without answering".into())),
-        }
-    }
-
-    fn caught_up_if(&self, caught_up: bool) {
-        if caught_up {
-            (self.on_caught_up)();
         }
     }
 }
