@@ -84,6 +84,7 @@ size_of() { "$registry_bin" --json --server "http://$1" audit checkpoint | grep 
 "$registry_bin" keygen --out "$work/admin.pem" >/dev/null
 say "primary with $keys keys"
 start primary --admin-key "$work/admin.pub.pem"
+primary_pid="${pids[-1]}"
 "$registry_bin" --server "http://$primary_grpc" --json bench prepare --keys "$keys" \
     --admin-key "$work/admin.pem" >"$work/prepare.json"
 size="$(size_of "$primary_grpc")"
@@ -97,12 +98,13 @@ verify_secs="$(since "$t0")"
 say "a replica copies the log from nothing"
 t0="$(now)"
 start replica --follow "http://$primary_grpc"
+replica_pid="${pids[-1]}"
 while [ "$(size_of "$replica_grpc" 2>/dev/null || echo 0)" -lt "$size" ]; do sleep 0.1; done
 copy_secs="$(since "$t0")"
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 cpu_of() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
 if [ "$copy_only" = 1 ]; then
-    echo "CPU seconds: primary $(cpu_of "${pids[0]}"), replica $(cpu_of "${pids[1]}")"
+    echo "CPU seconds: primary $(cpu_of "$primary_pid"), replica $(cpu_of "$replica_pid")"
     echo "copy $(rate "$size" "$copy_secs") entries/s ($copy_secs s); audit verify $(rate "$size" "$verify_secs") entries/s ($verify_secs s)"
     exit 0
 fi
@@ -134,9 +136,9 @@ keep_up() {
 say "keeping up (asynchronous)"
 row_async="$(keep_up 0)"
 say "keeping up (semi-synchronous): the primary restarts with sync_replicas = 1"
-kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+kill "$primary_pid"; wait "$primary_pid" 2>/dev/null || true
 listen="$primary_grpc" start primary --admin-key "$work/admin.pub.pem" --sync-replicas 1
-pids=("${pids[@]:1}")
+primary_pid="${pids[-1]}"
 until [ "$(metric "$replica_metrics" registry_replica_connected)" = 1 ]; do sleep 0.1; done
 row_sync="$(keep_up 1)"
 
@@ -156,6 +158,21 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 replica_check="$(median "${replica_rates[@]}")"
 primary_check="$(median "${primary_rates[@]}")"
 
+say "lookups again after the replica restarts (its projections then come from its snapshot)"
+kill "$replica_pid"; wait "$replica_pid" 2>/dev/null || true
+listen="$replica_grpc" start replica --follow "http://$primary_grpc"
+replica_pid="${pids[-1]}"
+until [ "$(metric "$replica_metrics" registry_replica_connected)" = 1 ]; do sleep 0.1; done
+until grep -q '"key records cached in memory"' "$work/replica.log"; do sleep 0.2; done
+restarted_rates=()
+primary_again_rates=()
+for _ in 1 2 3; do
+    restarted_rates+=("$(check_rate "$replica_grpc")")
+    primary_again_rates+=("$(check_rate "$primary_grpc")")
+done
+restarted_check="$(median "${restarted_rates[@]}")"
+primary_again_check="$(median "${primary_again_rates[@]}")"
+
 say "/metrics scrape latency"
 scrapes=()
 for _ in $(seq 1 20); do
@@ -173,5 +190,6 @@ Replication on $(nproc) cores, $keys keys ($size entries), $(date -u +%Y-%m-%d),
 $row_async
 $row_sync
 | \`bench check\` on the replica | $replica_check checks/s (runs: ${replica_rates[*]}) | on the primary: $primary_check (runs: ${primary_rates[*]}); ratio $(awk -v a="$replica_check" -v b="$primary_check" 'BEGIN { printf "%.2f", a / b }') |
+| \`bench check\` on the replica after its restart | $restarted_check checks/s (runs: ${restarted_rates[*]}) | on the primary: $primary_again_check (runs: ${primary_again_rates[*]}); ratio $(awk -v a="$restarted_check" -v b="$primary_again_check" 'BEGIN { printf "%.2f", a / b }') |
 | \`GET /metrics\` on the primary | median $(awk -v s="$scrape_median" 'BEGIN { printf "%.1f", s * 1000 }') ms, largest $(awk -v s="$scrape_max" 'BEGIN { printf "%.1f", s * 1000 }') ms (20 scrapes) | target < 50 ms |
 EOF
