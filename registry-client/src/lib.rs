@@ -44,7 +44,7 @@ pub struct FieldViolation {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not reach the server.
-    #[error("cannot connect to {url}: {}", error_chain(source))]
+    #[error("cannot connect to {url}: {}", registry_core::error::chain(source))]
     Connect {
         /// The server URL.
         url: String,
@@ -148,21 +148,6 @@ impl ClientError {
             _ => &[],
         }
     }
-}
-
-/// An error with its causes, `a: b: c`: tonic's transport error alone says only "transport
-/// error", and the cause (a refused certificate, a refused connection) is what a user needs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.ends_with(&next) {
-            text = format!("{text}: {next}");
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Shorthand for results of this crate.

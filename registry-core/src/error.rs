@@ -41,3 +41,19 @@ impl FieldError {
         self
     }
 }
+
+/// An error with its causes, `a: b: c`, each said once (a cause whose text ends the message so
+/// far is not repeated): a transport error alone says only "transport error", and the cause (a
+/// refused certificate, a refused connection) is what a user needs.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
+    }
+    text
+}

@@ -98,11 +98,6 @@ impl Prepared {
         };
         Self { entry, command, signature }
     }
-
-    /// The decoded entry, or why it does not decode.
-    pub fn entry(&self) -> Result<&Entry, &str> {
-        self.entry.as_ref().map_err(|e| e.as_str())
-    }
 }
 
 /// Why [`check_entry`] refused an entry.

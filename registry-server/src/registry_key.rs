@@ -117,12 +117,9 @@ pub fn load_from(data_dir: &Path, file: &Path) -> Result<LoadedKey, KeyFileError
             why: format!("is another key than the configured registry_key {}", file.display()),
         });
     }
-    let public = data_dir.join(PUBLIC_KEY_FILE);
-    if let Ok(pinned) = fs::read_to_string(&public)
-        && PublicKey::from_pem(&pinned).map(|p| p.der).ok() != Some(key.public_key_der().to_vec())
-    {
+    if pinned(data_dir)?.is_some_and(|p| p.der != key.public_key_der()) {
         return Err(KeyFileError::Mismatch {
-            path: public,
+            path: data_dir.join(PUBLIC_KEY_FILE),
             why: format!(
                 "the log in this data directory is signed by this key, not by the configured \
                  registry_key {}",
@@ -186,6 +183,19 @@ impl PublicKey {
     }
 }
 
+/// The registry public key in `data_dir` (`registry-key.pub.pem`), if there is one: the key a
+/// replica pinned, or the one a primary wrote next to its private key.
+pub fn pinned(data_dir: &Path) -> Result<Option<PublicKey>, KeyFileError> {
+    let path = data_dir.join(PUBLIC_KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(pem) => {
+            PublicKey::from_pem(&pem).map(Some).map_err(|source| KeyFileError::Key { path, source })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(KeyFileError::Io { path, source }),
+    }
+}
+
 /// A replica's pinned public key: the one in `data_dir` if there is one, else `offered` (what
 /// the configuration or, on first use, the primary names), which is then pinned. A pinned key
 /// that differs from a configured one is refused; so is a primary's data directory.
@@ -199,23 +209,16 @@ pub fn pin_public(
         return Err(KeyFileError::Primary(data_dir.to_path_buf()));
     }
     let path = data_dir.join(PUBLIC_KEY_FILE);
-    match fs::read_to_string(&path) {
-        Ok(pem) => {
-            let pinned = PublicKey::from_pem(&pem)
-                .map_err(|source| KeyFileError::Key { path: path.clone(), source })?;
-            if configured && pinned.der != offered.der {
-                return Err(KeyFileError::Mismatch {
-                    path,
-                    why: "is not the configured registry key (follow.registry_key)".into(),
-                });
-            }
-            Ok(pinned)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match pinned(data_dir)? {
+        Some(pinned) if configured && pinned.der != offered.der => Err(KeyFileError::Mismatch {
+            path,
+            why: "is not the configured registry key (follow.registry_key)".into(),
+        }),
+        Some(pinned) => Ok(pinned),
+        None => {
             crate::files::replace(&path, offered.pem.as_bytes()).map_err(io(&path))?;
             Ok(offered.clone())
         }
-        Err(e) => Err(KeyFileError::Io { path, source: e }),
     }
 }
 
@@ -228,9 +231,10 @@ pub fn promote(data_dir: &Path, key_file: &Path) -> Result<PublicKey, KeyFileErr
     if data_dir.join(KEY_FILE).exists() {
         return Err(KeyFileError::Primary(data_dir.to_path_buf()));
     }
-    let pinned = fs::read_to_string(&pinned_path).map_err(io(&pinned_path))?;
-    let pinned = PublicKey::from_pem(&pinned)
-        .map_err(|source| KeyFileError::Key { path: pinned_path.clone(), source })?;
+    let pinned = pinned(data_dir)?.ok_or_else(|| KeyFileError::Io {
+        path: pinned_path.clone(),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
     let pem = fs::read_to_string(key_file).map_err(io(key_file))?;
     let key = P256KeyPair::from_pkcs8_pem(&pem)
         .map_err(|source| KeyFileError::Key { path: key_file.to_path_buf(), source })?;

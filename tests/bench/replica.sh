@@ -10,7 +10,11 @@
 #   3. lookups: `registry bench check` against the replica and the primary, alternately;
 #   4. /metrics: how long a scrape of the primary takes with the fleet loaded.
 #
-#   tests/bench/replica.sh [--keys N] [--duration SECS] [--bin-dir DIR] [--copy-only]
+#   tests/bench/replica.sh [--keys N] [--duration SECS] [--bin-dir DIR] [--copy-only [--perf]]
+#
+# --copy-only stops after the copy row, saying how much CPU the primary and the replica used
+# during it; --perf also profiles the replica meanwhile (perf record) and prints where its time
+# went, by thread and by symbol.
 #
 # Prints a Markdown table on stdout; progress on stderr. Speed is reported, never asserted.
 set -euo pipefail
@@ -21,13 +25,15 @@ keys=100000
 duration=10
 bin_dir=""
 copy_only=0
+perf=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --copy-only) copy_only=1 ;;
+        --perf) perf=1 ;;
         --keys) keys="$2"; shift ;;
         --duration) duration="$2"; shift ;;
         --bin-dir) bin_dir="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -96,15 +102,28 @@ t0="$(now)"
 verify_secs="$(since "$t0")"
 
 say "a replica copies the log from nothing"
+cpu_of() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
+primary_cpu_before="$(cpu_of "$primary_pid")"
 t0="$(now)"
 start replica --follow "http://$primary_grpc"
 replica_pid="${pids[-1]}"
+if [ "$perf" = 1 ]; then
+    perf record -F 499 -g -p "$replica_pid" -o "$work/perf.data" 2>/dev/null &
+    perf_pid=$!
+fi
 while [ "$(size_of "$replica_grpc" 2>/dev/null || echo 0)" -lt "$size" ]; do sleep 0.1; done
 copy_secs="$(since "$t0")"
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
-cpu_of() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
 if [ "$copy_only" = 1 ]; then
-    echo "CPU seconds: primary $(cpu_of "$primary_pid"), replica $(cpu_of "$replica_pid")"
+    primary_cpu="$(awk -v a="$primary_cpu_before" -v b="$(cpu_of "$primary_pid")" 'BEGIN { printf "%.2f", b - a }')"
+    echo "CPU seconds during the copy: primary $primary_cpu, replica $(cpu_of "$replica_pid")"
+    if [ "$perf" = 1 ]; then
+        kill -INT "$perf_pid"; wait "$perf_pid" || true
+        echo "replica samples by thread:"
+        perf report -i "$work/perf.data" --no-children -g none --sort comm 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12 || true
+        echo "replica samples by symbol:"
+        perf report -i "$work/perf.data" --no-children -g none --sort comm,symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30 | cut -c1-120 || true
+    fi
     echo "copy $(rate "$size" "$copy_secs") entries/s ($copy_secs s); audit verify $(rate "$size" "$verify_secs") entries/s ($verify_secs s)"
     exit 0
 fi
@@ -148,15 +167,20 @@ check_rate() {
         --duration "$duration" --concurrency 64 >"$work/check.json"
     json_num "$work/check.json" items_per_sec | awk '{ printf "%.0f", $1 }'
 }
-replica_rates=()
-primary_rates=()
-for _ in 1 2 3; do
-    replica_rates+=("$(check_rate "$replica_grpc")")
-    primary_rates+=("$(check_rate "$primary_grpc")")
-done
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-replica_check="$(median "${replica_rates[@]}")"
-primary_check="$(median "${primary_rates[@]}")"
+# check_row WHAT: three runs on the replica and three on the primary, taking turns; prints the
+# table row.
+check_row() {
+    local replica_rates=() primary_rates=() r p
+    for _ in 1 2 3; do
+        replica_rates+=("$(check_rate "$replica_grpc")")
+        primary_rates+=("$(check_rate "$primary_grpc")")
+    done
+    r="$(median "${replica_rates[@]}")"
+    p="$(median "${primary_rates[@]}")"
+    echo "| \`bench check\` on the replica$1 | $r checks/s (runs: ${replica_rates[*]}) | on the primary: $p (runs: ${primary_rates[*]}); ratio $(awk -v a="$r" -v b="$p" 'BEGIN { printf "%.2f", a / b }') |"
+}
+row_check="$(check_row "")"
 
 say "lookups again after the replica restarts (its projections then come from its snapshot)"
 kill "$replica_pid"; wait "$replica_pid" 2>/dev/null || true
@@ -164,14 +188,7 @@ listen="$replica_grpc" start replica --follow "http://$primary_grpc"
 replica_pid="${pids[-1]}"
 until [ "$(metric "$replica_metrics" registry_replica_connected)" = 1 ]; do sleep 0.1; done
 until grep -q '"key records cached in memory"' "$work/replica.log"; do sleep 0.2; done
-restarted_rates=()
-primary_again_rates=()
-for _ in 1 2 3; do
-    restarted_rates+=("$(check_rate "$replica_grpc")")
-    primary_again_rates+=("$(check_rate "$primary_grpc")")
-done
-restarted_check="$(median "${restarted_rates[@]}")"
-primary_again_check="$(median "${primary_again_rates[@]}")"
+row_restarted="$(check_row " after its restart")"
 
 say "/metrics scrape latency"
 scrapes=()
@@ -189,7 +206,7 @@ Replication on $(nproc) cores, $keys keys ($size entries), $(date -u +%Y-%m-%d),
 | a replica copies and verifies the log from nothing | $(rate "$size" "$copy_secs") entries/s ($copy_secs s) | offline \`audit verify\`: $(rate "$size" "$verify_secs") entries/s ($verify_secs s) |
 $row_async
 $row_sync
-| \`bench check\` on the replica | $replica_check checks/s (runs: ${replica_rates[*]}) | on the primary: $primary_check (runs: ${primary_rates[*]}); ratio $(awk -v a="$replica_check" -v b="$primary_check" 'BEGIN { printf "%.2f", a / b }') |
-| \`bench check\` on the replica after its restart | $restarted_check checks/s (runs: ${restarted_rates[*]}) | on the primary: $primary_again_check (runs: ${primary_again_rates[*]}); ratio $(awk -v a="$restarted_check" -v b="$primary_again_check" 'BEGIN { printf "%.2f", a / b }') |
+$row_check
+$row_restarted
 | \`GET /metrics\` on the primary | median $(awk -v s="$scrape_median" 'BEGIN { printf "%.1f", s * 1000 }') ms, largest $(awk -v s="$scrape_max" 'BEGIN { printf "%.1f", s * 1000 }') ms (20 scrapes) | target < 50 ms |
 EOF

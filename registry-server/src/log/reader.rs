@@ -125,11 +125,6 @@ impl LogReader {
         self.signing.origin()
     }
 
-    /// Whether this log is a replica's: it copies the primary's entries and never signs.
-    pub fn is_replica(&self) -> bool {
-        matches!(self.signing.as_ref(), Signing::Replica(_))
-    }
-
     /// Where a stream of entries from `start` should cut so that a signed checkpoint covers
     /// the cut: `end` on a primary (it signs any size), otherwise the largest size up to `end`
     /// a checkpoint of the primary's is held for (`None`: none after `start` yet).

@@ -71,7 +71,6 @@ impl Role {
             }));
         };
         let primary = Primary::new(url, &config.follow)?;
-        let pinned = config.data_dir.join(registry_key::PUBLIC_KEY_FILE);
         let configured = match &config.follow.registry_key {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -83,18 +82,11 @@ impl Role {
             ),
             None => None,
         };
-        let first_start = !pinned.exists();
-        let (offered, origin) = match (first_start, configured.clone()) {
-            (false, Some(key)) => (key, None),
-            (false, None) => {
-                let pem = std::fs::read_to_string(&pinned)
-                    .map_err(|source| registry_key::KeyFileError::Io { path: pinned, source })?;
-                let key = PublicKey::from_pem(&pem).map_err(|e| {
-                    ReplicaError::Config(format!("{}: {e}", config.data_dir.display()))
-                })?;
-                (key, None)
-            }
-            (true, configured) => {
+        let (offered, origin) = match (registry_key::pinned(&config.data_dir)?, configured.clone())
+        {
+            (Some(_), Some(key)) => (key, None),
+            (Some(pinned), None) => (pinned, None),
+            (None, configured) => {
                 let info = primary.registry_info().await?;
                 let named = PublicKey::from_pem(&info.public_key_pem).map_err(|e| {
                     ReplicaError::Config(format!("the primary's registry key: {e}"))
@@ -199,7 +191,7 @@ impl Primary {
     }
 
     async fn channel(&self) -> Result<Channel, String> {
-        self.endpoint.connect().await.map_err(|e| error_chain(&e))
+        self.endpoint.connect().await.map_err(|e| registry_core::error::chain(&e))
     }
 
     fn audit(channel: Channel) -> AuditServiceClient<Channel> {
@@ -232,17 +224,6 @@ impl Primary {
             self.url
         )))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// What a promotion found: the log the new primary continues.

@@ -45,11 +45,6 @@ impl Progress {
         Self { required, timeout, reports: Mutex::default(), synced: watch::Sender::new(0) }
     }
 
-    /// Replicas that must hold an entry before its command is acknowledged.
-    pub fn required(&self) -> usize {
-        self.required
-    }
-
     /// Records that `replica` holds `size` entries (whose root the caller checked).
     pub fn report(&self, replica: &str, size: u64) {
         let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
