@@ -208,13 +208,16 @@ impl Follower {
     }
 
     /// Copies what the watch stream sends until it fails, telling `report` each size that
-    /// became durable here.
+    /// became durable here. Up to [`IN_FLIGHT`] messages are in hand at once, preparing or
+    /// queued for the writer; they reach the writer in stream order as their preparation ends,
+    /// so the cores check one message's signatures while the writer stores the one before.
     async fn copy(
         &self,
         mut stream: tonic::Streaming<pb::WatchEntriesResponse>,
         tip: &mut u64,
         report: &tokio::sync::watch::Sender<u64>,
     ) -> Fault {
+        let mut preparing: VecDeque<Preparing> = VecDeque::new();
         let mut queued: VecDeque<Copying> = VecDeque::new();
         let mut sent = *tip;
         let fault = loop {
@@ -224,12 +227,23 @@ impl Follower {
                 biased;
                 done = async { (&mut queued.front_mut()?.handle).await.ok() }, if !queued.is_empty() => {
                     let Some(copying) = queued.pop_front() else { continue };
-                    if let Err(f) = self.finish(copying.size, done, queued.front(), tip) {
+                    let next = queued.front().map(|c| &c.pending).or(preparing.front().map(|p| &p.pending));
+                    if let Err(f) = self.finish(copying.pending.size, done, next, tip) {
                         return f;
                     }
                     report.send_replace(*tip);
                 }
-                message = stream.message(), if queued.len() < IN_FLIGHT => {
+                prepared = async { (&mut preparing.front_mut()?.work).await.ok() }, if !preparing.is_empty() => {
+                    let Some(Preparing { pending, copied, .. }) = preparing.pop_front() else { continue };
+                    let Some(prepared) = prepared else {
+                        break Fault::Diverged("preparing entries failed".into());
+                    };
+                    match self.appender.copy(prepared, copied).await {
+                        Ok(handle) => queued.push_back(Copying { pending, handle }),
+                        Err(e) => break Fault::Diverged(format!("this replica can no longer write: {e}")),
+                    }
+                }
+                message = stream.message(), if queued.len() + preparing.len() < IN_FLIGHT => {
                     let message = match message {
                         Ok(Some(m)) => m,
                         Ok(None) => break Fault::Transient("the primary ended the stream".into()),
@@ -237,20 +251,22 @@ impl Follower {
                             break Fault::Transient(format!("the watch stream: {}", s.message()))
                         }
                     };
-                    match self.submit(message, sent).await {
-                        Ok(copying) => {
-                            sent = copying.size;
-                            queued.push_back(copying);
+                    match self.submit(message, sent) {
+                        Ok(next) => {
+                            sent = next.pending.size;
+                            preparing.push_back(next);
                         }
                         Err(f) => break f,
                     }
                 }
             }
         };
-        // What was handed to the writer is finished (or failed) before the next session.
-        while let Some(Copying { size, handle, .. }) = queued.pop_front() {
+        // What was handed to the writer is finished (or failed) before the next session; what
+        // is still being prepared is dropped, and copied again from the tip.
+        drop(preparing);
+        while let Some(Copying { pending, handle }) = queued.pop_front() {
             let done = handle.await.ok();
-            if let Err(f) = self.finish(size, done, queued.front(), tip) {
+            if let Err(f) = self.finish(pending.size, done, queued.front().map(|c| &c.pending), tip) {
                 return f;
             }
             report.send_replace(*tip);
@@ -313,9 +329,9 @@ impl Follower {
         })
     }
 
-    /// Checks a watch message's shape and checkpoint, prepares its entries on every core and
-    /// queues the copy; `next` is the position it must start at.
-    async fn submit(&self, message: pb::WatchEntriesResponse, next: u64) -> Result<Copying, Fault> {
+    /// Checks a watch message's shape and checkpoint and starts preparing its entries on
+    /// every core; `next` is the position it must start at.
+    fn submit(&self, message: pb::WatchEntriesResponse, next: u64) -> Result<Preparing, Fault> {
         let checkpoint = self.open(&message.checkpoint)?;
         let mut entries = Vec::with_capacity(message.entries.len());
         for (i, e) in message.entries.into_iter().enumerate() {
@@ -339,21 +355,14 @@ impl Follower {
             entries.first().and_then(|b| entry::decode_header(b).ok()).map(|h| h.recorded_at);
         self.status.seen(size, first_time);
         let store = self.reader.store().clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(store, entries))
-            .await
-            .map_err(|e| Fault::Diverged(format!("preparing entries failed: {e}")))?;
+        let work = tokio::task::spawn_blocking(move || prepare(store, entries));
         let copied = CopiedCheckpoint {
             note: message.checkpoint.into(),
             size,
             root: checkpoint.root,
             extensions: checkpoint.extensions,
         };
-        let handle = self
-            .appender
-            .copy(prepared, copied)
-            .await
-            .map_err(|e| Fault::Diverged(format!("this replica can no longer write: {e}")))?;
-        Ok(Copying { size, first_time, handle })
+        Ok(Preparing { pending: Pending { size, first_time }, copied, work })
     }
 
     /// Takes the outcome of a copy (`None`: the writer died without answering); `next` is the
@@ -362,7 +371,7 @@ impl Follower {
         &self,
         size: u64,
         outcome: Option<Result<u64, AppendError<String>>>,
-        next: Option<&Copying>,
+        next: Option<&Pending>,
         tip: &mut u64,
     ) -> Result<(), Fault> {
         match outcome {
@@ -440,12 +449,24 @@ async fn report_progress(
     }
 }
 
-/// A copy handed to the writer.
-struct Copying {
+/// Where a message's copy will end, and what it starts with.
+struct Pending {
     /// The log size once it is done.
     size: u64,
     /// Recorded time of its first entry.
     first_time: Option<registry_core::time::Time>,
+}
+
+/// A message whose entries are being prepared.
+struct Preparing {
+    pending: Pending,
+    copied: CopiedCheckpoint,
+    work: tokio::task::JoinHandle<Vec<(Vec<u8>, Prepared)>>,
+}
+
+/// A copy handed to the writer.
+struct Copying {
+    pending: Pending,
     handle: CopyReceiver,
 }
 
@@ -487,6 +508,7 @@ fn prepare(store: Arc<dyn LogStore>, entries: Vec<Vec<u8>>) -> Vec<(Vec<u8>, Pre
             .into_iter()
             .map(|chunk| {
                 s.spawn(move || {
+                    background();
                     chunk
                         .into_iter()
                         .map(|b| {
@@ -502,4 +524,15 @@ fn prepare(store: Arc<dyn LogStore>, entries: Vec<Vec<u8>>) -> Vec<(Vec<u8>, Pre
             .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
+}
+
+/// Lowers the calling thread's scheduling priority: the checks that need no state yield the
+/// cores to the log writer, which checks and stores in order and so sets the copy's pace.
+fn background() {
+    #[cfg(target_os = "linux")]
+    {
+        let me = rustix::thread::gettid();
+        // A thread that cannot be lowered only competes with the writer as before.
+        let _ = rustix::process::setpriority_process(Some(me), 10);
+    }
 }

@@ -145,6 +145,9 @@ pub struct Primary {
     pub(crate) token: Option<String>,
 }
 
+/// The HTTP/2 receive window for the watch stream: several watch messages.
+const WATCH_WINDOW: u32 = 8 << 20;
+
 impl Primary {
     fn new(url: &str, follow: &crate::config::Follow) -> Result<Self, ReplicaError> {
         let ca_cert = follow.ca_cert.as_deref();
@@ -153,7 +156,12 @@ impl Primary {
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .keep_alive_timeout(Duration::from_secs(20))
+            // A watch message is about half a megabyte: with HTTP/2's default 64 KiB windows
+            // the primary could send the next one only as fast as this busy replica's runtime
+            // gets round to acknowledging each slice of it.
+            .initial_stream_window_size(Some(WATCH_WINDOW))
+            .initial_connection_window_size(Some(WATCH_WINDOW));
         if url.starts_with("https://") {
             let mut tls = ClientTlsConfig::new().with_enabled_roots();
             if let Some(path) = ca_cert {
