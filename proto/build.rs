@@ -23,10 +23,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out.join("keyregistry_descriptor.bin"), fds.encode_to_vec())?;
 
     // Without the stubs the messages come from prost-build alone, so the rules crate's dependency
-    // tree holds no tonic at all, not even a code generator.
+    // tree holds no tonic at all, not even a code generator. The well-known types come from
+    // pbjson-types, which gives them their protobuf JSON mapping (a Timestamp is an RFC 3339
+    // string) like every message of ours.
     #[cfg(feature = "grpc")]
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_fds(fds.clone())?;
     #[cfg(not(feature = "grpc"))]
-    prost_build::Config::new().compile_fds(fds)?;
+    prost_build::Config::new()
+        .compile_well_known_types()
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_fds(fds.clone())?;
+
+    // The protobuf JSON mapping of every message, for the HTTP/JSON API: generated from the same
+    // descriptors, so JSON and protobuf cannot describe two different schemas.
+    pbjson_build::Builder::new()
+        .register_descriptors(&fds.encode_to_vec())?
+        .build(&[".keyregistry.v1"])?;
     Ok(())
 }

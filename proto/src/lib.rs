@@ -10,7 +10,12 @@
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/keyregistry.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/keyregistry.v1.serde.rs"));
 }
+
+/// `google.protobuf.Timestamp` as the messages use it (with its protobuf JSON mapping, an RFC 3339
+/// string).
+pub use pbjson_types::Timestamp;
 
 /// The encoded `FileDescriptorSet` of the whole contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

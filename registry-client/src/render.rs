@@ -7,7 +7,7 @@ use registry_core::time;
 use registry_proto::pb;
 use serde_json::{Value, json};
 
-fn ts(t: &Option<prost_types::Timestamp>) -> Value {
+fn ts(t: &Option<registry_proto::Timestamp>) -> Value {
     match t.as_ref().and_then(|t| time::from_timestamp(t).ok()) {
         Some(t) => Value::String(time::format(&t)),
         None => Value::Null,

@@ -104,7 +104,7 @@ impl KeySubmission {
     }
 }
 
-fn ts(t: Option<Time>) -> Option<prost_types::Timestamp> {
+fn ts(t: Option<Time>) -> Option<registry_proto::Timestamp> {
     t.as_ref().map(time::to_timestamp)
 }
 

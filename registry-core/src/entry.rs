@@ -105,7 +105,7 @@ struct HeaderFields {
     #[prost(uint64, tag = "1")]
     position: u64,
     #[prost(message, optional, tag = "2")]
-    recorded_at: Option<prost_types::Timestamp>,
+    recorded_at: Option<registry_proto::Timestamp>,
     #[prost(bytes = "vec", tag = "3")]
     prev_hash: Vec<u8>,
 }

@@ -103,9 +103,69 @@ pub fn decode_bundle(bytes: &[u8], width: u64) -> (Vec<Vec<u8>>, Option<BadBundl
     (out, None)
 }
 
+/// A tile or entry bundle as a path names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileName {
+    /// The hash tile's level, `None` for an entry bundle.
+    pub level: Option<u8>,
+    /// Its index `N`.
+    pub index: u64,
+    /// Hashes or entries it holds: [`WIDTH`] for a full one.
+    pub width: u64,
+}
+
+/// The tile a path (`tile/1/x001/234.p/17`, no leading slash) names, if it is one in the
+/// canonical form [`tile_path`] writes: a server answers only for names it would write itself,
+/// so one tile has one URL and one cache entry.
+pub fn parse_tile_path(path: &str) -> Option<TileName> {
+    let rest = path.strip_prefix("tile/")?;
+    let (level, rest) = match rest.strip_prefix("entries/") {
+        Some(rest) => (None, rest),
+        None => {
+            let (l, rest) = rest.split_once('/')?;
+            let level: u8 = l.parse().ok().filter(|l| *l <= 63)?;
+            (Some(level), rest)
+        }
+    };
+    let (index, width) = match rest.split_once(".p/") {
+        Some((index, w)) => (index, w.parse::<u64>().ok().filter(|w| (1..WIDTH).contains(w))?),
+        None => (rest, WIDTH),
+    };
+    let digits: String = index.chars().filter(|c| *c != 'x' && *c != '/').collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let index: u64 = digits.parse().ok()?;
+    (tile_path(level, index, width) == path).then_some(TileName { level, index, width })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tile_paths_parse_back_to_their_tiles_and_only_canonical_ones_do() {
+        for (level, index, width) in
+            [(None, 0, WIDTH), (None, 1234067, 7), (Some(0), 5, 255), (Some(2), 1000, WIDTH)]
+        {
+            let path = tile_path(level, index, width);
+            assert_eq!(parse_tile_path(&path), Some(TileName { level, index, width }), "{path}");
+        }
+        for bad in [
+            "tile/entries/5",
+            "tile/entries/005.p/256",
+            "tile/entries/005.p/0",
+            "tile/0/x000/005",
+            "tile/64/000",
+            "tile/01/000",
+            "tile/0/000/",
+            "tile/0/-01",
+            "tile/entries/x001/x234/067.p/7/",
+            "checkpoint",
+        ] {
+            assert_eq!(parse_tile_path(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn tile_indexes_follow_the_c2sp_path_encoding() {

@@ -26,12 +26,12 @@ pub enum TimeError {
 }
 
 /// Converts to the protobuf well-known type.
-pub fn to_timestamp(t: &Time) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+pub fn to_timestamp(t: &Time) -> registry_proto::Timestamp {
+    registry_proto::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 /// Converts from the protobuf well-known type, refusing out-of-range values.
-pub fn from_timestamp(ts: &prost_types::Timestamp) -> Result<Time, TimeError> {
+pub fn from_timestamp(ts: &registry_proto::Timestamp) -> Result<Time, TimeError> {
     let err = || TimeError::OutOfRange { seconds: ts.seconds, nanos: ts.nanos };
     let nanos = u32::try_from(ts.nanos).map_err(|_| err())?;
     if nanos >= 1_000_000_000 {
@@ -75,9 +75,10 @@ mod tests {
 
     #[test]
     fn negative_or_oversized_nanos_are_refused() {
-        assert!(from_timestamp(&prost_types::Timestamp { seconds: 0, nanos: -1 }).is_err());
+        assert!(from_timestamp(&registry_proto::Timestamp { seconds: 0, nanos: -1 }).is_err());
         assert!(
-            from_timestamp(&prost_types::Timestamp { seconds: 0, nanos: 1_000_000_000 }).is_err()
+            from_timestamp(&registry_proto::Timestamp { seconds: 0, nanos: 1_000_000_000 })
+                .is_err()
         );
     }
 }

@@ -129,6 +129,9 @@ pub struct Config {
     /// Address of the metrics listener (`GET /metrics`, Prometheus text format); unset: none.
     /// Keep it on a private network: it tells who is busy with what.
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the public web face (the JSON API, the log as tiles); unset: none. Only
+    /// reads are served there.
+    pub http_listen: Option<SocketAddr>,
     /// One structured log line per call (method, peer, status code, duration, request ID), at
     /// `info` under the target `registry::request`.
     pub request_log: bool,
@@ -231,6 +234,7 @@ impl Default for Config {
             stream_window_kib: 1024,
             connection_window_kib: 2048,
             metrics_listen: None,
+            http_listen: None,
             request_log: false,
             registry_key: None,
             sync_replicas: 0,
@@ -292,6 +296,10 @@ pub struct Overrides {
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the JSON API and the log's tiles at http://ADDR/
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
     /// Log one line per call
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -350,6 +358,7 @@ const KEYS: &[&str] = &[
     "stream_window_kib",
     "connection_window_kib",
     "metrics_listen",
+    "http_listen",
     "request_log",
     "registry_key",
     "sync_replicas",

@@ -31,3 +31,4 @@ pub mod restore;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod web;

@@ -137,12 +137,14 @@ pub async fn start_registry(
             )));
             ctx.health.set("keyregistry.v1.ReplicationService", true);
         }
+        let lookups = Arc::new(LookupApi::new(
+            Lookups::new(ctx.reader.clone(), cache.clone()),
+            crate::evidence::EvidenceBuilder::new(ctx.reader.clone(), map),
+        ));
+        let _ = ctx.web_lookups.set(lookups.clone());
         routes.add_service(
-            registry_proto::pb::lookup_service_server::LookupServiceServer::new(LookupApi::new(
-                Lookups::new(ctx.reader.clone(), cache.clone()),
-                crate::evidence::EvidenceBuilder::new(ctx.reader.clone(), map),
-            ))
-            .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
+            registry_proto::pb::lookup_service_server::LookupServiceServer::from_arc(lookups)
+                .max_decoding_message_size(crate::admission::MAX_MESSAGE_BYTES),
         );
         fill_in_background(ctx.reader.store().clone(), cache, ctx.shutdown.clone());
         ctx.health.set(COMMAND_SERVICE, true);

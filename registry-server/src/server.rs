@@ -125,12 +125,15 @@ pub struct ServiceContext<'a, M: Machine> {
     pub health: &'a HealthHandle,
     /// The per-peer budget of failed signature checks, if one is configured.
     pub signatures: &'a Option<Arc<SignatureBudget>>,
+    /// Where the lookup service the gRPC server gets is also handed to the web face.
+    pub web_lookups: &'a std::sync::OnceLock<Arc<crate::grpc::lookup::LookupApi>>,
 }
 
 /// A running registry.
 pub struct Server<M: Machine> {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    web_addr: Option<SocketAddr>,
     identity: Arc<Identity>,
     reader: LogReader,
     appender: Appender<M>,
@@ -330,19 +333,21 @@ impl<M: Machine> Server<M> {
         routes.add_service(health_service);
         routes.add_service(crate::grpc::reflection_v1()?);
         routes.add_service(crate::grpc::reflection_v1alpha()?);
-        routes.add_service(registry_proto::pb::audit_service_server::AuditServiceServer::new(
-            AuditApi::new(
-                reader.clone(),
-                identity.clone(),
-                {
-                    let appender = appender.clone();
-                    Arc::new(move || appender.stats())
-                },
-                drain.clone(),
-            ),
+        let audit = Arc::new(AuditApi::new(
+            reader.clone(),
+            identity.clone(),
+            {
+                let appender = appender.clone();
+                Arc::new(move || appender.stats())
+            },
+            drain.clone(),
+        ));
+        routes.add_service(registry_proto::pb::audit_service_server::AuditServiceServer::from_arc(
+            audit.clone(),
         ));
         health.set("keyregistry.v1.AuditService", true);
         let signatures = signature_budget(config);
+        let web_lookups = std::sync::OnceLock::new();
         extra(
             ServiceContext {
                 reader: &reader,
@@ -350,6 +355,7 @@ impl<M: Machine> Server<M> {
                 shutdown: &drain,
                 health: &health,
                 signatures: &signatures,
+                web_lookups: &web_lookups,
             },
             &mut routes,
         );
@@ -393,6 +399,21 @@ impl<M: Machine> Server<M> {
             ),
             None => None,
         };
+        let web_addr = match config.http_listen {
+            Some(at) => {
+                let services = crate::web::WebServices {
+                    reader: reader.clone(),
+                    audit,
+                    lookup: web_lookups.get().cloned(),
+                };
+                Some(
+                    crate::web::serve_web(at, services, config.max_calls, drain.clone())
+                        .await
+                        .map_err(|source| ServerError::Bind { addr: at, source })?,
+                )
+            }
+            None => None,
+        };
         let incoming =
             crate::listener::incoming(listener, accepting, metrics.clone(), drain.clone());
         let serve = connection_limits(config)
@@ -405,7 +426,18 @@ impl<M: Machine> Server<M> {
 
         let grace = Duration::from_secs(config.shutdown_timeout_secs);
         let task = tokio::spawn(run(serve, log, stop.clone(), drain, health.clone(), grace));
-        Ok(Self { addr, metrics_addr, identity, reader, appender, health, stop, task, replica })
+        Ok(Self {
+            addr,
+            metrics_addr,
+            web_addr,
+            identity,
+            reader,
+            appender,
+            health,
+            stop,
+            task,
+            replica,
+        })
     }
 
     /// On a replica, its primary and how following it goes.
@@ -427,6 +459,11 @@ impl<M: Machine> Server<M> {
     /// The address of the metrics listener, if one is configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where the web face (JSON API, tiles) listens, if it does.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
     /// The registry's public identity.

@@ -63,3 +63,86 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
     body.to_string()
 }
+
+/// An HTTP/1.1 answer.
+#[derive(Debug)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The head, header names lowercased.
+    pub head: String,
+    /// The body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The value of header `name` (lowercase), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            (n.trim() == name).then(|| v.trim())
+        })
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (blocking): `POST` with `content_type` when a
+/// body is given, `GET` otherwise.
+pub fn http(addr: SocketAddr, path: &str, body: Option<(&str, &[u8])>) -> HttpReply {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connects");
+    let mut request = match body {
+        Some((content_type, body)) => format!(
+            "POST {path} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\nContent-Type: \
+             {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        None => format!("GET {path} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\r\n")
+            .into_bytes(),
+    };
+    if let Some((_, body)) = body {
+        request.extend_from_slice(body);
+    }
+    tcp.write_all(&request).expect("sends");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).expect("reads");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let head: String = head
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((n, v)) => format!("{}:{v}\n", n.to_lowercase()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let mut body = response[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    HttpReply { status, head, body }
+}
+
+fn dechunk(mut chunked: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = chunked.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&chunked[..line_end]).expect("ASCII").split(';').next().unwrap(),
+            16,
+        )
+        .expect("a hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&chunked[start..start + size]);
+        chunked = &chunked[start + size + 2..];
+    }
+}

@@ -10,7 +10,10 @@ use crate::meter_key::{Curve, MeterKey};
 use crate::pb;
 use crate::time::{self, Time};
 
-fn opt_time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<Time>, FieldError> {
+fn opt_time(
+    t: &Option<registry_proto::Timestamp>,
+    field: &str,
+) -> Result<Option<Time>, FieldError> {
     t.as_ref()
         .map(|ts| time::from_timestamp(ts).map_err(|e| FieldError::new(field, e.to_string())))
         .transpose()

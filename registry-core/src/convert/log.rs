@@ -44,7 +44,7 @@ impl From<&Identifier> for pb::Identifier {
     }
 }
 
-fn req_time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Time, FieldError> {
+fn req_time(t: &Option<registry_proto::Timestamp>, field: &str) -> Result<Time, FieldError> {
     let ts = t.as_ref().ok_or_else(|| FieldError::new(field, "must be set"))?;
     time::from_timestamp(ts).map_err(|e| FieldError::new(field, e.to_string()))
 }

@@ -84,7 +84,7 @@ fn selector(key: Option<&pb::KeySelector>, field: &str) -> Result<Selector, Stat
     }
 }
 
-fn at(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Time, Status> {
+fn at(t: &Option<registry_proto::Timestamp>, field: &str) -> Result<Time, Status> {
     let t = t.as_ref().ok_or_else(|| status::invalid(field, "must be set"))?;
     time::from_timestamp(t).map_err(|e| status::invalid(field, e.to_string()))
 }

@@ -266,7 +266,8 @@ impl Follower {
         drop(preparing);
         while let Some(Copying { pending, handle }) = queued.pop_front() {
             let done = handle.await.ok();
-            if let Err(f) = self.finish(pending.size, done, queued.front().map(|c| &c.pending), tip) {
+            if let Err(f) = self.finish(pending.size, done, queued.front().map(|c| &c.pending), tip)
+            {
                 return f;
             }
             report.send_replace(*tip);

@@ -1,0 +1,83 @@
+//! The public web face: one HTTP listener (HTTP/1.1 and HTTP/2) for those without gRPC tooling.
+//!
+//! - [`api`]: the read methods as JSON (the Connect protocol's unary form), answered by the
+//!   same service objects as gRPC; [`error`] turns their `Status` into a JSON error with the
+//!   same code and field violations.
+//! - [`tiles`]: the log as C2SP `tlog-tiles` for mirrors, auditors and caches.
+//! - [`openapi`]: the OpenAPI description of the JSON API, generated from the `.proto` files.
+//!
+//! Nothing here writes: commands stay on the gRPC port.
+
+pub mod api;
+pub mod error;
+pub mod openapi;
+pub mod tiles;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::grpc::audit::AuditApi;
+use crate::grpc::lookup::LookupApi;
+use crate::log::LogReader;
+
+/// What the web face serves from: the log and the services the gRPC server holds.
+#[derive(Clone)]
+pub struct WebServices {
+    /// The log, for tiles.
+    pub reader: LogReader,
+    /// The audit methods.
+    pub audit: Arc<AuditApi>,
+    /// The lookups; absent on a server without the registry's machine.
+    pub lookup: Option<Arc<LookupApi>>,
+}
+
+/// The web face's routes.
+pub fn router(services: WebServices, max_calls: usize) -> Router {
+    let mut router = Router::new()
+        .merge(api::routes(services.audit, services.lookup))
+        .merge(tiles::routes(services.reader))
+        .route("/openapi.json", get(openapi_json))
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES));
+    if max_calls > 0 {
+        // Excess calls wait for a slot rather than pile onto the blocking pool.
+        router = router.layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_calls));
+    }
+    router
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
+        ],
+        openapi::document_json(),
+    )
+}
+
+/// Serves the web face on `addr` until `stop`; returns the address it listens on.
+pub async fn serve_web(
+    addr: SocketAddr,
+    services: WebServices,
+    max_calls: usize,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(services, max_calls);
+    tokio::spawn(async move {
+        let serving = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "the web listener failed");
+        }
+    });
+    tracing::info!(%local, "serving the web face (JSON API, tiles)");
+    Ok(local)
+}

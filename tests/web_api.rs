@@ -1,0 +1,211 @@
+//! The public web face against a real server on loopback: the JSON API answers exactly what
+//! gRPC answers (the same messages in the protobuf JSON mapping, the same errors with the HTTP
+//! status Connect gives their codes), and the log served as tiles is, byte for byte, the
+//! archive `registry audit export` writes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use registry_client::archive::Archive;
+use registry_client::{KeySubmission, Order};
+use registry_proto::pb;
+use registry_proto::pb::lookup_service_client::LookupServiceClient;
+use registry_tests::raw::{HttpReply, http};
+use registry_tests::{Fixture, meter_key, spki_hex, t};
+
+async fn web_registry() -> (Fixture, SocketAddr) {
+    let f =
+        Fixture::start_configured(|c| c.http_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = f.registry.server.web_addr().expect("a web listener");
+    (f, addr)
+}
+
+/// Registers a fresh meter key at EVSE `evse`; returns its fingerprint.
+async fn register(f: &Fixture, op: &registry_core::keys::P256KeyPair, evse: &str) -> String {
+    let meter = meter_key();
+    f.client
+        .submit(
+            op,
+            &Order::Register {
+                key: KeySubmission {
+                    meter_serial: Some(format!("M-{evse}")),
+                    manufacturer: Some("ACME".into()),
+                    ..KeySubmission::new(spki_hex(&meter))
+                },
+                evse_ids: vec![evse.into()],
+                effective_at: Some(t("2026-01-01T00:00:00Z")),
+            },
+        )
+        .await
+        .expect("registered");
+    registry_core::keys::fingerprint_hex(meter.public_key_der())
+}
+
+/// POSTs `request` as protobuf JSON to `/keyregistry.v1.<method>`.
+async fn post<T: serde::Serialize>(addr: SocketAddr, method: &str, request: &T) -> HttpReply {
+    let body = serde_json::to_vec(request).unwrap();
+    let path = format!("/keyregistry.v1.{method}");
+    tokio::task::spawn_blocking(move || http(addr, &path, Some(("application/json", &body))))
+        .await
+        .unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> HttpReply {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || http(addr, &path, None)).await.unwrap()
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(reply: &HttpReply) -> T {
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    serde_json::from_slice(&reply.body).expect("the protobuf JSON of the response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_answers_are_the_grpc_answers_proofs_included() {
+    let (f, addr) = web_registry().await;
+    let op = f.operator("DE*ABC").await;
+    let fingerprint = register(&f, &op, "DE*ABC*E1").await;
+    let mut lookups = LookupServiceClient::new(f.registry.channel().await);
+
+    let question = pb::CheckValidityRequest {
+        key: Some(pb::KeySelector {
+            selector: Some(pb::key_selector::Selector::EvseId("DE*ABC*E1".into())),
+            ..Default::default()
+        }),
+        at: Some(registry_core::time::to_timestamp(&t("2026-03-01T12:00:00Z"))),
+        prove: true,
+        ..Default::default()
+    };
+    let over_grpc = lookups.check_validity(question.clone()).await.unwrap().into_inner();
+    let over_http: pb::CheckValidityResponse =
+        decoded(&post(addr, "LookupService/CheckValidity", &question).await);
+    assert_eq!(over_http, over_grpc);
+    assert!(over_http.proof.is_some(), "the proof travels over JSON too");
+    assert_eq!(registry_tests::verdict_name(over_http.validity.as_ref().unwrap()), "VALID");
+
+    // The JSON is the protobuf mapping: camelCase names, 64-bit integers as strings.
+    let raw = post(addr, "LookupService/CheckValidity", &question).await.json();
+    assert!(raw["basis"]["logSize"].is_string(), "{raw}");
+
+    let key = pb::GetKeyRequest { fingerprint: fingerprint.clone(), ..Default::default() };
+    let over_grpc = lookups.get_key(key.clone()).await.unwrap().into_inner();
+    let over_http: pb::GetKeyResponse = decoded(&post(addr, "LookupService/GetKey", &key).await);
+    assert_eq!(over_http, over_grpc);
+
+    let info: pb::GetRegistryInfoResponse =
+        decoded(&post(addr, "AuditService/GetRegistryInfo", &pb::GetRegistryInfoRequest {}).await);
+    assert_eq!(info.origin, f.origin());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_grpc_code_and_field_with_the_connect_http_status() {
+    let (f, addr) = web_registry().await;
+    let mut lookups = LookupServiceClient::new(f.registry.channel().await);
+
+    let bad = pb::GetKeyRequest { fingerprint: "zz".into(), ..Default::default() };
+    let over_grpc = lookups.get_key(bad.clone()).await.unwrap_err();
+    let reply = post(addr, "LookupService/GetKey", &bad).await;
+    assert_eq!(reply.status, 400);
+    let error = reply.json();
+    assert_eq!(error["code"], "invalid_argument");
+    assert_eq!(error["message"], over_grpc.message());
+    let violation = &error["details"][0]["debug"]["fieldViolations"][0];
+    assert_eq!(violation["field"], "fingerprint", "{error}");
+
+    let unknown = pb::GetKeyRequest { fingerprint: "ab".repeat(32), ..Default::default() };
+    let over_grpc = lookups.get_key(unknown.clone()).await.unwrap_err();
+    assert_eq!(over_grpc.code(), tonic::Code::NotFound);
+    let reply = post(addr, "LookupService/GetKey", &unknown).await;
+    assert_eq!((reply.status, reply.json()["code"].clone()), (404, "not_found".into()));
+
+    // JSON that is not the request message: the field where parsing stopped is named.
+    let body = br#"{"fingerprint": 12}"#;
+    let reply = tokio::task::spawn_blocking(move || {
+        http(addr, "/keyregistry.v1.LookupService/GetKey", Some(("application/json", body)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["details"][0]["debug"]["fieldViolations"][0]["field"], "fingerprint");
+
+    let reply = tokio::task::spawn_blocking(move || {
+        http(addr, "/keyregistry.v1.LookupService/GetKey", Some(("text/plain", b"{}")))
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 415);
+    // Commands are not served here, nor anything else unknown.
+    let command = pb::SubmitCommandRequest::default();
+    assert_eq!(post(addr, "CommandService/SubmitCommand", &command).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_describes_every_method() {
+    let (_f, addr) = web_registry().await;
+    let reply = get(addr, "/openapi.json").await;
+    assert_eq!(reply.status, 200);
+    let kept = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json"))
+        .expect("docs/openapi.json");
+    assert_eq!(reply.body, kept, "the served document is the one kept in the repository");
+    let doc = reply.json();
+    for method in registry_server::web::api::METHODS {
+        assert!(
+            doc["paths"][method.path()]["post"]["requestBody"].is_object(),
+            "{}",
+            method.path()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiles_are_the_exported_archive_byte_for_byte() {
+    let (f, addr) = web_registry().await;
+    let op = f.operator("DE*ABC").await;
+    // 2 entries per registration (it and its confirmation): past one full tile of 256.
+    for i in 0..140 {
+        register(&f, &op, &format!("DE*ABC*E{i}")).await;
+    }
+    let size = f.log_size();
+    assert!(size > 256, "{size}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::new(dir.path());
+    let bar = indicatif::ProgressBar::hidden();
+    registry_client::audit::export(&f.client, &archive, None, &bar).await.expect("exported");
+
+    let checkpoint = get(addr, "/checkpoint").await;
+    assert_eq!(checkpoint.status, 200);
+    assert_eq!(checkpoint.body, std::fs::read(dir.path().join("checkpoint")).unwrap());
+    assert_eq!(checkpoint.header("cache-control"), Some("public, max-age=2"));
+
+    let mut compared = 0;
+    for file in walk(&dir.path().join("tile")) {
+        let path = file.strip_prefix(dir.path()).unwrap().to_str().unwrap().replace('\\', "/");
+        let served = get(addr, &format!("/{path}")).await;
+        assert_eq!(served.status, 200, "{path}");
+        assert_eq!(served.body, std::fs::read(&file).unwrap(), "{path}");
+        assert_eq!(served.header("cache-control"), Some("public, max-age=31536000, immutable"));
+        compared += 1;
+    }
+    // A full and a partial entry bundle, a full and a partial level-0 tile, a level-1 tile.
+    assert!(compared >= 5, "{compared}");
+
+    // Nothing past the published head, and no non-canonical names.
+    let beyond = registry_core::tiles::tile_path(None, size / 256, size % 256 + 1);
+    assert_eq!(get(addr, &format!("/{beyond}")).await.status, 404);
+    assert_eq!(get(addr, "/tile/entries/0").await.status, 404);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
