@@ -16,6 +16,7 @@ use registry_core::replay::{self, Replayer, Step};
 use registry_proto::pb;
 
 use crate::archive::{self, Archive, ArchiveError, WIDTH};
+use crate::tiles::TileClient;
 use crate::{ClientError, RegistryClient};
 
 /// A progress bar on a terminal, nothing otherwise.
@@ -52,6 +53,104 @@ pub struct Exported {
     pub previous_size: u64,
 }
 
+/// Where an export or a follow reads the log.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// The registry's gRPC audit API (which names its key; consistency by proofs).
+    Registry(&'a RegistryClient),
+    /// A tile server, with the registry key (DER SubjectPublicKeyInfo) the auditor pins:
+    /// consistency is checked by recomputing the archived entries' root.
+    Tiles(&'a TileClient, &'a [u8]),
+}
+
+impl<'a> From<&'a RegistryClient> for Source<'a> {
+    fn from(client: &'a RegistryClient) -> Self {
+        Source::Registry(client)
+    }
+}
+
+/// The registry's origin and key as the source tells them.
+struct Identity {
+    origin: String,
+    key_der: Vec<u8>,
+    key_pem: String,
+}
+
+impl Source<'_> {
+    async fn identity(&self) -> Result<Identity, ClientError> {
+        match self {
+            Source::Registry(client) => {
+                let info = client.registry_info().await?;
+                Ok(Identity {
+                    origin: info.origin,
+                    key_der: info.public_key_der,
+                    key_pem: info.public_key_pem,
+                })
+            }
+            Source::Tiles(tiles, key) => {
+                let text = tiles.checkpoint().await?;
+                let cp = archive::open_checkpoint(&text, key)
+                    .map_err(|e| refuse(format!("the tile server's checkpoint: {e}")))?;
+                let key_pem = registry_core::keys::p256_spki_pem(key)
+                    .map_err(|e| ClientError::Input(format!("the registry key: {e}")))?;
+                Ok(Identity { origin: cp.origin, key_der: key.to_vec(), key_pem })
+            }
+        }
+    }
+
+    async fn checkpoint(&self) -> Result<String, ClientError> {
+        match self {
+            Source::Registry(client) => Ok(client.checkpoint(0).await?.checkpoint),
+            Source::Tiles(tiles, _) => tiles.checkpoint().await,
+        }
+    }
+
+    async fn entries(
+        &self,
+        start: u64,
+        end: u64,
+        size: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ClientError> {
+        match self {
+            Source::Registry(client) => Ok(client
+                .entries(start, end)
+                .await?
+                .into_iter()
+                .map(|e| (e.position, e.entry))
+                .collect()),
+            Source::Tiles(tiles, _) => tiles.entries(start, end, size).await,
+        }
+    }
+
+    /// Checks that `new` extends `old`: by a consistency proof from the registry, or (tiles)
+    /// by the root of `kept`, the archived leaves, which the export extends and checks
+    /// against `new` in the end.
+    async fn consistent(
+        &self,
+        old: &Checkpoint,
+        new: &Checkpoint,
+        kept: &[Hash],
+    ) -> Result<(), ClientError> {
+        match self {
+            Source::Registry(client) => check_consistency(client, old, new).await,
+            Source::Tiles(..) => {
+                if new.size < old.size {
+                    return Err(refuse(format!(
+                        "the log ({} entries) is shorter than the checkpoint seen before ({}): it was rolled back",
+                        new.size, old.size
+                    )));
+                }
+                if merkle::MemoryTree::new(kept.to_vec()).mth(0, old.size) != old.root {
+                    return Err(refuse(
+                        "the archive's entries do not hash to its checkpoint's root",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Most entries replayed together (prepared on every core, then checked in order).
 const REPLAY_SLICE: usize = 4096;
 
@@ -66,13 +165,14 @@ const CHUNK: u64 = 64 * WIDTH;
 
 /// Exports (or resumes exporting) the log into `archive`. `from` re-fetches from an earlier
 /// position (the entries fetched again must be the archived ones).
-pub async fn export(
-    client: &RegistryClient,
+pub async fn export<'a>(
+    source: impl Into<Source<'a>>,
     archive: &Archive,
     from: Option<u64>,
     bar: &ProgressBar,
 ) -> Result<Exported, ClientError> {
-    let info = client.registry_info().await?;
+    let source = source.into();
+    let info = source.identity().await?;
     let manifest = archive.manifest().map_err(archive_err)?;
     let previous = match &manifest {
         Some(m) if m.origin != info.origin => {
@@ -84,7 +184,7 @@ pub async fn export(
         Some(_) => {
             let text = archive.checkpoint_text().map_err(archive_err)?;
             Some(
-                archive::open_checkpoint(&text, &info.public_key_der)
+                archive::open_checkpoint(&text, &info.key_der)
                     .map_err(|e| refuse(format!("the archive's checkpoint: {e}")))?,
             )
         }
@@ -97,14 +197,14 @@ pub async fn export(
             "--from {start} is past the archive's {previous_size} entries"
         )));
     }
-    let head = client.checkpoint(0).await?;
-    let cp = archive::open_checkpoint(&head.checkpoint, &info.public_key_der)
+    let head = source.checkpoint().await?;
+    let cp = archive::open_checkpoint(&head, &info.key_der)
         .map_err(|e| refuse(format!("the registry's checkpoint: {e}")))?;
-    if let Some(old) = &previous {
-        check_consistency(client, old, &cp).await?;
-    }
     // Leaves of what is kept, then of what is fetched (re-fetched entries must match).
     let kept = archive_leaves(archive, previous_size)?;
+    if let Some(old) = &previous {
+        source.consistent(old, &cp, &kept).await?;
+    }
     let mut leaves: Vec<Hash> = Vec::with_capacity(cp.size as usize);
     leaves.extend_from_slice(&kept[..start as usize]);
     bar.set_length(cp.size);
@@ -112,25 +212,23 @@ pub async fn export(
     let mut next = start;
     while next < cp.size {
         let end = (next + CHUNK).min(cp.size);
-        let chunk = client.entries(next, end).await?;
+        let chunk = source.entries(next, end, cp.size).await?;
         let mut bytes = Vec::with_capacity(chunk.len());
-        for e in chunk {
-            if e.position != next + bytes.len() as u64 {
+        for (position, entry) in chunk {
+            if position != next + bytes.len() as u64 {
                 return Err(refuse(format!(
-                    "the registry sent entry {} where {} was due",
-                    e.position,
+                    "the registry sent entry {position} where {} was due",
                     next + bytes.len() as u64
                 )));
             }
-            let leaf = merkle::leaf_hash(&e.entry);
-            if kept.get(e.position as usize).is_some_and(|k| *k != leaf) {
+            let leaf = merkle::leaf_hash(&entry);
+            if kept.get(position as usize).is_some_and(|k| *k != leaf) {
                 return Err(refuse(format!(
-                    "entry {} differs from the archived one: the registry rewrote it",
-                    e.position
+                    "entry {position} differs from the archived one: the registry rewrote it"
                 )));
             }
             leaves.push(leaf);
-            bytes.push(e.entry);
+            bytes.push(entry);
         }
         if bytes.len() as u64 != end - next {
             return Err(refuse(format!(
@@ -148,9 +246,7 @@ pub async fn export(
             "the entries do not hash to the root of the registry's signed checkpoint",
         ));
     }
-    archive
-        .commit(&info.origin, cp.size, &head.checkpoint, &info.public_key_pem)
-        .map_err(archive_err)?;
+    archive.commit(&info.origin, cp.size, &head, &info.key_pem).map_err(archive_err)?;
     bar.finish_and_clear();
     Ok(Exported { size: cp.size, fetched: cp.size - start, previous_size })
 }
@@ -351,19 +447,22 @@ pub fn verify(
     })
 }
 
-/// Keeps `archive` current from the registry's watch stream until it holds `until` entries (or
-/// forever), checking every entry against the rules and every checkpoint against the previous
-/// one with a consistency proof.
-pub async fn follow(
-    client: &RegistryClient,
+/// Keeps `archive` current with the registry until `until` entries are archived (or forever),
+/// checking every entry against the rules and every checkpoint against the previous one: over
+/// gRPC from the watch stream, with a consistency proof each; from a tile server by fetching
+/// `/checkpoint` every [`TileClient::poll`] and the entries it adds, whose root must then be
+/// its root.
+pub async fn follow<'a>(
+    source: impl Into<Source<'a>>,
     archive: &Archive,
     until: Option<u64>,
     mut on_checkpoint: impl FnMut(&Checkpoint),
 ) -> Result<u64, ClientError> {
-    export(client, archive, None, &ProgressBar::hidden()).await?;
-    let info = client.registry_info().await?;
+    let source = source.into();
+    export(source, archive, None, &ProgressBar::hidden()).await?;
+    let info = source.identity().await?;
     let text = archive.checkpoint_text().map_err(archive_err)?;
-    let mut last = archive::open_checkpoint(&text, &info.public_key_der).map_err(refuse)?;
+    let mut last = archive::open_checkpoint(&text, &info.key_der).map_err(refuse)?;
     let mut replayer = Replayer::for_registry(&last.origin);
     let mut entries = archive.entries(last.size);
     loop {
@@ -384,37 +483,24 @@ pub async fn follow(
     if until.is_some_and(|u| last.size >= u) {
         return Ok(last.size);
     }
-    let mut stream = client
-        .audit()
-        .watch_entries(pb::WatchEntriesRequest { start: last.size })
-        .await?
-        .into_inner();
-    while let Some(msg) = stream.message().await? {
+    let mut updates = Updates::start(source, last.size).await?;
+    while let Some((bytes, note)) = updates.next(replayer.size()).await? {
         let start = replayer.size();
-        let mut bytes = Vec::with_capacity(msg.entries.len());
-        for e in msg.entries {
-            let due = start + bytes.len() as u64;
-            if e.position != due {
-                return Err(refuse(format!(
-                    "the watch stream sent entry {} where {due} was due",
-                    e.position
-                )));
-            }
-            bytes.push(e.entry);
-        }
         if let Step::Break(b) = replayer.push_all(&bytes).map_err(refuse)? {
             return Err(refuse(format!(
                 "entry {} does not link to the entry before it",
                 b.position
             )));
         }
-        let cp = archive::open_checkpoint(&msg.checkpoint, &info.public_key_der).map_err(refuse)?;
-        check_consistency(client, &last, &cp).await?;
+        let cp = archive::open_checkpoint(&note, &info.key_der).map_err(refuse)?;
+        if let Source::Registry(client) = source {
+            check_consistency(client, &last, &cp).await?;
+        }
+        // The replay holds every leaf from the first: its root being the new checkpoint's is
+        // the consistency of the two.
         replayer.finish(&cp).map_err(refuse)?;
         archive.write_entries(start, &bytes, replayer.leaves()).map_err(archive_err)?;
-        archive
-            .commit(&info.origin, cp.size, &msg.checkpoint, &info.public_key_pem)
-            .map_err(archive_err)?;
+        archive.commit(&info.origin, cp.size, &note, &info.key_pem).map_err(archive_err)?;
         on_checkpoint(&cp);
         last = cp;
         if until.is_some_and(|u| last.size >= u) {
@@ -422,4 +508,67 @@ pub async fn follow(
         }
     }
     Ok(last.size)
+}
+
+/// New entries and the checkpoint that covers them, as a follow receives them.
+enum Updates<'a> {
+    Watch(Box<tonic::Streaming<pb::WatchEntriesResponse>>),
+    Poll(&'a TileClient, &'a [u8]),
+}
+
+impl<'a> Updates<'a> {
+    async fn start(source: Source<'a>, from: u64) -> Result<Self, ClientError> {
+        Ok(match source {
+            Source::Registry(client) => Updates::Watch(Box::new(
+                client
+                    .audit()
+                    .watch_entries(pb::WatchEntriesRequest { start: from })
+                    .await?
+                    .into_inner(),
+            )),
+            Source::Tiles(tiles, key) => Updates::Poll(tiles, key),
+        })
+    }
+
+    /// The entries from `from` on and the checkpoint that ends with them; `None` when a watch
+    /// stream ends.
+    async fn next(&mut self, from: u64) -> Result<Option<(Vec<Vec<u8>>, String)>, ClientError> {
+        match self {
+            Updates::Watch(stream) => {
+                let Some(msg) = stream.message().await? else { return Ok(None) };
+                let mut bytes = Vec::with_capacity(msg.entries.len());
+                for e in msg.entries {
+                    let due = from + bytes.len() as u64;
+                    if e.position != due {
+                        return Err(refuse(format!(
+                            "the watch stream sent entry {} where {due} was due",
+                            e.position
+                        )));
+                    }
+                    bytes.push(e.entry);
+                }
+                Ok(Some((bytes, msg.checkpoint)))
+            }
+            Updates::Poll(tiles, key) => loop {
+                let note = tiles.checkpoint().await?;
+                let cp = archive::open_checkpoint(&note, key).map_err(refuse)?;
+                if cp.size < from {
+                    return Err(refuse(format!(
+                        "the log ({} entries) is shorter than the checkpoint seen before ({from}): it was rolled back",
+                        cp.size
+                    )));
+                }
+                if cp.size > from {
+                    let entries = tiles.entries(from, cp.size, cp.size).await?;
+                    if entries.len() as u64 != cp.size - from {
+                        return Err(refuse(
+                            "the tile server sent fewer entries than its checkpoint covers",
+                        ));
+                    }
+                    return Ok(Some((entries.into_iter().map(|(_, e)| e).collect(), note)));
+                }
+                tokio::time::sleep(tiles.poll()).await;
+            },
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod load;
 pub mod receipt_file;
 pub mod render;
 mod request;
+pub mod tiles;
 pub mod verify;
 
 use registry_core::command::SignedCommand;
@@ -66,6 +67,14 @@ pub enum ClientError {
     /// Local input is unusable (a key file, a time).
     #[error("{0}")]
     Input(String),
+    /// A tile server did not give what was asked for.
+    #[error("{url}: {reason}")]
+    Http {
+        /// What was fetched.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// The server's answer or evidence does not check out.
     #[error("verification failed: {0}")]
     Verification(String),

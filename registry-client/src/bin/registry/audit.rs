@@ -35,6 +35,8 @@ pub enum AuditCommand {
         /// Re-fetch from this position (at most the archive's size; default: its size)
         #[arg(long)]
         from: Option<u64>,
+        #[command(flatten)]
+        tiles: TileSource,
     },
     /// Verify an archive offline: hash chain, Merkle and map roots against the signed
     /// checkpoint, every signature against the keys in force, every event against the rules
@@ -57,7 +59,61 @@ pub enum AuditCommand {
         /// Stop once the archive holds this many entries (default: follow until stopped)
         #[arg(long)]
         until_size: Option<u64>,
+        #[command(flatten)]
+        tiles: TileSource,
+        /// With --tiles: seconds between two looks at the tile server's checkpoint
+        #[arg(long, default_value_t = 5)]
+        poll_secs: u64,
     },
+}
+
+/// Reading the log from a tile server instead of the registry's gRPC API.
+#[derive(Debug, clap::Args)]
+pub struct TileSource {
+    /// Read the log as C2SP tlog-tiles from this URL (the registry's web face, a CDN, or a
+    /// static copy of an export) instead of --server; needs --registry-key
+    #[arg(long, value_name = "URL", requires = "registry_key")]
+    pub tiles: Option<String>,
+    /// With --tiles: the registry's public key (PEM) its checkpoints must verify with
+    #[arg(long, value_name = "PUB.pem")]
+    pub registry_key: Option<PathBuf>,
+}
+
+impl AuditCommand {
+    /// The tile server an export or follow reads, if it was given one.
+    pub fn tiles(&self) -> Option<&TileSource> {
+        match self {
+            AuditCommand::Export { tiles, .. } | AuditCommand::Follow { tiles, .. } => {
+                tiles.tiles.as_ref().map(|_| tiles)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An export or follow from a tile server (no gRPC connection).
+pub async fn run_tiles(
+    ca_cert: Option<&Path>,
+    printer: Printer,
+    command: AuditCommand,
+) -> anyhow::Result<Report> {
+    let source = command.tiles().context("a tile server")?;
+    let url = source.tiles.clone().unwrap_or_default();
+    let key_file = source.registry_key.clone().context("--registry-key")?;
+    let pem = std::fs::read_to_string(&key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    let key = registry_core::keys::p256_spki_der_from_pem(&pem)
+        .map_err(|e| Usage(format!("{}: {e}", key_file.display())))?;
+    let poll = match &command {
+        AuditCommand::Follow { poll_secs, .. } => {
+            std::time::Duration::from_secs((*poll_secs).max(1))
+        }
+        _ => std::time::Duration::from_secs(5),
+    };
+    let tiles = registry_client::tiles::TileClient::new(&url, ca_cert)
+        .map_err(|e| Usage(e.to_string()))?
+        .polling(poll);
+    run_from(registry_client::audit::Source::Tiles(&tiles, &key), printer, command).await
 }
 
 /// Answers an audit question that needs the server.
@@ -98,41 +154,11 @@ pub async fn run(
                 }),
             ))
         }
-        AuditCommand::Export { out, from } => {
-            let archive = registry_client::archive::Archive::new(&out);
-            let bar = registry_client::audit::progress(0, "exporting");
-            let done = registry_client::audit::export(client, &archive, from, &bar).await?;
-            Ok(Report::new(
-                format!(
-                    "archive {} holds {} entries ({} fetched, consistent with the {} archived before)",
-                    out.display(),
-                    done.size,
-                    done.fetched,
-                    done.previous_size
-                ),
-                json!({
-                    "archive": out.display().to_string(), "size": done.size,
-                    "fetched": done.fetched, "previous_size": done.previous_size,
-                }),
-            ))
+        AuditCommand::Export { .. } | AuditCommand::Follow { .. } => {
+            run_from(registry_client::audit::Source::Registry(client), printer, command).await
         }
         AuditCommand::Verify { dir, registry_key, since_checkpoint } => {
             verify_archive(&dir, &registry_key, since_checkpoint.as_deref())
-        }
-        AuditCommand::Follow { out, until_size } => {
-            let archive = registry_client::archive::Archive::new(&out);
-            let size = registry_client::audit::follow(client, &archive, until_size, |cp| {
-                printer.event(
-                    &format!(
-                        "checkpoint {} verified and consistent; archive holds {} entries",
-                        hex::encode(cp.root),
-                        cp.size
-                    ),
-                    &json!({"checkpoint_size": cp.size, "root_hash": hex::encode(cp.root)}),
-                );
-            })
-            .await?;
-            Ok(Report::new(format!("stopped at {size} entries"), json!({"stopped_at_size": size})))
         }
         AuditCommand::Entries { from, to } => {
             if to.is_some_and(|t| t < from) {
@@ -151,6 +177,50 @@ pub async fn run(
                 json!({"entries": decoded.iter().map(render::entry).collect::<Vec<_>>()}),
             ))
         }
+    }
+}
+
+/// An export or a follow from `source`.
+async fn run_from(
+    source: registry_client::audit::Source<'_>,
+    printer: Printer,
+    command: AuditCommand,
+) -> anyhow::Result<Report> {
+    match command {
+        AuditCommand::Export { out, from, .. } => {
+            let archive = registry_client::archive::Archive::new(&out);
+            let bar = registry_client::audit::progress(0, "exporting");
+            let done = registry_client::audit::export(source, &archive, from, &bar).await?;
+            Ok(Report::new(
+                format!(
+                    "archive {} holds {} entries ({} fetched, consistent with the {} archived before)",
+                    out.display(),
+                    done.size,
+                    done.fetched,
+                    done.previous_size
+                ),
+                json!({
+                    "archive": out.display().to_string(), "size": done.size,
+                    "fetched": done.fetched, "previous_size": done.previous_size,
+                }),
+            ))
+        }
+        AuditCommand::Follow { out, until_size, .. } => {
+            let archive = registry_client::archive::Archive::new(&out);
+            let size = registry_client::audit::follow(source, &archive, until_size, |cp| {
+                printer.event(
+                    &format!(
+                        "checkpoint {} verified and consistent; archive holds {} entries",
+                        hex::encode(cp.root),
+                        cp.size
+                    ),
+                    &json!({"checkpoint_size": cp.size, "root_hash": hex::encode(cp.root)}),
+                );
+            })
+            .await?;
+            Ok(Report::new(format!("stopped at {size} entries"), json!({"stopped_at_size": size})))
+        }
+        _ => Err(anyhow::anyhow!("only an export or a follow reads from a log source")),
     }
 }
 

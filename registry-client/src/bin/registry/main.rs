@@ -123,6 +123,15 @@ async fn run(cli: Cli, printer: Printer) -> anyhow::Result<Report> {
         }
         _ => {}
     }
+    // A tile server needs no gRPC connection either.
+    if let Command::Audit(a) = &cli.command
+        && a.tiles().is_some()
+    {
+        let ca_cert = cli.ca_cert.clone();
+        if let Command::Audit(a) = cli.command {
+            return audit::run_tiles(ca_cert.as_deref(), printer, a).await;
+        }
+    }
     let client =
         RegistryClient::connect_with(&cli.server, &cli.tls()).await.map_err(|e| match e {
             // A URL or TLS options that cannot work are bad usage, not a registry that did not answer.
