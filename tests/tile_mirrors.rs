@@ -161,9 +161,11 @@ fn start_nginx(bin: &Path, root: &Path) -> Nginx {
         .spawn()
         .expect("nginx starts");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Killed and reaped on drop, also when it never starts listening.
+    let nginx = Nginx { child, addr, _prefix: prefix };
     for _ in 0..200 {
         if std::net::TcpStream::connect(addr).is_ok() {
-            return Nginx { child, addr, _prefix: prefix };
+            return nginx;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
