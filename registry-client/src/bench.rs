@@ -50,6 +50,11 @@ pub enum Workload {
     Mixed,
     /// The cheapest unary call (grpc.health.v1 Check): the cost of gRPC itself.
     Empty,
+    /// `check` over the web face's JSON API (`--http URL`): the same questions as protobuf
+    /// JSON in HTTP/1.1 POSTs.
+    CheckHttp,
+    /// GETs of random full tiles and entry bundles from the web face (`--http URL`).
+    Tiles,
 }
 
 impl Workload {
@@ -76,6 +81,8 @@ pub struct Settings {
     pub batch: Option<usize>,
     /// How much of each validity answer the check workloads ask for.
     pub view: View,
+    /// The web face's base URL, for check-http and tiles.
+    pub http: Option<String>,
 }
 
 /// Latency percentiles in microseconds.
@@ -262,6 +269,9 @@ enum Op {
     CheckBatch(Vec<(KeyTarget, Time)>),
     VerifyOcmf(Vec<Input>),
     Empty,
+    CheckHttp { index: u64, at: Time },
+    /// A tile path and the length its content must have (`None`: an entry bundle).
+    Tile(String, Option<usize>),
 }
 
 /// Everything the clients draw from, generated before timing starts so that the client's own
@@ -272,6 +282,8 @@ struct Pool {
     records: Vec<String>,
     keys: u64,
     batch: usize,
+    /// The log's size (tiles).
+    log_size: u64,
 }
 
 impl Pool {
@@ -291,6 +303,18 @@ impl Pool {
             Workload::Mixed if rng.random_range(0..100) == 0 => Op::Register(self.registration()?),
             Workload::Check | Workload::Mixed => {
                 Op::Check { index: rng.random_range(0..self.keys), at: Self::random_moment(rng) }
+            }
+            Workload::CheckHttp => Op::CheckHttp {
+                index: rng.random_range(0..self.keys),
+                at: Self::random_moment(rng),
+            },
+            Workload::Tiles => {
+                let full = (self.log_size / registry_core::tiles::WIDTH).max(1);
+                let n = rng.random_range(0..full);
+                match rng.random_range(0..2) {
+                    0 => Op::Tile(registry_core::tiles::tile_path(Some(0), n, 256), Some(256 * 32)),
+                    _ => Op::Tile(registry_core::tiles::tile_path(None, n, 256), None),
+                }
             }
             Workload::CheckBatch => Op::CheckBatch(
                 (0..self.batch)
@@ -365,12 +389,24 @@ pub async fn run(
         Workload::VerifyOcmf => records(fleet, fleet.keys.min(4_096)),
         _ => Vec::new(),
     };
+    let web = match workload {
+        Workload::CheckHttp | Workload::Tiles => Some(Web::new(settings.http.as_deref())?),
+        _ => None,
+    };
+    let log_size = match (&web, workload) {
+        (Some(web), Workload::Tiles) => web.log_size().await?,
+        _ => 0,
+    };
+    if workload == Workload::Tiles && log_size < registry_core::tiles::WIDTH {
+        return Err(ClientError::Input("tiles needs a log of at least 256 entries".into()));
+    }
     let pool = Arc::new(Pool {
         registrations,
         next_registration: AtomicUsize::new(0),
         records,
         keys: fleet.keys,
         batch,
+        log_size,
     });
     let connections = settings.connections.clamp(1, settings.concurrency.max(1));
     let mut clients = Vec::with_capacity(connections);
@@ -392,6 +428,7 @@ pub async fn run(
         let (client, channel) = clients[c % connections].clone();
         let view = settings.view;
         let (pool, errors, first_error) = (pool.clone(), errors.clone(), first_error.clone());
+        let web = web.clone();
         tasks.spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
@@ -401,7 +438,11 @@ pub async fn run(
             while Instant::now() < deadline {
                 let Some(op) = pool.next(workload, &mut rng) else { break };
                 let t = Instant::now();
-                let outcome = execute(&client, &mut health, op, view).await;
+                let outcome = match (op, &web) {
+                    (Op::CheckHttp { index, at }, Some(web)) => web.check(index, at, view).await,
+                    (Op::Tile(path, len), Some(web)) => web.tile(&path, len).await,
+                    (op, _) => execute(&client, &mut health, op, view).await,
+                };
                 let micros = t.elapsed().as_micros() as u64;
                 match outcome {
                     Ok(()) => {
@@ -509,8 +550,91 @@ async fn execute(
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        Op::CheckHttp { .. } | Op::Tile(..) => return Err("the web face needs --http".into()),
     }
     Ok(())
+}
+
+/// The web face, for the check-http and tiles workloads: one HTTP/1.1 connection pool.
+#[derive(Clone)]
+struct Web {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Web {
+    fn new(url: Option<&str>) -> Result<Self, ClientError> {
+        let url = url.ok_or_else(|| ClientError::Input("this workload needs --http URL".into()))?;
+        let base = url.trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(|e| ClientError::Input(format!("--http: {e}")))?;
+        Ok(Self { base, http })
+    }
+
+    async fn log_size(&self) -> Result<u64, ClientError> {
+        let url = format!("{}/checkpoint", self.base);
+        let failed = |reason: String| ClientError::Http { url: url.clone(), reason };
+        let text = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| failed(e.to_string()))?
+            .text()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        text.lines().nth(1).and_then(|l| l.parse().ok()).ok_or_else(|| failed("no size".into()))
+    }
+
+    async fn check(&self, index: u64, at: Time, view: View) -> Result<(), String> {
+        let request = pb::CheckValidityRequest {
+            key: Some(KeyTarget::Evse(load::evse_id(OPERATOR, index)).to_pb(None)),
+            at: Some(registry_core::time::to_timestamp(&at)),
+            as_of: None,
+            prove: false,
+            view: pb::ValidityView::from(view) as i32,
+        };
+        let response = self
+            .http
+            .post(format!("{}/keyregistry.v1.LookupService/CheckValidity", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&request).map_err(|e| e.to_string())?)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        let answer: pb::CheckValidityResponse =
+            serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        expect_valid(answer.validity.as_ref())
+    }
+
+    async fn tile(&self, path: &str, len: Option<usize>) -> Result<(), String> {
+        let response = self
+            .http
+            .get(format!("{}/{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        match (status.is_success(), len) {
+            (false, _) => Err(format!("HTTP {status} for {path}")),
+            (true, Some(len)) if body.len() != len => {
+                Err(format!("{path}: {} bytes, not {len}", body.len()))
+            }
+            (true, None) if registry_core::tiles::decode_bundle(&body, 256).1.is_some() => {
+                Err(format!("{path}: not a full entry bundle"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn expect_valid(v: Option<&pb::Validity>) -> Result<(), String> {

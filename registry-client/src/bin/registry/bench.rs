@@ -11,6 +11,7 @@ use crate::output::Report;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// What to run: register, check, check-batch, verify-ocmf, mixed or empty against the server;
+    /// check-http or tiles against its web face (--http);
     /// prepare (only load the fleet, timing the bulk load); crypto (this machine's raw ECDSA and
     /// SHA-256 speed, no server)
     #[arg(value_parser = bench_workload)]
@@ -40,6 +41,9 @@ pub struct BenchArgs {
     /// An administrator's private key, to add the bench operator the first time
     #[arg(long, value_name = "PEM")]
     admin_key: Option<PathBuf>,
+    /// The web face's URL (http://HOST:PORT), for check-http and tiles
+    #[arg(long, value_name = "URL")]
+    http: Option<String>,
 }
 
 /// `--view` of `registry bench`.
@@ -64,7 +68,7 @@ fn bench_workload(s: &str) -> Result<BenchWorkload, String> {
         _ => <bench::Workload as clap::ValueEnum>::from_str(s, true)
             .map(BenchWorkload::Run)
             .map_err(|_| {
-                "one of register, check, check-batch, verify-ocmf, mixed, empty, prepare, crypto"
+                "one of register, check, check-batch, verify-ocmf, mixed, empty, check-http, tiles, prepare, crypto"
                     .to_string()
             }),
     }
@@ -129,6 +133,7 @@ pub async fn run(
             BenchView::Full => registry_client::View::Full,
             BenchView::Basic => registry_client::View::Basic,
         },
+        http: args.http.clone(),
     };
     let report = bench::run(server, tls, &fleet, workload, &settings).await?;
     if report.calls == 0 {
