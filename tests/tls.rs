@@ -163,3 +163,37 @@ async fn new_certificate_files_are_taken_without_a_restart() {
     assert!(err.is_err(), "new connections get the new certificate");
     before.registry_info().await.expect("an open connection keeps its session");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_face_serves_https_with_the_same_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "registry");
+    let registry =
+        start(&ca, dir.path(), |c| c.http_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let port = registry.server.web_addr().expect("a web listener").port();
+    let key = registry.server.identity().public_key_der.clone();
+
+    // An auditor reads the tiles over https://, checked against the CA.
+    let tiles = registry_client::tiles::TileClient::new(
+        &format!("https://localhost:{port}/"),
+        Some(&ca.cert),
+    )
+    .unwrap();
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archive = registry_client::archive::Archive::new(archive_dir.path());
+    let source = registry_client::audit::Source::Tiles(&tiles, &key);
+    let hidden = indicatif::ProgressBar::hidden();
+    let exported = registry_client::audit::export(source, &archive, None, &hidden)
+        .await
+        .expect("an export over https");
+    assert_eq!(exported.size, registry.server.reader().head().size);
+
+    // Without the CA the certificate is refused; plaintext to the TLS port gets nothing.
+    let untrusted =
+        registry_client::tiles::TileClient::new(&format!("https://localhost:{port}/"), None)
+            .unwrap();
+    assert!(untrusted.checkpoint().await.is_err(), "a certificate from an unknown CA was accepted");
+    let plain = registry_client::tiles::TileClient::new(&format!("http://127.0.0.1:{port}/"), None)
+        .unwrap();
+    assert!(plain.checkpoint().await.is_err(), "plaintext was answered by the TLS web port");
+}

@@ -265,11 +265,17 @@ async fn fleet_key_present(client: &RegistryClient, index: u64) -> Result<bool, 
 /// One operation of a workload, prepared before the clock starts.
 enum Op {
     Register(SignedCommand),
-    Check { index: u64, at: Time },
+    Check {
+        index: u64,
+        at: Time,
+    },
     CheckBatch(Vec<(KeyTarget, Time)>),
     VerifyOcmf(Vec<Input>),
     Empty,
-    CheckHttp { index: u64, at: Time },
+    CheckHttp {
+        index: u64,
+        at: Time,
+    },
     /// A tile path and the length its content must have (`None`: an entry bundle).
     Tile(String, Option<usize>),
 }

@@ -132,6 +132,9 @@ pub struct Config {
     /// Address of the public web face (the JSON API, the log as tiles); unset: none. Only
     /// reads are served there.
     pub http_listen: Option<SocketAddr>,
+    /// MiB of tiles the web face keeps in memory (tiles never change; a CDN in front carries
+    /// the rest).
+    pub tile_cache_mib: u32,
     /// One structured log line per call (method, peer, status code, duration, request ID), at
     /// `info` under the target `registry::request`.
     pub request_log: bool,
@@ -235,6 +238,7 @@ impl Default for Config {
             connection_window_kib: 2048,
             metrics_listen: None,
             http_listen: None,
+            tile_cache_mib: 256,
             request_log: false,
             registry_key: None,
             sync_replicas: 0,
@@ -359,6 +363,7 @@ const KEYS: &[&str] = &[
     "connection_window_kib",
     "metrics_listen",
     "http_listen",
+    "tile_cache_mib",
     "request_log",
     "registry_key",
     "sync_replicas",

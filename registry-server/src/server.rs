@@ -406,10 +406,21 @@ impl<M: Machine> Server<M> {
                     audit,
                     lookup: web_lookups.get().cloned(),
                 };
+                let settings = crate::web::WebSettings {
+                    max_calls: config.max_calls,
+                    tile_cache_bytes: u64::from(config.tile_cache_mib) << 20,
+                };
                 Some(
-                    crate::web::serve_web(at, services, config.max_calls, drain.clone())
-                        .await
-                        .map_err(|source| ServerError::Bind { addr: at, source })?,
+                    crate::web::serve_web(
+                        at,
+                        services,
+                        settings,
+                        tls.clone()
+                            .map(|t| (t, Duration::from_secs(config.handshake_timeout_secs))),
+                        drain.clone(),
+                    )
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: at, source })?,
                 )
             }
             None => None,

@@ -79,6 +79,15 @@ impl Tls {
         TlsAcceptor::from(current.0.clone())
     }
 
+    /// An acceptor for the web face: the same certificate, key and client authentication,
+    /// offering HTTP/1.1 besides HTTP/2 (browsers and simple HTTP clients speak it).
+    pub fn web_acceptor(&self) -> TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut config = (*current.0).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    }
+
     /// Reads the files again; `Ok(true)` when their contents changed and were taken.
     pub fn reload(&self) -> Result<bool, TlsError> {
         let contents = Contents::read(&self.files)?;

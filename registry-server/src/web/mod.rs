@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod error;
+pub mod listener;
 pub mod openapi;
 pub mod tiles;
 
@@ -38,16 +39,25 @@ pub struct WebServices {
     pub lookup: Option<Arc<LookupApi>>,
 }
 
+/// How the web face serves.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSettings {
+    /// Calls in progress at once (0: no limit).
+    pub max_calls: usize,
+    /// Bytes of tiles kept in memory.
+    pub tile_cache_bytes: u64,
+}
+
 /// The web face's routes.
-pub fn router(services: WebServices, max_calls: usize) -> Router {
+pub fn router(services: WebServices, settings: WebSettings) -> Router {
     let mut router = Router::new()
         .merge(api::routes(services.audit, services.lookup))
-        .merge(tiles::routes(services.reader))
+        .merge(tiles::routes(services.reader, settings.tile_cache_bytes))
         .route("/openapi.json", get(openapi_json))
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES));
-    if max_calls > 0 {
+    if settings.max_calls > 0 {
         // Excess calls wait for a slot rather than pile onto the blocking pool.
-        router = router.layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_calls));
+        router = router.layer(tower::limit::GlobalConcurrencyLimitLayer::new(settings.max_calls));
     }
     router
 }
@@ -62,22 +72,39 @@ async fn openapi_json() -> impl IntoResponse {
     )
 }
 
-/// Serves the web face on `addr` until `stop`; returns the address it listens on.
+/// Serves the web face on `addr` until `stop`, over TLS when `tls` is given (with the gRPC
+/// port's certificate); returns the address it listens on.
 pub async fn serve_web(
     addr: SocketAddr,
     services: WebServices,
-    max_calls: usize,
+    settings: WebSettings,
+    tls: Option<(Arc<crate::listener::tls::Tls>, std::time::Duration)>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let app = router(services, max_calls);
-    tokio::spawn(async move {
-        let serving = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = serving.await {
-            tracing::error!(error = %e, "the web listener failed");
+    let tcp = tokio::net::TcpListener::bind(addr).await?;
+    let local = tcp.local_addr()?;
+    let app = router(services, settings);
+    let secure = tls.is_some();
+    match tls {
+        Some((tls, handshake)) => {
+            let incoming = listener::tls_incoming(tcp, tls, handshake, stop.clone())?;
+            tokio::spawn(async move {
+                let serving =
+                    axum::serve(incoming, app).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(e) = serving.await {
+                    tracing::error!(error = %e, "the web listener failed");
+                }
+            });
         }
-    });
-    tracing::info!(%local, "serving the web face (JSON API, tiles)");
+        None => {
+            tokio::spawn(async move {
+                let serving = axum::serve(tcp, app).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(e) = serving.await {
+                    tracing::error!(error = %e, "the web listener failed");
+                }
+            });
+        }
+    }
+    tracing::info!(%local, tls = secure, "serving the web face (JSON API, tiles)");
     Ok(local)
 }

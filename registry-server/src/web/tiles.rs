@@ -22,9 +22,6 @@ use tonic::Status;
 use super::error::HttpError;
 use crate::log::{LogReader, ReadError};
 
-/// Bytes of tiles kept in memory.
-const CACHE_BYTES: u64 = 64 << 20;
-
 /// How long a checkpoint may be reused: about as often as a busy log gets a new one.
 const CHECKPOINT_CACHE: &str = "public, max-age=2";
 const TILE_CACHE: &str = "public, max-age=31536000, immutable";
@@ -46,9 +43,12 @@ struct Tiles {
     cache: Arc<quick_cache::sync::Cache<TileKey, Bytes, Weight>>,
 }
 
-/// `/checkpoint` and `/tile/...` over `reader`'s published head.
-pub fn routes(reader: LogReader) -> Router {
-    let cache = quick_cache::sync::Cache::with_weighter(16_384, CACHE_BYTES, Weight);
+/// `/checkpoint` and `/tile/...` over `reader`'s published head, keeping up to `cache_bytes`
+/// of tiles in memory.
+pub fn routes(reader: LogReader, cache_bytes: u64) -> Router {
+    // An entry bundle is about 128 KiB, a hash tile 8 KiB.
+    let items = (cache_bytes / (64 << 10)).max(64) as usize;
+    let cache = quick_cache::sync::Cache::with_weighter(items, cache_bytes.max(1), Weight);
     let state = Tiles { reader, cache: Arc::new(cache) };
     Router::new()
         .route("/checkpoint", get(checkpoint))
