@@ -135,6 +135,23 @@ async fn bad_input_gets_the_grpc_code_and_field_with_the_connect_http_status() {
     .await
     .unwrap();
     assert_eq!(reply.status, 415);
+    // Bodies are limited by method: a batch may be far larger than a single question.
+    let mut big = vec![b' '; 2 << 20];
+    big.extend_from_slice(b"{}");
+    let (one, many) = tokio::task::spawn_blocking(move || {
+        let one =
+            http(addr, "/keyregistry.v1.LookupService/GetKey", Some(("application/json", &big)));
+        let many = http(
+            addr,
+            "/keyregistry.v1.LookupService/CheckValidityBatch",
+            Some(("application/json", &big)),
+        );
+        (one.status, many.status)
+    })
+    .await
+    .unwrap();
+    assert_eq!(one, 413);
+    assert_ne!(many, 413);
     // Commands are not served here, nor anything else unknown.
     let command = pb::SubmitCommandRequest::default();
     assert_eq!(post(addr, "CommandService/SubmitCommand", &command).await.status, 404);
@@ -191,6 +208,8 @@ async fn tiles_are_the_exported_archive_byte_for_byte() {
     // A full and a partial entry bundle, a full and a partial level-0 tile, a level-1 tile.
     assert!(compared >= 5, "{compared}");
 
+    // An index whose first entry overflows names no tile (and is not served as an empty one).
+    assert_eq!(get(addr, "/tile/0/x072/x057/x594/x037/x927/935").await.status, 404);
     // Nothing past the published head, and no non-canonical names.
     let beyond = registry_core::tiles::tile_path(None, size / 256, size % 256 + 1);
     assert_eq!(get(addr, &format!("/{beyond}")).await.status, 404);
@@ -208,4 +227,26 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_api_follows_grpc_health() {
+    let (f, addr) = web_registry().await;
+    let question = pb::GetKeyRequest { fingerprint: "ab".repeat(32), ..Default::default() };
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+
+    // A replica that fell behind marks its lookups not serving: the JSON API says so too.
+    let health = f.registry.server.health();
+    health.set("keyregistry.v1.LookupService", false);
+    let reply = post(addr, "LookupService/GetKey", &question).await;
+    assert_eq!((reply.status, reply.json()["code"].clone()), (503, "unavailable".into()));
+    // The audit methods and the tiles do not depend on it.
+    let info = post(addr, "AuditService/GetRegistryInfo", &pb::GetRegistryInfoRequest {}).await;
+    assert_eq!(info.status, 200);
+    health.set("keyregistry.v1.LookupService", true);
+    assert_eq!(post(addr, "LookupService/GetKey", &question).await.status, 404);
+
+    // A server stopping: /healthz tells the web port's load balancer.
+    health.set("", false);
+    assert_eq!(get(addr, "/healthz").await.status, 503);
 }

@@ -484,7 +484,7 @@ pub async fn follow<'a>(
         return Ok(last.size);
     }
     let mut updates = Updates::start(source, last.size).await?;
-    while let Some((bytes, note)) = updates.next(replayer.size()).await? {
+    while let Some((bytes, note)) = updates.next(&last).await? {
         let start = replayer.size();
         if let Step::Break(b) = replayer.push_all(&bytes).map_err(refuse)? {
             return Err(refuse(format!(
@@ -530,9 +530,13 @@ impl<'a> Updates<'a> {
         })
     }
 
-    /// The entries from `from` on and the checkpoint that ends with them; `None` when a watch
+    /// The entries after `last` and the checkpoint that ends with them; `None` when a watch
     /// stream ends.
-    async fn next(&mut self, from: u64) -> Result<Option<(Vec<Vec<u8>>, String)>, ClientError> {
+    async fn next(
+        &mut self,
+        last: &Checkpoint,
+    ) -> Result<Option<(Vec<Vec<u8>>, String)>, ClientError> {
+        let from = last.size;
         match self {
             Updates::Watch(stream) => {
                 let Some(msg) = stream.message().await? else { return Ok(None) };
@@ -556,6 +560,12 @@ impl<'a> Updates<'a> {
                     return Err(refuse(format!(
                         "the log ({} entries) is shorter than the checkpoint seen before ({from}): it was rolled back",
                         cp.size
+                    )));
+                }
+                if cp.size == from && cp.root != last.root {
+                    return Err(refuse(format!(
+                        "the tile server shows a checkpoint of {from} entries with another root \
+                         than the one seen before: the registry forked its log"
                     )));
                 }
                 if cp.size > from {

@@ -12,6 +12,9 @@ use crate::ClientError;
 /// Bundles fetched at once.
 const PARALLEL: usize = 8;
 
+/// Longest checkpoint note read: a few lines and signatures.
+const MAX_CHECKPOINT_BYTES: usize = 64 << 10;
+
 /// A tile server.
 #[derive(Debug, Clone)]
 pub struct TileClient {
@@ -61,10 +64,11 @@ impl TileClient {
         &self.base
     }
 
-    async fn fetch(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+    /// `path`'s body, refused past `max` bytes: the server is not trusted to stop.
+    async fn fetch(&self, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
         let failed = |reason: String| ClientError::Http { url: url.clone(), reason };
-        let response = self
+        let mut response = self
             .http
             .get(&url)
             .send()
@@ -74,12 +78,25 @@ impl TileClient {
         if !status.is_success() {
             return Err(failed(format!("HTTP {status}")));
         }
-        Ok(response.bytes().await.map_err(|e| failed(registry_core::error::chain(&e)))?.to_vec())
+        let too_long = || failed(format!("longer than the {max} bytes it can be"));
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_long());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| failed(registry_core::error::chain(&e)))?
+        {
+            if body.len() + chunk.len() > max {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// The signed checkpoint's text (unchecked: the caller opens it with the pinned key).
     pub async fn checkpoint(&self) -> Result<String, ClientError> {
-        let bytes = self.fetch("checkpoint").await?;
+        let bytes = self.fetch("checkpoint", MAX_CHECKPOINT_BYTES).await?;
         String::from_utf8(bytes).map_err(|_| ClientError::Http {
             url: format!("{}checkpoint", self.base),
             reason: "the checkpoint is not UTF-8 text".into(),
@@ -124,7 +141,8 @@ impl TileClient {
 
     async fn bundle(&self, n: u64, width: u64) -> Result<Vec<Vec<u8>>, ClientError> {
         let path = tiles::tile_path(None, n, width);
-        let bytes = self.fetch(&path).await?;
+        // Each entry is framed by a two-byte length.
+        let bytes = self.fetch(&path, width as usize * (2 + u16::MAX as usize)).await?;
         let (entries, broken) = tiles::decode_bundle(&bytes, width);
         match broken {
             None => Ok(entries),

@@ -405,18 +405,25 @@ impl<M: Machine> Server<M> {
                     reader: reader.clone(),
                     audit,
                     lookup: web_lookups.get().cloned(),
+                    health: health.clone(),
                 };
                 let settings = crate::web::WebSettings {
                     max_calls: config.max_calls,
                     tile_cache_bytes: u64::from(config.tile_cache_mib) << 20,
+                    // 0 means no timeout for gRPC; here a day stands for it.
+                    request_timeout: Duration::from_secs(match config.request_timeout_secs {
+                        0 => 86_400,
+                        s => s.min(86_400),
+                    }),
                 };
                 Some(
                     crate::web::serve_web(
                         at,
                         services,
                         settings,
-                        tls.clone()
-                            .map(|t| (t, Duration::from_secs(config.handshake_timeout_secs))),
+                        tls.clone().map(|t| {
+                            (t, Duration::from_secs(config.handshake_timeout_secs.clamp(1, 86_400)))
+                        }),
                         drain.clone(),
                     )
                     .await

@@ -235,6 +235,14 @@ pub fn panic_is_contained() -> bool {
     CONTAINED.get()
 }
 
+/// Whether sled could not lock the directory. sled 0.34 reports it as `ErrorKind::Other` with
+/// the OS error in the message (`could not acquire lock on ...: ... WouldBlock ...`), so a
+/// retry that looked at the kind alone never retried.
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.to_string().starts_with("could not acquire lock")
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Damage sled finds while it recovers is an error
     /// naming the directory, never a panic.
@@ -256,8 +264,7 @@ impl SledStore {
         let db = loop {
             match config.open() {
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        && std::time::Instant::now() < deadline =>
+                    if is_lock_error(&e) && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
@@ -544,5 +551,23 @@ mod tests {
         for _ in 0..20 {
             drop(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
         }
+    }
+
+    #[test]
+    fn an_open_waits_for_a_store_that_is_being_let_go_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+        let releasing = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        let second = SledStore::open(dir.path(), &SledOptions::default());
+        releasing.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(250),
+            "it waited for the lock"
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,14 +21,20 @@ use registry_proto::pb::lookup_service_server::LookupService;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::Status;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::error::HttpError;
 use crate::grpc::audit::AuditApi;
+use crate::grpc::health::HealthHandle;
 use crate::grpc::lookup::LookupApi;
 use crate::grpc::status;
 
-/// Largest request body: a batch of validity questions fits comfortably.
+/// Largest request body of a single question.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Largest request body of the batch methods: their gRPC limits (4 and 16 MiB of protobuf)
+/// with room for JSON's longer spelling of the same questions and records.
+pub const MAX_BATCH_BODY_BYTES: usize = 32 << 20;
 
 /// One method of the JSON API, for the route table and the OpenAPI description.
 #[derive(Debug, Clone, Copy)]
@@ -74,47 +81,100 @@ pub const METHODS: &[Method] = &[
     method("AuditService", "GetReceipt", "The receipt of an entry."),
 ];
 
-/// Routes one service method: `$call` is the trait method the gRPC server calls too.
+/// Routes one service method: `$call` is the trait method the gRPC server calls too. While
+/// gRPC health says the service is not serving (a replica that fell behind its primary, a
+/// server shutting down), the JSON API answers `UNAVAILABLE` as a load balancer would have
+/// been told to. `$limit` is the largest request body.
 macro_rules! route {
-    ($router:expr, $api:expr, $service:literal, $method:literal, $call:ident) => {{
-        let api = $api.clone();
+    ($router:expr, $api:expr, $health:expr, $service:literal, $method:literal, $call:ident, $limit:expr) => {{
+        let (api, health) = ($api.clone(), $health.clone());
         $router.route(
             concat!("/keyregistry.v1.", $service, "/", $method),
             post(move |headers: HeaderMap, body: Bytes| {
-                let api = api.clone();
+                let (api, health) = (api.clone(), health.clone());
                 async move {
+                    if let Some(refusal) =
+                        not_serving(&health, concat!("keyregistry.v1.", $service))
+                    {
+                        return refusal;
+                    }
                     unary(&headers, &body, |request| async move { api.$call(request).await }).await
                 }
-            }),
+            })
+            .layer(DefaultBodyLimit::max($limit)),
         )
     }};
 }
 
 /// The JSON API's routes over the services the gRPC server holds (`lookup` is absent on a
 /// server without the registry's machine, such as some tests).
-pub fn routes(audit: Arc<AuditApi>, lookup: Option<Arc<LookupApi>>) -> Router {
+pub fn routes(
+    audit: Arc<AuditApi>,
+    lookup: Option<Arc<LookupApi>>,
+    health: HealthHandle,
+) -> Router {
     let mut router = Router::new();
-    router = route!(router, audit, "AuditService", "GetRegistryInfo", get_registry_info);
-    router = route!(router, audit, "AuditService", "GetCheckpoint", get_checkpoint);
-    router = route!(router, audit, "AuditService", "GetInclusionProof", get_inclusion_proof);
-    router = route!(router, audit, "AuditService", "GetConsistencyProof", get_consistency_proof);
-    router = route!(router, audit, "AuditService", "GetReceipt", get_receipt);
+    let (one, many) = (MAX_BODY_BYTES, MAX_BATCH_BODY_BYTES);
+    router =
+        route!(router, audit, health, "AuditService", "GetRegistryInfo", get_registry_info, one);
+    router = route!(router, audit, health, "AuditService", "GetCheckpoint", get_checkpoint, one);
+    router = route!(
+        router,
+        audit,
+        health,
+        "AuditService",
+        "GetInclusionProof",
+        get_inclusion_proof,
+        one
+    );
+    router = route!(
+        router,
+        audit,
+        health,
+        "AuditService",
+        "GetConsistencyProof",
+        get_consistency_proof,
+        one
+    );
+    router = route!(router, audit, health, "AuditService", "GetReceipt", get_receipt, one);
     if let Some(lookup) = lookup {
-        router = route!(router, lookup, "LookupService", "CheckValidity", check_validity);
         router =
-            route!(router, lookup, "LookupService", "CheckValidityBatch", check_validity_batch);
-        router = route!(router, lookup, "LookupService", "GetKey", get_key);
-        router = route!(router, lookup, "LookupService", "GetHistory", get_history);
-        router = route!(router, lookup, "LookupService", "GetOperator", get_operator);
+            route!(router, lookup, health, "LookupService", "CheckValidity", check_validity, one);
         router = route!(
             router,
             lookup,
+            health,
+            "LookupService",
+            "CheckValidityBatch",
+            check_validity_batch,
+            many
+        );
+        router = route!(router, lookup, health, "LookupService", "GetKey", get_key, one);
+        router = route!(router, lookup, health, "LookupService", "GetHistory", get_history, one);
+        router = route!(router, lookup, health, "LookupService", "GetOperator", get_operator, one);
+        router = route!(
+            router,
+            lookup,
+            health,
             "LookupService",
             "ValidateSignedMeterValues",
-            validate_signed_meter_values
+            validate_signed_meter_values,
+            many
         );
     }
     router
+}
+
+/// `UNAVAILABLE` when gRPC health says `service` (or the whole server) is not serving.
+fn not_serving(health: &HealthHandle, service: &str) -> Option<Response> {
+    let down = |s: &str| health.get(s) == Some(ServingStatus::NotServing);
+    (down(service) || down("")).then(|| {
+        HttpError(Status::unavailable(format!(
+            "{service} is not serving here now (a replica behind its primary, or a server \
+             stopping); ask another server"
+        )))
+        .into_response()
+    })
 }
 
 /// Decodes the JSON request, calls the method, encodes its answer or its error.

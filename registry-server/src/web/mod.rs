@@ -19,12 +19,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use tonic_health::pb::health_check_response::ServingStatus;
+
 use crate::grpc::audit::AuditApi;
+use crate::grpc::health::HealthHandle;
 use crate::grpc::lookup::LookupApi;
 use crate::log::LogReader;
 
@@ -37,29 +40,55 @@ pub struct WebServices {
     pub audit: Arc<AuditApi>,
     /// The lookups; absent on a server without the registry's machine.
     pub lookup: Option<Arc<LookupApi>>,
+    /// gRPC health, which the JSON API and `/healthz` follow.
+    pub health: HealthHandle,
 }
 
 /// How the web face serves.
 #[derive(Debug, Clone, Copy)]
 pub struct WebSettings {
-    /// Calls in progress at once (0: no limit).
+    /// Calls in progress at once; more are refused at once.
     pub max_calls: usize,
     /// Bytes of tiles kept in memory.
     pub tile_cache_bytes: u64,
+    /// How long one request may take.
+    pub request_timeout: std::time::Duration,
 }
 
 /// The web face's routes.
 pub fn router(services: WebServices, settings: WebSettings) -> Router {
-    let mut router = Router::new()
-        .merge(api::routes(services.audit, services.lookup))
+    let health = services.health.clone();
+    let router = Router::new()
+        .merge(api::routes(services.audit, services.lookup, services.health))
         .merge(tiles::routes(services.reader, settings.tile_cache_bytes))
         .route("/openapi.json", get(openapi_json))
+        .route("/healthz", get(move || healthz(health.clone())))
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES));
-    if settings.max_calls > 0 {
-        // Excess calls wait for a slot rather than pile onto the blocking pool.
-        router = router.layer(tower::limit::GlobalConcurrencyLimitLayer::new(settings.max_calls));
+    // Over the call cap a request is refused at once (503, as gRPC answers UNAVAILABLE) rather
+    // than queued; a request that takes longer than the timeout is cut (504).
+    let limits = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(settings.max_calls.max(1))
+        .timeout(settings.request_timeout);
+    router.layer(limits)
+}
+
+async fn overloaded(e: tower::BoxError) -> axum::response::Response {
+    let status = if e.is::<tower::timeout::error::Elapsed>() {
+        tonic::Status::deadline_exceeded("the request took longer than the server allows")
+    } else {
+        tonic::Status::unavailable("the server is at its limit of calls in progress; retry")
+    };
+    error::HttpError(status).into_response()
+}
+
+/// For load balancers of the web port: 200 while the server serves, 503 otherwise.
+async fn healthz(health: HealthHandle) -> (StatusCode, &'static str) {
+    match health.get("") {
+        Some(ServingStatus::NotServing) => (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n"),
+        _ => (StatusCode::OK, "SERVING\n"),
     }
-    router
 }
 
 async fn openapi_json() -> impl IntoResponse {

@@ -109,8 +109,10 @@ fn not_found(why: &'static str) -> Response {
 /// The tile's bytes, or `None` if the published log does not (yet) hold all of it.
 fn read_tile(reader: &LogReader, name: TileName) -> Result<Option<Vec<u8>>, ReadError> {
     let size = reader.head().size;
-    let Some(first) = name.index.checked_mul(WIDTH) else { return Ok(None) };
-    let end = first + name.width;
+    let Some(end) = name.index.checked_mul(WIDTH).and_then(|f| f.checked_add(name.width)) else {
+        return Ok(None);
+    };
+    let first = end - name.width;
     match name.level {
         None => {
             if end > size {
