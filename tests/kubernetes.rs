@@ -78,8 +78,10 @@ fn mounted_config(name: &str) -> registry_server::config::Config {
 fn assert_matches(config: &registry_server::config::Config, workload: &str) {
     let grpc = config.listen.port();
     let metrics = config.metrics_listen.expect("metrics are served").port();
+    let web = config.http_listen.expect("the web face is served").port();
     assert!(workload.contains(&format!("containerPort: {grpc}")));
     assert!(workload.contains(&format!("containerPort: {metrics}")));
+    assert!(workload.contains(&format!("- name: http\n              containerPort: {web}")));
     assert_eq!(
         workload.matches(&format!("grpc:\n              port: {grpc}")).count(),
         3,
