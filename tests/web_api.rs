@@ -250,3 +250,60 @@ async fn the_json_api_follows_grpc_health() {
     health.set("", false);
     assert_eq!(get(addr, "/healthz").await.status, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_requests_are_counted_by_route_and_code_and_carry_a_request_id() {
+    let f = Fixture::start_configured(|c| {
+        c.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.request_log = true;
+    })
+    .await;
+    let addr = f.registry.server.web_addr().unwrap();
+    let unknown = pb::GetKeyRequest { fingerprint: "ab".repeat(32), ..Default::default() };
+    for _ in 0..2 {
+        assert_eq!(post(addr, "LookupService/GetKey", &unknown).await.status, 404);
+    }
+    let checkpoint = get(addr, "/checkpoint").await;
+    assert_eq!(checkpoint.status, 200);
+    let id = checkpoint.header("x-request-id").expect("a request ID").to_string();
+    assert!(!id.is_empty());
+    // A client's own request ID comes back.
+    let reply = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            tcp,
+            "GET /healthz HTTP/1.1\r\nHost: r\r\nx-request-id: trace-42\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        out.to_lowercase()
+    })
+    .await
+    .unwrap();
+    assert!(reply.contains("x-request-id: trace-42"), "{reply}");
+
+    let metrics_addr = f.registry.server.metrics_addr().unwrap();
+    let m = tokio::task::spawn_blocking(move || {
+        registry_tests::raw::http_get(metrics_addr, "/metrics")
+    })
+    .await
+    .unwrap();
+    let count = |series: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(
+        count(r#"http_server_request_duration_seconds_count{route="GetKey",code="404"}"#),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        count(r#"http_server_request_duration_seconds_count{route="checkpoint",code="200"}"#),
+        Some(1.0),
+        "{m}"
+    );
+}

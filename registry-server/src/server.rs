@@ -406,6 +406,7 @@ impl<M: Machine> Server<M> {
                     audit,
                     lookup: web_lookups.get().cloned(),
                     health: health.clone(),
+                    metrics: metrics.clone(),
                 };
                 let settings = crate::web::WebSettings {
                     max_calls: config.max_calls,
@@ -415,6 +416,7 @@ impl<M: Machine> Server<M> {
                         0 => 86_400,
                         s => s.min(86_400),
                     }),
+                    request_log: config.request_log,
                 };
                 Some(
                     crate::web::serve_web(

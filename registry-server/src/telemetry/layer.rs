@@ -65,7 +65,7 @@ fn grpc_type(service: &str, method: &str) -> &'static str {
 }
 
 /// A client's request ID is kept if it is short and plain; anything else is replaced.
-fn request_id(headers: &http::HeaderMap) -> String {
+pub(crate) fn request_id(headers: &http::HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())

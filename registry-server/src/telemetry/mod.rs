@@ -20,7 +20,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use self::layer::TelemetryLayer;
+pub(crate) use self::layer::request_id;
+pub use self::layer::{REQUEST_ID, TelemetryLayer};
 pub use self::listener::serve_metrics;
 
 /// A gRPC method, as the grpc-ecosystem interceptors label it.
@@ -96,6 +97,14 @@ pub struct ReplicaFigures {
     pub stopped: bool,
 }
 
+/// A web face request's labels: the route (a fixed set: the JSON method, `tile`, `entries`,
+/// `checkpoint`, ...) and the HTTP status code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    code: u16,
+}
+
 /// The registry's metrics. Cheap to share; every handle counts into the same registry.
 pub struct Metrics {
     registry: Registry,
@@ -103,6 +112,7 @@ pub struct Metrics {
     handled: Family<HandledLabels, Counter>,
     handling: Family<MethodLabels, Histogram>,
     refused: Family<LimitLabels, Counter>,
+    http: Family<HttpLabels, Histogram>,
     log_size: Gauge,
     newest_entry: Gauge<f64, std::sync::atomic::AtomicU64>,
     entry_age: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -147,11 +157,15 @@ impl Metrics {
         let handling = Family::<MethodLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
         );
+        let http = Family::<HttpLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
+        );
         let m = Metrics {
             started: Family::default(),
             handled: Family::default(),
             handling,
             refused: Family::default(),
+            http,
             log_size: Gauge::default(),
             newest_entry: Gauge::default(),
             entry_age: Gauge::default(),
@@ -187,6 +201,12 @@ impl Metrics {
             "grpc_server_handling_seconds",
             "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server",
             m.handling.clone(),
+        );
+        registry.register(
+            "http_server_request_duration_seconds",
+            "Seconds the web face (JSON API, tiles) took to answer, by route and status code; \
+             its count is the number of requests",
+            m.http.clone(),
         );
         registry.register(
             "registry_refused",
@@ -285,6 +305,11 @@ impl Metrics {
         ]);
         registry.register("registry_build", "The server's version", info);
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Counts and times one request of the web face.
+    pub fn http_request(&self, route: &'static str, status: u16, seconds: f64) {
+        self.http.get_or_create(&HttpLabels { route, code: status }).observe(seconds);
     }
 
     /// Counts something a limit refused.

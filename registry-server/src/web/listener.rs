@@ -13,6 +13,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::listener::tls::Tls;
 
+/// The remote address of a web connection, plain or TLS, in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct WebPeer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
+    for WebPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        WebPeer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsIncoming>>
+    for WebPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsIncoming>) -> Self {
+        WebPeer(*stream.remote_addr())
+    }
+}
+
 /// Completed TLS handshakes, as axum takes connections.
 pub struct TlsIncoming {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,

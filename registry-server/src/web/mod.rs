@@ -42,6 +42,8 @@ pub struct WebServices {
     pub lookup: Option<Arc<LookupApi>>,
     /// gRPC health, which the JSON API and `/healthz` follow.
     pub health: HealthHandle,
+    /// Where requests are counted and timed.
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// How the web face serves.
@@ -53,11 +55,14 @@ pub struct WebSettings {
     pub tile_cache_bytes: u64,
     /// How long one request may take.
     pub request_timeout: std::time::Duration,
+    /// One log line per request (target `registry::request`), as for gRPC calls.
+    pub request_log: bool,
 }
 
 /// The web face's routes.
 pub fn router(services: WebServices, settings: WebSettings) -> Router {
     let health = services.health.clone();
+    let observer = Observer { metrics: services.metrics.clone(), log: settings.request_log };
     let router = Router::new()
         .merge(api::routes(services.audit, services.lookup, services.health))
         .merge(tiles::routes(services.reader, settings.tile_cache_bytes))
@@ -71,7 +76,66 @@ pub fn router(services: WebServices, settings: WebSettings) -> Router {
         .load_shed()
         .concurrency_limit(settings.max_calls.max(1))
         .timeout(settings.request_timeout);
-    router.layer(limits)
+    // Outermost, so that shed and timed-out requests are counted too.
+    router.layer(limits).layer(axum::middleware::from_fn_with_state(observer, observe))
+}
+
+/// What [`observe`] reports to.
+#[derive(Clone)]
+struct Observer {
+    metrics: Arc<crate::telemetry::Metrics>,
+    log: bool,
+}
+
+/// Counts and times every request under its route, logs it when asked (as the gRPC calls are),
+/// and answers with its request ID (`x-request-id`: the client's own when it sent a usable one).
+async fn observe(
+    axum::extract::State(observer): axum::extract::State<Observer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = route_of(request.uri().path());
+    let id = crate::telemetry::request_id(request.headers());
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<listener::WebPeer>>()
+        .map(|c| crate::peers::PeerKey::of(c.0.0).to_string());
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    observer.metrics.http_request(route, status, seconds);
+    if observer.log {
+        tracing::info!(
+            target: "registry::request",
+            method = %format_args!("{method} {route}"),
+            peer = %peer.unwrap_or_default(),
+            code = status,
+            duration_ms = seconds * 1e3,
+            request_id = %id,
+            "request"
+        );
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(crate::telemetry::REQUEST_ID, value);
+    }
+    response
+}
+
+/// A request's route for metrics: one of a fixed set, so that no client can mint labels.
+fn route_of(path: &str) -> &'static str {
+    if let Some(m) = api::METHODS.iter().find(|m| m.path() == path) {
+        return m.name;
+    }
+    match path {
+        "/checkpoint" => "checkpoint",
+        "/openapi.json" => "openapi",
+        "/healthz" => "healthz",
+        p if p.starts_with("/tile/entries/") => "entries",
+        p if p.starts_with("/tile/") => "tile",
+        _ => "other",
+    }
 }
 
 async fn overloaded(e: tower::BoxError) -> axum::response::Response {
@@ -118,6 +182,7 @@ pub async fn serve_web(
         Some((tls, handshake)) => {
             let incoming = listener::tls_incoming(tcp, tls, handshake, stop.clone())?;
             tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<listener::WebPeer>();
                 let serving =
                     axum::serve(incoming, app).with_graceful_shutdown(stop.cancelled_owned());
                 if let Err(e) = serving.await {
@@ -127,6 +192,7 @@ pub async fn serve_web(
         }
         None => {
             tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<listener::WebPeer>();
                 let serving = axum::serve(tcp, app).with_graceful_shutdown(stop.cancelled_owned());
                 if let Err(e) = serving.await {
                     tracing::error!(error = %e, "the web listener failed");
