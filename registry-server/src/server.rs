@@ -408,28 +408,11 @@ impl<M: Machine> Server<M> {
                     health: health.clone(),
                     metrics: metrics.clone(),
                 };
-                let settings = crate::web::WebSettings {
-                    max_calls: config.max_calls,
-                    tile_cache_bytes: u64::from(config.tile_cache_mib) << 20,
-                    // 0 means no timeout for gRPC; here a day stands for it.
-                    request_timeout: Duration::from_secs(match config.request_timeout_secs {
-                        0 => 86_400,
-                        s => s.min(86_400),
-                    }),
-                    request_log: config.request_log,
-                };
+                let settings = crate::web::WebSettings::of(config);
                 Some(
-                    crate::web::serve_web(
-                        at,
-                        services,
-                        settings,
-                        tls.clone().map(|t| {
-                            (t, Duration::from_secs(config.handshake_timeout_secs.clamp(1, 86_400)))
-                        }),
-                        drain.clone(),
-                    )
-                    .await
-                    .map_err(|source| ServerError::Bind { addr: at, source })?,
+                    crate::web::serve_web(at, services, settings, tls.clone(), drain.clone())
+                        .await
+                        .map_err(|source| ServerError::Bind { addr: at, source })?,
                 )
             }
             None => None,

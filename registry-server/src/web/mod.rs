@@ -57,6 +57,26 @@ pub struct WebSettings {
     pub request_timeout: std::time::Duration,
     /// One log line per request (target `registry::request`), as for gRPC calls.
     pub request_log: bool,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl WebSettings {
+    /// The settings of the configuration, clamped as the gRPC listener clamps them.
+    pub fn of(config: &crate::config::Config) -> Self {
+        let secs = |s: u64| std::time::Duration::from_secs(s.clamp(1, 86_400));
+        Self {
+            max_calls: config.max_calls,
+            tile_cache_bytes: u64::from(config.tile_cache_mib) << 20,
+            // 0 means no timeout for gRPC; here a day stands for it.
+            request_timeout: secs(match config.request_timeout_secs {
+                0 => 86_400,
+                s => s,
+            }),
+            request_log: config.request_log,
+            handshake_timeout: secs(config.handshake_timeout_secs),
+        }
+    }
 }
 
 /// The web face's routes.
@@ -171,7 +191,7 @@ pub async fn serve_web(
     addr: SocketAddr,
     services: WebServices,
     settings: WebSettings,
-    tls: Option<(Arc<crate::listener::tls::Tls>, std::time::Duration)>,
+    tls: Option<Arc<crate::listener::tls::Tls>>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let tcp = tokio::net::TcpListener::bind(addr).await?;
@@ -179,8 +199,9 @@ pub async fn serve_web(
     let app = router(services, settings);
     let secure = tls.is_some();
     match tls {
-        Some((tls, handshake)) => {
-            let incoming = listener::tls_incoming(tcp, tls, handshake, stop.clone())?;
+        Some(tls) => {
+            let incoming =
+                listener::tls_incoming(tcp, tls, settings.handshake_timeout, stop.clone())?;
             tokio::spawn(async move {
                 let app = app.into_make_service_with_connect_info::<listener::WebPeer>();
                 let serving =
