@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use indicatif::ProgressBar;
+use registry_client::ClientError;
 use registry_client::archive::Archive;
 use registry_client::audit::{self, Source};
 use registry_client::tiles::TileClient;
-use registry_client::{ClientError, KeySubmission, Order};
-use registry_tests::{Fixture, meter_key, spki_hex, t};
+use registry_tests::Fixture;
 
 async fn registry() -> Fixture {
     Fixture::start_configured(|c| c.http_listen = Some("127.0.0.1:0".parse().unwrap())).await
@@ -20,21 +20,7 @@ async fn registry() -> Fixture {
 
 async fn register_many(f: &Fixture, op: &registry_core::keys::P256KeyPair, from: u32, n: u32) {
     for i in from..from + n {
-        f.client
-            .submit(
-                op,
-                &Order::Register {
-                    key: KeySubmission {
-                        meter_serial: Some(format!("M-{i}")),
-                        manufacturer: Some("ACME".into()),
-                        ..KeySubmission::new(spki_hex(&meter_key()))
-                    },
-                    evse_ids: vec![format!("DE*ABC*E{i}")],
-                    effective_at: Some(t("2026-01-01T00:00:00Z")),
-                },
-            )
-            .await
-            .expect("registered");
+        registry_tests::register_at_evse(f, op, &format!("DE*ABC*E{i}")).await;
     }
 }
 

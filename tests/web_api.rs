@@ -7,38 +7,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use registry_client::archive::Archive;
-use registry_client::{KeySubmission, Order};
 use registry_proto::pb;
 use registry_proto::pb::lookup_service_client::LookupServiceClient;
 use registry_tests::raw::{HttpReply, http};
-use registry_tests::{Fixture, meter_key, spki_hex, t};
+use registry_tests::{Fixture, t};
 
 async fn web_registry() -> (Fixture, SocketAddr) {
     let f =
         Fixture::start_configured(|c| c.http_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let addr = f.registry.server.web_addr().expect("a web listener");
     (f, addr)
-}
-
-/// Registers a fresh meter key at EVSE `evse`; returns its fingerprint.
-async fn register(f: &Fixture, op: &registry_core::keys::P256KeyPair, evse: &str) -> String {
-    let meter = meter_key();
-    f.client
-        .submit(
-            op,
-            &Order::Register {
-                key: KeySubmission {
-                    meter_serial: Some(format!("M-{evse}")),
-                    manufacturer: Some("ACME".into()),
-                    ..KeySubmission::new(spki_hex(&meter))
-                },
-                evse_ids: vec![evse.into()],
-                effective_at: Some(t("2026-01-01T00:00:00Z")),
-            },
-        )
-        .await
-        .expect("registered");
-    registry_core::keys::fingerprint_hex(meter.public_key_der())
 }
 
 /// POSTs `request` as protobuf JSON to `/keyregistry.v1.<method>`.
@@ -65,7 +43,7 @@ fn decoded<T: serde::de::DeserializeOwned>(reply: &HttpReply) -> T {
 async fn json_answers_are_the_grpc_answers_proofs_included() {
     let (f, addr) = web_registry().await;
     let op = f.operator("DE*ABC").await;
-    let fingerprint = register(&f, &op, "DE*ABC*E1").await;
+    let fingerprint = registry_tests::register_at_evse(&f, &op, "DE*ABC*E1").await;
     let mut lookups = LookupServiceClient::new(f.registry.channel().await);
 
     let question = pb::CheckValidityRequest {
@@ -181,7 +159,7 @@ async fn tiles_are_the_exported_archive_byte_for_byte() {
     let op = f.operator("DE*ABC").await;
     // 2 entries per registration (it and its confirmation): past one full tile of 256.
     for i in 0..140 {
-        register(&f, &op, &format!("DE*ABC*E{i}")).await;
+        registry_tests::register_at_evse(&f, &op, &format!("DE*ABC*E{i}")).await;
     }
     let size = f.log_size();
     assert!(size > 256, "{size}");

@@ -59,11 +59,6 @@ impl TileClient {
         self.poll
     }
 
-    /// The base URL.
-    pub fn url(&self) -> &str {
-        &self.base
-    }
-
     /// `path`'s body, refused past `max` bytes: the server is not trusted to stop.
     async fn fetch(&self, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);

@@ -291,3 +291,29 @@ impl Drop for ChildRegistry {
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// Registers a fresh meter key (serial `M-<evse>`, manufacturer ACME) at EVSE `evse`, effective
+/// 2026-01-01, signed by operator key `op`; returns its fingerprint.
+pub async fn register_at_evse(
+    f: &Fixture,
+    op: &registry_core::keys::P256KeyPair,
+    evse: &str,
+) -> String {
+    let meter = meter_key();
+    f.client
+        .submit(
+            op,
+            &registry_client::Order::Register {
+                key: registry_client::KeySubmission {
+                    meter_serial: Some(format!("M-{evse}")),
+                    manufacturer: Some("ACME".into()),
+                    ..registry_client::KeySubmission::new(spki_hex(&meter))
+                },
+                evse_ids: vec![evse.into()],
+                effective_at: Some(t("2026-01-01T00:00:00Z")),
+            },
+        )
+        .await
+        .expect("registered");
+    registry_core::keys::fingerprint_hex(meter.public_key_der())
+}

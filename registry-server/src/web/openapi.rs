@@ -29,10 +29,13 @@ struct Types {
     enums: BTreeMap<String, EnumDescriptorProto>,
 }
 
+fn descriptors() -> FileDescriptorSet {
+    FileDescriptorSet::decode(registry_proto::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set compiled into the binary decodes")
+}
+
 impl Types {
-    fn load() -> Self {
-        let set = FileDescriptorSet::decode(registry_proto::FILE_DESCRIPTOR_SET)
-            .expect("the descriptor set compiled into the binary decodes");
+    fn load(set: FileDescriptorSet) -> Self {
         let mut types = Types { messages: BTreeMap::new(), enums: BTreeMap::new() };
         for file in set.file {
             let package = file.package.unwrap_or_default();
@@ -69,16 +72,15 @@ fn reference(full: &str) -> Value {
 
 /// Builds the whole document.
 pub fn document() -> Value {
-    let types = Types::load();
+    let set = descriptors();
     let mut paths = serde_json::Map::new();
     let mut wanted: Vec<String> = Vec::new();
-    let set = FileDescriptorSet::decode(registry_proto::FILE_DESCRIPTOR_SET)
-        .expect("the descriptor set compiled into the binary decodes");
     let services: BTreeMap<String, _> = set
         .file
         .iter()
         .flat_map(|f| f.service.iter().map(|s| (s.name().to_string(), s.clone())))
         .collect();
+    let types = Types::load(set);
     for method in METHODS {
         let Some(rpc) = services
             .get(method.service)
