@@ -24,6 +24,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// The language the lookup page opens in (the reader can switch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PageLanguage {
+    /// German, for a German registry.
+    De,
+    /// English.
+    En,
+}
+
+impl PageLanguage {
+    /// The BCP 47 tag.
+    pub fn tag(self) -> &'static str {
+        match self {
+            PageLanguage::De => "de",
+            PageLanguage::En => "en",
+        }
+    }
+}
+
 /// The complete server configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +155,8 @@ pub struct Config {
     /// MiB of tiles the web face keeps in memory (tiles never change; a CDN in front carries
     /// the rest).
     pub tile_cache_mib: u32,
+    /// The language the lookup page at `/` of the web face opens in, `de` or `en`.
+    pub page_language: PageLanguage,
     /// One structured log line per call (method, peer, status code, duration, request ID), at
     /// `info` under the target `registry::request`.
     pub request_log: bool,
@@ -239,6 +261,7 @@ impl Default for Config {
             metrics_listen: None,
             http_listen: None,
             tile_cache_mib: 256,
+            page_language: PageLanguage::De,
             request_log: false,
             registry_key: None,
             sync_replicas: 0,
@@ -364,6 +387,7 @@ const KEYS: &[&str] = &[
     "metrics_listen",
     "http_listen",
     "tile_cache_mib",
+    "page_language",
     "request_log",
     "registry_key",
     "sync_replicas",

@@ -67,6 +67,11 @@ impl AuditApi {
     ) -> Self {
         Self { reader, identity, writer_stats, shutdown }
     }
+
+    /// The registry's identity, which the lookup page pins.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

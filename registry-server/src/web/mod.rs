@@ -5,6 +5,7 @@
 //!   same code and field violations.
 //! - [`tiles`]: the log as C2SP `tlog-tiles` for mirrors, auditors and caches.
 //! - [`openapi`]: the OpenAPI description of the JSON API, generated from the `.proto` files.
+//! - [`page`]: the lookup page at `/`, which checks the registry's evidence in the browser.
 //!
 //! Nothing here writes: commands stay on the gRPC port.
 
@@ -12,6 +13,7 @@ pub mod api;
 pub mod error;
 pub mod listener;
 pub mod openapi;
+pub mod page;
 pub mod tiles;
 
 use std::net::SocketAddr;
@@ -59,6 +61,8 @@ pub struct WebSettings {
     pub request_log: bool,
     /// How long a TLS handshake may take.
     pub handshake_timeout: std::time::Duration,
+    /// The language the lookup page opens in.
+    pub page_language: crate::config::PageLanguage,
 }
 
 impl WebSettings {
@@ -75,15 +79,18 @@ impl WebSettings {
             }),
             request_log: config.request_log,
             handshake_timeout: secs(config.handshake_timeout_secs),
+            page_language: config.page_language,
         }
     }
 }
 
 /// The web face's routes.
-pub fn router(services: WebServices, settings: WebSettings) -> Router {
+pub fn router(services: WebServices, settings: WebSettings) -> Result<Router, page::PageError> {
     let health = services.health.clone();
     let observer = Observer { metrics: services.metrics.clone(), log: settings.request_log };
+    let page = page::routes(services.audit.identity(), settings.page_language)?;
     let router = Router::new()
+        .merge(page)
         .merge(api::routes(services.audit, services.lookup, services.health))
         .merge(tiles::routes(services.reader, settings.tile_cache_bytes))
         .route("/openapi.json", get(openapi_json))
@@ -97,7 +104,7 @@ pub fn router(services: WebServices, settings: WebSettings) -> Router {
         .concurrency_limit(settings.max_calls.max(1))
         .timeout(settings.request_timeout);
     // Outermost, so that shed and timed-out requests are counted too.
-    router.layer(limits).layer(axum::middleware::from_fn_with_state(observer, observe))
+    Ok(router.layer(limits).layer(axum::middleware::from_fn_with_state(observer, observe)))
 }
 
 /// What [`observe`] reports to.
@@ -149,6 +156,8 @@ fn route_of(path: &str) -> &'static str {
         return m.name;
     }
     match path {
+        "/" => "page",
+        p if p.starts_with("/assets/") => "assets",
         "/checkpoint" => "checkpoint",
         "/openapi.json" => "openapi",
         "/healthz" => "healthz",
@@ -196,7 +205,7 @@ pub async fn serve_web(
 ) -> std::io::Result<SocketAddr> {
     let tcp = tokio::net::TcpListener::bind(addr).await?;
     let local = tcp.local_addr()?;
-    let app = router(services, settings);
+    let app = router(services, settings).map_err(std::io::Error::other)?;
     let secure = tls.is_some();
     match tls {
         Some(tls) => {
@@ -221,6 +230,6 @@ pub async fn serve_web(
             });
         }
     }
-    tracing::info!(%local, tls = secure, "serving the web face (JSON API, tiles)");
+    tracing::info!(%local, tls = secure, "serving the web face (lookup page, JSON API, tiles)");
     Ok(local)
 }

@@ -1,0 +1,382 @@
+// The lookup page: asks the registry's JSON API for an answer with its evidence, lets
+// `verify.js` check that evidence against the registry key pinned in the page, and shows the
+// answer in plain words only when the check holds. Texts come from `i18n.json`.
+
+import * as verify from "./verify.js";
+import { timeline } from "./timeline.js";
+
+const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
+const pinned = { origin: meta("registry-origin"), keyDer: verify.fromBase64(meta("registry-key")) };
+
+let texts = {};
+let lang = document.documentElement.lang || "de";
+const state = { check: null, lookup: null, checkpoint: null };
+
+function t(key, ...args) {
+  let s = texts[lang]?.[key] ?? texts.en?.[key] ?? key;
+  args.forEach((a, i) => (s = s.replaceAll(`{${i}}`, String(a))));
+  return s;
+}
+
+/** An element with attributes and children (strings become text, never HTML). */
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === false || v === null || v === undefined) continue;
+    if (k === "class") node.className = v;
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) node.append(c instanceof Node ? c : String(c));
+  return node;
+}
+
+// ---- formatting --------------------------------------------------------------------------
+
+const time = (us) => (us === null || us === undefined ? "–" : new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" }).format(new Date(us / 1000)));
+const day = (us) => new Intl.DateTimeFormat(lang, { dateStyle: "medium" }).format(new Date(us / 1000));
+const short = (fp) => (fp ? fp.slice(0, 12) : "");
+const number = (n, digits) => new Intl.NumberFormat(lang, { maximumFractionDigits: digits }).format(n);
+
+// ---- the JSON API ------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(code, message, violations) {
+    super(message);
+    this.code = code;
+    this.violations = violations;
+  }
+}
+
+async function call(service, method, body) {
+  let response;
+  try {
+    response = await fetch(`/keyregistry.v1.${service}/${method}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new ApiError("unavailable", e.message, []);
+  }
+  const json = await response.json().catch(() => null);
+  if (!response.ok) {
+    const violations = (json?.details || []).flatMap((d) => d.debug?.fieldViolations || []);
+    throw new ApiError(json?.code ?? String(response.status), json?.message ?? response.statusText, violations);
+  }
+  return json;
+}
+
+// ---- shared pieces -----------------------------------------------------------------------
+
+function errorBox(e) {
+  return h(
+    "div",
+    { class: "box error", role: "alert" },
+    h("p", { class: "headline" }, t("serverError")),
+    h("p", {}, e.message),
+    e.violations?.length ? h("ul", {}, e.violations.map((v) => h("li", {}, h("code", {}, v.field), ": ", v.description))) : null,
+  );
+}
+
+function refusedBox(reason) {
+  return h("div", { class: "box refused", role: "alert" }, h("p", { class: "headline" }, "✗ ", t("refusedHeading")), h("p", {}, t("refusedText")), h("p", {}, h("code", {}, reason)));
+}
+
+function checkpointLine(cp) {
+  return h("p", { class: "checkpoint" }, t("checkedAgainst", cp.size, verify.toHex(cp.root).slice(0, 16)));
+}
+
+function noteCheckpoint(cp) {
+  state.checkpoint = cp;
+  renderCheckpoint();
+}
+
+function renderCheckpoint() {
+  const dd = document.getElementById("last-checkpoint");
+  const cp = state.checkpoint;
+  if (!cp) return;
+  dd.removeAttribute("data-i18n");
+  dd.replaceChildren(t("checkpointSummary", cp.size, verify.toHex(cp.root)), h("pre", {}, cp.text));
+}
+
+// ---- signed meter values -----------------------------------------------------------------
+
+async function check(text) {
+  const trimmed = text.trim();
+  if (!trimmed) {
+    state.check = { empty: true };
+    return renderCheck();
+  }
+  const request = { prove: true };
+  if (trimmed.startsWith("{")) request.ocpiSignedData = trimmed;
+  else request.values = trimmed.split(/\r?\n/).map((s) => s.trim()).filter(Boolean).map((record, i) => ({ record, label: String(i + 1) }));
+  state.check = { busy: true };
+  renderCheck();
+  try {
+    const response = await call("LookupService", "ValidateSignedMeterValues", request);
+    try {
+      const verified = await verify.checkMeterValues(response, pinned);
+      noteCheckpoint(verified.checkpoint);
+      state.check = { response, verified };
+    } catch (e) {
+      state.check = { response, refusal: e.message };
+    }
+  } catch (e) {
+    state.check = { error: e };
+  }
+  renderCheck();
+}
+
+const CHECK = (c) => c.check.replace("METER_VALUE_CHECK_", "");
+const OUTCOME = { CHECK_OUTCOME_PASS: ["✓", "pass"], CHECK_OUTCOME_FAIL: ["✗", "fail"], CHECK_OUTCOME_WARN: ["!", "warn"], CHECK_OUTCOME_SKIP: ["–", "skip"] };
+
+function energy(readings) {
+  const begin = readings.find((r) => r.transaction === "B") ?? readings[0];
+  const end = [...readings].reverse().find((r) => r.transaction === "E") ?? readings.at(-1);
+  if (!begin || !end || begin === end || begin.unit !== end.unit) return null;
+  const digits = Math.max(...[begin.value, end.value].map((v) => (String(v).split(".")[1] || "").length));
+  const delta = Number(end.value) - Number(begin.value);
+  return isFinite(delta) ? { delta, digits, unit: end.unit, begin, end } : null;
+}
+
+function readingTime(r, record) {
+  const own = record?.readings.find((x) => x.text === r.timeText)?.time;
+  return own ?? (r.time ? verify.parseRfc3339(r.time) : null);
+}
+
+function renderValidation(v, mine) {
+  const record = (() => {
+    try {
+      return verify.parseOcmf(v.record);
+    } catch {
+      return null;
+    }
+  })();
+  const failed = (v.checks || []).find((c) => c.outcome === "CHECK_OUTCOME_FAIL");
+  const verdict = v.billable
+    ? h("p", { class: "verdict ok" }, "✓ ", t("billable"))
+    : h("p", { class: "verdict bad" }, "✗ ", t("notBillable"), failed ? h("span", { class: "why" }, t(`check_${CHECK(failed)}`), ": ", failed.reason) : null);
+  const browser = [];
+  if (mine.signature === "valid") browser.push(h("li", { class: "pass" }, "✓ ", t("browserSignature", record?.algorithm ?? "")));
+  else if (mine.signature === "invalid") browser.push(h("li", { class: "fail" }, "✗ ", t("browserSignatureInvalid")));
+  else browser.push(h("li", { class: "skip" }, "– ", t("serverSignature", record?.algorithm ?? "")));
+  if (mine.keyValid === "valid") browser.push(h("li", { class: "pass" }, "✓ ", t("browserKeyValid")));
+  else if (mine.keyValid !== "server") browser.push(h("li", { class: "fail" }, "✗ ", t("browserKeyNotValid", t(`verdict_${mine.keyValid}`))));
+  if (mine.fingerprint) browser.push(h("li", { class: "pass" }, "✓ ", t("browserEntries")));
+  const e = energy(v.readings || []);
+  const key = v.key || {};
+  const binding = (key.bindings || []).at(-1);
+  const facts = [
+    [t("chargePoint"), [v.chargePointId || "–", v.chargePointType ? ` (${v.chargePointType})` : ""].join("")],
+    [t("operator"), binding?.operatorId || key.operatorId || "–"],
+    [t("meter"), [v.meterSerial, key.manufacturer, key.model].filter(Boolean).join(" · ") || "–"],
+    [t("energy"), e ? `${number(e.delta, e.digits)} ${e.unit}` : "–"],
+    [t("start"), e ? time(readingTime(e.begin, record)) : time(readingTime((v.readings || [])[0] || {}, record))],
+    [t("end"), e ? time(readingTime(e.end, record)) : "–"],
+    [t("signingKey"), key.fingerprint ? h("code", {}, short(key.fingerprint)) : "–"],
+  ];
+  return h(
+    "article",
+    { class: "validation" },
+    h("h3", {}, t("recordLabel", v.label || "1")),
+    verdict,
+    h("ul", { class: "browser-checks", "aria-label": t("browserChecks") }, browser),
+    h("dl", { class: "facts" }, facts.flatMap(([k, val]) => [h("dt", {}, k), h("dd", {}, val)])),
+    h(
+      "details",
+      {},
+      h("summary", {}, t("allChecks")),
+      h(
+        "ul",
+        { class: "checks" },
+        (v.checks || []).map((c) => {
+          const [icon, cls] = OUTCOME[c.outcome] ?? ["?", "skip"];
+          return h("li", { class: cls }, `${icon} `, h("strong", {}, t(`check_${CHECK(c)}`)), c.subject ? ` (${c.subject})` : "", ": ", c.reason);
+        }),
+      ),
+    ),
+  );
+}
+
+function renderCheck() {
+  const out = document.getElementById("check-result");
+  const s = state.check;
+  if (!s) return out.replaceChildren();
+  if (s.empty) return out.replaceChildren(h("p", { class: "box error" }, t("pasteEmpty")));
+  if (s.busy) return out.replaceChildren(h("p", { class: "busy" }, t("checking")));
+  if (s.error) return out.replaceChildren(errorBox(s.error));
+  if (s.refusal) return out.replaceChildren(refusedBox(s.refusal));
+  const results = s.response.results || [];
+  out.replaceChildren(
+    h("p", { class: "box verified" }, "✓ ", t("verifiedInBrowser")),
+    ...results.map((v, i) => renderValidation(v, s.verified.results[i])),
+    checkpointLine(s.verified.checkpoint),
+  );
+}
+
+// ---- key history -------------------------------------------------------------------------
+
+const KIND_ENUM = {
+  evse: "IDENTIFIER_KIND_EVSE",
+  meterSerial: "IDENTIFIER_KIND_METER_SERIAL",
+  gatewaySerial: "IDENTIFIER_KIND_GATEWAY_SERIAL",
+  key: "IDENTIFIER_KIND_KEY",
+};
+
+function guessKind(value) {
+  if (/^[0-9a-fA-F]{64}$/.test(value)) return "key";
+  if (value.includes("*") || /^[A-Za-z]{2}[A-Za-z0-9]{3}E/.test(value)) return "evse";
+  return "meterSerial";
+}
+
+async function lookup(value, chosen) {
+  value = value.trim();
+  if (!value) return;
+  const kind = chosen === "auto" ? guessKind(value) : chosen;
+  state.lookup = { busy: true };
+  renderLookup();
+  try {
+    const response = await call("LookupService", "GetHistory", { identifier: { kind: KIND_ENUM[kind], value }, prove: true, pageSize: 1000 });
+    try {
+      const verified = await verify.checkHistory(response, pinned);
+      noteCheckpoint(verified.checkpoint);
+      state.lookup = { value, kind, verified };
+    } catch (e) {
+      state.lookup = { value, kind, refusal: e.message };
+    }
+  } catch (e) {
+    state.lookup = { error: e };
+  }
+  renderLookup();
+}
+
+/** Per key: what the proven entries say happened to it, oldest first. */
+function keysOf(entries) {
+  const keys = new Map();
+  for (const entry of [...entries].reverse()) {
+    for (const ev of entry.events) {
+      if (!ev.fingerprint) continue;
+      if (!keys.has(ev.fingerprint)) keys.set(ev.fingerprint, []);
+      keys.get(ev.fingerprint).push({ ...ev, position: entry.position, recordedAt: entry.recordedAt, signer: entry.signerKeyId });
+    }
+  }
+  return keys;
+}
+
+function bindingsOf(events) {
+  const first = events[0];
+  if (first.kind === "registered") return new verify.KeyLife(first, events).bindings();
+  return [];
+}
+
+function describe(ev) {
+  switch (ev.kind) {
+    case "registered":
+      return t("evRegistered", ev.operatorId, ev.evseIds.join(", "), [ev.meterSerial, ev.gatewaySerial].filter(Boolean).join(" / "));
+    case "ended":
+      return t("evEnded", t(`reason_${ev.reason}`), ev.comment || "");
+    case "relocated":
+      return t("evRelocated", ev.evseIds.join(", "));
+    case "takenOver":
+      return t("evTakenOver", ev.operatorId, ev.evseIds.join(", "));
+    case "released":
+      return t("evReleased", ev.toOperatorId);
+    case "rejected":
+      return t("evRejected", ev.reason);
+    default:
+      return t(`event_${ev.kind}`);
+  }
+}
+
+function renderLookup() {
+  const out = document.getElementById("lookup-result");
+  const s = state.lookup;
+  if (!s) return out.replaceChildren();
+  if (s.busy) return out.replaceChildren(h("p", { class: "busy" }, t("checking")));
+  if (s.error) return out.replaceChildren(errorBox(s.error));
+  if (s.refusal) return out.replaceChildren(refusedBox(s.refusal));
+  const { entries, checkpoint } = s.verified;
+  if (entries.length === 0) return out.replaceChildren(h("p", { class: "box" }, t("nothingKnown", s.value)), checkpointLine(checkpoint));
+  const keys = keysOf(entries);
+  const now = Date.now() * 1000;
+  const rows = [...keys.entries()].map(([fp, events]) => ({
+    label: short(fp),
+    sublabel: [events[0].meterSerial, events[0].manufacturer].filter(Boolean).join(" · "),
+    bindings: bindingsOf(events),
+    marks: events.map((ev) => ({ at: ev.effectiveAt ?? ev.recordedAt, kind: ev.kind, position: ev.position, title: `#${ev.position} ${t(`event_${ev.kind}`)}: ${describe(ev)}` })),
+  }));
+  const picture = timeline(rows, { now, formatDay: day, title: t("timelineTitle", s.value) });
+  const table = h(
+    "table",
+    { class: "events" },
+    h("caption", {}, t("eventsCaption", s.value)),
+    h("thead", {}, h("tr", {}, [t("colEntry"), t("colRecorded"), t("colEvent"), t("colKey"), t("colDetails"), t("colAuthor")].map((c) => h("th", { scope: "col" }, c)))),
+    h(
+      "tbody",
+      {},
+      entries.flatMap((entry) =>
+        entry.events
+          .filter((ev) => ev.fingerprint)
+          .map((ev) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, `#${entry.position}`),
+              h("td", {}, time(entry.recordedAt)),
+              h("td", {}, t(`event_${ev.kind}`), ev.effectiveAt ? h("div", { class: "small" }, t("effective", time(ev.effectiveAt))) : null),
+              h("td", {}, h("code", {}, short(ev.fingerprint))),
+              h("td", {}, describe(ev)),
+              h("td", {}, entry.signerKeyId ? t("authorKey", entry.signerKeyId.slice(0, 8)) : t("authorRegistry")),
+            ),
+          ),
+      ),
+    ),
+  );
+  out.replaceChildren(
+    h("p", { class: "box verified" }, "✓ ", t("historyVerified", entries.length, checkpoint.size)),
+    h("div", { class: "picture" }, picture),
+    h("ul", { class: "legend" }, h("li", { class: "l-registered" }, t("event_registered")), h("li", { class: "l-confirmed" }, t("event_confirmed")), h("li", { class: "l-move" }, t("legendMove")), h("li", { class: "l-ended" }, t("event_ended"))),
+    h("div", { class: "table-wrap" }, table),
+    checkpointLine(checkpoint),
+  );
+}
+
+// ---- language ----------------------------------------------------------------------------
+
+function applyTexts() {
+  document.documentElement.lang = lang;
+  document.title = t("title");
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+  for (const b of document.querySelectorAll("[data-lang]")) b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
+  renderCheck();
+  renderLookup();
+  renderCheckpoint();
+}
+
+async function start() {
+  for (const b of document.querySelectorAll("[data-lang]")) b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
+  texts = await (await fetch("/assets/i18n.json")).json();
+  const asked = new URLSearchParams(location.search).get("lang");
+  if (asked && texts[asked]) {
+    lang = asked;
+    applyTexts();
+  }
+  for (const b of document.querySelectorAll("[data-lang]")) {
+    b.addEventListener("click", () => {
+      lang = b.dataset.lang;
+      applyTexts();
+    });
+  }
+  document.getElementById("check-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    check(document.getElementById("signed-data").value);
+  });
+  document.getElementById("lookup-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    lookup(document.getElementById("lookup-value").value, document.getElementById("lookup-kind").value);
+  });
+  document.body.dataset.ready = "true";
+}
+
+start();
