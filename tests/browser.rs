@@ -182,7 +182,13 @@ async fn paste_and_check(client: &Client, base: &str, text: &str) -> String {
         .execute("document.getElementById('signed-data').value = arguments[0];", vec![json!(text)])
         .await
         .unwrap();
-    client.find(Locator::Css("#check-form button[type=submit]")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Css("#check-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let done = "#check-result .verdict, #check-result .refused, #check-result .error";
     client.wait().for_element(Locator::Css(done)).await.expect("the page shows a result");
     client.find(Locator::Id("check-result")).await.unwrap().text().await.unwrap()
@@ -199,7 +205,10 @@ async fn a_driver_sees_billable_tampered_and_too_early_records_verified_in_the_b
     let text = paste_and_check(&b.client, &base, &good).await;
     assert!(text.contains("Billable"), "{text}");
     assert!(text.contains("Checked in your browser"), "{text}");
-    assert!(text.contains("Meter signature checked in your browser (ECDSA-secp256r1-SHA256): valid"), "{text}");
+    assert!(
+        text.contains("Meter signature checked in your browser (ECDSA-secp256r1-SHA256): valid"),
+        "{text}"
+    );
     assert!(text.contains("the key was valid at every reading"), "{text}");
     assert!(text.contains("DE*ABC*E1") && text.contains("DE*ABC"), "{text}");
     assert!(text.contains("28.612 kWh"), "the energy is end minus begin: {text}");
@@ -231,7 +240,10 @@ async fn a_driver_sees_billable_tampered_and_too_early_records_verified_in_the_b
     b.client.set_window_size(390, 844).await.unwrap();
     let text = {
         b.client
-            .execute("document.getElementById('signed-data').value = arguments[0];", vec![json!(good)])
+            .execute(
+                "document.getElementById('signed-data').value = arguments[0];",
+                vec![json!(good)],
+            )
             .await
             .unwrap();
         b.client.find(Locator::Css("#check-form button")).await.unwrap().click().await.unwrap();
@@ -241,11 +253,29 @@ async fn a_driver_sees_billable_tampered_and_too_early_records_verified_in_the_b
     assert!(text.contains("Abrechenbar"), "{text}");
     let overflow: Value = b
         .client
-        .execute("return document.documentElement.scrollWidth <= window.innerWidth;", vec![])
+        .execute(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth
+                 || [document.documentElement.scrollWidth, document.documentElement.clientWidth, window.innerWidth];",
+            vec![],
+        )
         .await
         .unwrap();
-    assert_eq!(overflow, json!(true), "the page fits a phone's width");
+    let wide: Value = b
+        .client
+        .execute(
+            "return Array.from(document.querySelectorAll('body *'))
+                 .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 || e.scrollWidth > e.clientWidth + 1)
+                 .map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.client
+        .execute("document.getElementById('check-result').scrollIntoView();", vec![])
+        .await
+        .unwrap();
     screenshot(&b.client, "phone-de").await;
+    assert_eq!(overflow, json!(true), "the page fits a phone's width; wider: {wide}");
     b.client.clone().close().await.unwrap();
 }
 
@@ -259,11 +289,31 @@ async fn a_lookup_draws_the_charge_points_key_timeline() {
     // Keyboard only: focus the field, type, press Enter.
     let field = b.client.find(Locator::Id("lookup-value")).await.unwrap();
     field.send_keys("DE*ABC*E1\u{E007}").await.unwrap();
-    b.client.wait().for_element(Locator::Css("#lookup-result svg.timeline")).await.unwrap();
+    let drawn = b.client.wait().for_element(Locator::Css("#lookup-result svg.timeline")).await;
+    if drawn.is_err() {
+        let text = b.client.find(Locator::Id("lookup-result")).await.unwrap().text().await.unwrap();
+        panic!("no timeline; the page shows: {text}");
+    }
     let text = b.client.find(Locator::Id("lookup-result")).await.unwrap().text().await.unwrap();
     assert!(text.contains("Checked in your browser"), "{text}");
-    for event in ["Registration", "Confirmation", "Taken out of service", "Takeover"] {
-        assert!(text.contains(event), "the timeline's table names {event}: {text}");
+    let rows: Vec<String> = {
+        let mut out = Vec::new();
+        for row in
+            b.client.find_all(Locator::Css("#lookup-result table.events tbody tr")).await.unwrap()
+        {
+            out.push(row.text().await.unwrap());
+        }
+        out
+    };
+    // Newest first: the takeover, the replacement (end of the old key, registration of the new
+    // one, in one entry), the first registration; each with its entry number and author.
+    let kinds = ["Takeover", "Taken out of service", "Registration", "Registration"];
+    assert_eq!(rows.len(), kinds.len(), "{rows:?}");
+    for (row, kind) in rows.iter().zip(kinds) {
+        assert!(
+            row.starts_with('#') && row.contains(kind) && row.contains("operator key"),
+            "{row}"
+        );
     }
     assert!(text.contains("meter replaced"), "{text}");
     assert!(text.contains("DE*XYZ"), "the takeover names the new operator: {text}");
@@ -280,8 +330,14 @@ async fn a_lookup_draws_the_charge_points_key_timeline() {
         .await
         .unwrap();
     assert_eq!(counts["rows"], json!(2), "{counts}");
-    assert_eq!(counts["bars"], json!(3), "first key at E1, second at E1 then at DE*XYZ*E9: {counts}");
-    assert!(counts["marks"].as_array().unwrap().iter().all(|m| m.as_str().unwrap().starts_with('#')));
+    assert_eq!(
+        counts["bars"],
+        json!(3),
+        "first key at E1, second at E1 then at DE*XYZ*E9: {counts}"
+    );
+    assert!(
+        counts["marks"].as_array().unwrap().iter().all(|m| m.as_str().unwrap().starts_with('#'))
+    );
     screenshot(&b.client, "timeline").await;
 
     // Every form control has a label, so a screen reader names it.
@@ -298,38 +354,61 @@ async fn a_lookup_draws_the_charge_points_key_timeline() {
     b.client.clone().close().await.unwrap();
 }
 
-/// A test double of the server only: passes everything through to the real web face, but
-/// turns every answer to `ValidateSignedMeterValues` into "billable, all checks passed".
-async fn lying_server(real: SocketAddr) -> SocketAddr {
+/// How the lying server lies.
+#[derive(Clone, Copy)]
+enum Lie {
+    /// Every record is billable, every check passed.
+    Billable,
+    /// The evidence's first entry has one byte changed.
+    Entry,
+}
+
+/// A test double of the server only: passes everything through to the real web face, but lies
+/// in every answer to `ValidateSignedMeterValues`.
+async fn lying_server(real: SocketAddr, how: Lie) -> SocketAddr {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, Method, Uri};
-    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| async move {
-        let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
-        let lie = path.ends_with("/ValidateSignedMeterValues");
-        let reply = tokio::task::spawn_blocking(move || {
-            let body = (method == Method::POST).then_some(body);
-            http(real, &path, body.as_ref().map(|b| ("application/json", b.as_ref())))
-        })
-        .await
-        .unwrap();
-        let mut body = reply.body.clone();
-        if lie {
-            let mut answer: Value = serde_json::from_slice(&body).unwrap();
-            for result in answer["results"].as_array_mut().unwrap() {
-                result["valid"] = json!(true);
-                result["billable"] = json!(true);
-                for check in result["checks"].as_array_mut().unwrap() {
-                    check["outcome"] = json!("CHECK_OUTCOME_PASS");
+    let app =
+        axum::Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| async move {
+            let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let lie = path.ends_with("/ValidateSignedMeterValues");
+            let reply = tokio::task::spawn_blocking(move || {
+                let body = (method == Method::POST).then_some(body);
+                http(real, &path, body.as_ref().map(|b| ("application/json", b.as_ref())))
+            })
+            .await
+            .unwrap();
+            let mut body = reply.body.clone();
+            if lie {
+                let mut answer: Value = serde_json::from_slice(&body).unwrap();
+                match how {
+                    Lie::Billable => {
+                        for result in answer["results"].as_array_mut().unwrap() {
+                            result["valid"] = json!(true);
+                            result["billable"] = json!(true);
+                            for check in result["checks"].as_array_mut().unwrap() {
+                                check["outcome"] = json!("CHECK_OUTCOME_PASS");
+                            }
+                        }
+                    }
+                    Lie::Entry => {
+                        use base64::Engine as _;
+                        let b64 = base64::engine::general_purpose::STANDARD;
+                        let entry = &mut answer["proof"]["entries"][0]["entry"];
+                        let mut bytes = b64.decode(entry.as_str().unwrap()).unwrap();
+                        let last = bytes.len() - 1;
+                        bytes[last] ^= 1;
+                        *entry = json!(b64.encode(bytes));
+                    }
                 }
+                body = serde_json::to_vec(&answer).unwrap();
             }
-            body = serde_json::to_vec(&answer).unwrap();
-        }
-        let mut headers = HeaderMap::new();
-        if let Some(kind) = reply.header("content-type") {
-            headers.insert("content-type", kind.parse().unwrap());
-        }
-        (axum::http::StatusCode::from_u16(reply.status).unwrap(), headers, body)
-    });
+            let mut headers = HeaderMap::new();
+            if let Some(kind) = reply.header("content-type") {
+                headers.insert("content-type", kind.parse().unwrap());
+            }
+            (axum::http::StatusCode::from_u16(reply.status).unwrap(), headers, body)
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -340,14 +419,22 @@ async fn lying_server(real: SocketAddr) -> SocketAddr {
 async fn the_page_refuses_a_server_that_lies_in_its_answer() {
     let Some(b) = browser().await else { return };
     let s = scene().await;
-    let liar = lying_server(s.web).await;
     let early = ["2025-12-01T10:00:00,000+0100 S", "2025-12-01T11:00:00,000+0100 S"];
     let too_early = ocmf(&s.first, "1234567", "DE*ABC*E1", early, ["10.0", "20.5"]);
+    let liar = lying_server(s.web, Lie::Billable).await;
     let text = paste_and_check(&b.client, &format!("http://{liar}"), &too_early).await;
     assert!(text.contains("The page refuses the registry's answer"), "{text}");
     assert!(!text.contains("Billable"), "{text}");
     assert!(text.contains("NOT_YET"), "the refusal says what the evidence shows: {text}");
     screenshot(&b.client, "refused").await;
+
+    let times = ["2026-02-10T18:03:15,000+0100 S", "2026-02-10T19:41:02,000+0100 S"];
+    let good = ocmf(&s.first, "1234567", "DE*ABC*E1", times, ["1520.118", "1548.730"]);
+    let liar = lying_server(s.web, Lie::Entry).await;
+    let text = paste_and_check(&b.client, &format!("http://{liar}"), &good).await;
+    assert!(text.contains("The page refuses the registry's answer"), "{text}");
+    assert!(text.contains("is not proven to be in the log"), "{text}");
+    assert!(!text.contains("Billable"), "{text}");
     b.client.clone().close().await.unwrap();
 }
 
@@ -373,7 +460,7 @@ async fn the_page_is_small_self_contained_and_its_verifier_passes_the_shared_vec
         )
         .await
         .unwrap();
-    println!("page load on loopback: {load}");
+    println!("page load on loopback (first render and load in ms): {load}");
     let bytes = load["bytes"].as_f64().unwrap();
     assert!(bytes > 10_000.0 && bytes < 200_000.0, "transferred {bytes} bytes: {load}");
     assert_eq!(load["origins"], json!([base]), "no request leaves the registry's origin");
@@ -391,7 +478,9 @@ async fn the_page_is_small_self_contained_and_its_verifier_passes_the_shared_vec
         let mut out = Vec::new();
         let mut dirs = vec![root.join("merkle").join(kind)];
         while let Some(dir) = dirs.pop() {
-            for e in std::fs::read_dir(&dir).expect("the Merkle vectors (copied from ../shared/testdata/merkle)") {
+            for e in std::fs::read_dir(&dir)
+                .expect("the Merkle vectors (copied from ../shared/testdata/merkle)")
+            {
                 let p = e.unwrap().path();
                 if p.is_dir() {
                     dirs.push(p);

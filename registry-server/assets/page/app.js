@@ -32,7 +32,7 @@ function h(tag, attrs = {}, ...children) {
 
 // ---- formatting --------------------------------------------------------------------------
 
-const time = (us) => (us === null || us === undefined ? "–" : new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" }).format(new Date(us / 1000)));
+const time = (us) => (us === null || us === undefined ? "–" : new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "long" }).format(new Date(us / 1000)));
 const day = (us) => new Intl.DateTimeFormat(lang, { dateStyle: "medium" }).format(new Date(us / 1000));
 const short = (fp) => (fp ? fp.slice(0, 12) : "");
 const number = (n, digits) => new Intl.NumberFormat(lang, { maximumFractionDigits: digits }).format(n);
@@ -238,7 +238,7 @@ async function lookup(value, chosen) {
   try {
     const response = await call("LookupService", "GetHistory", { identifier: { kind: KIND_ENUM[kind], value }, prove: true, pageSize: 1000 });
     try {
-      const verified = await verify.checkHistory(response, pinned);
+      const verified = await verify.checkHistory(response, pinned, kind, value);
       noteCheckpoint(verified.checkpoint);
       state.lookup = { value, kind, verified };
     } catch (e) {

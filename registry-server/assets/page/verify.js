@@ -709,18 +709,23 @@ export async function checkMeterValues(response, pinned) {
   return { checkpoint: evidence.checkpoint, results };
 }
 
+/** An identifier's value with case, separators and spaces left out, to compare spellings. */
+function canonical(value) {
+  return String(value).toUpperCase().replace(/[*\s-]/g, "");
+}
+
 /**
- * Re-checks a `GetHistory` answer: the history is the identifier's complete chain as known at
- * the basis, each entry exactly as proven. Returns the decoded entries, newest first.
+ * Re-checks a `GetHistory` answer about the identifier (`kind`, `value` as asked): the history
+ * is that identifier's complete chain as known at the basis, each entry exactly as proven.
+ * Returns the decoded entries, newest first.
  */
-export async function checkHistory(response, pinned) {
+export async function checkHistory(response, pinned, kind, value) {
   const evidence = await openEvidence(response.proof, pinned);
   const asOf = Number(response.basis?.logSize ?? 0);
   if (asOf > evidence.checkpoint.size) refuse("the answer's basis is past its checkpoint");
-  const proofs = response.proof.mapProofs || [];
-  if (proofs.length === 0) refuse("the evidence has no map proof");
-  const ident = proofs[0].identifier;
-  const chain = evidence.chain(KIND_NAMES[ident.kind], ident.value).filter((e) => e.position < asOf);
+  const proof = (response.proof.mapProofs || []).find((m) => KIND_NAMES[m.identifier?.kind] === kind && canonical(m.identifier.value) === canonical(value));
+  if (!proof) refuse(`the evidence has no map proof for ${value}`);
+  const chain = evidence.chain(kind, proof.identifier.value).filter((e) => e.position < asOf);
   const shown = response.entries || [];
   if (!response.nextPageToken && shown.length !== chain.length) refuse(`the server shows ${shown.length} entries, the evidence proves ${chain.length}`);
   shown.forEach((s, i) => {

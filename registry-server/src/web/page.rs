@@ -29,7 +29,11 @@ const I18N: &str = include_str!("../../assets/page/i18n.json");
 const ASSETS: &[(&str, &str, &str)] = &[
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../assets/page/app.js")),
     ("verify.js", "text/javascript; charset=utf-8", include_str!("../../assets/page/verify.js")),
-    ("timeline.js", "text/javascript; charset=utf-8", include_str!("../../assets/page/timeline.js")),
+    (
+        "timeline.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/page/timeline.js"),
+    ),
     ("style.css", "text/css; charset=utf-8", include_str!("../../assets/page/style.css")),
     ("i18n.json", "application/json", I18N),
 ];
@@ -50,7 +54,11 @@ impl File {
     fn new(body: impl Into<axum::body::Bytes>, content_type: &'static str) -> Self {
         let body = body.into();
         let tag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..12]));
-        Self { etag: HeaderValue::from_str(&tag).expect("hex is a valid header"), body, content_type }
+        Self {
+            etag: HeaderValue::from_str(&tag).expect("hex is a valid header"),
+            body,
+            content_type,
+        }
     }
 
     /// The file, or 304 when the browser holds this version: the page is small, but a phone
@@ -85,15 +93,18 @@ pub fn routes(identity: &Identity, language: PageLanguage) -> Result<Router, Pag
         .route("/", get(move |headers: HeaderMap| async move { index.serve(&headers) }))
         .route(
             "/assets/{name}",
-            get(move |axum::extract::Path(name): axum::extract::Path<String>, headers: HeaderMap| {
-                let file = assets.get(name.as_str()).cloned();
-                async move {
-                    match file {
-                        Some(file) => file.serve(&headers),
-                        None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
+            get(
+                move |axum::extract::Path(name): axum::extract::Path<String>,
+                      headers: HeaderMap| {
+                    let file = assets.get(name.as_str()).cloned();
+                    async move {
+                        match file {
+                            Some(file) => file.serve(&headers),
+                            None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
+                        }
                     }
-                }
-            }),
+                },
+            ),
         ))
 }
 
