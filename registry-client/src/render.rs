@@ -1,11 +1,28 @@
-//! Readable forms of what the registry returns: JSON for scripts and audit exports, short text
-//! lines for people. Times are RFC 3339 in UTC; keys and hashes are hex.
+//! Readable forms of what the registry returns: JSON for scripts, short text lines for people.
+//!
+//! The JSON of a registry message is its protobuf JSON mapping ([`message`], [`entry_message`]),
+//! exactly what the web face's JSON API sends, so gRPC, HTTP and `registry --json` speak one
+//! dialect. The archive's `entries.jsonl` keeps its own flat view ([`entry`]: snake_case, hex
+//! keys and hashes), which archives already written are checked against.
 
 use registry_core::entry::Entry;
 use registry_core::event::Event;
 use registry_core::time;
 use registry_proto::pb;
 use serde_json::{Value, json};
+
+/// A registry message in the protobuf JSON mapping.
+pub fn message<T: serde::Serialize>(m: &T) -> Value {
+    serde_json::to_value(m).unwrap_or_else(|e| json!({"unprintable": e.to_string()}))
+}
+
+/// A stored log entry in the protobuf JSON mapping of `LogEntry`.
+pub fn entry_message(bytes: &[u8]) -> Value {
+    match <pb::LogEntry as prost::Message>::decode(bytes) {
+        Ok(e) => message(&e),
+        Err(e) => json!({"malformed": e.to_string()}),
+    }
+}
 
 fn ts(t: &Option<registry_proto::Timestamp>) -> Value {
     match t.as_ref().and_then(|t| time::from_timestamp(t).ok()) {
@@ -225,38 +242,6 @@ fn curve(v: i32) -> &'static str {
     registry_core::meter_key::Curve::try_from(v).ok().map_or("", |c| c.name())
 }
 
-/// A binding as JSON.
-pub fn binding(b: &pb::Binding) -> Value {
-    json!({"operator_id": b.operator_id, "evse_ids": b.evse_ids, "from": ts(&b.from), "until": ts(&b.until)})
-}
-
-/// A basis as JSON.
-pub fn basis(b: &Option<pb::Basis>) -> Value {
-    match b {
-        Some(b) => {
-            json!({"log_size": b.log_size, "head_hash": hex::encode(&b.head_hash), "recorded_at": ts(&b.recorded_at)})
-        }
-        None => Value::Null,
-    }
-}
-
-/// A verdict as JSON.
-pub fn validity(v: &pb::Validity) -> Value {
-    json!({
-        "verdict": verdict(v.verdict),
-        "fingerprint": v.fingerprint,
-        "curve": curve(v.curve),
-        "public_key": hex::encode(&v.public_key),
-        "state": key_state(v.state),
-        "binding": v.binding.as_ref().map(binding),
-        "effective_from": ts(&v.effective_from),
-        "ended_at": ts(&v.ended_at),
-        "end_reason": (v.end_reason != 0).then(|| end_reason(v.end_reason)),
-        "deciding_positions": v.deciding_positions,
-        "candidates": v.candidates,
-    })
-}
-
 /// A verdict for people.
 pub fn validity_text(v: &pb::Validity) -> String {
     let mut out = verdict(v.verdict).to_string();
@@ -292,29 +277,6 @@ pub fn validity_text(v: &pb::Validity) -> String {
     out
 }
 
-/// A key record as JSON.
-pub fn key_record(k: &pb::KeyRecord) -> Value {
-    json!({
-        "fingerprint": k.fingerprint,
-        "curve": curve(k.curve),
-        "public_key": hex::encode(&k.public_key),
-        "submitted_public_key": k.submitted_public_key,
-        "state": key_state(k.state),
-        "end_reason": (k.end_reason != 0).then(|| end_reason(k.end_reason)),
-        "ended_at": ts(&k.ended_at),
-        "operator_id": k.operator_id,
-        "bindings": k.bindings.iter().map(binding).collect::<Vec<_>>(),
-        "meter_serial": k.meter_serial,
-        "gateway_serial": k.gateway_serial,
-        "manufacturer": k.manufacturer,
-        "model": k.model,
-        "predecessor": k.predecessor,
-        "successor": k.successor,
-        "released_to": k.released_to,
-        "positions": k.positions,
-    })
-}
-
 fn check_name(v: i32) -> &'static str {
     match pb::MeterValueCheck::try_from(v) {
         Ok(pb::MeterValueCheck::Parse) => "parse",
@@ -328,48 +290,6 @@ fn check_name(v: i32) -> &'static str {
         Ok(pb::MeterValueCheck::CdrKey) => "cdr_key",
         _ => "unknown",
     }
-}
-
-fn outcome_name(v: i32) -> &'static str {
-    match pb::CheckOutcome::try_from(v) {
-        Ok(pb::CheckOutcome::Pass) => "pass",
-        Ok(pb::CheckOutcome::Fail) => "fail",
-        Ok(pb::CheckOutcome::Warn) => "warn",
-        Ok(pb::CheckOutcome::Skip) => "skip",
-        _ => "unknown",
-    }
-}
-
-/// A signed meter value's validation as JSON.
-pub fn meter_value(v: &pb::MeterValueValidation) -> Value {
-    json!({
-        "label": v.label,
-        "valid": v.valid,
-        "billable": v.billable,
-        "found_by": v.found_by,
-        "key": v.key.as_ref().map(key_record),
-        "meter_serial": v.meter_serial,
-        "gateway_serial": v.gateway_serial,
-        "charge_point": {"type": v.charge_point_type, "id": v.charge_point_id},
-        "readings": v.readings.iter().map(|r| json!({
-            "time": ts(&r.time),
-            "time_as_written": r.time_text,
-            "clock_status": r.clock_status,
-            "transaction": r.transaction,
-            "value": r.value,
-            "unit": r.unit,
-            "obis": r.identification,
-            "status": r.status,
-            "error_flags": r.error_flags,
-        })).collect::<Vec<_>>(),
-        "checks": v.checks.iter().map(|c| json!({
-            "check": check_name(c.check),
-            "outcome": outcome_name(c.outcome),
-            "subject": c.subject,
-            "reason": c.reason,
-        })).collect::<Vec<_>>(),
-        "deviations": v.deviations,
-    })
 }
 
 /// A signed meter value's validation for people: the verdict, then every check.

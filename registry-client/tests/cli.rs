@@ -99,9 +99,11 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
         "--effective-at",
         "2026-01-01T08:00:00Z",
     ]);
-    assert_eq!(reg["entry"]["events"][0]["kind"], "key_registered");
+    // Registry messages are in the protobuf JSON mapping, as the web face's JSON API sends them.
+    let registered = &reg["entry"]["events"][0]["keyRegistered"];
+    assert_eq!(registered["evseIds"][0], "DE*ABC*E1001*1", "{reg}");
     assert!(reg["confirmation_position"].as_u64().unwrap() > reg["position"].as_u64().unwrap());
-    let old_fp = reg["entry"]["events"][0]["fingerprint"].as_str().unwrap().to_string();
+    let old_fp = registered["fingerprint"].as_str().unwrap().to_string();
 
     // Anyone can check the receipt offline with the registry's public key.
     let registry_key = d.join("data/registry-key.pub.pem");
@@ -121,16 +123,18 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
     let check = |at: &str| {
         let (code, json) =
             registry(d, s, &["msp", "check", "--evse", "DE*ABC*E1001*1", "--at", at]);
-        let valid = json["validity"]["verdict"] == "VALID";
+        let valid = json["validity"]["verdict"] == "VERDICT_VALID";
         assert_eq!(code, if valid { 0 } else { 1 }, "{at}: {json}");
         json
     };
     let v = check("2026-03-01T12:00:00Z");
     assert_eq!(
         (v["validity"]["verdict"].as_str(), v["validity"]["fingerprint"].as_str()),
-        (Some("VALID"), Some(old_fp.as_str()))
+        (Some("VERDICT_VALID"), Some(old_fp.as_str()))
     );
-    assert!(v["basis"]["log_size"].as_u64().unwrap() > 0);
+    // 64-bit integers are strings in the protobuf JSON mapping.
+    let log_size: u64 = v["basis"]["logSize"].as_str().unwrap().parse().unwrap();
+    assert!(log_size > 0);
 
     // The same check, verified against the evidence instead of trusted.
     let state = d.join("state.json");
@@ -147,11 +151,8 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
         "--state",
         state.to_str().unwrap(),
     ]);
-    assert_eq!(checked["validity"]["verdict"], "VALID");
-    assert!(
-        checked["verified"]["checkpoint_size"].as_u64().unwrap()
-            >= v["basis"]["log_size"].as_u64().unwrap()
-    );
+    assert_eq!(checked["validity"]["verdict"], "VERDICT_VALID");
+    assert!(checked["verified"]["checkpoint_size"].as_u64().unwrap() >= log_size);
     assert!(state.is_file(), "the last checkpoint is remembered");
 
     // Replace the meter; the old session stays verifiable with the old key.
@@ -171,8 +172,9 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
         "--effective-at",
         "2026-06-01T00:00:00Z",
     ]);
-    let new_fp = rep["entry"]["events"][1]["fingerprint"].as_str().unwrap().to_string();
-    assert_eq!(rep["entry"]["events"][0]["reason"], "REPLACED");
+    let new_fp =
+        rep["entry"]["events"][1]["keyRegistered"]["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(rep["entry"]["events"][0]["keyEnded"]["reason"], "END_REASON_REPLACED");
     assert_eq!(
         check("2026-03-01T12:00:00Z")["validity"]["fingerprint"].as_str(),
         Some(old_fp.as_str())
@@ -206,11 +208,11 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
         "2026-09-01T00:00:00Z",
     ]);
     let taken = run(&["msp", "check", "--evse", "DE*XYZ*E0042*1", "--at", "2026-10-01T00:00:00Z"]);
-    assert_eq!(taken["validity"]["binding"]["operator_id"], "DE*XYZ");
+    assert_eq!(taken["validity"]["binding"]["operatorId"], "DE*XYZ");
     let gone = check("2026-10-01T00:00:00Z");
     assert_eq!(
-        (gone["validity"]["verdict"].as_str(), gone["validity"]["end_reason"].as_str()),
-        (Some("ENDED"), Some("TAKEN_OVER"))
+        (gone["validity"]["verdict"].as_str(), gone["validity"]["endReason"].as_str()),
+        (Some("VERDICT_ENDED"), Some("END_REASON_TAKEN_OVER"))
     );
 
     // The old operator may no longer act on the key: exit status 1 and the status code.
@@ -248,7 +250,7 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
         "--state",
         state.to_str().unwrap(),
     ]);
-    assert_eq!(key["key"]["state"], "DEACTIVATED");
+    assert_eq!(key["key"]["state"], "KEY_STATE_DEACTIVATED");
     assert_eq!(key["key"]["successor"], new_fp.as_str());
     let cp = run(&["audit", "checkpoint"]);
     assert_eq!(cp["tree_size"].as_u64(), Some(server.reader().head().size));
@@ -280,16 +282,17 @@ async fn the_walkthrough_runs_through_the_registry_tool() {
     .unwrap();
     let (code, both) = registry(d, s, &["msp", "verify-ocmf", "both.ocmf"]);
     assert_eq!(code, 1, "one record is not valid: {both}");
+    // The protobuf JSON mapping leaves out fields at their default (here `valid: false`).
     assert_eq!(both["results"][0]["valid"], true);
-    assert_eq!(both["results"][1]["valid"], false);
+    assert_eq!(both["results"][1].get("valid"), None, "{both}");
     let key_valid = both["results"][1]["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["check"] == "key_valid")
+        .find(|c| c["check"] == "METER_VALUE_CHECK_KEY_VALID")
         .unwrap()
         .clone();
-    assert_eq!(key_valid["outcome"], "fail");
+    assert_eq!(key_valid["outcome"], "CHECK_OUTCOME_FAIL");
     assert!(key_valid["reason"].as_str().unwrap().contains("replaced"), "{key_valid}");
 
     // A regulator exports the log and verifies it offline; a changed byte of a stored entry fails

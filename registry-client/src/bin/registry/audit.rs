@@ -174,7 +174,7 @@ pub async fn run(
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Ok(Report::new(
                 decoded.iter().map(render::entry_text).collect::<Vec<_>>().join("\n"),
-                json!({"entries": decoded.iter().map(render::entry).collect::<Vec<_>>()}),
+                json!({"entries": entries.iter().map(|e| render::entry_message(&e.entry)).collect::<Vec<_>>()}),
             ))
         }
     }

@@ -152,8 +152,8 @@ pub async fn run(
             };
             let v = r.validity.context("the server sent no verdict")?;
             let json = json!({
-                "validity": render::validity(&v),
-                "basis": render::basis(&r.basis),
+                "validity": render::message(&v),
+                "basis": render::message(&r.basis),
                 "verified": evidence.as_ref().map(verified_json),
             });
             let mut text = render::validity_text(&v);
@@ -190,7 +190,7 @@ pub async fn run(
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let json = json!({
-                "entries": decoded.iter().map(render::entry).collect::<Vec<_>>(),
+                "entries": render::message(&entries),
                 "verified": evidence.as_ref().map(verified_json),
             });
             let mut lines = Vec::new();
@@ -214,9 +214,9 @@ pub async fn run(
             };
             let bad = r.results.iter().filter(|v| !(v.valid && v.billable)).count();
             let json = json!({
-                "results": r.results.iter().map(render::meter_value).collect::<Vec<_>>(),
+                "results": render::message(&r.results),
                 "all_valid_and_billable": bad == 0,
-                "basis": render::basis(&r.basis),
+                "basis": render::message(&r.basis),
                 "verified": evidence.as_ref().map(verified_json),
             });
             let mut lines: Vec<String> = r.results.iter().map(render::meter_value_text).collect();
@@ -241,8 +241,8 @@ pub async fn run(
             };
             let k = r.key.context("the server sent no key")?;
             let json = json!({
-                "key": render::key_record(&k),
-                "basis": render::basis(&r.basis),
+                "key": render::message(&k),
+                "basis": render::message(&r.basis),
                 "verified": evidence.as_ref().map(verified_json),
             });
             // A key record has many fields; people read it as the indented JSON.

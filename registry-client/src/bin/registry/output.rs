@@ -38,8 +38,12 @@ Exit status: 0 the answer is yes (valid, verified, accepted); 1 the answer is no
 not billable, does not verify, refused by the registry); 2 bad usage; 3 no answer could be had \
 (server unreachable or failing, unreadable file).
 
---json: every answer is one JSON object on one line (streams print one per event); field names \
-are snake_case, times RFC 3339 UTC, hashes and keys lowercase hex. A failure prints \
+--json: every answer is one JSON object on one line (streams print one per event). The \
+registry's messages in it (verdicts, key records, entries, validations, bases) are in the \
+protobuf JSON mapping, exactly as the web face's JSON API sends them: lowerCamelCase names, enum \
+value names, 64-bit integers as strings, bytes base64, times RFC 3339. The fields the tool adds \
+around them (position, verified, all_valid_and_billable, ...) are snake_case, hashes and keys \
+lowercase hex. A failure prints \
 {\"error\", \"code\", \"violations\": [{\"field\", \"description\"}], \"primary\"} on stdout as well \
 (primary: where to send a command a read replica refused).";
 

@@ -75,9 +75,9 @@ fn submitted(
         "command": action,
         "position": r.position,
         "duplicate": r.duplicate,
-        "entry": render::entry(&entry),
+        "entry": render::entry_message(&r.entry),
         "confirmation_position": confirmation.as_ref().map(|_| r.confirmation_position),
-        "confirmation": confirmation.as_ref().map(render::entry),
+        "confirmation": confirmation.as_ref().map(|_| render::entry_message(&r.confirmation_entry)),
     });
     let again = if r.duplicate { " (already in the log: this is the original result)" } else { "" };
     let mut text = format!("{action}: entry {}{again}", r.position);
