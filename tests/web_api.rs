@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use registry_client::archive::Archive;
 use registry_proto::pb;
@@ -284,4 +285,50 @@ async fn web_requests_are_counted_by_route_and_code_and_carry_a_request_id() {
         Some(1.0),
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_port_caps_a_peers_connections_and_closes_silent_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let f = Fixture::start_configured(|c| {
+        c.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.max_connections_per_peer = 2;
+        c.handshake_timeout_secs = 1;
+    })
+    .await;
+    let addr = f.registry.server.web_addr().expect("a web listener");
+    let request = b"GET /healthz HTTP/1.1\r\nhost: registry\r\n\r\n";
+    let mut buf = [0u8; 512];
+
+    // Two connections of this peer are served, and stay open (HTTP/1.1 keep-alive).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    // A third is closed at once, unanswered.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(request).await;
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("the connection over the cap is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "answered over the cap: {}", String::from_utf8_lossy(&buf[..n]));
+
+    // Once they close, a connection that sends nothing is closed after the handshake timeout.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("a silent connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // And the port still serves.
+    let reply = get(addr, "/healthz").await;
+    assert_eq!(reply.status, 200);
 }

@@ -409,8 +409,10 @@ impl<M: Machine> Server<M> {
                     metrics: metrics.clone(),
                 };
                 let settings = crate::web::WebSettings::of(config);
+                // The web port has connection caps of its own, as many as the gRPC port's.
+                let accepting = Accepting { http1: true, ..accepting.clone() };
                 Some(
-                    crate::web::serve_web(at, services, settings, tls.clone(), drain.clone())
+                    crate::web::serve_web(at, services, settings, accepting, drain.clone())
                         .await
                         .map_err(|source| ServerError::Bind { addr: at, source })?,
                 )
@@ -624,6 +626,7 @@ fn accepting(config: &Config, open_files: Option<u64>, tls: Option<Arc<Tls>>) ->
             idle: Duration::from_secs(config.idle_timeout_secs.clamp(1, 365 * DAY)),
         },
         tls,
+        http1: false,
     }
 }
 

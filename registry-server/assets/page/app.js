@@ -240,7 +240,7 @@ async function lookup(value, chosen) {
     try {
       const verified = await verify.checkHistory(response, pinned, kind, value);
       noteCheckpoint(verified.checkpoint);
-      state.lookup = { value, kind, verified };
+      state.lookup = { value, kind, verified, authors: await authors(verified.entries) };
     } catch (e) {
       state.lookup = { value, kind, refusal: e.message };
     }
@@ -248,6 +248,24 @@ async function lookup(value, chosen) {
     state.lookup = { error: e };
   }
   renderLookup();
+}
+
+/**
+ * Which operator each signing key of the entries belongs to, as the registry lists its
+ * operators: a name for the author column only (the entries themselves are verified).
+ */
+async function authors(entries) {
+  const operators = new Set(entries.flatMap((e) => e.events.map((ev) => ev.operatorId).filter(Boolean)));
+  const out = new Map();
+  for (const operatorId of operators) {
+    try {
+      const op = await call("LookupService", "GetOperator", { operatorId });
+      for (const k of op.keys || []) out.set(k.keyId, operatorId);
+    } catch {
+      /* unknown: the key ID alone is shown */
+    }
+  }
+  return out;
 }
 
 /** Per key: what the proven entries say happened to it, oldest first. */
@@ -288,6 +306,12 @@ function describe(ev) {
   }
 }
 
+function author(keyId, authors) {
+  if (!keyId) return t("authorRegistry");
+  const operator = authors?.get(keyId);
+  return operator ? t("authorOperator", operator, keyId.slice(0, 8)) : t("authorKey", keyId.slice(0, 8));
+}
+
 function renderLookup() {
   const out = document.getElementById("lookup-result");
   const s = state.lookup;
@@ -326,7 +350,7 @@ function renderLookup() {
               h("td", {}, t(`event_${ev.kind}`), ev.effectiveAt ? h("div", { class: "small" }, t("effective", time(ev.effectiveAt))) : null),
               h("td", {}, h("code", {}, short(ev.fingerprint))),
               h("td", {}, describe(ev)),
-              h("td", {}, entry.signerKeyId ? t("authorKey", entry.signerKeyId.slice(0, 8)) : t("authorRegistry")),
+              h("td", {}, author(entry.signerKeyId, s.authors)),
             ),
           ),
       ),

@@ -71,6 +71,11 @@ impl Conn {
         Self { io, peer, deadline, idle: d.idle, _share: share }
     }
 
+    /// Who is at the other end.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
     /// Whether the deadline that just passed closes the connection; if not, it is moved to the
     /// next moment that could.
     fn expired(&mut self) -> bool {

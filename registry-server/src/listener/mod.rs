@@ -35,6 +35,8 @@ pub struct Accepting {
     pub deadlines: Deadlines,
     /// TLS, when configured.
     pub tls: Option<Arc<Tls>>,
+    /// Over TLS, offer HTTP/1.1 besides HTTP/2 (the web face: browsers and simple clients).
+    pub http1: bool,
 }
 
 /// File descriptors kept for the store, the snapshot, logs and the odd file, below the
@@ -105,7 +107,8 @@ pub fn incoming(
                     }
                 }
                 Some(tls) => {
-                    let acceptor = tls.acceptor();
+                    let acceptor =
+                        if accepting.http1 { tls.web_acceptor() } else { tls.acceptor() };
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         match tokio::time::timeout(deadlines.first_call, acceptor.accept(tcp)).await

@@ -1,97 +1,63 @@
-//! The web face's connections: plain TCP, or TLS with the gRPC port's certificate and key
-//! (reloaded with them), offering HTTP/2 and HTTP/1.1. Handshakes run concurrently, each
-//! within the handshake timeout, so a client that stalls its handshake holds up nobody else.
+//! The web face's connections, accepted by the same machinery as the gRPC port's
+//! ([`crate::listener::incoming`]): the total and per-peer connection caps, TLS with the gRPC
+//! port's certificate (offering HTTP/1.1 besides HTTP/2), concurrent handshakes each within the
+//! handshake timeout, and the deadlines that close a connection that begins no request or stays
+//! idle. A public port meets more idle browsers and scanners than the gRPC port; each holds a
+//! file descriptor only as long as those deadlines allow.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
-use crate::listener::tls::Tls;
+use crate::listener::Conn;
+use crate::peers::Peer;
 
-/// The remote address of a web connection, plain or TLS, in each request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct WebPeer(pub SocketAddr);
+/// Who is at the other end of a web connection, in each request's extensions: the address,
+/// the unit of the per-peer limits, and the connection's activity for the idle deadline.
+#[derive(Debug, Clone)]
+pub struct WebPeer(pub Peer);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, WebIncoming>>
     for WebPeer
 {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
-        WebPeer(*stream.remote_addr())
+    fn connect_info(stream: axum::serve::IncomingStream<'_, WebIncoming>) -> Self {
+        WebPeer(stream.io().peer().clone())
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsIncoming>>
-    for WebPeer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsIncoming>) -> Self {
-        WebPeer(*stream.remote_addr())
-    }
-}
-
-/// Completed TLS handshakes, as axum takes connections.
-pub struct TlsIncoming {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+/// Accepted connections (within the caps, handshakes done), as axum takes them.
+pub struct WebIncoming {
+    accepted: ReceiverStream<std::io::Result<Conn>>,
     local: SocketAddr,
 }
 
-impl axum::serve::Listener for TlsIncoming {
-    type Io = TlsStream<TcpStream>;
+impl WebIncoming {
+    /// The connections `accepted` yields on the socket bound to `local`.
+    pub fn new(accepted: ReceiverStream<std::io::Result<Conn>>, local: SocketAddr) -> Self {
+        Self { accepted, local }
+    }
+}
+
+impl axum::serve::Listener for WebIncoming {
+    type Io = Conn;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accepting task ended (the server stops): no more connections.
-            None => std::future::pending().await,
+        loop {
+            match self.accepted.next().await {
+                Some(Ok(conn)) => {
+                    let addr = conn.peer().addr;
+                    return (conn, addr);
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "a web connection failed"),
+                // The accepting task ended (the server stops): no more connections.
+                None => std::future::pending::<()>().await,
+            }
         }
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local)
     }
-}
-
-/// Accepts on `tcp` and hands over the connections whose TLS handshake completed within
-/// `handshake_timeout`, until `stop`.
-pub fn tls_incoming(
-    tcp: TcpListener,
-    tls: Arc<Tls>,
-    handshake_timeout: Duration,
-    stop: CancellationToken,
-) -> std::io::Result<TlsIncoming> {
-    let local = tcp.local_addr()?;
-    let (sender, ready) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = tcp.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait instead of spinning.
-                        tracing::warn!(error = %e, "the web listener could not accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = stop.cancelled() => return,
-            };
-            let acceptor = tls.web_acceptor();
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = sender.send((tls, peer)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "a web TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "a web TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    Ok(TlsIncoming { ready, local })
 }

@@ -32,6 +32,7 @@ use crate::grpc::audit::AuditApi;
 use crate::grpc::health::HealthHandle;
 use crate::grpc::lookup::LookupApi;
 use crate::log::LogReader;
+use crate::peers::Budget;
 
 /// What the web face serves from: the log and the services the gRPC server holds.
 #[derive(Clone)]
@@ -57,10 +58,10 @@ pub struct WebSettings {
     pub tile_cache_bytes: u64,
     /// How long one request may take.
     pub request_timeout: std::time::Duration,
+    /// Calls in progress from one peer (0: no cap); more are refused at once.
+    pub max_calls_per_peer: usize,
     /// One log line per request (target `registry::request`), as for gRPC calls.
     pub request_log: bool,
-    /// How long a TLS handshake may take.
-    pub handshake_timeout: std::time::Duration,
     /// The language the lookup page opens in.
     pub page_language: crate::config::PageLanguage,
 }
@@ -77,8 +78,8 @@ impl WebSettings {
                 0 => 86_400,
                 s => s,
             }),
+            max_calls_per_peer: config.max_calls_per_peer,
             request_log: config.request_log,
-            handshake_timeout: secs(config.handshake_timeout_secs),
             page_language: config.page_language,
         }
     }
@@ -87,7 +88,11 @@ impl WebSettings {
 /// The web face's routes.
 pub fn router(services: WebServices, settings: WebSettings) -> Result<Router, page::PageError> {
     let health = services.health.clone();
-    let observer = Observer { metrics: services.metrics.clone(), log: settings.request_log };
+    let observer = Observer {
+        metrics: services.metrics.clone(),
+        log: settings.request_log,
+        calls: Budget::new(usize::MAX, settings.max_calls_per_peer),
+    };
     let page = page::routes(services.audit.identity(), settings.page_language)?;
     let router = Router::new()
         .merge(page)
@@ -112,10 +117,14 @@ pub fn router(services: WebServices, settings: WebSettings) -> Result<Router, pa
 struct Observer {
     metrics: Arc<crate::telemetry::Metrics>,
     log: bool,
+    /// Calls in progress per peer (the total is capped by the concurrency limit inside).
+    calls: Budget,
 }
 
 /// Counts and times every request under its route, logs it when asked (as the gRPC calls are),
 /// and answers with its request ID (`x-request-id`: the client's own when it sent a usable one).
+/// Keeps the connection from its idle deadline while the request runs, and refuses a peer's
+/// request over its cap of calls in progress at once (429, as gRPC answers RESOURCE_EXHAUSTED).
 async fn observe(
     axum::extract::State(observer): axum::extract::State<Observer>,
     request: axum::extract::Request,
@@ -126,10 +135,25 @@ async fn observe(
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<listener::WebPeer>>()
-        .map(|c| crate::peers::PeerKey::of(c.0.0).to_string());
+        .map(|c| c.0.0.clone());
+    let _busy = peer.as_ref().map(|p| p.activity.begin());
     let method = request.method().clone();
     let started = std::time::Instant::now();
-    let mut response = next.run(request).await;
+    let share = match &peer {
+        Some(p) => observer.calls.take(p.key, 1).map(Some),
+        None => Ok(None),
+    };
+    let mut response = match share {
+        Ok(_share) => next.run(request).await,
+        Err(_) => {
+            observer.metrics.refused("calls_per_peer");
+            error::HttpError(tonic::Status::resource_exhausted(
+                "this peer has as many calls in progress as one may have (max_calls_per_peer); retry later",
+            ))
+            .into_response()
+        }
+    };
+    let peer = peer.map(|p| p.key.to_string());
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
     observer.metrics.http_request(route, status, seconds);
@@ -194,42 +218,29 @@ async fn openapi_json() -> impl IntoResponse {
     )
 }
 
-/// Serves the web face on `addr` until `stop`, over TLS when `tls` is given (with the gRPC
-/// port's certificate); returns the address it listens on.
+/// Serves the web face on `addr` until `stop`, accepting connections as `accepting` says (its
+/// caps, deadlines and TLS, with the gRPC port's certificate); returns the address it listens on.
 pub async fn serve_web(
     addr: SocketAddr,
     services: WebServices,
     settings: WebSettings,
-    tls: Option<Arc<crate::listener::tls::Tls>>,
+    accepting: crate::listener::Accepting,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let tcp = tokio::net::TcpListener::bind(addr).await?;
     let local = tcp.local_addr()?;
+    let metrics = services.metrics.clone();
     let app = router(services, settings).map_err(std::io::Error::other)?;
-    let secure = tls.is_some();
-    match tls {
-        Some(tls) => {
-            let incoming =
-                listener::tls_incoming(tcp, tls, settings.handshake_timeout, stop.clone())?;
-            tokio::spawn(async move {
-                let app = app.into_make_service_with_connect_info::<listener::WebPeer>();
-                let serving =
-                    axum::serve(incoming, app).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(e) = serving.await {
-                    tracing::error!(error = %e, "the web listener failed");
-                }
-            });
+    let secure = accepting.tls.is_some();
+    let accepted = crate::listener::incoming(tcp, accepting, metrics, stop.clone());
+    let incoming = listener::WebIncoming::new(accepted, local);
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<listener::WebPeer>();
+        let serving = axum::serve(incoming, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "the web listener failed");
         }
-        None => {
-            tokio::spawn(async move {
-                let app = app.into_make_service_with_connect_info::<listener::WebPeer>();
-                let serving = axum::serve(tcp, app).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(e) = serving.await {
-                    tracing::error!(error = %e, "the web listener failed");
-                }
-            });
-        }
-    }
+    });
     tracing::info!(%local, tls = secure, "serving the web face (lookup page, JSON API, tiles)");
     Ok(local)
 }
