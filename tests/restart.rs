@@ -211,3 +211,35 @@ async fn a_retry_finds_a_confirmation_written_under_the_old_request_id() {
     assert!(retry.receipt.is_some(), "with a receipt");
     assert_eq!(again.reader().head().size, confirmed + 1, "nothing appended for the retry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_accounts_for_a_stopped_registrys_keys_entries_and_files() {
+    let f = Fixture::start().await;
+    let op = f.operator("DE*ABC").await;
+    for i in 0..40 {
+        f.client
+            .submit(&op, &register(&spki_hex(&meter_key()), &format!("DE*ABC*E{i}")))
+            .await
+            .expect("registered");
+    }
+    let size = f.log_size();
+    let Fixture { registry, client, admin: _ } = f;
+    drop(client);
+    registry.server.shutdown();
+    registry.server.wait().await.expect("clean stop");
+
+    let usage = registry_server::usage::measure(&registry.config).expect("measured");
+    assert_eq!((usage.keys, usage.entries), (40, size));
+    let live = |part: &str| usage.live.iter().find(|d| d.part == part).expect(part).clone();
+    assert_eq!(live("entries").records, Some(size), "one record per entry");
+    assert!(live("entries").bytes > 40 * 300, "a registration entry is a few hundred bytes");
+    assert!(live("request index").records >= Some(40), "every command's request ID");
+    let cache = usage.memory.iter().find(|m| m.part.contains("key cache")).expect("key cache");
+    assert_eq!(cache.records, Some(40));
+    // The files hold the live data, and a snapshot of the projections from the clean stop.
+    let live_total: u64 = usage.live.iter().map(|d| d.bytes).sum();
+    assert!(usage.file_bytes() > live_total, "{usage:?}");
+    assert!(usage.files.iter().any(|f| f.part == "projections.snap" && f.bytes > 0), "{usage:?}");
+    let text = registry_server::usage::render(&usage);
+    assert!(text.contains("40 keys") && text.contains("Merkle nodes"), "{text}");
+}

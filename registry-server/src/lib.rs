@@ -31,4 +31,5 @@ pub mod restore;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod usage;
 pub mod web;

@@ -69,6 +69,13 @@ enum Subcommand {
         #[arg(long, value_name = "FILE")]
         registry_key: PathBuf,
     },
+    /// Report where the (stopped) registry's bytes go: the memory each structure takes as the
+    /// server loads it, the live data by kind of record, and the files on disk.
+    Usage {
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure what this disk gives a bare sled loop (batch insert + flush + fsync): the ceiling
     /// for durable appends, like PostgreSQL's pg_test_fsync. Writes a scratch database in DIR.
     StorageCeiling {
@@ -199,6 +206,17 @@ fn rebuild(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn usage(config: &Config, json: bool) -> anyhow::Result<()> {
+    let usage = registry_server::usage::measure(config)
+        .context("measuring the data directory (is the server still running?)")?;
+    if json {
+        println!("{}", serde_json::to_string(&usage)?);
+    } else {
+        print!("{}", registry_server::usage::render(&usage));
+    }
+    Ok(())
+}
+
 fn restore(
     config: &Config,
     archive: &std::path::Path,
@@ -292,6 +310,7 @@ fn main() -> ExitCode {
             restore(&config, &from_archive, &registry_key)
         }
         Subcommand::Promote { registry_key } => promote(&config, &registry_key),
+        Subcommand::Usage { json } => usage(&config, json),
         Subcommand::StorageCeiling { dir, batch, keys_per_entry, entry_bytes, seconds, json } => {
             storage_ceiling(&dir, batch, keys_per_entry, entry_bytes, seconds, json)
         }

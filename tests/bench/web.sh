@@ -11,8 +11,6 @@
 # Prints a Markdown table on stdout; progress on stderr. Speed is reported, never asserted.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
 keys=100000
 duration=10
 bin_dir=""
@@ -26,39 +24,11 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-say() { echo "== $*" >&2; }
-if [ -z "$bin_dir" ]; then
-    say "building (release)"
-    (cd "$repo" && cargo build --release -q -p registry-server -p registry-client)
-    bin_dir="$repo/target/release"
-fi
-server_bin="$bin_dir/registry-server"
-registry_bin="$bin_dir/registry"
-work="$(mktemp -d "${TMPDIR:-/tmp}/registry-web-bench.XXXXXX")"
-server_pid=""
-cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$registry_bin" keygen --out "$work/admin.pem" >/dev/null
-"$server_bin" --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-    --admin-key "$work/admin.pub.pem" --log-format json >"$work/server.log" 2>&1 &
-server_pid=$!
-grpc="" http=""
-for _ in $(seq 1 3000); do
-    grpc="$( (grep '"listening for gRPC"' "$work/server.log" || true) | grep -o '"addr":"[0-9.:]*"' | sed 's/"addr":"//; s/"//' || true)"
-    http="$( (grep '"serving the web face' "$work/server.log" || true) | grep -o '"local":"[0-9.:]*"' | sed 's/"local":"//; s/"//' || true)"
-    [ -n "$grpc" ] && [ -n "$http" ] && break
-    sleep 0.02
-done
-[ -n "$grpc" ] && [ -n "$http" ] || { cat "$work/server.log" >&2; exit 1; }
-
-say "a fleet of $keys keys"
-"$registry_bin" --server "http://$grpc" --json bench prepare --keys "$keys" \
-    --admin-key "$work/admin.pem" >/dev/null
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+repo="$bench_repo"
+bench_binaries "$bin_dir"
+bench_start "$work/data"
+bench_fleet "$keys"
 
 json_num() { grep -o "\"$2\": *[0-9.e+-]*" "$1" | head -1 | sed 's/.*: *//'; }
 rate() {

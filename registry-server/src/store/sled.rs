@@ -166,6 +166,54 @@ pub struct SledStore {
     syncs: AtomicU64,
 }
 
+/// Live bytes of one kind of record (keys and values as sled holds them), for
+/// `registry-server usage`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveBytes {
+    /// What the records are.
+    pub kind: &'static str,
+    /// How many.
+    pub records: u64,
+    /// Their keys' bytes.
+    pub key_bytes: u64,
+    /// Their values' bytes.
+    pub value_bytes: u64,
+}
+
+impl SledStore {
+    /// The live bytes of every kind of record, by a walk over the whole tree (the server must
+    /// be stopped or idle: it reads every record once). An entry's record counts as the entry
+    /// (its key, the entry bytes) and the Merkle nodes stored with it.
+    pub fn live_bytes(&self) -> Result<Vec<LiveBytes>, StoreError> {
+        let kinds = ["entries", "Merkle nodes", "request index", "meta", "projections (old)"];
+        let mut out: Vec<LiveBytes> =
+            kinds.iter().map(|kind| LiveBytes { kind, ..LiveBytes::default() }).collect();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let (key, value) = (k.len() as u64, v.len() as u64);
+            let slot = match k.first() {
+                Some(&ENTRY) => {
+                    let (nodes, entry) = decode_record(&v)?;
+                    let n = nodes.len() as u64;
+                    out[1].records += n;
+                    out[1].value_bytes += 1 + 33 * n;
+                    out[0].records += 1;
+                    out[0].key_bytes += key;
+                    out[0].value_bytes += entry.len() as u64;
+                    continue;
+                }
+                Some(&REQUEST) => 2,
+                Some(&META) => 3,
+                _ => 4,
+            };
+            out[slot].records += 1;
+            out[slot].key_bytes += key;
+            out[slot].value_bytes += value;
+        }
+        Ok(out)
+    }
+}
+
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledStore").field("dir", &self.dir).finish()
