@@ -100,12 +100,21 @@ enum Subcommand {
     },
 }
 
-fn init_tracing(config: &Config) -> anyhow::Result<()> {
+/// Log lines go to stdout, as a service's do, except for subcommands whose stdout is their
+/// report (`usage`), which keep it for that.
+fn init_tracing(config: &Config, to_stderr: bool) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log filter {:?}", config.log_level))?;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let writer =
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
+            if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) }
+        });
+    let ansi = !to_stderr && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(writer);
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -288,7 +297,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_tracing(&config) {
+    let report_on_stdout = matches!(cli.command, Some(Subcommand::Usage { .. }));
+    if let Err(e) = init_tracing(&config, report_on_stdout) {
         eprintln!("registry-server: {e:#}");
         return ExitCode::from(2);
     }

@@ -28,4 +28,4 @@ bench_fleet "$keys"
 say "stopping the registry"
 bench_stop
 say "measuring"
-"$server_bin" usage --data-dir "$work/data" $json
+"$server_bin" --data-dir "$work/data" usage $json
