@@ -101,12 +101,17 @@ async fn screenshot(client: &Client, name: &str) {
 
 /// A record from a P-256 meter with serial `serial` at `evse`, readings at `times`.
 fn ocmf(meter: &P256KeyPair, serial: &str, evse: &str, times: [&str; 2], kwh: [&str; 2]) -> String {
-    let payload = format!(
-        r#"{{"FV":"1.0","GI":"ACME Wallbox","GS":"","GV":"1.4","PG":"T12","MV":"ACME","MM":"W1","MS":"{serial}","IS":true,"IL":"TRUSTED","IF":["RFID_PLAIN"],"IT":"ISO14443","ID":"0A0B0C0D","CT":"EVSEID","CI":"{evse}","RD":[{{"TM":"{}","TX":"B","RV":{},"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}},{{"TM":"{}","TX":"E","RV":{},"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}}]}}"#,
-        times[0], kwh[0], times[1], kwh[1]
-    );
+    let payload = payload(serial, evse, times, kwh);
     let sd = hex::encode_upper(meter.sign_der(payload.as_bytes()));
     format!(r#"OCMF|{payload}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{sd}"}}"#)
+}
+
+/// An OCMF payload: begin and end readings of a session at `evse`.
+fn payload(serial: &str, evse: &str, times: [&str; 2], kwh: [&str; 2]) -> String {
+    format!(
+        r#"{{"FV":"1.0","GI":"ACME Wallbox","GS":"","GV":"1.4","PG":"T12","MV":"ACME","MM":"W1","MS":"{serial}","IS":true,"IL":"TRUSTED","IF":["RFID_PLAIN"],"IT":"ISO14443","ID":"0A0B0C0D","CT":"EVSEID","CI":"{evse}","RD":[{{"TM":"{}","TX":"B","RV":{},"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}},{{"TM":"{}","TX":"E","RV":{},"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}}]}}"#,
+        times[0], kwh[0], times[1], kwh[1]
+    )
 }
 
 fn submission(meter: &P256KeyPair, serial: &str) -> KeySubmission {
@@ -124,6 +129,7 @@ struct Scene {
     f: Fixture,
     web: SocketAddr,
     first: P256KeyPair,
+    abc: P256KeyPair,
 }
 
 async fn scene() -> Scene {
@@ -170,7 +176,7 @@ async fn scene() -> Scene {
         },
     )
     .await;
-    Scene { f, web, first }
+    Scene { f, web, first, abc }
 }
 
 /// Opens the page at `base`, pastes `text` into the signed-data field and checks it; returns
@@ -353,6 +359,50 @@ async fn a_lookup_draws_the_charge_points_key_timeline() {
         .await
         .unwrap();
     assert_eq!(unlabelled, json!([]));
+    b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curve_browsers_lack_is_left_to_the_registry_and_the_page_says_so() {
+    use ecdsa::elliptic_curve::Generate;
+    use ecdsa::elliptic_curve::pkcs8::EncodePublicKey;
+    use sha2::Digest;
+    let Some(b) = browser().await else { return };
+    let s = scene().await;
+    let meter = ecdsa::SigningKey::<bp256::BrainpoolP256r1>::generate();
+    let spki = meter.verifying_key().to_public_key_der().unwrap();
+    let order = Order::Register {
+        key: KeySubmission {
+            meter_serial: Some("BP-1".into()),
+            manufacturer: Some("ACME".into()),
+            ..KeySubmission::new(hex::encode(spki.as_bytes()))
+        },
+        evse_ids: vec!["DE*ABC*E5".into()],
+        effective_at: Some(t("2026-01-01T00:00:00Z")),
+    };
+    s.f.client.submit(&s.abc, &order).await.expect("a brainpool key is registered");
+    let times = ["2026-02-10T18:03:15,000+0100 S", "2026-02-10T19:41:02,000+0100 S"];
+    let payload = payload("BP-1", "DE*ABC*E5", times, ["3.5", "9.25"]);
+    let digest: [u8; 32] = sha2::Sha256::digest(payload.as_bytes()).into();
+    let (signature, _): (ecdsa::Signature<bp256::BrainpoolP256r1>, _) =
+        ecdsa::hazmat::sign_prehashed_rfc6979::<_, sha2::Sha256>(
+            meter.as_nonzero_scalar(),
+            &digest,
+            &[],
+        );
+    let sd = hex::encode_upper(signature.to_der().as_bytes());
+    let record = format!(r#"OCMF|{payload}|{{"SA":"ECDSA-brainpool256r1-SHA256","SD":"{sd}"}}"#);
+    let text = paste_and_check(&b.client, &format!("http://{}", s.web), &record).await;
+    assert!(text.contains("Billable"), "{text}");
+    assert!(
+        text.contains("The registry checked the signature (ECDSA-brainpool256r1-SHA256); browsers cannot check this algorithm."),
+        "{text}"
+    );
+    assert!(!text.contains("Meter signature checked in your browser"), "{text}");
+    assert!(
+        text.contains("the key was valid at every reading"),
+        "the rest is still checked here: {text}"
+    );
     b.client.clone().close().await.unwrap();
 }
 

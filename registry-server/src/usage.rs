@@ -185,64 +185,32 @@ pub fn render(u: &Usage) -> String {
     let per = |bytes: f64| if u.keys == 0 { 0.0 } else { bytes / u.keys as f64 };
     let mib = |b: f64| b / (1u64 << 20) as f64;
     let mut out = String::new();
+    let head = |out: &mut String, title: &str| {
+        let _ = writeln!(out, "{title:<66} {:>8} {:>10} {:>10}", "MiB", "bytes/key", "records");
+    };
+    let row = |out: &mut String, part: &str, bytes: f64, records: Option<u64>| {
+        let records = records.map(|r| r.to_string()).unwrap_or_default();
+        let _ =
+            writeln!(out, "  {part:<64} {:>8.1} {:>10.0} {records:>10}", mib(bytes), per(bytes));
+    };
     let _ = writeln!(out, "{} keys, {} entries\n", u.keys, u.entries);
-    let _ =
-        writeln!(out, "memory, as each structure was loaded        MiB     bytes/key   records");
+    head(&mut out, "memory, as each structure was loaded");
     for m in &u.memory {
-        let records = m.records.map(|r| r.to_string()).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {:<64} {:>8.1} {:>10.0} {:>10}",
-            m.part,
-            mib(m.bytes as f64),
-            per(m.bytes as f64),
-            records
-        );
+        row(&mut out, m.part, m.bytes as f64, m.records);
     }
-    let _ = writeln!(
-        out,
-        "  {:<64} {:>8.1} {:>10.0}",
-        "resident at the end",
-        mib(u.resident_bytes as f64),
-        per(u.resident_bytes as f64)
-    );
-    let _ = writeln!(
-        out,
-        "\nlive data on disk                                                    MiB  bytes/key   records"
-    );
-    let live: u64 = u.live.iter().map(|l| l.bytes).sum();
+    row(&mut out, "resident at the end", u.resident_bytes as f64, None);
+    out.push('\n');
+    head(&mut out, "live data on disk");
     for d in &u.live {
-        let _ = writeln!(
-            out,
-            "  {:<64} {:>8.1} {:>10.0} {:>10}",
-            d.part,
-            mib(d.bytes as f64),
-            per(d.bytes as f64),
-            d.records.unwrap_or(0)
-        );
+        row(&mut out, &d.part, d.bytes as f64, d.records);
     }
-    let _ =
-        writeln!(out, "  {:<64} {:>8.1} {:>10.0}", "together", mib(live as f64), per(live as f64));
-    let _ = writeln!(
-        out,
-        "\nfiles                                                                 MiB  bytes/key"
-    );
+    let live: u64 = u.live.iter().map(|l| l.bytes).sum();
+    row(&mut out, "together", live as f64, None);
+    out.push('\n');
+    head(&mut out, "files");
     for f in &u.files {
-        let _ = writeln!(
-            out,
-            "  {:<64} {:>8.1} {:>10.0}",
-            f.part,
-            mib(f.bytes as f64),
-            per(f.bytes as f64)
-        );
+        row(&mut out, &f.part, f.bytes as f64, None);
     }
-    let total = u.file_bytes();
-    let _ = writeln!(
-        out,
-        "  {:<64} {:>8.1} {:>10.0}",
-        "together",
-        mib(total as f64),
-        per(total as f64)
-    );
+    row(&mut out, "together", u.file_bytes() as f64, None);
     out
 }

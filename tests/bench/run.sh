@@ -234,6 +234,8 @@ mixed="$(bench mixed items_per_sec)"
 rss_kib="$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status")"
 stop_server
 data_bytes="$(du -sb "$work/data" | cut -f1)"
+say "where the bytes go (registry-server usage)"
+"$server_bin" --data-dir "$work/data" usage >"$work/usage.txt"
 
 say "rebuild of the projections"
 rebuild_rates=()
@@ -397,6 +399,15 @@ row "PostgreSQL: validity lookups (pgbench)" "$pg_check" "/s" "" "" ""
     echo "- database on disk: $(fmt "$(awk -v b="$data_bytes" 'BEGIN { print b / 1048576 }')") MiB after the runs, $(fmt "$(ratio "$data_bytes" "$keys")") bytes per fleet key (includes the registrations of the write workloads)"
     echo "- peak RSS of the server during the mixed workload: $(fmt "$(awk -v k="$rss_kib" 'BEGIN { print k / 1024 }')") MiB"
     echo "- latency of lookups at $concurrency clients: p50 $(ratio "$check_p50" 1000) ms, p99 $(ratio "$check_p99" 1000) ms (empty RPC p99 $(ratio "$empty_p99" 1000) ms); target p99 ≤ 2 ms"
+    echo
+    echo "## Where the bytes go"
+    echo
+    echo "\`registry-server usage\` on the data directory after the runs (the server stopped): the memory each"
+    echo "structure adds as the server loads it, the live data by kind of record, the files."
+    echo
+    echo '```text'
+    cat "$work/usage.txt"
+    echo '```'
     echo
     echo "## Against PostgreSQL"
     echo
