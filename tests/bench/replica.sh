@@ -38,17 +38,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-say() { echo "== $*" >&2; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_binaries "$bin_dir"
 
-if [ -z "$bin_dir" ]; then
-    say "building (release)"
-    (cd "$repo" && cargo build --release -q -p registry-server -p registry-client)
-    bin_dir="$repo/target/release"
-fi
-server_bin="$bin_dir/registry-server"
-registry_bin="$bin_dir/registry"
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/registry-replica-bench.XXXXXX")"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -87,7 +79,6 @@ start() {
 }
 size_of() { "$registry_bin" --json --server "http://$1" audit checkpoint | grep -o '"tree_size": *[0-9]*' | grep -o '[0-9]*$'; }
 
-"$registry_bin" keygen --out "$work/admin.pem" >/dev/null
 say "primary with $keys keys"
 start primary --admin-key "$work/admin.pub.pem"
 primary_pid="${pids[-1]}"
