@@ -238,6 +238,19 @@ async fn a_driver_sees_billable_tampered_and_too_early_records_verified_in_the_b
     assert!(text.contains("the key was not valid (not yet commissioned)"), "{text}");
     screenshot(&b.client, "before-commissioning").await;
 
+    // A meter the registry does not know, at a charge point it does not know: nothing to check
+    // the signature against.
+    let stranger = ocmf(&meter_key(), "9999999", "DE*ABC*E77", times, ["1.0", "2.0"]);
+    let text = paste_and_check(&b.client, &base, &stranger).await;
+    assert!(text.contains("Not billable") && text.contains("Key registered: no key"), "{text}");
+    assert!(!text.contains("signature ("), "no signature line without a key: {text}");
+    // The same stranger at a known charge point: the registry takes that EVSE's key, and the
+    // browser finds the signature does not verify with it.
+    let stranger = ocmf(&meter_key(), "9999999", "DE*ABC*E1", times, ["1.0", "2.0"]);
+    let text = paste_and_check(&b.client, &base, &stranger).await;
+    assert!(text.contains("Not billable"), "{text}");
+    assert!(text.contains("Meter signature checked in your browser: invalid"), "{text}");
+
     // The same page in German, the default of a German registry, and on a phone's screen.
     b.client.goto(&base).await.unwrap();
     b.client.wait().for_element(Locator::Css("body[data-ready]")).await.unwrap();

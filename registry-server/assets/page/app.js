@@ -159,7 +159,7 @@ function renderValidation(v, mine) {
   const browser = [];
   if (mine.signature === "valid") browser.push(h("li", { class: "pass" }, "✓ ", t("browserSignature", record?.algorithm ?? "")));
   else if (mine.signature === "invalid") browser.push(h("li", { class: "fail" }, "✗ ", t("browserSignatureInvalid")));
-  else browser.push(h("li", { class: "skip" }, "– ", t("serverSignature", record?.algorithm ?? "")));
+  else if (mine.signature === "server") browser.push(h("li", { class: "skip" }, "– ", t("serverSignature", record?.algorithm ?? "")));
   if (mine.keyValid === "valid") browser.push(h("li", { class: "pass" }, "✓ ", t("browserKeyValid")));
   else if (mine.keyValid !== "server") browser.push(h("li", { class: "fail" }, "✗ ", t("browserKeyNotValid", t(`verdict_${mine.keyValid}`))));
   if (mine.fingerprint) browser.push(h("li", { class: "pass" }, "✓ ", t("browserEntries")));

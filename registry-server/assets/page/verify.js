@@ -646,9 +646,14 @@ export function parseOcmf(text) {
   return { payloadText: parts[1], payload, algorithm, curve, signature: sig, readings };
 }
 
-/** Whether an OCMF record's signature verifies with a key; null when WebCrypto lacks the curve. */
+/**
+ * Whether an OCMF record's signature verifies with a key; null when WebCrypto lacks the
+ * record's curve or the key's. A key on another curve than the record names cannot verify it.
+ */
 export async function verifyOcmf(record, spki) {
-  if (!record.curve || webCryptoCurve(spki) !== record.curve) return null;
+  const keyCurve = webCryptoCurve(spki);
+  if (!record.curve || !keyCurve) return null;
+  if (keyCurve !== record.curve) return false;
   return verifyEcdsaSha256(spki, utf8.encode(record.payloadText), record.signature);
 }
 
@@ -666,7 +671,7 @@ export async function checkMeterValues(response, pinned) {
   if (asOf > evidence.checkpoint.size) refuse("the answer's basis is past its checkpoint");
   const results = [];
   for (const v of response.results || []) {
-    const out = { signature: "server", keyValid: "server", fingerprint: "" };
+    const out = { signature: "none", keyValid: "server", fingerprint: "" };
     results.push(out);
     const fp = v.key?.fingerprint;
     const signature = outcomesOf(v, "METER_VALUE_CHECK_SIGNATURE")[0];
@@ -680,10 +685,15 @@ export async function checkMeterValues(response, pinned) {
     const record = parseOcmf(v.record);
     const unit = [reg.meterSerial, reg.gatewaySerial].filter(Boolean);
     const named = [record.payload.MS, record.payload.GS].filter((s) => typeof s === "string" && s.trim()).map((s) => s.trim());
-    if (named.length > 0 && !named.some((s) => unit.includes(s))) {
-      refuse(`key ${fp.slice(0, 8)} is not registered for the record's meter`);
+    // The registry finds a unit's key by its serials, and failing that by the EVSE the record
+    // names (CT = EVSEID): the key must be one of those.
+    const evse = record.payload.CT === "EVSEID" && typeof record.payload.CI === "string" ? canonical(record.payload.CI) : null;
+    const bound = evse !== null && life.bindings().some((b) => b.evseIds.some((e) => canonical(e) === evse));
+    if (named.length > 0 && !named.some((s) => unit.includes(s)) && !bound) {
+      refuse(`key ${fp.slice(0, 8)} is registered neither for the record's meter nor for its EVSE`);
     }
     out.fingerprint = fp;
+    out.signature = "server";
     const verified = await verifyOcmf(record, reg.publicKey);
     if (verified !== null) {
       out.signature = verified ? "valid" : "invalid";
