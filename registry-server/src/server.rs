@@ -409,7 +409,7 @@ impl<M: Machine> Server<M> {
                     metrics: metrics.clone(),
                 };
                 let settings = crate::web::WebSettings::of(config);
-                // The web port has connection caps of its own, as many as the gRPC port's.
+                // The web port counts against the same connection caps as the gRPC port.
                 let accepting = Accepting { http1: true, ..accepting.clone() };
                 Some(
                     crate::web::serve_web(at, services, settings, accepting, drain.clone())
@@ -619,8 +619,10 @@ fn accepting(config: &Config, open_files: Option<u64>, tls: Option<Arc<Tls>>) ->
         );
     }
     Accepting {
-        max_connections,
-        max_connections_per_peer: config.max_connections_per_peer,
+        connections: crate::peers::Budget::new(
+            max_connections.max(1),
+            config.max_connections_per_peer,
+        ),
         deadlines: Deadlines {
             first_call: Duration::from_secs(config.handshake_timeout_secs.clamp(1, DAY)),
             idle: Duration::from_secs(config.idle_timeout_secs.clamp(1, 365 * DAY)),

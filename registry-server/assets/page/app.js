@@ -108,14 +108,20 @@ async function check(text) {
     return renderCheck();
   }
   const request = { prove: true };
-  if (trimmed.startsWith("{")) request.ocpiSignedData = trimmed;
-  else request.values = trimmed.split(/\r?\n/).map((s) => s.trim()).filter(Boolean).map((record, i) => ({ record, label: String(i + 1) }));
+  let asked;
+  if (trimmed.startsWith("{")) {
+    request.ocpiSignedData = trimmed;
+    asked = { ocpi: trimmed };
+  } else {
+    asked = trimmed.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
+    request.values = asked.map((record, i) => ({ record, label: String(i + 1) }));
+  }
   state.check = { busy: true };
   renderCheck();
   try {
     const response = await call("LookupService", "ValidateSignedMeterValues", request);
     try {
-      const verified = await verify.checkMeterValues(response, pinned);
+      const verified = await verify.checkMeterValues(response, pinned, asked);
       noteCheckpoint(verified.checkpoint);
       state.check = { response, verified };
     } catch (e) {
@@ -130,6 +136,7 @@ async function check(text) {
 const CHECK = (c) => c.check.replace("METER_VALUE_CHECK_", "");
 const OUTCOME = { CHECK_OUTCOME_PASS: ["✓", "pass"], CHECK_OUTCOME_FAIL: ["✗", "fail"], CHECK_OUTCOME_WARN: ["!", "warn"], CHECK_OUTCOME_SKIP: ["–", "skip"] };
 
+/** Energy between the begin and end readings of the record itself (not the server's copy). */
 function energy(readings) {
   const begin = readings.find((r) => r.transaction === "B") ?? readings[0];
   const end = [...readings].reverse().find((r) => r.transaction === "E") ?? readings.at(-1);
@@ -139,41 +146,32 @@ function energy(readings) {
   return isFinite(delta) ? { delta, digits, unit: end.unit, begin, end } : null;
 }
 
-function readingTime(r, record) {
-  const own = record?.readings.find((x) => x.text === r.timeText)?.time;
-  return own ?? (r.time ? verify.parseRfc3339(r.time) : null);
-}
-
 function renderValidation(v, mine) {
-  const record = (() => {
-    try {
-      return verify.parseOcmf(v.record);
-    } catch {
-      return null;
-    }
-  })();
+  // Everything shown comes from the pasted record or the proven entries; the server's words
+  // appear only as the reasons of its checks.
+  const record = mine.record;
   const failed = (v.checks || []).find((c) => c.outcome === "CHECK_OUTCOME_FAIL");
-  const verdict = v.billable
+  const verdict = mine.billable
     ? h("p", { class: "verdict ok" }, "✓ ", t("billable"))
     : h("p", { class: "verdict bad" }, "✗ ", t("notBillable"), failed ? h("span", { class: "why" }, t(`check_${CHECK(failed)}`), ": ", failed.reason) : null);
   const browser = [];
-  if (mine.signature === "valid") browser.push(h("li", { class: "pass" }, "✓ ", t("browserSignature", record?.algorithm ?? "")));
+  if (mine.signature === "valid") browser.push(h("li", { class: "pass" }, "✓ ", t("browserSignature", record.algorithm)));
   else if (mine.signature === "invalid") browser.push(h("li", { class: "fail" }, "✗ ", t("browserSignatureInvalid")));
-  else if (mine.signature === "server") browser.push(h("li", { class: "skip" }, "– ", t("serverSignature", record?.algorithm ?? "")));
+  else if (mine.signature === "server") browser.push(h("li", { class: "skip" }, "– ", t("serverSignature", record.algorithm)));
   if (mine.keyValid === "valid") browser.push(h("li", { class: "pass" }, "✓ ", t("browserKeyValid")));
-  else if (mine.keyValid !== "server") browser.push(h("li", { class: "fail" }, "✗ ", t("browserKeyNotValid", t(`verdict_${mine.keyValid}`))));
-  if (mine.fingerprint) browser.push(h("li", { class: "pass" }, "✓ ", t("browserEntries")));
-  const e = energy(v.readings || []);
-  const key = v.key || {};
-  const binding = (key.bindings || []).at(-1);
+  else if (mine.keyValid !== "none") browser.push(h("li", { class: "fail" }, "✗ ", t("browserKeyNotValid", t(`verdict_${mine.keyValid}`))));
+  if (mine.life) browser.push(h("li", { class: "pass" }, "✓ ", t("browserEntries")));
+  const e = energy(record.readings);
+  const reg = mine.life?.registration;
+  const p = record.payload;
   const facts = [
-    [t("chargePoint"), [v.chargePointId || "–", v.chargePointType ? ` (${v.chargePointType})` : ""].join("")],
-    [t("operator"), binding?.operatorId || key.operatorId || "–"],
-    [t("meter"), [v.meterSerial, key.manufacturer, key.model].filter(Boolean).join(" · ") || "–"],
+    [t("chargePoint"), [p.CI || "–", p.CT ? ` (${p.CT})` : ""].join("")],
+    [t("operator"), mine.binding?.operatorId || reg?.operatorId || "–"],
+    [t("meter"), [p.MS, reg?.manufacturer, reg?.model].filter(Boolean).join(" · ") || "–"],
     [t("energy"), e ? `${number(e.delta, e.digits)} ${e.unit}` : "–"],
-    [t("start"), e ? time(readingTime(e.begin, record)) : time(readingTime((v.readings || [])[0] || {}, record))],
-    [t("end"), e ? time(readingTime(e.end, record)) : "–"],
-    [t("signingKey"), key.fingerprint ? h("code", {}, short(key.fingerprint)) : "–"],
+    [t("start"), time((e?.begin ?? record.readings[0])?.time)],
+    [t("end"), e ? time(e.end.time) : "–"],
+    [t("signingKey"), mine.fingerprint ? h("code", {}, short(mine.fingerprint)) : "–"],
   ];
   return h(
     "article",
@@ -382,7 +380,7 @@ async function start() {
   for (const b of document.querySelectorAll("[data-lang]")) b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
   texts = await (await fetch("/assets/i18n.json")).json();
   const asked = new URLSearchParams(location.search).get("lang");
-  if (asked && texts[asked]) {
+  if (asked && Object.hasOwn(texts, asked)) {
     lang = asked;
     applyTexts();
   }

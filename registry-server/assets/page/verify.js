@@ -193,7 +193,10 @@ export function webCryptoCurve(spki) {
   return null;
 }
 
-/** A DER ECDSA signature as the fixed-width r‖s that WebCrypto verifies. */
+/**
+ * A DER ECDSA signature as the fixed-width r‖s that WebCrypto verifies. Strict, as the Rust
+ * side's DER reader is: minimal, positive INTEGERs only.
+ */
 export function derToRaw(der, width) {
   const fail = () => refuse("the signature is not DER ECDSA");
   let at = 0;
@@ -205,11 +208,13 @@ export function derToRaw(der, width) {
   const out = new Uint8Array(2 * width);
   for (let k = 0; k < 2; k++) {
     if (der[at++] !== 0x02) fail();
-    let n = der[at++];
-    if (n === undefined || n === 0 || at + n > der.length) fail();
+    const n = der[at++];
+    if (n === undefined || n === 0 || n >= 0x80 || at + n > der.length) fail();
     let v = der.subarray(at, at + n);
     at += n;
-    while (v.length > 1 && v[0] === 0) v = v.subarray(1);
+    if (v[0] >= 0x80) fail();
+    if (v[0] === 0 && (v.length === 1 || v[1] < 0x80)) fail();
+    if (v[0] === 0) v = v.subarray(1);
     if (v.length > width) fail();
     out.set(v, k * width + width - v.length);
   }
@@ -218,10 +223,11 @@ export function derToRaw(der, width) {
 }
 
 /**
- * Verifies an ECDSA-SHA256 signature (DER, or raw r‖s) over `data` with a DER
- * SubjectPublicKeyInfo. Returns null when WebCrypto has no such curve.
+ * Verifies an ECDSA-SHA256 signature over `data` with a DER SubjectPublicKeyInfo; the
+ * signature is DER when `der` says so (else raw r‖s of the curve's width). Returns null when
+ * WebCrypto has no such curve.
  */
-export async function verifyEcdsaSha256(spki, data, signature) {
+export async function verifyEcdsaSha256(spki, data, signature, der = true) {
   const curve = webCryptoCurve(spki);
   if (!curve) return null;
   const width = curve === "P-256" ? 32 : 48;
@@ -232,8 +238,10 @@ export async function verifyEcdsaSha256(spki, data, signature) {
     refuse("the public key is not a valid key on its curve");
   }
   let raw;
-  if (signature.length === 2 * width && signature[0] !== 0x30) raw = signature;
-  else {
+  if (!der) {
+    if (signature.length !== 2 * width) return false;
+    raw = signature;
+  } else {
     try {
       raw = derToRaw(signature, width);
     } catch {
@@ -282,6 +290,7 @@ export async function openCheckpoint(note, keyDer, origin) {
 /** The fields of one protobuf message: number → list of values (numbers or byte slices). */
 function fields(bytes) {
   const out = new Map();
+  const order = [];
   let at = 0;
   const varint = () => {
     let v = 0n;
@@ -320,10 +329,12 @@ function fields(bytes) {
       default:
         refuse("a log entry is not valid protobuf");
     }
-    if (at > bytes.length) refuse("a log entry is not valid protobuf");
+    if (at > bytes.length || field === 0) refuse("a log entry is not valid protobuf");
     if (!out.has(field)) out.set(field, []);
     out.get(field).push(value);
+    order.push(field);
   }
+  out.order = order;
   return out;
 }
 
@@ -339,7 +350,11 @@ function micros(f, n) {
   const b = one(f, n);
   if (!b) return null;
   const t = fields(b);
-  return num(t, 1) * 1e6 + Math.floor(num(t, 2) / 1000);
+  const seconds = num(t, 1);
+  const nanos = num(t, 2);
+  // Years 1 to 9999, as the protobuf Timestamp allows; negative values arrive as huge ones.
+  if (seconds > 253402300799 || nanos > 999999999) refuse("a log entry holds a time out of range");
+  return seconds * 1e6 + Math.floor(nanos / 1000);
 }
 
 const KEY_EVENTS = {
@@ -361,9 +376,12 @@ const OTHER_EVENTS = {
 
 function decodeEvent(bytes) {
   const f = fields(bytes);
-  for (const [n, kind] of Object.entries(KEY_EVENTS)) {
-    const body = one(f, Number(n));
-    if (!body) continue;
+  // A oneof is the last of its fields on the wire, as prost decodes it.
+  const last = [...f.order].reverse().find((n) => KEY_EVENTS[n] || OTHER_EVENTS[n]);
+  if (last === undefined) refuse("a log entry holds an event of no known kind");
+  const kind = KEY_EVENTS[last];
+  if (kind) {
+    const body = one(f, last);
     const e = fields(body);
     const ev = { kind, fingerprint: str(e, 1) };
     if (kind === "registered") {
@@ -392,13 +410,14 @@ function decodeEvent(bytes) {
     } else if (kind === "takenOver") {
       Object.assign(ev, { effectiveAt: micros(e, 2), operatorId: str(e, 3), evseIds: strs(e, 4) });
     }
+    if (!/^[0-9a-f]{64}$/.test(ev.fingerprint)) refuse("a log entry names a key without its fingerprint");
+    if (["registered", "ended", "relocated", "takenOver"].includes(kind) && ev.effectiveAt === null) {
+      refuse("a log entry holds a key event without its effective time");
+    }
+    if (kind === "registered" && ev.publicKey.length === 0) refuse("a log entry registers a key without the key");
     return ev;
   }
-  for (const [n, kind] of Object.entries(OTHER_EVENTS)) {
-    const body = one(f, Number(n));
-    if (body) return { kind, operatorId: [3, 4, 5].includes(Number(n)) ? str(fields(body), 1) : "" };
-  }
-  return { kind: "unknown" };
+  return { kind: OTHER_EVENTS[last], operatorId: [3, 4, 5].includes(last) ? str(fields(one(f, last)), 1) : "" };
 }
 
 const KINDS = ["", "key", "evse", "meterSerial", "gatewaySerial", "operator"];
@@ -601,18 +620,94 @@ function civil(parts, fraction, zone) {
   return ms * 1000 + Number((fraction + "000000").slice(0, 6));
 }
 
-/** An OCMF `TM` (`2019-08-13T10:03:15,000+0000 S`) as microseconds, or null if unreadable. */
+/**
+ * An OCMF `TM` (`2019-08-13T10:03:15,000+0000 S`) as microseconds, read as the registry reads
+ * it (`registry_core::ocmf`): clock flag optional, `Z` or `±hh:mm` tolerated, `.` for `,`
+ * tolerated, 1 to 9 digits of a second. Null when it cannot be read.
+ */
 export function parseOcmfTime(text) {
-  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[,.](\d{1,9}))?([+-]\d{2}:?\d{2}|Z)(?: [A-Z])?$/.exec((text || "").trim());
-  if (!m) return null;
-  return civil(m.slice(1, 7), m[7] || "", m[8]);
+  if (typeof text !== "string") return null;
+  let stamp = text.trim();
+  const space = stamp.lastIndexOf(" ");
+  if (space >= 0) {
+    if (!["U", "I", "S", "R"].includes(stamp.slice(space + 1).trim())) return null;
+    stamp = stamp.slice(0, space).trim();
+  }
+  const tAt = stamp.indexOf("T");
+  if (tAt < 0) return null;
+  let local;
+  let offset;
+  if (stamp.endsWith("Z")) {
+    local = stamp.slice(0, -1);
+    offset = "+0000";
+  } else {
+    const at = Math.max(stamp.lastIndexOf("+"), stamp.lastIndexOf("-"));
+    if (at < tAt) return null;
+    offset = stamp.slice(at);
+    if (offset.length === 6 && offset[3] === ":") offset = offset.replace(":", "");
+    local = stamp.slice(0, at);
+  }
+  if (local.includes(".") && !local.includes(",")) local = local.replace(".", ",");
+  const comma = local.indexOf(",");
+  const whole = comma < 0 ? local : local.slice(0, comma);
+  const fraction = comma < 0 ? "0" : local.slice(comma + 1);
+  if (!/^\d{1,9}$/.test(fraction)) return null;
+  const d = /^(\d{4})-(\d{1,2})-(\d{1,2})T(\d{1,2}):(\d{1,2}):(\d{1,2})$/.exec(whole);
+  const o = /^([+-])(\d{2})(\d{2})$/.exec(offset);
+  if (!d || !o || Number(o[2]) > 23 || Number(o[3]) > 59) return null;
+  const [y, mo, day, h, mi, sec] = d.slice(1).map(Number);
+  const ms = Date.UTC(y, mo - 1, day, h, mi, sec);
+  const back = new Date(ms);
+  if (back.getUTCFullYear() !== y || back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== day || back.getUTCHours() !== h || back.getUTCMinutes() !== mi || back.getUTCSeconds() !== sec) {
+    return null;
+  }
+  const minutes = (o[1] === "-" ? -1 : 1) * (Number(o[2]) * 60 + Number(o[3]));
+  return (ms - minutes * 60000) * 1000 + Number((fraction + "000000").slice(0, 6));
+}
+
+/**
+ * An EVSE ID in the registry's normal form (`registry_core::ids::EvseId::parse`), or null when
+ * it is not one.
+ */
+export function normalEvse(input) {
+  const s = String(input).trim().toUpperCase();
+  if (!/^[A-Z0-9*]+$/.test(s) || !/^[A-Z]{2}/.test(s)) return null;
+  let i = 2;
+  if (s[i] === "*") i++;
+  const party = s.slice(i, i + 3);
+  if (!/^[A-Z0-9]{3}$/.test(party)) return null;
+  i += 3;
+  if (s[i] === "*") i++;
+  if (s[i] !== "E") return null;
+  const rest = s.slice(i + 1);
+  if (rest.length < 1 || rest.length > 31 || !/^[A-Z0-9]/.test(rest) || rest.endsWith("*") || rest.includes("**")) return null;
+  return `${s.slice(0, 2)}*${party}*E${rest}`;
+}
+
+/** An identifier's value in the registry's normal form for its kind, or null. */
+export function normalValue(kind, value) {
+  const v = String(value).trim();
+  if (kind === "evse") return normalEvse(v);
+  if (kind === "key") return /^[0-9a-fA-F]{64}$/.test(v) ? v.toLowerCase() : null;
+  return v.length > 0 ? v : null;
 }
 
 // ---- OCMF --------------------------------------------------------------------------------
 
 const CURVES = { secp256r1: "P-256", secp384r1: "P-384" };
 
-/** Reads an OCMF record (as written, or hex-encoded as a whole) far enough to check its signature. */
+/** Whether bytes are a DER `SEQUENCE` whose length covers exactly the rest (as Rust decides). */
+function looksLikeDer(b) {
+  if (b.length >= 2 && b[0] === 0x30 && b[1] < 0x80) return b[1] === b.length - 2;
+  if (b.length >= 3 && b[0] === 0x30 && b[1] === 0x81) return b[2] === b.length - 3 && b[2] >= 0x80;
+  return false;
+}
+
+/**
+ * Reads an OCMF record (as written, or hex-encoded as a whole): the payload as signed, the
+ * signature, and every reading with what it inherits from the one before (time, status,
+ * error flags), as the registry reads them.
+ */
 export function parseOcmf(text) {
   let t = (text || "").trim();
   if (!t.startsWith("OCMF|") && /^[0-9a-fA-F]+$/.test(t) && t.length % 2 === 0) {
@@ -633,17 +728,31 @@ export function parseOcmf(text) {
   } catch {
     refuse("the OCMF record's sections are not JSON");
   }
-  const algorithm = signature.SA || "ECDSA-secp256r1-SHA256";
+  if (!payload || typeof payload !== "object" || !signature || typeof signature !== "object") refuse("the OCMF record's sections are not JSON objects");
+  const algorithm = typeof signature.SA === "string" ? signature.SA : "ECDSA-secp256r1-SHA256";
   const curve = CURVES[(algorithm.split("-")[1] || "").toLowerCase()] || null;
-  const encoding = (signature.SE || "hex").toLowerCase();
+  const encoding = String(signature.SE || "hex").toLowerCase();
   let sig;
   try {
-    sig = encoding === "base64" ? fromBase64(signature.SD || "") : fromHex(signature.SD || "");
+    sig = encoding === "base64" ? fromBase64(String(signature.SD || "")) : fromHex(String(signature.SD || ""));
   } catch {
     sig = new Uint8Array();
   }
-  const readings = (payload.RD || []).map((r) => ({ time: parseOcmfTime(r.TM), text: r.TM }));
-  return { payloadText: parts[1], payload, algorithm, curve, signature: sig, readings };
+  const readings = [];
+  for (const r of Array.isArray(payload.RD) ? payload.RD : []) {
+    const before = readings.at(-1);
+    const has = (k) => r && Object.prototype.hasOwnProperty.call(r, k);
+    readings.push({
+      text: has("TM") ? r.TM : before?.text,
+      time: has("TM") ? parseOcmfTime(r.TM) : (before?.time ?? null),
+      transaction: has("TX") ? r.TX : before?.transaction,
+      value: r?.RV,
+      unit: has("RU") ? r.RU : before?.unit,
+      status: has("ST") ? r.ST : before?.status,
+      errorFlags: has("EF") ? (r.EF ?? "") : (before?.errorFlags ?? ""),
+    });
+  }
+  return { payloadText: parts[1], payload, algorithm, curve, signature: sig, der: looksLikeDer(sig), readings };
 }
 
 /**
@@ -654,95 +763,187 @@ export async function verifyOcmf(record, spki) {
   const keyCurve = webCryptoCurve(spki);
   if (!record.curve || !keyCurve) return null;
   if (keyCurve !== record.curve) return false;
-  return verifyEcdsaSha256(spki, utf8.encode(record.payloadText), record.signature);
+  return verifyEcdsaSha256(spki, utf8.encode(record.payloadText), record.signature, record.der);
 }
 
 // ---- answers -----------------------------------------------------------------------------
 
 const outcomesOf = (validation, check) => (validation.checks || []).filter((c) => c.check === check).map((c) => c.outcome);
+const passed = (validation, check) => {
+  const o = outcomesOf(validation, check);
+  return o.length > 0 && o.every((x) => x === "CHECK_OUTCOME_PASS" || x === "CHECK_OUTCOME_WARN");
+};
+
+/** The records an OCPI `signed_data` object carries, as text. */
+function ocpiRecords(json) {
+  let o;
+  try {
+    o = JSON.parse(json);
+  } catch {
+    refuse("the OCPI signed_data is not JSON");
+  }
+  const values = Array.isArray(o?.signed_values) ? o.signed_values : [];
+  return values.map((v) => {
+    const data = String(v?.signed_data ?? "");
+    try {
+      const text = decoder.decode(fromBase64(data));
+      if (text.trim().startsWith("OCMF|") || /^[0-9a-fA-F]+$/.test(text.trim())) return text;
+    } catch {
+      /* not base64: as it is */
+    }
+    return data;
+  });
+}
+
+/** Whether two records are the same signed data (payload as signed, signature bytes). */
+function sameRecord(a, b) {
+  try {
+    const x = parseOcmf(a);
+    const y = parseOcmf(b);
+    return x.payloadText === y.payloadText && equal(x.signature, y.signature);
+  } catch {
+    return false;
+  }
+}
 
 /**
- * Re-checks a `ValidateSignedMeterValues` answer in the browser. Returns, per record, what the
- * page checked itself; throws a `Refusal` when the server's answer contradicts its evidence.
+ * Re-checks a `ValidateSignedMeterValues` answer in the browser against what was asked
+ * (`asked`: the records, or `{ ocpi }`, the OCPI text). Decides each record's validity and
+ * billability itself from the record and the proven entries, and throws a `Refusal` when the
+ * server's answer differs from that or its evidence does not hold.
  */
-export async function checkMeterValues(response, pinned) {
+export async function checkMeterValues(response, pinned, asked) {
   const evidence = await openEvidence(response.proof, pinned);
   const asOf = Number(response.basis?.logSize ?? 0);
-  if (asOf > evidence.checkpoint.size) refuse("the answer's basis is past its checkpoint");
+  const head = evidence.checkpoint.size;
+  if (asOf > head) refuse("the answer's basis is past its checkpoint");
+  const inputs = Array.isArray(asked) ? asked : ocpiRecords(asked.ocpi);
+  const answers = response.results || [];
+  if (answers.length !== inputs.length) refuse(`${inputs.length} records were asked about, the server answered ${answers.length}`);
   const results = [];
-  for (const v of response.results || []) {
-    const out = { signature: "none", keyValid: "server", fingerprint: "" };
-    results.push(out);
-    const fp = v.key?.fingerprint;
-    const signature = outcomesOf(v, "METER_VALUE_CHECK_SIGNATURE")[0];
-    if (!fp || !v.record) {
-      if (signature === "CHECK_OUTCOME_PASS") refuse("the server says a signature verifies but names no key");
-      continue;
+  for (const [i, v] of answers.entries()) {
+    if (!v.record || !sameRecord(v.record, inputs[i])) refuse(`answer ${i + 1} is about another record than the one asked about`);
+    const record = parseOcmf(inputs[i]);
+    const mine = await decide(evidence, record, v, asOf);
+    // The log may have moved on between the answer's basis and the checkpoint.
+    if (asOf < head && (await decide(evidence, record, v, head)).billable !== mine.billable) {
+      refuse("the answer is out of date: the registry's log changed it since; check again");
     }
-    const life = await evidence.key(fp, asOf);
-    if (!life) refuse(`key ${fp.slice(0, 8)} is not registered in the evidence`);
-    const reg = life.registration;
-    const record = parseOcmf(v.record);
-    const unit = [reg.meterSerial, reg.gatewaySerial].filter(Boolean);
-    const named = [record.payload.MS, record.payload.GS].filter((s) => typeof s === "string" && s.trim()).map((s) => s.trim());
-    // The registry finds a unit's key by its serials, and failing that by the EVSE the record
-    // names (CT = EVSEID): the key must be one of those.
-    const evse = record.payload.CT === "EVSEID" && typeof record.payload.CI === "string" ? canonical(record.payload.CI) : null;
-    const bound = evse !== null && life.bindings().some((b) => b.evseIds.some((e) => canonical(e) === evse));
-    if (named.length > 0 && !named.some((s) => unit.includes(s)) && !bound) {
-      refuse(`key ${fp.slice(0, 8)} is registered neither for the record's meter nor for its EVSE`);
+    if (Boolean(v.valid) !== mine.valid || Boolean(v.billable) !== mine.billable) {
+      refuse(`the server says the record is ${v.billable ? "" : "not "}billable, but its evidence says it is ${mine.billable ? "" : "not "}billable${mine.why ? ` (${mine.why})` : ""}`);
     }
-    out.fingerprint = fp;
-    out.signature = "server";
-    const verified = await verifyOcmf(record, reg.publicKey);
-    if (verified !== null) {
-      out.signature = verified ? "valid" : "invalid";
-      if ((signature === "CHECK_OUTCOME_PASS") !== verified) {
-        refuse(verified ? "the server says the signature fails, but it verifies with the registered key" : "the server says the signature verifies, but it does not verify with the registered key");
-      }
-    }
-    const validity = outcomesOf(v, "METER_VALUE_CHECK_KEY_VALID");
-    if (signature === "CHECK_OUTCOME_PASS" && validity.length > 0) {
-      const times = record.readings.map((r) => r.time).filter((t) => t !== null);
-      if (times.length === record.readings.length) {
-        const verdicts = times.map((t) => life.verdictAt(t));
-        const ok = verdicts.every((x) => x === "VALID");
-        const serverOk = validity.every((o) => o === "CHECK_OUTCOME_PASS");
-        if (ok !== serverOk) refuse(`the server says the key was ${serverOk ? "" : "not "}valid at the readings, but its evidence says ${verdicts.join(", ")}`);
-        out.keyValid = ok ? "valid" : verdicts.find((x) => x !== "VALID");
-      }
-    }
-    if (v.billable && (out.signature === "invalid" || (out.keyValid !== "server" && out.keyValid !== "valid"))) {
-      refuse("the server calls the record billable, but the evidence does not support it");
-    }
+    results.push(mine);
   }
   return { checkpoint: evidence.checkpoint, results };
 }
 
-/** An identifier's value with case, separators and spaces left out, to compare spellings. */
-function canonical(value) {
-  return String(value).toUpperCase().replace(/[*\s-]/g, "");
+/**
+ * What the evidence says of one record as known at `asOf`: the signing unit's key, the
+ * signature, its validity and binding at each reading, the meter's status, and so whether it
+ * is valid and billable. What a browser cannot check (a curve WebCrypto lacks, the key a CDR
+ * carries) is taken from the server's checks and said so.
+ */
+async function decide(evidence, record, v, asOf) {
+  const out = { record, signature: "none", keyValid: "none", fingerprint: "", life: null, binding: null, valid: false, billable: false, why: "" };
+  const payload = record.payload;
+  const evse = String(payload.CT ?? "").toUpperCase() === "EVSEID" && String(payload.CI ?? "").trim() ? normalEvse(payload.CI) : undefined;
+  // The unit's keys, by its serials, else by the EVSE (as the registry looks them up).
+  const paths = [];
+  if (typeof payload.MS === "string" && payload.MS.trim()) paths.push(["meterSerial", payload.MS.trim()]);
+  if (typeof payload.GS === "string" && payload.GS.trim()) paths.push(["gatewaySerial", payload.GS.trim()]);
+  if (evse) paths.push(["evse", evse]);
+  let keys = [];
+  for (const [kind, value] of paths) {
+    const found = new Set();
+    for (const entry of evidence.chain(kind, value)) {
+      if (entry.position >= asOf) continue;
+      for (const ev of entry.events) if (ev.kind === "registered" && ev.fingerprint) found.add(ev.fingerprint);
+    }
+    for (const fp of found) {
+      const life = await evidence.key(fp, asOf);
+      if (!life) continue;
+      const reg = life.registration;
+      const matches = kind === "evse" ? life.bindings().some((b) => b.evseIds.includes(value)) : kind === "meterSerial" ? reg.meterSerial === value : reg.gatewaySerial === value;
+      if (matches) keys.push(life);
+    }
+    if (keys.length > 0) break;
+  }
+  const named = v.key?.fingerprint;
+  if (keys.length === 0) {
+    if (named) refuse(`the server names key ${named.slice(0, 8)}, but the evidence has no key for the record's unit`);
+    out.why = "no key is registered for the record's unit";
+    return out;
+  }
+  // The key that verifies the record (the browser checks each of the unit's keys it can).
+  let signer = null;
+  const unverifiable = new Set();
+  for (const life of keys) {
+    const ok = await verifyOcmf(record, life.registration.publicKey);
+    if (ok === null) unverifiable.add(life.registration.fingerprint);
+    if (ok) {
+      signer = life;
+      break;
+    }
+  }
+  if (!signer && unverifiable.size > 0 && passed(v, "METER_VALUE_CHECK_SIGNATURE")) {
+    // Only a key this browser cannot check may be the one the registry says verifies.
+    signer = keys.find((l) => l.registration.fingerprint === named && unverifiable.has(named)) ?? null;
+    if (!signer) refuse("the server says the signature verifies with a key the browser found does not, or that the unit does not have");
+    out.signature = "server";
+  } else {
+    out.signature = signer ? "valid" : "invalid";
+  }
+  if (!signer) {
+    out.fingerprint = named ?? "";
+    out.why = "the signature does not verify with the unit's registered key";
+    return out;
+  }
+  if (named !== signer.registration.fingerprint) refuse("the server names another key than the one that verifies the record");
+  out.fingerprint = named;
+  out.life = signer;
+  // Validity and binding at every reading.
+  if (record.readings.length === 0 || record.readings.some((r) => r.time === null)) {
+    refuse("the page cannot read every reading's time, so it cannot re-check the answer");
+  }
+  const verdicts = record.readings.map((r) => signer.verdictAt(r.time));
+  const bindings = signer.bindings();
+  const at = (t) => bindings.find((b) => b.from <= t && (b.until === null || t < b.until)) ?? null;
+  out.binding = at(record.readings[0].time);
+  out.keyValid = verdicts.find((x) => x !== "VALID") ?? "valid";
+  const bound = evse === undefined || (evse !== null && record.readings.every((r) => at(r.time)?.evseIds.includes(evse)));
+  out.valid = out.keyValid === "valid" && bound;
+  if (!out.valid) {
+    out.why = out.keyValid !== "valid" ? `the key was ${out.keyValid} at a reading` : "the key was not bound to the record's EVSE at every reading";
+    return out;
+  }
+  const meterOk = record.readings.every((r) => r.status === "G" && (r.errorFlags ?? "") === "");
+  const cdrOk = !outcomesOf(v, "METER_VALUE_CHECK_CDR_KEY").includes("CHECK_OUTCOME_FAIL");
+  out.billable = meterOk && cdrOk;
+  if (!out.billable) out.why = meterOk ? "the key the CDR carries is not the registry's" : "the meter reported a bad status or an error";
+  return out;
 }
 
 /**
- * Re-checks a `GetHistory` answer about the identifier (`kind`, `value` as asked): the history
- * is that identifier's complete chain as known at the basis, each entry exactly as proven.
- * Returns the decoded entries, newest first.
+ * Re-checks a `GetHistory` answer about the identifier asked for (`kind`, `value`): the
+ * history is that identifier's complete chain as known at the basis, each entry exactly as
+ * proven. Returns the decoded entries, newest first.
  */
 export async function checkHistory(response, pinned, kind, value) {
   const evidence = await openEvidence(response.proof, pinned);
   const asOf = Number(response.basis?.logSize ?? 0);
   if (asOf > evidence.checkpoint.size) refuse("the answer's basis is past its checkpoint");
-  const proof = (response.proof.mapProofs || []).find((m) => KIND_NAMES[m.identifier?.kind] === kind && canonical(m.identifier.value) === canonical(value));
+  const wanted = normalValue(kind, value);
+  const proof = (response.proof.mapProofs || []).find((m) => KIND_NAMES[m.identifier?.kind] === kind && m.identifier.value === wanted);
   if (!proof) refuse(`the evidence has no map proof for ${value}`);
-  const chain = evidence.chain(kind, proof.identifier.value).filter((e) => e.position < asOf);
+  const chain = evidence.chain(kind, wanted).filter((e) => e.position < asOf);
   const shown = response.entries || [];
-  if (!response.nextPageToken && shown.length !== chain.length) refuse(`the server shows ${shown.length} entries, the evidence proves ${chain.length}`);
+  if (response.nextPageToken) refuse("the history has more than one page; the page shows only whole histories");
+  if (shown.length !== chain.length) refuse(`the server shows ${shown.length} entries, the evidence proves ${chain.length}`);
   shown.forEach((s, i) => {
     const proven = chain[i];
     if (!proven || Number(s.position) !== proven.position || !equal(fromBase64(s.entry || ""), proven.bytes)) {
       refuse(`entry ${s.position} is not the entry the evidence proves`);
     }
   });
-  return { checkpoint: evidence.checkpoint, entries: chain.slice(0, shown.length), evidence, asOf };
+  return { checkpoint: evidence.checkpoint, entries: chain, evidence, asOf };
 }

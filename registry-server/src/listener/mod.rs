@@ -27,10 +27,10 @@ use crate::telemetry::Metrics;
 /// How connections are accepted.
 #[derive(Clone)]
 pub struct Accepting {
-    /// Connections open at once, in total.
-    pub max_connections: usize,
-    /// From one peer (0: no cap).
-    pub max_connections_per_peer: usize,
+    /// Connections open at once, in total and per peer. Listeners given clones of one budget
+    /// (the gRPC port and the web face) share it: together they stay below the open-files
+    /// limit.
+    pub connections: Budget,
     /// Silent and idle peers are closed after these.
     pub deadlines: Deadlines,
     /// TLS, when configured.
@@ -71,8 +71,7 @@ pub fn incoming(
     stop: CancellationToken,
 ) -> ReceiverStream<Result<Conn, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
-    let connections =
-        Budget::new(accepting.max_connections.max(1), accepting.max_connections_per_peer);
+    let connections = accepting.connections.clone();
     tokio::spawn(async move {
         let warn = Throttled::default();
         loop {

@@ -136,21 +136,21 @@ async fn observe(
         .extensions()
         .get::<axum::extract::ConnectInfo<listener::WebPeer>>()
         .map(|c| c.0.0.clone());
-    let _busy = peer.as_ref().map(|p| p.activity.begin());
+    let busy = peer.as_ref().map(|p| p.activity.begin());
     let method = request.method().clone();
     let started = std::time::Instant::now();
     let share = match &peer {
         Some(p) => observer.calls.take(p.key, 1).map(Some),
         None => Ok(None),
     };
-    let mut response = match share {
-        Ok(_share) => next.run(request).await,
+    let (mut response, held) = match share {
+        Ok(share) => (next.run(request).await, Some((share, busy))),
         Err(_) => {
             observer.metrics.refused("calls_per_peer");
-            error::HttpError(tonic::Status::resource_exhausted(
+            let refusal = error::HttpError(tonic::Status::resource_exhausted(
                 "this peer has as many calls in progress as one may have (max_calls_per_peer); retry later",
-            ))
-            .into_response()
+            ));
+            (refusal.into_response(), None)
         }
     };
     let peer = peer.map(|p| p.key.to_string());
@@ -171,7 +171,38 @@ async fn observe(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(crate::telemetry::REQUEST_ID, value);
     }
-    response
+    match held {
+        Some(held) => response.map(|body| axum::body::Body::new(Holding { body, _held: held })),
+        None => response,
+    }
+}
+
+/// A response body that keeps the request's place in the per-peer count and its connection's
+/// activity until the answer has been sent (a tile bundle or a large batch answer takes a
+/// while to a slow client), as the gRPC port's calls do.
+struct Holding<T> {
+    body: axum::body::Body,
+    _held: T,
+}
+
+impl<T: Unpin> http_body::Body for Holding<T> {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A request's route for metrics: one of a fixed set, so that no client can mint labels.
