@@ -298,6 +298,11 @@ async fn the_web_port_caps_a_peers_connections_and_closes_silent_ones() {
     })
     .await;
     let addr = f.registry.server.web_addr().expect("a web listener");
+    let grpc = f.registry.server.local_addr();
+    // The fixture's own gRPC client would hold one of this peer's connections.
+    let Fixture { registry, client, admin: _ } = f;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let request = b"GET /healthz HTTP/1.1\r\nhost: registry\r\n\r\n";
     let mut buf = [0u8; 512];
 
@@ -318,6 +323,13 @@ async fn the_web_port_caps_a_peers_connections_and_closes_silent_ones() {
         .expect("the connection over the cap is closed")
         .unwrap_or(0);
     assert_eq!(n, 0, "answered over the cap: {}", String::from_utf8_lossy(&buf[..n]));
+    // The two ports share one budget: the gRPC port refuses this peer too.
+    let mut other = TcpStream::connect(grpc).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut buf))
+        .await
+        .expect("the gRPC connection over the shared cap is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
 
     // Once they close, a connection that sends nothing is closed after the handshake timeout.
     drop(held);
@@ -331,4 +343,5 @@ async fn the_web_port_caps_a_peers_connections_and_closes_silent_ones() {
     // And the port still serves.
     let reply = get(addr, "/healthz").await;
     assert_eq!(reply.status, 200);
+    drop(registry);
 }
