@@ -223,6 +223,19 @@ async fn a_driver_sees_billable_tampered_and_too_early_records_verified_in_the_b
     let trust = b.client.find(Locator::Id("last-checkpoint")).await.unwrap().text().await.unwrap();
     assert!(trust.contains(&s.f.origin()), "{trust}");
 
+    // The log grows; the next answer's checkpoint is accepted only with a consistency proof
+    // from the one this browser saw (and remembered across page loads).
+    let seen = s.f.log_size();
+    registry_tests::register_at_evse(&s.f, &s.abc, "DE*ABC*E3").await;
+    assert!(s.f.log_size() > seen);
+    let text = paste_and_check(&b.client, &base, &good).await;
+    assert!(text.contains("Billable"), "{text}");
+    let trust = b.client.find(Locator::Id("last-checkpoint")).await.unwrap().text().await.unwrap();
+    assert!(
+        trust.contains(&format!("\n{}\n", s.f.log_size())),
+        "the newer checkpoint is kept: {trust}"
+    );
+
     let tampered = good.replace("1548.730", "1648.730");
     let text = paste_and_check(&b.client, &base, &tampered).await;
     assert!(text.contains("Not billable"), "{text}");

@@ -86,8 +86,47 @@ function checkpointLine(cp) {
   return h("p", { class: "checkpoint" }, t("checkedAgainst", cp.size, verify.toHex(cp.root).slice(0, 16)));
 }
 
-function noteCheckpoint(cp) {
-  state.checkpoint = cp;
+const REMEMBERED = `keyregistry.checkpoint.${pinned.origin}`;
+
+/** The last checkpoint this browser accepted from this registry (checked again), or null. */
+async function remembered() {
+  if (state.checkpoint) return state.checkpoint;
+  try {
+    const text = localStorage.getItem(REMEMBERED);
+    return text ? await verify.openCheckpoint(text, pinned.keyDer, pinned.origin) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Accepts a verified checkpoint only if the registry proves it consistent with the last one
+ * this browser saw (RFC 9162 consistency proof), so a registry that rewrote or forked its
+ * history is caught; remembers the newer one.
+ */
+async function accept(cp) {
+  const last = await remembered();
+  if (last && last.size !== cp.size) {
+    const [old, now] = last.size < cp.size ? [last, cp] : [cp, last];
+    if (old.size > 0) {
+      const proof = await call("AuditService", "GetConsistencyProof", { fromSize: String(old.size), toSize: String(now.size) });
+      try {
+        await verify.verifyConsistency(old.size, now.size, old.root, now.root, (proof.proof || []).map(verify.fromBase64));
+      } catch (e) {
+        throw new verify.Refusal(`the registry's checkpoints of ${old.size} and ${now.size} entries are not consistent (${e.message}): its history was rewritten or forked`);
+      }
+    }
+  } else if (last && verify.toHex(last.root) !== verify.toHex(cp.root)) {
+    throw new verify.Refusal(`the registry showed two different logs of ${cp.size} entries: its history was forked`);
+  }
+  if (!last || cp.size >= last.size) {
+    state.checkpoint = cp;
+    try {
+      localStorage.setItem(REMEMBERED, cp.text + cp.signature);
+    } catch {
+      /* private browsing: remembered for this visit only */
+    }
+  }
   renderCheckpoint();
 }
 
@@ -122,7 +161,7 @@ async function check(text) {
     const response = await call("LookupService", "ValidateSignedMeterValues", request);
     try {
       const verified = await verify.checkMeterValues(response, pinned, asked);
-      noteCheckpoint(verified.checkpoint);
+      await accept(verified.checkpoint);
       state.check = { response, verified };
     } catch (e) {
       state.check = { response, refusal: e.message };
@@ -237,7 +276,7 @@ async function lookup(value, chosen) {
     const response = await call("LookupService", "GetHistory", { identifier: { kind: KIND_ENUM[kind], value }, prove: true, pageSize: 1000 });
     try {
       const verified = await verify.checkHistory(response, pinned, kind, value);
-      noteCheckpoint(verified.checkpoint);
+      await accept(verified.checkpoint);
       state.lookup = { value, kind, verified, authors: await authors(verified.entries) };
     } catch (e) {
       state.lookup = { value, kind, refusal: e.message };

@@ -282,7 +282,7 @@ export async function openCheckpoint(note, keyDer, origin) {
   if (root.length !== 32) refuse("the checkpoint's root is malformed");
   const ext = body.slice(3).find((l) => l.startsWith("keyregistry.v1 map "));
   const mapRoot = ext ? fromBase64(ext.slice("keyregistry.v1 map ".length)) : null;
-  return { origin, size: Number(body[1]), root, mapRoot, text };
+  return { origin, size: Number(body[1]), root, mapRoot, text, signature: note.slice(blank + 1) };
 }
 
 // ---- protobuf ----------------------------------------------------------------------------
@@ -935,7 +935,9 @@ export async function checkHistory(response, pinned, kind, value) {
   const wanted = normalValue(kind, value);
   const proof = (response.proof.mapProofs || []).find((m) => KIND_NAMES[m.identifier?.kind] === kind && m.identifier.value === wanted);
   if (!proof) refuse(`the evidence has no map proof for ${value}`);
-  const chain = evidence.chain(kind, wanted).filter((e) => e.position < asOf);
+  const all = evidence.chain(kind, wanted);
+  if (all.some((e) => e.position >= asOf)) refuse("the answer is out of date: the registry's log has newer entries about it; check again");
+  const chain = all.filter((e) => e.position < asOf);
   const shown = response.entries || [];
   if (response.nextPageToken) refuse("the history has more than one page; the page shows only whole histories");
   if (shown.length !== chain.length) refuse(`the server shows ${shown.length} entries, the evidence proves ${chain.length}`);
