@@ -369,9 +369,20 @@ async fn a_lookup_draws_the_charge_points_key_timeline() {
         json!(3),
         "first key at E1, second at E1 then at DE*XYZ*E9: {counts}"
     );
-    assert!(
-        counts["marks"].as_array().unwrap().iter().all(|m| m.as_str().unwrap().starts_with('#'))
-    );
+    let marks = counts["marks"].as_array().unwrap();
+    assert!(marks.iter().all(|m| m.as_str().unwrap().starts_with('#')));
+    // Each key's whole life, from its own proven history: registration and confirmation of both
+    // keys, the first one's end, the second one's release and takeover.
+    assert_eq!(marks.len(), 7, "{counts}");
+    let confirmations: Value = b
+        .client
+        .execute(
+            "return document.querySelectorAll('#lookup-result svg .mark-confirmed').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(confirmations, json!(2), "both confirmations are drawn");
     screenshot(&b.client, "timeline").await;
 
     // Every form control has a label, so a screen reader names it.

@@ -277,7 +277,7 @@ async function lookup(value, chosen) {
     try {
       const verified = await verify.checkHistory(response, pinned, kind, value);
       await accept(verified.checkpoint);
-      state.lookup = { value, kind, verified, authors: await authors(verified.entries) };
+      state.lookup = { value, kind, verified, authors: await authors(verified.entries), lives: await keyLives(verified.entries, kind) };
     } catch (e) {
       state.lookup = { value, kind, refusal: e.message };
     }
@@ -316,6 +316,24 @@ function keysOf(entries) {
     }
   }
   return keys;
+}
+
+/**
+ * Each key's whole life for the picture: an EVSE's or a serial's chain holds only the entries
+ * that touched it, while a key's confirmation, rejection or end may link the key alone. So the
+ * page asks for each key's own history, proven and checked like the first (at most 20 keys).
+ */
+async function keyLives(entries, kind) {
+  const keys = keysOf(entries);
+  if (kind === "key") return keys;
+  const lives = new Map();
+  for (const fp of [...keys.keys()].slice(0, 20)) {
+    const response = await call("LookupService", "GetHistory", { identifier: { kind: KIND_ENUM.key, value: fp }, prove: true, pageSize: 1000 });
+    const verified = await verify.checkHistory(response, pinned, "key", fp);
+    await accept(verified.checkpoint);
+    lives.set(fp, keysOf(verified.entries).get(fp) ?? keys.get(fp));
+  }
+  return lives;
 }
 
 function bindingsOf(events) {
@@ -358,7 +376,7 @@ function renderLookup() {
   if (s.refusal) return out.replaceChildren(refusedBox(s.refusal));
   const { entries, checkpoint } = s.verified;
   if (entries.length === 0) return out.replaceChildren(h("p", { class: "box" }, t("nothingKnown", s.value)), checkpointLine(checkpoint));
-  const keys = keysOf(entries);
+  const keys = s.lives ?? keysOf(entries);
   const now = Date.now() * 1000;
   const rows = [...keys.entries()].map(([fp, events]) => ({
     label: short(fp),
