@@ -77,6 +77,11 @@ impl KeyCache {
         self.keys.len()
     }
 
+    /// Index groups held (one per EVSE ID, meter serial and gateway serial).
+    pub fn groups(&self) -> usize {
+        self.index.len()
+    }
+
     /// True when no key record is held.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

@@ -114,12 +114,22 @@ pub fn measure(config: &Config) -> Result<Usage, StoreError> {
         config.snapshot_min_records,
     )?;
     let cache = KeyCache::new();
-    measured(&mut memory, "decoded key records and identifier indexes (key cache)", || {
-        crate::projection::fill_cache(&store, &cache, &|| false)
+    let before = resident();
+    let mut keys_done = before;
+    crate::projection::fill_cache_observed(&store, &cache, &|| false, &mut || {
+        keys_done = resident();
     })?;
-    if let Some(last) = memory.last_mut() {
-        last.records = Some(cache.len() as u64);
-    }
+    let after = resident();
+    memory.push(Memory {
+        part: "decoded key records (key cache)",
+        bytes: keys_done as i64 - before as i64,
+        records: Some(cache.len() as u64),
+    });
+    memory.push(Memory {
+        part: "identifier indexes, decoded (key cache)",
+        bytes: after as i64 - keys_done as i64,
+        records: Some(cache.groups() as u64),
+    });
     let buckets = measured(&mut memory, "map buckets, decoded (the writer's)", || {
         crate::map::MapBuckets::load(&store)
     })?;

@@ -273,6 +273,17 @@ pub fn fill_cache(
     cache: &KeyCache,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), StoreError> {
+    fill_cache_observed(store, cache, stop, &mut || {})
+}
+
+/// [`fill_cache`], calling `between` once the key records are in and before the indexes are
+/// read (`registry-server usage` measures the two apart).
+pub fn fill_cache_observed(
+    store: &dyn LogStore,
+    cache: &KeyCache,
+    stop: &dyn Fn() -> bool,
+    between: &mut dyn FnMut(),
+) -> Result<(), StoreError> {
     let go_on = || match stop() {
         true => Err(StoreError::Io("stopped before the end".into())),
         false => Ok(()),
@@ -286,6 +297,7 @@ pub fn fill_cache(
             })
         },
         |keep| {
+            between();
             store.for_each(INDEX, &mut |k, v| {
                 go_on()?;
                 let (prefix, fingerprint) = split_index_key(k)?;
