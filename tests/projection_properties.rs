@@ -593,7 +593,10 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
             assert_eq!(filled.key(fp).unwrap().as_deref(), Some(record), "cached key {fp}");
         }
         for ((kind, value), map) in &replayed.index {
-            let want: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let want: Vec<([u8; 32], u64)> = map
+                .iter()
+                .map(|(k, v)| (registry_core::lifecycle::fingerprint_bytes(k).expect("hex"), *v))
+                .collect();
             let mut got = live.indexed(*kind, value).unwrap().to_vec();
             got.sort();
             assert_eq!(got, want, "index {kind:?} {value}");

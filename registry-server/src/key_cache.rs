@@ -109,7 +109,7 @@ impl KeyCache {
     pub fn group(
         &self,
         prefix: &[u8],
-        load: impl FnOnce() -> Result<Vec<(String, u64)>, StoreError>,
+        load: impl FnOnce() -> Result<Vec<([u8; 32], u64)>, StoreError>,
     ) -> Result<IndexGroup, StoreError> {
         let complete = self.is_complete();
         if let Some(g) = self.index.get(prefix) {
@@ -154,14 +154,14 @@ impl KeyCache {
     pub fn fill(
         &self,
         keys: impl FnOnce(&mut dyn FnMut(KeyRecord)) -> Result<(), StoreError>,
-        index: impl FnOnce(&mut dyn FnMut(&[u8], &str, u64)) -> Result<(), StoreError>,
+        index: impl FnOnce(&mut dyn FnMut(&[u8], [u8; 32], u64)) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         keys(&mut |record| {
             self.keep_key(record);
         })?;
         // Index records arrive grouped (prefix, then fingerprint, in key order).
         let mut prefix: Vec<u8> = Vec::new();
-        let mut members: Vec<(String, u64)> = Vec::new();
+        let mut members: Vec<([u8; 32], u64)> = Vec::new();
         index(&mut |p, fingerprint, position| {
             if p != prefix.as_slice() {
                 if !members.is_empty() {
@@ -169,7 +169,7 @@ impl KeyCache {
                 }
                 prefix = p.to_vec();
             }
-            members.push((fingerprint.to_string(), position));
+            members.push((fingerprint, position));
         })?;
         if !members.is_empty() {
             self.keep_group(&prefix, to_group(members));
@@ -181,16 +181,16 @@ impl KeyCache {
 
 /// Orders members as the store does (by fingerprint), so answers do not depend on where a
 /// group came from.
-fn to_group(mut members: Vec<(String, u64)>) -> IndexGroup {
+fn to_group(mut members: Vec<([u8; 32], u64)>) -> IndexGroup {
     members.sort_unstable();
     members.into()
 }
 
 /// A group with one more member, kept in fingerprint order.
-pub fn with_member(group: &[(String, u64)], fingerprint: &str, position: u64) -> IndexGroup {
+pub fn with_member(group: &[([u8; 32], u64)], fingerprint: [u8; 32], position: u64) -> IndexGroup {
     let mut members = group.to_vec();
-    let at = members.partition_point(|(f, _)| f.as_str() < fingerprint);
-    members.insert(at, (fingerprint.into(), position));
+    let at = members.partition_point(|(f, _)| *f < fingerprint);
+    members.insert(at, (fingerprint, position));
     members.into()
 }
 
@@ -206,6 +206,11 @@ mod tests {
     const AA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const BB: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
     const CC: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+
+    /// A fingerprint as an index member.
+    fn id(fingerprint: &str) -> [u8; 32] {
+        registry_core::lifecycle::fingerprint_bytes(fingerprint).expect("lowercase hex")
+    }
 
     fn record(fingerprint: &str, events: u64) -> KeyRecord {
         let at = |position| Stamp { position, recorded_at: chrono::DateTime::UNIX_EPOCH };
@@ -242,7 +247,7 @@ mod tests {
     fn a_stale_fill_never_replaces_what_the_writer_put() {
         let cache = KeyCache::new();
         cache.put_key(record(AA, 2));
-        cache.put_group(b"e1\0", Arc::new([(AA.into(), 0), (BB.into(), 7)]));
+        cache.put_group(b"e1\0", Arc::new([(id(AA), 0), (id(BB), 7)]));
         // The walk read the store before the writer's batch reached it.
         cache
             .fill(
@@ -252,8 +257,8 @@ mod tests {
                     Ok(())
                 },
                 |keep| {
-                    keep(b"e1\0", AA, 0);
-                    keep(b"e2\0", CC, 3);
+                    keep(b"e1\0", id(AA), 0);
+                    keep(b"e2\0", id(CC), 3);
                     Ok(())
                 },
             )
@@ -262,9 +267,9 @@ mod tests {
         assert_eq!(cache.key(AA, no_store).unwrap().unwrap().history.len(), 2);
         assert_eq!(cache.key(CC, no_store).unwrap().unwrap().history.len(), 1);
         let e1: Vec<_> = cache.group(b"e1\0", no_store).unwrap().iter().cloned().collect();
-        assert_eq!(e1, vec![(AA.into(), 0), (BB.into(), 7)]);
+        assert_eq!(e1, vec![(id(AA), 0), (id(BB), 7)]);
         let e2: Vec<_> = cache.group(b"e2\0", no_store).unwrap().iter().cloned().collect();
-        assert_eq!(e2, vec![(CC.into(), 3)]);
+        assert_eq!(e2, vec![(id(CC), 3)]);
     }
 
     #[test]
@@ -282,8 +287,8 @@ mod tests {
         assert!(cache.key(BB, || Ok(None)).unwrap().is_none());
         assert!(cache.key(BB, || Ok(Some(record(BB, 1)))).unwrap().is_some());
         assert!(cache.group(b"e9\0", || Ok(vec![])).unwrap().is_empty());
-        let g = cache.group(b"e9\0", || Ok(vec![(BB.into(), 4), (AA.into(), 2)])).unwrap();
-        assert_eq!(&g[..], &[(AA.into(), 2), (BB.into(), 4)], "in fingerprint order");
+        let g = cache.group(b"e9\0", || Ok(vec![(id(BB), 4), (id(AA), 2)])).unwrap();
+        assert_eq!(&g[..], &[(id(AA), 2), (id(BB), 4)], "in fingerprint order");
     }
 
     #[test]
@@ -324,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_new_member_keeps_the_group_in_fingerprint_order() {
-        let g = with_member(&[(AA.into(), 1), (CC.into(), 2)], BB, 9);
-        assert_eq!(&g[..], &[(AA.into(), 1), (BB.into(), 9), (CC.into(), 2)]);
+        let g = with_member(&[(id(AA), 1), (id(CC), 2)], id(BB), 9);
+        assert_eq!(&g[..], &[(id(AA), 1), (id(BB), 9), (id(CC), 2)]);
     }
 }

@@ -264,10 +264,11 @@ pub(super) fn evses_free<S: State>(
         for (fp, _) in
             state.indexed(IdentifierKind::Evse, evse.as_str()).map_err(DecideError::State)?.iter()
         {
+            let fp = hex::encode(fp);
             if ignore.contains(&fp.as_str()) {
                 continue;
             }
-            let Some(other) = state.key(fp).map_err(DecideError::State)? else { continue };
+            let Some(other) = state.key(&fp).map_err(DecideError::State)? else { continue };
             let other = other.now();
             if other.state() == KeyState::Rejected {
                 continue;

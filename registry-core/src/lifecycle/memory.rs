@@ -39,7 +39,7 @@ impl State for MemoryState {
     fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, Self::Error> {
         Ok(self.index.get(&(kind, value.to_string())).map_or_else(
             || Arc::new([]) as IndexGroup,
-            |m| m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            |m| m.iter().filter_map(|(k, v)| Some((super::fingerprint_bytes(k)?, *v))).collect(),
         ))
     }
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, Self::Error> {

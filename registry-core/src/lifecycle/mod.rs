@@ -36,4 +36,6 @@ pub use record::{
     Stamp, state_name,
 };
 pub use request_id::{RegistryAction, is_reserved_request_id};
-pub use state::{DecideError, IndexGroup, RejectCode, Rejection, State, StateMut};
+pub use state::{
+    DecideError, IndexGroup, RejectCode, Rejection, State, StateMut, fingerprint_bytes,
+};

@@ -32,10 +32,11 @@ fn unit_free<S: State>(
     for (kind, serial, name) in serials {
         let Some(serial) = serial else { continue };
         for (fp, _) in state.indexed(kind, serial).map_err(DecideError::State)?.iter() {
+            let fp = hex::encode(fp);
             if ignore.contains(&fp.as_str()) {
                 continue;
             }
-            let Some(other) = state.key(fp).map_err(DecideError::State)? else { continue };
+            let Some(other) = state.key(&fp).map_err(DecideError::State)? else { continue };
             if other.registration.manufacturer != key.manufacturer {
                 continue;
             }

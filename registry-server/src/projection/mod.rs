@@ -113,6 +113,15 @@ fn split_index_key(key: &[u8]) -> Result<(&[u8], &str), StoreError> {
     Ok((&key[..at], index_fingerprint(key, at)?))
 }
 
+/// A fingerprint as an index member: its 32 bytes (the registry writes only lowercase hex).
+fn index_member(fingerprint: &str) -> Result<[u8; 32], StoreError> {
+    registry_core::lifecycle::fingerprint_bytes(fingerprint).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "index fingerprint {fingerprint:?} is not 64 lowercase hex digits"
+        ))
+    })
+}
+
 fn index_fingerprint(key: &[u8], at: usize) -> Result<&str, StoreError> {
     std::str::from_utf8(&key[at..])
         .map_err(|_| StoreError::Corrupt("index fingerprint is not UTF-8".into()))
@@ -123,12 +132,12 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<'_, R> {
         self.kv.get(KEYS, fingerprint.as_bytes())?.map(|b| decode(&b, "key")).transpose()
     }
 
-    fn stored_group(&self, prefix: &[u8]) -> Result<Vec<(String, u64)>, StoreError> {
+    fn stored_group(&self, prefix: &[u8]) -> Result<Vec<([u8; 32], u64)>, StoreError> {
         self.kv
             .scan_prefix(INDEX, prefix)?
             .into_iter()
             .map(|(k, v)| {
-                Ok((index_fingerprint(&k, prefix.len())?.to_string(), u64_value(&v, "index")?))
+                Ok((index_member(index_fingerprint(&k, prefix.len())?)?, u64_value(&v, "index")?))
             })
             .collect()
     }
@@ -201,11 +210,12 @@ impl StateMut for Projection<'_, &mut View<'_>> {
         let prefix = index_prefix(kind, value);
         // An index entry records when the key first appeared under the value; keep that.
         let group = self.group(&prefix)?;
-        if group.iter().any(|(f, _)| f == fingerprint) {
+        let member = index_member(fingerprint)?;
+        if group.iter().any(|(f, _)| *f == member) {
             return Ok(());
         }
         if let Some(cache) = &self.cache {
-            cache.put_group(&prefix, key_cache::with_member(&group, fingerprint, position));
+            cache.put_group(&prefix, key_cache::with_member(&group, member, position));
         }
         let mut key = prefix;
         key.extend_from_slice(fingerprint.as_bytes());
@@ -301,7 +311,7 @@ pub fn fill_cache_observed(
             store.for_each(INDEX, &mut |k, v| {
                 go_on()?;
                 let (prefix, fingerprint) = split_index_key(k)?;
-                keep(prefix, fingerprint, u64_value(v, "index")?);
+                keep(prefix, index_member(fingerprint)?, u64_value(v, "index")?);
                 Ok(())
             })
         },
