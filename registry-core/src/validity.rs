@@ -225,7 +225,7 @@ pub fn candidates<S: State>(
         if *added >= as_of {
             continue;
         }
-        if let Some(record) = state.key(&hex::encode(fp))?
+        if let Some(record) = state.key_by_id(fp)?
             && record.registered_at() < as_of
         {
             out.push(record);

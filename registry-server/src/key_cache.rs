@@ -94,9 +94,19 @@ impl KeyCache {
         load: impl FnOnce() -> Result<Option<KeyRecord>, StoreError>,
     ) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         let Some(id) = key_id(fingerprint) else { return Ok(load()?.map(Arc::new)) };
+        self.key_by_id(&id, load)
+    }
+
+    /// A key record by its fingerprint's bytes; `load` reads the store while the cache is
+    /// still being filled.
+    pub fn key_by_id(
+        &self,
+        id: &KeyId,
+        load: impl FnOnce() -> Result<Option<KeyRecord>, StoreError>,
+    ) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         // The flag first (see the module documentation).
         let complete = self.is_complete();
-        if let Some(r) = self.keys.get(&id) {
+        if let Some(r) = self.keys.get(id) {
             return Ok(Some(r.value().clone()));
         }
         if complete {

@@ -264,11 +264,10 @@ pub(super) fn evses_free<S: State>(
         for (fp, _) in
             state.indexed(IdentifierKind::Evse, evse.as_str()).map_err(DecideError::State)?.iter()
         {
-            let fp = hex::encode(fp);
-            if ignore.contains(&fp.as_str()) {
+            if ignore.iter().any(|i| super::fingerprint_bytes(i).as_ref() == Some(fp)) {
                 continue;
             }
-            let Some(other) = state.key(&fp).map_err(DecideError::State)? else { continue };
+            let Some(other) = state.key_by_id(fp).map_err(DecideError::State)? else { continue };
             let other = other.now();
             if other.state() == KeyState::Rejected {
                 continue;
@@ -281,7 +280,8 @@ pub(super) fn evses_free<S: State>(
                 return Err(Rejection::precondition(
                     &format!("{field}[{i}]"),
                     format!(
-                        "{evse} is bound to key {fp} from {}{until}, overlapping {}",
+                        "{evse} is bound to key {} from {}{until}, overlapping {}",
+                        hex::encode(fp),
                         time::format(&b.from),
                         time::format(&from)
                     ),

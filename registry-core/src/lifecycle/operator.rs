@@ -32,11 +32,10 @@ fn unit_free<S: State>(
     for (kind, serial, name) in serials {
         let Some(serial) = serial else { continue };
         for (fp, _) in state.indexed(kind, serial).map_err(DecideError::State)?.iter() {
-            let fp = hex::encode(fp);
-            if ignore.contains(&fp.as_str()) {
+            if ignore.iter().any(|i| super::fingerprint_bytes(i).as_ref() == Some(fp)) {
                 continue;
             }
-            let Some(other) = state.key(&fp).map_err(DecideError::State)? else { continue };
+            let Some(other) = state.key_by_id(fp).map_err(DecideError::State)? else { continue };
             if other.registration.manufacturer != key.manufacturer {
                 continue;
             }
@@ -49,8 +48,9 @@ fn unit_free<S: State>(
                 return Err(Rejection::precondition(
                     &format!("{field}.{name}"),
                     format!(
-                        "signing unit {} {serial} already has key {fp} at an overlapping time; a new key for the same unit goes through rotate_key or replace_key",
-                        if key.manufacturer.is_empty() { "(no manufacturer)" } else { &key.manufacturer }
+                        "signing unit {} {serial} already has key {} at an overlapping time; a new key for the same unit goes through rotate_key or replace_key",
+                        if key.manufacturer.is_empty() { "(no manufacturer)" } else { &key.manufacturer },
+                        hex::encode(fp)
                     ),
                 )
                 .into());

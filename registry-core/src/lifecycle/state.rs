@@ -16,6 +16,11 @@ pub trait State {
     type Error;
     /// A key record, shared: backends that keep records in memory hand them out without copying.
     fn key(&self, fingerprint: &str) -> Result<Option<Arc<KeyRecord>>, Self::Error>;
+    /// A key record by its fingerprint's 32 bytes, as index groups name keys; backends that
+    /// key their records by those bytes answer without writing the fingerprint out.
+    fn key_by_id(&self, id: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>, Self::Error> {
+        self.key(&hex::encode(id))
+    }
     /// Keys ever indexed under an EVSE ID or a serial, with the position that added each.
     /// (Nothing asks for an operator's keys this way, so operators are not indexed: an index
     /// entry per key would make every operator's group as large as its fleet.)

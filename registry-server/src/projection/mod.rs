@@ -160,6 +160,13 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R>
         }
     }
 
+    fn key_by_id(&self, id: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        match &self.cache {
+            Some(cache) => cache.key_by_id(id, || self.stored_key(&hex::encode(id))),
+            None => Ok(self.stored_key(&hex::encode(id))?.map(Arc::new)),
+        }
+    }
+
     fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, StoreError> {
         self.group(&index_prefix(kind, value))
     }
