@@ -41,13 +41,7 @@ type KeyId = [u8; 32];
 /// digits); any other text has no record here and is looked up in the store, so the cache
 /// answers exactly as the store would.
 fn key_id(fingerprint: &str) -> Option<KeyId> {
-    let lower_hex = |b: &u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
-    if fingerprint.len() != 64 || !fingerprint.as_bytes().iter().all(lower_hex) {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    hex::decode_to_slice(fingerprint, &mut id).ok()?;
-    Some(id)
+    registry_core::lifecycle::fingerprint_bytes(fingerprint)
 }
 
 /// See the module documentation.

@@ -45,12 +45,6 @@ export function fromBase64(text) {
   return out;
 }
 
-export function toBase64(bytes) {
-  let bin = "";
-  for (const b of bytes) bin += String.fromCharCode(b);
-  return btoa(bin);
-}
-
 export function fromHex(text) {
   const s = text.trim();
   if (s.length % 2 !== 0 || /[^0-9a-fA-F]/.test(s)) refuse("not hex");
@@ -600,25 +594,6 @@ export class KeyLife {
 }
 
 // ---- time --------------------------------------------------------------------------------
-
-/** RFC 3339 (protobuf JSON Timestamp) to microseconds. */
-export function parseRfc3339(text) {
-  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/.exec(text || "");
-  if (!m) refuse(`not a timestamp: ${text}`);
-  return civil(m.slice(1, 7), m[7] || "", m[8]);
-}
-
-function civil(parts, fraction, zone) {
-  const [y, mo, d, h, mi, s] = parts.map(Number);
-  let offset = 0;
-  if (zone !== "Z") {
-    const z = /^([+-])(\d{2}):?(\d{2})$/.exec(zone);
-    if (!z) refuse(`not a time zone: ${zone}`);
-    offset = (z[1] === "-" ? -1 : 1) * (Number(z[2]) * 60 + Number(z[3]));
-  }
-  const ms = Date.UTC(y, mo - 1, d, h, mi, s) - offset * 60000;
-  return ms * 1000 + Number((fraction + "000000").slice(0, 6));
-}
 
 /**
  * An OCMF `TM` (`2019-08-13T10:03:15,000+0000 S`) as microseconds, read as the registry reads
