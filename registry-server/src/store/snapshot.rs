@@ -1,15 +1,15 @@
 //! Snapshot files: every projection record at one log size, sorted, in one checksummed file.
 //!
 //! A snapshot is what makes in-memory projections durable without writing each record to the
-//! storage engine (see [`super::layered`]): written sequentially in the background, read whole
-//! at start, then the log after its size is replayed. It binds itself to the log it was cut
-//! from (the leaf hash of its last entry), so a snapshot from another log or another branch of
-//! history is never used, and it carries a SHA-256 of everything it holds, so a damaged file is
-//! refused instead of answering wrongly. Either way the registry falls back to the log, which
+//! storage engine (see [`super::layered`]): written sequentially in the background, checked
+//! whole at start, then the log after its size is replayed. It binds itself to the log it was
+//! cut from (the leaf hash of its last entry), so a snapshot from another log or another branch
+//! of history is never used, and it carries a SHA-256 of everything it holds, so a damaged file
+//! is refused instead of answering wrongly. Either way the registry falls back to the log, which
 //! is the only source of truth: a snapshot only saves time.
 //!
 //! ```text
-//! header   magic "KRSNAP01", log size (u64 BE), leaf hash of entry size-1 (32; zeros if 0),
+//! header   magic "KRSNAP02", log size (u64 BE), leaf hash of entry size-1 (32; zeros if 0),
 //!          record count (u64 BE)
 //! records  count × (key length (u32 BE), value length (u32 BE), key, value), keys ascending
 //! offsets  count × offset of the record from the start of the file (u64 BE)
@@ -19,10 +19,21 @@
 //! The checksum is a hash of piece hashes so that the pieces hash on every core at once: at a
 //! million keys a snapshot is close to 1 GB, and a start reads and checks all of it.
 //!
+//! A snapshot in use is the file itself, mapped into memory, not a copy of it: the key records
+//! and indexes it holds are decoded once into the key cache, so a second, undecoded copy on the
+//! heap would double what a key costs. Pages a whole walk has read are handed back
+//! ([`Snapshot::release`]); the kernel keeps them in its page cache while memory allows, and a
+//! later read finds them there or on disk. The file is never written once it has its name (a
+//! new snapshot is a new file renamed over it), so the mapped bytes never change under a
+//! reader; a cut checks the checksum of the snapshot it copies, so bytes damaged at rest since
+//! the start are refused rather than sealed into the next one.
+//!
 //! Keys are the projection keys prefixed by their keyspace name and a zero byte, so one sorted
 //! run holds every keyspace in the order [`super::Keyspace`] sorts.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 use registry_core::merkle::Hash;
 use sha2::{Digest, Sha256};
@@ -34,99 +45,316 @@ const PIECE: usize = 16 << 20;
 const HEADER: usize = 8 + 8 + 32 + 8;
 const TRAILER: usize = 32;
 
-/// Sorted projection records in one buffer: the layout of a snapshot file, in memory.
+/// The bytes of a snapshot: built in memory (small ones, tests) or its file, mapped.
+enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl Bytes {
+    /// Maps `file` (opened by this module, never written once named: see the module docs).
+    fn map(file: &File) -> Result<Self, StoreError> {
+        // SAFETY: the mapping is read-only and private, and the file behind it is never
+        // written, truncated or shortened while mapped: snapshots are written under a
+        // temporary name and renamed into place, and a replaced or removed file lives on
+        // (unnamed) until its last mapping is gone.
+        let map = unsafe { memmap2::MmapOptions::new().map(file) }
+            .map_err(|e| StoreError::Io(format!("mapping the projection snapshot: {e}")))?;
+        Ok(Bytes::Mapped(map))
+    }
+
+    /// Hands the pages of `range` back to the kernel (mapped bytes only; a no-op otherwise).
+    fn release(&self, range: std::ops::Range<usize>) {
+        let Bytes::Mapped(map) = self else { return };
+        let page = rustix::param::page_size();
+        // Only whole pages inside the range: a page shared with bytes outside stays.
+        let start = range.start.div_ceil(page) * page;
+        let end = (range.end.min(map.len()) / page) * page;
+        if start >= end {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a private, read-only file mapping that was never written
+        // (so it holds no copied-on-write pages) drops the pages from this process only; the
+        // next read maps the same bytes again from the file, which never changes while mapped
+        // (see `Bytes::map`). Readers holding slices of the range therefore see no change.
+        let advised = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+        if let Err(e) = advised {
+            tracing::debug!(error = %e, "madvise(DONTNEED) on the projection snapshot");
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bytes::Owned(v) => write!(f, "Owned({} bytes)", v.len()),
+            Bytes::Mapped(m) => write!(f, "Mapped({} bytes)", m.len()),
+        }
+    }
+}
+
+/// Sorted projection records in the layout of a snapshot file.
 #[derive(Debug)]
 pub struct Snapshot {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     size: u64,
     last_leaf: Hash,
-    /// Start of each record; validated at construction, so reads index without checks.
-    offsets: Vec<usize>,
+    count: usize,
+    /// Where the offset table starts. The layout was validated at construction (or written
+    /// here), so reads index without checks.
+    table: usize,
+}
+
+/// Writes the snapshot format to any seekable sink, hashing it piece by piece as it goes, so a
+/// snapshot of any size streams to its file without being held in memory.
+struct Encoder<W> {
+    out: W,
+    written: usize,
+    /// Piece 0 holds the header, whose record count is only known at the end: it is kept
+    /// until then (at most [`PIECE`] bytes) and hashed last.
+    first: Vec<u8>,
+    piece: Sha256,
+    piece_len: usize,
+    pieces: Vec<[u8; 32]>,
+    offsets: Vec<u64>,
+    last_key: Option<Vec<u8>>,
+}
+
+impl<W: Write + Seek> Encoder<W> {
+    fn new(out: W, size: u64, last_leaf: Hash) -> Result<Self, StoreError> {
+        let mut encoder = Self {
+            out,
+            written: 0,
+            first: Vec::with_capacity(HEADER),
+            piece: Sha256::new(),
+            piece_len: 0,
+            pieces: Vec::new(),
+            offsets: Vec::new(),
+            last_key: None,
+        };
+        encoder.emit(MAGIC)?;
+        encoder.emit(&size.to_be_bytes())?;
+        encoder.emit(&last_leaf)?;
+        encoder.emit(&[0; 8])?; // the count, once known
+        Ok(encoder)
+    }
+
+    fn emit(&mut self, mut bytes: &[u8]) -> Result<(), StoreError> {
+        self.out.write_all(bytes)?;
+        if self.written < PIECE {
+            let n = bytes.len().min(PIECE - self.written);
+            self.first.extend_from_slice(&bytes[..n]);
+            self.written += n;
+            bytes = &bytes[n..];
+        }
+        while !bytes.is_empty() {
+            let n = bytes.len().min(PIECE - self.piece_len);
+            self.piece.update(&bytes[..n]);
+            self.piece_len += n;
+            self.written += n;
+            bytes = &bytes[n..];
+            if self.piece_len == PIECE {
+                self.pieces.push(std::mem::take(&mut self.piece).finalize().into());
+                self.piece_len = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if self.last_key.as_deref().is_some_and(|last| last >= key) {
+            return Err(StoreError::Corrupt("snapshot records are not in key order".into()));
+        }
+        self.offsets.push(self.written as u64);
+        self.emit(&len32(key.len())?.to_be_bytes())?;
+        self.emit(&len32(value.len())?.to_be_bytes())?;
+        self.emit(key)?;
+        self.emit(value)?;
+        match &mut self.last_key {
+            Some(last) => {
+                last.clear();
+                last.extend_from_slice(key);
+            }
+            None => self.last_key = Some(key.to_vec()),
+        }
+        Ok(())
+    }
+
+    /// Writes the offset table, the count and the trailer; the layout's count and table start.
+    fn finish(mut self) -> Result<(W, usize, usize), StoreError> {
+        let count = self.offsets.len();
+        let table = self.written;
+        for o in std::mem::take(&mut self.offsets) {
+            self.emit(&o.to_be_bytes())?;
+        }
+        let count_bytes = (count as u64).to_be_bytes();
+        self.first[HEADER - 8..HEADER].copy_from_slice(&count_bytes);
+        self.out.seek(SeekFrom::Start((HEADER - 8) as u64))?;
+        self.out.write_all(&count_bytes)?;
+        self.out.seek(SeekFrom::End(0))?;
+        let mut outer = Sha256::new();
+        outer.update(Sha256::digest(&self.first));
+        for h in &self.pieces {
+            outer.update(h);
+        }
+        if self.piece_len > 0 {
+            outer.update(self.piece.finalize());
+        }
+        self.out.write_all(&outer.finalize())?;
+        Ok((self.out, count, table))
+    }
+}
+
+/// A snapshot written under its temporary name and flushed to disk, not yet in place: the
+/// writer renames it over the old one only once the log it describes is durable. Dropped
+/// without [`Written::install`], it removes its file.
+pub struct Written {
+    file: File,
+    temporary: PathBuf,
+    size: u64,
+    last_leaf: Hash,
+    count: usize,
+    table: usize,
+    installed: bool,
+}
+
+impl Written {
+    /// Renames the file over `path` durably (a crash leaves the old snapshot or this one) and
+    /// returns it, mapped, as the snapshot in use.
+    pub fn install(mut self, path: &Path) -> Result<Snapshot, StoreError> {
+        std::fs::rename(&self.temporary, path)?;
+        self.installed = true;
+        crate::files::sync_parent(path)?;
+        Ok(Snapshot {
+            bytes: Bytes::map(&self.file)?,
+            size: self.size,
+            last_leaf: self.last_leaf,
+            count: self.count,
+            table: self.table,
+        })
+    }
+
+    /// Bytes of the file.
+    pub fn len(&self) -> usize {
+        self.table + self.count * 8 + TRAILER
+    }
+
+    /// True when the file holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Records written.
+    pub fn records(&self) -> usize {
+        self.count
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
 }
 
 impl Snapshot {
     /// No records, at log size 0.
     pub fn empty() -> Self {
-        Self { bytes: Vec::new(), size: 0, last_leaf: [0; 32], offsets: Vec::new() }
+        Self::build(0, [0; 32], std::iter::empty::<(&[u8], &[u8])>())
+            .unwrap_or_else(|_| unreachable!("no records cannot be out of order"))
     }
 
     /// Builds a snapshot of `records` (keys strictly ascending) at log `size`, whose last
-    /// entry has leaf hash `last_leaf`.
+    /// entry has leaf hash `last_leaf`, in memory: for small ones (what a rebuild keeps of
+    /// other keyspaces, tests). Large ones stream to their file ([`Snapshot::write_new`]).
     pub fn build<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         size: u64,
         last_leaf: Hash,
         records: impl Iterator<Item = (K, V)>,
     ) -> Result<Self, StoreError> {
-        Self::build_with_capacity(size, last_leaf, records, 0)
+        let mut encoder = Encoder::new(std::io::Cursor::new(Vec::new()), size, last_leaf)?;
+        for (key, value) in records {
+            encoder.record(key.as_ref(), value.as_ref())?;
+        }
+        let (out, count, table) = encoder.finish()?;
+        Ok(Self { bytes: Bytes::Owned(out.into_inner()), size, last_leaf, count, table })
     }
 
-    /// [`Snapshot::build`] into a buffer with room for `capacity` bytes of records and offsets
-    /// to start with: at hundreds of megabytes, growing by doubling costs copies and fresh
-    /// pages.
-    pub fn build_with_capacity<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    /// Writes a snapshot of `records` (keys strictly ascending) at log `size` beside `path`,
+    /// under its temporary name, and flushes it to disk; [`Written::install`] puts it in place.
+    /// On any failure no temporary file is left behind.
+    pub fn write_new<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        path: &Path,
         size: u64,
         last_leaf: Hash,
         records: impl Iterator<Item = (K, V)>,
-        capacity: usize,
-    ) -> Result<Self, StoreError> {
-        let mut bytes = Vec::with_capacity(capacity + HEADER + TRAILER);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&size.to_be_bytes());
-        bytes.extend_from_slice(&last_leaf);
-        bytes.extend_from_slice(&[0; 8]); // the count, once known
-        let mut offsets = Vec::new();
-        // Where the previous key sits in `bytes`: records may be owned and gone by now.
-        let mut last: Option<std::ops::Range<usize>> = None;
+    ) -> Result<Written, StoreError> {
+        let temporary = crate::files::temporary(path);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        // From here on the guard removes the file on every way out but success.
+        let mut written =
+            Written { file, temporary, size, last_leaf, count: 0, table: 0, installed: false };
+        let mut encoder =
+            Encoder::new(std::io::BufWriter::with_capacity(1 << 20, &written.file), size, last_leaf)?;
         for (key, value) in records {
-            let (key, value) = (key.as_ref(), value.as_ref());
-            if last.is_some_and(|l| &bytes[l] >= key) {
-                return Err(StoreError::Corrupt("snapshot records are not in key order".into()));
-            }
-            let at = bytes.len();
-            last = Some(at + 8..at + 8 + key.len());
-            offsets.push(at);
-            bytes.extend_from_slice(&len32(key.len())?.to_be_bytes());
-            bytes.extend_from_slice(&len32(value.len())?.to_be_bytes());
-            bytes.extend_from_slice(key);
-            bytes.extend_from_slice(value);
+            encoder.record(key.as_ref(), value.as_ref())?;
         }
-        bytes[HEADER - 8..HEADER].copy_from_slice(&(offsets.len() as u64).to_be_bytes());
-        for o in &offsets {
-            bytes.extend_from_slice(&(*o as u64).to_be_bytes());
-        }
-        let digest = seal(&bytes);
-        bytes.extend_from_slice(&digest);
-        Ok(Self { bytes, size, last_leaf, offsets })
+        let (out, count, table) = encoder.finish()?;
+        out.into_inner().map_err(|e| StoreError::Io(e.error().to_string()))?;
+        written.file.sync_all()?;
+        (written.count, written.table) = (count, table);
+        Ok(written)
     }
 
     /// Parses and checks a snapshot file's contents: checksum, layout, key order.
-    pub fn decode(bytes: Vec<u8>) -> Result<Self, StoreError> {
+    #[cfg(test)]
+    fn decode(bytes: Vec<u8>) -> Result<Self, StoreError> {
+        Self::check(Bytes::Owned(bytes))
+    }
+
+    /// Checks `bytes` as a snapshot: checksum, layout, key order. Mapped pages are handed
+    /// back as the checks pass them, so checking a large file does not make it resident.
+    fn check(bytes: Bytes) -> Result<Self, StoreError> {
         let bad = |why: &str| StoreError::Corrupt(format!("snapshot: {why}"));
         if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
             return Err(bad("not a snapshot file (magic or length)"));
         }
         let body = bytes.len() - TRAILER;
-        if seal(&bytes[..body])[..] != bytes[body..] {
+        if seal(&bytes[..body], &|piece| bytes.release(piece))[..] != bytes[body..] {
             return Err(bad("checksum mismatch"));
         }
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_be_bytes(b)
-        };
-        let size = u64_at(8);
+        let size = u64_at(&bytes, 8);
         let mut last_leaf = [0u8; 32];
         last_leaf.copy_from_slice(&bytes[16..48]);
-        let count = usize::try_from(u64_at(48)).map_err(|_| bad("record count"))?;
+        let count = usize::try_from(u64_at(&bytes, 48)).map_err(|_| bad("record count"))?;
         let table = count
             .checked_mul(8)
             .and_then(|t| body.checked_sub(t))
             .filter(|start| *start >= HEADER)
             .ok_or_else(|| bad("offset table does not fit"))?;
-        let mut offsets = Vec::with_capacity(count);
         let mut next = HEADER;
+        let mut released = 0;
+        let mut previous: Option<std::ops::Range<usize>> = None;
         for i in 0..count {
-            let at = usize::try_from(u64_at(table + i * 8)).map_err(|_| bad("offset"))?;
+            let at = usize::try_from(u64_at(&bytes, table + i * 8)).map_err(|_| bad("offset"))?;
             if at != next || at.checked_add(8).is_none_or(|end| end > table) {
                 return Err(bad("records are not contiguous"));
             }
@@ -136,33 +364,47 @@ impl Snapshot {
                 .and_then(|n| n.checked_add(v))
                 .filter(|n| *n <= table)
                 .ok_or_else(|| bad("a record runs past the records"))?;
-            offsets.push(at);
+            let key = at + 8..at + 8 + k;
+            if previous.is_some_and(|p| bytes[p] >= bytes[key.clone()]) {
+                return Err(bad("records are not in key order"));
+            }
+            previous = Some(key);
+            if at - released >= PIECE {
+                bytes.release(released..at);
+                released = at;
+            }
         }
         if next != table {
             return Err(bad("bytes between the records and the offset table"));
         }
-        let snapshot = Self { bytes, size, last_leaf, offsets };
-        for i in 1..snapshot.len() {
-            if snapshot.key(i - 1) >= snapshot.key(i) {
-                return Err(bad("records are not in key order"));
-            }
-        }
-        Ok(snapshot)
+        bytes.release(0..bytes.len());
+        Ok(Self { bytes, size, last_leaf, count, table })
     }
 
     /// Reads and checks the snapshot at `path`; `None` if there is none.
     pub fn read(path: &Path) -> Result<Option<Self>, StoreError> {
-        match std::fs::read(path) {
-            Ok(bytes) => Self::decode(bytes).map(Some),
+        match File::open(path) {
+            Ok(file) => Self::check(Bytes::map(&file)?).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Writes the snapshot to `path` durably ([`crate::files::replace`]): a crash leaves either
-    /// the old snapshot or the new one, and a failure leaves no temporary file.
-    pub fn write(&self, path: &Path) -> Result<(), StoreError> {
-        Ok(crate::files::replace(path, &self.bytes)?)
+    /// Checks the checksum again: bytes read from the file long after the start (a cut copies
+    /// every record) must still be the ones checked then.
+    pub fn verify(&self) -> Result<(), StoreError> {
+        let body = self.bytes.len() - TRAILER;
+        if seal(&self.bytes[..body], &|piece| self.bytes.release(piece))[..] != self.bytes[body..] {
+            return Err(StoreError::Corrupt(
+                "the projection snapshot in use changed on disk since it was checked".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Hands the pages read so far back to the kernel (a mapped snapshot; see the module docs).
+    pub fn release(&self) {
+        self.bytes.release(0..self.bytes.len());
     }
 
     /// The log size the records reflect.
@@ -177,12 +419,12 @@ impl Snapshot {
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.offsets.len()
+        self.count
     }
 
     /// True when there are no records.
     pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+        self.count == 0
     }
 
     /// Bytes of the encoded snapshot (what the file holds).
@@ -190,25 +432,35 @@ impl Snapshot {
         self.bytes.len()
     }
 
+    fn offset(&self, i: usize) -> usize {
+        u64_at(&self.bytes, self.table + i * 8) as usize
+    }
+
     fn key(&self, i: usize) -> &[u8] {
-        let at = self.offsets[i];
+        let at = self.offset(i);
         let k = u32_at(&self.bytes, at) as usize;
         &self.bytes[at + 8..at + 8 + k]
     }
 
     /// Record `i`: key and value.
     pub fn record(&self, i: usize) -> (&[u8], &[u8]) {
-        let at = self.offsets[i];
+        let at = self.offset(i);
         let (k, v) = (u32_at(&self.bytes, at) as usize, u32_at(&self.bytes, at + 4) as usize);
         (&self.bytes[at + 8..at + 8 + k], &self.bytes[at + 8 + k..at + 8 + k + v])
     }
 
     /// Index of the first record whose key is not below `key`.
     pub fn lower_bound(&self, key: &[u8]) -> usize {
-        self.offsets.partition_point(|&at| {
-            let k = u32_at(&self.bytes, at) as usize;
-            &self.bytes[at + 8..at + 8 + k] < key
-        })
+        let (mut low, mut high) = (0, self.count);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if self.key(mid) < key {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
     }
 
     /// The value of `key`.
@@ -224,9 +476,10 @@ impl Snapshot {
 }
 
 /// The checksum of `body`: SHA-256 over the SHA-256 of each [`PIECE`], pieces hashed on up to
-/// as many threads as there are cores.
-fn seal(body: &[u8]) -> [u8; 32] {
-    let pieces: Vec<&[u8]> = body.chunks(PIECE).collect();
+/// as many threads as there are cores; `done` gets each piece's range once it is hashed.
+fn seal(body: &[u8], done: &(dyn Fn(std::ops::Range<usize>) + Sync)) -> [u8; 32] {
+    let pieces: Vec<(usize, &[u8])> =
+        body.chunks(PIECE).enumerate().map(|(i, p)| (i * PIECE, p)).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     let per_thread = pieces.len().div_ceil(threads).max(1);
     let hashes: Vec<[u8; 32]> = std::thread::scope(|s| {
@@ -234,7 +487,14 @@ fn seal(body: &[u8]) -> [u8; 32] {
             .chunks(per_thread)
             .map(|group| {
                 s.spawn(move || {
-                    group.iter().map(|p| <[u8; 32]>::from(Sha256::digest(p))).collect::<Vec<_>>()
+                    group
+                        .iter()
+                        .map(|(at, p)| {
+                            let hash = <[u8; 32]>::from(Sha256::digest(p));
+                            done(*at..*at + p.len());
+                            hash
+                        })
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -248,6 +508,12 @@ fn seal(body: &[u8]) -> [u8; 32] {
         outer.update(h);
     }
     outer.finalize().into()
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(b)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -264,18 +530,26 @@ fn len32(n: usize) -> Result<u32, StoreError> {
 mod tests {
     use super::*;
 
+    fn records() -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..500u32).map(|i| (format!("k{i:05}").into_bytes(), i.to_be_bytes().to_vec())).collect()
+    }
+
     fn sample() -> Snapshot {
-        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..500u32)
-            .map(|i| (format!("k{i:05}").into_bytes(), i.to_be_bytes().to_vec()))
-            .collect();
-        Snapshot::build(42, [7; 32], records.iter().map(|(k, v)| (&k[..], &v[..]))).unwrap()
+        Snapshot::build(42, [7; 32], records().into_iter()).unwrap()
+    }
+
+    /// The encoded bytes of [`sample`].
+    fn sample_bytes() -> Vec<u8> {
+        sample().bytes.to_vec()
     }
 
     #[test]
     fn a_snapshot_reads_back_what_was_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.snap");
-        sample().write(&path).unwrap();
+        let installed =
+            Snapshot::write_new(&path, 42, [7; 32], records().into_iter()).unwrap().install(&path);
+        assert_eq!(installed.unwrap().get(b"k00007"), Some(&7u32.to_be_bytes()[..]));
         let read = Snapshot::read(&path).unwrap().unwrap();
         assert_eq!((read.size(), read.last_leaf(), read.len()), (42, [7; 32], 500));
         assert_eq!(read.get(b"k00123"), Some(&123u32.to_be_bytes()[..]));
@@ -288,7 +562,7 @@ mod tests {
 
     #[test]
     fn any_changed_byte_is_refused() {
-        let bytes = sample().bytes;
+        let bytes = sample_bytes();
         for at in [0, 9, 20, 50, HEADER + 3, bytes.len() / 2, bytes.len() - 40, bytes.len() - 1] {
             let mut damaged = bytes.clone();
             damaged[at] ^= 1;
@@ -301,7 +575,7 @@ mod tests {
     /// `bytes` with its checksum recomputed: only the structural checks can refuse it.
     fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
         let body = bytes.len() - TRAILER;
-        let digest = seal(&bytes[..body]);
+        let digest = seal(&bytes[..body], &|_| {});
         bytes[body..].copy_from_slice(&digest);
         bytes
     }
@@ -313,17 +587,17 @@ mod tests {
         for piece in body.chunks(PIECE) {
             outer.update(Sha256::digest(piece));
         }
-        assert_eq!(seal(&body), <[u8; 32]>::from(outer.finalize()));
+        assert_eq!(seal(&body, &|_| {}), <[u8; 32]>::from(outer.finalize()));
         let mut swapped = body.clone();
         swapped[..PIECE].copy_from_slice(&body[PIECE..2 * PIECE]);
         swapped[PIECE..2 * PIECE].copy_from_slice(&body[..PIECE]);
-        assert_ne!(seal(&swapped), seal(&body));
-        assert_eq!(seal(&[]), <[u8; 32]>::from(Sha256::digest([0u8; 0].as_slice())));
+        assert_ne!(seal(&swapped, &|_| {}), seal(&body, &|_| {}));
+        assert_eq!(seal(&[], &|_| {}), <[u8; 32]>::from(Sha256::digest([0u8; 0].as_slice())));
     }
 
     #[test]
     fn a_well_sealed_file_with_a_broken_layout_is_refused() {
-        let bytes = sample().bytes;
+        let bytes = sample_bytes();
         let table = bytes.len() - TRAILER - 500 * 8;
         let damage: [(&str, usize, u8); 5] = [
             ("record count", HEADER - 1, 1),
@@ -344,5 +618,57 @@ mod tests {
     fn records_out_of_order_are_refused() {
         let records = [(&b"b"[..], &b""[..]), (&b"a"[..], &b""[..])];
         assert!(Snapshot::build(1, [0; 32], records.into_iter()).is_err());
+    }
+
+    /// Records of about 100 bytes each, enough for three checksum pieces.
+    fn large() -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+        (0..(PIECE * 5 / 2 / 100) as u64)
+            .map(|i| (format!("r{i:012}").into_bytes(), vec![(i % 251) as u8; 80]))
+    }
+
+    #[test]
+    fn a_streamed_file_holds_the_bytes_an_in_memory_build_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.snap");
+        let written = Snapshot::write_new(&path, 9, [3; 32], large()).unwrap();
+        let in_memory = Snapshot::build(9, [3; 32], large()).unwrap();
+        assert_eq!(written.len(), in_memory.encoded_len());
+        assert!(written.len() > 2 * PIECE, "more than two pieces: {}", written.len());
+        let installed = written.install(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), in_memory.bytes.to_vec());
+        // Read back through the map, after its pages were handed back.
+        let read = Snapshot::read(&path).unwrap().unwrap();
+        read.release();
+        let key = b"r000000123456";
+        assert_eq!(read.get(key), in_memory.get(key));
+        assert_eq!(installed.get(key), Some(&[(123_456 % 251) as u8; 80][..]));
+        assert_eq!(read.len(), in_memory.len());
+        read.verify().unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_not_installed_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.snap");
+        drop(Snapshot::write_new(&path, 1, [0; 32], records().into_iter()).unwrap());
+        let unordered = [(&b"b"[..], &b""[..]), (&b"a"[..], &b""[..])];
+        assert!(Snapshot::write_new(&path, 1, [0; 32], unordered.into_iter()).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file left behind");
+    }
+
+    #[test]
+    fn a_snapshot_changed_on_disk_after_its_check_fails_verification() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.snap");
+        let snapshot =
+            Snapshot::write_new(&path, 42, [7; 32], records().into_iter()).unwrap().install(&path);
+        let snapshot = snapshot.unwrap();
+        snapshot.verify().unwrap();
+        // What a damaged disk or a careless hand would do to the file in place.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_at(b"X", (HEADER + 10) as u64).unwrap();
+        snapshot.release();
+        assert!(snapshot.verify().is_err(), "a change at rest went unnoticed");
     }
 }

@@ -45,6 +45,9 @@ pub const MIN_CUT: usize = 100_000;
 /// Records a projection walk copies per read lock, so a long walk never holds the writer up.
 const WALK_CHUNK: usize = 4_096;
 
+/// Records a walk reads between two hand-backs of the base's pages (see [`Snapshot::release`]).
+const RELEASE_EVERY: usize = 64 * WALK_CHUNK;
+
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 #[derive(Debug)]
@@ -79,9 +82,6 @@ struct Shared {
     /// The background cut, if one was started: joined before the next and at the end.
     cutting: Mutex<Option<std::thread::JoinHandle<()>>>,
     min_cut: usize,
-    /// Bytes of the snapshot the last clear dropped: what the rebuilt one will about take, so
-    /// it is allocated once instead of doubling (and copying) its way there.
-    cleared_bytes: std::sync::atomic::AtomicUsize,
     /// After a failed cut, no new one starts before this: a snapshot that cannot be written
     /// (a full disk) is retried after 1 s, 2 s, 4 s, ... up to [`MAX_BACKOFF`], not at every
     /// write, where each try would fill the disk again with a temporary file.
@@ -195,7 +195,6 @@ impl LayeredStore {
                 cutting: Mutex::new(None),
                 min_cut: min_cut.max(1),
                 backoff: Mutex::new(Backoff::default()),
-                cleared_bytes: Default::default(),
                 last_cut_micros: Default::default(),
             }),
         })
@@ -353,43 +352,41 @@ impl Shared {
             let layers = self.layers.read().map_err(|_| poisoned())?;
             (layers.frozen.clone().unwrap_or_default(), layers.base.clone())
         };
+        // The base is read from its file long after the start checked it: a change at rest
+        // since then must stop the cut, not be sealed into the next snapshot.
+        base.verify()?;
         let last_leaf = leaf_at(self.inner.as_ref(), size)?;
         let records = Merged::new(vec![
             Box::new(frozen.iter().map(|(k, v)| (&k[..], v.as_deref()))),
             Box::new(base.iter_from(b"").map(|(k, v)| (k, Some(v)))),
         ])
         .filter_map(|(k, v)| v.map(|v| (k, v)));
-        // At most this large (a frozen record may replace one of the base's).
-        let capacity = base.encoded_len()
-            + frozen
-                .iter()
-                .map(|(k, v)| 16 + k.len() + v.as_ref().map_or(0, Vec::len))
-                .sum::<usize>();
-        let snapshot = Snapshot::build_with_capacity(size, last_leaf, records, capacity)?;
+        let written = Snapshot::write_new(&self.path, size, last_leaf, records)?;
+        base.release();
         drop((frozen, base));
         // The snapshot may only describe entries that survive a crash.
         self.wait_synced(size)?;
-        self.install_file(&snapshot, started)?;
-        Ok(snapshot)
+        self.install(written, started)
     }
 
-    /// Writes `snapshot` as the store's file (built from `started` on), durably.
-    fn install_file(
+    /// Puts `written` in place as the store's file (built from `started` on) and returns it.
+    fn install(
         &self,
-        snapshot: &Snapshot,
+        written: super::snapshot::Written,
         started: std::time::Instant,
-    ) -> Result<(), StoreError> {
-        snapshot.write(&self.path)?;
+    ) -> Result<Snapshot, StoreError> {
+        let (bytes, records) = (written.len(), written.records());
+        let snapshot = written.install(&self.path)?;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
         self.last_cut_micros.store(micros, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             size = snapshot.size(),
-            records = snapshot.len(),
-            bytes = snapshot.encoded_len(),
+            records,
+            bytes,
             seconds = started.elapsed().as_secs_f64(),
             "projection snapshot written"
         );
-        Ok(())
+        Ok(snapshot)
     }
 
     /// Starts a background cut at `size` (the active layer is frozen already).
@@ -547,6 +544,7 @@ impl LogStore for LayeredStore {
     fn for_each(&self, keyspace: Keyspace, visit: &mut Visitor<'_>) -> Result<(), StoreError> {
         let start = full_key(keyspace, b"");
         let mut last: Option<Vec<u8>> = None;
+        let mut walked = 0;
         loop {
             let chunk = {
                 let layers = self.shared.layers.read().map_err(|_| poisoned())?;
@@ -557,7 +555,14 @@ impl LogStore for LayeredStore {
                 visit(&k[start.len()..], v)?;
             }
             if chunk.len() < WALK_CHUNK {
+                // A whole walk (the key cache's fill) has decoded what it read: the base's
+                // pages go back to the kernel rather than stay resident beside the copy.
+                self.shared.layers.read().map_err(|_| poisoned())?.base.release();
                 return Ok(());
+            }
+            walked += chunk.len();
+            if walked % RELEASE_EVERY < WALK_CHUNK {
+                self.shared.layers.read().map_err(|_| poisoned())?.base.release();
             }
             last = chunk.into_iter().next_back().map(|(k, _)| k);
         }
@@ -621,8 +626,6 @@ impl LogStore for LayeredStore {
         remove_durably(&self.shared.path)?;
         let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
         let dropped = |k: &[u8]| keyspaces.iter().any(|ks| k.starts_with(&full_key(*ks, b"")));
-        let dropped_bytes = layers.base.encoded_len();
-        self.shared.cleared_bytes.store(dropped_bytes, std::sync::atomic::Ordering::Relaxed);
         let kept = layers
             .merged(Bound::Unbounded)
             .filter(|(k, _)| !dropped(k))
@@ -675,13 +678,12 @@ impl LogStore for LayeredStore {
         let started = std::time::Instant::now();
         let last_leaf = leaf_at(self.shared.inner.as_ref(), size)?;
         let records = records.map(|(keyspace, key, value)| (full_key(keyspace, &key), value));
-        let hint = self.shared.cleared_bytes.swap(0, std::sync::atomic::Ordering::Relaxed);
-        let snapshot = Snapshot::build_with_capacity(size, last_leaf, records, hint + hint / 8)?;
+        let written = Snapshot::write_new(&self.shared.path, size, last_leaf, records)?;
         // As for every cut: the snapshot may only describe entries that survive a crash.
         if self.shared.durability()?.synced < size {
             self.shared.sync()?;
         }
-        self.shared.install_file(&snapshot, started)?;
+        let snapshot = self.shared.install(written, started)?;
         let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
         layers.base = Arc::new(snapshot);
         layers.projected = Some(size);
