@@ -125,6 +125,39 @@ pub struct Link {
     pub previous: Option<u64>,
 }
 
+/// The text a meter key was submitted as, next to its DER ([`Registration::public_key`]).
+///
+/// Nearly every key is submitted as the lowercase hex of its DER: that text is not kept but
+/// written again from the DER when asked for, so a million key records do not each hold 182
+/// characters the DER already says. Any other text (base64, PEM, uppercase, a raw point) is
+/// kept as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmittedKey(Option<Box<str>>);
+
+impl SubmittedKey {
+    /// The text `submitted` of the key whose DER is `der`.
+    pub fn new(submitted: &str, der: &[u8]) -> Self {
+        Self((!is_lower_hex_of(submitted, der)).then(|| submitted.into()))
+    }
+
+    /// The text as submitted, given the key's DER.
+    pub fn text(&self, der: &[u8]) -> std::borrow::Cow<'_, str> {
+        match &self.0 {
+            Some(text) => std::borrow::Cow::Borrowed(text),
+            None => std::borrow::Cow::Owned(hex::encode(der)),
+        }
+    }
+}
+
+/// Whether `text` is `bytes` in lowercase hex, checked without writing the hex out.
+fn is_lower_hex_of(text: &str, bytes: &[u8]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    text.len() == bytes.len() * 2
+        && text.as_bytes().chunks_exact(2).zip(bytes).all(|(pair, b)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 15)]
+        })
+}
+
 /// A meter key registration as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
@@ -135,7 +168,7 @@ pub struct Registration {
     /// DER SubjectPublicKeyInfo.
     pub public_key: Vec<u8>,
     /// As submitted.
-    pub submitted_public_key: String,
+    pub submitted_public_key: SubmittedKey,
     /// The operator it is bound to.
     pub operator_id: OperatorId,
     /// The EVSE IDs it is bound to.
@@ -268,6 +301,29 @@ impl Event {
             | Event::KeyReleased { fingerprint, .. }
             | Event::KeyTakenOver { fingerprint, .. } => Some(fingerprint),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_submitted_as_its_lowercase_hex_is_written_again_from_the_der() {
+        let der = [0x30, 0x59, 0xab, 0x0f];
+        let hex = SubmittedKey::new("3059ab0f", &der);
+        assert_eq!(hex, SubmittedKey(None), "the hex of the DER is not kept");
+        assert_eq!(hex.text(&der), "3059ab0f");
+    }
+
+    #[test]
+    fn any_other_submitted_text_is_kept_as_it_was() {
+        let der = [0x30, 0x59, 0xab, 0x0f];
+        for text in ["3059AB0F", "3059ab0", "3059ab0f0", "MFmrDw==", "3059ab0e", ""] {
+            let kept = SubmittedKey::new(text, &der);
+            assert_eq!(kept.text(&der), text);
+            assert!(kept.0.is_some(), "{text:?} must be kept");
         }
     }
 }

@@ -201,7 +201,7 @@ pub fn with_member(group: &[([u8; 32], u64)], fingerprint: [u8; 32], position: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use registry_core::event::Registration;
+    use registry_core::event::{Registration, SubmittedKey};
     use registry_core::ids::{EvseId, OperatorId};
     use registry_core::lifecycle::{KeyChange, KeyEvent, Stamp};
     use registry_core::meter_key::Curve;
@@ -222,7 +222,7 @@ mod tests {
             fingerprint: fingerprint.into(),
             curve: Curve::Secp256r1,
             public_key: vec![1, 2, 3],
-            submitted_public_key: "010203".into(),
+            submitted_public_key: SubmittedKey::new("010203", &[1, 2, 3]),
             operator_id: OperatorId::parse("DE*ABC").unwrap(),
             evse_ids: vec![EvseId::parse("DE*ABC*E1").unwrap()],
             meter_serial: Some("S1".into()),

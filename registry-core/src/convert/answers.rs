@@ -41,7 +41,7 @@ impl From<&KeyAsOf<'_>> for pb::KeyRecord {
             fingerprint: reg.fingerprint.clone(),
             curve: pb::Curve::from(reg.curve) as i32,
             public_key: reg.public_key.clone(),
-            submitted_public_key: reg.submitted_public_key.clone(),
+            submitted_public_key: reg.submitted_public_key.text(&reg.public_key).into_owned(),
             state: pb::KeyState::from(state) as i32,
             end_reason: reason.map_or(0, |r| pb::EndReason::from(r) as i32),
             ended_at: key.end().map(|(t, _, _)| time::to_timestamp(&t)),

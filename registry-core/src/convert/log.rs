@@ -3,7 +3,8 @@
 use crate::command::{MAX_COMMAND_BYTES, MAX_REGISTRY_CHARS, SignedCommand};
 use crate::error::FieldError;
 use crate::event::{
-    EndReason, Event, Identifier, IdentifierKind, Link, Registration, parse_fingerprint,
+    EndReason, Event, Identifier, IdentifierKind, Link, Registration, SubmittedKey,
+    parse_fingerprint,
 };
 use crate::ids::{EvseId, OperatorId};
 use crate::meter_key::{Curve, MeterKey};
@@ -124,8 +125,8 @@ impl TryFrom<&pb::Event> for Event {
                 Event::KeyRegistered(Registration {
                     fingerprint: fp,
                     curve,
+                    submitted_public_key: SubmittedKey::new(&r.submitted_public_key, &key.spki_der),
                     public_key: key.spki_der,
-                    submitted_public_key: r.submitted_public_key.clone(),
                     operator_id: operator(&r.operator_id, "key_registered.operator_id")?,
                     evse_ids: evses(&r.evse_ids, "key_registered.evse_ids")?,
                     meter_serial: opt(&r.meter_serial),
@@ -220,7 +221,7 @@ impl From<&Event> for pb::Event {
                 fingerprint: r.fingerprint.clone(),
                 curve: pb::Curve::from(r.curve) as i32,
                 public_key: r.public_key.clone(),
-                submitted_public_key: r.submitted_public_key.clone(),
+                submitted_public_key: r.submitted_public_key.text(&r.public_key).into_owned(),
                 operator_id: r.operator_id.to_string(),
                 evse_ids: strs(&r.evse_ids),
                 meter_serial: r.meter_serial.clone().unwrap_or_default(),

@@ -3,14 +3,16 @@
 //! the back-links a new entry carries. Both trust the log: a rule is checked once, by `decide`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use crate::entry::{EntryBody, EntryHeader};
 use crate::event::{Event, Identifier, IdentifierKind, Link, Registration};
 use crate::ids::OperatorId;
 use crate::keys;
 
-use super::record::{KeyChange, KeyEvent, KeyRecord, OperatorRecord, Role, SignerRecord, Stamp};
+use super::record::{
+    Ending, KeyChange, KeyEvent, KeyRecord, OperatorRecord, Relocation, Role, SignerRecord, Stamp,
+    Takeover,
+};
 use super::state::{State, StateMut};
 
 /// The identifiers an entry's events touch, judged by the state before the entry.
@@ -234,12 +236,10 @@ fn apply_event<S: StateMut>(
         }
         other => {
             let fp = other.fingerprint().expect("every other event is about a key");
-            let mut record = Arc::unwrap_or_clone(
-                state
-                    .key(fp)
-                    .map_err(ApplyError::State)?
-                    .ok_or_else(|| bad(format!("event about unregistered key {fp}")))?,
-            );
+            let record = state
+                .key(fp)
+                .map_err(ApplyError::State)?
+                .ok_or_else(|| bad(format!("event about unregistered key {fp}")))?;
             let change = match other {
                 Event::KeyConfirmed { published_in_tree_size, .. } => {
                     state.set_pending(fp, None).map_err(ApplyError::State)?;
@@ -247,16 +247,16 @@ fn apply_event<S: StateMut>(
                 }
                 Event::KeyRejected { reason, .. } => {
                     state.set_pending(fp, None).map_err(ApplyError::State)?;
-                    KeyChange::Rejected { reason: reason.clone() }
+                    KeyChange::Rejected { reason: reason.as_str().into() }
                 }
                 Event::KeyEnded { effective_at, reason, comment, successor, .. } => {
                     state.set_pending(fp, None).map_err(ApplyError::State)?;
-                    KeyChange::Ended {
+                    KeyChange::Ended(Box::new(Ending {
                         effective_at: *effective_at,
                         reason: *reason,
                         comment: comment.clone(),
                         successor: successor.clone(),
-                    }
+                    }))
                 }
                 Event::KeyRelocated { effective_at, evse_ids, .. } => {
                     for e in evse_ids {
@@ -264,10 +264,13 @@ fn apply_event<S: StateMut>(
                             .add_to_index(IdentifierKind::Evse, e.as_str(), fp, position)
                             .map_err(ApplyError::State)?;
                     }
-                    KeyChange::Relocated { effective_at: *effective_at, evse_ids: evse_ids.clone() }
+                    KeyChange::Relocated(Box::new(Relocation {
+                        effective_at: *effective_at,
+                        evse_ids: evse_ids.clone(),
+                    }))
                 }
                 Event::KeyReleased { to_operator_id, .. } => {
-                    KeyChange::Released { to_operator_id: to_operator_id.clone() }
+                    KeyChange::Released { to_operator_id: Box::new(to_operator_id.clone()) }
                 }
                 Event::KeyTakenOver { effective_at, operator_id, evse_ids, forced, .. } => {
                     for e in evse_ids {
@@ -275,17 +278,16 @@ fn apply_event<S: StateMut>(
                             .add_to_index(IdentifierKind::Evse, e.as_str(), fp, position)
                             .map_err(ApplyError::State)?;
                     }
-                    KeyChange::TakenOver {
+                    KeyChange::TakenOver(Box::new(Takeover {
                         effective_at: *effective_at,
                         operator_id: operator_id.clone(),
                         evse_ids: evse_ids.clone(),
                         forced: *forced,
-                    }
+                    }))
                 }
                 _ => unreachable!("handled above"),
             };
-            record.history.push(KeyEvent { at, change });
-            state.put_key(record).map_err(ApplyError::State)?;
+            state.put_key(record.with_event(KeyEvent { at, change })).map_err(ApplyError::State)?;
         }
     }
     Ok(())

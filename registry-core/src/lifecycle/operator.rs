@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::command::{Action, Command, NewKey};
-use crate::event::{EndReason, Event, IdentifierKind, Registration};
+use crate::event::{EndReason, Event, IdentifierKind, Registration, SubmittedKey};
 use crate::ids::{EvseId, OperatorId};
 use crate::time::Time;
 
@@ -90,7 +90,7 @@ fn registration(
         fingerprint: key.key.fingerprint.clone(),
         curve: key.key.curve,
         public_key: key.key.spki_der.clone(),
-        submitted_public_key: key.submitted.clone(),
+        submitted_public_key: SubmittedKey::new(&key.submitted, &key.key.spki_der),
         operator_id: operator_id.clone(),
         evse_ids: evse_ids.to_vec(),
         meter_serial: key.meter_serial.clone(),

@@ -19,6 +19,10 @@ pub struct Stamp {
 }
 
 /// A change to a key after (and including) its registration.
+///
+/// Nearly every key's history is a registration and a confirmation, held in memory for every
+/// key: the rarer changes keep their details behind a pointer, so an event takes 48 bytes
+/// instead of about 100. (Boxing changes nothing in the records' encoding.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyChange {
     /// Registered (details in [`KeyRecord::registration`]).
@@ -31,42 +35,54 @@ pub enum KeyChange {
     /// Rejected.
     Rejected {
         /// Why.
-        reason: String,
+        reason: Box<str>,
     },
     /// Ended.
-    Ended {
-        /// When.
-        effective_at: Time,
-        /// Why.
-        reason: EndReason,
-        /// For people.
-        comment: String,
-        /// Successor key.
-        successor: Option<String>,
-    },
+    Ended(Box<Ending>),
     /// Moved to other EVSE IDs.
-    Relocated {
-        /// When.
-        effective_at: Time,
-        /// New EVSE IDs.
-        evse_ids: Vec<EvseId>,
-    },
+    Relocated(Box<Relocation>),
     /// Released to another operator.
     Released {
         /// Who may take it over.
-        to_operator_id: OperatorId,
+        to_operator_id: Box<OperatorId>,
     },
     /// Moved to another operator.
-    TakenOver {
-        /// When.
-        effective_at: Time,
-        /// New operator.
-        operator_id: OperatorId,
-        /// New EVSE IDs.
-        evse_ids: Vec<EvseId>,
-        /// Forced by an administrator.
-        forced: bool,
-    },
+    TakenOver(Box<Takeover>),
+}
+
+/// How a key ended ([`KeyChange::Ended`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    /// When.
+    pub effective_at: Time,
+    /// Why.
+    pub reason: EndReason,
+    /// For people.
+    pub comment: String,
+    /// Successor key.
+    pub successor: Option<String>,
+}
+
+/// Where a key moved ([`KeyChange::Relocated`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relocation {
+    /// When.
+    pub effective_at: Time,
+    /// New EVSE IDs.
+    pub evse_ids: Vec<EvseId>,
+}
+
+/// Who took a key over ([`KeyChange::TakenOver`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Takeover {
+    /// When.
+    pub effective_at: Time,
+    /// New operator.
+    pub operator_id: OperatorId,
+    /// New EVSE IDs.
+    pub evse_ids: Vec<EvseId>,
+    /// Forced by an administrator.
+    pub forced: bool,
 }
 
 /// One event in a key's history.
@@ -141,9 +157,22 @@ pub struct KeyAsOf<'a> {
 }
 
 impl KeyRecord {
-    /// A new record from a registration event.
+    /// A new record from a registration event, without its proof-of-possession sample: it
+    /// was checked when the key was registered, no answer shows it, and at up to 16 KiB it
+    /// would be most of what a key costs in memory. The log entry keeps it.
     pub fn new(registration: Registration, at: Stamp) -> Self {
+        let registration = Registration { sample_signed_meter_value: None, ..registration };
         Self { registration, history: vec![KeyEvent { at, change: KeyChange::Registered }] }
+    }
+
+    /// The record with one more event. Its history is allocated at its exact length: records
+    /// live as long as the registry and are only ever one event longer, so the spare room a
+    /// growing `Vec` keeps would be memory held for nothing in every record.
+    pub fn with_event(&self, event: KeyEvent) -> Self {
+        let mut history = Vec::with_capacity(self.history.len() + 1);
+        history.extend_from_slice(&self.history);
+        history.push(event);
+        Self { registration: self.registration.clone(), history }
     }
 
     /// The fingerprint.
@@ -182,7 +211,7 @@ impl KeyAsOf<'_> {
     /// The rejection, if any.
     pub fn rejected(&self) -> Option<(&Stamp, &str)> {
         self.events.iter().find_map(|e| match &e.change {
-            KeyChange::Rejected { reason } => Some((&e.at, reason.as_str())),
+            KeyChange::Rejected { reason } => Some((&e.at, &**reason)),
             _ => None,
         })
     }
@@ -190,7 +219,7 @@ impl KeyAsOf<'_> {
     /// The end: when, why, where in the log.
     pub fn end(&self) -> Option<(Time, EndReason, &Stamp)> {
         self.events.iter().find_map(|e| match &e.change {
-            KeyChange::Ended { effective_at, reason, .. } => Some((*effective_at, *reason, &e.at)),
+            KeyChange::Ended(end) => Some((end.effective_at, end.reason, &e.at)),
             _ => None,
         })
     }
@@ -198,7 +227,7 @@ impl KeyAsOf<'_> {
     /// The successor key, if ended by replacement or rotation.
     pub fn successor(&self) -> Option<&str> {
         self.events.iter().find_map(|e| match &e.change {
-            KeyChange::Ended { successor: Some(s), .. } => Some(s.as_str()),
+            KeyChange::Ended(end) => end.successor.as_deref(),
             _ => None,
         })
     }
@@ -235,19 +264,19 @@ impl KeyAsOf<'_> {
         }];
         for e in &self.events[1..] {
             let (effective_at, next, why) = match &e.change {
-                KeyChange::Relocated { effective_at, evse_ids } => {
+                KeyChange::Relocated(moved) => {
                     let op = out
                         .last()
                         .map(|b| b.operator_id.clone())
                         .unwrap_or(reg.operator_id.clone());
-                    (*effective_at, Some((op, evse_ids.clone())), EndReason::Relocated)
+                    (moved.effective_at, Some((op, moved.evse_ids.clone())), EndReason::Relocated)
                 }
-                KeyChange::TakenOver { effective_at, operator_id, evse_ids, .. } => (
-                    *effective_at,
-                    Some((operator_id.clone(), evse_ids.clone())),
+                KeyChange::TakenOver(t) => (
+                    t.effective_at,
+                    Some((t.operator_id.clone(), t.evse_ids.clone())),
                     EndReason::TakenOver,
                 ),
-                KeyChange::Ended { effective_at, reason, .. } => (*effective_at, None, *reason),
+                KeyChange::Ended(end) => (end.effective_at, None, end.reason),
                 _ => continue,
             };
             if let Some(last) = out.last_mut().filter(|b| b.until.is_none()) {
@@ -280,9 +309,9 @@ impl KeyAsOf<'_> {
         self.events
             .iter()
             .filter_map(|e| match &e.change {
-                KeyChange::Ended { effective_at, .. }
-                | KeyChange::Relocated { effective_at, .. }
-                | KeyChange::TakenOver { effective_at, .. } => Some(*effective_at),
+                KeyChange::Ended(end) => Some(end.effective_at),
+                KeyChange::Relocated(moved) => Some(moved.effective_at),
+                KeyChange::TakenOver(t) => Some(t.effective_at),
                 _ => None,
             })
             .fold(self.record.registration.effective_at, Time::max)
@@ -293,7 +322,7 @@ impl KeyAsOf<'_> {
         let mut open = None;
         for e in self.events {
             match &e.change {
-                KeyChange::Released { to_operator_id } => open = Some(to_operator_id),
+                KeyChange::Released { to_operator_id } => open = Some(&**to_operator_id),
                 KeyChange::TakenOver { .. } => open = None,
                 _ => {}
             }
@@ -363,5 +392,18 @@ pub fn state_name(s: KeyState) -> &'static str {
         KeyState::Active => "ACTIVE",
         KeyState::Deactivated(_) => "DEACTIVATED",
         KeyState::Rejected => "REJECTED",
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// What the key cache holds per key is mostly these; a field added here is paid a million
+    /// times over.
+    #[test]
+    fn an_event_stays_small() {
+        assert!(std::mem::size_of::<KeyEvent>() <= 48, "{}", std::mem::size_of::<KeyEvent>());
+        assert!(std::mem::size_of::<KeyChange>() <= 24, "{}", std::mem::size_of::<KeyChange>());
     }
 }

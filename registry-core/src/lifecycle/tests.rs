@@ -12,7 +12,7 @@ mod signers;
 mod world;
 
 use super::*;
-use crate::event::{Event, Registration};
+use crate::event::{Event, Registration, SubmittedKey};
 use crate::ids::{EvseId, OperatorId};
 use crate::meter_key::Curve;
 
@@ -26,7 +26,7 @@ fn pending_key(fingerprint: &str, position: u64) -> MemoryState {
         fingerprint: fingerprint.into(),
         curve: Curve::Secp256r1,
         public_key: vec![1, 2, 3],
-        submitted_public_key: "010203".into(),
+        submitted_public_key: SubmittedKey::new("010203", &[1, 2, 3]),
         operator_id: OperatorId::parse("DE*ABC").expect("an operator ID"),
         evse_ids: vec![EvseId::parse("DE*ABC*E1").expect("an EVSE ID")],
         meter_serial: None,

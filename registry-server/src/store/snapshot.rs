@@ -9,7 +9,7 @@
 //! is the only source of truth: a snapshot only saves time.
 //!
 //! ```text
-//! header   magic "KRSNAP02", log size (u64 BE), leaf hash of entry size-1 (32; zeros if 0),
+//! header   magic "KRSNAP03", log size (u64 BE), leaf hash of entry size-1 (32; zeros if 0),
 //!          record count (u64 BE)
 //! records  count × (key length (u32 BE), value length (u32 BE), key, value), keys ascending
 //! offsets  count × offset of the record from the start of the file (u64 BE)
@@ -40,7 +40,8 @@ use sha2::{Digest, Sha256};
 
 use super::StoreError;
 
-const MAGIC: &[u8; 8] = b"KRSNAP02";
+/// Version 03: key records keep the submitted key text only when it is not the DER's hex.
+const MAGIC: &[u8; 8] = b"KRSNAP03";
 const PIECE: usize = 16 << 20;
 const HEADER: usize = 8 + 8 + 32 + 8;
 const TRAILER: usize = 32;
@@ -303,17 +304,16 @@ impl Snapshot {
         records: impl Iterator<Item = (K, V)>,
     ) -> Result<Written, StoreError> {
         let temporary = crate::files::temporary(path);
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)?;
+        let file =
+            File::options().read(true).write(true).create(true).truncate(true).open(&temporary)?;
         // From here on the guard removes the file on every way out but success.
         let mut written =
             Written { file, temporary, size, last_leaf, count: 0, table: 0, installed: false };
-        let mut encoder =
-            Encoder::new(std::io::BufWriter::with_capacity(1 << 20, &written.file), size, last_leaf)?;
+        let mut encoder = Encoder::new(
+            std::io::BufWriter::with_capacity(1 << 20, &written.file),
+            size,
+            last_leaf,
+        )?;
         for (key, value) in records {
             encoder.record(key.as_ref(), value.as_ref())?;
         }
@@ -334,6 +334,13 @@ impl Snapshot {
     /// back as the checks pass them, so checking a large file does not make it resident.
     fn check(bytes: Bytes) -> Result<Self, StoreError> {
         let bad = |why: &str| StoreError::Corrupt(format!("snapshot: {why}"));
+        if bytes.len() >= 8 && bytes[..6] == MAGIC[..6] && bytes[..8] != MAGIC[..] {
+            // Its records may be encoded in a way this version no longer reads.
+            return Err(bad(&format!(
+                "written by another version of the registry ({}); the log is replayed instead",
+                String::from_utf8_lossy(&bytes[..8])
+            )));
+        }
         if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
             return Err(bad("not a snapshot file (magic or length)"));
         }
