@@ -101,9 +101,11 @@ pub fn measure(config: &Config) -> Result<Usage, StoreError> {
         || log.live_bytes(),
     )?;
     let snapshot_path = dir.join(crate::server::SNAPSHOT_FILE);
-    let snapshot = measured(&mut memory, "projection snapshot (the layered store's base)", || {
-        Snapshot::read(&snapshot_path)
-    })?;
+    let snapshot = measured(
+        &mut memory,
+        "projection snapshot, mapped (pages handed back after the checks)",
+        || Snapshot::read(&snapshot_path),
+    )?;
     if let Some(last) = memory.last_mut() {
         last.records = snapshot.as_ref().map(|s| s.len() as u64);
     }
