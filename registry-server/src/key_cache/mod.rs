@@ -2,31 +2,38 @@
 //! decoded once and shared, so lookups and the writer's rule checks never decode them again.
 //!
 //! The store's projection records stay the source; this is a complete copy of two of them (`keys` and
-//! `index`), filled by a background walk after start-up ([`KeyCache::fill`]) and kept current by
-//! the writer, which puts every new record here as it writes it. Until the walk is done a miss
-//! falls back to the store; afterwards a miss means "no such record".
+//! `index`) in two parts: what a background walk read after start-up ([`KeyCache::fill`]),
+//! packed into a few large arrays ([`packed`]) and read-only once in place, and the writer's
+//! changes since the start in maps over it, which it fills as it writes each new record. A
+//! read looks in the maps first. Until the walk is done a miss falls back to the store (and
+//! what it read is kept in the maps); afterwards a miss in both means "no such record".
 //!
 //! Why that is safe with no locks between the two fillers: only the writer changes these
-//! projections, and it puts each record here *before* writing it to the store, always from a
-//! complete source. The walk only ever inserts where nothing is yet (`or_insert`), so whatever
-//! it read, older or not, never replaces what the writer put. Records are immutable once put;
-//! a new version replaces the `Arc`. Like the store, the cache may hold records of entries that
-//! are not yet durable: every reader filters by its basis (records carry their positions).
+//! projections, and it puts each record in the maps *before* writing it to the store, always
+//! from a complete source. What a reader kept from the store only ever goes where nothing is
+//! yet (`or_insert`), so it never replaces what the writer put; so the maps hold, for each
+//! record they have, a version no older than the store's when the walk read it, and they are
+//! read before the walk's copy. Records are immutable once put; a new version replaces the
+//! `Arc`. Like the store, the cache may hold records of entries that are not yet durable:
+//! every reader filters by its basis (records carry their positions).
 //!
 //! A reader looks at the "complete" flag *before* it looks for the record. The other order
-//! would let the fill insert the record and set the flag between a reader's miss and its look
+//! would let the fill install its copy and set the flag between a reader's miss and its look
 //! at the flag, and the reader would take a record that exists for one that does not (for the
 //! writer: a duplicate key accepted, an index group rewritten without its members). The flag is
-//! set with release ordering after the last insert of the fill, so a reader that saw it set
-//! sees every record the fill inserted.
+//! set with release ordering after the walk's copy is in place, so a reader that saw it set
+//! sees the copy.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use registry_core::lifecycle::{IndexGroup, KeyRecord};
 
 use crate::store::StoreError;
+
+mod packed;
+use packed::Packed;
 
 /// foldhash, not std's SipHash: batch lookups hash two keys per question. It is seeded per
 /// process like std's, so keys chosen by a client still cannot be aimed at one bucket.
@@ -47,6 +54,8 @@ fn key_id(fingerprint: &str) -> Option<KeyId> {
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct KeyCache {
+    /// What the fill read, once it is done.
+    walked: OnceLock<Packed>,
     /// Records whose fingerprint has a [`key_id`]; those of any other (the registry writes
     /// none) are always read from the store.
     keys: DashMap<KeyId, Arc<KeyRecord>, Hasher>,
@@ -68,17 +77,23 @@ impl KeyCache {
 
     /// Key records held.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        match self.walked.get() {
+            Some(w) => w.keys_len() + self.keys.iter().filter(|r| !w.has_key(r.key())).count(),
+            None => self.keys.len(),
+        }
     }
 
     /// Index groups held (one per EVSE ID, meter serial and gateway serial).
     pub fn groups(&self) -> usize {
-        self.index.len()
+        match self.walked.get() {
+            Some(w) => w.groups_len() + self.index.iter().filter(|g| !w.has_group(g.key())).count(),
+            None => self.index.len(),
+        }
     }
 
     /// True when no key record is held.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     /// A key record; `load` reads the store while the cache is still being filled.
@@ -104,7 +119,7 @@ impl KeyCache {
             return Ok(Some(r.value().clone()));
         }
         if complete {
-            return Ok(None);
+            return Ok(self.walked.get().and_then(|w| w.key(id)).cloned());
         }
         Ok(load()?.map(|r| self.keep_key(r)))
     }
@@ -120,7 +135,11 @@ impl KeyCache {
             return Ok(g.value().clone());
         }
         if complete {
-            return Ok(Arc::new([]));
+            return Ok(self
+                .walked
+                .get()
+                .and_then(|w| w.group(prefix))
+                .unwrap_or_else(|| Arc::new([])));
         }
         let loaded = load()?;
         if loaded.is_empty() {
@@ -154,30 +173,48 @@ impl KeyCache {
     }
 
     /// Reads both projections from the store (through `keys` and `index`, each a walk over one
-    /// projection in key order) and marks the cache complete.
+    /// projection in key order), puts what they read in place and marks the cache complete.
     pub fn fill(
         &self,
         keys: impl FnOnce(&mut dyn FnMut(KeyRecord)) -> Result<(), StoreError>,
         index: impl FnOnce(&mut dyn FnMut(&[u8], [u8; 32], u64)) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        let mut walked = Packed::default();
+        let mut failed = None;
         keys(&mut |record| {
-            self.keep_key(record);
+            if let Some(id) = key_id(record.fingerprint())
+                && let Err(e) = walked.push_key(id, record)
+            {
+                failed.get_or_insert(e);
+            }
         })?;
         // Index records arrive grouped (prefix, then fingerprint, in key order).
         let mut prefix: Vec<u8> = Vec::new();
         let mut members: Vec<([u8; 32], u64)> = Vec::new();
+        let mut flush = |walked: &mut Packed, prefix: &[u8], members: Vec<([u8; 32], u64)>| {
+            if let Err(e) = walked.push_group(prefix, members) {
+                failed.get_or_insert(e);
+            }
+        };
         index(&mut |p, fingerprint, position| {
             if p != prefix.as_slice() {
                 if !members.is_empty() {
-                    self.keep_group(&prefix, to_group(std::mem::take(&mut members)));
+                    flush(&mut walked, &prefix, std::mem::take(&mut members));
                 }
                 prefix = p.to_vec();
             }
             members.push((fingerprint, position));
         })?;
         if !members.is_empty() {
-            self.keep_group(&prefix, to_group(members));
+            flush(&mut walked, &prefix, members);
         }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        walked.shrink();
+        self.walked
+            .set(walked)
+            .map_err(|_| StoreError::Io("the key cache was filled twice".into()))?;
         self.complete.store(true, Ordering::Release);
         Ok(())
     }
@@ -329,6 +366,35 @@ mod tests {
         assert_eq!(reads, 2, "never kept");
         assert!(cache.key("aa", || Ok(None)).unwrap().is_none());
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn after_the_fill_every_record_is_found_and_the_writers_later_versions_win() {
+        let fingerprint = |n: u32| format!("{n:08x}{}", "0".repeat(56));
+        let cache = KeyCache::new();
+        cache
+            .fill(
+                |keep| {
+                    (0..3_000).for_each(|n| keep(record(&fingerprint(n), 1)));
+                    Ok(())
+                },
+                |keep| {
+                    keep(b"e1\0", id(AA), 0);
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_eq!((cache.len(), cache.groups()), (3_000, 1));
+        for n in [0, 1, 1_500, 2_999] {
+            assert!(cache.key(&fingerprint(n), no_store).unwrap().is_some(), "key {n}");
+        }
+        assert!(cache.key(&fingerprint(3_000), no_store).unwrap().is_none());
+        cache.put_key(record(&fingerprint(7), 3));
+        cache.put_key(record(&fingerprint(3_000), 1));
+        cache.put_group(b"e1\0", Arc::new([(id(AA), 0), (id(BB), 5)]));
+        assert_eq!(cache.key(&fingerprint(7), no_store).unwrap().unwrap().history.len(), 3);
+        assert_eq!(cache.group(b"e1\0", no_store).unwrap().len(), 2);
+        assert_eq!((cache.len(), cache.groups()), (3_001, 1), "a new version is no new record");
     }
 
     #[test]
