@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A registry that already holds a fleet, as an operator runs it (issue #29): start-up time,
 # the time to read the key records into memory, lookups, registrations, and the server's peak
-# resident set during the mixed workload (reset just before it, as run.sh does) and after.
+# resident set during the mixed workload (reset just before it, as run.sh does) and after each
+# workload.
 # The data directory is copied first, so DATA stays as it was for the next run.
 #
 #   tests/bench/peak.sh --from DATA --keys N [--bin-dir DIR] [--duration SECS]
@@ -47,6 +48,7 @@ for w in check register mixed; do
     "$registry_bin" --server "http://$grpc" --json bench "$w" --keys "$keys" --duration "$duration" \
         --admin-key "$work/admin.pem" >"$work/r.json"
     out="$out $w=$(json_num "$work/r.json" items_per_sec | awk '{printf "%.0f", $1}')/s"
+    out="$out (then $(($(awk '/VmRSS/ { print $2 }' "/proc/$server_pid/status") / 1024)) MiB)"
 done
 peak=$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status")
 rss=$(awk '/VmRSS/ { print $2 }' "/proc/$server_pid/status")
