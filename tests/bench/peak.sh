@@ -5,32 +5,38 @@
 # workload.
 # The data directory is copied first, so DATA stays as it was for the next run.
 #
-#   tests/bench/peak.sh --from DATA --keys N [--bin-dir DIR] [--duration SECS]
+#   tests/bench/peak.sh --from DATA --keys N [--bin-dir DIR] [--duration SECS] [--in-place]
 #
 # DATA is a data directory holding the bench fleet of N keys (e.g. kept from
-# `registry bench prepare`). Prints one line on stdout; progress on stderr.
+# `registry bench prepare`). --in-place runs on DATA itself (too large to copy; the register
+# workload adds keys to it). Prints one line on stdout; progress on stderr.
 set -euo pipefail
-from="" keys="" bin_dir="" duration=8
+from="" keys="" bin_dir="" duration=8 in_place=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --from) from="$2"; shift ;;
         --keys) keys="$2"; shift ;;
         --bin-dir) bin_dir="$2"; shift ;;
         --duration) duration="$2"; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --in-place) in_place=1 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
-[ -d "$from" ] && [ -n "$keys" ] || { sed -n '2,10p' "$0" >&2; exit 2; }
+[ -d "$from" ] && [ -n "$keys" ] || { sed -n '2,11p' "$0" >&2; exit 2; }
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 json_num() { grep -o "\"$2\": *[0-9.e+-]*" "$1" | head -1 | sed 's/.*: *//'; }
 bench_binaries "$bin_dir"
-say "copying $from"
-cp -a "$from" "$work/data"
+data="$from"
+if [ -z "$in_place" ]; then
+    say "copying $from"
+    cp -a "$from" "$work/data"
+    data="$work/data"
+fi
 sync
 started=$(date +%s.%N)
-bench_start "$work/data"
+bench_start "$data"
 startup=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 say "waiting for the key records to be read into memory"
 fill=""
