@@ -476,8 +476,7 @@ fn check_layout(bytes: &Bytes, count: usize, table: usize) -> Result<(), StoreEr
             })
             .collect();
         runs.into_iter()
-            .map(|r| r.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect::<Result<(), StoreError>>()
+            .try_for_each(|r| r.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     })
 }
 
