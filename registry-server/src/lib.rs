@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod commands;
 pub mod config;
+pub mod cores;
 pub mod disk;
 pub mod evidence;
 pub mod files;

@@ -201,22 +201,9 @@ impl MapBuckets {
     /// The tree over every bucket's hash, the buckets hashed on every core (at ten million
     /// keys they hold over a gigabyte, hashed at every start).
     pub fn tree(&self) -> MapTree {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let per = map::BUCKETS.div_ceil(threads);
-        let hashes: Vec<Hash> = std::thread::scope(|s| {
-            let parts: Vec<_> = (0..threads)
-                .map(|t| {
-                    s.spawn(move || {
-                        (t * per..((t + 1) * per).min(map::BUCKETS))
-                            .map(|i| map::bucket_hash(i as u16, &self.leaves[i]))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
+        let indices: Vec<u16> = (0..=u16::MAX).collect();
+        let hashes = crate::cores::map_in_order(&indices, |&i| {
+            map::bucket_hash(i, &self.leaves[usize::from(i)])
         });
         MapTree::from_bucket_hashes(|i| hashes[usize::from(i)])
     }

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::log::witness::{WITNESS_FILE, Witness};
 use crate::registry_key;
 use crate::store::layered::LayeredStore;
-use crate::store::sled::{SledOptions, SledStore};
+use crate::store::sled::SledStore;
 use crate::store::{LogStore, RequestRecord, StoreError, WriteBatch};
 
 /// Bundles (of 256 entries) written to the store per batch.
@@ -119,10 +119,8 @@ pub fn restore(archive: &Path, config: &Config, key_file: &Path) -> Result<Resto
     Witness::new(&witness).record(&text).map_err(io(&witness))?;
     registry_key::write_private_key(&data_dir.join(registry_key::KEY_FILE), &pem)
         .map_err(|e| key_error(e.to_string()))?;
-    let log = Arc::new(SledStore::open(
-        &data_dir.join("log"),
-        &SledOptions { cache_capacity: config.cache_mib * 1024 * 1024, ..SledOptions::default() },
-    )?);
+    let log =
+        Arc::new(SledStore::open(&data_dir.join("log"), &crate::server::sled_options(config))?);
     let size = checkpoint.size;
     let mut replayer = Replayer::for_registry(&origin);
     let mut frontier = Frontier::new();

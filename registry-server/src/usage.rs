@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::key_cache::KeyCache;
 use crate::store::layered::LayeredStore;
-use crate::store::sled::{SledOptions, SledStore};
+use crate::store::sled::SledStore;
 use crate::store::snapshot::Snapshot;
 use crate::store::{LogStore, StoreError};
 
@@ -91,8 +91,7 @@ fn measured<T>(
 pub fn measure(config: &Config) -> Result<Usage, StoreError> {
     let mut memory = Vec::new();
     let dir = &config.data_dir;
-    let options =
-        SledOptions { cache_capacity: config.cache_mib * 1024 * 1024, ..SledOptions::default() };
+    let options = crate::server::sled_options(config);
     let log =
         measured(&mut memory, "sled, opened", || SledStore::open(&dir.join("log"), &options))?;
     let live = measured(

@@ -343,10 +343,10 @@ impl Snapshot {
         if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
             return Err(corrupt("not a snapshot file (magic or length)"));
         }
-        let body = bytes.len() - TRAILER;
-        if seal(&bytes[..body], &|piece| bytes.release(piece))[..] != bytes[body..] {
+        if !sealed(&bytes) {
             return Err(corrupt("checksum mismatch"));
         }
+        let body = bytes.len() - TRAILER;
         let size = u64_at(&bytes, 8);
         let mut last_leaf = [0u8; 32];
         last_leaf.copy_from_slice(&bytes[16..48]);
@@ -373,8 +373,7 @@ impl Snapshot {
     /// Checks the checksum again: bytes read from the file long after the start (a cut copies
     /// every record) must still be the ones checked then.
     pub fn verify(&self) -> Result<(), StoreError> {
-        let body = self.bytes.len() - TRAILER;
-        if seal(&self.bytes[..body], &|piece| self.bytes.release(piece))[..] != self.bytes[body..] {
+        if !sealed(&self.bytes) {
             return Err(StoreError::Corrupt(
                 "the projection snapshot in use changed on disk since it was checked".into(),
             ));
@@ -466,18 +465,12 @@ fn check_layout(bytes: &Bytes, count: usize, table: usize) -> Result<(), StoreEr
     if last_end != table {
         return Err(corrupt("bytes between the records and the offset table"));
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let per = count.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let runs: Vec<_> = (0..count)
-            .step_by(per)
-            .map(|start| {
-                s.spawn(move || check_records(bytes, start..(start + per).min(count), table))
-            })
-            .collect();
-        runs.into_iter()
-            .try_for_each(|r| r.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    })
+    let per = count.div_ceil(crate::cores::count()).max(1);
+    let runs: Vec<std::ops::Range<usize>> =
+        (0..count).step_by(per).map(|start| start..(start + per).min(count)).collect();
+    crate::cores::map_in_order(&runs, |run| check_records(bytes, run.clone(), table))
+        .into_iter()
+        .collect()
 }
 
 /// Record `i`'s start, the end of its key and its end, each checked to lie before `table`.
@@ -529,33 +522,22 @@ fn check_records(
     Ok(())
 }
 
+/// Whether the trailer of `bytes` (at least [`TRAILER`] long) is the checksum of the rest; the
+/// pages are handed back as their pieces are hashed.
+fn sealed(bytes: &Bytes) -> bool {
+    let body = bytes.len() - TRAILER;
+    seal(&bytes[..body], &|piece| bytes.release(piece))[..] == bytes[body..]
+}
+
 /// The checksum of `body`: SHA-256 over the SHA-256 of each [`PIECE`], pieces hashed on up to
 /// as many threads as there are cores; `done` gets each piece's range once it is hashed.
 fn seal(body: &[u8], done: &(dyn Fn(std::ops::Range<usize>) + Sync)) -> [u8; 32] {
     let pieces: Vec<(usize, &[u8])> =
         body.chunks(PIECE).enumerate().map(|(i, p)| (i * PIECE, p)).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let per_thread = pieces.len().div_ceil(threads).max(1);
-    let hashes: Vec<[u8; 32]> = std::thread::scope(|s| {
-        let workers: Vec<_> = pieces
-            .chunks(per_thread)
-            .map(|group| {
-                s.spawn(move || {
-                    group
-                        .iter()
-                        .map(|(at, p)| {
-                            let hash = <[u8; 32]>::from(Sha256::digest(p));
-                            done(*at..*at + p.len());
-                            hash
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
+    let hashes = crate::cores::map_in_order(&pieces, |(at, piece)| {
+        let hash = <[u8; 32]>::from(Sha256::digest(piece));
+        done(*at..*at + piece.len());
+        hash
     });
     let mut outer = Sha256::new();
     for h in &hashes {

@@ -45,8 +45,8 @@ pub const MIN_CUT: usize = 100_000;
 /// Records a projection walk copies per read lock, so a long walk never holds the writer up.
 const WALK_CHUNK: usize = 4_096;
 
-/// Records a walk reads between two hand-backs of the base's pages (see [`Snapshot::release`]).
-const RELEASE_EVERY: usize = 64 * WALK_CHUNK;
+/// Chunks a walk reads between two hand-backs of the base's pages (see [`Snapshot::release`]).
+const RELEASE_EVERY: usize = 64;
 
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -560,8 +560,8 @@ impl LogStore for LayeredStore {
                 self.shared.layers.read().map_err(|_| poisoned())?.base.release();
                 return Ok(());
             }
-            walked += chunk.len();
-            if walked % RELEASE_EVERY < WALK_CHUNK {
+            walked += 1;
+            if walked % RELEASE_EVERY == 0 {
                 self.shared.layers.read().map_err(|_| poisoned())?.base.release();
             }
             last = chunk.into_iter().next_back().map(|(k, _)| k);
