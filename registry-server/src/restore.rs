@@ -119,8 +119,10 @@ pub fn restore(archive: &Path, config: &Config, key_file: &Path) -> Result<Resto
     Witness::new(&witness).record(&text).map_err(io(&witness))?;
     registry_key::write_private_key(&data_dir.join(registry_key::KEY_FILE), &pem)
         .map_err(|e| key_error(e.to_string()))?;
-    let log =
-        Arc::new(SledStore::open(&data_dir.join("log"), &crate::server::sled_options(config))?);
+    let log = Arc::new(SledStore::open(
+        &data_dir.join("log"),
+        &crate::store::sled::SledOptions::with_cache_mib(config.cache_mib),
+    )?);
     let size = checkpoint.size;
     let mut replayer = Replayer::for_registry(&origin);
     let mut frontier = Frontier::new();

@@ -144,16 +144,10 @@ pub struct Server<M: Machine> {
     replica: Option<(Primary, Arc<ReplicaStatus>)>,
 }
 
-/// sled's settings from the configuration (the server and `registry-server usage` open the
-/// log alike).
-pub fn sled_options(config: &Config) -> SledOptions {
-    SledOptions { cache_capacity: config.cache_mib * 1024 * 1024, ..SledOptions::default() }
-}
-
 /// Opens the store: the log in sled (`<data_dir>/log`), the projections in memory over the
 /// snapshot `<data_dir>/projections.snap` (see [`crate::store::layered`]).
 pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
-    let options = sled_options(config);
+    let options = SledOptions::with_cache_mib(config.cache_mib);
     let snapshot = config.data_dir.join(SNAPSHOT_FILE);
     // The snapshot (about 1 GB at a million keys) is read and checked while sled opens.
     let reading = std::thread::Builder::new().name("snapshot-read".into()).spawn({

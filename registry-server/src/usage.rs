@@ -91,7 +91,7 @@ fn measured<T>(
 pub fn measure(config: &Config) -> Result<Usage, StoreError> {
     let mut memory = Vec::new();
     let dir = &config.data_dir;
-    let options = crate::server::sled_options(config);
+    let options = crate::store::sled::SledOptions::with_cache_mib(config.cache_mib);
     let log =
         measured(&mut memory, "sled, opened", || SledStore::open(&dir.join("log"), &options))?;
     let live = measured(

@@ -250,7 +250,7 @@ pub struct Promoted {
 /// replica had everything the old primary published (deploy/README.md, "Promoting a replica").
 pub fn promote(config: &Config, key_file: &std::path::Path) -> Result<Promoted, ReplicaError> {
     use crate::store::LogStore;
-    let options = crate::server::sled_options(config);
+    let options = crate::store::sled::SledOptions::with_cache_mib(config.cache_mib);
     // Opening the database also proves that no replica runs on it (sled holds a lock).
     let store = crate::store::sled::SledStore::open(&config.data_dir.join("log"), &options)?;
     let size = store.size()?;

@@ -146,6 +146,14 @@ impl Default for SledOptions {
     }
 }
 
+impl SledOptions {
+    /// The defaults with a page cache of `mib` MiB (the configuration's `cache_mib`: the
+    /// server, `usage`, `restore` and `promote` open the log alike).
+    pub fn with_cache_mib(mib: u64) -> Self {
+        Self { cache_capacity: mib * 1024 * 1024, ..Self::default() }
+    }
+}
+
 /// See the module documentation.
 pub struct SledStore {
     dir: PathBuf,
