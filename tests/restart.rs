@@ -233,7 +233,9 @@ async fn usage_accounts_for_a_stopped_registrys_keys_entries_and_files() {
     let live = |part: &str| usage.live.iter().find(|d| d.part == part).expect(part).clone();
     assert_eq!(live("entries").records, Some(size), "one record per entry");
     assert!(live("entries").bytes > 40 * 300, "a registration entry is a few hundred bytes");
-    assert!(live("request index").records >= Some(40), "every command's request ID");
+    let requests = live(registry_server::usage::REQUEST_INDEX).records;
+    assert!(requests >= Some(40), "every command's request ID");
+    assert_eq!(live("request index (older layout)").records, Some(0), "none left in sled");
     let part = |name: &str| usage.memory.iter().find(|m| m.part.starts_with(name)).expect(name);
     assert_eq!(part("decoded key records").records, Some(40));
     assert_eq!(part("identifier indexes").records, Some(40), "one group per EVSE ID");
@@ -243,4 +245,61 @@ async fn usage_accounts_for_a_stopped_registrys_keys_entries_and_files() {
     assert!(usage.files.iter().any(|f| f.part == "projections.snap" && f.bytes > 0), "{usage:?}");
     let text = registry_server::usage::render(&usage);
     assert!(text.contains("40 keys") && text.contains("Merkle nodes"), "{text}");
+}
+
+/// Before snapshot version 04 the request index was kept in sled beside the log. The first
+/// start after the upgrade replays the log from entry 0 (it cannot use the older snapshot),
+/// writes the index with the projections and drops sled's copy; a retry still finds its entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_index_kept_in_sled_moves_to_the_projections_at_the_first_start() {
+    use registry_server::store::sled::{SledOptions, SledStore};
+    use registry_server::store::{LogStore, RequestRecord, WriteBatch};
+    let f = Fixture::start().await;
+    let op = f.operator("DE*ABC").await;
+    let order = register(&spki_hex(&meter_key()), "DE*ABC*E1");
+    let signed = SignedCommand::sign(command_bytes(&order), &f.origin(), &op);
+    let first = f.client.submit_signed(signed.clone()).await.expect("registration accepted");
+    let request_id = registry_core::command::Command::decode(&signed.command)
+        .expect("our own command decodes")
+        .request_id;
+    let Fixture { registry, client, admin: _ } = f;
+    drop(client);
+    registry.server.shutdown();
+    registry.server.wait().await.expect("clean stop");
+
+    // The older layout: the record in sled, and a snapshot this version does not read.
+    let sled_dir = registry.config.data_dir.join("log");
+    let record = RequestRecord { position: first.position, digest: signed.digest() };
+    let stray = (uuid::Uuid::new_v4(), RequestRecord { position: 0, digest: [9; 32] });
+    {
+        let sled = SledStore::open(&sled_dir, &SledOptions::default()).expect("sled opens");
+        let requests = vec![(request_id, record), stray];
+        sled.write(WriteBatch { requests, ..Default::default() }).expect("written");
+        sled.sync().expect("synced");
+    }
+    let snapshot = registry.config.data_dir.join(registry_server::server::SNAPSHOT_FILE);
+    std::fs::remove_file(&snapshot).expect("the clean stop wrote a snapshot");
+
+    let again = registry_server::registry::start_registry(
+        &registry.config,
+        registry_server::log::system_clock(),
+    )
+    .await
+    .expect("restarts");
+    let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))
+        .await
+        .expect("client connects");
+    let retry = client.submit_signed(signed).await.expect("the retry is answered");
+    assert!(retry.duplicate, "found through the index the replay wrote");
+    assert_eq!(retry.position, first.position);
+    let store = again.reader().store().clone();
+    assert_eq!(store.request(&request_id).unwrap(), Some(record));
+    assert_eq!(store.request(&stray.0).unwrap(), None, "only what the log says");
+    drop(client);
+    drop(store);
+    again.shutdown();
+    again.wait().await.expect("clean stop");
+    let sled = SledStore::open(&sled_dir, &SledOptions::default()).expect("sled opens");
+    assert_eq!(sled.request(&request_id).unwrap(), None, "sled's copy is gone");
+    assert_eq!(sled.request(&stray.0).unwrap(), None);
 }

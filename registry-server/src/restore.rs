@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use registry_core::checkpoint::Checkpoint;
-use registry_core::entry::Entry;
 use registry_core::keys::P256KeyPair;
 use registry_core::merkle::{self, Frontier, Hash};
 use registry_core::note::NoteVerifier;
-use registry_core::replay::{self, Replayer, Step};
+use registry_core::replay::{Replayer, Step};
 use registry_core::tiles;
 
 use crate::config::Config;
@@ -26,7 +25,7 @@ use crate::log::witness::{WITNESS_FILE, Witness};
 use crate::registry_key;
 use crate::store::layered::LayeredStore;
 use crate::store::sled::SledStore;
-use crate::store::{LogStore, RequestRecord, StoreError, WriteBatch};
+use crate::store::{LogStore, StoreError, WriteBatch};
 
 /// Bundles (of 256 entries) written to the store per batch.
 const BUNDLES_PER_BATCH: u64 = 16;
@@ -155,10 +154,6 @@ pub fn restore(archive: &Path, config: &Config, key_file: &Path) -> Result<Resto
         }
         for (i, bytes) in entries.into_iter().enumerate() {
             let position = first + i as u64;
-            let entry = Entry::decode(&bytes).map_err(|e| bad(Some(position), e.to_string()))?;
-            let digest = replay::request_digest(&entry.body)
-                .ok_or_else(|| bad(Some(position), "a registry entry of no known action".into()))?;
-            batch.requests.push((entry.body.request_id, RequestRecord { position, digest }));
             batch.nodes.extend(frontier.push(merkle::leaf_hash(&bytes)));
             batch.entries.push((position, bytes));
         }

@@ -87,6 +87,9 @@ fn measured<T>(
     Ok(value)
 }
 
+/// The request index's row: it is kept with the projections, in their snapshot.
+pub const REQUEST_INDEX: &str = "request index (in projections.snap)";
+
 /// Measures the registry in `config.data_dir` (which no server may have open).
 pub fn measure(config: &Config) -> Result<Usage, StoreError> {
     let mut memory = Vec::new();
@@ -136,7 +139,7 @@ pub fn measure(config: &Config) -> Result<Usage, StoreError> {
     })?;
     measured(&mut memory, "map tree of bucket hashes", || Ok(buckets.tree()))?;
     let entries = store.size()?;
-    let live = live
+    let mut live: Vec<Disk> = live
         .into_iter()
         .map(|l| Disk {
             part: l.kind.to_string(),
@@ -144,6 +147,13 @@ pub fn measure(config: &Config) -> Result<Usage, StoreError> {
             bytes: l.key_bytes + l.value_bytes,
         })
         .collect();
+    let (mut records, mut bytes) = (0, 0);
+    store.for_each(crate::store::REQUESTS, &mut |k, v| {
+        records += 1;
+        bytes += (k.len() + v.len()) as u64;
+        Ok(())
+    })?;
+    live.push(Disk { part: REQUEST_INDEX.to_string(), records: Some(records), bytes });
     Ok(Usage {
         entries,
         keys: cache.len() as u64,

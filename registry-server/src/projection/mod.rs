@@ -20,6 +20,7 @@
 //! ```
 //! Values are postcard-encoded; `rebuild` regenerates everything from the log.
 
+use registry_core::entry::Entry;
 use registry_core::event::{Identifier, IdentifierKind};
 use registry_core::ids::OperatorId;
 use registry_core::lifecycle::{
@@ -33,7 +34,7 @@ use std::sync::Arc;
 use crate::key_cache::{self, KeyCache};
 use crate::log::View;
 use crate::map::MapBuckets;
-use crate::store::{Keyspace, Kv, LogStore, StoreError};
+use crate::store::{Keyspace, Kv, LogStore, REQUESTS, RequestRecord, StoreError};
 
 mod rebuild;
 pub use rebuild::rebuild;
@@ -45,9 +46,9 @@ const SIGNERS: Keyspace = Keyspace("signers");
 const ADMINS: Keyspace = Keyspace("admins");
 const PENDING: Keyspace = Keyspace("pending");
 
-/// Every projection keyspace, for a rebuild.
+/// Every projection keyspace, for a rebuild; the request index is one of them.
 pub const KEYSPACES: &[Keyspace] =
-    &[KEYS, INDEX, OPERATORS, SIGNERS, ADMINS, PENDING, crate::map::MAP];
+    &[KEYS, INDEX, OPERATORS, SIGNERS, ADMINS, PENDING, crate::map::MAP, REQUESTS];
 
 /// The lifecycle state over a key-value source, with key records and index groups served from
 /// a [`KeyCache`] when it has one. The writer and lookups use one; the few reads that go to the
@@ -403,6 +404,10 @@ pub fn catch_up_holding(
     if from >= size {
         return Ok(0);
     }
+    if from == 0 {
+        // An older layout kept the request index beside the log; it is written again here.
+        store.clear_projections(&[REQUESTS])?;
+    }
     let started = std::time::Instant::now();
     replay(store, cache, buckets, from, size, held_records)?;
     tracing::info!(
@@ -431,6 +436,9 @@ fn replay(
         for entry in rebuild::read_entries(store, position, end)? {
             let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(buckets);
             registry_core::lifecycle::apply(&entry.header, &entry.body, &mut state)?;
+            let (id, record) = request_of(&entry)?;
+            let w = crate::store::request_write(&id, &record);
+            view.put(w.keyspace, w.key, w.value.unwrap_or_default());
             if view.len() >= held_records {
                 buckets.write_changed(&mut view);
                 let writes = std::mem::replace(&mut view, View::new(store)).into_writes_iter();
@@ -444,6 +452,15 @@ fn replay(
     crate::store::write_in_batches(store, view.into_writes_iter(), Some(size))?;
     tracing::info!(entries = size, "replay: projections written");
     Ok(())
+}
+
+/// The request index's record for `entry`, as the writer kept it when it appended the entry.
+fn request_of(entry: &Entry) -> Result<(uuid::Uuid, RequestRecord), RebuildError> {
+    let position = entry.header.position;
+    let digest = registry_core::replay::request_digest(&entry.body).ok_or_else(|| {
+        RebuildError::Entry { position, message: "a registry entry of no known action".into() }
+    })?;
+    Ok((entry.body.request_id, RequestRecord { position, digest }))
 }
 
 /// Records a catch-up holds before it writes them out: a bound on its pending writes.

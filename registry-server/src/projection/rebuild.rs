@@ -16,10 +16,15 @@ use registry_core::lifecycle::{self, MemoryState};
 
 use super::{
     ADMINS, COMPLETE, INDEX, KEYS, KEYSPACES, OPERATORS, PENDING, RebuildError, SIGNERS, STATUS,
-    encode, index_prefix,
+    encode, index_prefix, request_of,
 };
 use crate::map::MapBuckets;
-use crate::store::{LogStore, ProjectionRecord, StoreError, WriteBatch};
+use crate::store::{
+    LogStore, ProjectionRecord, REQUESTS, RequestRecord, StoreError, WriteBatch, encode_request,
+};
+
+/// The request index as a rebuild collects it: one record per entry.
+type Requests = Vec<(uuid::Uuid, RequestRecord)>;
 
 /// Entries read and decoded at a time (by the rebuild's reading thread, and by a catch-up).
 pub(super) const ENTRIES_PER_READ: u64 = 4_096;
@@ -40,14 +45,14 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "rebuild: old projections dropped");
     let size = store.size()?;
     let started = std::time::Instant::now();
-    let state = derive(store, size)?;
+    let (state, requests) = derive(store, size)?;
     tracing::info!(
         entries = size,
         seconds = started.elapsed().as_secs_f64(),
         "rebuild: log replayed"
     );
     let started = std::time::Instant::now();
-    store.load_projections(&mut records(state), size)?;
+    store.load_projections(&mut records(state, requests), size)?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "rebuild: projections written");
     // Persisted before they are marked complete: a stop in between rebuilds again.
     store.sync()?;
@@ -57,9 +62,9 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
     Ok(size)
 }
 
-/// Folds entries `0..size` into the reference state: a scoped thread reads and decodes chunks
-/// of entries, this one applies them in order.
-fn derive(store: &dyn LogStore, size: u64) -> Result<MemoryState, RebuildError> {
+/// Folds entries `0..size` into the reference state and collects their request IDs: a scoped
+/// thread reads and decodes chunks of entries, this one applies them in order.
+fn derive(store: &dyn LogStore, size: u64) -> Result<(MemoryState, Requests), RebuildError> {
     let (chunks, decoded) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
     std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
@@ -84,32 +89,33 @@ fn derive(store: &dyn LogStore, size: u64) -> Result<MemoryState, RebuildError> 
         if reader.join().is_err() {
             return Err(StoreError::Io("the rebuild's reader panicked".into()).into());
         }
-        let (state, count) = applied?;
+        let (state, requests) = applied?;
+        let count = requests.len() as u64;
         if count != size {
             return Err(RebuildError::Entry {
                 position: count,
                 message: format!("the log ends early: {size} entries expected"),
             });
         }
-        Ok(state)
+        Ok((state, requests))
     })
 }
 
-/// Applies the chunks in the order they come; the state and the number of entries applied.
-/// The reader sends chunks in order and stops after its first error, so that error comes
-/// after every entry before it.
+/// Applies the chunks in the order they come; the state and the request ID of each entry
+/// applied. The reader sends chunks in order and stops after its first error, so that error
+/// comes after every entry before it.
 fn apply_all(
     decoded: std::sync::mpsc::Receiver<Result<Vec<Entry>, RebuildError>>,
-) -> Result<(MemoryState, u64), RebuildError> {
+) -> Result<(MemoryState, Requests), RebuildError> {
     let mut state = MemoryState::default();
-    let mut count = 0;
+    let mut requests = Vec::new();
     for chunk in decoded {
         for entry in chunk? {
             lifecycle::apply(&entry.header, &entry.body, &mut state)?;
-            count += 1;
+            requests.push(request_of(&entry)?);
         }
     }
-    Ok((state, count))
+    Ok((state, requests))
 }
 
 /// Entries `start..end`, decoded; an error names the first one that is missing, does not
@@ -151,7 +157,7 @@ pub(super) fn read_entries(
 /// `state` as the records [`super::Projection`] keeps, in the order
 /// [`LogStore::load_projections`] takes them: by keyspace, then by key. Each is encoded when
 /// it is taken, so only one keyspace at a time is held twice.
-fn records(state: MemoryState) -> impl Iterator<Item = ProjectionRecord> {
+fn records(state: MemoryState, requests: Requests) -> impl Iterator<Item = ProjectionRecord> {
     let MemoryState { keys, index, operators, signers, admins, latest, pending } = state;
     // Like the writer's, the admins record exists once an admin event set it, even if empty.
     let admins = admins.map(|admins| (ADMINS, b"admins".to_vec(), encode(&admins)));
@@ -186,6 +192,13 @@ fn records(state: MemoryState) -> impl Iterator<Item = ProjectionRecord> {
     let pending = pending.into_iter().map(|(fingerprint, registration)| {
         (PENDING, fingerprint.into_bytes(), registration.to_be_bytes().to_vec())
     });
+    let requests = lazy(move || {
+        let mut requests = requests;
+        requests.sort_unstable_by_key(|(id, _)| *id);
+        requests
+            .into_iter()
+            .map(|(id, r)| (REQUESTS, id.as_bytes().to_vec(), encode_request(&r).to_vec()))
+    });
     let signers =
         signers.into_iter().map(|(key_id, record)| (SIGNERS, key_id.to_vec(), encode(&record)));
     admins
@@ -195,6 +208,7 @@ fn records(state: MemoryState) -> impl Iterator<Item = ProjectionRecord> {
         .chain(map)
         .chain(operators)
         .chain(pending)
+        .chain(requests)
         .chain(signers)
 }
 
@@ -219,8 +233,16 @@ mod tests {
             recorded_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid time"),
             prev_hash: [0; 32],
         };
+        // A command (never checked here) gives the entry its request index record.
+        let command = registry_proto::pb::SignedCommand {
+            command: position.to_be_bytes().to_vec(),
+            signer_key_id: vec![7; 32],
+            signature: vec![1],
+            registry: String::new(),
+        };
         let body = registry_proto::pb::LogEntry {
             request_id: uuid::Uuid::new_v4().to_string(),
+            command: Some(command),
             events: events.iter().map(registry_proto::pb::Event::from).collect(),
             ..Default::default()
         };
@@ -250,7 +272,10 @@ mod tests {
     #[test]
     fn a_long_log_of_empty_entries_folds_into_an_empty_state() {
         let store = log(LONG, |_| {});
-        assert_eq!(derive(&store, LONG).expect("derives"), MemoryState::default());
+        let (state, requests) = derive(&store, LONG).expect("derives");
+        assert_eq!(state, MemoryState::default());
+        let positions: Vec<u64> = requests.iter().map(|(_, r)| r.position).collect();
+        assert_eq!(positions, (0..LONG).collect::<Vec<_>>(), "one request record per entry");
     }
 
     #[test]

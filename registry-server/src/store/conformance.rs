@@ -88,6 +88,7 @@ impl Factory for LayeredFactory {
 pub(crate) fn run_all(f: &mut dyn Factory) {
     an_empty_store_has_nothing(f);
     a_batch_reads_back_as_written(f);
+    request_ids_are_the_records_of_the_requests_keyspace(f);
     prefix_scans_stay_inside_their_prefix(f);
     a_projection_walk_sees_exactly_its_keyspace_in_order(f);
     cleared_projections_take_a_rebuilds_records_and_keep_them_after_reopen(f);
@@ -148,6 +149,30 @@ fn an_empty_store_has_nothing(f: &mut dyn Factory) {
     assert_eq!(s.request(&Uuid::new_v4()).unwrap(), None);
     assert_eq!(s.meta("anything").unwrap(), None);
     assert_eq!(s.get(Keyspace("k"), b"x").unwrap(), None);
+}
+
+/// A replay and a rebuild write the request index as projection records, the writer as
+/// request IDs of its batch: both must be the same records.
+fn request_ids_are_the_records_of_the_requests_keyspace(f: &mut dyn Factory) {
+    let s = f.open("requests");
+    let (written, projected) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = RequestRecord { position: 0, digest: [1u8; 32] };
+    let second = RequestRecord { position: 1, digest: [2u8; 32] };
+    s.write(WriteBatch {
+        entries: vec![(0, b"zero".to_vec()), (1, b"one".to_vec())],
+        requests: vec![(written, first)],
+        projections: vec![super::request_write(&projected, &second)],
+        projected_size: Some(2),
+        ..Default::default()
+    })
+    .unwrap();
+    s.sync().unwrap();
+    let stored = s.get(super::REQUESTS, written.as_bytes()).unwrap();
+    assert_eq!(stored, Some(super::encode_request(&first).to_vec()));
+    assert_eq!(s.request(&projected).unwrap(), Some(second));
+    s.clear_projections(&[super::REQUESTS]).unwrap();
+    assert_eq!(s.request(&written).unwrap(), None);
+    assert_eq!(s.request(&projected).unwrap(), None);
 }
 
 fn a_batch_reads_back_as_written(f: &mut dyn Factory) {

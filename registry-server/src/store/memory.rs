@@ -19,7 +19,6 @@ use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, Writ
 struct State {
     entries: BTreeMap<u64, Vec<u8>>,
     nodes: HashMap<(u32, u64), Hash>,
-    requests: HashMap<Uuid, RequestRecord>,
     meta: HashMap<String, Vec<u8>>,
     projections: BTreeMap<(Keyspace, Vec<u8>), Vec<u8>>,
 }
@@ -32,16 +31,15 @@ impl State {
         for n in &batch.nodes {
             self.nodes.insert((n.level, n.index), n.hash);
         }
-        for (id, r) in &batch.requests {
-            self.requests.insert(*id, *r);
-        }
         for (k, v) in &batch.meta {
             self.meta.insert((*k).to_string(), v.clone());
         }
-        for w in &batch.projections {
+        // Request IDs are records of the REQUESTS keyspace, as in every store.
+        let requests = batch.requests.iter().map(|(id, r)| super::request_write(id, r));
+        for w in batch.projections.iter().cloned().chain(requests) {
             let key = (w.keyspace, w.key.clone());
-            match &w.value {
-                Some(v) => self.projections.insert(key, v.clone()),
+            match w.value {
+                Some(v) => self.projections.insert(key, v),
                 None => self.projections.remove(&key),
             };
         }
@@ -135,7 +133,7 @@ impl LogStore for MemoryStore {
     }
 
     fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
-        self.read(|s| s.requests.get(id).copied())
+        self.get(super::REQUESTS, id.as_bytes())?.map(|v| super::decode_request(&v)).transpose()
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

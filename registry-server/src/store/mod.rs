@@ -65,6 +65,20 @@ pub struct RequestRecord {
     pub digest: Hash,
 }
 
+/// Where a store that keeps projections (the layered one) keeps the request index: it is
+/// derived from the log like every projection, so it lives with them and is made durable by
+/// their snapshots, not by one random-key insert into sled per entry.
+pub const REQUESTS: Keyspace = Keyspace("requests");
+
+/// The projection record of a request ID.
+pub fn request_write(id: &Uuid, record: &RequestRecord) -> ProjectionWrite {
+    ProjectionWrite {
+        keyspace: REQUESTS,
+        key: id.as_bytes().to_vec(),
+        value: Some(encode_request(record).to_vec()),
+    }
+}
+
 /// A projection record: key and value.
 pub type Record = (Vec<u8>, Vec<u8>);
 

@@ -18,19 +18,18 @@
 //! Record layout. sled pays several microseconds per key written, so the log costs as few keys
 //! as possible: an entry's record also carries the Merkle nodes its append completed (node
 //! `(level, index)` is completed by the entry at position `((index + 1) << level) - 1`, so a node
-//! is still one read away), and request IDs are the only other key per entry. Clients that use
-//! time-ordered UUIDv7 request IDs make those inserts sequential too.
+//! is still one read away), and request IDs are the only other key per entry.
 //!
 //! ```text
 //! e position (u64 BE)     -> n (u8), n × (level (u8), hash (32)), entry bytes
-//! r request ID (16)       -> position (u64 BE), content digest (32)
+//! r request ID (16)       -> position (u64 BE), content digest (32)   (keyspace REQUESTS)
 //! m name                  -> value
 //! p keyspace 0x00 key     -> value        (projections)
 //! ```
 //!
-//! In production the projections live in memory over this store ([`super::layered`]) and the
-//! `p` records stay empty; a data directory from before keeps its old ones until the next
-//! rebuild drops them.
+//! In production the projections and the request index live in memory over this store
+//! ([`super::layered`]) and the `p` and `r` records stay empty; a data directory from before
+//! keeps its old ones until a replay from entry 0 or a rebuild drops them.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -69,6 +68,10 @@ fn entry_key(position: u64) -> [u8; 9] {
 
 /// The prefix of a projection keyspace's records.
 fn keyspace_prefix(keyspace: Keyspace) -> Vec<u8> {
+    // The request index is the REQUESTS keyspace, whichever way it is written.
+    if keyspace == super::REQUESTS {
+        return vec![REQUEST];
+    }
     let mut k = Vec::with_capacity(2 + keyspace.0.len());
     k.push(PROJECTION);
     k.extend_from_slice(keyspace.0.as_bytes());
@@ -193,7 +196,13 @@ impl SledStore {
     /// be stopped or idle: it reads every record once). An entry's record counts as the entry
     /// (its key, the entry bytes) and the Merkle nodes stored with it.
     pub fn live_bytes(&self) -> Result<Vec<LiveBytes>, StoreError> {
-        let kinds = ["entries", "Merkle nodes", "request index", "meta", "projections (old)"];
+        let kinds = [
+            "entries",
+            "Merkle nodes",
+            "request index (older layout)",
+            "meta",
+            "projections (old)",
+        ];
         let mut out: Vec<LiveBytes> =
             kinds.iter().map(|kind| LiveBytes { kind, ..LiveBytes::default() }).collect();
         for item in self.tree.iter() {

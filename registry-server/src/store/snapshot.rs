@@ -9,7 +9,7 @@
 //! is the only source of truth: a snapshot only saves time.
 //!
 //! ```text
-//! header   magic "KRSNAP03", log size (u64 BE), leaf hash of entry size-1 (32; zeros if 0),
+//! header   magic "KRSNAP04", log size (u64 BE), leaf hash of entry size-1 (32; zeros if 0),
 //!          record count (u64 BE)
 //! records  count × (key length (u32 BE), value length (u32 BE), key, value), keys ascending
 //! offsets  count × offset of the record from the start of the file (u64 BE)
@@ -41,7 +41,8 @@ use sha2::{Digest, Sha256};
 use super::StoreError;
 
 /// Version 03: key records keep the submitted key text only when it is not the DER's hex.
-const MAGIC: &[u8; 8] = b"KRSNAP03";
+/// Version 04: the request index is one of the keyspaces (it was kept beside the log in sled).
+const MAGIC: &[u8; 8] = b"KRSNAP04";
 const PIECE: usize = 16 << 20;
 const HEADER: usize = 8 + 8 + 32 + 8;
 const TRAILER: usize = 32;

@@ -24,6 +24,10 @@
 //! not continue (ahead of it, or cut after an entry the log no longer has) is a refusal to
 //! start: it is evidence that the log lost entries it had made durable.
 //!
+//! The request index is kept here too, in [`super::REQUESTS`]: it is derived from the log like
+//! the projections (a replay and a rebuild write it again), and as a random-key sled tree it
+//! cost the writer more than any other part of its sled write.
+//!
 //! Every batch with entries must say the log size its projections then reach
 //! ([`WriteBatch::projected_size`]) and continue exactly where they are, so nothing can ever be
 //! appended on top of projections that lag behind the log.
@@ -521,7 +525,7 @@ impl LogStore for LayeredStore {
         self.shared.inner.node(level, index)
     }
     fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
-        self.shared.inner.request(id)
+        self.get(super::REQUESTS, id.as_bytes())?.map(|v| super::decode_request(&v)).transpose()
     }
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.shared.inner.meta(key)
@@ -583,7 +587,7 @@ impl LogStore for LayeredStore {
             }
         }
         let end = entries.last().map(|(p, _)| p + 1);
-        let log_part = WriteBatch { entries, nodes, requests, meta, ..Default::default() };
+        let log_part = WriteBatch { entries, nodes, meta, ..Default::default() };
         if !log_part.is_empty() {
             self.shared.inner.write(log_part)?;
         }
@@ -592,8 +596,9 @@ impl LogStore for LayeredStore {
         }
         let cut = {
             let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
-            let changed = !projections.is_empty();
-            for w in projections {
+            let changed = !projections.is_empty() || !requests.is_empty();
+            let requests = requests.iter().map(|(id, r)| super::request_write(id, r));
+            for w in projections.into_iter().chain(requests) {
                 layers.active.insert(full_key(w.keyspace, &w.key), w.value);
             }
             match projected_size {
