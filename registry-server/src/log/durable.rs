@@ -86,6 +86,8 @@ pub(super) struct Written<R> {
     pub(super) on_durable: OnDurable,
     /// A copy of the batch's entries and nodes for the readers' tail.
     pub(super) tail: Option<TailBatch>,
+    /// What the store left for the syncer to write before it syncs (see `LogStore::stage`).
+    pub(super) staged: crate::store::Staged,
     pub(super) replies: Vec<Pending<R>>,
 }
 
@@ -137,6 +139,17 @@ impl Syncer {
             group.extend(rx.try_iter());
             if failure.is_none() && self.failure.happened() {
                 failure = Some(self.failure.status.borrow().clone());
+            }
+            // The writer staged these batches in order; they are written in that order here,
+            // off its thread, and the sync below covers them.
+            for written in &mut group {
+                let staged = std::mem::take(&mut written.staged);
+                if failure.is_none()
+                    && let Err(e) = self.store.apply_staged(staged)
+                {
+                    tracing::error!(error = %e, "log writer stopped after a failed write");
+                    failure = Some(self.failure.record_store(&e));
+                }
             }
             if failure.is_none() && group.iter().any(|w| w.head.is_some()) {
                 let started = std::time::Instant::now();

@@ -430,6 +430,7 @@ impl<M: Machine> Writer<M> {
         let mut on_durable = None;
         let mut head = None;
         let mut tail = None;
+        let mut staged = crate::store::Staged::default();
         if failure.is_none() && !batch.entries.is_empty() {
             match self.setup.machine.finish_batch(self.setup.frontier.size(), &mut view) {
                 Ok(publish) => on_durable = publish,
@@ -481,9 +482,10 @@ impl<M: Machine> Writer<M> {
             batch.projected_size = Some(self.setup.frontier.size());
             let written = batch.entries.len();
             let copy = TailBatch { entries: batch.entries.clone(), nodes: batch.nodes.clone() };
-            match store.write(batch) {
+            match store.stage(batch) {
                 Err(e) => failure = Some(e),
-                Ok(()) => {
+                Ok(rest) => {
+                    staged = rest;
                     tail = Some(copy);
                     self.stats.record(written);
                     let frontier = &self.setup.frontier;
@@ -513,7 +515,7 @@ impl<M: Machine> Writer<M> {
             }
             return Err(e);
         }
-        Ok(Written { head, on_durable, tail, replies })
+        Ok(Written { head, on_durable, tail, staged, replies })
     }
 
     /// Checks and stages copied entries (see the module documentation). `Err` is a storage

@@ -89,6 +89,7 @@ pub(crate) fn run_all(f: &mut dyn Factory) {
     an_empty_store_has_nothing(f);
     a_batch_reads_back_as_written(f);
     request_ids_are_the_records_of_the_requests_keyspace(f);
+    a_staged_batch_is_read_back_by_the_writer_at_once_and_whole_once_applied(f);
     prefix_scans_stay_inside_their_prefix(f);
     a_projection_walk_sees_exactly_its_keyspace_in_order(f);
     cleared_projections_take_a_rebuilds_records_and_keep_them_after_reopen(f);
@@ -173,6 +174,47 @@ fn request_ids_are_the_records_of_the_requests_keyspace(f: &mut dyn Factory) {
     s.clear_projections(&[super::REQUESTS]).unwrap();
     assert_eq!(s.request(&written).unwrap(), None);
     assert_eq!(s.request(&projected).unwrap(), None);
+}
+
+/// The writer stages a batch and reads its projections and request IDs back for the next one
+/// while the syncer applies the rest; after that it is an ordinary write.
+fn a_staged_batch_is_read_back_by_the_writer_at_once_and_whole_once_applied(f: &mut dyn Factory) {
+    let s = f.open("staged");
+    let id = Uuid::new_v4();
+    let record = RequestRecord { position: 1, digest: [4u8; 32] };
+    let staged = s
+        .stage(WriteBatch {
+            entries: vec![(0, b"zero".to_vec()), (1, b"one".to_vec())],
+            nodes: vec![PerfectNode { level: 1, index: 0, hash: [3u8; 32] }],
+            requests: vec![(id, record)],
+            projections: vec![ProjectionWrite {
+                keyspace: Keyspace("k"),
+                key: b"a".to_vec(),
+                value: Some(b"1".to_vec()),
+            }],
+            meta: vec![("m", b"v".to_vec())],
+            projected_size: Some(2),
+        })
+        .unwrap();
+    assert_eq!(s.size().unwrap(), 2, "the staged entries count");
+    assert_eq!(s.request(&id).unwrap(), Some(record));
+    assert_eq!(s.get(Keyspace("k"), b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(s.projected_size().unwrap(), 2);
+    s.apply_staged(staged).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.entries(0, 10).unwrap(), vec![(0, b"zero".to_vec()), (1, b"one".to_vec())]);
+    assert_eq!(s.node(1, 0).unwrap(), Some([3u8; 32]));
+    assert_eq!(s.meta("m").unwrap(), Some(b"v".to_vec()));
+    // The next batch continues it.
+    let next = s
+        .stage(WriteBatch {
+            entries: vec![(2, b"two".to_vec())],
+            projected_size: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    s.apply_staged(next).unwrap();
+    assert_eq!(s.entry(2).unwrap(), Some(b"two".to_vec()));
 }
 
 fn a_batch_reads_back_as_written(f: &mut dyn Factory) {

@@ -144,6 +144,11 @@ impl WriteBatch {
     }
 }
 
+/// The part of a batch that [`LogStore::stage`] left for [`LogStore::apply_staged`].
+#[derive(Debug, Default)]
+#[must_use = "a staged batch is not written until it is applied"]
+pub struct Staged(pub(crate) Option<WriteBatch>);
+
 /// Storage for the log and its projections. See the module documentation for the promises.
 pub trait LogStore: Send + Sync + 'static {
     /// Number of entries written (positions `0..size`).
@@ -168,6 +173,22 @@ pub trait LogStore: Send + Sync + 'static {
     /// Applies a batch atomically. Readers may see it at once; it is durable only after
     /// [`LogStore::sync`].
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Writes `batch` in two steps, so that the slow one can run on the thread that syncs:
+    /// now what the writer reads back (projections, request IDs), and later, through
+    /// [`LogStore::apply_staged`] before the next [`LogStore::sync`], the rest. Until then the
+    /// batch's entries and nodes are not readable; the log's readers never ask for them, since
+    /// they read only up to the durable head. By default everything is written now.
+    fn stage(&self, batch: WriteBatch) -> Result<Staged, StoreError> {
+        self.write(batch)?;
+        Ok(Staged::default())
+    }
+    /// Writes what [`LogStore::stage`] left, in the order the batches were staged.
+    fn apply_staged(&self, staged: Staged) -> Result<(), StoreError> {
+        match staged.0 {
+            Some(batch) => self.write(batch),
+            None => Ok(()),
+        }
+    }
     /// Makes everything written so far durable (for sled: flush, then fsync).
     fn sync(&self) -> Result<(), StoreError>;
     /// Drops every record of the given projections (before a rebuild).

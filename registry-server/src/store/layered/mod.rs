@@ -68,6 +68,8 @@ struct Layers {
 struct Durability {
     /// Log size after the last write.
     written: u64,
+    /// Log size after the last batch staged (at least `written`).
+    staged: u64,
     /// Log size the last completed sync covered (0 until the first: what a start finds on disk
     /// may still sit in the page cache of a process that was killed).
     synced: u64,
@@ -194,7 +196,11 @@ impl LayeredStore {
                     base: Arc::new(base),
                     projected,
                 }),
-                durability: Mutex::new(Durability { written: size, ..Default::default() }),
+                durability: Mutex::new(Durability {
+                    written: size,
+                    staged: size,
+                    ..Default::default()
+                }),
                 synced: Condvar::new(),
                 cutting: Mutex::new(None),
                 min_cut: min_cut.max(1),
@@ -513,7 +519,8 @@ impl Layers {
 
 impl LogStore for LayeredStore {
     fn size(&self) -> Result<u64, StoreError> {
-        self.shared.inner.size()
+        let staged = self.shared.durability()?.staged;
+        Ok(self.shared.inner.size()?.max(staged))
     }
     fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.shared.inner.entry(position)
@@ -573,6 +580,13 @@ impl LogStore for LayeredStore {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let staged = self.stage(batch)?;
+        self.apply_staged(staged)
+    }
+
+    /// The projections and request IDs go to the layers now; the entries, nodes and metadata
+    /// to the inner store when the syncer applies them, so the writer never waits on sled.
+    fn stage(&self, batch: WriteBatch) -> Result<super::Staged, StoreError> {
         let WriteBatch { entries, nodes, requests, projections, meta, projected_size } = batch;
         if let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) {
             let projected = self.shared.layers.read().map_err(|_| poisoned())?.projected;
@@ -588,11 +602,12 @@ impl LogStore for LayeredStore {
         }
         let end = entries.last().map(|(p, _)| p + 1);
         let log_part = WriteBatch { entries, nodes, meta, ..Default::default() };
-        if !log_part.is_empty() {
-            self.shared.inner.write(log_part)?;
-        }
         if let Some(end) = end {
-            self.shared.durability()?.written = end;
+            let mut d = self.shared.durability()?;
+            if d.failed {
+                return Err(StoreError::Io("an earlier write or sync failed".into()));
+            }
+            d.staged = end;
         }
         let cut = {
             let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
@@ -617,6 +632,24 @@ impl LogStore for LayeredStore {
             // The batch is written; only the snapshot waits for the next chance.
             tracing::error!(error = %e, "could not start a projection snapshot");
             Shared::unfreeze(&mut *self.shared.layers.write().map_err(|_| poisoned())?);
+        }
+        Ok(super::Staged((!log_part.is_empty()).then_some(log_part)))
+    }
+
+    fn apply_staged(&self, staged: super::Staged) -> Result<(), StoreError> {
+        let Some(batch) = staged.0 else { return Ok(()) };
+        let end = batch.entries.last().map(|(p, _)| p + 1);
+        if let Err(e) = self.shared.inner.write(batch) {
+            if end.is_some() {
+                // The layers already hold these entries' projections: nothing may become
+                // durable (or be cut into a snapshot) after them.
+                self.shared.durability()?.failed = true;
+                self.shared.synced.notify_all();
+            }
+            return Err(e);
+        }
+        if let Some(end) = end {
+            self.shared.durability()?.written = end;
         }
         Ok(())
     }

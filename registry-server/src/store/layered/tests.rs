@@ -261,3 +261,44 @@ fn a_walk_merges_every_layer_across_its_chunks() {
     assert_eq!(store.get(KS, b"k000001").unwrap(), Some(b"base".to_vec()));
     assert_eq!(store.get(Keyspace("other"), b"k000001").unwrap(), None);
 }
+
+#[test]
+fn a_staged_batch_reaches_the_inner_store_only_when_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = MemoryStore::new();
+    let store = LayeredStore::open(Arc::new(inner.reopen()), &dir.path().join("p.snap"), 1_000)
+        .unwrap();
+    let staged = store
+        .stage(WriteBatch {
+            entries: vec![(0, b"entry 0".to_vec())],
+            projections: vec![put("a", "1")],
+            projected_size: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(inner.size().unwrap(), 0, "sled waits for the syncer");
+    assert_eq!(store.size().unwrap(), 1);
+    assert_eq!(all(&store), [("a".to_string(), "1".to_string())]);
+    store.apply_staged(staged).unwrap();
+    assert_eq!(inner.entry(0).unwrap(), Some(b"entry 0".to_vec()));
+}
+
+#[test]
+fn after_a_failed_apply_nothing_more_is_staged_synced_or_cut() {
+    use crate::store::faulty::{Fault, FaultyStore};
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyStore::new(Arc::new(MemoryStore::new()), Fault::Write { n: 1, full: false });
+    let store = LayeredStore::open(Arc::new(faulty), &dir.path().join("p.snap"), 1).unwrap();
+    let batch = |position: u64| WriteBatch {
+        entries: vec![(position, format!("entry {position}").into_bytes())],
+        projections: vec![put(&format!("k{position}"), "v")],
+        projected_size: Some(position + 1),
+        ..Default::default()
+    };
+    let staged = store.stage(batch(0)).unwrap();
+    assert!(store.apply_staged(staged).is_err(), "the inner write fails");
+    assert!(store.stage(batch(1)).is_err(), "the projections are ahead of the log now");
+    assert!(store.sync().is_err());
+    assert!(store.persist_projections().is_err(), "no snapshot of entries never written");
+    assert!(!dir.path().join("p.snap").exists());
+}
