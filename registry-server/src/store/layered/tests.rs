@@ -266,8 +266,8 @@ fn a_walk_merges_every_layer_across_its_chunks() {
 fn a_staged_batch_reaches_the_inner_store_only_when_applied() {
     let dir = tempfile::tempdir().unwrap();
     let inner = MemoryStore::new();
-    let store = LayeredStore::open(Arc::new(inner.reopen()), &dir.path().join("p.snap"), 1_000)
-        .unwrap();
+    let store =
+        LayeredStore::open(Arc::new(inner.reopen()), &dir.path().join("p.snap"), 1_000).unwrap();
     let staged = store
         .stage(WriteBatch {
             entries: vec![(0, b"entry 0".to_vec())],
