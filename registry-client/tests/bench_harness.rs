@@ -35,7 +35,7 @@ fn the_benchmark_harness_fills_every_row_of_the_table_at_toy_size() {
     );
     let text = std::fs::read_to_string(&table).expect("run.sh wrote the table");
     // Where PostgreSQL is installed the comparison runs too, and then every one of its rows
-    // has a figure (`.ci/run` installs it).
+    // has a figure.
     let postgres_ran = text.contains(" on loopback, default durability");
     let postgres_rows: &[&str] = if postgres_ran {
         &[
