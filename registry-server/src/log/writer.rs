@@ -2,8 +2,9 @@
 //!
 //! One OS thread owns the tip of the log. It takes every append waiting in its queue (up to a
 //! batch limit), runs each through the [`Machine`] in order, frames and hashes the entries, and
-//! writes the whole batch (entries, Merkle nodes, request IDs, projections) in one atomic store
-//! write. A second thread, the syncer, then makes it durable with one sync; a third, the
+//! stages the batch in the store (`LogStore::stage`: the projections and request IDs it reads
+//! back for the next batch). A second thread, the syncer, writes the rest (entries, Merkle
+//! nodes) as one atomic store write and makes it durable with one sync; a third, the
 //! publisher, signs the new head's checkpoint, writes it to the witness (see
 //! [`super::witness`]), publishes the head and answers the callers. The three overlap: while
 //! one batch is witnessed, the next is synced and the one after it decided and written, so the
