@@ -42,6 +42,7 @@ use uuid::Uuid;
 
 use super::snapshot::Snapshot;
 use super::{Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch};
+use read::Merged;
 
 /// Fewest records the active layer holds before a cut (the default of `snapshot_min_records`).
 pub const MIN_CUT: usize = 100_000;
@@ -427,96 +428,6 @@ impl Shared {
     }
 }
 
-/// Sorted sources merged by key; on equal keys the earlier source wins and the others skip it.
-struct Merged<'a> {
-    sources: Vec<std::iter::Peekable<Source<'a>>>,
-}
-
-type Source<'a> = Box<dyn Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a>;
-
-impl<'a> Merged<'a> {
-    fn new(sources: Vec<Source<'a>>) -> Self {
-        Self { sources: sources.into_iter().map(Iterator::peekable).collect() }
-    }
-}
-
-impl<'a> Iterator for Merged<'a> {
-    type Item = (&'a [u8], Option<&'a [u8]>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut best: Option<(usize, &'a [u8])> = None;
-        for (i, s) in self.sources.iter_mut().enumerate() {
-            if let Some((k, _)) = s.peek()
-                && best.is_none_or(|(_, b)| *k < b)
-            {
-                best = Some((i, k));
-            }
-        }
-        let (winner, key) = best?;
-        let item = self.sources[winner].next();
-        for s in self.sources.iter_mut().skip(winner + 1) {
-            if s.peek().is_some_and(|(k, _)| *k == key) {
-                s.next();
-            }
-        }
-        item
-    }
-}
-
-impl Layers {
-    /// The merged records from `from` (inclusive or not) while `keep` holds, at most `limit`.
-    fn range<'a>(
-        &'a self,
-        from: Bound<&'a [u8]>,
-        keep: impl Fn(&[u8]) -> bool,
-        limit: usize,
-    ) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.merged(from)
-            .take_while(|(k, _)| keep(k))
-            .filter_map(|(k, v)| v.map(|v| (k.to_vec(), v.to_vec())))
-            .take(limit)
-            .collect()
-    }
-
-    /// Every layer from `from` on, merged: the newest version of each key, tombstones included.
-    fn merged<'a>(&'a self, from: Bound<&'a [u8]>) -> Merged<'a> {
-        fn layer<'a>(l: &'a Layer, from: Bound<&'a [u8]>) -> Source<'a> {
-            Box::new(
-                l.range::<[u8], _>((from, Bound::Unbounded)).map(|(k, v)| (&k[..], v.as_deref())),
-            )
-        }
-        let base: Source<'a> = {
-            let (start, skip_equal) = match from {
-                Bound::Included(k) => (k, None),
-                Bound::Excluded(k) => (k, Some(k)),
-                Bound::Unbounded => (&b""[..], None),
-            };
-            Box::new(
-                self.base
-                    .iter_from(start)
-                    .filter(move |(k, _)| Some(*k) != skip_equal)
-                    .map(|(k, v)| (k, Some(v))),
-            )
-        };
-        let mut sources = vec![layer(&self.active, from)];
-        if let Some(f) = &self.frozen {
-            sources.push(layer(f, from));
-        }
-        sources.push(base);
-        Merged::new(sources)
-    }
-
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        if let Some(v) = self.active.get(key) {
-            return v.clone();
-        }
-        if let Some(v) = self.frozen.as_ref().and_then(|f| f.get(key)) {
-            return v.clone();
-        }
-        self.base.get(key).map(<[u8]>::to_vec)
-    }
-}
-
 impl LogStore for LayeredStore {
     fn size(&self) -> Result<u64, StoreError> {
         let staged = self.shared.durability()?.staged;
@@ -760,5 +671,6 @@ fn remove_durably(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+mod read;
 #[cfg(test)]
 mod tests;
