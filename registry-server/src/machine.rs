@@ -136,13 +136,25 @@ impl Machine for RegistryMachine {
         Ok(())
     }
 
-    fn finish_batch(&mut self, size: u64, view: &mut View<'_>) -> Result<OnDurable, StoreError> {
-        self.map.finish_batch(view);
+    fn finish_batch(
+        &mut self,
+        size: u64,
+        view: &mut View<'_>,
+        extensions: bool,
+    ) -> Result<OnDurable, StoreError> {
+        self.map.finish_batch(view, extensions);
         let publication = self.map.publication(size);
         Ok(Some(Box::new(move || publication.publish())))
     }
 
+    /// Empty while the map's tree lags its buckets (never after a `finish_batch` that asked
+    /// for the extension lines): a replica then compares nothing equal and stops, a primary
+    /// signs no map root, and neither states a wrong one.
     fn checkpoint_extensions(&self) -> Vec<String> {
-        vec![registry_core::map::extension_line(&self.map.root())]
+        self.map.root().map(|root| registry_core::map::extension_line(&root)).into_iter().collect()
+    }
+
+    fn has_extensions(&self) -> bool {
+        true
     }
 }

@@ -160,17 +160,20 @@ impl MapBuckets {
         self.dirty.insert(index);
     }
 
-    /// Writes every bucket changed since the last call into `view` and returns their new
-    /// hashes.
-    pub fn write_changed(&mut self, view: &mut View<'_>) -> Vec<(u16, Hash)> {
+    /// Writes every bucket changed since the last call into `view` and returns their indices.
+    pub fn write_changed(&mut self, view: &mut View<'_>) -> Vec<u16> {
         std::mem::take(&mut self.dirty)
             .into_iter()
-            .map(|index| {
+            .inspect(|&index| {
                 let leaves = &self.leaves[usize::from(index)];
                 view.put(MAP, index.to_be_bytes().to_vec(), encode(leaves));
-                (index, map::bucket_hash(index, leaves))
             })
             .collect()
+    }
+
+    /// The hash of bucket `index` as it holds now.
+    fn hash(&self, index: u16) -> Hash {
+        map::bucket_hash(index, &self.leaves[usize::from(index)])
     }
 
     /// The buckets holding exactly `latest` (a rebuild's result): each bucket sorted once
@@ -264,12 +267,20 @@ pub struct MapWriter {
     tree: MapTree,
     buckets: MapBuckets,
     changed: Vec<(usize, Hash)>,
+    /// Buckets written since the tree last took their hashes (batches that needed no root).
+    stale: BTreeSet<u16>,
 }
 
 impl MapWriter {
     /// A writer publishing to `shared`.
     pub fn new(shared: std::sync::Arc<SharedMap>) -> Self {
-        Self { shared, tree: MapTree::default(), buckets: MapBuckets::empty(), changed: Vec::new() }
+        Self {
+            shared,
+            tree: MapTree::default(),
+            buckets: MapBuckets::empty(),
+            changed: Vec::new(),
+            stale: BTreeSet::new(),
+        }
     }
 
     /// Starts from `buckets` (loaded, and brought up to the log by a replay) at log `size`:
@@ -278,6 +289,7 @@ impl MapWriter {
         self.buckets = buckets;
         self.tree = self.buckets.tree();
         self.changed.clear();
+        self.stale.clear();
         self.shared.replace(size, self.tree.clone());
     }
 
@@ -286,10 +298,16 @@ impl MapWriter {
         &mut self.buckets
     }
 
-    /// Writes the buckets the batch changed into it and re-hashes them in the writer's tree.
-    pub fn finish_batch(&mut self, view: &mut View<'_>) {
-        let hashes = self.buckets.write_changed(view);
-        if !hashes.is_empty() {
+    /// Writes the buckets the batch changed into it and, when the batch's head needs the map
+    /// root (`rehash`), re-hashes every bucket changed since the tree last did in the
+    /// writer's tree. A replica catching up needs no root until the primary's checkpoint
+    /// signs one, so each bucket is hashed once however many batches changed it.
+    pub fn finish_batch(&mut self, view: &mut View<'_>, rehash: bool) {
+        self.stale.extend(self.buckets.write_changed(view));
+        if rehash && !self.stale.is_empty() {
+            let stale = std::mem::take(&mut self.stale);
+            let hashes: Vec<(u16, Hash)> =
+                stale.into_iter().map(|index| (index, self.buckets.hash(index))).collect();
             self.changed.extend(self.tree.set_buckets(&hashes));
         }
     }
@@ -300,9 +318,10 @@ impl MapWriter {
         Publication { shared: self.shared.clone(), size, nodes: std::mem::take(&mut self.changed) }
     }
 
-    /// The root of the writer's tree (for the next head checkpoint).
-    pub fn root(&self) -> Hash {
-        self.tree.root()
+    /// The root of the writer's tree (for the next head checkpoint); `None` while buckets
+    /// changed by batches that needed no root are not hashed into it yet.
+    pub fn root(&self) -> Option<Hash> {
+        self.stale.is_empty().then(|| self.tree.root())
     }
 }
 
@@ -351,6 +370,35 @@ mod tests {
         assert!(bucket.capacity() <= full + full / 16 + 1, "{} for {full}", bucket.capacity());
         assert!(bucket.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
         assert_eq!(buckets.latest(&extra), Some(1));
+    }
+
+    #[test]
+    fn a_batch_that_needs_no_root_leaves_the_hashing_to_the_next_that_does() {
+        let store = crate::store::memory::MemoryStore::new();
+        let mut writer = MapWriter::new(std::sync::Arc::default());
+        writer.open(MapBuckets::empty(), 0);
+        let evse = |n: u32| Identifier {
+            kind: registry_core::event::IdentifierKind::Evse,
+            value: format!("DE*ABC*E{n}"),
+        };
+        for batch in 0..3u32 {
+            let ids: Vec<Identifier> = (batch * 100..(batch + 1) * 100).map(evse).collect();
+            for (n, id) in (batch * 100..).zip(&ids) {
+                writer.buckets().set_latest(id, u64::from(n));
+            }
+            let mut view = View::new(&store);
+            writer.finish_batch(&mut view, false);
+            assert_eq!(writer.root(), None, "no root while buckets wait to be hashed");
+            let buckets: BTreeSet<u16> =
+                ids.iter().map(|id| map::bucket_of(&map::key(id))).collect();
+            assert_eq!(view.len(), buckets.len(), "but every changed bucket is written at once");
+        }
+        assert!(writer.publication(300).nodes.is_empty(), "nothing to show readers yet");
+        writer.buckets().set_latest(&evse(300), 300);
+        writer.finish_batch(&mut View::new(&store), true);
+        let from_scratch = writer.buckets().tree().root();
+        assert_eq!(writer.root(), Some(from_scratch), "every bucket hashed, once");
+        assert!(!writer.publication(301).nodes.is_empty(), "the changed nodes, for readers");
     }
 
     #[test]

@@ -146,15 +146,29 @@ pub trait Machine: Send + 'static {
 
     /// Called once per group commit after its last entry, before the batch is written: a chance
     /// to stage writes derived from the whole batch. `size` is the log size after the batch.
-    /// What it returns runs once the batch is durable, before readers see it; that happens on
-    /// the thread that syncs, while this one may already decide the next batch.
-    fn finish_batch(&mut self, _size: u64, _view: &mut View<'_>) -> Result<OnDurable, StoreError> {
+    /// `extensions`: whether the batch's head needs [`Machine::checkpoint_extensions`] (always
+    /// on a primary; on a replica when the primary's checkpoint carries them), so a machine
+    /// may put off what only they need. What it returns runs once the batch is durable, before
+    /// readers see it; that happens on the thread that syncs, while this one may already
+    /// decide the next batch.
+    fn finish_batch(
+        &mut self,
+        _size: u64,
+        _view: &mut View<'_>,
+        _extensions: bool,
+    ) -> Result<OnDurable, StoreError> {
         Ok(None)
     }
 
-    /// Extension lines for the next head checkpoint (after `open` or `finish_batch`).
+    /// Extension lines for the next head checkpoint (after `open`, or a `finish_batch` asked
+    /// for them).
     fn checkpoint_extensions(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Whether this machine's checkpoints carry extension lines at all.
+    fn has_extensions(&self) -> bool {
+        !self.checkpoint_extensions().is_empty()
     }
 }
 

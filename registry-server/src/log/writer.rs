@@ -344,9 +344,7 @@ impl<M: Machine> Writer<M> {
     /// root proven answers need), which the primary's head checkpoints do and the ones it
     /// signs for a cut of its watch stream do not.
     fn publishable(&self, copied: Option<&CopiedCheckpoint>) -> bool {
-        copied.is_none_or(|c| {
-            !c.extensions.is_empty() || self.setup.machine.checkpoint_extensions().is_empty()
-        })
+        copied.is_none_or(|c| !c.extensions.is_empty() || !self.setup.machine.has_extensions())
     }
 
     /// The next recorded time: now, but always at least a microsecond after the last entry.
@@ -433,15 +431,19 @@ impl<M: Machine> Writer<M> {
         let mut tail = None;
         let mut staged = crate::store::Staged::default();
         if failure.is_none() && !batch.entries.is_empty() {
-            match self.setup.machine.finish_batch(self.setup.frontier.size(), &mut view) {
+            // A replica's head needs the map root only under a checkpoint that signs one.
+            let extensions = copied.as_ref().is_none_or(|c| !c.extensions.is_empty());
+            let size = self.setup.frontier.size();
+            match self.setup.machine.finish_batch(size, &mut view, extensions) {
                 Ok(publish) => on_durable = publish,
                 Err(e) => failure = Some(e),
             }
         }
         if let (None, Some(checkpoint)) = (&failure, &copied) {
             // The map root the replica computed must be the one the primary signed.
-            let ours = self.setup.machine.checkpoint_extensions();
-            if !checkpoint.extensions.is_empty() && checkpoint.extensions != ours {
+            let signed = !checkpoint.extensions.is_empty();
+            let ours = if signed { self.setup.machine.checkpoint_extensions() } else { Vec::new() };
+            if signed && checkpoint.extensions != ours {
                 let why = format!(
                     "the primary's checkpoint of {} entries carries the extension lines {:?}, \
                      but its entries make {:?}",
@@ -489,6 +491,11 @@ impl<M: Machine> Writer<M> {
                     staged = rest;
                     tail = Some(copy);
                     self.stats.record(written);
+                    // A replica publishes the primary's note; only a primary signs these.
+                    let extensions = match copied {
+                        Some(_) => Vec::new(),
+                        None => self.setup.machine.checkpoint_extensions(),
+                    };
                     let frontier = &self.setup.frontier;
                     head = Some(NextHead {
                         publish: self.publishable(copied.as_ref()),
@@ -497,7 +504,7 @@ impl<M: Machine> Writer<M> {
                         root: frontier.root(),
                         last_hash: self.setup.last_hash,
                         last_recorded_at: self.setup.last_recorded_at,
-                        extensions: self.setup.machine.checkpoint_extensions(),
+                        extensions,
                     });
                 }
             }
