@@ -18,6 +18,20 @@ fn register(key: &str, evse: &str) -> Order {
     }
 }
 
+/// The registry started again on `config`'s data directory, and a client of it.
+async fn restarted(
+    config: &registry_server::config::Config,
+) -> (registry_server::server::Server<registry_server::machine::RegistryMachine>, RegistryClient) {
+    let again =
+        registry_server::registry::start_registry(config, registry_server::log::system_clock())
+            .await
+            .expect("restarts");
+    let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))
+        .await
+        .expect("client connects");
+    (again, client)
+}
+
 async fn answers(client: &RegistryClient, as_of: u64) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for i in 0..KEYS {
@@ -63,15 +77,7 @@ async fn a_restarted_registry_answers_and_decides_as_before() {
     drop(client);
     registry.server.shutdown();
     registry.server.wait().await.expect("clean stop");
-    let again = registry_server::registry::start_registry(
-        &registry.config,
-        registry_server::log::system_clock(),
-    )
-    .await
-    .expect("restarts");
-    let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))
-        .await
-        .expect("client connects");
+    let (again, client) = restarted(&registry.config).await;
 
     assert_eq!(answers(&client, size).await, before, "same answers on the same basis");
 
@@ -126,18 +132,10 @@ async fn a_store_from_before_projections_v2_is_rebuilt_at_start() {
     store.sync().expect("synced");
     drop(store);
 
-    let again = registry_server::registry::start_registry(
-        &registry.config,
-        registry_server::log::system_clock(),
-    )
-    .await
-    .expect("restarts");
+    let (again, client) = restarted(&registry.config).await;
     let store = again.reader().store().clone();
     assert!(store.scan_prefix(Keyspace("index"), b"o").unwrap().is_empty(), "rebuilt without it");
     assert_eq!(store.meta("projections").unwrap().as_deref(), Some(&b"complete v2"[..]));
-    let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))
-        .await
-        .expect("client connects");
     let v = client
         .check(&KeyTarget::Evse("DE*ABC*E1".into()), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
         .await
@@ -197,13 +195,7 @@ async fn a_retry_finds_a_confirmation_written_under_the_old_request_id() {
         confirm_policy: ConfirmPolicy::Auto,
         ..registry.config.clone()
     };
-    let again =
-        registry_server::registry::start_registry(&config, registry_server::log::system_clock())
-            .await
-            .expect("restarts");
-    let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))
-        .await
-        .expect("client connects");
+    let (again, client) = restarted(&config).await;
     let retry = client.submit_signed(signed).await.expect("the retry is answered");
     assert!(retry.duplicate);
     assert_eq!(retry.position, first.position);
@@ -280,15 +272,7 @@ async fn a_request_index_kept_in_sled_moves_to_the_projections_at_the_first_star
     let snapshot = registry.config.data_dir.join(registry_server::server::SNAPSHOT_FILE);
     std::fs::remove_file(&snapshot).expect("the clean stop wrote a snapshot");
 
-    let again = registry_server::registry::start_registry(
-        &registry.config,
-        registry_server::log::system_clock(),
-    )
-    .await
-    .expect("restarts");
-    let client = RegistryClient::connect(&format!("http://{}", again.local_addr()))
-        .await
-        .expect("client connects");
+    let (again, client) = restarted(&registry.config).await;
     let retry = client.submit_signed(signed).await.expect("the retry is answered");
     assert!(retry.duplicate, "found through the index the replay wrote");
     assert_eq!(retry.position, first.position);

@@ -176,26 +176,30 @@ fn request_ids_are_the_records_of_the_requests_keyspace(f: &mut dyn Factory) {
     assert_eq!(s.request(&projected).unwrap(), None);
 }
 
+/// A batch of every kind of record: entries 0 and 1 with a node, `id`'s request record, a
+/// projection record `k`/`a` = `1` and metadata `m` = `v`.
+fn two_entries(id: Uuid, record: RequestRecord) -> WriteBatch {
+    WriteBatch {
+        entries: vec![(0, b"zero".to_vec()), (1, b"one".to_vec())],
+        nodes: vec![PerfectNode { level: 1, index: 0, hash: [3u8; 32] }],
+        requests: vec![(id, record)],
+        projections: vec![ProjectionWrite {
+            keyspace: Keyspace("k"),
+            key: b"a".to_vec(),
+            value: Some(b"1".to_vec()),
+        }],
+        meta: vec![("m", b"v".to_vec())],
+        projected_size: Some(2),
+    }
+}
+
 /// The writer stages a batch and reads its projections and request IDs back for the next one
 /// while the syncer applies the rest; after that it is an ordinary write.
 fn a_staged_batch_is_read_back_by_the_writer_at_once_and_whole_once_applied(f: &mut dyn Factory) {
     let s = f.open("staged");
     let id = Uuid::new_v4();
     let record = RequestRecord { position: 1, digest: [4u8; 32] };
-    let staged = s
-        .stage(WriteBatch {
-            entries: vec![(0, b"zero".to_vec()), (1, b"one".to_vec())],
-            nodes: vec![PerfectNode { level: 1, index: 0, hash: [3u8; 32] }],
-            requests: vec![(id, record)],
-            projections: vec![ProjectionWrite {
-                keyspace: Keyspace("k"),
-                key: b"a".to_vec(),
-                value: Some(b"1".to_vec()),
-            }],
-            meta: vec![("m", b"v".to_vec())],
-            projected_size: Some(2),
-        })
-        .unwrap();
+    let staged = s.stage(two_entries(id, record)).unwrap();
     assert_eq!(s.size().unwrap(), 2, "the staged entries count");
     assert_eq!(s.request(&id).unwrap(), Some(record));
     assert_eq!(s.get(Keyspace("k"), b"a").unwrap(), Some(b"1".to_vec()));
@@ -221,19 +225,7 @@ fn a_batch_reads_back_as_written(f: &mut dyn Factory) {
     let s = f.open("readback");
     let id = Uuid::new_v4();
     let record = RequestRecord { position: 1, digest: [5u8; 32] };
-    s.write(WriteBatch {
-        entries: vec![(0, b"zero".to_vec()), (1, b"one".to_vec())],
-        nodes: vec![PerfectNode { level: 1, index: 0, hash: [3u8; 32] }],
-        requests: vec![(id, record)],
-        projections: vec![ProjectionWrite {
-            keyspace: Keyspace("k"),
-            key: b"a".to_vec(),
-            value: Some(b"1".to_vec()),
-        }],
-        meta: vec![("m", b"v".to_vec())],
-        projected_size: Some(2),
-    })
-    .unwrap();
+    s.write(two_entries(id, record)).unwrap();
     s.sync().unwrap();
     assert_eq!(s.size().unwrap(), 2);
     assert_eq!(s.projected_size().unwrap(), 2);
