@@ -1,7 +1,8 @@
 //! The stages after a group commit is staged: the syncer writes what the writer staged and
-//! makes batches durable (one sync for all handed over by then), the publisher witnesses the newest head's checkpoint, then publishes
-//! the head and answers every append and copy, strictly in batch order. See [`super::writer`]
-//! for how they overlap with the writer, and why a failure anywhere is final.
+//! makes batches durable (one sync for all handed over by then), the publisher witnesses the
+//! newest head's checkpoint, then publishes the head and answers every append and copy,
+//! strictly in batch order. See [`super::writer`] for how they overlap with the writer, and
+//! why a failure anywhere is final.
 
 use std::sync::Arc;
 
