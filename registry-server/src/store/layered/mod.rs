@@ -28,6 +28,12 @@
 //! the projections (a replay and a rebuild write it again), and as a random-key sled tree it
 //! cost the writer more than any other part of its sled write.
 //!
+//! A batch is written in two steps ([`LogStore::stage`]): its projections and request IDs go
+//! into the active layer at once, where the writer reads them back; its entries, nodes and
+//! metadata go to the inner store when the syncer applies them, before its sync. A failed
+//! apply marks the store failed, since the layers are then ahead of the log. How reads merge
+//! the layers is in `read.rs`.
+//!
 //! Every batch with entries must say the log size its projections then reach
 //! ([`WriteBatch::projected_size`]) and continue exactly where they are, so nothing can ever be
 //! appended on top of projections that lag behind the log.
