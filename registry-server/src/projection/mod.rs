@@ -437,8 +437,8 @@ fn replay(
             let mut state = Projection::cached(&mut view, cache.clone()).with_buckets(buckets);
             registry_core::lifecycle::apply(&entry.header, &entry.body, &mut state)?;
             let (id, record) = request_of(&entry)?;
-            let w = crate::store::request_write(&id, &record);
-            view.put(w.keyspace, w.key, w.value.unwrap_or_default());
+            let (keyspace, key, value) = crate::store::request_record(&id, &record);
+            view.put(keyspace, key, value);
             if view.len() >= held_records {
                 buckets.write_changed(&mut view);
                 let writes = std::mem::replace(&mut view, View::new(store)).into_writes_iter();

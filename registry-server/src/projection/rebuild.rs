@@ -20,7 +20,7 @@ use super::{
 };
 use crate::map::MapBuckets;
 use crate::store::{
-    LogStore, ProjectionRecord, REQUESTS, RequestRecord, StoreError, WriteBatch, encode_request,
+    LogStore, ProjectionRecord, RequestRecord, StoreError, WriteBatch, request_record,
 };
 
 /// The request index as a rebuild collects it: one record per entry.
@@ -195,9 +195,7 @@ fn records(state: MemoryState, requests: Requests) -> impl Iterator<Item = Proje
     let requests = lazy(move || {
         let mut requests = requests;
         requests.sort_unstable_by_key(|(id, _)| *id);
-        requests
-            .into_iter()
-            .map(|(id, r)| (REQUESTS, id.as_bytes().to_vec(), encode_request(&r).to_vec()))
+        requests.into_iter().map(|(id, r)| request_record(&id, &r))
     });
     let signers =
         signers.into_iter().map(|(key_id, record)| (SIGNERS, key_id.to_vec(), encode(&record)));

@@ -70,13 +70,14 @@ pub struct RequestRecord {
 /// their snapshots, not by one random-key insert into sled per entry.
 pub const REQUESTS: Keyspace = Keyspace("requests");
 
-/// The projection record of a request ID.
+/// The projection record of a request ID, as the writer, a replay and a rebuild write it.
+pub fn request_record(id: &Uuid, record: &RequestRecord) -> ProjectionRecord {
+    (REQUESTS, id.as_bytes().to_vec(), encode_request(record).to_vec())
+}
+
+/// [`request_record`] as a write.
 pub fn request_write(id: &Uuid, record: &RequestRecord) -> ProjectionWrite {
-    ProjectionWrite {
-        keyspace: REQUESTS,
-        key: id.as_bytes().to_vec(),
-        value: Some(encode_request(record).to_vec()),
-    }
+    ProjectionWrite::put(request_record(id, record))
 }
 
 /// A projection record: key and value.
