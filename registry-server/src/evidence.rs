@@ -3,9 +3,9 @@
 //!
 //! Evidence is taken at the durable head H: the head's checkpoint (which commits to the map),
 //! map proofs for the identifiers involved, and every entry of their back-linked chains with
-//! inclusion proofs in tree H. The writer keeps appending meanwhile, so a build that notices it
-//! raced a newer batch (the published map is past H, or a bucket on disk no longer matches the
-//! snapshot) starts again at the new head.
+//! inclusion proofs in tree H. The buckets and the tree are read from the published map at H
+//! (`crate::map::SharedMap`). The writer keeps appending meanwhile, so a build that notices it
+//! raced a newer batch (the published map is past H) starts again at the new head.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -88,8 +88,7 @@ impl EvidenceBuilder {
         roots: &[Identifier],
         expand_keys: bool,
     ) -> Result<Built, Attempt> {
-        let store = self.reader.store().clone();
-        let mut buckets: BTreeMap<u16, Bucket> = BTreeMap::new();
+        let mut buckets: BTreeMap<u16, Arc<Bucket>> = BTreeMap::new();
         let mut identifiers: BTreeSet<Identifier> = roots.iter().cloned().collect();
         let mut queue: Vec<Identifier> = roots.to_vec();
         let mut positions = BTreeSet::new();
@@ -97,7 +96,7 @@ impl EvidenceBuilder {
             let key = map::key(&id);
             let index = map::bucket_of(&key);
             if let std::collections::btree_map::Entry::Vacant(slot) = buckets.entry(index) {
-                slot.insert(crate::map::read_bucket(store.as_ref(), index)?);
+                slot.insert(self.map.bucket(head.size, index).ok_or(Attempt::Retry)?);
             }
             let latest = buckets[&index].iter().find(|(k, _)| *k == key).map(|(_, p)| *p);
             let mut next = match latest {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::key_cache::KeyCache;
 use crate::log::{LogReader, ReadError};
+use crate::map::SharedMap;
 use crate::projection::Projection;
 use crate::store::StoreError;
 
@@ -92,6 +93,7 @@ pub struct HistoryPage {
 pub struct Lookups {
     reader: LogReader,
     cache: Arc<KeyCache>,
+    map: Arc<SharedMap>,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> LookupError {
@@ -99,9 +101,10 @@ fn invalid(field: &str, message: impl Into<String>) -> LookupError {
 }
 
 impl Lookups {
-    /// Lookups over a running log whose writer keeps `cache` current.
-    pub fn new(reader: LogReader, cache: Arc<KeyCache>) -> Self {
-        Self { reader, cache }
+    /// Lookups over a running log whose writer keeps `cache` current and publishes its map to
+    /// `map`.
+    pub fn new(reader: LogReader, cache: Arc<KeyCache>, map: Arc<SharedMap>) -> Self {
+        Self { reader, cache, map }
     }
 
     fn state(&self) -> Projection<'static, &dyn crate::store::LogStore> {
@@ -228,7 +231,7 @@ impl Lookups {
                 )));
             }
             Some(p) => Some(p),
-            None => self.state().latest(identifier)?,
+            None => self.map.latest(identifier),
         };
         let mut entries = Vec::new();
         while let Some(p) = next {

@@ -139,12 +139,20 @@ impl Machine for RegistryMachine {
     fn finish_batch(
         &mut self,
         size: u64,
-        view: &mut View<'_>,
+        _view: &mut View<'_>,
         extensions: bool,
     ) -> Result<OnDurable, StoreError> {
-        self.map.finish_batch(view, extensions);
+        self.map.finish_batch(extensions);
         let publication = self.map.publication(size);
         Ok(Some(Box::new(move || publication.publish())))
+    }
+
+    fn write_held_back(&mut self, view: &mut View<'_>) {
+        self.map.write_held_back(view);
+    }
+
+    fn holds_back(&self) -> bool {
+        self.map.holds_back()
     }
 
     /// Empty while the map's tree lags its buckets (never after a `finish_batch` that asked

@@ -1,47 +1,38 @@
-//! The verifiable map (`registry_core::map`) as the server keeps it: bucket records on disk,
-//! the tree of bucket hashes in memory, and for the writer every bucket decoded in memory.
+//! The verifiable map (`registry_core::map`) as the server keeps it: every bucket decoded in
+//! memory, the tree of bucket hashes beside it, and the bucket records as its durable copy.
 //!
-//! The bucket records are also the `latest` projection (the lifecycle state's "latest entry per
-//! identifier"). The writer reads and changes them through its [`MapBuckets`], which holds every
-//! bucket decoded (a registration touches up to four buckets, and reading and decoding them from
-//! sled was a fifth of the writer's time); once per batch it writes the buckets the batch changed
-//! into the batch, in the same atomic write as the entries, and re-hashes them in its own copy
-//! of the tree, whose root goes into the head checkpoint's extension line. When the batch is
-//! durable the changed tree nodes are published to the [`SharedMap`] that proof builders read,
-//! stamped with the log size they belong to. A reader snapshots the tree at size H, then reads
-//! bucket records from disk; a bucket whose leaves no longer hash to the snapshot's bucket hash
-//! was rewritten by a newer batch, and the reader retries. The records hold nothing but the
-//! leaves, so a rebuild reproduces them exactly.
+//! The buckets are also the `latest` projection (the lifecycle state's "latest entry per
+//! identifier"). The writer reads and changes them through its [`MapBuckets`] (a registration
+//! touches up to four buckets, and reading and decoding them from the store was a fifth of its
+//! time) and, once per batch, re-hashes the changed ones in its own copy of the tree, whose root
+//! goes into the head checkpoint's extension line. When the batch is durable the changed tree
+//! nodes and buckets are published to the [`SharedMap`], stamped with the log size they belong
+//! to: lookups and proof builders read the map there, tree and buckets under one lock, never
+//! from the store.
+//!
+//! The store's bucket records are written only when the store is about to make its
+//! projections durable (a snapshot cut, a clean stop), not at every batch (see
+//! [`MapWriter`]). They hold nothing but the leaves, so a rebuild reproduces them exactly.
 //!
 //! ```text
 //! map       bucket (u16 BE) -> leaves (sorted by key)
 //! ```
 //!
 //! Bucket hashes are not stored: at start the tree is rebuilt from the buckets, which costs one
-//! pass over them and saves a second key written per bucket in every group commit.
+//! pass over them and saves a second key per bucket.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use registry_core::event::Identifier;
 use registry_core::map::{self, Bucket, MapTree};
 use registry_core::merkle::Hash;
 
 use crate::log::View;
-use crate::store::{Keyspace, Kv, LogStore, StoreError};
+use crate::store::{Keyspace, LogStore, StoreError};
 
 /// Bucket records.
 pub const MAP: Keyspace = Keyspace("map");
-
-/// Reads a bucket's leaves (empty if never written).
-pub fn read_bucket<K: Kv + ?Sized>(kv: &K, index: u16) -> Result<Bucket, StoreError> {
-    match kv.get(MAP, &index.to_be_bytes())? {
-        Some(b) => {
-            decode_bucket(&b).map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))
-        }
-        None => Ok(Bucket::default()),
-    }
-}
 
 /// A stored bucket record's leaves: the inverse of [`encode`], read directly for the same
 /// reason (at ten million keys, decoding every bucket through serde took 6 s of a start).
@@ -97,25 +88,28 @@ fn encode(leaves: &Bucket) -> Vec<u8> {
     out
 }
 
-/// The latest position recorded for an identifier.
-pub fn latest<K: Kv + ?Sized>(kv: &K, identifier: &Identifier) -> Result<Option<u64>, StoreError> {
-    let key = map::key(identifier);
-    let leaves = read_bucket(kv, map::bucket_of(&key))?;
-    Ok(leaves.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| leaves[i].1))
-}
-
 /// Every bucket, decoded: the writer's (and a catch-up's) copy of the `latest` projection,
-/// including changes not yet written.
+/// including changes not yet written. Each bucket is an `Arc` so that readers and a
+/// publication can hold a batch's version of it while the writer goes on: the writer copies a
+/// shared bucket on its first change, and only then.
 #[derive(Debug)]
 pub struct MapBuckets {
-    leaves: Vec<Bucket>,
-    dirty: BTreeSet<u16>,
+    leaves: Vec<Arc<Bucket>>,
+    /// Changed since the last [`MapBuckets::take_changed`] (the writer's batch).
+    changed: BTreeSet<u16>,
+    /// Changed since their records were last written ([`MapBuckets::write_unwritten`]).
+    unwritten: BTreeSet<u16>,
 }
 
 impl MapBuckets {
     /// No identifier recorded yet (a new log).
     pub fn empty() -> Self {
-        Self { leaves: vec![Bucket::new(); map::BUCKETS], dirty: BTreeSet::new() }
+        Self {
+            // One empty bucket shared by all: the first change to each copies it.
+            leaves: std::iter::repeat_n(Arc::new(Bucket::new()), map::BUCKETS).collect(),
+            changed: BTreeSet::new(),
+            unwritten: BTreeSet::new(),
+        }
     }
 
     /// Every bucket record of `store`.
@@ -126,8 +120,10 @@ impl MapBuckets {
             let index: [u8; 2] =
                 k.try_into().map_err(|_| StoreError::Corrupt("map key is not 2 bytes".into()))?;
             let index = u16::from_be_bytes(index);
-            buckets.leaves[usize::from(index)] = decode_bucket(v)
-                .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))?;
+            buckets.leaves[usize::from(index)] = Arc::new(
+                decode_bucket(v)
+                    .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))?,
+            );
             Ok(())
         })?;
         Ok(buckets)
@@ -135,40 +131,56 @@ impl MapBuckets {
 
     /// The latest position recorded for an identifier.
     pub fn latest(&self, identifier: &Identifier) -> Option<u64> {
-        let key = map::key(identifier);
-        let leaves = &self.leaves[usize::from(map::bucket_of(&key))];
-        leaves.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| leaves[i].1)
+        latest_in(&self.leaves, identifier)
     }
 
     /// Records `position` as the latest entry of `identifier`.
     pub fn set_latest(&mut self, identifier: &Identifier, position: u64) {
         let key = map::key(identifier);
         let index = map::bucket_of(&key);
-        let leaves = &mut self.leaves[usize::from(index)];
-        match leaves.binary_search_by(|(k, _)| k.cmp(&key)) {
+        let slot = &mut self.leaves[usize::from(index)];
+        let found = slot.binary_search_by(|(k, _)| k.cmp(&key));
+        if Arc::get_mut(slot).is_none() {
+            // Readers or a publication hold this version: the writer's own copy, with room for
+            // the new leaf. Loaded buckets are exactly full, and doubling them would cost, at a
+            // million keys, 120 MB for a few thousand registrations: a sixteenth more instead.
+            let room = if found.is_err() { slot.len() / 16 + 1 } else { 0 };
+            let mut copy = Vec::with_capacity(slot.len() + room);
+            copy.extend_from_slice(slot);
+            *slot = Arc::new(copy);
+        }
+        let leaves = Arc::make_mut(slot);
+        match found {
             Ok(i) => leaves[i].1 = position,
             Err(i) => {
-                // Loaded buckets are exactly full: the first insertion into each would double
-                // it, and a few thousand registrations touch every bucket (at a million keys,
-                // 120 MB for a handful of new leaves). A sixteenth more at a time instead.
                 if leaves.len() == leaves.capacity() {
                     leaves.reserve_exact(leaves.len() / 16 + 1);
                 }
                 leaves.insert(i, (key, position));
             }
         }
-        self.dirty.insert(index);
+        self.changed.insert(index);
+        self.unwritten.insert(index);
     }
 
-    /// Writes every bucket changed since the last call into `view` and returns their indices.
-    pub fn write_changed(&mut self, view: &mut View<'_>) -> Vec<u16> {
-        std::mem::take(&mut self.dirty)
+    /// The buckets changed since the last call, as they are now.
+    fn take_changed(&mut self) -> Vec<(u16, Arc<Bucket>)> {
+        std::mem::take(&mut self.changed)
             .into_iter()
-            .inspect(|&index| {
-                let leaves = &self.leaves[usize::from(index)];
-                view.put(MAP, index.to_be_bytes().to_vec(), encode(leaves));
-            })
+            .map(|index| (index, self.leaves[usize::from(index)].clone()))
             .collect()
+    }
+
+    /// Writes the record of every bucket changed since the last call into `view`.
+    pub fn write_unwritten(&mut self, view: &mut View<'_>) {
+        for index in std::mem::take(&mut self.unwritten) {
+            view.put(MAP, index.to_be_bytes().to_vec(), encode(&self.leaves[usize::from(index)]));
+        }
+    }
+
+    /// Whether some bucket changed since its record was last written.
+    pub fn has_unwritten(&self) -> bool {
+        !self.unwritten.is_empty()
     }
 
     /// The hash of bucket `index` as it holds now.
@@ -179,21 +191,25 @@ impl MapBuckets {
     /// The buckets holding exactly `latest` (a rebuild's result): each bucket sorted once
     /// instead of one insertion per update.
     pub fn from_latest(latest: impl IntoIterator<Item = (Identifier, u64)>) -> Self {
-        let mut buckets = Self::empty();
+        let mut leaves = vec![Bucket::new(); map::BUCKETS];
         for (identifier, position) in latest {
             let key = map::key(&identifier);
-            let index = map::bucket_of(&key);
-            buckets.leaves[usize::from(index)].push((key, position));
-            buckets.dirty.insert(index);
+            leaves[usize::from(map::bucket_of(&key))].push((key, position));
         }
-        for leaves in &mut buckets.leaves {
-            leaves.sort_unstable_by_key(|leaf| leaf.0);
+        let mut buckets = Self::empty();
+        for (index, mut bucket) in (0..=u16::MAX).zip(leaves) {
+            if !bucket.is_empty() {
+                bucket.sort_unstable_by_key(|leaf| leaf.0);
+                buckets.leaves[usize::from(index)] = Arc::new(bucket);
+                buckets.changed.insert(index);
+                buckets.unwritten.insert(index);
+            }
         }
         buckets
     }
 
     /// The records of the buckets that hold something, in key order, as
-    /// [`MapBuckets::write_changed`] writes them.
+    /// [`MapBuckets::write_unwritten`] writes them.
     pub fn into_records(self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
         (0..=u16::MAX)
             .zip(self.leaves)
@@ -212,6 +228,13 @@ impl MapBuckets {
     }
 }
 
+/// The latest position of `identifier` in `buckets` (every bucket, by index).
+fn latest_in(buckets: &[Arc<Bucket>], identifier: &Identifier) -> Option<u64> {
+    let key = map::key(identifier);
+    let leaves = buckets.get(usize::from(map::bucket_of(&key)))?;
+    leaves.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| leaves[i].1)
+}
+
 /// What a proof builder sees of the published tree.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -223,21 +246,31 @@ pub struct Snapshot {
     pub paths: BTreeMap<u16, (Hash, Vec<Hash>)>,
 }
 
-/// The tree as of the durable head, shared between the writer (which publishes) and proof
-/// builders (which read).
+/// The map as of the durable head, shared between the writer (which publishes) and readers:
+/// the tree for proofs, and the buckets themselves, which are the `latest` projection readers
+/// see. The store's bucket records are only the map's durable copy (the writer holds them
+/// back between snapshot cuts, see [`MapWriter`]), so readers never read them.
 #[derive(Debug, Default)]
 pub struct SharedMap {
-    published: RwLock<(u64, MapTree)>,
+    published: RwLock<Published>,
+}
+
+#[derive(Debug, Default)]
+struct Published {
+    version: u64,
+    tree: MapTree,
+    /// Every bucket by index (empty before the writer opens).
+    buckets: Vec<Arc<Bucket>>,
 }
 
 impl SharedMap {
     /// Paths for `buckets` in the published tree, or `None` if it is not at `version`.
     pub fn snapshot(&self, version: u64, buckets: &[u16]) -> Option<Snapshot> {
         let guard = self.published.read().ok()?;
-        let (v, tree) = &*guard;
-        if *v != version {
+        if guard.version != version {
             return None;
         }
+        let tree = &guard.tree;
         Some(Snapshot {
             version,
             root: tree.root(),
@@ -245,52 +278,86 @@ impl SharedMap {
         })
     }
 
-    fn replace(&self, version: u64, tree: MapTree) {
+    /// Bucket `index` as published at log size `version`, or `None` if the publication is
+    /// not at `version`.
+    pub fn bucket(&self, version: u64, index: u16) -> Option<Arc<Bucket>> {
+        let guard = self.published.read().ok()?;
+        if guard.version != version {
+            return None;
+        }
+        Some(guard.buckets.get(usize::from(index)).cloned().unwrap_or_default())
+    }
+
+    /// The latest position of `identifier` as published (the newest durable batch).
+    pub fn latest(&self, identifier: &Identifier) -> Option<u64> {
+        latest_in(&self.published.read().ok()?.buckets, identifier)
+    }
+
+    fn replace(&self, version: u64, tree: MapTree, buckets: Vec<Arc<Bucket>>) {
         if let Ok(mut g) = self.published.write() {
-            *g = (version, tree);
+            *g = Published { version, tree, buckets };
         }
     }
 
-    fn update(&self, version: u64, nodes: &[(usize, Hash)]) {
+    fn update(&self, version: u64, nodes: &[(usize, Hash)], buckets: Vec<(u16, Arc<Bucket>)>) {
         if let Ok(mut g) = self.published.write() {
-            g.1.set_nodes(nodes);
-            g.0 = version;
+            g.tree.set_nodes(nodes);
+            for (index, bucket) in buckets {
+                if let Some(slot) = g.buckets.get_mut(usize::from(index)) {
+                    *slot = bucket;
+                }
+            }
+            g.version = version;
         }
     }
 }
 
-/// The writer's side of the map: every bucket, its own tree, and the tree nodes changed since
-/// the last publication.
+/// The writer's side of the map: every bucket, its own tree, and what changed since the last
+/// publication.
+///
+/// The writer holds the bucket records back from its batches: a bucket is rewritten whole
+/// (at a million keys about 1.7 KB) whenever one of its leaves changes, and writing the
+/// changed ones at every group commit filled the layered store's active layer with copies of
+/// them. Readers read the published buckets instead, and the records are written only when
+/// the store is about to cut its projections ([`crate::store::LogStore::projections_wanted`])
+/// and at a clean stop; a batch that holds some back says so
+/// ([`crate::store::WriteBatch::held_back`]), and no snapshot is cut after it.
 #[derive(Debug)]
 pub struct MapWriter {
-    shared: std::sync::Arc<SharedMap>,
+    shared: Arc<SharedMap>,
     tree: MapTree,
     buckets: MapBuckets,
     changed: Vec<(usize, Hash)>,
+    /// Bucket versions for readers once the batches finished so far are durable.
+    to_publish: BTreeMap<u16, Arc<Bucket>>,
     /// Buckets written since the tree last took their hashes (batches that needed no root).
     stale: BTreeSet<u16>,
 }
 
 impl MapWriter {
     /// A writer publishing to `shared`.
-    pub fn new(shared: std::sync::Arc<SharedMap>) -> Self {
+    pub fn new(shared: Arc<SharedMap>) -> Self {
         Self {
             shared,
             tree: MapTree::default(),
             buckets: MapBuckets::empty(),
             changed: Vec::new(),
+            to_publish: BTreeMap::new(),
             stale: BTreeSet::new(),
         }
     }
 
     /// Starts from `buckets` (loaded, and brought up to the log by a replay) at log `size`:
-    /// builds the tree and shows it to readers.
-    pub fn open(&mut self, buckets: MapBuckets, size: u64) {
+    /// builds the tree and shows it to readers. Records the replay left unwritten stay
+    /// unwritten.
+    pub fn open(&mut self, mut buckets: MapBuckets, size: u64) {
+        buckets.changed.clear();
         self.buckets = buckets;
         self.tree = self.buckets.tree();
         self.changed.clear();
+        self.to_publish.clear();
         self.stale.clear();
-        self.shared.replace(size, self.tree.clone());
+        self.shared.replace(size, self.tree.clone(), self.buckets.leaves.clone());
     }
 
     /// The buckets, for the lifecycle state the writer decides and applies against.
@@ -298,12 +365,15 @@ impl MapWriter {
         &mut self.buckets
     }
 
-    /// Writes the buckets the batch changed into it and, when the batch's head needs the map
-    /// root (`rehash`), re-hashes every bucket changed since the tree last did in the
+    /// Takes the buckets the batch changed for readers and, when the batch's head needs the
+    /// map root (`rehash`), re-hashes every bucket changed since the tree last did in the
     /// writer's tree. A replica catching up needs no root until the primary's checkpoint
     /// signs one, so each bucket is hashed once however many batches changed it.
-    pub fn finish_batch(&mut self, view: &mut View<'_>, rehash: bool) {
-        self.stale.extend(self.buckets.write_changed(view));
+    pub fn finish_batch(&mut self, rehash: bool) {
+        for (index, bucket) in self.buckets.take_changed() {
+            self.stale.insert(index);
+            self.to_publish.insert(index, bucket);
+        }
         if rehash && !self.stale.is_empty() {
             let stale = std::mem::take(&mut self.stale);
             let hashes: Vec<(u16, Hash)> =
@@ -312,10 +382,25 @@ impl MapWriter {
         }
     }
 
-    /// What to publish once the batches finished so far are durable: the tree nodes they
-    /// changed, for readers at log size `size`.
+    /// Writes the records of every bucket changed since they were last written into `view`.
+    pub fn write_held_back(&mut self, view: &mut View<'_>) {
+        self.buckets.write_unwritten(view);
+    }
+
+    /// Whether some bucket's record is held back.
+    pub fn holds_back(&self) -> bool {
+        self.buckets.has_unwritten()
+    }
+
+    /// What to publish once the batches finished so far are durable: the tree nodes and the
+    /// buckets they changed, for readers at log size `size`.
     pub fn publication(&mut self, size: u64) -> Publication {
-        Publication { shared: self.shared.clone(), size, nodes: std::mem::take(&mut self.changed) }
+        Publication {
+            shared: self.shared.clone(),
+            size,
+            nodes: std::mem::take(&mut self.changed),
+            buckets: std::mem::take(&mut self.to_publish).into_iter().collect(),
+        }
     }
 
     /// The root of the writer's tree (for the next head checkpoint); `None` while buckets
@@ -325,18 +410,20 @@ impl MapWriter {
     }
 }
 
-/// Changed tree nodes on their way to readers; [`Publication::publish`] once durable.
+/// Changed tree nodes and buckets on their way to readers; [`Publication::publish`] once
+/// durable.
 #[derive(Debug)]
 pub struct Publication {
-    shared: std::sync::Arc<SharedMap>,
+    shared: Arc<SharedMap>,
     size: u64,
     nodes: Vec<(usize, Hash)>,
+    buckets: Vec<(u16, Arc<Bucket>)>,
 }
 
 impl Publication {
-    /// Shows the nodes to proof builders, as the tree at the publication's log size.
+    /// Shows the nodes and buckets to readers, as the map at the publication's log size.
     pub fn publish(self) {
-        self.shared.update(self.size, &self.nodes);
+        self.shared.update(self.size, &self.nodes, self.buckets);
     }
 }
 
@@ -347,10 +434,6 @@ mod tests {
     #[test]
     fn a_new_leaf_grows_a_full_bucket_by_a_little_and_keeps_it_sorted() {
         let mut buckets = MapBuckets::empty();
-        let evse = |n: u32| Identifier {
-            kind: registry_core::event::IdentifierKind::Evse,
-            value: format!("DE*ABC*E{n}"),
-        };
         // Enough identifiers that one bucket holds a few dozen.
         for n in 0..3_000_000u32 {
             let id = evse(n);
@@ -358,9 +441,8 @@ mod tests {
                 buckets.set_latest(&id, u64::from(n));
             }
         }
-        let bucket = &mut buckets.leaves[7];
-        bucket.shrink_to_fit(); // as loaded
-        let full = bucket.len();
+        Arc::make_mut(&mut buckets.leaves[7]).shrink_to_fit(); // as loaded
+        let full = buckets.leaves[7].len();
         assert!(full > 16, "{full} leaves");
         let extra =
             (3_000_000u32..).map(evse).find(|id| map::bucket_of(&map::key(id)) == 7).unwrap();
@@ -372,33 +454,90 @@ mod tests {
         assert_eq!(buckets.latest(&extra), Some(1));
     }
 
-    #[test]
-    fn a_batch_that_needs_no_root_leaves_the_hashing_to_the_next_that_does() {
-        let store = crate::store::memory::MemoryStore::new();
-        let mut writer = MapWriter::new(std::sync::Arc::default());
-        writer.open(MapBuckets::empty(), 0);
-        let evse = |n: u32| Identifier {
+    fn evse(n: u32) -> Identifier {
+        Identifier {
             kind: registry_core::event::IdentifierKind::Evse,
             value: format!("DE*ABC*E{n}"),
-        };
-        for batch in 0..3u32 {
-            let ids: Vec<Identifier> = (batch * 100..(batch + 1) * 100).map(evse).collect();
-            for (n, id) in (batch * 100..).zip(&ids) {
-                writer.buckets().set_latest(id, u64::from(n));
-            }
-            let mut view = View::new(&store);
-            writer.finish_batch(&mut view, false);
-            assert_eq!(writer.root(), None, "no root while buckets wait to be hashed");
-            let buckets: BTreeSet<u16> =
-                ids.iter().map(|id| map::bucket_of(&map::key(id))).collect();
-            assert_eq!(view.len(), buckets.len(), "but every changed bucket is written at once");
         }
-        assert!(writer.publication(300).nodes.is_empty(), "nothing to show readers yet");
+    }
+
+    #[test]
+    fn a_batch_that_needs_no_root_leaves_the_hashing_to_the_next_that_does() {
+        let mut writer = MapWriter::new(Arc::default());
+        writer.open(MapBuckets::empty(), 0);
+        for batch in 0..3u32 {
+            for n in batch * 100..(batch + 1) * 100 {
+                writer.buckets().set_latest(&evse(n), u64::from(n));
+            }
+            writer.finish_batch(false);
+            assert_eq!(writer.root(), None, "no root while buckets wait to be hashed");
+        }
+        assert!(writer.publication(300).nodes.is_empty(), "no tree nodes to show readers yet");
         writer.buckets().set_latest(&evse(300), 300);
-        writer.finish_batch(&mut View::new(&store), true);
+        writer.finish_batch(true);
         let from_scratch = writer.buckets().tree().root();
         assert_eq!(writer.root(), Some(from_scratch), "every bucket hashed, once");
         assert!(!writer.publication(301).nodes.is_empty(), "the changed nodes, for readers");
+    }
+
+    #[test]
+    fn bucket_records_are_held_back_until_asked_for_and_then_written_once() {
+        let store = crate::store::memory::MemoryStore::new();
+        let mut writer = MapWriter::new(Arc::default());
+        writer.open(MapBuckets::empty(), 0);
+        let mut changed = BTreeSet::new();
+        for n in 0..200u32 {
+            writer.buckets().set_latest(&evse(n), u64::from(n));
+            changed.insert(map::bucket_of(&map::key(&evse(n))));
+            if n % 50 == 49 {
+                writer.finish_batch(true);
+            }
+        }
+        assert!(writer.holds_back(), "four batches changed buckets, none wrote them");
+        let mut view = View::new(&store);
+        writer.write_held_back(&mut view);
+        assert_eq!(view.len(), changed.len(), "each changed bucket once, as it is now");
+        assert!(!writer.holds_back());
+        let mut again = View::new(&store);
+        writer.write_held_back(&mut again);
+        assert_eq!(again.len(), 0, "nothing changed since");
+        store
+            .write(crate::store::WriteBatch {
+                projections: view.into_writes(),
+                ..Default::default()
+            })
+            .unwrap();
+        let loaded = MapBuckets::load(&store).unwrap();
+        assert_eq!(loaded.tree().root(), writer.buckets().tree().root(), "the records are the map");
+    }
+
+    #[test]
+    fn readers_see_a_batch_only_once_published_and_never_the_writer_s_later_changes() {
+        let shared = Arc::new(SharedMap::default());
+        let mut writer = MapWriter::new(shared.clone());
+        writer.open(MapBuckets::empty(), 0);
+        writer.buckets().set_latest(&evse(1), 10);
+        writer.finish_batch(true);
+        let publication = writer.publication(11);
+        assert_eq!(shared.latest(&evse(1)), None, "not durable yet");
+        publication.publish();
+        assert_eq!(shared.latest(&evse(1)), Some(10));
+        // The published bucket is shared with the writer's: its next change copies it.
+        writer.buckets().set_latest(&evse(1), 20);
+        assert_eq!(shared.latest(&evse(1)), Some(10), "the writer's change is its own");
+        let index = map::bucket_of(&map::key(&evse(1)));
+        let bucket = shared.bucket(11, index).unwrap();
+        let snapshot = shared.snapshot(11, &[index]).unwrap();
+        assert_eq!(
+            map::bucket_hash(index, &bucket),
+            snapshot.paths[&index].0,
+            "tree and bucket agree"
+        );
+        assert!(shared.bucket(12, index).is_none(), "only at the published size");
+        writer.finish_batch(true);
+        writer.publication(12).publish();
+        assert_eq!(shared.latest(&evse(1)), Some(20));
+        assert_eq!(shared.snapshot(12, &[]).unwrap().root, writer.root().unwrap());
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub async fn start_registry(
             ctx.health.set("keyregistry.v1.ReplicationService", true);
         }
         let lookups = Arc::new(LookupApi::new(
-            Lookups::new(ctx.reader.clone(), cache.clone()),
+            Lookups::new(ctx.reader.clone(), cache.clone(), map.clone()),
             crate::evidence::EvidenceBuilder::new(ctx.reader.clone(), map),
         ));
         let _ = ctx.web_lookups.set(lookups.clone());

@@ -160,6 +160,18 @@ pub trait Machine: Send + 'static {
         Ok(None)
     }
 
+    /// Writes into `view` every projection record the machine has held back from its batches
+    /// so far (see [`Machine::holds_back`]): called before a batch when the store wants them
+    /// ([`LogStore::projections_wanted`]) and once more when the writer stops cleanly.
+    fn write_held_back(&mut self, _view: &mut View<'_>) {}
+
+    /// Whether the machine holds back projection records its batches changed, writing them
+    /// only when the store is about to make its projections durable
+    /// ([`crate::store::WriteBatch::held_back`]).
+    fn holds_back(&self) -> bool {
+        false
+    }
+
     /// Extension lines for the next head checkpoint (after `open`, or a `finish_batch` asked
     /// for them).
     fn checkpoint_extensions(&self) -> Vec<String> {
@@ -301,6 +313,21 @@ pub enum OpenError {
         /// The witness file.
         witness: std::path::PathBuf,
     },
+    /// The projections, replayed up to the newest signed checkpoint, do not reproduce the
+    /// extension lines (the map root) it signed.
+    #[error(
+        "refusing to start: the projections do not reproduce the checkpoint of {size} entries the          registry signed (kept in {witness}): it carries the extension lines {signed:?}, the          projections make {found:?}. The log's entries are intact (their Merkle root matched);          rebuild the projections from them with `registry-server rebuild`"
+    )]
+    ProjectionsDiverged {
+        /// The size of the newest signed checkpoint (the log's size).
+        size: u64,
+        /// Its extension lines.
+        signed: Vec<String>,
+        /// The lines the projections make.
+        found: Vec<String>,
+        /// The witness file.
+        witness: std::path::PathBuf,
+    },
     /// The witness cannot be read.
     #[error(
         "refusing to start: {0}. If the log itself is intact, `registry audit verify` of an export proves it; {RECOVER_WITNESS}"
@@ -416,6 +443,22 @@ impl<M: Machine> Log<M> {
             ))));
         }
         machine.open(store.as_ref(), frontier.size())?;
+        if let (Some(w), Some(witness)) = (&witnessed, &options.witness)
+            && w.size == frontier.size()
+            && !w.extensions.is_empty()
+            && machine.has_extensions()
+        {
+            // The map a start loads (snapshot and replay) must be the one signed at this size.
+            let found = machine.checkpoint_extensions();
+            if found != w.extensions {
+                return Err(OpenError::ProjectionsDiverged {
+                    size: w.size,
+                    signed: w.extensions.clone(),
+                    found,
+                    witness: witness.path().to_path_buf(),
+                });
+            }
+        }
         // What the start found and replayed is made durable before anything is built on it
         // (a killed predecessor's last writes may still sit in the page cache only).
         if !options.read_only {

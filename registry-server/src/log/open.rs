@@ -9,6 +9,8 @@ pub(super) struct Witnessed {
     pub(super) size: u64,
     pub(super) root: Hash,
     pub(super) note: String,
+    /// Its extension lines (the map root).
+    pub(super) extensions: Vec<String>,
 }
 
 /// The head of the log at a witnessed size, served with the witnessed note itself.
@@ -82,7 +84,12 @@ pub(super) fn keeps_promise(
             witness: path(),
         });
     }
-    Ok(Some(Witnessed { size: signed.size, root: signed.root, note }))
+    Ok(Some(Witnessed {
+        size: signed.size,
+        root: signed.root,
+        note,
+        extensions: signed.extensions,
+    }))
 }
 
 /// Checks the entries appended since the last verified point: chain links, positions, recorded

@@ -627,3 +627,82 @@ async fn a_checkpoint_that_cannot_be_witnessed_is_never_published() {
     drop(appender);
     assert!(log.close().is_err());
 }
+
+/// Raw bodies whose checkpoints carry one extension line the test sets: a stand-in for a
+/// machine whose projections (like the registry's map) a start loads from a snapshot.
+struct Stamped(Arc<Mutex<String>>);
+
+impl Machine for Stamped {
+    type Command = Vec<u8>;
+    type Rejection = std::convert::Infallible;
+    type Effects = ();
+    type Copied = ();
+
+    fn check_copied(
+        &mut self,
+        position: u64,
+        copied: (),
+        view: &View<'_>,
+    ) -> Result<CopiedEntry<()>, MachineError<String>> {
+        RawBodies.check_copied(position, copied, view)
+    }
+
+    fn decide(
+        &mut self,
+        command: &Vec<u8>,
+        context: &EntryContext,
+        view: &View<'_>,
+    ) -> Result<Decided<()>, MachineError<Self::Rejection>> {
+        RawBodies.decide(command, context, view)
+    }
+
+    fn apply(
+        &mut self,
+        header: &EntryHeader,
+        _: &(),
+        view: &mut View<'_>,
+    ) -> Result<(), StoreError> {
+        RawBodies.apply(header, &(), view)
+    }
+
+    fn checkpoint_extensions(&self) -> Vec<String> {
+        vec![self.0.lock().unwrap().clone()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_projections_do_not_make_the_signed_extension_lines_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness = Witness::new(dir.path().join(witness::WITNESS_FILE));
+    let memory = MemoryStore::new();
+    let signer = signer();
+    let line = Arc::new(Mutex::new("test.v1 map A".to_string()));
+    let options = || LogOptions { witness: Some(witness.clone()), ..LogOptions::default() };
+    let open = || {
+        Log::open(
+            Arc::new(memory.reopen()),
+            Stamped(line.clone()),
+            signer.clone(),
+            options(),
+            system_clock(),
+        )
+    };
+    let log = open().unwrap();
+    for i in 0..2 {
+        let b = body(i);
+        log.appender().append(Uuid::new_v4(), digest(&b), b).await.unwrap();
+    }
+    log.close().unwrap();
+
+    *line.lock().unwrap() = "test.v1 map B".into(); // what a damaged snapshot would load
+    match open().err() {
+        Some(OpenError::ProjectionsDiverged { size, signed, found, .. }) => {
+            assert_eq!(size, 2);
+            assert_eq!(signed, ["test.v1 map A"]);
+            assert_eq!(found, ["test.v1 map B"]);
+        }
+        other => panic!("expected a refusal naming both lines, got {other:?}"),
+    }
+    *line.lock().unwrap() = "test.v1 map A".into();
+    open().unwrap().close().unwrap();
+}

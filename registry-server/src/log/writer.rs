@@ -300,6 +300,7 @@ impl<M: Machine> Writer<M> {
         // A copy is a batch of its own, so that every head is exactly one of the primary's
         // checkpoints and its roots are checked against it.
         let max_batch = if self.replica() { 1 } else { self.setup.options.max_batch.max(1) };
+        let mut stopped = false;
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
             while jobs.len() < max_batch {
@@ -314,12 +315,14 @@ impl<M: Machine> Writer<M> {
                     if to_syncer.send(written).is_err() {
                         // The syncer is gone (it panicked): nothing can become durable now.
                         self.failure.record("the log syncer stopped".into());
+                        stopped = true;
                         break;
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "log writer stopped after a storage error");
                     self.failure.record_store(&e);
+                    stopped = true;
                     break;
                 }
             }
@@ -332,7 +335,31 @@ impl<M: Machine> Writer<M> {
             tracing::error!("the log syncer thread panicked");
             self.failure.record("the log syncer panicked".into());
         }
+        if !stopped && !self.failure.happened() {
+            self.write_held_back();
+        }
         tracing::debug!("log writer stopped");
+    }
+
+    /// Writes what the machine held back, so that the projections the log's close makes
+    /// durable are whole. If that fails, the writer is marked failed and the close writes no
+    /// snapshot (the next start replays instead).
+    fn write_held_back(&mut self) {
+        let store = self.setup.store.clone();
+        let mut view = View::new(store.as_ref());
+        self.setup.machine.write_held_back(&mut view);
+        if view.len() == 0 {
+            return;
+        }
+        let batch = WriteBatch {
+            projections: view.into_writes(),
+            projected_size: Some(self.setup.frontier.size()),
+            ..Default::default()
+        };
+        if let Err(e) = store.write(batch) {
+            tracing::error!(error = %e, "writing the held-back projections at close failed");
+            self.failure.record_store(&e);
+        }
     }
 
     fn replica(&self) -> bool {
@@ -438,6 +465,10 @@ impl<M: Machine> Writer<M> {
                 Ok(publish) => on_durable = publish,
                 Err(e) => failure = Some(e),
             }
+            if store.projections_wanted() {
+                self.setup.machine.write_held_back(&mut view);
+            }
+            batch.held_back = self.setup.machine.holds_back();
         }
         if let (None, Some(checkpoint)) = (&failure, &copied) {
             // The map root the replica computed must be the one the primary signed.

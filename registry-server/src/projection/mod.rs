@@ -72,9 +72,10 @@ impl<'m, K> Projection<'m, K> {
         Self { kv, cache: Some(cache), buckets: None }
     }
 
-    /// Reads and records the latest entry per identifier in `buckets` instead of the bucket
-    /// records of `kv`: the writer's and a catch-up's decoded copy, which they write back once
-    /// per batch or write-out ([`MapBuckets::write_changed`]).
+    /// Reads and records the latest entry per identifier in `buckets`: the writer's and a
+    /// catch-up's decoded copy, which they write out as bucket records when the store wants
+    /// them ([`MapBuckets::write_unwritten`]). Without it, this projection cannot answer
+    /// `latest`: the records in the store lag the buckets between snapshot cuts.
     pub fn with_buckets(self, buckets: &'m mut MapBuckets) -> Self {
         Self { buckets: Some(buckets), ..self }
     }
@@ -192,7 +193,12 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R>
     fn latest(&self, id: &Identifier) -> Result<Option<u64>, StoreError> {
         match &self.buckets {
             Some(buckets) => Ok(buckets.latest(id)),
-            None => crate::map::latest(&*self.kv, id),
+            // The store's bucket records lag the writer's between snapshot cuts: only the
+            // writer (and a replay) answers this, from its buckets (readers ask the map).
+            None => Err(StoreError::Io(format!(
+                "the latest entry of {} is asked of a projection without the map's buckets",
+                id.value
+            ))),
         }
     }
 }
@@ -440,7 +446,7 @@ fn replay(
             let (keyspace, key, value) = crate::store::request_record(&id, &record);
             view.put(keyspace, key, value);
             if view.len() >= held_records {
-                buckets.write_changed(&mut view);
+                buckets.write_unwritten(&mut view);
                 let writes = std::mem::replace(&mut view, View::new(store)).into_writes_iter();
                 crate::store::write_in_batches(store, writes, None)?;
                 tracing::info!(entries = entry.header.position + 1, "replay: projections written");
@@ -448,7 +454,7 @@ fn replay(
         }
         position = end;
     }
-    buckets.write_changed(&mut view);
+    buckets.write_unwritten(&mut view);
     crate::store::write_in_batches(store, view.into_writes_iter(), Some(size))?;
     tracing::info!(entries = size, "replay: projections written");
     Ok(())

@@ -190,6 +190,7 @@ fn two_entries(id: Uuid, record: RequestRecord) -> WriteBatch {
         }],
         meta: vec![("m", b"v".to_vec())],
         projected_size: Some(2),
+        held_back: false,
     }
 }
 

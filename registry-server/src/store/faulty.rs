@@ -119,6 +119,9 @@ impl LogStore for FaultyStore {
     fn persist_projections(&self) -> Result<(), StoreError> {
         self.inner.persist_projections()
     }
+    fn projections_wanted(&self) -> bool {
+        self.inner.projections_wanted()
+    }
     fn last_snapshot_seconds(&self) -> Option<f64> {
         self.inner.last_snapshot_seconds()
     }

@@ -132,6 +132,11 @@ pub struct WriteBatch {
     /// that changes projections without saying so leaves them at no consistent size (a rebuild
     /// in progress). See [`LogStore::projected_size`].
     pub projected_size: Option<u64>,
+    /// The writer held projection records back from this batch (the map's buckets, see
+    /// `crate::map::MapWriter`): its projections reflect `projected_size` in memory but not in
+    /// what it wrote, so a store must not make them durable (cut a snapshot) after it. See
+    /// [`LogStore::projections_wanted`].
+    pub held_back: bool,
 }
 
 impl WriteBatch {
@@ -189,6 +194,14 @@ pub trait LogStore: Send + Sync + 'static {
             Some(batch) => self.write(batch),
             None => Ok(()),
         }
+    }
+    /// Whether the writer's next batch must carry the projection records it holds back
+    /// ([`WriteBatch::held_back`]). A store that makes projections durable with every sync
+    /// needs them in every batch (this default); one that makes them durable apart from the
+    /// log (by snapshots) only when it is about to, and it makes them durable only after a
+    /// batch that holds nothing back.
+    fn projections_wanted(&self) -> bool {
+        true
     }
     /// Makes everything written so far durable (for sled: flush, then fsync).
     fn sync(&self) -> Result<(), StoreError>;

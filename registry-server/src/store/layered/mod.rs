@@ -13,8 +13,9 @@
 //!
 //! A read looks in that order. When the active layer has grown to a quarter of the base (at
 //! least the configured minimum), the writer's `write` freezes it (a pointer swap) at the log
-//! size S the projections exactly reflect, and a background thread merges frozen and base into
-//! a new snapshot, waits until the writer's own syncs have made the log durable up to S (it
+//! size S the projections exactly reflect (never after a batch whose writer held records back,
+//! [`WriteBatch::held_back`]: the store asks for them first, [`LogStore::projections_wanted`]),
+//! and a background thread merges frozen and base into a new snapshot, waits until the writer's own syncs have made the log durable up to S (it
 //! never syncs itself, so a failed fsync is only ever seen by the writer, which then stops),
 //! installs the file and swaps it in as the base. A clean stop writes one more
 //! ([`LogStore::persist_projections`]). At start the base is the snapshot on disk if it belongs
@@ -325,6 +326,15 @@ impl Shared {
         }
     }
 
+    /// Whether the active layer has grown enough for a cut, and one may start now.
+    fn cut_due(&self, layers: &Layers) -> Result<bool, StoreError> {
+        let threshold = self.min_cut.max(layers.base.len() / 4);
+        Ok(layers.projected.is_some()
+            && layers.frozen.is_none()
+            && layers.active.len() >= threshold
+            && self.backoff.lock().map_err(|_| poisoned())?.allows_now())
+    }
+
     /// Freezes the active layer if it is consistent and no cut is running; the cut's size.
     fn freeze(layers: &mut Layers) -> Option<u64> {
         let size = layers.projected?;
@@ -504,7 +514,8 @@ impl LogStore for LayeredStore {
     /// The projections and request IDs go to the layers now; the entries, nodes and metadata
     /// to the inner store when the syncer applies them, so the writer never waits on sled.
     fn stage(&self, batch: WriteBatch) -> Result<super::Staged, StoreError> {
-        let WriteBatch { entries, nodes, requests, projections, meta, projected_size } = batch;
+        let WriteBatch { entries, nodes, requests, projections, meta, projected_size, held_back } =
+            batch;
         if let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) {
             let projected = self.shared.layers.read().map_err(|_| poisoned())?.projected;
             // Rewriting entries the projections already cover changes no projection (only
@@ -538,10 +549,11 @@ impl LogStore for LayeredStore {
                 None if changed => layers.projected = None,
                 None => {}
             }
-            let threshold = self.shared.min_cut.max(layers.base.len() / 4);
-            let due = layers.active.len() >= threshold
-                && self.shared.backoff.lock().map_err(|_| poisoned())?.allows_now();
-            if due { Shared::freeze(&mut layers) } else { None }
+            if !held_back && self.shared.cut_due(&layers)? {
+                Shared::freeze(&mut layers)
+            } else {
+                None
+            }
         };
         if let Some(size) = cut
             && let Err(e) = self.shared.start_cut(size)
@@ -551,6 +563,12 @@ impl LogStore for LayeredStore {
             Shared::unfreeze(&mut *self.shared.layers.write().map_err(|_| poisoned())?);
         }
         Ok(super::Staged((!log_part.is_empty()).then_some(log_part)))
+    }
+
+    /// Only when a cut is due: the writer's next batch then carries what it held back, and
+    /// the cut freezes the layers after it.
+    fn projections_wanted(&self) -> bool {
+        self.shared.layers.read().is_ok_and(|layers| self.shared.cut_due(&layers).unwrap_or(false))
     }
 
     fn apply_staged(&self, staged: super::Staged) -> Result<(), StoreError> {

@@ -186,6 +186,32 @@ fn a_failed_cut_keeps_every_record_in_memory() {
 }
 
 #[test]
+fn no_cut_follows_a_batch_that_held_records_back_and_one_follows_the_batch_that_carries_them() {
+    let f = Fixture::new();
+    let store = f.open(2);
+    assert!(!store.projections_wanted(), "an empty active layer wants nothing");
+    let held = |position: u64, projections| WriteBatch {
+        entries: vec![(position, format!("entry {position}").into_bytes())],
+        projections,
+        projected_size: Some(position + 1),
+        held_back: true,
+        ..Default::default()
+    };
+    store.write(held(0, vec![put("a", "1"), put("b", "1")])).unwrap();
+    store.sync().unwrap();
+    assert!(store.projections_wanted(), "two records: a cut is due, so the writer is asked");
+    store.write(held(1, vec![put("c", "1")])).unwrap();
+    store.sync().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!f.path().exists(), "a snapshot after a batch that held records back");
+    assert!(store.projections_wanted(), "still asked");
+    append(&store, 2, vec![put("held", "1")]); // what the writer held back, then no more
+    store.wait_for_cut().unwrap();
+    assert_eq!(store.snapshot_size().unwrap(), 3, "cut right after the batch that carried them");
+    assert!(!store.projections_wanted(), "nothing left in the active layer");
+}
+
+#[test]
 fn a_cut_waits_for_the_log_to_be_synced() {
     let f = Fixture::new();
     let store = f.open(1);
