@@ -63,9 +63,10 @@ pub struct Config {
     /// and again for the log to close; the process still exits only once the log has closed
     /// (queued appends, the projection snapshot).
     pub shutdown_timeout_secs: u64,
-    /// sled page cache in MiB. The projections live in memory, so sled serves only entries
-    /// (proofs, histories, tiles) and the request index; 64 MiB served the benchmarks as fast
-    /// as 512 and took about 240 MiB less at 100,000 keys (`tests/bench/USAGE.md`).
+    /// sled page cache in MiB. The projections and the request index live in memory, so sled
+    /// serves only entries and Merkle nodes (proofs, histories, tiles, which the kernel's page
+    /// cache also holds); 16 MiB served the benchmarks as fast as 64 and held about 40 MiB
+    /// less after 120,000 registrations at 1,000,000 keys (`tests/bench/USAGE.md`).
     pub cache_mib: u64,
     /// Most commands in one group commit.
     pub max_batch: usize,
@@ -231,7 +232,7 @@ impl Default for Config {
             log_level: "info".into(),
             origin: None,
             shutdown_timeout_secs: 10,
-            cache_mib: 64,
+            cache_mib: 16,
             max_batch: 1024,
             verify_interval_secs: 10,
             snapshot_min_records: crate::store::layered::MIN_CUT,
