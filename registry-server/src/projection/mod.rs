@@ -4,8 +4,10 @@
 //! [`catch_up`] replays only the log after it; [`rebuild`] derives everything from entry 0.
 //!
 //! The writer updates them through its batch [`View`], in the same atomic write as the entries
-//! they derive from; lookups read them from the store, key records and indexes through the
-//! in-memory [`KeyCache`]. Records carry the log positions of their events, and every read is
+//! they derive from (the map's bucket records excepted: the writer holds them back until the
+//! store makes its projections durable, see `crate::map`); lookups read them from the store,
+//! key records and indexes through the in-memory [`KeyCache`], the latest entry per identifier
+//! from the published map. Records carry the log positions of their events, and every read is
 //! filtered to a basis no later than the durable head, so a record written in a batch that is
 //! not yet synced never changes an answer.
 //!
