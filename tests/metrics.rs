@@ -104,6 +104,8 @@ async fn metrics_count_calls_by_method_and_code_and_show_the_log_and_the_limits(
     assert!(m.lines().any(|l| l.starts_with("registry_build_info{") && l.ends_with(" 1")), "{m}");
 
     assert!(value(&m, "registry_snapshot_duration_seconds").is_some(), "{m}");
+    // The fixture's registrations are in memory since the start's snapshot, not yet cut.
+    assert!(value(&m, "registry_snapshot_pending_records").is_some_and(|n| n >= 1.0), "{m}");
     assert_eq!(value(&m, "registry_replica_lag_entries"), None, "a primary follows nobody");
 
     // A replica says how it follows.

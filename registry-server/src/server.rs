@@ -670,6 +670,7 @@ fn live_figures<M: Machine>(
             verified_size: reader.verified_size(),
             snapshot,
             snapshot_seconds: reader.store().last_snapshot_seconds(),
+            unsnapshotted_records: reader.store().unsnapshotted_records(),
             replica: replica.as_ref().map(|r| crate::telemetry::ReplicaFigures {
                 lag_entries: r.lag_entries(),
                 lag_seconds: r.lag_seconds(),

@@ -236,6 +236,12 @@ pub trait LogStore: Send + Sync + 'static {
         None
     }
 
+    /// Projection records written since the last snapshot and held in memory until the next
+    /// one, for stores that cut snapshots (what a write load costs in memory between cuts).
+    fn unsnapshotted_records(&self) -> Option<u64> {
+        None
+    }
+
     /// Makes the projections durable as they are now, so the next start replays nothing (at a
     /// clean stop and after a rebuild). Stores whose projections are durable with every sync
     /// have nothing to do.

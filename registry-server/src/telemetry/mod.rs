@@ -80,6 +80,8 @@ pub struct Live {
     pub snapshot: Option<(f64, u64)>,
     /// Seconds the last projection snapshot took to cut, once one was cut since the start.
     pub snapshot_seconds: Option<f64>,
+    /// Projection records written since the last snapshot, held in memory until the next.
+    pub unsnapshotted_records: Option<u64>,
     /// On a replica, how it follows its primary.
     pub replica: Option<ReplicaFigures>,
 }
@@ -126,6 +128,7 @@ pub struct Metrics {
     snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     snapshot_bytes: Gauge,
     snapshot_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    unsnapshotted: Gauge,
     replica_lag_entries: Gauge,
     replica_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     replica_connected: Gauge,
@@ -179,6 +182,7 @@ impl Metrics {
             snapshot_age: Gauge::default(),
             snapshot_bytes: Gauge::default(),
             snapshot_seconds: Gauge::default(),
+            unsnapshotted: Gauge::default(),
             replica_lag_entries: Gauge::default(),
             replica_lag_seconds: Gauge::default(),
             replica_connected: Gauge::default(),
@@ -275,6 +279,12 @@ impl Metrics {
             "Seconds the last projection snapshot took to cut (build, write, fsync)",
             m.snapshot_seconds.clone(),
         );
+        registry.register(
+            "registry_snapshot_pending_records",
+            "Projection records written since the last snapshot, held in memory until the next \
+             cut (one starts when they reach a quarter of the snapshot's records)",
+            m.unsnapshotted.clone(),
+        );
         if replica {
             registry.register(
                 "registry_replica_lag_entries",
@@ -347,6 +357,9 @@ impl Metrics {
         }
         if let Some(seconds) = live.snapshot_seconds {
             self.snapshot_seconds.set(seconds);
+        }
+        if let Some(records) = live.unsnapshotted_records {
+            self.unsnapshotted.set(records as i64);
         }
         if let Some(r) = live.replica {
             self.replica_lag_entries.set(r.lag_entries as i64);

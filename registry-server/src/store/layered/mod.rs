@@ -678,6 +678,12 @@ impl LogStore for LayeredStore {
         }
     }
 
+    fn unsnapshotted_records(&self) -> Option<u64> {
+        let layers = self.shared.layers.read().ok()?;
+        let frozen = layers.frozen.as_ref().map_or(0, |f| f.len());
+        Some((layers.active.len() + frozen) as u64)
+    }
+
     fn persist_projections(&self) -> Result<(), StoreError> {
         self.shared.join_cut()?;
         let size = {
