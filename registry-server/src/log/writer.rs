@@ -457,14 +457,19 @@ impl<M: Machine> Writer<M> {
         let mut head = None;
         let mut tail = None;
         let mut staged = crate::store::Staged::default();
-        if failure.is_none() && !batch.entries.is_empty() {
-            // A replica's head needs the map root only under a checkpoint that signs one.
-            let extensions = copied.as_ref().is_none_or(|c| !c.extensions.is_empty());
+        // A replica's head needs the map root only under a checkpoint that signs one. A copy
+        // of nothing under such a checkpoint (what an earlier copy left unpublished, found on
+        // reconnecting) still needs it: the batches before may have put the hashing off.
+        let extensions = copied.as_ref().is_none_or(|c| !c.extensions.is_empty());
+        let signs_root = copied.as_ref().is_some_and(|c| !c.extensions.is_empty());
+        if failure.is_none() && (!batch.entries.is_empty() || signs_root) {
             let size = self.setup.frontier.size();
             match self.setup.machine.finish_batch(size, &mut view, extensions) {
                 Ok(publish) => on_durable = publish,
                 Err(e) => failure = Some(e),
             }
+        }
+        if failure.is_none() && !batch.entries.is_empty() {
             if store.projections_wanted() {
                 self.setup.machine.write_held_back(&mut view);
             }

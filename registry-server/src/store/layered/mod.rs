@@ -69,6 +69,10 @@ struct Layers {
     base: Arc<Snapshot>,
     /// The log size the layers reflect; `None` while they are being rebuilt.
     projected: Option<u64>,
+    /// The last batch that set `projected` came from a writer holding records back
+    /// ([`WriteBatch::held_back`]): the layers are not whole at that size, and nothing may be
+    /// frozen until a batch that carries them, whichever thread writes in between.
+    held_back: bool,
 }
 
 /// What the store's own syncs achieved, for cuts waiting on them.
@@ -203,6 +207,7 @@ impl LayeredStore {
                     frozen: None,
                     base: Arc::new(base),
                     projected,
+                    held_back: false,
                 }),
                 durability: Mutex::new(Durability {
                     written: size,
@@ -335,10 +340,11 @@ impl Shared {
             && self.backoff.lock().map_err(|_| poisoned())?.allows_now())
     }
 
-    /// Freezes the active layer if it is consistent and no cut is running; the cut's size.
+    /// Freezes the active layer if it is consistent and whole (nothing held back) and no cut
+    /// is running; the cut's size.
     fn freeze(layers: &mut Layers) -> Option<u64> {
         let size = layers.projected?;
-        if layers.frozen.is_some() {
+        if layers.frozen.is_some() || layers.held_back {
             return None;
         }
         layers.frozen = Some(Arc::new(std::mem::take(&mut layers.active)));
@@ -553,15 +559,11 @@ impl LogStore for LayeredStore {
                 layers.active.insert(full_key(w.keyspace, &w.key), w.value);
             }
             match projected_size {
-                Some(size) => layers.projected = Some(size),
+                Some(size) => (layers.projected, layers.held_back) = (Some(size), held_back),
                 None if changed => layers.projected = None,
                 None => {}
             }
-            if !held_back && self.shared.cut_due(&layers)? {
-                Shared::freeze(&mut layers)
-            } else {
-                None
-            }
+            if self.shared.cut_due(&layers)? { Shared::freeze(&mut layers) } else { None }
         };
         if let Some(size) = cut
             && let Err(e) = self.shared.start_cut(size)
@@ -616,6 +618,7 @@ impl LogStore for LayeredStore {
         layers.active.clear();
         layers.frozen = None;
         layers.projected = None;
+        layers.held_back = false;
         drop(layers);
         // Records an older layout kept in the inner store are dropped with them.
         self.shared.inner.clear_projections(keyspaces)
@@ -667,7 +670,7 @@ impl LogStore for LayeredStore {
         let snapshot = self.shared.install(written, started)?;
         let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
         layers.base = Arc::new(snapshot);
-        layers.projected = Some(size);
+        (layers.projected, layers.held_back) = (Some(size), false);
         Ok(())
     }
 
@@ -688,6 +691,13 @@ impl LogStore for LayeredStore {
         self.shared.join_cut()?;
         let size = {
             let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
+            if layers.held_back {
+                return Err(StoreError::Io(
+                    "the writer held projection records back; no snapshot is written (the next \
+                     start replays the log after the last one)"
+                        .into(),
+                ));
+            }
             let current = layers.projected == Some(layers.base.size()) && layers.active.is_empty();
             if current { None } else { Shared::freeze(&mut layers) }
         };

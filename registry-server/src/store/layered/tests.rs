@@ -202,8 +202,12 @@ fn no_cut_follows_a_batch_that_held_records_back_and_one_follows_the_batch_that_
     assert!(store.projections_wanted(), "two records: a cut is due, so the writer is asked");
     store.write(held(1, vec![put("c", "1")])).unwrap();
     store.sync().unwrap();
+    // Another thread's write in between (the background check records how far it verified).
+    store.write(WriteBatch { meta: vec![("verified", vec![1])], ..Default::default() }).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert!(!f.path().exists(), "a snapshot after a batch that held records back");
+    assert!(store.persist_projections().is_err(), "nor at a stop that comes before them");
+    assert!(!f.path().exists());
     assert!(store.projections_wanted(), "still asked");
     append(&store, 2, vec![put("held", "1")]); // what the writer held back, then no more
     store.wait_for_cut().unwrap();
