@@ -13,7 +13,7 @@
 //!
 //! A read looks in that order. When the active layer has grown to a quarter of the base (at
 //! least the configured minimum), the writer's `write` freezes it (a pointer swap) at the log
-//! size S the projections exactly reflect (never after a batch whose writer held records back,
+//! size S the projections exactly reflect (never while the writer holds records back,
 //! [`WriteBatch::held_back`]: the store asks for them first, [`LogStore::projections_wanted`]),
 //! and a background thread merges frozen and base into a new snapshot, waits until the writer's own syncs have made the log durable up to S (it
 //! never syncs itself, so a failed fsync is only ever seen by the writer, which then stops),
