@@ -142,9 +142,8 @@ impl MapBuckets {
         let found = slot.binary_search_by(|(k, _)| k.cmp(&key));
         if Arc::get_mut(slot).is_none() {
             // Readers or a publication hold this version: the writer's own copy, with room for
-            // the new leaf. Loaded buckets are exactly full, and doubling them would cost, at a
-            // million keys, 120 MB for a few thousand registrations: a sixteenth more instead.
-            let room = if found.is_err() { slot.len() / 16 + 1 } else { 0 };
+            // the new leaf.
+            let room = if found.is_err() { growth(slot.len()) } else { 0 };
             let mut copy = Vec::with_capacity(slot.len() + room);
             copy.extend_from_slice(slot);
             *slot = Arc::new(copy);
@@ -154,7 +153,7 @@ impl MapBuckets {
             Ok(i) => leaves[i].1 = position,
             Err(i) => {
                 if leaves.len() == leaves.capacity() {
-                    leaves.reserve_exact(leaves.len() / 16 + 1);
+                    leaves.reserve_exact(growth(leaves.len()));
                 }
                 leaves.insert(i, (key, position));
             }
@@ -188,8 +187,9 @@ impl MapBuckets {
         map::bucket_hash(index, &self.leaves[usize::from(index)])
     }
 
-    /// The buckets holding exactly `latest` (a rebuild's result): each bucket sorted once
-    /// instead of one insertion per update.
+    /// The buckets holding exactly `latest` (a rebuild's result, written whole through
+    /// [`MapBuckets::into_records`]): each bucket sorted once instead of one insertion per
+    /// update.
     pub fn from_latest(latest: impl IntoIterator<Item = (Identifier, u64)>) -> Self {
         let mut leaves = vec![Bucket::new(); map::BUCKETS];
         for (identifier, position) in latest {
@@ -197,12 +197,10 @@ impl MapBuckets {
             leaves[usize::from(map::bucket_of(&key))].push((key, position));
         }
         let mut buckets = Self::empty();
-        for (index, mut bucket) in (0..=u16::MAX).zip(leaves) {
+        for (slot, mut bucket) in buckets.leaves.iter_mut().zip(leaves) {
             if !bucket.is_empty() {
                 bucket.sort_unstable_by_key(|leaf| leaf.0);
-                buckets.leaves[usize::from(index)] = Arc::new(bucket);
-                buckets.changed.insert(index);
-                buckets.unwritten.insert(index);
+                *slot = Arc::new(bucket);
             }
         }
         buckets
@@ -226,6 +224,13 @@ impl MapBuckets {
         });
         MapTree::from_bucket_hashes(|i| hashes[usize::from(i)])
     }
+}
+
+/// Room a full bucket of `len` leaves grows by. Loaded buckets are exactly full, and doubling
+/// them would cost, at a million keys, 120 MB for a few thousand registrations: a sixteenth
+/// more instead.
+fn growth(len: usize) -> usize {
+    len / 16 + 1
 }
 
 /// The latest position of `identifier` in `buckets` (every bucket, by index).

@@ -282,7 +282,8 @@ impl Metrics {
         registry.register(
             "registry_snapshot_pending_records",
             "Projection records written since the last snapshot, held in memory until the next \
-             cut (one starts when they reach a quarter of the snapshot's records)",
+             cut (one starts when the unfrozen ones reach a quarter of the snapshot's records, \
+             at least snapshot_min_records)",
             m.unsnapshotted.clone(),
         );
         if replica {

@@ -15,8 +15,9 @@
 //! least the configured minimum), the writer's `write` freezes it (a pointer swap) at the log
 //! size S the projections exactly reflect (never while the writer holds records back,
 //! [`WriteBatch::held_back`]: the store asks for them first, [`LogStore::projections_wanted`]),
-//! and a background thread merges frozen and base into a new snapshot, waits until the writer's own syncs have made the log durable up to S (it
-//! never syncs itself, so a failed fsync is only ever seen by the writer, which then stops),
+//! and a background thread merges frozen and base into a new snapshot, waits until the
+//! writer's own syncs have made the log durable up to S (it never syncs itself, so a failed
+//! fsync is only ever seen by the writer, which then stops),
 //! installs the file and swaps it in as the base. A clean stop writes one more
 //! ([`LogStore::persist_projections`]). At start the base is the snapshot on disk if it belongs
 //! to this log; its size is what [`LogStore::projected_size`] reports, and the machine replays
@@ -390,7 +391,7 @@ impl Shared {
         base.verify()?;
         let last_leaf = leaf_at(self.inner.as_ref(), size)?;
         // The merge reads the whole base: its pages go back to the kernel as it passes them,
-        // or each cut would add the base's size to the resident set (700 MB at a million keys).
+        // or each cut would add the base's size to the resident set (1 GB at a million keys).
         let base_records = base.iter_from(b"").enumerate().map(|(i, (k, v))| {
             if (i + 1) % (WALK_CHUNK * RELEASE_EVERY) == 0 {
                 base.release();
