@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::event::{EndReason, IdentifierKind};
 use crate::ids::EvseId;
-use crate::lifecycle::{Binding, KeyAsOf, KeyRecord, KeyState, State};
+use crate::lifecycle::{Binding, BindingRef, KeyAsOf, KeyRecord, KeyState, State};
 use crate::time::Time;
 
 /// The answer for one moment.
@@ -126,24 +126,31 @@ pub fn for_key(record: &Arc<KeyRecord>, as_of: u64, t: Time) -> Validity {
 /// The verdict for a key as known at some size, at `t`; `key` is left empty for callers that
 /// hold the record already.
 pub fn verdict_at(key: &KeyAsOf<'_>, t: Time) -> Validity {
-    let mut bindings = key.bindings();
+    let bindings = key.binding_refs();
     let (verdict, pick, ended) = decide(key, t);
-    // Which binding the answer names, by index: it is moved out once instead of cloning the
-    // candidates (answers are built by the million in batch lookups).
-    let last = bindings.len().checked_sub(1);
-    let index = match pick {
-        Pick::First => (!bindings.is_empty()).then_some(0),
-        Pick::Last => last,
-        Pick::AtTOrLast => bindings.iter().position(|b| b.contains(t)).or(last),
+    // Only the binding the answer names is copied out of the record (answers are built by
+    // the million in batch lookups).
+    let named = match pick {
+        Pick::First => bindings.first(),
+        Pick::Last => bindings.last(),
+        Pick::AtTOrLast => bindings.iter().find(|b| b.contains(t)).or(bindings.last()),
     };
-    answer(key, verdict, ended, index.map(|i| bindings.swap_remove(i)))
+    answer(key, verdict, ended, named.map(BindingRef::to_binding))
 }
 
 /// The answer about `record` at `t` naming `binding`, which the caller chose (an EVSE's
 /// binding), so the key's bindings need not be computed again.
-fn with_binding(record: &Arc<KeyRecord>, key: &KeyAsOf<'_>, t: Time, binding: Binding) -> Validity {
+fn with_binding(
+    record: &Arc<KeyRecord>,
+    key: &KeyAsOf<'_>,
+    t: Time,
+    binding: BindingRef<'_>,
+) -> Validity {
     let (verdict, _, ended) = decide(key, t);
-    Validity { key: Some(record.clone()), ..answer(key, verdict, ended, Some(binding)) }
+    Validity {
+        key: Some(record.clone()),
+        ..answer(key, verdict, ended, Some(binding.to_binding()))
+    }
 }
 
 /// An answer about `key` with its verdict and binding decided; `key` left empty.
@@ -247,7 +254,7 @@ fn ambiguous(records: &[&Arc<KeyRecord>], as_of: u64) -> Validity {
 
 fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Validity, S::Error> {
     let records = candidates(state, IdentifierKind::Evse, evse.as_str(), as_of)?;
-    type Found<'a> = (&'a Arc<KeyRecord>, KeyAsOf<'a>, Binding);
+    type Found<'a> = (&'a Arc<KeyRecord>, KeyAsOf<'a>, BindingRef<'a>);
     let mut within: Vec<Found<'_>> = vec![];
     let mut ended: Vec<Found<'_>> = vec![];
     let mut future: Vec<Found<'_>> = vec![];
@@ -258,7 +265,7 @@ fn by_evse<S: State>(state: &S, evse: &EvseId, t: Time, as_of: u64) -> Result<Va
             rejected.push(record);
             continue;
         }
-        for b in key.bindings().into_iter().filter(|b| b.evse_ids.contains(evse)) {
+        for b in key.binding_refs().into_iter().filter(|b| b.evse_ids.contains(evse)) {
             if b.contains(t) {
                 within.push((record, key, b));
             } else if b.until.is_some_and(|u| u <= t) {

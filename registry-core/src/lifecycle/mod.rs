@@ -32,8 +32,8 @@ pub use apply::{ApplyError, apply, apply_key_events, links, touched};
 pub use decide::{DecideContext, Policy, Proposal, decide};
 pub use memory::MemoryState;
 pub use record::{
-    Binding, Ending, KeyAsOf, KeyChange, KeyEvent, KeyRecord, KeyState, OperatorRecord, Relocation,
-    Role, SignerRecord, Stamp, Takeover, state_name,
+    Binding, BindingRef, Ending, KeyAsOf, KeyChange, KeyEvent, KeyRecord, KeyState, OperatorRecord,
+    Relocation, Role, SignerRecord, Stamp, Takeover, state_name,
 };
 pub use request_id::{RegistryAction, is_reserved_request_id};
 pub use state::{

@@ -172,7 +172,16 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R>
     }
 
     fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, StoreError> {
-        self.group(&index_prefix(kind, value))
+        // Identifiers are short: the prefix of almost every one is built on the stack (a heap
+        // block per question was a few percent of a batch lookup's time).
+        let (mut prefix, n) = ([0u8; 64], value.len());
+        if n + 2 > prefix.len() {
+            return self.group(&index_prefix(kind, value));
+        }
+        prefix[0] = kind.tag();
+        prefix[1..=n].copy_from_slice(value.as_bytes());
+        // The separator is the zero already in the buffer after the value.
+        self.group(&prefix[..n + 2])
     }
 
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, StoreError> {
@@ -473,3 +482,35 @@ fn request_of(entry: &Entry) -> Result<(uuid::Uuid, RequestRecord), RebuildError
 
 /// Records a catch-up holds before it writes them out: a bound on its pending writes.
 const CATCH_UP_HELD_RECORDS: usize = 2_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn an_identifier_is_found_under_its_own_value_whatever_its_length() {
+        let store = MemoryStore::new();
+        let mut view = View::new(&store);
+        let mut state = Projection::new(&mut view);
+        // Around the length where the prefix stops fitting the stack buffer.
+        let lengths = [1usize, 61, 62, 63, 64, 200];
+        let value = |n: usize| "E".repeat(n);
+        for (i, n) in lengths.into_iter().enumerate() {
+            let fingerprint = format!("{i:02x}").repeat(32);
+            state
+                .add_to_index(IdentifierKind::Evse, &value(n), &fingerprint, i as u64)
+                .expect("indexes");
+        }
+        for (i, n) in lengths.into_iter().enumerate() {
+            let group = state.indexed(IdentifierKind::Evse, &value(n)).expect("reads");
+            let member = index_member(&format!("{i:02x}").repeat(32)).expect("hex");
+            assert_eq!(&group[..], &[(member, i as u64)], "the value of {n} bytes");
+            assert!(
+                state.indexed(IdentifierKind::MeterSerial, &value(n)).expect("reads").is_empty(),
+                "another kind of identifier with the same value of {n} bytes"
+            );
+        }
+        assert!(state.indexed(IdentifierKind::Evse, &value(65)).expect("reads").is_empty());
+    }
+}
