@@ -66,7 +66,7 @@ async fn a_receipt_proves_what_was_registered_and_rejects_any_change() {
     .unwrap();
     let key = registry_key(&f);
     let proven = receipt.verify(&key).unwrap();
-    assert_eq!(proven.registration.fingerprint, meter.fingerprint_hex());
+    assert_eq!(&*proven.registration.fingerprint, meter.fingerprint_hex());
     assert_eq!(proven.registration.evse_ids[0].as_str(), "DE*ABC*E1");
     assert_eq!(proven.registration.operator_id.as_str(), "DE*ABC");
     assert_eq!(

@@ -4,6 +4,8 @@
 //! validates it (well-formed IDs, keys that parse, times in range), so code that works with
 //! [`Event`] never meets a malformed one. Both directions are in [`crate::convert`].
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{EvseId, OperatorId};
@@ -158,35 +160,37 @@ fn is_lower_hex_of(text: &str, bytes: &[u8]) -> bool {
         })
 }
 
-/// A meter key registration as recorded.
+/// A meter key registration as recorded. Every key record holds one for the life of the
+/// registry, so its fields are boxed at their exact length, and the manufacturer and model,
+/// which a fleet shares, can be shared between records (see [`crate::pool`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     /// Fingerprint (hex).
-    pub fingerprint: String,
+    pub fingerprint: Box<str>,
     /// Curve.
     pub curve: Curve,
     /// DER SubjectPublicKeyInfo.
-    pub public_key: Vec<u8>,
+    pub public_key: Box<[u8]>,
     /// As submitted.
     pub submitted_public_key: SubmittedKey,
     /// The operator it is bound to.
     pub operator_id: OperatorId,
     /// The EVSE IDs it is bound to.
-    pub evse_ids: Vec<EvseId>,
+    pub evse_ids: Box<[EvseId]>,
     /// Meter serial.
-    pub meter_serial: Option<String>,
+    pub meter_serial: Option<Box<str>>,
     /// Gateway serial.
-    pub gateway_serial: Option<String>,
+    pub gateway_serial: Option<Box<str>>,
     /// Manufacturer.
-    pub manufacturer: String,
+    pub manufacturer: Arc<str>,
     /// Model.
-    pub model: String,
+    pub model: Arc<str>,
     /// When it started to serve.
     pub effective_at: Time,
     /// The key it succeeds.
-    pub predecessor: Option<String>,
+    pub predecessor: Option<Box<str>>,
     /// Proof-of-possession sample, if given.
-    pub sample_signed_meter_value: Option<String>,
+    pub sample_signed_meter_value: Option<Box<str>>,
 }
 
 /// One fact in the log.

@@ -14,19 +14,20 @@ use std::fmt;
 #[error("{0}")]
 pub struct IdError(pub String);
 
-/// A charge point operator ID, normalised (`DE*ABC`).
+/// A charge point operator ID, normalised (`DE*ABC`): always six ASCII bytes, so it is held
+/// inline. Every key record names its operator, and a heap block each was memory per key.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(try_from = "String", into = "String")]
-pub struct OperatorId(String);
+pub struct OperatorId([u8; 6]);
 
-/// An EVSE ID, normalised (`DE*ABC*E123456*1`).
+/// An EVSE ID, normalised (`DE*ABC*E123456*1`), in a heap block of its exact length.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(try_from = "String", into = "String")]
-pub struct EvseId(String);
+pub struct EvseId(Box<str>);
 
 impl TryFrom<String> for OperatorId {
     type Error = IdError;
@@ -37,7 +38,7 @@ impl TryFrom<String> for OperatorId {
 
 impl From<OperatorId> for String {
     fn from(id: OperatorId) -> String {
-        id.0
+        id.as_str().to_string()
     }
 }
 
@@ -50,7 +51,7 @@ impl TryFrom<String> for EvseId {
 
 impl From<EvseId> for String {
     fn from(id: EvseId) -> String {
-        id.0
+        id.0.into()
     }
 }
 
@@ -90,17 +91,25 @@ impl OperatorId {
                 "operator ID {input:?} must have exactly 3 letters or digits after the country code"
             )));
         }
-        Ok(Self(format!("{country}*{party}")))
+        Ok(Self::from_normalised(format!("{country}*{party}").as_bytes()))
+    }
+
+    /// The ID from its normalised form, which the caller checked.
+    fn from_normalised(bytes: &[u8]) -> Self {
+        let mut id = [0; 6];
+        id.copy_from_slice(&bytes[..6]);
+        Self(id)
     }
 
     /// The normalised form.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only `parse` makes an ID, and its six bytes are ASCII.
+        std::str::from_utf8(&self.0).expect("an operator ID is ASCII")
     }
 
-    /// The normalised form, without copying it.
+    /// The normalised form as a string of its own.
     pub fn into_string(self) -> String {
-        self.0
+        self.into()
     }
 }
 
@@ -145,7 +154,7 @@ impl EvseId {
         if rest.ends_with('*') || rest.contains("**") {
             return Err(bad("must not end with * or contain **"));
         }
-        Ok(Self(format!("{}*{party}*E{rest}", &s[..2])))
+        Ok(Self(format!("{}*{party}*E{rest}", &s[..2]).into()))
     }
 
     /// The normalised form.
@@ -155,18 +164,25 @@ impl EvseId {
 
     /// The normalised form, without copying it.
     pub fn into_string(self) -> String {
-        self.0
+        self.0.into()
     }
 
     /// The operator this EVSE ID belongs to.
     pub fn operator(&self) -> OperatorId {
-        OperatorId(self.0[..6].to_string())
+        // A normalised EVSE ID starts with its operator's normalised ID.
+        OperatorId::from_normalised(self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for OperatorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("OperatorId").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for OperatorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -213,6 +229,7 @@ mod tests {
             let id = EvseId::parse(input).unwrap();
             assert_eq!(id.as_str(), "DE*ABC*E123456*1", "{input}");
             assert_eq!(id.operator().as_str(), "DE*ABC");
+            assert_eq!(format!("{:?}", id.operator()), r#"OperatorId("DE*ABC")"#);
         }
     }
 

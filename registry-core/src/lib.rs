@@ -24,6 +24,7 @@ pub mod meter_key;
 pub mod note;
 pub mod ocmf;
 pub mod ocpi;
+pub mod pool;
 pub mod possession;
 pub mod proof;
 pub mod receipt;

@@ -113,7 +113,7 @@ impl Receipt {
             .events
             .iter()
             .find_map(|e| match e {
-                Event::KeyRegistered(r) if r.fingerprint == fingerprint => Some(r.clone()),
+                Event::KeyRegistered(r) if *r.fingerprint == *fingerprint => Some(r.clone()),
                 _ => None,
             })
             .ok_or_else(|| {

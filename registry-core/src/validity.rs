@@ -314,7 +314,7 @@ fn by_serial<S: State>(
 ) -> Result<Validity, S::Error> {
     let records: Vec<Arc<KeyRecord>> = candidates(state, kind, serial, as_of)?
         .into_iter()
-        .filter(|r| manufacturer.is_none_or(|m| r.registration.manufacturer == m))
+        .filter(|r| manufacturer.is_none_or(|m| *r.registration.manufacturer == *m))
         .collect();
     let (mut within, mut ended, mut future, mut rejected) = (vec![], vec![], vec![], vec![]);
     for record in &records {
@@ -334,7 +334,7 @@ fn by_serial<S: State>(
         }
     }
     let manufacturers = |rs: &[&Arc<KeyRecord>]| {
-        rs.iter().map(|r| r.registration.manufacturer.as_str()).collect::<BTreeSet<_>>().len()
+        rs.iter().map(|r| &*r.registration.manufacturer).collect::<BTreeSet<_>>().len()
     };
     let known = |r: &Arc<KeyRecord>| for_key(r, as_of, t);
     match within.len() {

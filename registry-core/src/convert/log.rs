@@ -71,8 +71,8 @@ fn command_key(der: &[u8], field: &str) -> Result<Vec<u8>, FieldError> {
     Ok(der.to_vec())
 }
 
-fn opt(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_string())
+fn opt<T: for<'a> From<&'a str>>(s: &str) -> Option<T> {
+    (!s.is_empty()).then(|| s.into())
 }
 
 /// Decodes and validates a stored event.
@@ -123,20 +123,20 @@ impl TryFrom<&pb::Event> for Event {
                     return Err(FieldError::new("key_registered.curve", "does not match the key"));
                 }
                 Event::KeyRegistered(Registration {
-                    fingerprint: fp,
+                    fingerprint: fp.into(),
                     curve,
                     submitted_public_key: SubmittedKey::new(&r.submitted_public_key, &key.spki_der),
-                    public_key: key.spki_der,
+                    public_key: key.spki_der.into(),
                     operator_id: operator(&r.operator_id, "key_registered.operator_id")?,
-                    evse_ids: evses(&r.evse_ids, "key_registered.evse_ids")?,
+                    evse_ids: evses(&r.evse_ids, "key_registered.evse_ids")?.into(),
                     meter_serial: opt(&r.meter_serial),
                     gateway_serial: opt(&r.gateway_serial),
-                    manufacturer: r.manufacturer.clone(),
-                    model: r.model.clone(),
+                    manufacturer: r.manufacturer.as_str().into(),
+                    model: r.model.as_str().into(),
                     effective_at: req_time(&r.effective_at, "key_registered.effective_at")?,
                     predecessor: match r.predecessor.as_str() {
                         "" => None,
-                        p => Some(fingerprint(p, "key_registered.predecessor")?),
+                        p => Some(fingerprint(p, "key_registered.predecessor")?.into()),
                     },
                     sample_signed_meter_value: opt(&r.sample_signed_meter_value),
                 })
@@ -218,19 +218,23 @@ impl From<&Event> for pb::Event {
                 })
             }
             Event::KeyRegistered(r) => Kind::KeyRegistered(pb::KeyRegistered {
-                fingerprint: r.fingerprint.clone(),
+                fingerprint: r.fingerprint.to_string(),
                 curve: pb::Curve::from(r.curve) as i32,
-                public_key: r.public_key.clone(),
+                public_key: r.public_key.to_vec(),
                 submitted_public_key: r.submitted_public_key.text(&r.public_key).into_owned(),
                 operator_id: r.operator_id.to_string(),
                 evse_ids: strs(&r.evse_ids),
-                meter_serial: r.meter_serial.clone().unwrap_or_default(),
-                gateway_serial: r.gateway_serial.clone().unwrap_or_default(),
-                manufacturer: r.manufacturer.clone(),
-                model: r.model.clone(),
+                meter_serial: r.meter_serial.as_deref().unwrap_or_default().to_string(),
+                gateway_serial: r.gateway_serial.as_deref().unwrap_or_default().to_string(),
+                manufacturer: r.manufacturer.to_string(),
+                model: r.model.to_string(),
                 effective_at: ts(&r.effective_at),
-                predecessor: r.predecessor.clone().unwrap_or_default(),
-                sample_signed_meter_value: r.sample_signed_meter_value.clone().unwrap_or_default(),
+                predecessor: r.predecessor.as_deref().unwrap_or_default().to_string(),
+                sample_signed_meter_value: r
+                    .sample_signed_meter_value
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_string(),
             }),
             Event::KeyConfirmed { fingerprint, registration_position, published_in_tree_size } => {
                 Kind::KeyConfirmed(pb::KeyConfirmed {

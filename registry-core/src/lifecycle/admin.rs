@@ -73,7 +73,7 @@ pub(super) fn decide_admin<S: State>(
                 no_signer(state, k, &field)?;
             }
             Ok(vec![Event::OperatorAdded {
-                operator_id: operator_id.clone(),
+                operator_id: *operator_id,
                 name: name.clone(),
                 public_keys: public_keys.clone(),
             }])
@@ -88,7 +88,7 @@ pub(super) fn decide_admin<S: State>(
             }
             no_signer(state, public_key, "add_operator_key.public_key")?;
             Ok(vec![Event::OperatorKeyAdded {
-                operator_id: operator_id.clone(),
+                operator_id: *operator_id,
                 public_key: public_key.clone(),
             }])
         }
@@ -106,10 +106,7 @@ pub(super) fn decide_admin<S: State>(
                 )
                 .into());
             }
-            Ok(vec![Event::OperatorKeyRevoked {
-                operator_id: operator_id.clone(),
-                key_id: *key_id,
-            }])
+            Ok(vec![Event::OperatorKeyRevoked { operator_id: *operator_id, key_id: *key_id }])
         }
         Action::ConfirmKey { fingerprint } => {
             confirm(fingerprint, "confirm_key.fingerprint", ctx, state)
@@ -167,7 +164,7 @@ pub(super) fn decide_admin<S: State>(
             Ok(vec![Event::KeyTakenOver {
                 fingerprint: fingerprint.clone(),
                 effective_at: at,
-                operator_id: operator_id.clone(),
+                operator_id: *operator_id,
                 evse_ids: evse_ids.clone(),
                 forced: true,
             }])

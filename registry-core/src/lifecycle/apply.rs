@@ -21,10 +21,10 @@ pub fn touched<S: State>(events: &[Event], state: &S) -> Result<BTreeSet<Identif
     let mut new_keys: HashMap<&str, &Registration> = HashMap::new();
     let serials = |out: &mut BTreeSet<Identifier>, r: &Registration| {
         if let Some(s) = &r.meter_serial {
-            out.insert(Identifier { kind: IdentifierKind::MeterSerial, value: s.clone() });
+            out.insert(Identifier { kind: IdentifierKind::MeterSerial, value: s.to_string() });
         }
         if let Some(s) = &r.gateway_serial {
-            out.insert(Identifier { kind: IdentifierKind::GatewaySerial, value: s.clone() });
+            out.insert(Identifier { kind: IdentifierKind::GatewaySerial, value: s.to_string() });
         }
     };
     for event in events {
@@ -52,8 +52,8 @@ pub fn touched<S: State>(events: &[Event], state: &S) -> Result<BTreeSet<Identif
                     None => (None, new_keys.get(fp).map(|r| (*r).clone())),
                 };
                 let (operator, evses) = match (&binding, &reg) {
-                    (Some(b), _) => (Some(b.operator_id.clone()), b.evse_ids.clone()),
-                    (None, Some(r)) => (Some(r.operator_id.clone()), r.evse_ids.clone()),
+                    (Some(b), _) => (Some(b.operator_id), b.evse_ids.clone()),
+                    (None, Some(r)) => (Some(r.operator_id), r.evse_ids.to_vec()),
                     (None, None) => (None, vec![]),
                 };
                 match other {
@@ -187,7 +187,7 @@ fn apply_event<S: StateMut>(
             }
             state
                 .put_operator(&OperatorRecord {
-                    operator_id: operator_id.clone(),
+                    operator_id: *operator_id,
                     name: name.clone(),
                     added_position: position,
                     keys: public_keys.iter().map(|k| keys::fingerprint(k)).collect(),
@@ -247,7 +247,7 @@ fn apply_event<S: StateMut>(
                 }
                 Event::KeyRejected { reason, .. } => {
                     state.set_pending(fp, None).map_err(ApplyError::State)?;
-                    KeyChange::Rejected { reason: reason.as_str().into() }
+                    KeyChange::Rejected { reason: Box::new(reason.clone()) }
                 }
                 Event::KeyEnded { effective_at, reason, comment, successor, .. } => {
                     state.set_pending(fp, None).map_err(ApplyError::State)?;
@@ -270,7 +270,7 @@ fn apply_event<S: StateMut>(
                     }))
                 }
                 Event::KeyReleased { to_operator_id, .. } => {
-                    KeyChange::Released { to_operator_id: Box::new(to_operator_id.clone()) }
+                    KeyChange::Released { to_operator_id: *to_operator_id }
                 }
                 Event::KeyTakenOver { effective_at, operator_id, evse_ids, forced, .. } => {
                     for e in evse_ids {
@@ -280,7 +280,7 @@ fn apply_event<S: StateMut>(
                     }
                     KeyChange::TakenOver(Box::new(Takeover {
                         effective_at: *effective_at,
-                        operator_id: operator_id.clone(),
+                        operator_id: *operator_id,
                         evse_ids: evse_ids.clone(),
                         forced: *forced,
                     }))
@@ -302,7 +302,7 @@ fn put_operator_key<S: StateMut>(
     state.put_signer(&SignerRecord {
         key_id: keys::fingerprint(der),
         public_key: der.to_vec(),
-        role: Role::Operator(operator.clone()),
+        role: Role::Operator(*operator),
         label: String::new(),
         added_position: position,
         revoked_position: None,

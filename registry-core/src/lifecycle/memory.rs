@@ -76,7 +76,7 @@ impl StateMut for MemoryState {
         Ok(())
     }
     fn put_operator(&mut self, record: &OperatorRecord) -> Result<(), Self::Error> {
-        self.operators.insert(record.operator_id.clone(), record.clone());
+        self.operators.insert(record.operator_id, record.clone());
         Ok(())
     }
     fn put_signer(&mut self, record: &SignerRecord) -> Result<(), Self::Error> {

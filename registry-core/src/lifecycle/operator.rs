@@ -36,7 +36,7 @@ fn unit_free<S: State>(
                 continue;
             }
             let Some(other) = state.key_by_id(fp).map_err(DecideError::State)? else { continue };
-            if other.registration.manufacturer != key.manufacturer {
+            if *other.registration.manufacturer != *key.manufacturer {
                 continue;
             }
             let other = other.now();
@@ -87,19 +87,19 @@ fn registration(
     predecessor: Option<String>,
 ) -> Registration {
     Registration {
-        fingerprint: key.key.fingerprint.clone(),
+        fingerprint: key.key.fingerprint.as_str().into(),
         curve: key.key.curve,
-        public_key: key.key.spki_der.clone(),
+        public_key: key.key.spki_der.as_slice().into(),
         submitted_public_key: SubmittedKey::new(&key.submitted, &key.key.spki_der),
-        operator_id: operator_id.clone(),
-        evse_ids: evse_ids.to_vec(),
-        meter_serial: key.meter_serial.clone(),
-        gateway_serial: key.gateway_serial.clone(),
-        manufacturer: key.manufacturer.clone(),
-        model: key.model.clone(),
+        operator_id: *operator_id,
+        evse_ids: evse_ids.into(),
+        meter_serial: key.meter_serial.as_deref().map(Into::into),
+        gateway_serial: key.gateway_serial.as_deref().map(Into::into),
+        manufacturer: key.manufacturer.as_str().into(),
+        model: key.model.as_str().into(),
         effective_at,
-        predecessor,
-        sample_signed_meter_value: key.sample_signed_meter_value.clone(),
+        predecessor: predecessor.map(Into::into),
+        sample_signed_meter_value: key.sample_signed_meter_value.as_deref().map(Into::into),
     }
 }
 
@@ -219,7 +219,7 @@ pub(super) fn decide_operator<S: State>(
             }
             Ok(vec![Event::KeyReleased {
                 fingerprint: fingerprint.clone(),
-                to_operator_id: to_operator_id.clone(),
+                to_operator_id: *to_operator_id,
             }])
         }
         Action::TakeOverKey { fingerprint, evse_ids, effective_at } => {
@@ -239,7 +239,7 @@ pub(super) fn decide_operator<S: State>(
             Ok(vec![Event::KeyTakenOver {
                 fingerprint: fingerprint.clone(),
                 effective_at: at,
-                operator_id: operator.clone(),
+                operator_id: *operator,
                 evse_ids: evse_ids.clone(),
                 forced: false,
             }])
@@ -274,7 +274,7 @@ fn succession<S: State>(
             (
                 "manufacturer",
                 Some(new_key.manufacturer.as_str()).filter(|m| !m.is_empty()),
-                Some(reg.manufacturer.as_str()),
+                Some(&*reg.manufacturer),
             ),
         ];
         for (name, given, old_value) in fields {
@@ -286,11 +286,11 @@ fn succession<S: State>(
                 .into());
             }
         }
-        new_key.meter_serial = reg.meter_serial.clone();
-        new_key.gateway_serial = reg.gateway_serial.clone();
-        new_key.manufacturer = reg.manufacturer.clone();
+        new_key.meter_serial = reg.meter_serial.as_deref().map(String::from);
+        new_key.gateway_serial = reg.gateway_serial.as_deref().map(String::from);
+        new_key.manufacturer = reg.manufacturer.to_string();
         if new_key.model.is_empty() {
-            new_key.model = reg.model.clone();
+            new_key.model = reg.model.to_string();
         }
     }
     not_registered(state, &new_key, &format!("{f}.new_key.public_key"))?;

@@ -34,8 +34,8 @@ pub enum KeyChange {
     },
     /// Rejected.
     Rejected {
-        /// Why.
-        reason: Box<str>,
+        /// Why (behind one pointer, so that an event takes 16 bytes, not 24, in every record).
+        reason: Box<String>,
     },
     /// Ended.
     Ended(Box<Ending>),
@@ -44,7 +44,7 @@ pub enum KeyChange {
     /// Released to another operator.
     Released {
         /// Who may take it over.
-        to_operator_id: Box<OperatorId>,
+        to_operator_id: OperatorId,
     },
     /// Moved to another operator.
     TakenOver(Box<Takeover>),
@@ -100,7 +100,7 @@ pub struct KeyRecord {
     /// The registration as recorded.
     pub registration: Registration,
     /// Every event, the registration first.
-    pub history: Vec<KeyEvent>,
+    pub history: Box<[KeyEvent]>,
 }
 
 /// Where a key stands at some log size.
@@ -177,7 +177,7 @@ impl BindingRef<'_> {
         Binding {
             from: self.from,
             until: self.until,
-            operator_id: self.operator_id.clone(),
+            operator_id: *self.operator_id,
             evse_ids: self.evse_ids.to_vec(),
             from_position: self.from_position,
             until_position: self.until_position,
@@ -201,7 +201,7 @@ impl KeyRecord {
     /// would be most of what a key costs in memory. The log entry keeps it.
     pub fn new(registration: Registration, at: Stamp) -> Self {
         let registration = Registration { sample_signed_meter_value: None, ..registration };
-        Self { registration, history: vec![KeyEvent { at, change: KeyChange::Registered }] }
+        Self { registration, history: Box::new([KeyEvent { at, change: KeyChange::Registered }]) }
     }
 
     /// The record with one more event. Its history is allocated at its exact length: records
@@ -211,7 +211,16 @@ impl KeyRecord {
         let mut history = Vec::with_capacity(self.history.len() + 1);
         history.extend_from_slice(&self.history);
         history.push(event);
-        Self { registration: self.registration.clone(), history }
+        Self { registration: self.registration.clone(), history: history.into() }
+    }
+
+    /// The record with its manufacturer and model swapped for the process-wide shared copies
+    /// ([`crate::pool`]): for records kept as long as the server runs.
+    pub fn pooled(mut self) -> Self {
+        let reg = &mut self.registration;
+        reg.manufacturer = crate::pool::shared(&reg.manufacturer);
+        reg.model = crate::pool::shared(&reg.model);
+        self
     }
 
     /// The fingerprint.
@@ -250,7 +259,7 @@ impl<'a> KeyAsOf<'a> {
     /// The rejection, if any.
     pub fn rejected(&self) -> Option<(&Stamp, &str)> {
         self.events.iter().find_map(|e| match &e.change {
-            KeyChange::Rejected { reason } => Some((&e.at, &**reason)),
+            KeyChange::Rejected { reason } => Some((&e.at, reason.as_str())),
             _ => None,
         })
     }
@@ -364,7 +373,7 @@ impl<'a> KeyAsOf<'a> {
         let mut open = None;
         for e in self.events {
             match &e.change {
-                KeyChange::Released { to_operator_id } => open = Some(&**to_operator_id),
+                KeyChange::Released { to_operator_id } => open = Some(to_operator_id),
                 KeyChange::TakenOver { .. } => open = None,
                 _ => {}
             }

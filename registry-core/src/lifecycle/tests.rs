@@ -25,10 +25,10 @@ fn pending_key(fingerprint: &str, position: u64) -> MemoryState {
     let registration = Registration {
         fingerprint: fingerprint.into(),
         curve: Curve::Secp256r1,
-        public_key: vec![1, 2, 3],
+        public_key: Box::new([1, 2, 3]),
         submitted_public_key: SubmittedKey::new("010203", &[1, 2, 3]),
         operator_id: OperatorId::parse("DE*ABC").expect("an operator ID"),
-        evse_ids: vec![EvseId::parse("DE*ABC*E1").expect("an EVSE ID")],
+        evse_ids: Box::new([EvseId::parse("DE*ABC*E1").expect("an EVSE ID")]),
         meter_serial: None,
         gateway_serial: None,
         manufacturer: "M".into(),

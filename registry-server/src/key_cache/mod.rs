@@ -151,7 +151,7 @@ impl KeyCache {
     /// The writer's new version of a key record.
     pub fn put_key(&self, record: KeyRecord) {
         if let Some(id) = key_id(record.fingerprint()) {
-            self.keys.insert(id, Arc::new(record));
+            self.keys.insert(id, Arc::new(record.pooled()));
         }
     }
 
@@ -163,7 +163,7 @@ impl KeyCache {
     /// Keeps a record read from the store unless the writer put a newer one first.
     fn keep_key(&self, record: KeyRecord) -> Arc<KeyRecord> {
         match key_id(record.fingerprint()) {
-            Some(id) => self.keys.entry(id).or_insert_with(|| Arc::new(record)).clone(),
+            Some(id) => self.keys.entry(id).or_insert_with(|| Arc::new(record.pooled())).clone(),
             None => Arc::new(record),
         }
     }
@@ -258,10 +258,10 @@ mod tests {
         let registration = Registration {
             fingerprint: fingerprint.into(),
             curve: Curve::Secp256r1,
-            public_key: vec![1, 2, 3],
+            public_key: Box::new([1, 2, 3]),
             submitted_public_key: SubmittedKey::new("010203", &[1, 2, 3]),
             operator_id: OperatorId::parse("DE*ABC").unwrap(),
-            evse_ids: vec![EvseId::parse("DE*ABC*E1").unwrap()],
+            evse_ids: Box::new([EvseId::parse("DE*ABC*E1").unwrap()]),
             meter_serial: Some("S1".into()),
             gateway_serial: None,
             manufacturer: "M".into(),
@@ -272,7 +272,7 @@ mod tests {
         };
         let mut r = KeyRecord::new(registration, at(0));
         for p in 1..events {
-            r.history.push(KeyEvent {
+            r = r.with_event(KeyEvent {
                 at: at(p),
                 change: KeyChange::Confirmed { published_in_tree_size: p },
             });
