@@ -5,8 +5,10 @@
 //! million entries land at 48 %), and an index group in a map is three heap blocks: the
 //! prefix, the members and the map's slot. Here a record costs its fingerprint's 32 bytes, a
 //! pointer and a 4-byte slot in a table of positions; a group its prefix bytes in one arena,
-//! its members in another, two 4-byte ends and a slot. Lookups hash once and compare bytes in
-//! place, as the maps did.
+//! its members in two others, two 4-byte ends and a slot. A member names its key by the
+//! record's number (4 bytes, not the fingerprint's 32): the keys are all in before the first
+//! group, and the few members without a record (which a complete store does not have) keep
+//! their fingerprint aside. Lookups hash once and compare bytes in place, as the maps did.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -28,9 +30,14 @@ pub struct Packed {
     /// Every group's prefix, one after another; group `g`'s ends at `prefix_ends[g]`.
     prefixes: Vec<u8>,
     prefix_ends: Vec<u32>,
-    /// Every group's members, in fingerprint order; group `g`'s end at `member_ends[g]`.
-    members: Vec<([u8; 32], u64)>,
+    /// Every group's members, in fingerprint order, as the number of their key (see
+    /// [`Packed::member`]) and the position they were indexed at; group `g`'s end at
+    /// `member_ends[g]`.
+    member_keys: Vec<u32>,
+    member_positions: Vec<u64>,
     member_ends: Vec<u32>,
+    /// Fingerprints of members that have no record, numbered after the records.
+    orphans: Vec<KeyId>,
     /// Group numbers, found by the hash of the prefix.
     groups: HashTable<u32>,
 }
@@ -53,11 +60,15 @@ fn at(n: usize, what: &str) -> Result<u32, StoreError> {
 }
 
 impl Packed {
-    /// Adds a key record (ids are unique: the store holds one record per fingerprint).
+    /// Adds a key record (ids are unique: the store holds one record per fingerprint). Every
+    /// record comes before the first group, which numbers its members by record.
     pub fn push_key(&mut self, id: KeyId, record: KeyRecord) -> Result<(), StoreError> {
+        if !self.member_ends.is_empty() {
+            return Err(StoreError::Io("the key cache took a key record after a group".into()));
+        }
         let n = at(self.ids.len(), "key records")?;
         self.ids.push(id);
-        self.records.push(Arc::new(record));
+        self.records.push(Arc::new(record.pooled()));
         let hasher = &self.hasher;
         let hash = hasher.hash_one(id);
         let ids = &self.ids;
@@ -75,8 +86,18 @@ impl Packed {
         members.sort_unstable();
         self.prefixes.extend_from_slice(prefix);
         self.prefix_ends.push(at(self.prefixes.len(), "bytes of index prefixes")?);
-        self.members.extend_from_slice(&members);
-        self.member_ends.push(at(self.members.len(), "index members")?);
+        for (id, position) in members {
+            let number = match self.number(&id) {
+                Some(n) => n,
+                None => {
+                    self.orphans.push(id);
+                    at(self.ids.len() + self.orphans.len() - 1, "index members")?
+                }
+            };
+            self.member_keys.push(number);
+            self.member_positions.push(position);
+        }
+        self.member_ends.push(at(self.member_keys.len(), "index members")?);
         let hash = self.hasher.hash_one(prefix);
         // Growing the table re-hashes the prefixes, which it reads from the arenas.
         let mut groups = std::mem::take(&mut self.groups);
@@ -91,15 +112,30 @@ impl Packed {
         self.records.shrink_to_fit();
         self.prefixes.shrink_to_fit();
         self.prefix_ends.shrink_to_fit();
-        self.members.shrink_to_fit();
+        self.member_keys.shrink_to_fit();
+        self.member_positions.shrink_to_fit();
         self.member_ends.shrink_to_fit();
+        self.orphans.shrink_to_fit();
+    }
+
+    /// The number of the record with this id.
+    fn number(&self, id: &KeyId) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.keys.find(hash, |&i| self.ids[i as usize] == *id).copied()
+    }
+
+    /// The fingerprint a member number stands for: a record's, or an orphan's after them.
+    fn member(&self, number: u32) -> KeyId {
+        let n = number as usize;
+        match self.ids.get(n) {
+            Some(id) => *id,
+            None => self.orphans[n - self.ids.len()],
+        }
     }
 
     /// The key record with this id.
     pub fn key(&self, id: &KeyId) -> Option<&Arc<KeyRecord>> {
-        let hash = self.hasher.hash_one(id);
-        let i = self.keys.find(hash, |&i| self.ids[i as usize] == *id)?;
-        Some(&self.records[*i as usize])
+        Some(&self.records[self.number(id)? as usize])
     }
 
     /// The index group with this prefix.
@@ -110,7 +146,9 @@ impl Packed {
             0 => 0,
             g => self.member_ends[g as usize - 1] as usize,
         };
-        Some(self.members[start..self.member_ends[g as usize] as usize].into())
+        let end = self.member_ends[g as usize] as usize;
+        let keys = self.member_keys[start..end].iter().map(|&k| self.member(k));
+        Some(keys.zip(self.member_positions[start..end].iter().copied()).collect())
     }
 
     /// Whether a record with this id is here.
@@ -172,5 +210,47 @@ mod tests {
         assert!(p.group(b"E\0DE*ABC*E5000").is_none());
         assert!(p.group(b"E\0DE*ABC*E1").is_some_and(|g| g.len() == 2));
         assert!(!p.has_group(b"E\0DE*ABC*E"), "a prefix of a prefix is not a group");
+    }
+
+    #[test]
+    fn members_with_and_without_a_record_come_back_as_their_fingerprints() {
+        use registry_core::event::{Registration, SubmittedKey};
+        use registry_core::ids::{EvseId, OperatorId};
+        use registry_core::lifecycle::Stamp;
+        let record = |n: u32| {
+            let registration = Registration {
+                fingerprint: hex::encode(id(n)).into(),
+                curve: registry_core::meter_key::Curve::Secp256r1,
+                public_key: Box::new([1, 2, 3]),
+                submitted_public_key: SubmittedKey::new("010203", &[1, 2, 3]),
+                operator_id: OperatorId::parse("DE*ABC").unwrap(),
+                evse_ids: Box::new([EvseId::parse("DE*ABC*E1").unwrap()]),
+                meter_serial: None,
+                gateway_serial: None,
+                manufacturer: "M".into(),
+                model: "X".into(),
+                effective_at: chrono::DateTime::UNIX_EPOCH,
+                predecessor: None,
+                sample_signed_meter_value: None,
+            };
+            let at = Stamp { position: u64::from(n), recorded_at: chrono::DateTime::UNIX_EPOCH };
+            KeyRecord::new(registration, at)
+        };
+        let mut p = Packed::default();
+        for n in [1u32, 3] {
+            p.push_key(id(n), record(n)).unwrap();
+        }
+        // Members 2 and 4 have no record (a store the cache never sees whole, or a bug).
+        let members = vec![(id(4), 40), (id(3), 30), (id(2), 20), (id(1), 10)];
+        p.push_group(b"E\0DE*ABC*E1\0", members).unwrap();
+        p.push_group(b"M\0S1\0", vec![(id(2), 21)]).unwrap();
+        p.shrink();
+        let found = p.group(b"E\0DE*ABC*E1\0").unwrap();
+        assert_eq!(&found[..], &[(id(1), 10), (id(2), 20), (id(3), 30), (id(4), 40)]);
+        assert_eq!(&p.group(b"M\0S1\0").unwrap()[..], &[(id(2), 21)]);
+        assert_eq!(p.key(&id(3)).unwrap().registered_at(), 3);
+        assert!(p.key(&id(2)).is_none(), "an orphan member is not a key record");
+        let late = p.push_key(id(5), record(5));
+        assert!(late.is_err(), "a record after the groups would renumber the orphans");
     }
 }
