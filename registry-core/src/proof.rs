@@ -296,7 +296,11 @@ impl Evidence {
     ) -> Result<Option<KeyRecord>, EvidenceError> {
         self.as_of(as_of)?;
         let state = self.state_for(&[fingerprint.to_string()].into_iter().collect())?;
-        Ok(state.keys.get(fingerprint).filter(|r| r.registered_at() < as_of).cloned())
+        Ok(state
+            .keys
+            .get(fingerprint)
+            .filter(|r| r.registered_at() < as_of)
+            .map(|r| KeyRecord::clone(r)))
     }
 
     /// An identifier's history as known at `as_of`: positions, newest first.

@@ -14,8 +14,9 @@ use super::state::{IndexGroup, State, StateMut};
 /// lookups matter: a full audit replays millions of entries through these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryState {
-    /// Key records by fingerprint.
-    pub keys: HashMap<String, KeyRecord>,
+    /// Key records by fingerprint, shared with the lookups that read them (a replay reads a
+    /// key's record before each change to it).
+    pub keys: HashMap<String, Arc<KeyRecord>>,
     /// Index entries: (kind, value) → fingerprint → position added.
     pub index: HashMap<(IdentifierKind, String), BTreeMap<String, u64>>,
     /// Operators.
@@ -34,7 +35,7 @@ pub struct MemoryState {
 impl State for MemoryState {
     type Error = std::convert::Infallible;
     fn key(&self, fingerprint: &str) -> Result<Option<Arc<KeyRecord>>, Self::Error> {
-        Ok(self.keys.get(fingerprint).cloned().map(Arc::new))
+        Ok(self.keys.get(fingerprint).cloned())
     }
     fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, Self::Error> {
         Ok(self.index.get(&(kind, value.to_string())).map_or_else(
@@ -58,7 +59,7 @@ impl State for MemoryState {
 
 impl StateMut for MemoryState {
     fn put_key(&mut self, record: KeyRecord) -> Result<(), Self::Error> {
-        self.keys.insert(record.fingerprint().to_string(), record);
+        self.keys.insert(record.fingerprint().to_string(), Arc::new(record));
         Ok(())
     }
     fn add_to_index(

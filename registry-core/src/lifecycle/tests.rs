@@ -39,7 +39,7 @@ fn pending_key(fingerprint: &str, position: u64) -> MemoryState {
     };
     let at = Stamp { position, recorded_at: chrono::DateTime::UNIX_EPOCH };
     let mut state = MemoryState::default();
-    state.keys.insert(fingerprint.into(), KeyRecord::new(registration, at));
+    state.keys.insert(fingerprint.into(), std::sync::Arc::new(KeyRecord::new(registration, at)));
     state
 }
 

@@ -287,7 +287,7 @@ impl World {
     /// The record of a named meter key.
     pub(super) fn record(&mut self, name: &'static str) -> Option<KeyRecord> {
         let fp = self.fp(name);
-        self.state.keys.get(&fp).cloned()
+        self.state.keys.get(&fp).map(|r| KeyRecord::clone(r))
     }
 
     pub(super) fn ctx(&self) -> DecideContext {
