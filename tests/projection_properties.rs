@@ -576,7 +576,7 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         let store = case.f.registry.server.reader().store().clone();
         let live = Projection::new(store.as_ref());
         for (fp, record) in &replayed.keys {
-            assert_eq!(live.key(fp).unwrap().as_deref(), Some(record), "key {fp}");
+            assert_eq!(live.key(fp).unwrap().as_deref(), Some(&**record), "key {fp}");
         }
         // The same through a key cache filled from the store, as a restarted server reads it.
         let cache = std::sync::Arc::new(registry_server::key_cache::KeyCache::new());
@@ -585,7 +585,7 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         assert_eq!(cache.len(), replayed.keys.len());
         let filled = Projection::cached(store.as_ref(), cache);
         for (fp, record) in &replayed.keys {
-            assert_eq!(filled.key(fp).unwrap().as_deref(), Some(record), "cached key {fp}");
+            assert_eq!(filled.key(fp).unwrap().as_deref(), Some(&**record), "cached key {fp}");
         }
         for ((kind, value), map) in &replayed.index {
             let want: Vec<([u8; 32], u64)> = map
