@@ -253,7 +253,8 @@ mod tests {
         registry_core::lifecycle::fingerprint_bytes(fingerprint).expect("lowercase hex")
     }
 
-    fn record(fingerprint: &str, events: u64) -> KeyRecord {
+    /// A key record registered at position 0 with `events - 1` confirmations after it.
+    pub(super) fn record(fingerprint: &str, events: u64) -> KeyRecord {
         let at = |position| Stamp { position, recorded_at: chrono::DateTime::UNIX_EPOCH };
         let registration = Registration {
             fingerprint: fingerprint.into(),

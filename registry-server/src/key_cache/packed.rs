@@ -214,28 +214,7 @@ mod tests {
 
     #[test]
     fn members_with_and_without_a_record_come_back_as_their_fingerprints() {
-        use registry_core::event::{Registration, SubmittedKey};
-        use registry_core::ids::{EvseId, OperatorId};
-        use registry_core::lifecycle::Stamp;
-        let record = |n: u32| {
-            let registration = Registration {
-                fingerprint: hex::encode(id(n)).into(),
-                curve: registry_core::meter_key::Curve::Secp256r1,
-                public_key: Box::new([1, 2, 3]),
-                submitted_public_key: SubmittedKey::new("010203", &[1, 2, 3]),
-                operator_id: OperatorId::parse("DE*ABC").unwrap(),
-                evse_ids: Box::new([EvseId::parse("DE*ABC*E1").unwrap()]),
-                meter_serial: None,
-                gateway_serial: None,
-                manufacturer: "M".into(),
-                model: "X".into(),
-                effective_at: chrono::DateTime::UNIX_EPOCH,
-                predecessor: None,
-                sample_signed_meter_value: None,
-            };
-            let at = Stamp { position: u64::from(n), recorded_at: chrono::DateTime::UNIX_EPOCH };
-            KeyRecord::new(registration, at)
-        };
+        let record = |n: u32| crate::key_cache::tests::record(&hex::encode(id(n)), 1);
         let mut p = Packed::default();
         for n in [1u32, 3] {
             p.push_key(id(n), record(n)).unwrap();
@@ -248,7 +227,7 @@ mod tests {
         let found = p.group(b"E\0DE*ABC*E1\0").unwrap();
         assert_eq!(&found[..], &[(id(1), 10), (id(2), 20), (id(3), 30), (id(4), 40)]);
         assert_eq!(&p.group(b"M\0S1\0").unwrap()[..], &[(id(2), 21)]);
-        assert_eq!(p.key(&id(3)).unwrap().registered_at(), 3);
+        assert_eq!(p.key(&id(3)).unwrap().fingerprint(), hex::encode(id(3)));
         assert!(p.key(&id(2)).is_none(), "an orphan member is not a key record");
         let late = p.push_key(id(5), record(5));
         assert!(late.is_err(), "a record after the groups would renumber the orphans");
