@@ -461,7 +461,7 @@ impl<M: Machine> Writer<M> {
         // of nothing under such a checkpoint (what an earlier copy left unpublished, found on
         // reconnecting) still needs it: the batches before may have put the hashing off.
         let extensions = copied.as_ref().is_none_or(|c| !c.extensions.is_empty());
-        let signs_root = copied.as_ref().is_some_and(|c| !c.extensions.is_empty());
+        let signs_root = copied.is_some() && extensions;
         if failure.is_none() && (!batch.entries.is_empty() || signs_root) {
             let size = self.setup.frontier.size();
             match self.setup.machine.finish_batch(size, &mut view, extensions) {

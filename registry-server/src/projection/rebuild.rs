@@ -177,7 +177,7 @@ fn records(state: MemoryState, requests: Requests) -> impl Iterator<Item = Proje
             .flat_map(|((kind, value), members)| {
                 let prefix = index_prefix(kind, &value);
                 members.into_iter().map(move |(fingerprint, position)| {
-                    let mut key = prefix.clone();
+                    let mut key = prefix.to_vec();
                     key.extend_from_slice(fingerprint.as_bytes());
                     (key, position)
                 })
