@@ -208,7 +208,9 @@ impl ChainCheck {
     /// in a crash, it only means more to check at the next start). A store error is retried at
     /// the next tick from the last recorded point; a broken chain is logged and ends the check
     /// without recording anything further, so the next start refuses, naming the position.
-    /// One difference from a start: sled may answer these reads from its page cache, so this
+    /// After each check it seals what it verified ([`LogStore::seal`]): only entries that
+    /// passed are ever rewritten in compact form, and a rewrite lost in a crash leaves them as
+    /// they were. One difference from a start: sled may answer these reads from its page cache, so this
     /// checks what the store hands back, not a file changed on disk behind its back afterwards
     /// (which a later start does not see either, as for entries checked at an earlier start).
     pub(super) fn run_behind(
@@ -226,7 +228,21 @@ impl ChainCheck {
             .spawn(move || {
                 let mut recorded = check.chain.next_position();
                 let mut retry = false;
+                // Seals what is verified at each tick, from the first (a directory written before
+                // sealing existed, or before a crash, gets sealed even while no write comes).
+                let mut sealed_to = 0;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    if sealed_to < recorded && !retry {
+                        match store.seal(recorded) {
+                            Ok(entries) => {
+                                sealed_to = recorded;
+                                if entries > 0 {
+                                    tracing::debug!(entries, up_to = recorded, "sealed verified entries");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "sealing verified entries failed: they stay as they are, and the next check tries again"),
+                        }
+                    }
                     if retry {
                         // A failed read may have left the check half-way into an entry.
                         match ChainCheck::resume(store.as_ref(), recorded) {

@@ -98,6 +98,7 @@ pub(crate) fn run_all(f: &mut dyn Factory) {
     idempotency_holds_across_close_and_reopen(f);
     a_reopened_log_continues_the_chain(f);
     a_tampered_entry_stops_the_log_from_opening(f);
+    sealed_entries_read_back_as_written_and_the_log_still_verifies(f);
 }
 
 fn signer() -> NoteSigner {
@@ -476,4 +477,60 @@ fn a_tampered_entry_stops_the_log_from_opening(f: &mut dyn Factory) {
         Err(other) => panic!("expected a broken chain, got {other}"),
         Ok(_) => panic!("a tampered log must not open"),
     }
+}
+
+/// Everything a reader can ask about `0..size`: each entry alone, ranges across group edges,
+/// and every perfect Merkle node.
+fn everything_read(store: &dyn LogStore, size: u64) -> Vec<String> {
+    let mut seen = Vec::new();
+    for p in 0..size + 1 {
+        seen.push(format!("entry {p}: {:?}", store.entry(p).unwrap()));
+    }
+    for (start, end) in [(0, size + 5), (5, 37), (15, 17), (140, 160), (150, 151), (143, 145)] {
+        seen.push(format!("entries {start}..{end}: {:?}", store.entries(start, end).unwrap()));
+    }
+    for level in 0..9 {
+        for index in 0..(size >> level) + 1 {
+            seen.push(format!("node {level} {index}: {:?}", store.node(level, index).unwrap()));
+        }
+    }
+    seen.push(format!("size {}", store.size().unwrap()));
+    seen
+}
+
+fn sealed_entries_read_back_as_written_and_the_log_still_verifies(f: &mut dyn Factory) {
+    {
+        let log = open_log(f.open("sealed")).unwrap();
+        append_all(&log, &(0..200).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
+        log.close().unwrap();
+    }
+    let store = f.open("sealed");
+    let before = everything_read(store.as_ref(), 200);
+    let sealed = store.seal(150).unwrap();
+    assert!(sealed <= 150, "only entries below the verified size are sealed");
+    assert_eq!(everything_read(store.as_ref(), 200), before);
+    assert_eq!(store.seal(150).unwrap(), 0, "sealed entries are not sealed again");
+    store.sync().unwrap();
+    drop(store);
+    // Reopened, the log checks its chain through the sealed entries and goes on.
+    let store = f.open("sealed");
+    assert_eq!(everything_read(store.as_ref(), 200), before);
+    let log = open_log(store.clone()).unwrap();
+    append_all(&log, &(0..56).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
+    assert!(store.seal(256).unwrap() <= 256 - sealed);
+    let reader = log.reader();
+    let mut chain = ChainVerifier::new();
+    let mut tree = MemoryTree::default();
+    for (position, bytes) in reader.entries(0, 256, 1000).unwrap() {
+        assert_eq!(position, chain.next_position());
+        tree.push(chain.push(&bytes).expect("the chain verifies through sealed entries"));
+    }
+    assert_eq!(reader.head().root, tree.mth(0, 256));
+    for (index, size) in [(0, 256), (17, 150), (143, 144), (255, 256)] {
+        let proof = reader.inclusion_proof(index, size).unwrap();
+        let leaf = merkle::leaf_hash(&reader.entry(index).unwrap());
+        merkle::verify_inclusion(index, size, &leaf, &proof, &tree.mth(0, size)).unwrap();
+    }
+    drop(reader);
+    log.close().unwrap();
 }

@@ -74,6 +74,9 @@ impl LogStore for FaultyStore {
     fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
         self.inner.node(level, index)
     }
+    fn seal(&self, up_to: u64) -> Result<u64, StoreError> {
+        self.inner.seal(up_to)
+    }
     fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
         self.inner.request(id)
     }

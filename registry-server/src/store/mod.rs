@@ -21,6 +21,7 @@ pub mod ceiling;
 pub mod faulty;
 pub mod layered;
 pub mod memory;
+pub mod sealed;
 pub mod sled;
 pub mod snapshot;
 
@@ -202,6 +203,14 @@ pub trait LogStore: Send + Sync + 'static {
     /// batch that holds nothing back.
     fn projections_wanted(&self) -> bool {
         true
+    }
+    /// Rewrites the entries below `up_to` (which the caller has verified) in a more compact
+    /// form, for stores that have one; reads return the same bytes before and after. Returns
+    /// how many entries it rewrote. The rewrite becomes durable with the next
+    /// [`LogStore::sync`]; lost in a crash, the entries are still there as they were.
+    fn seal(&self, up_to: u64) -> Result<u64, StoreError> {
+        let _ = up_to;
+        Ok(0)
     }
     /// Makes everything written so far durable (for sled: flush, then fsync).
     fn sync(&self) -> Result<(), StoreError>;

@@ -22,10 +22,15 @@
 //!
 //! ```text
 //! e position (u64 BE)     -> n (u8), n × (level (u8), hash (32)), entry bytes
+//! s position (u64 BE)     -> 16 entries from there, sealed (see [`super::sealed`])
 //! r request ID (16)       -> position (u64 BE), content digest (32)   (keyspace REQUESTS)
 //! m name                  -> value
 //! p keyspace 0x00 key     -> value        (projections)
 //! ```
+//!
+//! Entries the background check has verified are sealed ([`LogStore::seal`]): each aligned run
+//! of [`GROUP`] `e` records becomes one `s` record in one atomic batch, so a reader finds an
+//! entry under exactly one of the two keys, whenever it looks.
 //!
 //! In production the projections and the request index live in memory over this store
 //! ([`super::layered`]) and the `p` and `r` records stay empty; a data directory from before
@@ -41,14 +46,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use registry_core::merkle::{Hash, completing_position};
 use uuid::Uuid;
 
+use super::sealed::{self, GROUP, Group, Nodes};
 use super::{
-    Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch, decode_hash,
-    decode_request, encode_request, position_key,
+    Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch, decode_request,
+    encode_request, position_key,
 };
+
+/// Groups sealed per sled batch: a batch holds sled's write lock while it applies, so it
+/// stays small next to the writer's.
+const SEAL_BATCH: u64 = 64;
 
 /// The one tree.
 const TREE: &str = "registry/v1";
 const ENTRY: u8 = b'e';
+const SEALED: u8 = b's';
 const REQUEST: u8 = b'r';
 const META: u8 = b'm';
 const PROJECTION: u8 = b'p';
@@ -61,7 +72,16 @@ fn prefixed(tag: u8, key: &[u8]) -> Vec<u8> {
 }
 
 fn entry_key(position: u64) -> [u8; 9] {
-    let mut k = [ENTRY; 9];
+    tagged_position(ENTRY, position)
+}
+
+/// The key of the sealed group that holds `position`.
+fn sealed_key(position: u64) -> [u8; 9] {
+    tagged_position(SEALED, position - position % GROUP)
+}
+
+fn tagged_position(tag: u8, position: u64) -> [u8; 9] {
+    let mut k = [tag; 9];
     k[1..].copy_from_slice(&position_key(position));
     k
 }
@@ -96,31 +116,14 @@ fn position_of(key: &[u8]) -> Result<u64, StoreError> {
 /// An entry record: the nodes its append completed, then the entry.
 fn encode_record(nodes: &[(u32, Hash)], entry: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + nodes.len() * 33 + entry.len());
-    v.push(nodes.len() as u8);
-    for (level, hash) in nodes {
-        v.push(*level as u8);
-        v.extend_from_slice(hash);
-    }
+    sealed::put_nodes(&mut v, nodes);
     v.extend_from_slice(entry);
     v
 }
 
 /// Splits an entry record into its nodes and the entry bytes.
-/// The perfect nodes stored with an entry: (level, hash).
-type Nodes = Vec<(u32, Hash)>;
-
 fn decode_record(record: &[u8]) -> Result<(Nodes, &[u8]), StoreError> {
-    let corrupt = || StoreError::Corrupt("entry record is truncated".into());
-    let (&n, mut rest) = record.split_first().ok_or_else(corrupt)?;
-    let mut nodes = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        if rest.len() < 33 {
-            return Err(corrupt());
-        }
-        nodes.push((u32::from(rest[0]), decode_hash(&rest[1..33])?));
-        rest = &rest[33..];
-    }
-    Ok((nodes, rest))
+    sealed::take_nodes(record)
 }
 
 impl From<sled::Error> for StoreError {
@@ -202,21 +205,37 @@ impl SledStore {
             "request index (older layout)",
             "meta",
             "projections (old)",
+            "entries, sealed (zstd)",
         ];
         let mut out: Vec<LiveBytes> =
             kinds.iter().map(|kind| LiveBytes { kind, ..LiveBytes::default() }).collect();
+        let count_nodes = |out: &mut [LiveBytes], nodes: &[(u32, Hash)]| {
+            out[1].records += nodes.len() as u64;
+            out[1].value_bytes += 1 + 33 * nodes.len() as u64;
+        };
         for item in self.tree.iter() {
             let (k, v) = item?;
             let (key, value) = (k.len() as u64, v.len() as u64);
             let slot = match k.first() {
                 Some(&ENTRY) => {
                     let (nodes, entry) = decode_record(&v)?;
-                    let n = nodes.len() as u64;
-                    out[1].records += n;
-                    out[1].value_bytes += 1 + 33 * n;
+                    count_nodes(&mut out, &nodes);
                     out[0].records += 1;
                     out[0].key_bytes += key;
                     out[0].value_bytes += entry.len() as u64;
+                    continue;
+                }
+                Some(&SEALED) => {
+                    let group = Group::parse(&v)?;
+                    let mut node_bytes = 0;
+                    for i in 0..group.len() {
+                        let nodes = group.nodes(i).unwrap_or_default();
+                        count_nodes(&mut out, nodes);
+                        node_bytes += 1 + 33 * nodes.len() as u64;
+                    }
+                    out[5].records += group.len() as u64;
+                    out[5].key_bytes += key;
+                    out[5].value_bytes += value - node_bytes;
                     continue;
                 }
                 Some(&REQUEST) => 2,
@@ -381,6 +400,55 @@ impl SledStore {
         })
     }
 
+    /// Seals every whole group of entry records below `up_to`, [`SEAL_BATCH`] groups per sled
+    /// batch (each batch atomic, the flush gate held only while one applies).
+    fn seal_below(&self, up_to: u64) -> Result<u64, StoreError> {
+        let mut sealed = 0;
+        let mut from = 0;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut groups = 0;
+            while groups < SEAL_BATCH {
+                // The lowest record not sealed yet: groups below it are sealed already.
+                let next = self.tree.range(entry_key(from)..entry_key(up_to)).next().transpose()?;
+                let Some((key, _)) = next else { break };
+                let first = position_of(&key)?;
+                let start = first - first % GROUP;
+                from = start + GROUP;
+                if from > up_to {
+                    break;
+                }
+                if start != first {
+                    // Not a whole group on its own (never written by this store): left as it is.
+                    continue;
+                }
+                let records: Vec<_> =
+                    self.tree.range(entry_key(start)..entry_key(from)).collect::<Result<_, _>>()?;
+                if records.len() as u64 != GROUP {
+                    return Err(StoreError::Corrupt(format!(
+                        "entries {start}..{from} are verified but {} of them are stored",
+                        records.len()
+                    )));
+                }
+                let decoded = records
+                    .iter()
+                    .map(|(_, v)| decode_record(v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                batch.insert(&sealed_key(start), sealed::encode(&decoded)?);
+                for (k, _) in records {
+                    batch.remove(k);
+                }
+                groups += 1;
+            }
+            if groups == 0 {
+                return Ok(sealed);
+            }
+            let _flush_done = self.flushing.lock().map_err(|_| poisoned_gate())?;
+            self.tree.apply_batch(batch)?;
+            sealed += groups * GROUP;
+        }
+    }
+
     /// How many times [`LogStore::sync`] completed.
     pub fn sync_count(&self) -> u64 {
         self.syncs.load(Ordering::SeqCst)
@@ -429,17 +497,29 @@ impl SledStore {
 impl LogStore for SledStore {
     fn size(&self) -> Result<u64, StoreError> {
         contained(&self.dir, "read the log", || {
-            match self.tree.scan_prefix([ENTRY]).next_back().transpose()? {
-                None => Ok(0),
-                Some((k, _)) => Ok(position_of(&k)? + 1),
-            }
+            let appended = match self.tree.scan_prefix([ENTRY]).next_back().transpose()? {
+                None => 0,
+                Some((k, _)) => position_of(&k)? + 1,
+            };
+            let sealed = match self.tree.scan_prefix([SEALED]).next_back().transpose()? {
+                None => 0,
+                Some((k, v)) => position_of(&k)? + Group::parse(&v)?.len() as u64,
+            };
+            Ok(appended.max(sealed))
         })
     }
 
     fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        contained(&self.dir, "read the log", || match self.tree.get(entry_key(position))? {
-            None => Ok(None),
-            Some(record) => Ok(Some(decode_record(&record)?.1.to_vec())),
+        contained(&self.dir, "read the log", || {
+            // A seal removes the record and adds its group in one batch, which a `get` sees
+            // whole: looked for in this order, an entry is always in one of the two.
+            if let Some(record) = self.tree.get(entry_key(position))? {
+                return Ok(Some(decode_record(&record)?.1.to_vec()));
+            }
+            let Some(group) = self.tree.get(sealed_key(position))? else { return Ok(None) };
+            let mut entries = Group::parse(&group)?.entries()?;
+            let i = (position % GROUP) as usize;
+            Ok((i < entries.len()).then(|| entries.swap_remove(i)))
         })
     }
 
@@ -453,17 +533,42 @@ impl LogStore for SledStore {
                 let (k, v) = item?;
                 out.push((position_of(&k)?, decode_record(&v)?.1.to_vec()));
             }
+            // Groups after records: an entry sealed while the records were walked shows up
+            // twice (kept once below), never not at all.
+            let mut from_groups = Vec::new();
+            for item in self.tree.range(sealed_key(start)..tagged_position(SEALED, end)) {
+                let (k, v) = item?;
+                let first = position_of(&k)?;
+                for (i, entry) in Group::parse(&v)?.entries()?.into_iter().enumerate() {
+                    let position = first + i as u64;
+                    if (start..end).contains(&position) {
+                        from_groups.push((position, entry));
+                    }
+                }
+            }
+            if !from_groups.is_empty() {
+                out.append(&mut from_groups);
+                out.sort_by_key(|(position, _)| *position);
+                out.dedup_by_key(|(position, _)| *position);
+            }
             Ok(out)
         })
     }
 
     fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
         let Some(position) = completing_position(level, index) else { return Ok(None) };
+        let find = |nodes: &[(u32, Hash)]| nodes.iter().find(|(l, _)| *l == level).map(|(_, h)| *h);
         contained(&self.dir, "read the log", || {
-            let Some(record) = self.tree.get(entry_key(position))? else { return Ok(None) };
-            let (nodes, _) = decode_record(&record)?;
-            Ok(nodes.into_iter().find(|(l, _)| *l == level).map(|(_, h)| h))
+            if let Some(record) = self.tree.get(entry_key(position))? {
+                return Ok(find(&decode_record(&record)?.0));
+            }
+            let Some(group) = self.tree.get(sealed_key(position))? else { return Ok(None) };
+            Ok(Group::parse(&group)?.nodes((position % GROUP) as usize).and_then(find))
         })
+    }
+
+    fn seal(&self, up_to: u64) -> Result<u64, StoreError> {
+        contained(&self.dir, "seal verified entries", || self.seal_below(up_to))
     }
 
     fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
@@ -573,12 +678,92 @@ impl LogStore for SledStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use sha2::{Digest, Sha256};
+
     use super::*;
     use crate::store::conformance;
 
     #[test]
     fn the_sled_store_passes_the_conformance_suite() {
         conformance::run_all(&mut conformance::SledFactory::new());
+    }
+
+    /// Entries shaped like a registration and its confirmation, with the nodes their appends
+    /// complete.
+    fn realistic(store: &SledStore, count: u64) -> Vec<Vec<u8>> {
+        let entries: Vec<Vec<u8>> = (0..count)
+            .map(|p| {
+                let key = hex::encode(Sha256::digest(p.to_be_bytes()));
+                format!("{{operator DE*BEN evse DE*BEN*E{p} meter BENCH-{p:09} key {key} {key}}}")
+                    .into_bytes()
+            })
+            .collect();
+        let mut tree = registry_core::merkle::Frontier::new();
+        let mut nodes = Vec::new();
+        for entry in &entries {
+            nodes.extend(tree.push(registry_core::merkle::leaf_hash(entry)));
+        }
+        let entries_at = entries.iter().cloned().enumerate().map(|(p, e)| (p as u64, e)).collect();
+        store.write(WriteBatch { entries: entries_at, nodes, ..Default::default() }).unwrap();
+        entries
+    }
+
+    #[test]
+    fn verified_entries_are_sealed_in_whole_groups_and_take_fewer_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+        let entries = realistic(&store, 200);
+        let plain: u64 = store.live_bytes().unwrap()[0].value_bytes;
+        assert_eq!(store.seal(170).unwrap(), 160, "ten whole groups below 170");
+        let live = store.live_bytes().unwrap();
+        let (appended, sealed) = (&live[0], &live[5]);
+        assert_eq!((appended.records, sealed.records), (40, 160));
+        let sealed_plain: u64 = entries[..160].iter().map(|e| e.len() as u64).sum();
+        assert!(sealed.value_bytes * 2 < sealed_plain, "{} of {sealed_plain}", sealed.value_bytes);
+        assert!(appended.value_bytes < plain);
+        assert_eq!(store.size().unwrap(), 200);
+        assert_eq!(store.seal(200).unwrap(), 32);
+        assert_eq!(store.size().unwrap(), 200, "the size of a log that ends on a group edge");
+        for (p, entry) in entries.iter().enumerate() {
+            assert_eq!(store.entry(p as u64).unwrap().as_ref(), Some(entry));
+        }
+    }
+
+    #[test]
+    fn a_reader_never_misses_an_entry_while_it_is_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+        let entries = realistic(&store, 4096);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reading = {
+            let (store, entries, done) = (store.clone(), entries.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let read = store.entries(0, 4096).unwrap();
+                    assert_eq!(read.len(), 4096, "round {rounds}");
+                    for (p, entry) in read {
+                        assert_eq!(entry, entries[p as usize]);
+                    }
+                    let p = (rounds * 131) % 4096;
+                    assert_eq!(store.entry(p).unwrap().as_ref(), Some(&entries[p as usize]));
+                    rounds += 1;
+                }
+                rounds
+            })
+        };
+        // One group at a time, so the reader walks across many seals.
+        let mut sealed = 0;
+        for up_to in (GROUP..=4096).step_by(GROUP as usize) {
+            sealed += store.seal(up_to).unwrap();
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        done.store(true, Ordering::SeqCst);
+        assert_eq!(sealed, 4096);
+        assert!(reading.join().unwrap() > 1, "the reader read while entries were sealed");
+        assert_eq!(store.live_bytes().unwrap()[0].records, 0);
     }
 
     #[test]

@@ -473,6 +473,9 @@ impl LogStore for LayeredStore {
     fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
         self.shared.inner.node(level, index)
     }
+    fn seal(&self, up_to: u64) -> Result<u64, StoreError> {
+        self.shared.inner.seal(up_to)
+    }
     fn request(&self, id: &Uuid) -> Result<Option<RequestRecord>, StoreError> {
         self.get(super::REQUESTS, id.as_bytes())?.map(|v| super::decode_request(&v)).transpose()
     }
