@@ -233,11 +233,13 @@ impl ChainCheck {
                 let mut sealed_to = 0;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                     if sealed_to < recorded && !retry {
+                        let started = std::time::Instant::now();
                         match store.seal(recorded) {
                             Ok(entries) => {
                                 sealed_to = recorded;
+                                let seconds = started.elapsed().as_secs_f64();
                                 if entries > 0 {
-                                    tracing::debug!(entries, up_to = recorded, "sealed verified entries");
+                                    tracing::debug!(entries, up_to = recorded, seconds, "sealed verified entries");
                                 }
                             }
                             Err(e) => tracing::warn!(error = %e, "sealing verified entries failed: they stay as they are, and the next check tries again"),
