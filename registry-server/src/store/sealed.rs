@@ -110,7 +110,7 @@ impl<'a> Group<'a> {
     }
 
     /// How many entries the group holds.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.nodes.len()
     }
 
@@ -128,8 +128,8 @@ impl<'a> Group<'a> {
             return Err(corrupt("decompresses to another length than it recorded"));
         }
         let mut rest = raw.as_slice();
-        let mut out = Vec::with_capacity(self.len());
-        for _ in 0..self.len() {
+        let mut out = Vec::with_capacity(self.count());
+        for _ in 0..self.count() {
             let (len, after) = rest.split_at_checked(4).ok_or_else(|| corrupt("is truncated"))?;
             let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
             let (entry, after) =
@@ -162,7 +162,8 @@ mod tests {
         (0..GROUP as u8)
             .map(|i| {
                 let nodes = (0..i % 3).map(|l| (u32::from(l), [i ^ l; 32])).collect();
-                let entry = format!("entry {i}: DE*BEN*E{i} operator DE*BEN").repeat(i as usize + 1);
+                let entry =
+                    format!("entry {i}: DE*BEN*E{i} operator DE*BEN").repeat(i as usize + 1);
                 (nodes, entry.into_bytes())
             })
             .collect()
@@ -178,7 +179,7 @@ mod tests {
     fn a_sealed_group_gives_back_its_entries_and_nodes_byte_for_byte() {
         let bytes = sealed();
         let group = Group::parse(&bytes).unwrap();
-        assert_eq!(group.len(), GROUP as usize);
+        assert_eq!(group.count(), GROUP as usize);
         let entries = group.entries().unwrap();
         for (i, (nodes, entry)) in records().into_iter().enumerate() {
             assert_eq!(entries[i], entry);
@@ -203,6 +204,8 @@ mod tests {
         }
         let mut other_format = bytes.clone();
         other_format[0] = 9;
-        assert!(matches!(Group::parse(&other_format), Err(StoreError::Corrupt(m)) if m.contains("format 9")));
+        assert!(
+            matches!(Group::parse(&other_format), Err(StoreError::Corrupt(m)) if m.contains("format 9"))
+        );
     }
 }

@@ -228,12 +228,12 @@ impl SledStore {
                 Some(&SEALED) => {
                     let group = Group::parse(&v)?;
                     let mut node_bytes = 0;
-                    for i in 0..group.len() {
+                    for i in 0..group.count() {
                         let nodes = group.nodes(i).unwrap_or_default();
                         count_nodes(&mut out, nodes);
                         node_bytes += 1 + 33 * nodes.len() as u64;
                     }
-                    out[5].records += group.len() as u64;
+                    out[5].records += group.count() as u64;
                     out[5].key_bytes += key;
                     out[5].value_bytes += value - node_bytes;
                     continue;
@@ -430,10 +430,8 @@ impl SledStore {
                         records.len()
                     )));
                 }
-                let decoded = records
-                    .iter()
-                    .map(|(_, v)| decode_record(v))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let decoded =
+                    records.iter().map(|(_, v)| decode_record(v)).collect::<Result<Vec<_>, _>>()?;
                 batch.insert(&sealed_key(start), sealed::encode(&decoded)?);
                 for (k, _) in records {
                     batch.remove(k);
@@ -503,7 +501,7 @@ impl LogStore for SledStore {
             };
             let sealed = match self.tree.scan_prefix([SEALED]).next_back().transpose()? {
                 None => 0,
-                Some((k, v)) => position_of(&k)? + Group::parse(&v)?.len() as u64,
+                Some((k, v)) => position_of(&k)? + Group::parse(&v)?.count() as u64,
             };
             Ok(appended.max(sealed))
         })
