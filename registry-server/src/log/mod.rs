@@ -530,10 +530,10 @@ impl<M: Machine> Log<M> {
             // The witnessed note of the primary's stays servable once the head moves on.
             reader.copied.insert(head_size, head_checkpoint);
         }
-        let verifier = options
-            .verify_every
-            .filter(|_| !options.read_only)
-            .map(|every| check.run_behind(store.clone(), reader.clone(), every));
+        let verifier = options.verify_every.filter(|_| !options.read_only).map(|every| {
+            let defer = matches!(signing.as_ref(), Signing::Replica(_));
+            check.run_behind(store.clone(), reader.clone(), every, defer)
+        });
         let (appender, writer) = writer::start(writer::WriterSetup {
             store,
             machine,

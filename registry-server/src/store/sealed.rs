@@ -57,30 +57,44 @@ pub fn take_nodes(bytes: &[u8]) -> Result<(Nodes, &[u8]), StoreError> {
     Ok((nodes, rest))
 }
 
-/// Seals consecutive entries with their nodes:
-/// `format (1) | count (1) | count × nodes | raw length (u32 LE) | zstd frame`, where the
-/// frame holds `count × (length (u32 LE), entry bytes)`.
-pub fn encode(records: &[(Nodes, &[u8])]) -> Result<Vec<u8>, StoreError> {
-    let count = u8::try_from(records.len()).map_err(|_| corrupt("is too large to seal"))?;
-    let mut raw = Vec::with_capacity(records.iter().map(|(_, e)| 4 + e.len()).sum());
-    for (_, entry) in records {
-        let len = u32::try_from(entry.len()).map_err(|_| corrupt("holds an oversized entry"))?;
-        raw.extend_from_slice(&len.to_le_bytes());
-        raw.extend_from_slice(entry);
+/// Seals groups, keeping one zstd context for all of them: a context costs more to set up than
+/// a group costs to compress.
+pub struct Sealer {
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+impl Sealer {
+    /// A sealer at [`LEVEL`], with zstd's frame checksum.
+    pub fn new() -> Result<Self, StoreError> {
+        let mut compressor = zstd::bulk::Compressor::new(LEVEL)?;
+        compressor.include_checksum(true)?;
+        Ok(Self { compressor })
     }
-    let raw_len = u32::try_from(raw.len()).map_err(|_| corrupt("is too large to seal"))?;
-    let mut compressor = zstd::bulk::Compressor::new(LEVEL)?;
-    compressor.include_checksum(true)?;
-    let frame = compressor.compress(&raw)?;
-    let mut out = Vec::with_capacity(2 + records.len() * 67 + 4 + frame.len());
-    out.push(FORMAT);
-    out.push(count);
-    for (nodes, _) in records {
-        put_nodes(&mut out, nodes);
+
+    /// Seals consecutive entries with their nodes:
+    /// `format (1) | count (1) | count × nodes | raw length (u32 LE) | zstd frame`, where the
+    /// frame holds `count × (length (u32 LE), entry bytes)`.
+    pub fn seal(&mut self, records: &[(Nodes, &[u8])]) -> Result<Vec<u8>, StoreError> {
+        let count = u8::try_from(records.len()).map_err(|_| corrupt("is too large to seal"))?;
+        let mut raw = Vec::with_capacity(records.iter().map(|(_, e)| 4 + e.len()).sum());
+        for (_, entry) in records {
+            let len =
+                u32::try_from(entry.len()).map_err(|_| corrupt("holds an oversized entry"))?;
+            raw.extend_from_slice(&len.to_le_bytes());
+            raw.extend_from_slice(entry);
+        }
+        let raw_len = u32::try_from(raw.len()).map_err(|_| corrupt("is too large to seal"))?;
+        let frame = self.compressor.compress(&raw)?;
+        let mut out = Vec::with_capacity(2 + records.len() * 67 + 4 + frame.len());
+        out.push(FORMAT);
+        out.push(count);
+        for (nodes, _) in records {
+            put_nodes(&mut out, nodes);
+        }
+        out.extend_from_slice(&raw_len.to_le_bytes());
+        out.extend_from_slice(&frame);
+        Ok(out)
     }
-    out.extend_from_slice(&raw_len.to_le_bytes());
-    out.extend_from_slice(&frame);
-    Ok(out)
 }
 
 /// A sealed group as stored, parsed only as far as its nodes.
@@ -172,7 +186,7 @@ mod tests {
     fn sealed() -> Vec<u8> {
         let records = records();
         let borrowed: Vec<_> = records.iter().map(|(n, e)| (n.clone(), e.as_slice())).collect();
-        encode(&borrowed).unwrap()
+        Sealer::new().unwrap().seal(&borrowed).unwrap()
     }
 
     #[test]

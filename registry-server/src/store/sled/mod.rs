@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use registry_core::merkle::{Hash, completing_position};
 use uuid::Uuid;
 
-use super::sealed::{self, GROUP, Group, Nodes};
+use super::sealed::{self, GROUP, Group, Nodes, Sealer};
 use super::{
     Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch, decode_request,
     encode_request, position_key,
@@ -403,6 +403,7 @@ impl SledStore {
     /// Seals every whole group of entry records below `up_to`, [`SEAL_BATCH`] groups per sled
     /// batch (each batch atomic, the flush gate held only while one applies).
     fn seal_below(&self, up_to: u64) -> Result<u64, StoreError> {
+        let mut sealer = Sealer::new()?;
         let mut sealed = 0;
         let mut from = 0;
         loop {
@@ -432,7 +433,7 @@ impl SledStore {
                 }
                 let decoded =
                     records.iter().map(|(_, v)| decode_record(v)).collect::<Result<Vec<_>, _>>()?;
-                batch.insert(&sealed_key(start), sealed::encode(&decoded)?);
+                batch.insert(&sealed_key(start), sealer.seal(&decoded)?);
                 for (k, _) in records {
                     batch.remove(k);
                 }
