@@ -121,6 +121,24 @@ pub(super) fn verify_from_last_point(store: &dyn LogStore) -> Result<(ChainCheck
 /// registration rate), less than a copy (about 20,000).
 const COPYING_RATE: f64 = 10_000.0;
 
+/// Seals the entries below `up_to` (verified), logging what it did; false if it failed, so
+/// the next tick tries again (the entries stay as they were meanwhile).
+fn seal(store: &dyn LogStore, up_to: u64) -> bool {
+    let started = std::time::Instant::now();
+    match store.seal(up_to) {
+        Ok(0) => true,
+        Ok(entries) => {
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::debug!(entries, up_to, seconds, "sealed verified entries");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sealing verified entries failed: they stay as they are, and the next check tries again");
+            false
+        }
+    }
+}
+
 pub(super) fn record_verified(store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
     store.write(crate::store::WriteBatch {
         meta: vec![(VERIFIED_SIZE, size.to_be_bytes().to_vec())],
@@ -217,9 +235,10 @@ impl ChainCheck {
     /// passed are ever rewritten in compact form, and a rewrite lost in a crash leaves them as
     /// they were. With `defer_while_copying` (a replica) it seals nothing while the log grows
     /// faster than [`COPYING_RATE`]: a replica catching up is bound by its CPU, which sealing
-    /// would take from the copy; it seals once it has caught up. One difference from a start: sled may answer these reads from its page cache, so this
-    /// checks what the store hands back, not a file changed on disk behind its back afterwards
-    /// (which a later start does not see either, as for entries checked at an earlier start).
+    /// would take from the copy; it seals once it has caught up. One difference from a start:
+    /// sled may answer these reads from its page cache, so this checks what the store hands
+    /// back, not a file changed on disk behind its back afterwards (which a later start does not
+    /// see either, as for entries checked at an earlier start).
     pub(super) fn run_behind(
         self,
         store: Arc<dyn LogStore>,
@@ -246,18 +265,9 @@ impl ChainCheck {
                         / last_tick.0.elapsed().as_secs_f64().max(0.001);
                     last_tick = (std::time::Instant::now(), head);
                     let copying = defer_while_copying && rate > COPYING_RATE;
-                    if sealed_to < recorded && !retry && !copying {
-                        let started = std::time::Instant::now();
-                        match store.seal(recorded) {
-                            Ok(entries) => {
-                                sealed_to = recorded;
-                                let seconds = started.elapsed().as_secs_f64();
-                                if entries > 0 {
-                                    tracing::debug!(entries, up_to = recorded, seconds, "sealed verified entries");
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "sealing verified entries failed: they stay as they are, and the next check tries again"),
-                        }
+                    if sealed_to < recorded && !retry && !copying && seal(store.as_ref(), recorded)
+                    {
+                        sealed_to = recorded;
                     }
                     if retry {
                         // A failed read may have left the check half-way into an entry.

@@ -209,9 +209,12 @@ impl SledStore {
         ];
         let mut out: Vec<LiveBytes> =
             kinds.iter().map(|kind| LiveBytes { kind, ..LiveBytes::default() }).collect();
+        // Counts one entry's stored nodes; returns their bytes.
         let count_nodes = |out: &mut [LiveBytes], nodes: &[(u32, Hash)]| {
+            let bytes = 1 + 33 * nodes.len() as u64;
             out[1].records += nodes.len() as u64;
-            out[1].value_bytes += 1 + 33 * nodes.len() as u64;
+            out[1].value_bytes += bytes;
+            bytes
         };
         for item in self.tree.iter() {
             let (k, v) = item?;
@@ -229,9 +232,7 @@ impl SledStore {
                     let group = Group::parse(&v)?;
                     let mut node_bytes = 0;
                     for i in 0..group.count() {
-                        let nodes = group.nodes(i).unwrap_or_default();
-                        count_nodes(&mut out, nodes);
-                        node_bytes += 1 + 33 * nodes.len() as u64;
+                        node_bytes += count_nodes(&mut out, group.nodes(i).unwrap_or_default());
                     }
                     out[5].records += group.count() as u64;
                     out[5].key_bytes += key;
