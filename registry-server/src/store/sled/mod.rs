@@ -232,7 +232,7 @@ impl SledStore {
                     let group = Group::parse(&v)?;
                     let mut node_bytes = 0;
                     for i in 0..group.count() {
-                        node_bytes += count_nodes(&mut out, group.nodes(i).unwrap_or_default());
+                        node_bytes += count_nodes(&mut out, &group.nodes(i).unwrap_or_default());
                     }
                     out[5].records += group.count() as u64;
                     out[5].key_bytes += key;
@@ -517,9 +517,7 @@ impl LogStore for SledStore {
                 return Ok(Some(decode_record(&record)?.1.to_vec()));
             }
             let Some(group) = self.tree.get(sealed_key(position))? else { return Ok(None) };
-            let mut entries = Group::parse(&group)?.entries()?;
-            let i = (position % GROUP) as usize;
-            Ok((i < entries.len()).then(|| entries.swap_remove(i)))
+            Group::parse(&group)?.entry((position % GROUP) as usize)
         })
     }
 
@@ -539,12 +537,12 @@ impl LogStore for SledStore {
             for item in self.tree.range(sealed_key(start)..tagged_position(SEALED, end)) {
                 let (k, v) = item?;
                 let first = position_of(&k)?;
-                for (i, entry) in Group::parse(&v)?.entries()?.into_iter().enumerate() {
+                Group::parse(&v)?.each_entry(|i, entry| {
                     let position = first + i as u64;
                     if (start..end).contains(&position) {
-                        from_groups.push((position, entry));
+                        from_groups.push((position, entry.to_vec()));
                     }
-                }
+                })?;
             }
             if !from_groups.is_empty() {
                 out.append(&mut from_groups);
@@ -563,7 +561,7 @@ impl LogStore for SledStore {
                 return Ok(find(&decode_record(&record)?.0));
             }
             let Some(group) = self.tree.get(sealed_key(position))? else { return Ok(None) };
-            Ok(Group::parse(&group)?.nodes((position % GROUP) as usize).and_then(find))
+            Ok(Group::parse(&group)?.nodes((position % GROUP) as usize).and_then(|n| find(&n)))
         })
     }
 
