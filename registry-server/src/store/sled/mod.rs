@@ -30,7 +30,8 @@
 //!
 //! Entries the background check has verified are sealed ([`LogStore::seal`]): each aligned run
 //! of [`GROUP`] `e` records becomes one `s` record in one atomic batch, so a reader finds an
-//! entry under exactly one of the two keys, whenever it looks.
+//! entry under exactly one of the two keys, whenever it looks. A group keeps only the nodes
+//! that reach beyond it; a node inside it is computed from its entries when read.
 //!
 //! In production the projections and the request index live in memory over this store
 //! ([`super::layered`]) and the `p` and `r` records stay empty; a data directory from before
@@ -561,7 +562,7 @@ impl LogStore for SledStore {
                 return Ok(find(&decode_record(&record)?.0));
             }
             let Some(group) = self.tree.get(sealed_key(position))? else { return Ok(None) };
-            Ok(Group::parse(&group)?.nodes((position % GROUP) as usize).and_then(|n| find(&n)))
+            Group::parse(&group)?.node((position % GROUP) as usize, level)
         })
     }
 
