@@ -227,18 +227,9 @@ pub fn candidates<S: State>(
     value: &str,
     as_of: u64,
 ) -> Result<Vec<Arc<KeyRecord>>, S::Error> {
-    let mut out = Vec::new();
-    for (fp, added) in state.indexed(kind, value)?.iter() {
-        if *added >= as_of {
-            continue;
-        }
-        if let Some(record) = state.key_by_id(fp)?
-            && record.registered_at() < as_of
-        {
-            out.push(record);
-        }
-    }
-    Ok(out)
+    let mut keys = state.indexed_keys(kind, value)?;
+    keys.retain(|(added, record)| *added < as_of && record.registered_at() < as_of);
+    Ok(keys.into_iter().map(|(_, record)| record).collect())
 }
 
 fn ambiguous(records: &[&Arc<KeyRecord>], as_of: u64) -> Validity {

@@ -25,6 +25,23 @@ pub trait State {
     /// (Nothing asks for an operator's keys this way, so operators are not indexed: an index
     /// entry per key would make every operator's group as large as its fleet.)
     fn indexed(&self, kind: IdentifierKind, value: &str) -> Result<IndexGroup, Self::Error>;
+    /// The records of the keys indexed under an identifier, each with the position that
+    /// indexed it, in fingerprint order; members without a record are left out. Backends that
+    /// hold a group's members beside their records answer without looking each one up again
+    /// (a batch lookup asks this once per question).
+    fn indexed_keys(
+        &self,
+        kind: IdentifierKind,
+        value: &str,
+    ) -> Result<Vec<(u64, Arc<KeyRecord>)>, Self::Error> {
+        let mut out = Vec::new();
+        for (id, added) in self.indexed(kind, value)?.iter() {
+            if let Some(record) = self.key_by_id(id)? {
+                out.push((*added, record));
+            }
+        }
+        Ok(out)
+    }
     /// An operator.
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, Self::Error>;
     /// A command-signing key.

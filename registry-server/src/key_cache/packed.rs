@@ -151,6 +151,33 @@ impl Packed {
         Some(keys.zip(self.member_positions[start..end].iter().copied()).collect())
     }
 
+    /// The records of the group with this prefix, with the positions that indexed them, in
+    /// fingerprint order: `newer` first (the writer's version, if any), else the record the
+    /// member's number names. Members without a record are left out; no group, no members.
+    pub fn group_keys(
+        &self,
+        prefix: &[u8],
+        newer: impl Fn(&KeyId) -> Option<Arc<KeyRecord>>,
+    ) -> Vec<(u64, Arc<KeyRecord>)> {
+        let hash = self.hasher.hash_one(prefix);
+        let Some(&g) = self.groups.find(hash, |&g| packed_prefix(self, g) == prefix) else {
+            return Vec::new();
+        };
+        let start = match g {
+            0 => 0,
+            g => self.member_ends[g as usize - 1] as usize,
+        };
+        let end = self.member_ends[g as usize] as usize;
+        let members = self.member_keys[start..end].iter().zip(&self.member_positions[start..end]);
+        members
+            .filter_map(|(&number, &position)| {
+                let record = newer(&self.member(number))
+                    .or_else(|| self.records.get(number as usize).cloned())?;
+                Some((position, record))
+            })
+            .collect()
+    }
+
     /// Whether a record with this id is here.
     pub fn has_key(&self, id: &KeyId) -> bool {
         self.key(id).is_some()

@@ -178,6 +178,30 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R>
         self.group(&index_prefix(kind, value))
     }
 
+    fn indexed_keys(
+        &self,
+        kind: IdentifierKind,
+        value: &str,
+    ) -> Result<Vec<(u64, Arc<KeyRecord>)>, StoreError> {
+        let prefix = index_prefix(kind, value);
+        match &self.cache {
+            Some(cache) => cache.indexed_keys(
+                &prefix,
+                || self.stored_group(&prefix),
+                |id| self.stored_key(&hex::encode(id)),
+            ),
+            None => {
+                let mut out = Vec::new();
+                for (id, added) in self.stored_group(&prefix)? {
+                    if let Some(record) = self.stored_key(&hex::encode(id))? {
+                        out.push((added, Arc::new(record)));
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, StoreError> {
         self.kv.get(OPERATORS, id.as_str().as_bytes())?.map(|b| decode(&b, "operator")).transpose()
     }
