@@ -37,5 +37,5 @@ pub use record::{
 };
 pub use request_id::{RegistryAction, is_reserved_request_id};
 pub use state::{
-    DecideError, IndexGroup, RejectCode, Rejection, State, StateMut, fingerprint_bytes,
+    DecideError, IndexGroup, RejectCode, Rejection, State, StateMut, fingerprint_bytes, records_of,
 };

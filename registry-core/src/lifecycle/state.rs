@@ -34,13 +34,7 @@ pub trait State {
         kind: IdentifierKind,
         value: &str,
     ) -> Result<Vec<(u64, Arc<KeyRecord>)>, Self::Error> {
-        let mut out = Vec::new();
-        for (id, added) in self.indexed(kind, value)?.iter() {
-            if let Some(record) = self.key_by_id(id)? {
-                out.push((*added, record));
-            }
-        }
-        Ok(out)
+        records_of(self.indexed(kind, value)?.iter().copied(), |id| self.key_by_id(id))
     }
     /// An operator.
     fn operator(&self, id: &OperatorId) -> Result<Option<OperatorRecord>, Self::Error>;
@@ -57,6 +51,21 @@ pub trait State {
 /// is its fingerprint's 32 bytes, not its 64 hex digits on the heap: an index holds a member per
 /// key and identifier, millions in all (it halved the indexes' memory).
 pub type IndexGroup = Arc<[([u8; 32], u64)]>;
+
+/// The records `key` finds for a group's members, each with the position that indexed it;
+/// members without a record are left out. What [`State::indexed_keys`] does one member at a time.
+pub fn records_of<E>(
+    members: impl IntoIterator<Item = ([u8; 32], u64)>,
+    mut key: impl FnMut(&[u8; 32]) -> Result<Option<Arc<KeyRecord>>, E>,
+) -> Result<Vec<(u64, Arc<KeyRecord>)>, E> {
+    let mut out = Vec::new();
+    for (id, added) in members {
+        if let Some(record) = key(&id)? {
+            out.push((added, record));
+        }
+    }
+    Ok(out)
+}
 
 /// The 32 bytes of a fingerprint written the one way the registry writes them (64 lowercase hex
 /// digits); `None` for any other text.

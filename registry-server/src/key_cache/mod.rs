@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
-use registry_core::lifecycle::{IndexGroup, KeyRecord};
+use registry_core::lifecycle::{IndexGroup, KeyRecord, records_of};
 
 use crate::store::StoreError;
 
@@ -168,13 +168,7 @@ impl KeyCache {
             return Ok(walked.group_keys(prefix, newer));
         }
         let group = self.group(prefix, load_group)?;
-        let mut out = Vec::with_capacity(group.len());
-        for (id, added) in group.iter() {
-            if let Some(record) = self.key_by_id(id, || load_key(id))? {
-                out.push((*added, record));
-            }
-        }
-        Ok(out)
+        records_of(group.iter().copied(), |id| self.key_by_id(id, || load_key(id)))
     }
 
     /// The writer's new version of a key record.

@@ -140,13 +140,7 @@ impl Packed {
 
     /// The index group with this prefix.
     pub fn group(&self, prefix: &[u8]) -> Option<IndexGroup> {
-        let hash = self.hasher.hash_one(prefix);
-        let g = *self.groups.find(hash, |&g| packed_prefix(self, g) == prefix)?;
-        let start = match g {
-            0 => 0,
-            g => self.member_ends[g as usize - 1] as usize,
-        };
-        let end = self.member_ends[g as usize] as usize;
+        let (start, end) = self.members(prefix)?;
         let keys = self.member_keys[start..end].iter().map(|&k| self.member(k));
         Some(keys.zip(self.member_positions[start..end].iter().copied()).collect())
     }
@@ -159,15 +153,7 @@ impl Packed {
         prefix: &[u8],
         newer: impl Fn(&KeyId) -> Option<Arc<KeyRecord>>,
     ) -> Vec<(u64, Arc<KeyRecord>)> {
-        let hash = self.hasher.hash_one(prefix);
-        let Some(&g) = self.groups.find(hash, |&g| packed_prefix(self, g) == prefix) else {
-            return Vec::new();
-        };
-        let start = match g {
-            0 => 0,
-            g => self.member_ends[g as usize - 1] as usize,
-        };
-        let end = self.member_ends[g as usize] as usize;
+        let Some((start, end)) = self.members(prefix) else { return Vec::new() };
         let members = self.member_keys[start..end].iter().zip(&self.member_positions[start..end]);
         members
             .filter_map(|(&number, &position)| {
@@ -176,6 +162,14 @@ impl Packed {
                 Some((position, record))
             })
             .collect()
+    }
+
+    /// Where the members of the group with this prefix lie in the member arrays.
+    fn members(&self, prefix: &[u8]) -> Option<(usize, usize)> {
+        let hash = self.hasher.hash_one(prefix);
+        let g = *self.groups.find(hash, |&g| packed_prefix(self, g) == prefix)? as usize;
+        let start = if g == 0 { 0 } else { self.member_ends[g - 1] as usize };
+        Some((start, self.member_ends[g] as usize))
     }
 
     /// Whether a record with this id is here.

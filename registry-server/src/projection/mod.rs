@@ -26,7 +26,7 @@ use registry_core::entry::Entry;
 use registry_core::event::{Identifier, IdentifierKind};
 use registry_core::ids::OperatorId;
 use registry_core::lifecycle::{
-    IndexGroup, KeyRecord, OperatorRecord, SignerRecord, State, StateMut,
+    IndexGroup, KeyRecord, OperatorRecord, SignerRecord, State, StateMut, records_of,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -190,15 +190,9 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R>
                 || self.stored_group(&prefix),
                 |id| self.stored_key(&hex::encode(id)),
             ),
-            None => {
-                let mut out = Vec::new();
-                for (id, added) in self.stored_group(&prefix)? {
-                    if let Some(record) = self.stored_key(&hex::encode(id))? {
-                        out.push((added, Arc::new(record)));
-                    }
-                }
-                Ok(out)
-            }
+            None => records_of(self.stored_group(&prefix)?, |id| {
+                Ok(self.stored_key(&hex::encode(id))?.map(Arc::new))
+            }),
         }
     }
 
