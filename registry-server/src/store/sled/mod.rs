@@ -22,16 +22,20 @@
 //!
 //! ```text
 //! e position (u64 BE)     -> n (u8), n × (level (u8), hash (32)), entry bytes
-//! s position (u64 BE)     -> 16 entries from there, sealed (see [`super::sealed`])
+//! s position (u64 BE)     -> 16 entries from there, sealed (see [`super::sealed`]; older layout)
 //! r request ID (16)       -> position (u64 BE), content digest (32)   (keyspace REQUESTS)
-//! m name                  -> value
+//! m name                  -> value     (m sealed.groups: what the group file holds, see [`group_file`])
 //! p keyspace 0x00 key     -> value        (projections)
 //! ```
 //!
 //! Entries the background check has verified are sealed ([`LogStore::seal`]): each aligned run
-//! of [`GROUP`] `e` records becomes one `s` record in one atomic batch, so a reader finds an
-//! entry under exactly one of the two keys, whenever it looks. A group keeps only the nodes
-//! that reach beyond it; a node inside it is computed from its entries when read.
+//! of [`GROUP`] `e` records becomes one sealed group, appended to a flat file beside sled's
+//! ([`group_file`]), made durable there, and only then removed from sled, in one batch with the
+//! count of groups the file holds (`m sealed.groups`). A reader looks in sled first and in the
+//! file after, so it finds an entry whenever it looks. A group keeps only the nodes that reach
+//! beyond it; a node inside it is computed from its entries when read. Groups sealed by earlier
+//! versions into sled itself (`s` records) are read where they are and moved into the file when
+//! sealing reaches them.
 //!
 //! In production the projections and the request index live in memory over this store
 //! ([`super::layered`]) and the `p` and `r` records stay empty; a data directory from before
@@ -42,11 +46,12 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use registry_core::merkle::{Hash, completing_position};
 use uuid::Uuid;
 
+use self::group_file::{Committed, GroupFile};
 use super::sealed::{self, GROUP, Group, Nodes, Sealer};
 use super::{
     Keyspace, LogStore, Record, RequestRecord, StoreError, Visitor, WriteBatch, decode_request,
@@ -56,6 +61,11 @@ use super::{
 /// Groups sealed per sled batch: a batch holds sled's write lock while it applies, so it
 /// stays small next to the writer's.
 const SEAL_BATCH: u64 = 64;
+
+pub mod group_file;
+
+/// The meta record that says how much of the group file is sealed.
+const SEALED_GROUPS: &[u8] = b"sealed.groups";
 
 /// The one tree.
 const TREE: &str = "registry/v1";
@@ -161,6 +171,21 @@ impl SledOptions {
     }
 }
 
+/// What [`SledStore::find`] found an entry in.
+enum Found {
+    /// Its own `e` record.
+    Record(sled::IVec),
+    /// A group sealed into sled by an earlier version.
+    OldGroup(sled::IVec),
+    /// A group in the group file.
+    Group(Vec<u8>),
+}
+
+/// The index of the entry at `position` in its group.
+fn member(position: u64) -> usize {
+    (position % GROUP) as usize
+}
+
 /// See the module documentation.
 pub struct SledStore {
     dir: PathBuf,
@@ -179,6 +204,12 @@ pub struct SledStore {
     /// instead keeps readers out of it; the fsync after the flush still overlaps the next write.
     flushing: Mutex<()>,
     syncs: AtomicU64,
+    /// The sealed groups that left sled.
+    groups: GroupFile,
+    /// One seal at a time: groups are appended to the file in order.
+    sealing: Mutex<()>,
+    /// Whether sled may still hold groups an earlier version sealed there (`s` records).
+    old_groups: AtomicBool,
 }
 
 /// Live bytes of one kind of record (keys and values as sled holds them), for
@@ -207,6 +238,7 @@ impl SledStore {
             "meta",
             "projections (old)",
             "entries, sealed (zstd)",
+            "entries, sealed (zstd, in sealed.groups)",
         ];
         let mut out: Vec<LiveBytes> =
             kinds.iter().map(|kind| LiveBytes { kind, ..LiveBytes::default() }).collect();
@@ -247,6 +279,16 @@ impl SledStore {
             out[slot].records += 1;
             out[slot].key_bytes += key;
             out[slot].value_bytes += value;
+        }
+        for g in 0..self.groups.count() {
+            let Some(bytes) = self.groups.read(g)? else { break };
+            let group = Group::parse(&bytes)?;
+            let mut node_bytes = 0;
+            for i in 0..group.count() {
+                node_bytes += count_nodes(&mut out, &group.nodes(i).unwrap_or_default());
+            }
+            out[6].records += group.count() as u64;
+            out[6].value_bytes += bytes.len() as u64 - node_bytes;
         }
         Ok(out)
     }
@@ -391,63 +433,110 @@ impl SledStore {
             }
             fsync_dir(&blobs)?;
         }
+        let tree = db.open_tree(TREE)?;
+        let committed = match tree.get(prefixed(META, SEALED_GROUPS))? {
+            Some(v) => Committed::decode(&v)?,
+            None => Committed::default(),
+        };
         Ok(Self {
+            groups: GroupFile::open(dir, committed)?,
             dir: dir.to_path_buf(),
-            tree: db.open_tree(TREE)?,
             db,
             db_file,
             synced_blobs: Mutex::new(synced_blobs),
             flushing: Mutex::new(()),
             syncs: AtomicU64::new(0),
+            sealing: Mutex::new(()),
+            old_groups: AtomicBool::new(tree.scan_prefix([SEALED]).next().is_some()),
+            tree,
         })
     }
 
-    /// Seals every whole group of entry records below `up_to`, [`SEAL_BATCH`] groups per sled
-    /// batch (each batch atomic, the flush gate held only while one applies).
+    /// Seals every whole group of entry records below `up_to` into the group file, in order,
+    /// [`SEAL_BATCH`] groups per append and sled batch (the flush gate held only while one
+    /// applies). A group an earlier version sealed into sled is moved as it is. Sealing stops
+    /// at the first group that is neither (a log with a gap, never written by this store).
     fn seal_below(&self, up_to: u64) -> Result<u64, StoreError> {
+        let _one = self.sealing.lock().map_err(|_| poisoned_gate())?;
         let mut sealer = Sealer::new()?;
         let mut sealed = 0;
-        let mut from = 0;
         loop {
+            let first = self.groups.count();
+            let mut groups = Vec::new();
             let mut batch = sled::Batch::default();
-            let mut groups = 0;
-            while groups < SEAL_BATCH {
-                // The lowest record not sealed yet: groups below it are sealed already.
-                let next = self.tree.range(entry_key(from)..entry_key(up_to)).next().transpose()?;
-                let Some((key, _)) = next else { break };
-                let first = position_of(&key)?;
-                let start = first - first % GROUP;
-                from = start + GROUP;
-                if from > up_to {
+            let mut rewritten = 0;
+            while (groups.len() as u64) < SEAL_BATCH {
+                let start = (first + groups.len() as u64) * GROUP;
+                let end = start + GROUP;
+                if end > up_to {
                     break;
                 }
-                if start != first {
-                    // Not a whole group on its own (never written by this store): left as it is.
+                if let Some(old) = self.tree.get(sealed_key(start))? {
+                    Group::parse(&old)?;
+                    groups.push(old.to_vec());
+                    batch.remove(&sealed_key(start));
                     continue;
                 }
                 let records: Vec<_> =
-                    self.tree.range(entry_key(start)..entry_key(from)).collect::<Result<_, _>>()?;
-                if records.len() as u64 != GROUP {
-                    return Err(StoreError::Corrupt(format!(
-                        "entries {start}..{from} are verified but {} of them are stored",
-                        records.len()
-                    )));
+                    self.tree.range(entry_key(start)..entry_key(end)).collect::<Result<_, _>>()?;
+                match records.len() as u64 {
+                    0 => break,
+                    GROUP => {}
+                    n => {
+                        return Err(StoreError::Corrupt(format!(
+                            "entries {start}..{end} are verified but {n} of them are stored"
+                        )));
+                    }
                 }
                 let decoded =
                     records.iter().map(|(_, v)| decode_record(v)).collect::<Result<Vec<_>, _>>()?;
-                batch.insert(&sealed_key(start), sealer.seal(&decoded)?);
+                groups.push(sealer.seal(&decoded)?);
                 for (k, _) in records {
                     batch.remove(k);
                 }
-                groups += 1;
+                rewritten += GROUP;
             }
-            if groups == 0 {
+            if groups.is_empty() {
                 return Ok(sealed);
             }
-            let _flush_done = self.flushing.lock().map_err(|_| poisoned_gate())?;
-            self.tree.apply_batch(batch)?;
-            sealed += groups * GROUP;
+            // Durable in the file and readable there before sled lets go of the records.
+            let committed = self.groups.append(first, &groups)?;
+            batch.insert(prefixed(META, SEALED_GROUPS), &committed.encode()[..]);
+            let applied = {
+                let _flush_done = self.flushing.lock().map_err(|_| poisoned_gate())?;
+                self.tree.apply_batch(batch)
+            };
+            if let Err(e) = applied {
+                self.groups.retract(first);
+                return Err(e.into());
+            }
+            if self.old_groups.load(Ordering::Acquire)
+                && self.tree.scan_prefix([SEALED]).next().is_none()
+            {
+                // Every old group is in the file now (published before it left sled).
+                self.old_groups.store(false, Ordering::Release);
+            }
+            sealed += rewritten;
         }
+    }
+
+    /// Where the entry at `position` is. A seal makes a group readable in the file before it
+    /// removes the records from sled, so the file is asked again last: in this order an entry
+    /// is found whenever it is looked for, and a sealed one costs no lookup in sled.
+    fn find(&self, position: u64) -> Result<Option<Found>, StoreError> {
+        let g = position / GROUP;
+        if let Some(group) = self.groups.read(g)? {
+            return Ok(Some(Found::Group(group)));
+        }
+        if let Some(record) = self.tree.get(entry_key(position))? {
+            return Ok(Some(Found::Record(record)));
+        }
+        if self.old_groups.load(Ordering::Acquire)
+            && let Some(group) = self.tree.get(sealed_key(position))?
+        {
+            return Ok(Some(Found::OldGroup(group)));
+        }
+        Ok(self.groups.read(g)?.map(Found::Group))
     }
 
     /// How many times [`LogStore::sync`] completed.
@@ -506,7 +595,7 @@ impl LogStore for SledStore {
                 None => 0,
                 Some((k, v)) => position_of(&k)? + Group::parse(&v)?.count() as u64,
             };
-            Ok(appended.max(sealed))
+            Ok(appended.max(sealed).max(self.groups.count() * GROUP))
         })
     }
 
@@ -514,11 +603,12 @@ impl LogStore for SledStore {
         contained(&self.dir, "read the log", || {
             // A seal removes the record and adds its group in one batch, which a `get` sees
             // whole: looked for in this order, an entry is always in one of the two.
-            if let Some(record) = self.tree.get(entry_key(position))? {
-                return Ok(Some(decode_record(&record)?.1.to_vec()));
+            match self.find(position)? {
+                None => Ok(None),
+                Some(Found::Record(record)) => Ok(Some(decode_record(&record)?.1.to_vec())),
+                Some(Found::OldGroup(group)) => Group::parse(&group)?.entry(member(position)),
+                Some(Found::Group(group)) => Group::parse(&group)?.entry(member(position)),
             }
-            let Some(group) = self.tree.get(sealed_key(position))? else { return Ok(None) };
-            Group::parse(&group)?.entry((position % GROUP) as usize)
         })
     }
 
@@ -532,14 +622,25 @@ impl LogStore for SledStore {
                 let (k, v) = item?;
                 out.push((position_of(&k)?, decode_record(&v)?.1.to_vec()));
             }
-            // Groups after records: an entry sealed while the records were walked shows up
-            // twice (kept once below), never not at all.
+            // Groups after records, and the file's after sled's: an entry sealed (or a group
+            // moved) while the records were walked shows up twice (kept once below), never not
+            // at all.
             let mut from_groups = Vec::new();
             for item in self.tree.range(sealed_key(start)..tagged_position(SEALED, end)) {
                 let (k, v) = item?;
                 let first = position_of(&k)?;
                 Group::parse(&v)?.each_entry(|i, entry| {
                     let position = first + i as u64;
+                    if (start..end).contains(&position) {
+                        from_groups.push((position, entry.to_vec()));
+                    }
+                })?;
+            }
+            let (first, last) = (start / GROUP, (end - 1) / GROUP);
+            for g in first..(last + 1).min(self.groups.count()) {
+                let Some(bytes) = self.groups.read(g)? else { break };
+                Group::parse(&bytes)?.each_entry(|i, entry| {
+                    let position = g * GROUP + i as u64;
                     if (start..end).contains(&position) {
                         from_groups.push((position, entry.to_vec()));
                     }
@@ -557,12 +658,11 @@ impl LogStore for SledStore {
     fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
         let Some(position) = completing_position(level, index) else { return Ok(None) };
         let find = |nodes: &[(u32, Hash)]| nodes.iter().find(|(l, _)| *l == level).map(|(_, h)| *h);
-        contained(&self.dir, "read the log", || {
-            if let Some(record) = self.tree.get(entry_key(position))? {
-                return Ok(find(&decode_record(&record)?.0));
-            }
-            let Some(group) = self.tree.get(sealed_key(position))? else { return Ok(None) };
-            Group::parse(&group)?.node((position % GROUP) as usize, level)
+        contained(&self.dir, "read the log", || match self.find(position)? {
+            None => Ok(None),
+            Some(Found::Record(record)) => Ok(find(&decode_record(&record)?.0)),
+            Some(Found::OldGroup(group)) => Group::parse(&group)?.node(member(position), level),
+            Some(Found::Group(group)) => Group::parse(&group)?.node(member(position), level),
         })
     }
 
@@ -671,7 +771,7 @@ impl LogStore for SledStore {
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.groups.disk_bytes()?)
     }
 }
 

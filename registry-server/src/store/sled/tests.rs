@@ -40,7 +40,7 @@ fn verified_entries_are_sealed_in_whole_groups_and_take_fewer_bytes() {
     let plain: u64 = store.live_bytes().unwrap()[0].value_bytes;
     assert_eq!(store.seal(170).unwrap(), 160, "ten whole groups below 170");
     let live = store.live_bytes().unwrap();
-    let (appended, sealed) = (&live[0], &live[5]);
+    let (appended, sealed) = (&live[0], &live[6]);
     assert_eq!((appended.records, sealed.records), (40, 160));
     let sealed_plain: u64 = entries[..160].iter().map(|e| e.len() as u64).sum();
     assert!(sealed.value_bytes * 2 < sealed_plain, "{} of {sealed_plain}", sealed.value_bytes);
@@ -51,6 +51,62 @@ fn verified_entries_are_sealed_in_whole_groups_and_take_fewer_bytes() {
     for (p, entry) in entries.iter().enumerate() {
         assert_eq!(store.entry(p as u64).unwrap().as_ref(), Some(entry));
     }
+}
+
+#[test]
+fn sealed_groups_leave_sled_for_the_group_file_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+    let entries = realistic(&store, 100);
+    assert_eq!(store.seal(100).unwrap(), 96);
+    store.sync().unwrap();
+    let nodes: Vec<_> = (0..7).map(|level| store.node(level, 0).unwrap()).collect();
+    let in_sled: usize = store.tree.iter().filter(|kv| kv.as_ref().unwrap().0[0] == ENTRY).count();
+    assert_eq!(in_sled, 4, "only the entries of the group not yet whole stay in sled");
+    let file = std::fs::metadata(dir.path().join(group_file::DATA_FILE)).unwrap().len();
+    let plain: u64 = entries[..96].iter().map(|e| e.len() as u64).sum();
+    assert!(file > 0 && file * 2 < plain, "the groups, compressed: {file} of {plain} bytes");
+    drop(store);
+    let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+    for (p, entry) in entries.iter().enumerate() {
+        assert_eq!(store.entry(p as u64).unwrap().as_ref(), Some(entry), "entry {p}");
+    }
+    assert_eq!(store.entries(10, 100).unwrap().len(), 90);
+    assert_eq!((0..7).map(|level| store.node(level, 0).unwrap()).collect::<Vec<_>>(), nodes);
+    assert_eq!(store.size().unwrap(), 100);
+}
+
+#[test]
+fn groups_an_earlier_version_sealed_into_sled_move_to_the_group_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+    let entries = realistic(&store, 200);
+    // Groups 0..4 as an earlier version sealed them: `s` records in sled.
+    let mut sealer = Sealer::new().unwrap();
+    for start in (0..64).step_by(GROUP as usize) {
+        let records: Vec<_> = store
+            .tree
+            .range(entry_key(start)..entry_key(start + GROUP))
+            .map(|kv| kv.unwrap().1)
+            .collect();
+        let decoded: Vec<_> = records.iter().map(|r| decode_record(r).unwrap()).collect();
+        store.tree.insert(sealed_key(start), sealer.seal(&decoded).unwrap()).unwrap();
+        for p in start..start + GROUP {
+            store.tree.remove(entry_key(p)).unwrap();
+        }
+    }
+    drop(store);
+    let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+    assert!(store.old_groups.load(Ordering::SeqCst));
+    assert_eq!(store.entry(5).unwrap().as_ref(), Some(&entries[5]), "read where it is");
+    assert_eq!(store.seal(200).unwrap(), 128, "moved groups are not sealed again");
+    let live = store.live_bytes().unwrap();
+    assert_eq!((live[0].records, live[5].records, live[6].records), (8, 0, 192));
+    assert!(!store.old_groups.load(Ordering::SeqCst), "no old group is left in sled");
+    drop(store);
+    let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+    let read = store.entries(0, 200).unwrap();
+    assert_eq!(read.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), entries);
 }
 
 #[test]
