@@ -259,7 +259,7 @@ pub fn with_member(group: &[([u8; 32], u64)], fingerprint: [u8; 32], position: u
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use registry_core::event::{Registration, SubmittedKey};
     use registry_core::ids::{EvseId, OperatorId};
@@ -277,7 +277,7 @@ mod tests {
     }
 
     /// A key record registered at position 0 with `events - 1` confirmations after it.
-    pub(super) fn record(fingerprint: &str, events: u64) -> KeyRecord {
+    pub(crate) fn record(fingerprint: &str, events: u64) -> KeyRecord {
         let at = |position| Stamp { position, recorded_at: chrono::DateTime::UNIX_EPOCH };
         let registration = Registration {
             fingerprint: fingerprint.into(),

@@ -91,6 +91,40 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("projection records always serialize")
 }
 
+/// A key record as stored under its fingerprint: postcard's encoding less the fingerprint it
+/// starts with, which the record's key already is (65 of its 300-odd bytes), marked by a
+/// leading 0. A whole record starts with the fingerprint's length instead (64), so records
+/// stored whole (by earlier versions, or one whose key is not its fingerprint) still read.
+fn encode_key(record: &KeyRecord) -> (Vec<u8>, Vec<u8>) {
+    let whole = encode(record);
+    let fingerprint = record.fingerprint().as_bytes();
+    let head = fingerprint.len() + 1;
+    if fingerprint.len() < 0x80
+        && whole.first() == Some(&(fingerprint.len() as u8))
+        && whole.get(1..head) == Some(fingerprint)
+    {
+        let mut stored = Vec::with_capacity(whole.len() - head + 1);
+        stored.push(0);
+        stored.extend_from_slice(&whole[head..]);
+        return (fingerprint.to_vec(), stored);
+    }
+    (fingerprint.to_vec(), whole)
+}
+
+/// Reads what [`encode_key`] stored under `key`.
+fn decode_key(key: &[u8], value: &[u8]) -> Result<KeyRecord, StoreError> {
+    match value.split_first() {
+        Some((0, rest)) if key.len() < 0x80 => {
+            let mut whole = Vec::with_capacity(1 + key.len() + rest.len());
+            whole.push(key.len() as u8);
+            whole.extend_from_slice(key);
+            whole.extend_from_slice(rest);
+            decode(&whole, "key")
+        }
+        _ => decode(value, "key"),
+    }
+}
+
 fn u64_value(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
     let arr: [u8; 8] = bytes
         .try_into()
@@ -109,15 +143,42 @@ fn index_prefix(kind: IdentifierKind, value: &str) -> smallvec::SmallVec<[u8; 64
     k
 }
 
-/// An index key's prefix (as [`index_prefix`] builds it) and fingerprint: a fingerprint is
-/// hex, so the last zero byte ends the prefix.
-fn split_index_key(key: &[u8]) -> Result<(&[u8], &str), StoreError> {
-    let at = key
-        .iter()
-        .rposition(|b| *b == 0)
-        .ok_or_else(|| StoreError::Corrupt("index key has no separator".into()))?
-        + 1;
-    Ok((&key[..at], index_fingerprint(key, at)?))
+/// An index key: the prefix ([`index_prefix`]), then the member's 32 bytes. Keys written
+/// before 2026-12-07 end in the fingerprint's 64 hex digits instead (they sort alike), which
+/// took 32 bytes more in each of the two index records of every key.
+fn index_key(prefix: &[u8], member: &[u8; 32]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 32);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(member);
+    key
+}
+
+/// The member an index key names after its prefix: 32 bytes, or (older keys) 64 hex digits.
+fn index_key_member(rest: &[u8]) -> Result<[u8; 32], StoreError> {
+    match rest.len() {
+        32 => Ok(rest.try_into().unwrap_or([0; 32])),
+        64 => index_member(
+            std::str::from_utf8(rest)
+                .map_err(|_| StoreError::Corrupt("index fingerprint is not UTF-8".into()))?,
+        ),
+        n => Err(StoreError::Corrupt(format!("an index key ends in a member of {n} bytes"))),
+    }
+}
+
+/// An index key's prefix (as [`index_prefix`] builds it) and member. The prefix ends in the
+/// only zero byte before the member; a 32-byte member is found by its length (it may hold
+/// zeros itself), an older hex one after the last zero byte (hex digits are never zero).
+fn split_index_key(key: &[u8]) -> Result<(&[u8], [u8; 32]), StoreError> {
+    let at = match key.len().checked_sub(33) {
+        Some(at) if key[at] == 0 => at + 1,
+        _ => {
+            key.iter()
+                .rposition(|b| *b == 0)
+                .ok_or_else(|| StoreError::Corrupt("index key has no separator".into()))?
+                + 1
+        }
+    };
+    Ok((&key[..at], index_key_member(&key[at..])?))
 }
 
 /// A fingerprint as an index member: its 32 bytes (the registry writes only lowercase hex).
@@ -129,14 +190,10 @@ fn index_member(fingerprint: &str) -> Result<[u8; 32], StoreError> {
     })
 }
 
-fn index_fingerprint(key: &[u8], at: usize) -> Result<&str, StoreError> {
-    std::str::from_utf8(&key[at..])
-        .map_err(|_| StoreError::Corrupt("index fingerprint is not UTF-8".into()))
-}
-
 impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<'_, R> {
     fn stored_key(&self, fingerprint: &str) -> Result<Option<KeyRecord>, StoreError> {
-        self.kv.get(KEYS, fingerprint.as_bytes())?.map(|b| decode(&b, "key")).transpose()
+        let key = fingerprint.as_bytes();
+        self.kv.get(KEYS, key)?.map(|b| decode_key(key, &b)).transpose()
     }
 
     fn stored_group(&self, prefix: &[u8]) -> Result<Vec<([u8; 32], u64)>, StoreError> {
@@ -144,7 +201,8 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> Projection<'_, R> {
             .scan_prefix(INDEX, prefix)?
             .into_iter()
             .map(|(k, v)| {
-                Ok((index_member(index_fingerprint(&k, prefix.len())?)?, u64_value(&v, "index")?))
+                let member = index_key_member(k.get(prefix.len()..).unwrap_or_default())?;
+                Ok((member, u64_value(&v, "index")?))
             })
             .collect()
     }
@@ -228,7 +286,7 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R>
 
 impl StateMut for Projection<'_, &mut View<'_>> {
     fn put_key(&mut self, record: KeyRecord) -> Result<(), StoreError> {
-        let (key, value) = (record.fingerprint().as_bytes().to_vec(), encode(&record));
+        let (key, value) = encode_key(&record);
         // Into the cache first: see the promise in crate::key_cache.
         if let Some(cache) = &self.cache {
             cache.put_key(record);
@@ -254,9 +312,7 @@ impl StateMut for Projection<'_, &mut View<'_>> {
         if let Some(cache) = &self.cache {
             cache.put_group(&prefix, key_cache::with_member(&group, member, position));
         }
-        let mut key = prefix.into_vec();
-        key.extend_from_slice(fingerprint.as_bytes());
-        self.kv.put(INDEX, key, position.to_be_bytes().to_vec());
+        self.kv.put(INDEX, index_key(&prefix, &member), position.to_be_bytes().to_vec());
         Ok(())
     }
 
@@ -337,9 +393,9 @@ pub fn fill_cache_observed(
     };
     cache.fill(
         |keep| {
-            store.for_each(KEYS, &mut |_, v| {
+            store.for_each(KEYS, &mut |k, v| {
                 go_on()?;
-                keep(decode(v, "key")?);
+                keep(decode_key(k, v)?);
                 Ok(())
             })
         },
@@ -347,8 +403,8 @@ pub fn fill_cache_observed(
             between();
             store.for_each(INDEX, &mut |k, v| {
                 go_on()?;
-                let (prefix, fingerprint) = split_index_key(k)?;
-                keep(prefix, index_member(fingerprint)?, u64_value(v, "index")?);
+                let (prefix, member) = split_index_key(k)?;
+                keep(prefix, member, u64_value(v, "index")?);
                 Ok(())
             })
         },
@@ -524,5 +580,39 @@ mod tests {
             );
         }
         assert!(state.indexed(IdentifierKind::Evse, &value(65)).expect("reads").is_empty());
+    }
+
+    #[test]
+    fn index_keys_hold_members_as_bytes_and_older_hex_keys_still_read() {
+        let member = [0u8; 32]; // zeros, which the separator also is
+        let prefix = index_prefix(IdentifierKind::Evse, "DE*ABC*E1");
+        let key = index_key(&prefix, &member);
+        assert_eq!(key.len(), prefix.len() + 32);
+        assert_eq!(split_index_key(&key).unwrap(), (&prefix[..], member));
+        let member = [0xab; 32];
+        let older = [&prefix[..], "ab".repeat(32).as_bytes()].concat();
+        assert_eq!(split_index_key(&older).unwrap(), (&prefix[..], member));
+        assert_eq!(index_key_member(&older[prefix.len()..]).unwrap(), member);
+        assert!(split_index_key(&[&prefix[..], b"short"].concat()).is_err());
+    }
+
+    #[test]
+    fn a_key_record_is_stored_without_the_fingerprint_its_key_holds() {
+        let fingerprint = "ab".repeat(32);
+        let record = crate::key_cache::tests::record(&fingerprint, 2);
+        let (key, stored) = encode_key(&record);
+        assert_eq!(key, fingerprint.as_bytes());
+        let whole = encode(&record);
+        assert_eq!(stored.len(), whole.len() - 64, "the fingerprint and its length, for a mark");
+        assert!(!stored.windows(64).any(|w| w == fingerprint.as_bytes()));
+        assert_eq!(decode_key(&key, &stored).unwrap(), record);
+        // A record stored whole, as earlier versions did, reads as it was.
+        assert_eq!(decode_key(&key, &whole).unwrap(), record);
+        // Through the projection, which puts and gets it.
+        let store = MemoryStore::new();
+        let mut view = View::new(&store);
+        let mut state = Projection::new(&mut view);
+        state.put_key(record.clone()).unwrap();
+        assert_eq!(state.stored_key(&fingerprint).unwrap(), Some(record));
     }
 }

@@ -16,7 +16,7 @@ use registry_core::lifecycle::{self, MemoryState};
 
 use super::{
     ADMINS, COMPLETE, INDEX, KEYS, KEYSPACES, OPERATORS, PENDING, RebuildError, SIGNERS, STATUS,
-    encode, index_prefix, request_of,
+    encode, encode_key, index_key, index_prefix, request_of,
 };
 use crate::map::MapBuckets;
 use crate::store::{
@@ -177,8 +177,11 @@ fn records(state: MemoryState, requests: Requests) -> impl Iterator<Item = Proje
             .flat_map(|((kind, value), members)| {
                 let prefix = index_prefix(kind, &value);
                 members.into_iter().map(move |(fingerprint, position)| {
-                    let mut key = prefix.to_vec();
-                    key.extend_from_slice(fingerprint.as_bytes());
+                    let key = match lifecycle::fingerprint_bytes(&fingerprint) {
+                        Some(member) => index_key(&prefix, &member),
+                        // Not one the registry writes: kept as it is, which reads alike.
+                        None => [&prefix[..], fingerprint.as_bytes()].concat(),
+                    };
                     (key, position)
                 })
             })
@@ -189,8 +192,10 @@ fn records(state: MemoryState, requests: Requests) -> impl Iterator<Item = Proje
     let keys = lazy(move || {
         let mut keys: Vec<_> = keys.into_iter().collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        keys.into_iter()
-            .map(|(fingerprint, record)| (KEYS, fingerprint.into_bytes(), encode(&record)))
+        keys.into_iter().map(|(_, record)| {
+            let (key, value) = encode_key(&record);
+            (KEYS, key, value)
+        })
     });
     let map = lazy(move || {
         MapBuckets::from_latest(latest).into_records().map(|(k, v)| (crate::map::MAP, k, v))
