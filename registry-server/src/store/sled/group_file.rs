@@ -139,8 +139,9 @@ impl GroupFile {
             // The last record must end where the database says the file ends.
             let (start, end) = extent.record(last).unwrap_or_default();
             let mut header = [0u8; HEADER as usize];
-            let whole = end >= start + HEADER && data.read_exact_at(&mut header, start).is_ok();
-            if !whole || check_header(&header, last, end - start - HEADER).is_err() {
+            let len = start.checked_add(HEADER).and_then(|body| end.checked_sub(body));
+            let whole = len.is_some() && data.read_exact_at(&mut header, start).is_ok();
+            if !whole || check_header(&header, last, len.unwrap_or_default()).is_err() {
                 return Err(corrupt(format!(
                     "the last sealed group ({last}) does not end at byte {end}, where the \
                      database says it does"
@@ -166,17 +167,30 @@ impl GroupFile {
         self.extent().starts.len() as u64
     }
 
-    /// Group `g`'s bytes, or `None` when it is not here (not sealed here, or not yet).
+    /// Group `g`'s bytes, or `None` when it is not here (not sealed here, or not yet). The
+    /// record's header is read and checked first, so a damaged index never sizes a read.
     pub fn read(&self, g: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some((start, end)) = self.extent().record(g) else { return Ok(None) };
-        let len = end.checked_sub(start + HEADER).ok_or_else(|| {
-            corrupt(format!("{INDEX_FILE} places group {g} at a record of {} bytes", end - start))
-        })?;
-        let mut record = vec![0u8; (end - start) as usize];
-        self.data.read_exact_at(&mut record, start)?;
-        check_header(&record, g, len)?;
-        record.drain(..HEADER as usize);
-        Ok(Some(record))
+        let (start, end, file_end) = {
+            let e = self.extent();
+            let Some((start, end)) = e.record(g) else { return Ok(None) };
+            (start, end, e.end)
+        };
+        let len = start
+            .checked_add(HEADER)
+            .filter(|&body| body <= end && end <= file_end)
+            .map(|body| end - body)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{INDEX_FILE} places group {g} at bytes {start}..{end}, outside the \
+                     {file_end} bytes of records"
+                ))
+            })?;
+        let mut header = [0u8; HEADER as usize];
+        self.data.read_exact_at(&mut header, start)?;
+        check_header(&header, g, len)?;
+        let mut group = vec![0u8; len as usize];
+        self.data.read_exact_at(&mut group, start + HEADER)?;
+        Ok(Some(group))
     }
 
     /// Appends `groups` as groups `first ..`, which must be the next ones, makes both files
@@ -367,6 +381,20 @@ mod tests {
         assert!(matches!(file.read(0), Err(StoreError::Corrupt(_))));
         assert!(matches!(file.read(1), Err(StoreError::Corrupt(_))));
         assert_eq!(file.read(2).unwrap(), Some(group(2)), "group 2's own record is whole");
+    }
+
+    #[test]
+    fn an_index_pointing_past_the_records_is_an_error_not_a_huge_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let three = fresh(dir.path()).append(0, &[group(0), group(1), group(2)]).unwrap();
+        let index = dir.path().join(INDEX_FILE);
+        let mut bytes = std::fs::read(&index).unwrap();
+        bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // group 1 starts nowhere
+        std::fs::write(&index, &bytes).unwrap();
+        let file = GroupFile::open(dir.path(), three).unwrap();
+        assert!(matches!(file.read(0), Err(StoreError::Corrupt(_))), "ends past the file");
+        assert!(matches!(file.read(1), Err(StoreError::Corrupt(_))), "starts past the file");
+        assert_eq!(file.read(2).unwrap(), Some(group(2)));
     }
 
     #[test]
