@@ -63,6 +63,9 @@ use super::{
 const SEAL_BATCH: u64 = 64;
 
 pub mod group_file;
+mod live;
+
+pub use live::LiveBytes;
 
 /// The meta record that says how much of the group file is sealed.
 const SEALED_GROUPS: &[u8] = b"sealed.groups";
@@ -210,88 +213,6 @@ pub struct SledStore {
     sealing: Mutex<()>,
     /// Whether sled may still hold groups an earlier version sealed there (`s` records).
     old_groups: AtomicBool,
-}
-
-/// Live bytes of one kind of record (keys and values as sled holds them), for
-/// `registry-server usage`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LiveBytes {
-    /// What the records are.
-    pub kind: &'static str,
-    /// How many.
-    pub records: u64,
-    /// Their keys' bytes.
-    pub key_bytes: u64,
-    /// Their values' bytes.
-    pub value_bytes: u64,
-}
-
-impl SledStore {
-    /// The live bytes of every kind of record, by a walk over the whole tree (the server must
-    /// be stopped or idle: it reads every record once). An entry's record counts as the entry
-    /// (its key, the entry bytes) and the Merkle nodes stored with it.
-    pub fn live_bytes(&self) -> Result<Vec<LiveBytes>, StoreError> {
-        let kinds = [
-            "entries",
-            "Merkle nodes",
-            "request index (older layout)",
-            "meta",
-            "projections (old)",
-            "entries, sealed (zstd)",
-            "entries, sealed (zstd, in sealed.groups)",
-        ];
-        let mut out: Vec<LiveBytes> =
-            kinds.iter().map(|kind| LiveBytes { kind, ..LiveBytes::default() }).collect();
-        // Counts one entry's stored nodes; returns their bytes.
-        let count_nodes = |out: &mut [LiveBytes], nodes: &[(u32, Hash)]| {
-            let bytes = 1 + 33 * nodes.len() as u64;
-            out[1].records += nodes.len() as u64;
-            out[1].value_bytes += bytes;
-            bytes
-        };
-        for item in self.tree.iter() {
-            let (k, v) = item?;
-            let (key, value) = (k.len() as u64, v.len() as u64);
-            let slot = match k.first() {
-                Some(&ENTRY) => {
-                    let (nodes, entry) = decode_record(&v)?;
-                    count_nodes(&mut out, &nodes);
-                    out[0].records += 1;
-                    out[0].key_bytes += key;
-                    out[0].value_bytes += entry.len() as u64;
-                    continue;
-                }
-                Some(&SEALED) => {
-                    let group = Group::parse(&v)?;
-                    let mut node_bytes = 0;
-                    for i in 0..group.count() {
-                        node_bytes += count_nodes(&mut out, &group.nodes(i).unwrap_or_default());
-                    }
-                    out[5].records += group.count() as u64;
-                    out[5].key_bytes += key;
-                    out[5].value_bytes += value - node_bytes;
-                    continue;
-                }
-                Some(&REQUEST) => 2,
-                Some(&META) => 3,
-                _ => 4,
-            };
-            out[slot].records += 1;
-            out[slot].key_bytes += key;
-            out[slot].value_bytes += value;
-        }
-        for g in 0..self.groups.count() {
-            let Some(bytes) = self.groups.read(g)? else { break };
-            let group = Group::parse(&bytes)?;
-            let mut node_bytes = 0;
-            for i in 0..group.count() {
-                node_bytes += count_nodes(&mut out, &group.nodes(i).unwrap_or_default());
-            }
-            out[6].records += group.count() as u64;
-            out[6].value_bytes += bytes.len() as u64 - node_bytes;
-        }
-        Ok(out)
-    }
 }
 
 impl std::fmt::Debug for SledStore {
