@@ -317,15 +317,22 @@ impl Shared {
 
     /// Waits until the writer's syncs have made the log durable up to `size`.
     fn wait_synced(&self, size: u64) -> Result<(), StoreError> {
+        self.wait_for(size, |d| d.synced)
+    }
+
+    /// Waits until `reached` (how far the log is written, or synced) is at least `size`.
+    fn wait_for(&self, size: u64, reached: fn(&Durability) -> u64) -> Result<(), StoreError> {
         let mut d = self.durability()?;
         loop {
             if d.failed {
-                return Err(StoreError::Io("a sync failed; the snapshot is not installed".into()));
+                return Err(StoreError::Io(
+                    "a write or sync failed; the snapshot is not installed".into(),
+                ));
             }
             if d.closing {
                 return Err(StoreError::Io("the store closed before the log was synced".into()));
             }
-            if d.synced >= size {
+            if reached(&d) >= size {
                 return Ok(());
             }
             d = self.synced.wait(d).map_err(|_| poisoned())?;
@@ -389,6 +396,9 @@ impl Shared {
         // The base is read from its file long after the start checked it: a change at rest
         // since then must stop the cut, not be sealed into the next snapshot.
         base.verify()?;
+        // The cut starts when its batch is staged, which may be before the entries reach the
+        // inner store: reading the last one sooner found it missing and failed the cut.
+        self.wait_for(size, |d| d.written)?;
         let last_leaf = leaf_at(self.inner.as_ref(), size)?;
         // The merge reads the whole base: its pages go back to the kernel as it passes them,
         // or each cut would add the base's size to the resident set (1 GB at a million keys).
@@ -599,6 +609,8 @@ impl LogStore for LayeredStore {
         }
         if let Some(end) = end {
             self.shared.durability()?.written = end;
+            // A cut may be waiting to read the last entry it covers.
+            self.shared.synced.notify_all();
         }
         Ok(())
     }
