@@ -232,17 +232,18 @@ impl ChainCheck {
     }
 
     /// Keeps checking, every `every` (sooner once [`CHECK_BACKLOG`] entries wait), what became
-    /// durable since, reading it back through the
-    /// store with the checks a start runs, and records how far it got; so a restart after a long run
-    /// checks only the last few seconds of appends instead of everything since the last start.
+    /// durable since, reading it back through the store with the checks a start runs, and
+    /// records how far it got; so a restart after a long run checks only the last few seconds
+    /// of appends instead of everything since the last start.
     /// The recorded size becomes durable with the writer's next sync or at [`Log::close`] (lost
     /// in a crash, it only means more to check at the next start). A store error is retried at
     /// the next tick from the last recorded point; a broken chain is logged and ends the check
     /// without recording anything further, so the next start refuses, naming the position.
     /// After each check it seals what it verified ([`LogStore::seal`]): only entries that
     /// passed are ever rewritten in compact form, and a rewrite lost in a crash leaves them as
-    /// they were (a seal that failed is tried again at the next tick). With `defer_while_copying` (a replica) it seals nothing while the log grows
-    /// faster than [`COPYING_RATE`]: a replica catching up is bound by its CPU, which sealing
+    /// they were (a seal that failed is tried again at the next tick). With
+    /// `defer_while_copying` (a replica) it seals nothing while the log grows faster than
+    /// [`COPYING_RATE`]: a replica catching up is bound by its CPU, which sealing
     /// would take from the copy; it seals once it has caught up. One difference from a start:
     /// sled may answer these reads from its page cache, so this checks what the store hands
     /// back, not a file changed on disk behind its back afterwards (which a later start does not
