@@ -308,26 +308,32 @@ pub(crate) mod tests {
         panic!("a complete cache must not read the store")
     }
 
+    /// Fills `cache` as a walk of the store would find `records` and index `members`
+    /// (prefix, fingerprint, position).
+    fn fill_with(cache: &KeyCache, records: &[KeyRecord], members: &[(&[u8], &str, u64)]) {
+        cache
+            .fill(
+                |keep| {
+                    records.iter().for_each(|r| keep(r.clone()));
+                    Ok(())
+                },
+                |keep| {
+                    members
+                        .iter()
+                        .for_each(|&(prefix, fp, position)| keep(prefix, id(fp), position));
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
     #[test]
     fn a_stale_fill_never_replaces_what_the_writer_put() {
         let cache = KeyCache::new();
         cache.put_key(record(AA, 2));
         cache.put_group(b"e1\0", Arc::new([(id(AA), 0), (id(BB), 7)]));
         // The walk read the store before the writer's batch reached it.
-        cache
-            .fill(
-                |keep| {
-                    keep(record(AA, 1));
-                    keep(record(CC, 1));
-                    Ok(())
-                },
-                |keep| {
-                    keep(b"e1\0", id(AA), 0);
-                    keep(b"e2\0", id(CC), 3);
-                    Ok(())
-                },
-            )
-            .unwrap();
+        fill_with(&cache, &[record(AA, 1), record(CC, 1)], &[(b"e1\0", AA, 0), (b"e2\0", CC, 3)]);
         assert!(cache.is_complete());
         assert_eq!(cache.key(AA, no_store).unwrap().unwrap().history.len(), 2);
         assert_eq!(cache.key(CC, no_store).unwrap().unwrap().history.len(), 1);
@@ -429,21 +435,9 @@ pub(crate) mod tests {
     #[test]
     fn a_groups_keys_come_from_the_packed_records_and_the_writers_newer_versions_win() {
         let cache = KeyCache::new();
-        cache
-            .fill(
-                |keep| {
-                    keep(record(AA, 1));
-                    keep(record(CC, 1));
-                    Ok(())
-                },
-                |keep| {
-                    keep(b"e1\0", id(AA), 0);
-                    keep(b"e1\0", id(BB), 5);
-                    keep(b"e1\0", id(CC), 3);
-                    Ok(())
-                },
-            )
-            .unwrap();
+        let members: [(&[u8], &str, u64); 3] =
+            [(b"e1\0", AA, 0), (b"e1\0", BB, 5), (b"e1\0", CC, 3)];
+        fill_with(&cache, &[record(AA, 1), record(CC, 1)], &members);
         let keys = cache.indexed_keys(b"e1\0", no_store, |_| no_store()).unwrap();
         let want = vec![(0, AA.to_string(), 1), (3, CC.to_string(), 1)];
         assert_eq!(summary(&keys), want, "a member without a record is left out");

@@ -123,9 +123,9 @@ const COPYING_RATE: f64 = 10_000.0;
 
 /// Entries appended since the last check above which the background check runs before its
 /// interval is up. Unchecked entries cannot be sealed, and sled keeps them at up to twice their
-/// size in a file it never shrinks: under a bulk load at this machine's write rate, ten
-/// seconds of appends (the default interval, twice over before they were sealed) set a file of
-/// about 450 bytes a key at a million keys. A check of 16,384 entries takes well under a second.
+/// size in a file it never shrinks: a bulk load of a million keys, checked only every 10 s and
+/// sealed at the tick after, left sled's file at 419 bytes a key; with this, 125-170
+/// (tests/bench/USAGE.md §13).
 const CHECK_BACKLOG: u64 = 16_384;
 
 /// Seals the entries below `up_to` (verified), logging what it did; false if it failed, so

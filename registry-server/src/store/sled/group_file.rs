@@ -279,6 +279,15 @@ mod tests {
         GroupFile::open(dir, Committed::default()).unwrap()
     }
 
+    /// Changes `file` in `dir` on disk as damage would; returns its new bytes.
+    fn damage(dir: &Path, file: &str, change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let path = dir.join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        change(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        bytes
+    }
+
     #[test]
     fn appended_groups_read_back_as_written_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -357,12 +366,11 @@ mod tests {
     fn a_damaged_last_header_is_refused_before_anything_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let two = fresh(dir.path()).append(0, &[group(0), group(1)]).unwrap();
-        let data = dir.path().join(DATA_FILE);
-        let mut bytes = std::fs::read(&data).unwrap();
         let second = HEADER as usize + group(0).len();
-        bytes[second + 8] ^= 1; // group 1's length: it would end one byte off
-        std::fs::write(&data, &bytes).unwrap();
+        // Group 1's length: it would end one byte off.
+        let bytes = damage(dir.path(), DATA_FILE, |b| b[second + 8] ^= 1);
         assert!(matches!(GroupFile::open(dir.path(), two), Err(StoreError::Corrupt(_))));
+        let data = dir.path().join(DATA_FILE);
         assert_eq!(std::fs::read(&data).unwrap(), bytes, "nothing was cut");
     }
 
@@ -371,11 +379,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let three = fresh(dir.path()).append(0, &[group(0), group(1), group(2)]).unwrap();
         // Group 1's start moved onto group 2's record.
-        let index = dir.path().join(INDEX_FILE);
-        let mut bytes = std::fs::read(&index).unwrap();
-        let third = bytes[16..24].to_vec();
-        bytes[8..16].copy_from_slice(&third);
-        std::fs::write(&index, &bytes).unwrap();
+        damage(dir.path(), INDEX_FILE, |b| b.copy_within(16..24, 8));
         let file = GroupFile::open(dir.path(), three).unwrap();
         // Group 0 now seems to run on to group 2, and group 1 to be empty: both are refused.
         assert!(matches!(file.read(0), Err(StoreError::Corrupt(_))));
@@ -387,10 +391,8 @@ mod tests {
     fn an_index_pointing_past_the_records_is_an_error_not_a_huge_read() {
         let dir = tempfile::tempdir().unwrap();
         let three = fresh(dir.path()).append(0, &[group(0), group(1), group(2)]).unwrap();
-        let index = dir.path().join(INDEX_FILE);
-        let mut bytes = std::fs::read(&index).unwrap();
-        bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // group 1 starts nowhere
-        std::fs::write(&index, &bytes).unwrap();
+        // Group 1 starts nowhere.
+        damage(dir.path(), INDEX_FILE, |b| b[8..16].copy_from_slice(&u64::MAX.to_le_bytes()));
         let file = GroupFile::open(dir.path(), three).unwrap();
         assert!(matches!(file.read(0), Err(StoreError::Corrupt(_))), "ends past the file");
         assert!(matches!(file.read(1), Err(StoreError::Corrupt(_))), "starts past the file");
@@ -401,11 +403,8 @@ mod tests {
     fn a_damaged_record_header_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let three = fresh(dir.path()).append(0, &[group(0), group(1), group(2)]).unwrap();
-        let data = dir.path().join(DATA_FILE);
-        let mut bytes = std::fs::read(&data).unwrap();
         let second = HEADER as usize + group(0).len();
-        bytes[second] ^= 4; // group 1's number
-        std::fs::write(&data, &bytes).unwrap();
+        damage(dir.path(), DATA_FILE, |b| b[second] ^= 4); // group 1's number
         let file = GroupFile::open(dir.path(), three).unwrap();
         assert_eq!(file.read(0).unwrap(), Some(group(0)));
         assert!(matches!(file.read(1), Err(StoreError::Corrupt(_))));

@@ -44,6 +44,17 @@ impl SledStore {
             out[1].value_bytes += bytes;
             bytes
         };
+        // Counts a sealed group's entries in `slot` and its nodes apart.
+        let count_group = |out: &mut [LiveBytes], slot: usize, bytes: &[u8]| {
+            let group = Group::parse(bytes)?;
+            let mut node_bytes = 0;
+            for i in 0..group.count() {
+                node_bytes += count_nodes(out, &group.nodes(i).unwrap_or_default());
+            }
+            out[slot].records += group.count() as u64;
+            out[slot].value_bytes += bytes.len() as u64 - node_bytes;
+            Ok::<_, StoreError>(())
+        };
         for item in self.tree.iter() {
             let (k, v) = item?;
             let (key, value) = (k.len() as u64, v.len() as u64);
@@ -57,14 +68,8 @@ impl SledStore {
                     continue;
                 }
                 Some(&SEALED) => {
-                    let group = Group::parse(&v)?;
-                    let mut node_bytes = 0;
-                    for i in 0..group.count() {
-                        node_bytes += count_nodes(&mut out, &group.nodes(i).unwrap_or_default());
-                    }
-                    out[5].records += group.count() as u64;
+                    count_group(&mut out, 5, &v)?;
                     out[5].key_bytes += key;
-                    out[5].value_bytes += value - node_bytes;
                     continue;
                 }
                 Some(&REQUEST) => 2,
@@ -77,13 +82,7 @@ impl SledStore {
         }
         for g in 0..self.groups.count() {
             let Some(bytes) = self.groups.read(g)? else { break };
-            let group = Group::parse(&bytes)?;
-            let mut node_bytes = 0;
-            for i in 0..group.count() {
-                node_bytes += count_nodes(&mut out, &group.nodes(i).unwrap_or_default());
-            }
-            out[6].records += group.count() as u64;
-            out[6].value_bytes += bytes.len() as u64 - node_bytes;
+            count_group(&mut out, 6, &bytes)?;
         }
         Ok(out)
     }

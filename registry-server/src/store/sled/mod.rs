@@ -31,8 +31,8 @@
 //! Entries the background check has verified are sealed ([`LogStore::seal`]): each aligned run
 //! of [`GROUP`] `e` records becomes one sealed group, appended to a flat file beside sled's
 //! ([`group_file`]), made durable there, and only then removed from sled, in one batch with the
-//! count of groups the file holds (`m sealed.groups`). A reader looks in sled first and in the
-//! file after, so it finds an entry whenever it looks. A group keeps only the nodes that reach
+//! count of groups the file holds (`m sealed.groups`). A reader asks the file, then sled, then
+//! the file again ([`SledStore::find`]), so it finds an entry whenever it looks. A group keeps only the nodes that reach
 //! beyond it; a node inside it is computed from its entries when read. Groups sealed by earlier
 //! versions into sled itself (`s` records) are read where they are and moved into the file when
 //! sealing reaches them.
@@ -178,9 +178,8 @@ impl SledOptions {
 enum Found {
     /// Its own `e` record.
     Record(sled::IVec),
-    /// A group sealed into sled by an earlier version.
-    OldGroup(sled::IVec),
-    /// A group in the group file.
+    /// Its sealed group: from the group file, or (copied) one an earlier version sealed into
+    /// sled.
     Group(Vec<u8>),
 }
 
@@ -392,7 +391,7 @@ impl SledStore {
                 if end > up_to {
                     break;
                 }
-                if let Some(old) = self.tree.get(sealed_key(start))? {
+                if let Some(old) = self.old_group(start)? {
                     Group::parse(&old)?;
                     groups.push(old.to_vec());
                     batch.remove(&sealed_key(start));
@@ -452,12 +451,18 @@ impl SledStore {
         if let Some(record) = self.tree.get(entry_key(position))? {
             return Ok(Some(Found::Record(record)));
         }
-        if self.old_groups.load(Ordering::Acquire)
-            && let Some(group) = self.tree.get(sealed_key(position))?
-        {
-            return Ok(Some(Found::OldGroup(group)));
+        if let Some(group) = self.old_group(position)? {
+            return Ok(Some(Found::Group(group.to_vec())));
         }
         Ok(self.groups.read(g)?.map(Found::Group))
+    }
+
+    /// The group an earlier version sealed into sled that holds `position`, while any is left.
+    fn old_group(&self, position: u64) -> Result<Option<sled::IVec>, StoreError> {
+        if !self.old_groups.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        Ok(self.tree.get(sealed_key(position))?)
     }
 
     /// How many times [`LogStore::sync`] completed.
@@ -521,15 +526,10 @@ impl LogStore for SledStore {
     }
 
     fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        contained(&self.dir, "read the log", || {
-            // A seal removes the record and adds its group in one batch, which a `get` sees
-            // whole: looked for in this order, an entry is always in one of the two.
-            match self.find(position)? {
-                None => Ok(None),
-                Some(Found::Record(record)) => Ok(Some(decode_record(&record)?.1.to_vec())),
-                Some(Found::OldGroup(group)) => Group::parse(&group)?.entry(member(position)),
-                Some(Found::Group(group)) => Group::parse(&group)?.entry(member(position)),
-            }
+        contained(&self.dir, "read the log", || match self.find(position)? {
+            None => Ok(None),
+            Some(Found::Record(record)) => Ok(Some(decode_record(&record)?.1.to_vec())),
+            Some(Found::Group(group)) => Group::parse(&group)?.entry(member(position)),
         })
     }
 
@@ -547,25 +547,22 @@ impl LogStore for SledStore {
             // moved) while the records were walked shows up twice (kept once below), never not
             // at all.
             let mut from_groups = Vec::new();
-            for item in self.tree.range(sealed_key(start)..tagged_position(SEALED, end)) {
-                let (k, v) = item?;
-                let first = position_of(&k)?;
-                Group::parse(&v)?.each_entry(|i, entry| {
+            // The entries of the group that starts at `first` and lie in the range.
+            let mut take = |first: u64, group: &[u8]| {
+                Group::parse(group)?.each_entry(|i, entry| {
                     let position = first + i as u64;
                     if (start..end).contains(&position) {
                         from_groups.push((position, entry.to_vec()));
                     }
-                })?;
+                })
+            };
+            for item in self.tree.range(sealed_key(start)..tagged_position(SEALED, end)) {
+                let (k, v) = item?;
+                take(position_of(&k)?, &v)?;
             }
-            let (first, last) = (start / GROUP, (end - 1) / GROUP);
-            for g in first..(last + 1).min(self.groups.count()) {
+            for g in start / GROUP..((end - 1) / GROUP + 1).min(self.groups.count()) {
                 let Some(bytes) = self.groups.read(g)? else { break };
-                Group::parse(&bytes)?.each_entry(|i, entry| {
-                    let position = g * GROUP + i as u64;
-                    if (start..end).contains(&position) {
-                        from_groups.push((position, entry.to_vec()));
-                    }
-                })?;
+                take(g * GROUP, &bytes)?;
             }
             if !from_groups.is_empty() {
                 out.append(&mut from_groups);
@@ -582,7 +579,6 @@ impl LogStore for SledStore {
         contained(&self.dir, "read the log", || match self.find(position)? {
             None => Ok(None),
             Some(Found::Record(record)) => Ok(find(&decode_record(&record)?.0)),
-            Some(Found::OldGroup(group)) => Group::parse(&group)?.node(member(position), level),
             Some(Found::Group(group)) => Group::parse(&group)?.node(member(position), level),
         })
     }

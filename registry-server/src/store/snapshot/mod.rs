@@ -187,8 +187,10 @@ impl<W: Write + Seek> Encoder<W> {
         }
         self.offsets.push(self.written as u64);
         let mut lengths = [0u8; 10];
-        let n = put_varint(&mut lengths, len32(key.len())?);
-        let n = n + put_varint(&mut lengths[n..], len32(value.len())?);
+        let mut free = &mut lengths[..];
+        prost::encoding::encode_varint(len32(key.len())?.into(), &mut free);
+        prost::encoding::encode_varint(len32(value.len())?.into(), &mut free);
+        let n = 10 - free.len();
         self.emit(&lengths[..n])?;
         self.emit(key)?;
         self.emit(value)?;
@@ -423,28 +425,20 @@ impl Snapshot {
         self.bytes.len()
     }
 
-    fn offset(&self, i: usize) -> usize {
-        offset_at(&self.bytes, self.table + i * OFFSET) as usize
-    }
-
-    /// Where record `i`'s key starts, and the two lengths (the layout was checked whole, so
-    /// the varints are well-formed and in bounds).
-    fn lengths(&self, i: usize) -> (usize, usize, usize) {
-        let at = self.offset(i);
-        let (k, at) = varint_at(&self.bytes, at, self.table).unwrap_or((0, at));
-        let (v, at) = varint_at(&self.bytes, at, self.table).unwrap_or((0, at));
-        (at, k as usize, v as usize)
+    /// Record `i`'s place (the layout was checked whole, so this finds what the check found).
+    fn extent(&self, i: usize) -> Extent {
+        record_at(&self.bytes, i, self.table).unwrap_or_default()
     }
 
     fn key(&self, i: usize) -> &[u8] {
-        let (at, k, _) = self.lengths(i);
-        &self.bytes[at..at + k]
+        let e = self.extent(i);
+        &self.bytes[e.key..e.key_end]
     }
 
     /// Record `i`: key and value.
     pub fn record(&self, i: usize) -> (&[u8], &[u8]) {
-        let (at, k, v) = self.lengths(i);
-        (&self.bytes[at..at + k], &self.bytes[at + k..at + k + v])
+        let e = self.extent(i);
+        (&self.bytes[e.key..e.key_end], &self.bytes[e.key_end..e.end])
     }
 
     /// Index of the first record whose key is not below `key`.
@@ -512,7 +506,7 @@ fn record_at(bytes: &[u8], i: usize, table: usize) -> Result<Extent, StoreError>
 }
 
 /// A record's place in the file.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Extent {
     at: usize,
     key: usize,
@@ -593,29 +587,13 @@ fn offset_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Writes `n` as a LEB128 varint at the start of `out`; returns its length (at most 5).
-fn put_varint(out: &mut [u8], mut n: u32) -> usize {
-    let mut i = 0;
-    while n >= 0x80 {
-        out[i] = (n as u8) | 0x80;
-        n >>= 7;
-        i += 1;
-    }
-    out[i] = n as u8;
-    i + 1
-}
-
-/// The LEB128 varint at `at`, which must end before `limit` and fit 32 bits; with where it
-/// ends.
+/// The varint (protobuf's, as prost writes it) at `at`, which must end before `limit` and fit
+/// 32 bits; with where it ends.
 fn varint_at(bytes: &[u8], at: usize, limit: usize) -> Option<(u64, usize)> {
-    let mut n = 0u64;
-    for (i, &b) in bytes.get(at..limit)?.iter().take(5).enumerate() {
-        n |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return (n <= u64::from(u32::MAX)).then_some((n, at + i + 1));
-        }
-    }
-    None
+    let mut rest = bytes.get(at..limit)?;
+    let before = rest.len();
+    let n = prost::encoding::decode_varint(&mut rest).ok()?;
+    (n <= u64::from(u32::MAX)).then_some((n, at + before - rest.len()))
 }
 
 fn len32(n: usize) -> Result<u32, StoreError> {

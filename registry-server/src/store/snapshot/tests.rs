@@ -113,12 +113,16 @@ fn lengths_of_every_size_read_back() {
         assert_eq!(again.record(i), (&k[..], &v[..]), "record {i}");
         assert_eq!(again.get(k), Some(&v[..]));
     }
-    let mut buf = [0u8; 5];
     for n in [0u32, 1, 127, 128, 16_383, 16_384, u32::MAX] {
-        let len = put_varint(&mut buf, n);
+        let mut buf = Vec::new();
+        prost::encoding::encode_varint(n.into(), &mut buf);
+        let len = buf.len();
         assert_eq!(varint_at(&buf, 0, len), Some((u64::from(n), len)), "{n}");
         assert_eq!(varint_at(&buf, 0, len - 1), None, "{n} cut short");
     }
+    let mut over = Vec::new();
+    prost::encoding::encode_varint(u64::from(u32::MAX) + 1, &mut over);
+    assert_eq!(varint_at(&over, 0, over.len()), None, "more than 32 bits");
 }
 
 #[test]
