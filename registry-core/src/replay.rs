@@ -83,20 +83,60 @@ impl Prepared {
     /// key (DER) the caller believes that ID names, if any. The belief need not be right:
     /// [`check_entry`] reuses the verdict only when the key in force at that point is the same.
     pub fn new(bytes: &[u8], key_of: impl Fn(&[u8; 32]) -> Option<Vec<u8>>) -> Self {
+        let mut prepared = Self::decode(bytes);
+        prepared.check_signature(key_of);
+        prepared
+    }
+
+    /// Decodes `bytes` without checking a signature yet: a caller that prepares many entries
+    /// at once first learns the signer keys their events add ([`Prepared::added_signer_keys`]),
+    /// so that commands signed with a key added a few entries earlier are checked ahead too.
+    pub fn decode(bytes: &[u8]) -> Self {
         let entry = Entry::decode(bytes).map_err(|e| format!("malformed: {e}"));
-        let (command, signature) = match &entry {
+        let command = match &entry {
             Ok(Entry { body: crate::entry::EntryBody { command: Some(envelope), .. }, .. }) => {
-                let command = Command::decode(&envelope.command)
-                    .map_err(|e| format!("the signed command is malformed: {e}"));
-                let signature = key_of(&envelope.signer_key_id).map(|key| {
-                    let ok = envelope.verify(&key);
-                    (key, ok)
-                });
-                (Some(command), signature)
+                Some(
+                    Command::decode(&envelope.command)
+                        .map_err(|e| format!("the signed command is malformed: {e}")),
+                )
             }
-            _ => (None, None),
+            _ => None,
         };
-        Self { entry, command, signature }
+        Self { entry, command, signature: None }
+    }
+
+    /// Checks the command's signature against `key_of(signer key ID)`, as [`Prepared::new`]
+    /// does.
+    pub fn check_signature(&mut self, key_of: impl Fn(&[u8; 32]) -> Option<Vec<u8>>) {
+        if let Ok(Entry { body: crate::entry::EntryBody { command: Some(envelope), .. }, .. }) =
+            &self.entry
+        {
+            self.signature = key_of(&envelope.signer_key_id).map(|key| {
+                let ok = envelope.verify(&key);
+                (key, ok)
+            });
+        }
+    }
+
+    /// The verdict of the signature check done ahead, if the signer's key was known then.
+    pub fn checked_ahead(&self) -> Option<bool> {
+        self.signature.as_ref().map(|(_, ok)| *ok)
+    }
+
+    /// The command-signing keys (DER) this entry's events add, administrators' and
+    /// operators', whether or not the entry turns out valid: a key is only ever a guess for
+    /// [`Prepared::check_signature`], which [`check_entry`] confirms against the state.
+    pub fn added_signer_keys(&self) -> impl Iterator<Item = &[u8]> {
+        let events = self.entry.as_ref().map(|e| e.body.events.as_slice()).unwrap_or_default();
+        events
+            .iter()
+            .flat_map(|event| match event {
+                Event::AdminKeyAdded { public_key, .. }
+                | Event::OperatorKeyAdded { public_key, .. } => std::slice::from_ref(public_key),
+                Event::OperatorAdded { public_keys, .. } => public_keys.as_slice(),
+                _ => &[],
+            })
+            .map(Vec::as_slice)
     }
 }
 

@@ -2,9 +2,10 @@
 //! consistent with what this replica holds, then take its watch stream and hand each message
 //! (entries and the checkpoint that covers them exactly) to the log writer as one copy.
 //!
-//! Signatures are checked on every core before a message reaches the writer, which runs the
-//! checks that need the state in order (see `registry_core::replay::Prepared`); up to
-//! [`IN_FLIGHT`] copies are queued at once, so one copy's sync overlaps the next one's checks.
+//! Signatures are checked on every core before a message reaches the writer ([`Preparer`]),
+//! which runs the checks that need the state in order (see `registry_core::replay::Prepared`);
+//! up to [`IN_FLIGHT`] copies are in hand at once, so one copy's sync overlaps the next one's
+//! checks.
 //! A broken connection or a restarting primary is retried with backoff from where the copy
 //! stands; anything that shows the primary's log is not the one this replica verified stops the
 //! loop for good ([`Fault::Diverged`]).
@@ -15,17 +16,15 @@ use std::time::Duration;
 
 use registry_core::checkpoint::Checkpoint;
 use registry_core::entry;
-use registry_core::lifecycle::State;
 use registry_core::merkle::{self, Hash};
 use registry_core::note::NoteVerifier;
-use registry_core::replay::Prepared;
 use registry_proto::pb;
 use tokio_util::sync::CancellationToken;
 
+use super::prepare::{PreparedEntry, Preparer};
 use super::{Primary, ReplicaStatus};
 use crate::log::{AppendError, Appender, CopiedCheckpoint, CopyReceiver, LogReader, StoreNodes};
 use crate::machine::RegistryMachine;
-use crate::projection::Projection;
 use crate::store::LogStore;
 
 /// Copies queued for the writer at once.
@@ -100,6 +99,7 @@ pub struct Follower {
 impl Follower {
     /// Follows the primary until `stop` is cancelled or the primary's log shows it must not.
     pub async fn run(self, stop: CancellationToken) {
+        let preparer = Preparer::start(self.reader.store().clone(), crate::cores::count());
         let mut tip = match self.reader.store().size() {
             Ok(size) => size,
             Err(e) => {
@@ -111,7 +111,7 @@ impl Follower {
         let mut backoff = Duration::from_millis(100);
         loop {
             let outcome = tokio::select! {
-                outcome = self.session(&mut tip) => outcome,
+                outcome = self.session(&mut tip, &preparer) => outcome,
                 () = stop.cancelled() => return,
             };
             // A connection that worked is retried at once: the backoff is for a primary away.
@@ -142,7 +142,7 @@ impl Follower {
 
     /// One connection: check, then copy from the watch stream until it fails. `tip` is the size
     /// of this replica's log (copied and durable) and moves with every copy.
-    async fn session(&self, tip: &mut u64) -> Fault {
+    async fn session(&self, tip: &mut u64, preparer: &Preparer) -> Fault {
         let channel = match self.primary.channel().await {
             Ok(c) => c,
             Err(e) => return Fault::Transient(format!("connecting: {e}")),
@@ -202,7 +202,7 @@ impl Follower {
             self.reader.store().clone(),
             reports,
         ));
-        let fault = self.copy(stream, tip, &report).await;
+        let fault = self.copy(stream, tip, &report, preparer).await;
         reporter.abort();
         fault
     }
@@ -216,6 +216,7 @@ impl Follower {
         mut stream: tonic::Streaming<pb::WatchEntriesResponse>,
         tip: &mut u64,
         report: &tokio::sync::watch::Sender<u64>,
+        preparer: &Preparer,
     ) -> Fault {
         let mut preparing: VecDeque<Preparing> = VecDeque::new();
         let mut queued: VecDeque<Copying> = VecDeque::new();
@@ -233,7 +234,7 @@ impl Follower {
                     }
                     report.send_replace(*tip);
                 }
-                prepared = async { (&mut preparing.front_mut()?.work).await.ok() }, if !preparing.is_empty() => {
+                prepared = async { (&mut preparing.front_mut()?.work).await.ok().flatten() }, if !preparing.is_empty() => {
                     let Some(Preparing { pending, copied, .. }) = preparing.pop_front() else { continue };
                     let Some(prepared) = prepared else {
                         break Fault::Diverged("preparing entries failed".into());
@@ -251,7 +252,7 @@ impl Follower {
                             break Fault::Transient(format!("the watch stream: {}", s.message()))
                         }
                     };
-                    match self.submit(message, sent) {
+                    match self.submit(message, sent, preparer) {
                         Ok(next) => {
                             sent = next.pending.size;
                             preparing.push_back(next);
@@ -332,7 +333,12 @@ impl Follower {
 
     /// Checks a watch message's shape and checkpoint and starts preparing its entries on
     /// every core; `next` is the position it must start at.
-    fn submit(&self, message: pb::WatchEntriesResponse, next: u64) -> Result<Preparing, Fault> {
+    fn submit(
+        &self,
+        message: pb::WatchEntriesResponse,
+        next: u64,
+        preparer: &Preparer,
+    ) -> Result<Preparing, Fault> {
         let checkpoint = self.open(&message.checkpoint)?;
         let mut entries = Vec::with_capacity(message.entries.len());
         for (i, e) in message.entries.into_iter().enumerate() {
@@ -355,8 +361,7 @@ impl Follower {
         let first_time =
             entries.first().and_then(|b| entry::decode_header(b).ok()).map(|h| h.recorded_at);
         self.status.seen(size, first_time);
-        let store = self.reader.store().clone();
-        let work = tokio::task::spawn_blocking(move || prepare(store, entries));
+        let work = preparer.prepare(entries);
         let copied = CopiedCheckpoint {
             note: message.checkpoint.into(),
             size,
@@ -462,78 +467,11 @@ struct Pending {
 struct Preparing {
     pending: Pending,
     copied: CopiedCheckpoint,
-    work: tokio::task::JoinHandle<Vec<(Vec<u8>, Prepared)>>,
+    work: tokio::task::JoinHandle<Option<Vec<PreparedEntry>>>,
 }
 
 /// A copy handed to the writer.
 struct Copying {
     pending: Pending,
     handle: CopyReceiver,
-}
-
-/// Decodes entries and checks their signatures against the signer keys this replica knows, on
-/// every core (the writer re-checks in order whatever the state says differently).
-fn prepare(store: Arc<dyn LogStore>, entries: Vec<Vec<u8>>) -> Vec<(Vec<u8>, Prepared)> {
-    // A message's commands come from few signers: each key is read once.
-    let keys = std::sync::Mutex::new(std::collections::HashMap::<[u8; 32], Option<Vec<u8>>>::new());
-    let key_of = |id: &[u8; 32]| {
-        let mut keys = keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.entry(*id)
-            .or_insert_with(|| {
-                Projection::new(store.as_ref()).signer(id).ok().flatten().map(|s| s.public_key)
-            })
-            .clone()
-    };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if workers == 1 || entries.len() < 64 {
-        return entries
-            .into_iter()
-            .map(|b| {
-                let p = Prepared::new(&b, key_of);
-                (b, p)
-            })
-            .collect();
-    }
-    let per = entries.len().div_ceil(workers);
-    let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
-    let mut rest = entries.into_iter();
-    loop {
-        let chunk: Vec<Vec<u8>> = rest.by_ref().take(per).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        chunks.push(chunk);
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                s.spawn(move || {
-                    background();
-                    chunk
-                        .into_iter()
-                        .map(|b| {
-                            let p = Prepared::new(&b, key_of);
-                            (b, p)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
-}
-
-/// Lowers the calling thread's scheduling priority: the checks that need no state yield the
-/// cores to the log writer, which checks and stores in order and so sets the copy's pace.
-fn background() {
-    #[cfg(target_os = "linux")]
-    {
-        let me = rustix::thread::gettid();
-        // A thread that cannot be lowered only competes with the writer as before.
-        let _ = rustix::process::setpriority_process(Some(me), 10);
-    }
 }

@@ -14,6 +14,7 @@
 //! [`follower`] is the copying loop; [`ReplicaStatus`] is what it reports to metrics and health.
 
 pub mod follower;
+pub mod prepare;
 pub mod progress;
 
 use std::sync::Mutex;
