@@ -97,7 +97,9 @@ struct Shared {
     path: PathBuf,
     layers: RwLock<Layers>,
     durability: Mutex<Durability>,
-    synced: Condvar,
+    /// Notified whenever `durability` moves: a cut waits on it for what it covers to be
+    /// written, then synced.
+    moved: Condvar,
     /// The background cut, if one was started: joined before the next and at the end.
     cutting: Mutex<Option<std::thread::JoinHandle<()>>>,
     min_cut: usize,
@@ -215,7 +217,7 @@ impl LayeredStore {
                     staged: size,
                     ..Default::default()
                 }),
-                synced: Condvar::new(),
+                moved: Condvar::new(),
                 cutting: Mutex::new(None),
                 min_cut: min_cut.max(1),
                 backoff: Mutex::new(Backoff::default()),
@@ -242,7 +244,7 @@ impl Drop for LayeredStore {
         if let Ok(mut d) = self.shared.durability.lock() {
             d.closing = true;
         }
-        self.shared.synced.notify_all();
+        self.shared.moved.notify_all();
         if let Err(e) = self.shared.join_cut() {
             tracing::error!(error = %e, "stopping the projection snapshot thread");
         }
@@ -311,7 +313,7 @@ impl Shared {
             Err(_) => d.failed = true,
         }
         drop(d);
-        self.synced.notify_all();
+        self.moved.notify_all();
         outcome
     }
 
@@ -335,7 +337,7 @@ impl Shared {
             if reached(&d) >= size {
                 return Ok(());
             }
-            d = self.synced.wait(d).map_err(|_| poisoned())?;
+            d = self.moved.wait(d).map_err(|_| poisoned())?;
         }
     }
 
@@ -603,14 +605,14 @@ impl LogStore for LayeredStore {
                 // The layers already hold these entries' projections: nothing may become
                 // durable (or be cut into a snapshot) after them.
                 self.shared.durability()?.failed = true;
-                self.shared.synced.notify_all();
+                self.shared.moved.notify_all();
             }
             return Err(e);
         }
         if let Some(end) = end {
             self.shared.durability()?.written = end;
             // A cut may be waiting to read the last entry it covers.
-            self.shared.synced.notify_all();
+            self.shared.moved.notify_all();
         }
         Ok(())
     }

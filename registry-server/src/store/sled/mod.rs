@@ -32,10 +32,10 @@
 //! of [`GROUP`] `e` records becomes one sealed group, appended to a flat file beside sled's
 //! ([`group_file`]), made durable there, and only then removed from sled, in one batch with the
 //! count of groups the file holds (`m sealed.groups`). A reader asks the file, then sled, then
-//! the file again ([`SledStore::find`]), so it finds an entry whenever it looks. A group keeps only the nodes that reach
-//! beyond it; a node inside it is computed from its entries when read. Groups sealed by earlier
-//! versions into sled itself (`s` records) are read where they are and moved into the file when
-//! sealing reaches them.
+//! the file again ([`SledStore::find`]), so it finds an entry whenever it looks. A group keeps
+//! only the nodes that reach beyond it; a node inside it is computed from its entries when
+//! read. Groups sealed by earlier versions into sled itself (`s` records) are read where they
+//! are and moved into the file when sealing reaches them.
 //!
 //! In production the projections and the request index live in memory over this store
 //! ([`super::layered`]) and the `p` and `r` records stay empty; a data directory from before

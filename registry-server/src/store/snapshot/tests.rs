@@ -15,13 +15,20 @@ fn sample_bytes() -> Vec<u8> {
     sample().bytes.to_vec()
 }
 
+/// [`records`] at log size 42 written as `p.snap` in `dir` and installed: its path, and the
+/// snapshot in use.
+fn write_installed(dir: &std::path::Path) -> (std::path::PathBuf, Snapshot) {
+    let path = dir.join("p.snap");
+    let written = Snapshot::write_new(&path, 42, [7; 32], records().into_iter()).unwrap();
+    let installed = written.install(&path).unwrap();
+    (path, installed)
+}
+
 #[test]
 fn a_snapshot_reads_back_what_was_written() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.snap");
-    let installed =
-        Snapshot::write_new(&path, 42, [7; 32], records().into_iter()).unwrap().install(&path);
-    assert_eq!(installed.unwrap().get(b"k00007"), Some(&7u32.to_be_bytes()[..]));
+    let (path, installed) = write_installed(dir.path());
+    assert_eq!(installed.get(b"k00007"), Some(&7u32.to_be_bytes()[..]));
     let read = Snapshot::read(&path).unwrap().unwrap();
     assert_eq!((read.size(), read.last_leaf(), read.len()), (42, [7; 32], 500));
     assert_eq!(read.get(b"k00123"), Some(&123u32.to_be_bytes()[..]));
@@ -171,10 +178,7 @@ fn a_snapshot_not_installed_leaves_no_file() {
 fn a_snapshot_changed_on_disk_after_its_check_fails_verification() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.snap");
-    let snapshot =
-        Snapshot::write_new(&path, 42, [7; 32], records().into_iter()).unwrap().install(&path);
-    let snapshot = snapshot.unwrap();
+    let (path, snapshot) = write_installed(dir.path());
     snapshot.verify().unwrap();
     // What a damaged disk or a careless hand would do to the file in place.
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
