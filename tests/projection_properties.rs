@@ -12,7 +12,7 @@ use registry_client::{AsOf, EndReason, KeySubmission, KeyTarget, Order};
 use registry_core::entry::Entry;
 use registry_core::event::Event;
 use registry_core::keys::P256KeyPair;
-use registry_core::lifecycle::{self, MemoryState, State};
+use registry_core::lifecycle::{self, Members, MemoryState, State};
 use registry_core::time::Time;
 use registry_server::commands::ConfirmPolicy;
 use registry_server::projection::{self, Projection};
@@ -590,7 +590,7 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         for ((kind, value), map) in &replayed.index {
             let want: Vec<([u8; 32], u64)> = map
                 .iter()
-                .map(|(k, v)| (registry_core::lifecycle::fingerprint_bytes(k).expect("hex"), *v))
+                .map(|(k, v)| (registry_core::lifecycle::fingerprint_bytes(k).expect("hex"), v))
                 .collect();
             let mut got = live.indexed(*kind, value).unwrap().to_vec();
             got.sort();
@@ -622,7 +622,7 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
         }
         assert_eq!(live.admins().unwrap(), replayed.admins().unwrap());
         let counts: Vec<usize> = snapshot(store.as_ref()).iter().map(Vec::len).collect();
-        let index_entries: usize = replayed.index.values().map(BTreeMap::len).sum();
+        let index_entries: usize = replayed.index.values().map(Members::len).sum();
         assert_eq!(counts[0], replayed.keys.len(), "no extra key records");
         assert_eq!(counts[1], index_entries, "no extra index entries");
 

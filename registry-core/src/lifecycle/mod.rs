@@ -30,7 +30,7 @@ mod tests;
 
 pub use apply::{ApplyError, apply, apply_key_events, links, touched};
 pub use decide::{DecideContext, Policy, Proposal, decide};
-pub use memory::MemoryState;
+pub use memory::{Members, MemoryState};
 pub use record::{
     Binding, BindingRef, Ending, KeyAsOf, KeyChange, KeyEvent, KeyRecord, KeyState, OperatorRecord,
     Relocation, Role, SignerRecord, Stamp, Takeover, state_name,

@@ -12,7 +12,8 @@
 //! checks it against live projections).
 
 use registry_core::entry::Entry;
-use registry_core::lifecycle::{self, MemoryState};
+use registry_core::event::IdentifierKind;
+use registry_core::lifecycle::{self, Members, MemoryState};
 
 use super::{
     ADMINS, COMPLETE, INDEX, KEYS, KEYSPACES, OPERATORS, PENDING, RebuildError, SIGNERS, STATUS,
@@ -26,8 +27,17 @@ use crate::store::{
 /// The request index as a rebuild collects it: one record per entry.
 type Requests = Vec<(uuid::Uuid, RequestRecord)>;
 
+/// An entry as a reader hands it over: decoded, with its request index record (or why it has
+/// none), which the applying side reports only after the entries before it applied.
+type Decoded = (Entry, Result<(uuid::Uuid, RequestRecord), RebuildError>);
+
 /// Entries read and decoded at a time (by the rebuild's reading thread, and by a catch-up).
 pub(super) const ENTRIES_PER_READ: u64 = 4_096;
+
+/// Records a thread encodes at a time when a keyspace is spread over every core: large enough
+/// that starting the threads costs nothing, small enough that a window's records are little
+/// memory.
+const WINDOW: usize = 1 << 16;
 
 /// Decoded chunks in flight between the threads: enough to keep both busy, few enough that
 /// the reader never runs far ahead in memory.
@@ -52,7 +62,7 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
         "rebuild: log replayed"
     );
     let started = std::time::Instant::now();
-    store.load_projections(&mut records(state, requests), size)?;
+    std::thread::scope(|scope| store.load_projections(&mut records(scope, state, requests), size))?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "rebuild: projections written");
     // Persisted before they are marked complete: a stop in between rebuilds again.
     store.sync()?;
@@ -62,32 +72,54 @@ pub fn rebuild(store: &dyn LogStore) -> Result<u64, RebuildError> {
     Ok(size)
 }
 
-/// Folds entries `0..size` into the reference state and collects their request IDs: a scoped
-/// thread reads and decodes chunks of entries, this one applies them in order.
+/// Folds entries `0..size` into the reference state and collects their request IDs: scoped
+/// threads read and decode chunks of entries (one reader could not keep up with the applying
+/// thread), this one applies them in order.
 fn derive(store: &dyn LogStore, size: u64) -> Result<(MemoryState, Requests), RebuildError> {
-    let (chunks, decoded) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+    let readers = crate::cores::count() as u64;
     std::thread::scope(|scope| {
-        let reader = std::thread::Builder::new()
-            .name("rebuild-read".into())
-            .spawn_scoped(scope, move || {
-                let mut position = 0;
-                while position < size {
-                    let end = (position + ENTRIES_PER_READ).min(size);
-                    let chunk = read_entries(store, position, end);
-                    let failed = chunk.is_err();
-                    // A closed channel means the applying side failed and has its error.
-                    if chunks.send(chunk).is_err() || failed {
-                        return;
+        let mut decoded = Vec::new();
+        let mut spawned = Vec::new();
+        for first in 0..readers {
+            // Each reader takes every `readers`-th chunk, so the applying side takes one chunk
+            // from each in turn.
+            let (chunks, from_reader) =
+                std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT.div_ceil(readers as usize));
+            decoded.push(from_reader);
+            let reader = std::thread::Builder::new()
+                .name("rebuild-read".into())
+                .spawn_scoped(scope, move || {
+                    let mut position = first * ENTRIES_PER_READ;
+                    while position < size {
+                        let end = (position + ENTRIES_PER_READ).min(size);
+                        let chunk = read_entries(store, position, end).map(|entries| {
+                            // The request record hashes the command: work for this thread.
+                            entries
+                                .into_iter()
+                                .map(|entry| {
+                                    let request = request_of(&entry);
+                                    (entry, request)
+                                })
+                                .collect()
+                        });
+                        let failed = chunk.is_err();
+                        // A closed channel means the applying side failed and has its error.
+                        if chunks.send(chunk).is_err() || failed {
+                            return;
+                        }
+                        position += readers * ENTRIES_PER_READ;
                     }
-                    position = end;
-                }
-            })
-            .map_err(|e| StoreError::Io(format!("starting the rebuild's reader: {e}")))?;
-        // Takes the receiver, so an error here closes the channel and a reader waiting to
-        // send wakes up and ends.
+                })
+                .map_err(|e| StoreError::Io(format!("starting the rebuild's reader: {e}")))?;
+            spawned.push(reader);
+        }
+        // Takes the receivers, so an error here closes the channels and readers waiting to
+        // send wake up and end.
         let applied = apply_all(decoded, size);
-        if reader.join().is_err() {
-            return Err(StoreError::Io("the rebuild's reader panicked".into()).into());
+        for reader in spawned {
+            if reader.join().is_err() {
+                return Err(StoreError::Io("the rebuild's reader panicked".into()).into());
+            }
         }
         let (state, requests) = applied?;
         let count = requests.len() as u64;
@@ -101,11 +133,11 @@ fn derive(store: &dyn LogStore, size: u64) -> Result<(MemoryState, Requests), Re
     })
 }
 
-/// Applies the chunks in the order they come; the state and the request ID of each entry
-/// applied. The reader sends chunks in order and stops after its first error, so that error
-/// comes after every entry before it.
+/// Applies the chunks in the order of the log, taking one from each reader in turn; the state
+/// and the request ID of each entry applied. Each reader sends its chunks in order and stops
+/// after its first error, so that error comes after every entry before it.
 fn apply_all(
-    decoded: std::sync::mpsc::Receiver<Result<Vec<Entry>, RebuildError>>,
+    decoded: Vec<std::sync::mpsc::Receiver<Result<Vec<Decoded>, RebuildError>>>,
     size: u64,
 ) -> Result<(MemoryState, Requests), RebuildError> {
     let mut state = MemoryState::default();
@@ -118,10 +150,12 @@ fn apply_all(
     state.index.reserve(entries);
     state.latest.reserve(entries / 2 * 3);
     let mut requests = Vec::with_capacity(entries);
-    for chunk in decoded {
-        for entry in chunk? {
+    // The first reader that has nothing more to send ends the log: the chunks after it are
+    // the next readers' to send, and they stop at the same size.
+    for chunk in decoded.iter().cycle().map_while(|reader| reader.recv().ok()) {
+        for (entry, request) in chunk? {
             lifecycle::apply(&entry.header, &entry.body, &mut state)?;
-            requests.push(request_of(&entry)?);
+            requests.push(request?);
         }
     }
     Ok((state, requests))
@@ -164,41 +198,51 @@ pub(super) fn read_entries(
 }
 
 /// `state` as the records [`super::Projection`] keeps, in the order
-/// [`LogStore::load_projections`] takes them: by keyspace, then by key. Each is encoded when
-/// it is taken, so only one keyspace at a time is held twice.
-fn records(state: MemoryState, requests: Requests) -> impl Iterator<Item = ProjectionRecord> {
+/// [`LogStore::load_projections`] takes them: by keyspace, then by key. Each keyspace is
+/// encoded when it is taken, so only one at a time is held twice, spread over every core: the
+/// map's buckets and the sorted request IDs on a scoped thread of `scope` while the index and the
+/// key records are written, each key record window encoded on every core.
+fn records<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    state: MemoryState,
+    requests: Requests,
+) -> impl Iterator<Item = ProjectionRecord> + 'scope {
     let MemoryState { keys, index, operators, signers, admins, latest, pending } = state;
+    let map = scope.spawn(move || MapBuckets::from_latest(latest).into_records().collect());
+    let requests = scope.spawn(move || {
+        let mut requests = requests;
+        requests.sort_unstable_by_key(|(id, _)| *id);
+        requests
+    });
     // Like the writer's, the admins record exists once an admin event set it, even if empty.
     let admins = admins.map(|admins| (ADMINS, b"admins".to_vec(), encode(&admins)));
     // The rest are built on first use, each after the keyspace before it is written.
     let index = lazy(move || {
-        let mut entries: Vec<(Vec<u8>, u64)> = index
-            .into_iter()
-            .flat_map(|((kind, value), members)| {
-                let prefix = index_prefix(kind, &value);
-                members.into_iter().map(move |(fingerprint, position)| {
-                    let key = match lifecycle::fingerprint_bytes(&fingerprint) {
-                        Some(member) => index_key(&prefix, &member),
-                        // Not one the registry writes: kept as it is, which reads alike.
-                        None => [&prefix[..], fingerprint.as_bytes()].concat(),
-                    };
-                    (key, position)
-                })
-            })
-            .collect();
+        let identifiers: Vec<_> = index.into_iter().collect();
+        let windows: Vec<_> = identifiers.chunks(WINDOW).collect();
+        let mut entries: Vec<(Vec<u8>, u64)> =
+            crate::cores::map_in_order(&windows, |window| index_entries(window))
+                .into_iter()
+                .flatten()
+                .collect();
         entries.sort_unstable();
         entries.into_iter().map(|(key, position)| (INDEX, key, position.to_be_bytes().to_vec()))
     });
     let keys = lazy(move || {
         let mut keys: Vec<_> = keys.into_iter().collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        keys.into_iter().map(|(_, record)| {
-            let (key, value) = encode_key(&record);
-            (KEYS, key, value)
+        let windows = keys.len().div_ceil(WINDOW);
+        (0..windows).flat_map(move |w| {
+            let window = &keys[w * WINDOW..((w + 1) * WINDOW).min(keys.len())];
+            crate::cores::map_in_order(window, |(_, record)| {
+                let (key, value) = encode_key(record);
+                (KEYS, key, value)
+            })
         })
     });
     let map = lazy(move || {
-        MapBuckets::from_latest(latest).into_records().map(|(k, v)| (crate::map::MAP, k, v))
+        let map: Vec<(Vec<u8>, Vec<u8>)> = join(map);
+        map.into_iter().map(|(k, v)| (crate::map::MAP, k, v))
     });
     let operators = operators
         .into_iter()
@@ -206,11 +250,7 @@ fn records(state: MemoryState, requests: Requests) -> impl Iterator<Item = Proje
     let pending = pending.into_iter().map(|(fingerprint, registration)| {
         (PENDING, fingerprint.into_bytes(), registration.to_be_bytes().to_vec())
     });
-    let requests = lazy(move || {
-        let mut requests = requests;
-        requests.sort_unstable_by_key(|(id, _)| *id);
-        requests.into_iter().map(|(id, r)| request_record(&id, &r))
-    });
+    let requests = lazy(move || join(requests).into_iter().map(|(id, r)| request_record(&id, &r)));
     let signers =
         signers.into_iter().map(|(key_id, record)| (SIGNERS, key_id.to_vec(), encode(&record)));
     admins
@@ -222,6 +262,29 @@ fn records(state: MemoryState, requests: Requests) -> impl Iterator<Item = Proje
         .chain(pending)
         .chain(requests)
         .chain(signers)
+}
+
+/// The index records of `identifiers`: each member's key and the position it joined at.
+fn index_entries(identifiers: &[((IdentifierKind, String), Members)]) -> Vec<(Vec<u8>, u64)> {
+    identifiers
+        .iter()
+        .flat_map(|((kind, value), members)| {
+            let prefix = index_prefix(*kind, value);
+            members.iter().map(move |(fingerprint, position)| {
+                let key = match lifecycle::fingerprint_bytes(fingerprint) {
+                    Some(member) => index_key(&prefix, &member),
+                    // Not one the registry writes: kept as it is, which reads alike.
+                    None => [&prefix[..], fingerprint.as_bytes()].concat(),
+                };
+                (key, position)
+            })
+        })
+        .collect()
+}
+
+/// What a thread of the scope returned; its panic goes on in the caller.
+fn join<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// An iterator made by `make` when it is first asked for an item.
