@@ -3,9 +3,10 @@
 //! The writer keeps projections as encoded records behind an overlay because it must read them
 //! back between commands and write each batch atomically. A rebuild needs neither, so it folds
 //! the log into the typed reference state ([`MemoryState`], the one the property tests hold the
-//! projections to) and encodes every record once, at the end, in key order. Entries are read
-//! and decoded on a second thread while this one applies them. Written record by record, a key
-//! was encoded, copied and re-sorted once per event about it, and that was most of the time.
+//! projections to) and encodes every record once, at the end, in key order. Written record by
+//! record, a key was encoded, copied and re-sorted once per event about it, and that was most
+//! of the time. Only the fold is one thread's work: entries are read and decoded by one reader
+//! per core, and the encoding is spread over every core too.
 //!
 //! What it promises: the records written equal, byte for byte, those the writer's
 //! [`super::Projection`] would have written for the same log (`tests/projection_properties.rs`
