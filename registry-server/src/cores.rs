@@ -1,8 +1,8 @@
 //! Long single passes spread over every core: one scoped thread per core, each taking a run
-//! of the items, results in the items' order. For the passes over gigabytes that a start or a
-//! snapshot makes (hashing, layout checks), where nothing else competes for the cores; lookups
-//! have their own spreading, which shares the cores between concurrent calls
-//! (`lookup::on_every_core`).
+//! of the items, results in the items' order. For the passes over gigabytes that a start, a
+//! snapshot or a rebuild makes (hashing, layout checks, encoding), where nothing else competes
+//! for the cores; lookups have their own spreading, which shares the cores between concurrent
+//! calls (`lookup::on_every_core`).
 
 /// The threads [`map_in_order`] uses: one per core, at most 8.
 pub fn count() -> usize {

@@ -32,7 +32,7 @@ type Requests = Vec<(uuid::Uuid, RequestRecord)>;
 /// none), which the applying side reports only after the entries before it applied.
 type Decoded = (Entry, Result<(uuid::Uuid, RequestRecord), RebuildError>);
 
-/// Entries read and decoded at a time (by the rebuild's reading thread, and by a catch-up).
+/// Entries read and decoded at a time (by each of the rebuild's readers, and by a catch-up).
 pub(super) const ENTRIES_PER_READ: u64 = 4_096;
 
 /// Records a thread encodes at a time when a keyspace is spread over every core: large enough
@@ -40,8 +40,8 @@ pub(super) const ENTRIES_PER_READ: u64 = 4_096;
 /// memory.
 const WINDOW: usize = 1 << 16;
 
-/// Decoded chunks in flight between the threads: enough to keep both busy, few enough that
-/// the reader never runs far ahead in memory.
+/// Decoded chunks in flight from the readers together: enough to keep every thread busy, few
+/// enough that the readers never run far ahead in memory.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Drops every projection and derives them again from the log with the same `apply` the
@@ -200,9 +200,10 @@ pub(super) fn read_entries(
 
 /// `state` as the records [`super::Projection`] keeps, in the order
 /// [`LogStore::load_projections`] takes them: by keyspace, then by key. Each keyspace is
-/// encoded when it is taken, so only one at a time is held twice, spread over every core: the
-/// map's buckets and the sorted request IDs on a scoped thread of `scope` while the index and the
-/// key records are written, each key record window encoded on every core.
+/// encoded when it is taken, so only it and the map's records are held twice. The work is
+/// spread over every core: the map's buckets and the sort of the request IDs run on threads of
+/// `scope` while the index and key records are written, and those are built a window at a time
+/// on every core.
 fn records<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     state: MemoryState,
