@@ -97,7 +97,7 @@ mod tests {
         let db = loop {
             match sled::open(dir.path()) {
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if crate::store::sled::is_lock_error(&e)
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(Duration::from_millis(10));

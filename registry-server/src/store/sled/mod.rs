@@ -286,7 +286,7 @@ pub fn panic_is_contained() -> bool {
 /// Whether sled could not lock the directory. sled 0.34 reports it as `ErrorKind::Other` with
 /// the OS error in the message (`could not acquire lock on ...: ... WouldBlock ...`), so a
 /// retry that looked at the kind alone never retried.
-fn is_lock_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_lock_error(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock
         || e.to_string().starts_with("could not acquire lock")
 }
