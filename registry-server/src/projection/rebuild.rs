@@ -335,7 +335,7 @@ mod tests {
         store
     }
 
-    /// Far more entries than the reader may have in flight, so it is blocked when the
+    /// Far more entries than the readers may have in flight, so they are blocked when the
     /// applying side stops.
     const LONG: u64 = (CHUNKS_IN_FLIGHT as u64 + 3) * ENTRIES_PER_READ;
 

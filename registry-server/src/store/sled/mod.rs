@@ -286,9 +286,30 @@ pub fn panic_is_contained() -> bool {
 /// Whether sled could not lock the directory. sled 0.34 reports it as `ErrorKind::Other` with
 /// the OS error in the message (`could not acquire lock on ...: ... WouldBlock ...`), so a
 /// retry that looked at the kind alone never retried.
-pub(crate) fn is_lock_error(e: &std::io::Error) -> bool {
+fn is_lock_error(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock
         || e.to_string().starts_with("could not acquire lock")
+}
+
+/// Opens `config`'s database, retrying for up to `wait` while its directory is locked: sled's
+/// I/O threads may still hold a just-dropped database (and its file lock) for a moment, so a
+/// reopen in the same process retries; another process holding the directory still gets the
+/// lock error, `wait` later.
+pub(crate) fn open_retrying(
+    config: &sled::Config,
+    wait: std::time::Duration,
+) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if is_lock_error(&e) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 impl SledStore {
@@ -305,36 +326,25 @@ impl SledStore {
             .path(dir)
             .cache_capacity(options.cache_capacity)
             .flush_every_ms(None);
-        // sled's I/O threads may still hold a just-dropped database (and its file lock) for a
-        // moment, so a reopen in the same process retries; another process holding the
-        // directory still gets the lock error, `lock_wait` later.
-        let deadline = std::time::Instant::now() + options.lock_wait;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e))
-                    if is_lock_error(&e) && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                // A flipped bit in sled's `conf` file reads as another version's settings.
-                Err(e @ sled::Error::Unsupported(_)) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "the database in {} cannot be opened: sled says {e}; unless this data \
-                         directory was written by another version of the registry, its `conf` \
-                         file is damaged. {}",
-                        dir.display(),
-                        crate::store::RECOVER
-                    )));
-                }
-                Err(e @ sled::Error::Corruption { .. }) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "the database in {} is damaged: sled found {e}. {}",
-                        dir.display(),
-                        crate::store::RECOVER
-                    )));
-                }
-                opened => break opened?,
+        let db = match open_retrying(&config, options.lock_wait) {
+            // A flipped bit in sled's `conf` file reads as another version's settings.
+            Err(e @ sled::Error::Unsupported(_)) => {
+                return Err(StoreError::Corrupt(format!(
+                    "the database in {} cannot be opened: sled says {e}; unless this data \
+                     directory was written by another version of the registry, its `conf` \
+                     file is damaged. {}",
+                    dir.display(),
+                    crate::store::RECOVER
+                )));
             }
+            Err(e @ sled::Error::Corruption { .. }) => {
+                return Err(StoreError::Corrupt(format!(
+                    "the database in {} is damaged: sled found {e}. {}",
+                    dir.display(),
+                    crate::store::RECOVER
+                )));
+            }
+            opened => opened?,
         };
         let db_file = File::open(dir.join("db"))?;
         // Open may have created or renamed files; make those directory entries durable once.
