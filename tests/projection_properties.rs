@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use registry_client::{AsOf, EndReason, KeySubmission, KeyTarget, Order};
+use registry_client::{AsOf, EndReason, KeySubmission, KeyTarget, Order, View};
 use registry_core::entry::Entry;
 use registry_core::event::Event;
 use registry_core::keys::P256KeyPair;
@@ -672,6 +672,18 @@ fn check_case(ops: Vec<Op>, queries: Vec<Query>, manual: bool) {
                 .unwrap()
                 .validity
                 .unwrap();
+            // The basic view computes less (no binding) and must answer alike otherwise.
+            let basic = case
+                .f
+                .client
+                .check_view(&selector, None, t, AsOf::Size(as_of), View::Basic)
+                .await
+                .unwrap()
+                .validity
+                .unwrap();
+            let stripped =
+                registry_proto::pb::Validity { public_key: vec![], binding: None, ..v.clone() };
+            assert_eq!(basic, stripped, "basic view of {selector:?} at {t} as of {as_of}");
             let got = Answer {
                 verdict: verdict_name(&v),
                 fingerprint: v.fingerprint.clone(),

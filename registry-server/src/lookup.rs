@@ -14,7 +14,7 @@ use registry_core::merkle::{self, Hash};
 use registry_core::ocpi::Input;
 use registry_core::signed_values::{self, Validation};
 use registry_core::time::Time;
-use registry_core::validity::{self, Selector, Validity};
+use registry_core::validity::{self, Selector, Validity, View};
 
 use std::sync::Arc;
 
@@ -159,21 +159,24 @@ impl Lookups {
         }
     }
 
-    /// Was the selected key valid at `t`, as known at `basis`?
+    /// Was the selected key valid at `t`, as known at `basis`? Only what `view` sends is
+    /// computed.
     pub fn validity(
         &self,
         selector: &Selector,
         t: Time,
         basis: &Basis,
+        view: View,
     ) -> Result<Validity, LookupError> {
-        Ok(validity::check(&self.state(), selector, t, basis.size)?)
+        Ok(validity::check_in_view(&self.state(), selector, t, basis.size, view)?)
     }
 
-    /// Many questions on one basis.
+    /// Many questions on one basis, each answered as [`Lookups::validity`] answers it.
     pub fn validity_batch(
         &self,
         questions: &[(Selector, Time)],
         basis: &Basis,
+        view: View,
     ) -> Result<Vec<Validity>, LookupError> {
         if questions.len() > MAX_BATCH {
             return Err(invalid(
@@ -182,7 +185,9 @@ impl Lookups {
             ));
         }
         let state = self.state();
-        on_every_core(questions, 256, |(s, t)| validity::check(&state, s, *t, basis.size))
+        on_every_core(questions, 256, |(s, t)| {
+            validity::check_in_view(&state, s, *t, basis.size, view)
+        })
     }
 
     /// Validates signed meter values against the registry as known at `basis`, on every core

@@ -89,7 +89,8 @@ impl Validity {
         let full = view == View::Full;
         pb::Validity {
             verdict: pb::Verdict::from(self.verdict) as i32,
-            fingerprint: reg.map(|r| r.fingerprint.to_string()).unwrap_or_default(),
+            // `String::from`, not `to_string`: a `Box<str>` would go through `Display`.
+            fingerprint: reg.map(|r| String::from(&*r.fingerprint)).unwrap_or_default(),
             curve: reg.map_or(0, |r| pb::Curve::from(r.curve) as i32),
             public_key: reg.filter(|_| full).map(|r| r.public_key.to_vec()).unwrap_or_default(),
             binding: self.binding.filter(|_| full).map(pb::Binding::from),

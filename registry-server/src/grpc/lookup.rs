@@ -126,7 +126,7 @@ impl LookupService for LookupApi {
         let (prove, view) = (r.prove, answer_view(r.view, r.prove));
         let answer = move |l: &Lookups, e: &EvidenceBuilder| {
             let basis = l.basis(as_of).map_err(Status::from)?;
-            let v = l.validity(&sel, t, &basis).map_err(Status::from)?;
+            let v = l.validity(&sel, t, &basis, view).map_err(Status::from)?;
             let proof = evidence(e, prove, || vec![sel.identifier()])?;
             Ok(Response::new(pb::CheckValidityResponse {
                 validity: Some(v.into_pb_view(view)),
@@ -166,7 +166,7 @@ impl LookupService for LookupApi {
         let (as_of, prove, view) = (as_of(&r.as_of)?, r.prove, answer_view(r.view, r.prove));
         self.blocking(move |l, e| {
             let basis = l.basis(as_of).map_err(Status::from)?;
-            let results = l.validity_batch(&questions, &basis).map_err(Status::from)?;
+            let results = l.validity_batch(&questions, &basis, view).map_err(Status::from)?;
             let proof =
                 evidence(&e, prove, || questions.iter().map(|(s, _)| s.identifier()).collect())?;
             Ok(Response::new(pb::CheckValidityBatchResponse {
