@@ -567,13 +567,14 @@ async fn a_read_only_start_serves_the_witnessed_head_and_nothing_after_it() {
     for i in 0..3 {
         append(&log.appender(), i).await.unwrap();
     }
-    let published = std::fs::read_to_string(witness.path()).unwrap();
+    let published_file = std::fs::read(witness.path()).unwrap();
+    let published = witness.read(&log.reader().signing.verifier()).unwrap().unwrap().1;
     for i in 3..5 {
         append(&log.appender(), i).await.unwrap();
     }
     log.close().unwrap();
     // As if the last two entries' witness had never been written.
-    std::fs::write(witness.path(), &published).unwrap();
+    std::fs::write(witness.path(), &published_file).unwrap();
 
     let read_only = Log::open(
         Arc::new(memory.reopen()),
@@ -589,7 +590,7 @@ async fn a_read_only_start_serves_the_witnessed_head_and_nothing_after_it() {
     assert!(reader.entry(3).is_err(), "nothing past the published head");
     assert!(matches!(append(&read_only.appender(), 9).await, Err(AppendError::DiskFull(_))));
     assert!(read_only.close().is_err());
-    assert_eq!(std::fs::read_to_string(witness.path()).unwrap(), published, "nothing written");
+    assert_eq!(std::fs::read(witness.path()).unwrap(), published_file, "nothing written");
 
     let with_room =
         Log::open(Arc::new(memory.reopen()), RawBodies, signer, options(false), system_clock())
