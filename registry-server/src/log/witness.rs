@@ -194,9 +194,7 @@ mod tests {
 
     #[test]
     fn the_witness_reads_back_the_last_checkpoint_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = NoteSigner::new("registry.test/w", P256KeyPair::generate()).unwrap();
-        let witness = Witness::new(dir.path().join(WITNESS_FILE));
+        let (_dir, signer, _, witness) = fresh();
         assert!(witness.read(&signer.verifier()).unwrap().is_none(), "nothing recorded yet");
         witness.record(&signed(&signer, 3)).unwrap();
         witness.record(&signed(&signer, 7)).unwrap();
@@ -207,10 +205,7 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_or_another_registry_s_note_is_refused_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = NoteSigner::new("registry.test/w", P256KeyPair::generate()).unwrap();
-        let path = dir.path().join(WITNESS_FILE);
-        let witness = Witness::new(&path);
+        let (_dir, signer, path, witness) = fresh();
         let note = signed(&signer, 9);
         for at in [0, note.len() / 2, note.len() - 3] {
             let mut bytes = note.clone().into_bytes();
@@ -222,6 +217,15 @@ mod tests {
         let other = NoteSigner::new("registry.test/w", P256KeyPair::generate()).unwrap();
         witness.record(&signed(&other, 9)).unwrap();
         assert!(witness.read(&signer.verifier()).is_err());
+    }
+
+    /// A witness in a new directory (kept while the first value lives), with a signer.
+    fn fresh() -> (tempfile::TempDir, NoteSigner, PathBuf, Witness) {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = NoteSigner::new("registry.test/w", P256KeyPair::generate()).unwrap();
+        let path = dir.path().join(WITNESS_FILE);
+        let witness = Witness::new(&path);
+        (dir, signer, path, witness)
     }
 
     /// The size a slot's note claims (its second line), unchecked.
@@ -239,10 +243,7 @@ mod tests {
 
     #[test]
     fn each_note_overwrites_the_older_slot_and_the_newer_one_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = NoteSigner::new("registry.test/w", P256KeyPair::generate()).unwrap();
-        let path = dir.path().join(WITNESS_FILE);
-        let witness = Witness::new(&path);
+        let (_dir, signer, path, witness) = fresh();
         let notes: Vec<String> = (0..=5).map(|size| signed(&signer, size)).collect();
         for (size, recorded) in notes.iter().enumerate().skip(1) {
             witness.record(recorded).unwrap();
@@ -257,10 +258,7 @@ mod tests {
 
     #[test]
     fn a_write_torn_by_a_crash_leaves_the_note_published_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = NoteSigner::new("registry.test/w", P256KeyPair::generate()).unwrap();
-        let path = dir.path().join(WITNESS_FILE);
-        let witness = Witness::new(&path);
+        let (_dir, signer, path, witness) = fresh();
         let three = signed(&signer, 3);
         witness.record(&three).unwrap();
         witness.record(&signed(&signer, 7)).unwrap();
@@ -288,10 +286,7 @@ mod tests {
 
     #[test]
     fn a_witness_of_one_bare_note_is_read_and_laid_out_in_slots_at_the_next_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = NoteSigner::new("registry.test/w", P256KeyPair::generate()).unwrap();
-        let path = dir.path().join(WITNESS_FILE);
-        let witness = Witness::new(&path);
+        let (_dir, signer, path, witness) = fresh();
         let bare = signed(&signer, 4);
         std::fs::write(&path, &bare).unwrap();
         assert_eq!(witness.read(&signer.verifier()).unwrap().unwrap().1, bare);
@@ -302,9 +297,7 @@ mod tests {
 
     #[test]
     fn a_note_that_does_not_fit_a_slot_is_refused_and_nothing_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(WITNESS_FILE);
-        let witness = Witness::new(&path);
+        let (_dir, _, path, witness) = fresh();
         assert!(witness.record(&format!("{}\n", "x".repeat(SLOT))).is_err());
         assert!(!path.exists());
     }
