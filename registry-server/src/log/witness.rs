@@ -96,13 +96,12 @@ impl Witness {
         match newest {
             Some((slot, cp, note)) => {
                 *self.newest.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
-                let found = (cp, note);
                 // A crash in the middle of a write tears the slot it was writing; anything
                 // else damaging one slot is worth a look, but the other still keeps the promise.
                 for why in &refused {
-                    tracing::warn!(witness = %self.path.display(), "a slot of the signed-checkpoint witness {why}; the other holds checkpoint {}", found.0.size);
+                    tracing::warn!(witness = %self.path.display(), "a slot of the signed-checkpoint witness {why}; the other holds checkpoint {}", cp.size);
                 }
-                Ok(Some(found))
+                Ok(Some((cp, note)))
             }
             None if refused.is_empty() => Err(damaged("is damaged: both slots are empty".into())),
             None => Err(damaged(refused.join("; "))),
@@ -121,20 +120,19 @@ impl Witness {
         // Which slot holds the newest published note is known from the read at start (which
         // checked it) or from this process's own last write; not from the file's bytes, where
         // a torn slot still shows the size it was being written with.
-        let Some(keep) = *newest else {
+        let opened = match *newest {
+            Some(keep) => match std::fs::OpenOptions::new().write(true).open(&self.path) {
+                Ok(file) => Some((file, 1 - keep)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        // Not known yet, or the file is gone: a new file, the note in its first slot.
+        let Some((mut file, other)) = opened else {
             self.lay_out(note)?;
             *newest = Some(0);
             return Ok(());
-        };
-        let other = 1 - keep;
-        let mut file = match std::fs::OpenOptions::new().write(true).open(&self.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.lay_out(note)?;
-                *newest = Some(0);
-                return Ok(());
-            }
-            Err(e) => return Err(e),
         };
         file.seek(SeekFrom::Start((other * SLOT) as u64))?;
         file.write_all(&padded(note))?;
