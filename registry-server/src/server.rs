@@ -165,7 +165,13 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
     let read = reading
         .join()
         .unwrap_or_else(|_| Err(StoreError::Io("the snapshot reading thread panicked".into())));
-    Ok(Arc::new(LayeredStore::with_snapshot(log, &snapshot, read, config.snapshot_min_records)?))
+    let store = LayeredStore::with_snapshot(log, &snapshot, read, config.snapshot_min_records)?;
+    // A replica's copy is replayed from its log if it is cut short: its snapshots can wait.
+    Ok(Arc::new(if config.follow.primary.is_some() {
+        store.pacing_copies(crate::store::COPYING_RATE)
+    } else {
+        store
+    }))
 }
 
 /// The projection snapshot's file name in the data directory.

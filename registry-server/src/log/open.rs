@@ -116,11 +116,6 @@ pub(super) fn verify_from_last_point(store: &dyn LogStore) -> Result<(ChainCheck
     Ok((check, verified))
 }
 
-/// Entries a second above which a replica is taken to be catching up rather than following:
-/// more than a primary on this kind of machine appends (about 8,000 a second at its full
-/// registration rate), less than a copy (about 20,000).
-const COPYING_RATE: f64 = 10_000.0;
-
 /// Entries appended since the last check above which the background check runs before its
 /// interval is up. Unchecked entries cannot be sealed, and sled keeps them at up to twice their
 /// size in a file it never shrinks: a bulk load of a million keys, checked only every 10 s and
@@ -242,9 +237,10 @@ impl ChainCheck {
     /// After each check it seals what it verified ([`LogStore::seal`]): only entries that
     /// passed are ever rewritten in compact form, and a rewrite lost in a crash leaves them as
     /// they were (a seal that failed is tried again at the next tick). With
-    /// `defer_while_copying` (a replica) it seals nothing while the log grows faster than
-    /// [`COPYING_RATE`]: a replica catching up is bound by its CPU, which sealing
-    /// would take from the copy; it seals once it has caught up. One difference from a start:
+    /// `defer_while_copying` (a replica) it neither checks nor seals while the log grows faster
+    /// than [`crate::store::COPYING_RATE`]: a replica catching up is bound by its CPU, which
+    /// both would take from the copy (and it checked every entry on arrival); it does both
+    /// once it has caught up, and a start meanwhile checks what was not checked at rest. One difference from a start:
     /// sled may answer these reads from its page cache, so this checks what the store hands
     /// back, not a file changed on disk behind its back afterwards (which a later start does not
     /// see either, as for entries checked at an earlier start).
@@ -279,7 +275,7 @@ impl ChainCheck {
                     let rate = head.saturating_sub(last_tick.1) as f64
                         / last_tick.0.elapsed().as_secs_f64().max(0.001);
                     last_tick = (std::time::Instant::now(), head);
-                    let copying = defer_while_copying && rate > COPYING_RATE;
+                    let copying = defer_while_copying && rate > crate::store::COPYING_RATE;
                     if sealed_to < recorded && !retry && !copying && seal(store.as_ref(), recorded)
                     {
                         sealed_to = recorded;
@@ -295,7 +291,7 @@ impl ChainCheck {
                         }
                     }
                     let durable = reader.head().size;
-                    if durable <= recorded {
+                    if copying || durable <= recorded {
                         continue;
                     }
                     let outcome = check

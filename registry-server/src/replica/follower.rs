@@ -38,7 +38,8 @@ pub const LOOKUP_SERVICE: &str = "keyregistry.v1.LookupService";
 /// primary, has published everything it copied and is not behind what it has seen of the
 /// primary; `ready(true)` while it was fresh within `max_staleness` (`None`: once fresh, ready
 /// for good), `ready(false)` otherwise. A replica cut off from its primary would otherwise go
-/// on saying a key revoked since is valid, and a load balancer would keep asking it.
+/// on saying a key revoked since is valid, and a load balancer would keep asking it. It looks
+/// at every publish and on a tick (staleness grows with no publish at all).
 pub async fn watch_freshness(
     status: Arc<ReplicaStatus>,
     reader: LogReader,
@@ -52,6 +53,7 @@ pub async fn watch_freshness(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = status.moved.notified() => {}
             () = stop.cancelled() => return,
         }
         let tip = reader.store().size().unwrap_or(u64::MAX);

@@ -292,6 +292,9 @@ pub struct ReplicaStatus {
     /// published here; 0 when caught up.
     behind_since_micros: AtomicU64,
     stopped: Mutex<Option<String>>,
+    /// Woken at each publish, so readiness turns the moment the copy catches up rather than
+    /// at the next tick of its watch.
+    moved: tokio::sync::Notify,
 }
 
 impl ReplicaStatus {
@@ -339,6 +342,7 @@ impl ReplicaStatus {
         self.size.store(size, Ordering::Relaxed);
         let micros = next_recorded_at.map_or(0, |t| t.timestamp_micros().max(1) as u64);
         self.behind_since_micros.store(micros, Ordering::Relaxed);
+        self.moved.notify_one();
     }
 
     pub(crate) fn stop(&self, why: String) {

@@ -109,6 +109,11 @@ struct Shared {
     backoff: Mutex<Backoff>,
     /// How long the last snapshot took to cut, in microseconds (0: none cut since the start).
     last_cut_micros: std::sync::atomic::AtomicU64,
+    /// The growth (entries a second) above which cuts are spaced out as for a copy (a replica
+    /// catching up), if they are: see [`Shared::cut_due`].
+    pace_copies: Option<f64>,
+    /// The log size of the snapshot in use and when it was put in use: how fast the log grows.
+    base_since: Mutex<(std::time::Instant, u64)>,
 }
 
 /// The longest wait between two tries of a failing snapshot.
@@ -222,8 +227,20 @@ impl LayeredStore {
                 min_cut: min_cut.max(1),
                 backoff: Mutex::new(Backoff::default()),
                 last_cut_micros: Default::default(),
+                pace_copies: None,
+                base_since: Mutex::new((std::time::Instant::now(), size)),
             }),
         })
+    }
+
+    /// Spaces cuts out while the log grows faster than `above` entries a second (a replica
+    /// catching up: [`super::COPYING_RATE`]), see [`Shared::cut_due`]. Only right after
+    /// opening, before the store is shared.
+    pub fn pacing_copies(mut self, above: f64) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.pace_copies = Some(above);
+        }
+        self
     }
 
     /// The log size of the snapshot in use (tests, benchmarks).
@@ -341,13 +358,29 @@ impl Shared {
         }
     }
 
-    /// Whether the active layer has grown enough for a cut, and one may start now.
+    /// Whether the active layer has grown enough for a cut, and one may start now: a quarter
+    /// of the base's records changed, or (copying, with `pace_copies`) as many as it holds. A
+    /// cut rewrites the whole state, so cuts at every quarter cost a copy five times the final
+    /// snapshot (a tenth of a replica's CPU at a million entries); at every doubling, twice.
+    /// The active layer grows to the base's size meanwhile, and a copy interrupted replays
+    /// more of its log at the next start.
     fn cut_due(&self, layers: &Layers) -> Result<bool, StoreError> {
-        let threshold = self.min_cut.max(layers.base.len() / 4);
+        let part = match self.pace_copies {
+            Some(above) if self.growth(layers)? > above => 1,
+            _ => 4,
+        };
+        let threshold = self.min_cut.max(layers.base.len() / part);
         Ok(layers.projected.is_some()
             && layers.frozen.is_none()
             && layers.active.len() >= threshold
             && self.backoff.lock().map_err(|_| poisoned())?.allows_now())
+    }
+
+    /// How fast the log grew (entries a second) since the base was cut.
+    fn growth(&self, layers: &Layers) -> Result<f64, StoreError> {
+        let (since, size) = *self.base_since.lock().map_err(|_| poisoned())?;
+        let grown = layers.projected.unwrap_or(size).saturating_sub(size) as f64;
+        Ok(grown / since.elapsed().as_secs_f64().max(0.001))
     }
 
     /// Freezes the active layer if it is consistent and whole (nothing held back) and no cut
@@ -378,6 +411,8 @@ impl Shared {
         let mut layers = self.layers.write().map_err(|_| poisoned())?;
         match outcome {
             Ok(snapshot) => {
+                *self.base_since.lock().map_err(|_| poisoned())? =
+                    (std::time::Instant::now(), snapshot.size());
                 layers.base = Arc::new(snapshot);
                 layers.frozen = None;
                 Ok(())

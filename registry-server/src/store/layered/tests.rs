@@ -332,3 +332,42 @@ fn after_a_failed_apply_nothing_more_is_staged_synced_or_cut() {
     assert!(store.persist_projections().is_err(), "no snapshot of entries never written");
     assert!(!dir.path().join("p.snap").exists());
 }
+
+/// A store over a clean stop's snapshot of eight records, opened to cut after every record
+/// (a quarter of the base is two), pacing copies above `above` entries a second.
+fn eight_records_cut(f: &Fixture, above: Option<f64>) -> LayeredStore {
+    f.stopped_cleanly_with((0..8).map(|i| put(&format!("base {i}"), "1")).collect());
+    let store = f.open(1);
+    match above {
+        Some(rate) => store.pacing_copies(rate),
+        None => store,
+    }
+}
+
+#[test]
+fn a_copy_cuts_when_the_active_layer_matches_the_base_not_at_a_quarter_of_it() {
+    let f = Fixture::new();
+    let store = eight_records_cut(&f, Some(0.0)); // any growth is a copy's
+    for position in 1..8 {
+        append(&store, position, vec![put(&format!("new {position}"), "1")]);
+        store.wait_for_cut().unwrap();
+        assert_eq!(store.snapshot_size().unwrap(), 1, "a cut after {position} new records");
+    }
+    append(&store, 8, vec![put("new 8", "1")]);
+    store.wait_for_cut().unwrap();
+    assert_eq!(store.snapshot_size().unwrap(), 9, "eight records changed: cut");
+}
+
+#[test]
+fn slow_growth_cuts_at_a_quarter_of_the_base_even_when_pacing_copies() {
+    for above in [None, Some(f64::INFINITY)] {
+        let f = Fixture::new();
+        let store = eight_records_cut(&f, above);
+        append(&store, 1, vec![put("new 1", "1")]);
+        store.wait_for_cut().unwrap();
+        assert_eq!(store.snapshot_size().unwrap(), 1, "one record is less than a quarter");
+        append(&store, 2, vec![put("new 2", "1")]);
+        store.wait_for_cut().unwrap();
+        assert_eq!(store.snapshot_size().unwrap(), 3, "two records are a quarter ({above:?})");
+    }
+}
