@@ -17,6 +17,30 @@ use registry_server::log::system_clock;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option: its index in mimalloc 3's option table (the `mimalloc`
+/// crates name only the stable options), and its default in milliseconds.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_PURGE_DELAY_DEFAULT: std::ffi::c_long = 1000;
+
+/// Keeps freed memory in the allocator instead of handing it back to the kernel a second
+/// later. The next allocation there faulted in a zeroed page: a replica copying a million
+/// entries spent a tenth of its CPU clearing pages, and cleared them no more with this
+/// (tests/bench/USAGE.md §16). The cost is a resident set that stays at its high-water mark,
+/// which is what a service is sized for. `MIMALLOC_PURGE_DELAY` still decides when set; an
+/// option that does not read as `purge_delay`'s default (another mimalloc) is left alone.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: mimalloc's option calls are "not thread safe": this runs first in `main`,
+    // before any other thread exists.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == MI_PURGE_DELAY_DEFAULT {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "registry-server",
@@ -289,6 +313,7 @@ fn storage_ceiling(
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
         Ok(c) => c,
@@ -382,4 +407,22 @@ fn log_panics() {
         let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
         tracing::error!(%thread, panic = %info, "internal error (a bug; please report it)");
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// If a new mimalloc renumbered its options, `keep_freed_memory` would quietly do nothing.
+    #[test]
+    fn the_option_kept_is_mimallocs_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // SAFETY: reading an option; nothing in this test binary sets one.
+            let value = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+            assert_eq!(
+                value, MI_PURGE_DELAY_DEFAULT,
+                "option {MI_OPTION_PURGE_DELAY} is not purge_delay"
+            );
+        }
+    }
 }
