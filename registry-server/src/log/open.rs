@@ -240,10 +240,10 @@ impl ChainCheck {
     /// `defer_while_copying` (a replica) it neither checks nor seals while the log grows faster
     /// than [`crate::store::COPYING_RATE`]: a replica catching up is bound by its CPU, which
     /// both would take from the copy (and it checked every entry on arrival); it does both
-    /// once it has caught up, and a start meanwhile checks what was not checked at rest. One difference from a start:
-    /// sled may answer these reads from its page cache, so this checks what the store hands
-    /// back, not a file changed on disk behind its back afterwards (which a later start does not
-    /// see either, as for entries checked at an earlier start).
+    /// once it has caught up, and a start meanwhile checks what was not checked at rest. One
+    /// difference from a start: sled may answer these reads from its page cache, so this checks
+    /// what the store hands back, not a file changed on disk behind its back afterwards (which a
+    /// later start does not see either, as for entries checked at an earlier start).
     pub(super) fn run_behind(
         self,
         store: Arc<dyn LogStore>,
