@@ -300,7 +300,7 @@ impl ChainCheck {
                     match outcome {
                         Ok(()) => {
                             recorded = durable;
-                            if !copying && seal(store.as_ref(), recorded) {
+                            if seal(store.as_ref(), recorded) {
                                 sealed_to = recorded;
                             }
                         }

@@ -41,7 +41,7 @@ impl Shared {
     /// more of its log at the next start.
     pub(super) fn cut_due(&self, layers: &Layers) -> Result<bool, StoreError> {
         let part = match self.pace_copies {
-            Some(above) if self.growth(layers)? > above => 1,
+            Some(above) if layers.growth() > above => 1,
             _ => 4,
         };
         let threshold = self.min_cut.max(layers.base.len() / part);
@@ -49,13 +49,6 @@ impl Shared {
             && layers.frozen.is_none()
             && layers.active.len() >= threshold
             && self.backoff.lock().map_err(|_| poisoned())?.allows_now())
-    }
-
-    /// How fast the log grew (entries a second) since the base was cut.
-    fn growth(&self, layers: &Layers) -> Result<f64, StoreError> {
-        let (since, size) = *self.base_since.lock().map_err(|_| poisoned())?;
-        let grown = layers.projected.unwrap_or(size).saturating_sub(size) as f64;
-        Ok(grown / since.elapsed().as_secs_f64().max(0.001))
     }
 
     /// Freezes the active layer if it is consistent and whole (nothing held back) and no cut
@@ -86,9 +79,7 @@ impl Shared {
         let mut layers = self.layers.write().map_err(|_| poisoned())?;
         match outcome {
             Ok(snapshot) => {
-                *self.base_since.lock().map_err(|_| poisoned())? =
-                    (std::time::Instant::now(), snapshot.size());
-                layers.base = Arc::new(snapshot);
+                layers.set_base(snapshot);
                 layers.frozen = None;
                 Ok(())
             }

@@ -74,6 +74,23 @@ struct Layers {
     /// ([`WriteBatch::held_back`]): the layers are not whole at that size, and nothing may be
     /// frozen until a batch that carries them, whichever thread writes in between.
     held_back: bool,
+    /// When the base was put in use: with its size, how fast the log has grown since.
+    based_at: std::time::Instant,
+}
+
+impl Layers {
+    /// Puts `snapshot` in use as the base.
+    fn set_base(&mut self, snapshot: Snapshot) {
+        self.base = Arc::new(snapshot);
+        self.based_at = std::time::Instant::now();
+    }
+
+    /// How fast the log grew (entries a second) since the base was put in use.
+    fn growth(&self) -> f64 {
+        let size = self.base.size();
+        let grown = self.projected.unwrap_or(size).saturating_sub(size) as f64;
+        grown / self.based_at.elapsed().as_secs_f64().max(0.001)
+    }
 }
 
 /// What the store's own syncs achieved, for cuts waiting on them.
@@ -112,8 +129,6 @@ struct Shared {
     /// The growth (entries a second) above which cuts are spaced out as for a copy (a replica
     /// catching up), if they are: see [`Shared::cut_due`].
     pace_copies: Option<f64>,
-    /// The log size of the snapshot in use and when it was put in use: how fast the log grows.
-    base_since: Mutex<(std::time::Instant, u64)>,
 }
 
 /// See the module documentation.
@@ -193,6 +208,7 @@ impl LayeredStore {
                     base: Arc::new(base),
                     projected,
                     held_back: false,
+                    based_at: std::time::Instant::now(),
                 }),
                 durability: Mutex::new(Durability {
                     written: size,
@@ -205,7 +221,6 @@ impl LayeredStore {
                 backoff: Mutex::new(Backoff::default()),
                 last_cut_micros: Default::default(),
                 pace_copies: None,
-                base_since: Mutex::new((std::time::Instant::now(), size)),
             }),
         })
     }
@@ -497,7 +512,7 @@ impl LogStore for LayeredStore {
             .filter(|(k, _)| !dropped(k))
             .filter_map(|(k, v)| v.map(|v| (k, v)));
         let base = Snapshot::build(0, [0; 32], kept)?;
-        layers.base = Arc::new(base);
+        layers.set_base(base);
         layers.active.clear();
         layers.frozen = None;
         layers.projected = None;
@@ -552,7 +567,7 @@ impl LogStore for LayeredStore {
         }
         let snapshot = self.shared.install(written, started)?;
         let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
-        layers.base = Arc::new(snapshot);
+        layers.set_base(snapshot);
         (layers.projected, layers.held_back) = (Some(size), false);
         Ok(())
     }
