@@ -22,12 +22,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const MI_PURGE_DELAY_DEFAULT: std::ffi::c_long = 1000;
 
-/// Keeps freed memory in the allocator instead of handing it back to the kernel a second
-/// later. The next allocation there faulted in a zeroed page: 7 % of a replica's samples while
-/// it copied a million entries were the kernel clearing pages, and with this the copy took
-/// 10-13 % (9.6-13.3 %) less CPU (tests/bench/REPLICATION.md, "Eleventh session"). The cost is a resident set that stays at its high-water mark,
-/// which is what a service is sized for. `MIMALLOC_PURGE_DELAY` still decides when set; an
-/// option that does not read as `purge_delay`'s default (another mimalloc) is left alone.
+/// Keeps freed memory in the allocator instead of handing it back to the kernel a second later. The
+/// next allocation there faulted in a zeroed page: 7 % of a replica's samples while it copied a
+/// million entries were the kernel clearing pages, and with this the copy took 9.6-13.3 % less CPU
+/// (tests/bench/REPLICATION.md, "Eleventh session"). The cost is a resident set that stays at its
+/// high-water mark, which is what a service is sized for. `MIMALLOC_PURGE_DELAY` still decides when
+/// set; an option that does not read as `purge_delay`'s default (another mimalloc) is left alone.
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
