@@ -3,6 +3,7 @@
 //! checks see every key registered earlier. (With a few hundred keys the background fill is done
 //! before the first question; what happens while it runs is covered by `key_cache`'s unit tests.)
 
+use registry_client::verify::Verifier;
 use registry_client::{AsOf, KeySubmission, KeyTarget, Order, RegistryClient, command_bytes};
 use registry_core::command::SignedCommand;
 use registry_tests::{Fixture, decommission, meter_key, spki_hex, t, verdict_name};
@@ -100,6 +101,41 @@ async fn a_restarted_registry_answers_and_decides_as_before() {
         .await;
     assert_eq!(again_ended.expect_err("already ended").code(), Some(Code::FailedPrecondition));
     assert_eq!(again.reader().head().size, size, "refusals append nothing");
+
+    // Proven answers and histories after the restart: the map's buckets were only hashed at
+    // the start, and are read from the store as the proofs need them; a registration then
+    // changes one, and the next proofs check against a root of changed and unchanged ones.
+    let pem = std::fs::read_to_string(registry.config.data_dir.join("registry-key.pub.pem"))
+        .expect("the registry's public key");
+    let state = tempfile::tempdir().expect("temp dir");
+    let mut verifier = Verifier::new(&client, Some(&pem), &state.path().join("v.json"))
+        .await
+        .expect("verifier");
+    let proven = |i: usize| KeyTarget::Evse(format!("DE*ABC*E{i}"));
+    for i in [1, 2, 150, KEYS - 1] {
+        let (r, _) = verifier
+            .check(&client, &proven(i), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
+            .await
+            .expect("a proven answer checks out");
+        assert_eq!(verdict_name(&r.validity.expect("a validity")), &before[i].0);
+    }
+    let (history, _) = verifier
+        .history(&client, proven(0).identifier(), AsOf::Head)
+        .await
+        .expect("a proven history checks out");
+    assert_eq!(history.len(), 2, "registered, then decommissioned");
+    let fresh = meter_key();
+    client
+        .submit(&op, &register(&spki_hex(&fresh), &format!("DE*ABC*E{KEYS}")))
+        .await
+        .expect("a registration after the restart");
+    for i in [KEYS, 3, 151] {
+        let (r, _) = verifier
+            .check(&client, &proven(i), None, t("2026-06-01T00:00:00Z"), AsOf::Head)
+            .await
+            .expect("a proven answer checks out after a change");
+        assert_eq!(verdict_name(&r.validity.expect("a validity")), "VALID");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,7 +96,7 @@ impl EvidenceBuilder {
             let key = map::key(&id);
             let index = map::bucket_of(&key);
             if let std::collections::btree_map::Entry::Vacant(slot) = buckets.entry(index) {
-                slot.insert(self.map.bucket(head.size, index).ok_or(Attempt::Retry)?);
+                slot.insert(self.map.bucket(head.size, index)?.ok_or(Attempt::Retry)?);
             }
             let latest = buckets[&index].iter().find(|(k, _)| *k == key).map(|(_, p)| *p);
             let mut next = match latest {

@@ -236,7 +236,7 @@ impl Lookups {
                 )));
             }
             Some(p) => Some(p),
-            None => self.map.latest(identifier),
+            None => self.map.latest(identifier)?,
         };
         let mut entries = Vec::new();
         while let Some(p) = next {

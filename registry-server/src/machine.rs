@@ -117,21 +117,20 @@ impl Machine for RegistryMachine {
         })
     }
 
-    fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
+    fn open(&mut self, store: &Arc<dyn LogStore>, size: u64) -> Result<(), StoreError> {
         self.origin =
             store.meta(crate::store::ORIGIN)?.map(|o| String::from_utf8_lossy(&o).into_owned());
         let started = std::time::Instant::now();
         let mut buckets = crate::map::MapBuckets::load(store)?;
         tracing::info!(seconds = started.elapsed().as_secs_f64(), "map buckets loaded");
         // One copy of the buckets serves the replay and then the writer.
-        crate::projection::catch_up(store, self.cache.clone(), &mut buckets, size).map_err(
-            |e| match e {
+        crate::projection::catch_up(store.as_ref(), self.cache.clone(), &mut buckets, size)
+            .map_err(|e| match e {
                 crate::projection::RebuildError::Store(e) => e,
                 crate::projection::RebuildError::Entry { position, message } => {
                     StoreError::Corrupt(format!("entry {position} does not replay: {message}"))
                 }
-            },
-        )?;
+            })?;
         self.map.open(buckets, size);
         Ok(())
     }

@@ -20,6 +20,15 @@
 //!
 //! Bucket hashes are not stored: at start the tree is rebuilt from the buckets, which costs one
 //! pass over them and saves a second key per bucket.
+//!
+//! A bucket is decoded only once the writer changes it. Until then the map holds the hash it
+//! had when loaded and reads its record from the store when asked (a proof, a history, the
+//! writer's first change), checking the record against that hash: decoding every bucket at
+//! start took 2.3 s of a ten-million-key start (1.1 GB of leaves in fresh memory), and most
+//! buckets are never changed between starts. The store's record of an unchanged bucket is the
+//! one loaded, because only the writer writes bucket records, and only of buckets it holds
+//! decoded; a reader that finds the record changed (the writer wrote a newer version before
+//! the reader's publication caught up) asks again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -27,6 +36,7 @@ use std::sync::{Arc, RwLock};
 use registry_core::event::Identifier;
 use registry_core::map::{self, Bucket, MapTree};
 use registry_core::merkle::Hash;
+use sha2::{Digest, Sha256};
 
 use crate::log::View;
 use crate::store::{Keyspace, LogStore, StoreError};
@@ -37,6 +47,44 @@ pub const MAP: Keyspace = Keyspace("map");
 /// A stored bucket record's leaves: the inverse of [`encode`], read directly for the same
 /// reason (at ten million keys, decoding every bucket through serde took 6 s of a start).
 pub fn decode_bucket(record: &[u8]) -> Result<Bucket, &'static str> {
+    let mut leaves = Vec::new();
+    for_each_leaf(
+        record,
+        &mut leaves,
+        // Exactly full (see `growth`); each leaf takes at least 33 bytes, so a damaged count
+        // cannot reserve more than the record.
+        |leaves, count| leaves.reserve_exact((count as usize).min(record.len() / 33)),
+        |leaves, key, position| leaves.push((*key, position)),
+    )?;
+    Ok(leaves)
+}
+
+/// The hash of bucket `index` from its record, without decoding it into memory: equal to
+/// [`map::bucket_hash`] of [`decode_bucket`]'s leaves.
+pub fn record_hash(index: u16, record: &[u8]) -> Result<Hash, &'static str> {
+    let mut h = Sha256::new();
+    h.update([0x02]);
+    h.update(index.to_be_bytes());
+    for_each_leaf(
+        record,
+        &mut h,
+        |_, _| {},
+        |h, key, position| {
+            h.update(key);
+            h.update(position.to_be_bytes());
+        },
+    )?;
+    Ok(h.finalize().into())
+}
+
+/// Calls `count` with the number of leaves a bucket record says it holds, then `leaf` with
+/// each, in order; an error for a damaged record.
+fn for_each_leaf<S>(
+    record: &[u8],
+    state: &mut S,
+    count: impl FnOnce(&mut S, u64),
+    mut leaf: impl FnMut(&mut S, &Hash, u64),
+) -> Result<(), &'static str> {
     fn varint(bytes: &mut &[u8]) -> Result<u64, &'static str> {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
@@ -53,18 +101,17 @@ pub fn decode_bucket(record: &[u8]) -> Result<Bucket, &'static str> {
         Err("a number overflows 64 bits")
     }
     let mut bytes = record;
-    let count = varint(&mut bytes)?;
-    // Each leaf takes at least 33 bytes: a damaged count cannot reserve more than the record.
-    let mut leaves = Vec::with_capacity((count as usize).min(bytes.len() / 33));
-    for _ in 0..count {
+    let leaves = varint(&mut bytes)?;
+    count(state, leaves);
+    for _ in 0..leaves {
         let (key, rest) = bytes.split_first_chunk::<32>().ok_or("the record ends inside a key")?;
         bytes = rest;
-        leaves.push((*key, varint(&mut bytes)?));
+        leaf(state, key, varint(&mut bytes)?);
     }
     if !bytes.is_empty() {
         return Err("bytes after the last leaf");
     }
-    Ok(leaves)
+    Ok(())
 }
 
 /// A bucket record: postcard's encoding of the leaves (the count as a varint, then each key's 32
@@ -88,57 +135,128 @@ fn encode(leaves: &Bucket) -> Vec<u8> {
     out
 }
 
-/// Every bucket, decoded: the writer's (and a catch-up's) copy of the `latest` projection,
-/// including changes not yet written. Each bucket is an `Arc` so that readers and a
-/// publication can hold a batch's version of it while the writer goes on: the writer copies a
-/// shared bucket on its first change, and only then.
+/// A bucket as the map holds it.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// Decoded: changed by the writer since the load, or a bucket of a new log.
+    Held(Arc<Bucket>),
+    /// Unchanged since the load: its record in the store, which had this hash then.
+    Stored(Hash),
+}
+
+impl Slot {
+    fn hash(&self, index: u16) -> Hash {
+        match self {
+            Slot::Held(leaves) => map::bucket_hash(index, leaves),
+            Slot::Stored(hash) => *hash,
+        }
+    }
+
+    /// The leaves, read from `source` if need be; `None` if the stored record has changed
+    /// since the slot was taken.
+    fn leaves(&self, index: u16, source: &Source) -> Result<Option<Arc<Bucket>>, StoreError> {
+        match self {
+            Slot::Held(leaves) => Ok(Some(leaves.clone())),
+            Slot::Stored(hash) => Ok(source.read(index, hash)?.map(Arc::new)),
+        }
+    }
+}
+
+/// The store stored buckets are read from (none for a map that was never loaded).
+#[derive(Clone, Default)]
+struct Source(Option<Arc<dyn LogStore>>);
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Source(store)" } else { "Source(none)" })
+    }
+}
+
+impl Source {
+    /// Bucket `index` as its record holds it, if that record still has `hash`.
+    fn read(&self, index: u16, hash: &Hash) -> Result<Option<Bucket>, StoreError> {
+        let store = self.0.as_ref().ok_or_else(|| {
+            StoreError::Corrupt(format!("map bucket {index} is stored, but in no store"))
+        })?;
+        let Some(record) = store.get(MAP, &index.to_be_bytes())? else { return Ok(None) };
+        let leaves = decode_bucket(&record)
+            .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))?;
+        Ok((map::bucket_hash(index, &leaves) == *hash).then_some(leaves))
+    }
+}
+
+/// Every bucket: the writer's (and a catch-up's) copy of the `latest` projection, including
+/// changes not yet written. Each decoded bucket is an `Arc` so that readers and a publication
+/// can hold a batch's version of it while the writer goes on: the writer copies a shared
+/// bucket on its first change, and only then.
 #[derive(Debug)]
 pub struct MapBuckets {
-    leaves: Vec<Arc<Bucket>>,
+    slots: Vec<Slot>,
+    source: Source,
     /// Changed since the last [`MapBuckets::take_changed`] (the writer's batch).
     changed: BTreeSet<u16>,
     /// Changed since their records were last written ([`MapBuckets::write_unwritten`]).
     unwritten: BTreeSet<u16>,
 }
 
+/// Bucket records hashed together at a load, on every core: a few megabytes, copied out of
+/// the store's walk into one buffer the chunks reuse.
+const LOAD_CHUNK_BYTES: usize = 8 << 20;
+
 impl MapBuckets {
     /// No identifier recorded yet (a new log).
     pub fn empty() -> Self {
         Self {
             // One empty bucket shared by all: the first change to each copies it.
-            leaves: std::iter::repeat_n(Arc::new(Bucket::new()), map::BUCKETS).collect(),
+            slots: std::iter::repeat_n(Slot::Held(Arc::new(Bucket::new())), map::BUCKETS).collect(),
+            source: Source::default(),
             changed: BTreeSet::new(),
             unwritten: BTreeSet::new(),
         }
     }
 
-    /// Every bucket record of `store`.
-    pub fn load(store: &dyn LogStore) -> Result<Self, StoreError> {
+    /// The buckets of `store`'s records, each left in the store with its hash.
+    pub fn load(store: &Arc<dyn LogStore>) -> Result<Self, StoreError> {
         let mut buckets = Self::empty();
+        buckets.source = Source(Some(store.clone()));
+        let mut chunk = LoadChunk::default();
         // A walk, not a scan: at a million keys the records are over 100 MB.
         store.for_each(MAP, &mut |k, v| {
             let index: [u8; 2] =
                 k.try_into().map_err(|_| StoreError::Corrupt("map key is not 2 bytes".into()))?;
-            let index = u16::from_be_bytes(index);
-            buckets.leaves[usize::from(index)] = Arc::new(
-                decode_bucket(v)
-                    .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))?,
-            );
+            chunk.push(u16::from_be_bytes(index), v);
+            if chunk.bytes.len() >= LOAD_CHUNK_BYTES {
+                chunk.hash_into(&mut buckets.slots)?;
+            }
             Ok(())
         })?;
+        chunk.hash_into(&mut buckets.slots)?;
         Ok(buckets)
     }
 
     /// The latest position recorded for an identifier.
-    pub fn latest(&self, identifier: &Identifier) -> Option<u64> {
-        latest_in(&self.leaves, identifier)
+    pub fn latest(&self, identifier: &Identifier) -> Result<Option<u64>, StoreError> {
+        let key = map::key(identifier);
+        let index = map::bucket_of(&key);
+        let leaves = self.slots[usize::from(index)]
+            .leaves(index, &self.source)?
+            .ok_or_else(|| changed_under_the_writer(index))?;
+        Ok(position_in(&leaves, &key))
     }
 
     /// Records `position` as the latest entry of `identifier`.
-    pub fn set_latest(&mut self, identifier: &Identifier, position: u64) {
+    pub fn set_latest(&mut self, identifier: &Identifier, position: u64) -> Result<(), StoreError> {
         let key = map::key(identifier);
         let index = map::bucket_of(&key);
-        let slot = &mut self.leaves[usize::from(index)];
+        let slot = &mut self.slots[usize::from(index)];
+        if let Slot::Stored(hash) = slot {
+            let leaves =
+                self.source.read(index, hash)?.ok_or_else(|| changed_under_the_writer(index))?;
+            *slot = Slot::Held(Arc::new(leaves));
+        }
+        let Slot::Held(slot) = slot else {
+            return Err(changed_under_the_writer(index));
+        };
         let found = slot.binary_search_by(|(k, _)| k.cmp(&key));
         if Arc::get_mut(slot).is_none() {
             // Readers or a publication hold this version: the writer's own copy, with room for
@@ -160,20 +278,24 @@ impl MapBuckets {
         }
         self.changed.insert(index);
         self.unwritten.insert(index);
+        Ok(())
     }
 
     /// The buckets changed since the last call, as they are now.
-    fn take_changed(&mut self) -> Vec<(u16, Arc<Bucket>)> {
+    fn take_changed(&mut self) -> Vec<(u16, Slot)> {
         std::mem::take(&mut self.changed)
             .into_iter()
-            .map(|index| (index, self.leaves[usize::from(index)].clone()))
+            .map(|index| (index, self.slots[usize::from(index)].clone()))
             .collect()
     }
 
     /// Writes the record of every bucket changed since the last call into `view`.
     pub fn write_unwritten(&mut self, view: &mut View<'_>) {
         for index in std::mem::take(&mut self.unwritten) {
-            view.put(MAP, index.to_be_bytes().to_vec(), encode(&self.leaves[usize::from(index)]));
+            // A changed bucket is held; a stored one's record is already what it holds.
+            if let Slot::Held(leaves) = &self.slots[usize::from(index)] {
+                view.put(MAP, index.to_be_bytes().to_vec(), encode(leaves));
+            }
         }
     }
 
@@ -184,46 +306,84 @@ impl MapBuckets {
 
     /// The hash of bucket `index` as it holds now.
     fn hash(&self, index: u16) -> Hash {
-        map::bucket_hash(index, &self.leaves[usize::from(index)])
+        self.slots[usize::from(index)].hash(index)
     }
 
-    /// The buckets holding exactly `latest` (a rebuild's result, written whole through
-    /// [`MapBuckets::into_records`]): each bucket sorted once instead of one insertion per
-    /// update.
-    pub fn from_latest(latest: impl IntoIterator<Item = (Identifier, u64)>) -> Self {
-        let mut leaves = vec![Bucket::new(); map::BUCKETS];
-        for (identifier, position) in latest {
-            let key = map::key(&identifier);
-            leaves[usize::from(map::bucket_of(&key))].push((key, position));
-        }
-        let mut buckets = Self::empty();
-        for (slot, mut bucket) in buckets.leaves.iter_mut().zip(leaves) {
-            if !bucket.is_empty() {
-                bucket.sort_unstable_by_key(|leaf| leaf.0);
-                *slot = Arc::new(bucket);
-            }
-        }
-        buckets
+    /// The leaves of bucket `index`, decoded or not (tests).
+    #[cfg(test)]
+    fn held_len(&self, index: u16) -> usize {
+        self.slots[usize::from(index)].leaves(index, &self.source).unwrap().unwrap().len()
     }
 
-    /// The records of the buckets that hold something, in key order, as
-    /// [`MapBuckets::write_unwritten`] writes them.
-    pub fn into_records(self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
-        (0..=u16::MAX)
-            .zip(self.leaves)
-            .filter(|(_, leaves)| !leaves.is_empty())
-            .map(|(index, leaves)| (index.to_be_bytes().to_vec(), encode(&leaves)))
+    /// How many buckets are decoded in memory (the others are read from the store when asked).
+    pub fn held(&self) -> usize {
+        self.slots.iter().filter(|s| matches!(s, Slot::Held(b) if !b.is_empty())).count()
     }
 
-    /// The tree over every bucket's hash, the buckets hashed on every core (at ten million
-    /// keys they hold over a gigabyte, hashed at every start).
+    /// The tree over every bucket's hash, the decoded buckets hashed on every core (a new
+    /// log's, or after a long replay, they may hold over a gigabyte).
     pub fn tree(&self) -> MapTree {
         let indices: Vec<u16> = (0..=u16::MAX).collect();
-        let hashes = crate::cores::map_in_order(&indices, |&i| {
-            map::bucket_hash(i, &self.leaves[usize::from(i)])
-        });
+        let hashes = crate::cores::map_in_order(&indices, |&i| self.hash(i));
         MapTree::from_bucket_hashes(|i| hashes[usize::from(i)])
     }
+}
+
+/// The bucket records holding exactly `latest` (a rebuild's result), in key order, as
+/// [`MapBuckets::write_unwritten`] writes them: each bucket sorted once instead of one
+/// insertion per update.
+pub fn records_of(
+    latest: impl IntoIterator<Item = (Identifier, u64)>,
+) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    let mut leaves = vec![Bucket::new(); map::BUCKETS];
+    for (identifier, position) in latest {
+        let key = map::key(&identifier);
+        leaves[usize::from(map::bucket_of(&key))].push((key, position));
+    }
+    (0..=u16::MAX).zip(leaves).filter(|(_, leaves)| !leaves.is_empty()).map(
+        |(index, mut leaves)| {
+            leaves.sort_unstable_by_key(|leaf| leaf.0);
+            (index.to_be_bytes().to_vec(), encode(&leaves))
+        },
+    )
+}
+
+/// Bucket records copied out of a load's walk, to be hashed together.
+#[derive(Default)]
+struct LoadChunk {
+    bytes: Vec<u8>,
+    /// Each record's bucket and its range in `bytes`.
+    records: Vec<(u16, std::ops::Range<usize>)>,
+}
+
+impl LoadChunk {
+    fn push(&mut self, index: u16, record: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(record);
+        self.records.push((index, start..self.bytes.len()));
+    }
+
+    /// Hashes the records on every core into their slots, and empties the chunk for reuse.
+    fn hash_into(&mut self, slots: &mut [Slot]) -> Result<(), StoreError> {
+        let bytes = &self.bytes;
+        let hashes = crate::cores::map_in_order(&self.records, |(index, range)| {
+            record_hash(*index, &bytes[range.clone()])
+                .map_err(|e| StoreError::Corrupt(format!("map bucket {index}: {e}")))
+        });
+        for ((index, _), hash) in self.records.iter().zip(hashes) {
+            slots[usize::from(*index)] = Slot::Stored(hash?);
+        }
+        self.bytes.clear();
+        self.records.clear();
+        Ok(())
+    }
+}
+
+fn changed_under_the_writer(index: u16) -> StoreError {
+    StoreError::Corrupt(format!(
+        "map bucket {index} changed in the store since it was loaded, and only the writer \
+         writes bucket records"
+    ))
 }
 
 /// Room a full bucket of `len` leaves grows by. Loaded buckets are exactly full, and doubling
@@ -233,11 +393,9 @@ fn growth(len: usize) -> usize {
     len / 16 + 1
 }
 
-/// The latest position of `identifier` in `buckets` (every bucket, by index).
-fn latest_in(buckets: &[Arc<Bucket>], identifier: &Identifier) -> Option<u64> {
-    let key = map::key(identifier);
-    let leaves = buckets.get(usize::from(map::bucket_of(&key)))?;
-    leaves.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| leaves[i].1)
+/// The position of the leaf with `key` in a bucket's sorted leaves.
+fn position_in(leaves: &[(Hash, u64)], key: &Hash) -> Option<u64> {
+    leaves.binary_search_by(|(k, _)| k.cmp(key)).ok().map(|i| leaves[i].1)
 }
 
 /// What a proof builder sees of the published tree.
@@ -254,7 +412,8 @@ pub struct Snapshot {
 /// The map as of the durable head, shared between the writer (which publishes) and readers:
 /// the tree for proofs, and the buckets themselves, which are the `latest` projection readers
 /// see. The store's bucket records are only the map's durable copy (the writer holds them
-/// back between snapshot cuts, see [`MapWriter`]), so readers never read them.
+/// back between snapshot cuts, see [`MapWriter`]); readers read one only for a bucket
+/// unchanged since the load, and only if it still has the hash the tree holds for it.
 #[derive(Debug, Default)]
 pub struct SharedMap {
     published: RwLock<Published>,
@@ -265,8 +424,13 @@ struct Published {
     version: u64,
     tree: MapTree,
     /// Every bucket by index (empty before the writer opens).
-    buckets: Vec<Arc<Bucket>>,
+    slots: Vec<Slot>,
+    source: Source,
 }
+
+/// How often a reader asks again for a stored bucket whose record changed before the
+/// publication that explains it; a publication follows its batch's sync within milliseconds.
+const READ_ATTEMPTS: usize = 200;
 
 impl SharedMap {
     /// Paths for `buckets` in the published tree, or `None` if it is not at `version`.
@@ -283,32 +447,51 @@ impl SharedMap {
         })
     }
 
-    /// Bucket `index` as published at log size `version`, or `None` if the publication is
-    /// not at `version`.
-    pub fn bucket(&self, version: u64, index: u16) -> Option<Arc<Bucket>> {
-        let guard = self.published.read().ok()?;
-        if guard.version != version {
-            return None;
-        }
-        Some(guard.buckets.get(usize::from(index)).cloned().unwrap_or_default())
+    /// Bucket `index` as published at log size `version`: `Ok(None)` if the publication is
+    /// not at `version` (or has moved on while the bucket was read).
+    pub fn bucket(&self, version: u64, index: u16) -> Result<Option<Arc<Bucket>>, StoreError> {
+        let (slot, source) = {
+            let Ok(guard) = self.published.read() else { return Ok(None) };
+            if guard.version != version {
+                return Ok(None);
+            }
+            let Some(slot) = guard.slots.get(usize::from(index)) else {
+                return Ok(Some(Arc::default()));
+            };
+            (slot.clone(), guard.source.clone())
+        };
+        slot.leaves(index, &source)
     }
 
     /// The latest position of `identifier` as published (the newest durable batch).
-    pub fn latest(&self, identifier: &Identifier) -> Option<u64> {
-        latest_in(&self.published.read().ok()?.buckets, identifier)
+    pub fn latest(&self, identifier: &Identifier) -> Result<Option<u64>, StoreError> {
+        let key = map::key(identifier);
+        let index = map::bucket_of(&key);
+        for _ in 0..READ_ATTEMPTS {
+            let (slot, source) = {
+                let Ok(guard) = self.published.read() else { return Ok(None) };
+                let Some(slot) = guard.slots.get(usize::from(index)) else { return Ok(None) };
+                (slot.clone(), guard.source.clone())
+            };
+            if let Some(leaves) = slot.leaves(index, &source)? {
+                return Ok(position_in(&leaves, &key));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(StoreError::Io(format!("map bucket {index} kept changing while it was read; retry")))
     }
 
-    fn replace(&self, version: u64, tree: MapTree, buckets: Vec<Arc<Bucket>>) {
+    fn replace(&self, version: u64, tree: MapTree, slots: Vec<Slot>, source: Source) {
         if let Ok(mut g) = self.published.write() {
-            *g = Published { version, tree, buckets };
+            *g = Published { version, tree, slots, source };
         }
     }
 
-    fn update(&self, version: u64, nodes: &[(usize, Hash)], buckets: Vec<(u16, Arc<Bucket>)>) {
+    fn update(&self, version: u64, nodes: &[(usize, Hash)], buckets: Vec<(u16, Slot)>) {
         if let Ok(mut g) = self.published.write() {
             g.tree.set_nodes(nodes);
             for (index, bucket) in buckets {
-                if let Some(slot) = g.buckets.get_mut(usize::from(index)) {
+                if let Some(slot) = g.slots.get_mut(usize::from(index)) {
                     *slot = bucket;
                 }
             }
@@ -334,7 +517,7 @@ pub struct MapWriter {
     buckets: MapBuckets,
     changed: Vec<(usize, Hash)>,
     /// Bucket versions for readers once the batches finished so far are durable.
-    to_publish: BTreeMap<u16, Arc<Bucket>>,
+    to_publish: BTreeMap<u16, Slot>,
     /// Buckets written since the tree last took their hashes (batches that needed no root).
     stale: BTreeSet<u16>,
 }
@@ -362,7 +545,12 @@ impl MapWriter {
         self.changed.clear();
         self.to_publish.clear();
         self.stale.clear();
-        self.shared.replace(size, self.tree.clone(), self.buckets.leaves.clone());
+        self.shared.replace(
+            size,
+            self.tree.clone(),
+            self.buckets.slots.clone(),
+            self.buckets.source.clone(),
+        );
     }
 
     /// The buckets, for the lifecycle state the writer decides and applies against.
@@ -422,7 +610,7 @@ pub struct Publication {
     shared: Arc<SharedMap>,
     size: u64,
     nodes: Vec<(usize, Hash)>,
-    buckets: Vec<(u16, Arc<Bucket>)>,
+    buckets: Vec<(u16, Slot)>,
 }
 
 impl Publication {
@@ -443,20 +631,21 @@ mod tests {
         for n in 0..3_000_000u32 {
             let id = evse(n);
             if map::bucket_of(&map::key(&id)) == 7 {
-                buckets.set_latest(&id, u64::from(n));
+                buckets.set_latest(&id, u64::from(n)).unwrap();
             }
         }
-        Arc::make_mut(&mut buckets.leaves[7]).shrink_to_fit(); // as loaded
-        let full = buckets.leaves[7].len();
+        let Slot::Held(seven) = &mut buckets.slots[7] else { panic!("a new log's are held") };
+        Arc::make_mut(seven).shrink_to_fit(); // as decoded
+        let full = seven.len();
         assert!(full > 16, "{full} leaves");
         let extra =
             (3_000_000u32..).map(evse).find(|id| map::bucket_of(&map::key(id)) == 7).unwrap();
-        buckets.set_latest(&extra, 1);
-        let bucket = &buckets.leaves[7];
+        buckets.set_latest(&extra, 1).unwrap();
+        let Slot::Held(bucket) = &buckets.slots[7] else { panic!("changed, so held") };
         assert_eq!(bucket.len(), full + 1);
         assert!(bucket.capacity() <= full + full / 16 + 1, "{} for {full}", bucket.capacity());
         assert!(bucket.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
-        assert_eq!(buckets.latest(&extra), Some(1));
+        assert_eq!(buckets.latest(&extra).unwrap(), Some(1));
     }
 
     fn evse(n: u32) -> Identifier {
@@ -472,7 +661,7 @@ mod tests {
         writer.open(MapBuckets::empty(), 0);
         for batch in 0..3u32 {
             for n in batch * 100..(batch + 1) * 100 {
-                writer.buckets().set_latest(&evse(n), u64::from(n));
+                writer.buckets().set_latest(&evse(n), u64::from(n)).unwrap();
             }
             writer.finish_batch(false);
             assert_eq!(writer.root(), None, "no root while buckets wait to be hashed");
@@ -482,7 +671,7 @@ mod tests {
         writer.finish_batch(true);
         let from_scratch = writer.buckets().tree().root();
         assert_eq!(writer.root(), Some(from_scratch), "a batch of nothing hashes what was put off");
-        writer.buckets().set_latest(&evse(300), 300);
+        writer.buckets().set_latest(&evse(300), 300).unwrap();
         writer.finish_batch(true);
         let from_scratch = writer.buckets().tree().root();
         assert_eq!(writer.root(), Some(from_scratch), "every bucket hashed, once");
@@ -491,23 +680,23 @@ mod tests {
 
     #[test]
     fn bucket_records_are_held_back_until_asked_for_and_then_written_once() {
-        let store = crate::store::memory::MemoryStore::new();
+        let store: Arc<dyn LogStore> = Arc::new(crate::store::memory::MemoryStore::new());
         let mut writer = MapWriter::new(Arc::default());
         writer.open(MapBuckets::empty(), 0);
         let mut changed = BTreeSet::new();
         for n in 0..200u32 {
-            writer.buckets().set_latest(&evse(n), u64::from(n));
+            writer.buckets().set_latest(&evse(n), u64::from(n)).unwrap();
             changed.insert(map::bucket_of(&map::key(&evse(n))));
             if n % 50 == 49 {
                 writer.finish_batch(true);
             }
         }
         assert!(writer.holds_back(), "four batches changed buckets, none wrote them");
-        let mut view = View::new(&store);
+        let mut view = View::new(store.as_ref());
         writer.write_held_back(&mut view);
         assert_eq!(view.len(), changed.len(), "each changed bucket once, as it is now");
         assert!(!writer.holds_back());
-        let mut again = View::new(&store);
+        let mut again = View::new(store.as_ref());
         writer.write_held_back(&mut again);
         assert_eq!(again.len(), 0, "nothing changed since");
         store
@@ -520,32 +709,137 @@ mod tests {
         assert_eq!(loaded.tree().root(), writer.buckets().tree().root(), "the records are the map");
     }
 
+    /// A store holding the records of identifiers `0..n` at positions `0..n`, and the map they
+    /// make, decoded.
+    fn stored_map(n: u32) -> (Arc<dyn LogStore>, MapBuckets) {
+        let store: Arc<dyn LogStore> = Arc::new(crate::store::memory::MemoryStore::new());
+        let mut decoded = MapBuckets::empty();
+        for i in 0..n {
+            decoded.set_latest(&evse(i), u64::from(i)).unwrap();
+        }
+        let mut view = View::new(store.as_ref());
+        decoded.write_unwritten(&mut view);
+        let batch =
+            crate::store::WriteBatch { projections: view.into_writes(), ..Default::default() };
+        store.write(batch).unwrap();
+        (store, decoded)
+    }
+
+    #[test]
+    fn a_loaded_bucket_stays_in_the_store_until_the_writer_changes_it() {
+        let (store, decoded) = stored_map(3_000);
+        let mut loaded = MapBuckets::load(&store).unwrap();
+        assert!(decoded.held() > 2_000, "{} buckets hold something", decoded.held());
+        assert_eq!(loaded.held(), 0, "nothing decoded at the load");
+        assert_eq!(loaded.tree().root(), decoded.tree().root(), "hashed from the records");
+        for i in [0, 1_234, 2_999] {
+            assert_eq!(loaded.latest(&evse(i)).unwrap(), Some(u64::from(i)), "read from the store");
+        }
+        assert_eq!(loaded.latest(&evse(3_000)).unwrap(), None);
+        assert_eq!(loaded.held(), 0, "reading decodes nothing for good");
+        loaded.set_latest(&evse(7), 70).unwrap();
+        loaded.set_latest(&evse(3_001), 71).unwrap();
+        assert!((1..=2).contains(&loaded.held()), "only the changed buckets are decoded");
+        assert_eq!(loaded.latest(&evse(7)).unwrap(), Some(70));
+        assert_eq!(loaded.latest(&evse(8)).unwrap(), Some(8));
+        let mut changed = MapBuckets::empty();
+        for i in 0..3_002 {
+            let position = match i {
+                7 => 70,
+                3_000 => continue,
+                3_001 => 71,
+                i => u64::from(i),
+            };
+            changed.set_latest(&evse(i), position).unwrap();
+        }
+        assert_eq!(loaded.tree().root(), changed.tree().root(), "stored and held hash alike");
+    }
+
+    #[test]
+    fn a_stored_bucket_changed_behind_the_writer_is_refused_not_used() {
+        let (store, _) = stored_map(500);
+        let loaded = MapBuckets::load(&store).unwrap();
+        let index = map::bucket_of(&map::key(&evse(1)));
+        let mut other = vec![([0u8; 32], 1u64)];
+        other[0].0[0] = 1;
+        store
+            .write(crate::store::WriteBatch {
+                projections: vec![crate::store::ProjectionWrite::put((
+                    MAP,
+                    index.to_be_bytes().to_vec(),
+                    encode(&other),
+                ))],
+                ..Default::default()
+            })
+            .unwrap();
+        let mut loaded = loaded;
+        let error = loaded.set_latest(&evse(1), 9).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+        assert!(loaded.latest(&evse(1)).is_err(), "not answered from a record it cannot trust");
+    }
+
+    #[test]
+    fn a_reader_waits_for_the_publication_of_a_stored_bucket_the_writer_wrote_out() {
+        let (store, _) = stored_map(500);
+        let shared = Arc::new(SharedMap::default());
+        let mut writer = MapWriter::new(shared.clone());
+        writer.open(MapBuckets::load(&store).unwrap(), 500);
+        let index = map::bucket_of(&map::key(&evse(1)));
+        assert_eq!(
+            shared.bucket(500, index).unwrap().unwrap().len(),
+            writer.buckets().held_len(index)
+        );
+        // The writer changes the bucket and writes its record out (a cut) before the batch
+        // that changed it is published.
+        writer.buckets().set_latest(&evse(1), 501).unwrap();
+        writer.finish_batch(true);
+        let publication = writer.publication(501);
+        let mut view = View::new(store.as_ref());
+        writer.write_held_back(&mut view);
+        let batch =
+            crate::store::WriteBatch { projections: view.into_writes(), ..Default::default() };
+        store.write(batch).unwrap();
+        assert_eq!(shared.bucket(500, index).unwrap(), None, "the record no longer has its hash");
+        let reader = {
+            let shared = shared.clone();
+            std::thread::spawn(move || shared.latest(&evse(1)).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        publication.publish();
+        assert_eq!(reader.join().unwrap(), Some(501), "asked again once published");
+        let bucket = shared.bucket(501, index).unwrap().unwrap();
+        assert_eq!(
+            map::bucket_hash(index, &bucket),
+            shared.snapshot(501, &[index]).unwrap().paths[&index].0
+        );
+    }
+
     #[test]
     fn readers_see_a_batch_only_once_published_and_never_the_writer_s_later_changes() {
         let shared = Arc::new(SharedMap::default());
         let mut writer = MapWriter::new(shared.clone());
         writer.open(MapBuckets::empty(), 0);
-        writer.buckets().set_latest(&evse(1), 10);
+        writer.buckets().set_latest(&evse(1), 10).unwrap();
         writer.finish_batch(true);
         let publication = writer.publication(11);
-        assert_eq!(shared.latest(&evse(1)), None, "not durable yet");
+        assert_eq!(shared.latest(&evse(1)).unwrap(), None, "not durable yet");
         publication.publish();
-        assert_eq!(shared.latest(&evse(1)), Some(10));
+        assert_eq!(shared.latest(&evse(1)).unwrap(), Some(10));
         // The published bucket is shared with the writer's: its next change copies it.
-        writer.buckets().set_latest(&evse(1), 20);
-        assert_eq!(shared.latest(&evse(1)), Some(10), "the writer's change is its own");
+        writer.buckets().set_latest(&evse(1), 20).unwrap();
+        assert_eq!(shared.latest(&evse(1)).unwrap(), Some(10), "the writer's change is its own");
         let index = map::bucket_of(&map::key(&evse(1)));
-        let bucket = shared.bucket(11, index).unwrap();
+        let bucket = shared.bucket(11, index).unwrap().unwrap();
         let snapshot = shared.snapshot(11, &[index]).unwrap();
         assert_eq!(
             map::bucket_hash(index, &bucket),
             snapshot.paths[&index].0,
             "tree and bucket agree"
         );
-        assert!(shared.bucket(12, index).is_none(), "only at the published size");
+        assert!(shared.bucket(12, index).unwrap().is_none(), "only at the published size");
         writer.finish_batch(true);
         writer.publication(12).publish();
-        assert_eq!(shared.latest(&evse(1)), Some(20));
+        assert_eq!(shared.latest(&evse(1)).unwrap(), Some(20));
         assert_eq!(shared.snapshot(12, &[]).unwrap().root, writer.root().unwrap());
     }
 
@@ -579,6 +873,7 @@ mod tests {
             let ours = encode(&leaves);
             assert_eq!(ours, postcard::to_stdvec(&leaves).unwrap(), "{n} leaves");
             assert_eq!(decode_bucket(&ours).unwrap(), leaves);
+            assert_eq!(record_hash(n as u16, &ours).unwrap(), map::bucket_hash(n as u16, &leaves));
             assert_eq!(postcard::from_bytes::<Bucket>(&ours).unwrap(), leaves);
         }
     }

@@ -111,16 +111,16 @@ pub fn measure(config: &Config) -> Result<Usage, StoreError> {
     if let Some(last) = memory.last_mut() {
         last.records = snapshot.as_ref().map(|s| s.len() as u64);
     }
-    let store = LayeredStore::with_snapshot(
+    let store: std::sync::Arc<dyn LogStore> = std::sync::Arc::new(LayeredStore::with_snapshot(
         std::sync::Arc::new(log),
         &snapshot_path,
         Ok(snapshot),
         config.snapshot_min_records,
-    )?;
+    )?);
     let cache = KeyCache::new();
     let before = resident();
     let mut keys_done = before;
-    crate::projection::fill_cache_observed(&store, &cache, &|| false, &mut || {
+    crate::projection::fill_cache_observed(store.as_ref(), &cache, &|| false, &mut || {
         keys_done = resident();
     })?;
     let after = resident();
@@ -134,7 +134,8 @@ pub fn measure(config: &Config) -> Result<Usage, StoreError> {
         bytes: after as i64 - keys_done as i64,
         records: Some(cache.groups() as u64),
     });
-    let buckets = measured(&mut memory, "map buckets, decoded (the writer's)", || {
+    // A bucket is decoded once the writer first changes it; a start only hashes them.
+    let buckets = measured(&mut memory, "map buckets, hashed (decoded when changed)", || {
         crate::map::MapBuckets::load(&store)
     })?;
     measured(&mut memory, "map tree of bucket hashes", || Ok(buckets.tree()))?;

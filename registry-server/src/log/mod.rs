@@ -134,7 +134,7 @@ pub trait Machine: Send + 'static {
     /// entries ([`LogStore::projected_size`]); `open` must replay the rest into them and write
     /// them with `projected_size: Some(size)`, or the writer's first batch is refused. This
     /// default is for machines that keep no projections: it only records that.
-    fn open(&mut self, store: &dyn LogStore, size: u64) -> Result<(), StoreError> {
+    fn open(&mut self, store: &Arc<dyn LogStore>, size: u64) -> Result<(), StoreError> {
         if store.projected_size()? != size {
             store.write(crate::store::WriteBatch {
                 projected_size: Some(size),
@@ -442,7 +442,7 @@ impl<M: Machine> Log<M> {
                 frontier.size(),
             ))));
         }
-        machine.open(store.as_ref(), frontier.size())?;
+        machine.open(&store, frontier.size())?;
         if let (Some(w), Some(witness)) = (&witnessed, &options.witness)
             && w.size == frontier.size()
             && !w.extensions.is_empty()

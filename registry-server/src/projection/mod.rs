@@ -273,7 +273,7 @@ impl<K: Kv + ?Sized, R: std::ops::Deref<Target = K>> State for Projection<'_, R>
 
     fn latest(&self, id: &Identifier) -> Result<Option<u64>, StoreError> {
         match &self.buckets {
-            Some(buckets) => Ok(buckets.latest(id)),
+            Some(buckets) => buckets.latest(id),
             // The store's bucket records lag the writer's between snapshot cuts: only the
             // writer (and a replay) answers this, from its buckets (readers ask the map).
             None => Err(StoreError::Io(format!(
@@ -332,12 +332,11 @@ impl StateMut for Projection<'_, &mut View<'_>> {
     }
 
     fn set_latest(&mut self, id: &Identifier, position: u64) -> Result<(), StoreError> {
-        // Only the writer and a catch-up apply entries here, and both keep the buckets decoded.
+        // Only the writer and a catch-up apply entries here, and both hold the buckets.
         let buckets = self.buckets.as_deref_mut().ok_or_else(|| {
             StoreError::Corrupt("entries are applied only with the map buckets in memory".into())
         })?;
-        buckets.set_latest(id, position);
-        Ok(())
+        buckets.set_latest(id, position)
     }
 
     fn set_pending(

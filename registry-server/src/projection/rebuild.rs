@@ -20,7 +20,6 @@ use super::{
     ADMINS, COMPLETE, INDEX, KEYS, KEYSPACES, OPERATORS, PENDING, RebuildError, SIGNERS, STATUS,
     encode, encode_key, index_key, index_prefix, request_of,
 };
-use crate::map::MapBuckets;
 use crate::store::{
     LogStore, ProjectionRecord, RequestRecord, StoreError, WriteBatch, request_record,
 };
@@ -210,7 +209,7 @@ fn records<'scope>(
     requests: Requests,
 ) -> impl Iterator<Item = ProjectionRecord> + 'scope {
     let MemoryState { keys, index, operators, signers, admins, latest, pending } = state;
-    let map = scope.spawn(move || MapBuckets::from_latest(latest).into_records().collect());
+    let map = scope.spawn(move || crate::map::records_of(latest).collect());
     let requests = scope.spawn(move || {
         let mut requests = requests;
         requests.sort_unstable_by_key(|(id, _)| *id);
