@@ -108,9 +108,8 @@ async fn a_restarted_registry_answers_and_decides_as_before() {
     let pem = std::fs::read_to_string(registry.config.data_dir.join("registry-key.pub.pem"))
         .expect("the registry's public key");
     let state = tempfile::tempdir().expect("temp dir");
-    let mut verifier = Verifier::new(&client, Some(&pem), &state.path().join("v.json"))
-        .await
-        .expect("verifier");
+    let mut verifier =
+        Verifier::new(&client, Some(&pem), &state.path().join("v.json")).await.expect("verifier");
     let proven = |i: usize| KeyTarget::Evse(format!("DE*ABC*E{i}"));
     for i in [1, 2, 150, KEYS - 1] {
         let (r, _) = verifier
