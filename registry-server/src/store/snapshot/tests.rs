@@ -54,7 +54,8 @@ fn any_changed_byte_is_refused() {
 /// `bytes` with its checksum recomputed: only the structural checks can refuse it.
 fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
     let body = bytes.len() - TRAILER;
-    let digest = seal(&bytes[..body], &|_| {});
+    let checksum = Checksum::of_magic(&bytes[..8]).unwrap();
+    let digest = seal(checksum, &bytes[..body], &|_| {});
     bytes[body..].copy_from_slice(&digest);
     bytes
 }
@@ -62,16 +63,52 @@ fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
 #[test]
 fn the_checksum_covers_every_piece_in_order() {
     let body: Vec<u8> = (0..PIECE * 2 + 100).map(|i| (i % 251) as u8).collect();
+    let mut outer = blake3::Hasher::new();
+    for piece in body.chunks(PIECE) {
+        outer.update(blake3::hash(piece).as_bytes());
+    }
+    assert_eq!(seal(Checksum::Blake3, &body, &|_| {}), <[u8; 32]>::from(outer.finalize()));
+    let mut swapped = body.clone();
+    swapped[..PIECE].copy_from_slice(&body[PIECE..2 * PIECE]);
+    swapped[PIECE..2 * PIECE].copy_from_slice(&body[..PIECE]);
+    assert_ne!(seal(Checksum::Blake3, &swapped, &|_| {}), seal(Checksum::Blake3, &body, &|_| {}));
+    assert_eq!(seal(Checksum::Blake3, &[], &|_| {}), <[u8; 32]>::from(blake3::hash(&[])));
+    // Version 05's, still read.
     let mut outer = Sha256::new();
     for piece in body.chunks(PIECE) {
         outer.update(Sha256::digest(piece));
     }
-    assert_eq!(seal(&body, &|_| {}), <[u8; 32]>::from(outer.finalize()));
-    let mut swapped = body.clone();
-    swapped[..PIECE].copy_from_slice(&body[PIECE..2 * PIECE]);
-    swapped[PIECE..2 * PIECE].copy_from_slice(&body[..PIECE]);
-    assert_ne!(seal(&swapped, &|_| {}), seal(&body, &|_| {}));
-    assert_eq!(seal(&[], &|_| {}), <[u8; 32]>::from(Sha256::digest([0u8; 0].as_slice())));
+    assert_eq!(seal(Checksum::Sha256, &body, &|_| {}), <[u8; 32]>::from(outer.finalize()));
+}
+
+/// `bytes` (version 06) as version 05 wrote them: the same layout, SHA-256's checksum.
+fn as_version_05(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes[..8].copy_from_slice(MAGIC_SHA256);
+    let body = bytes.len() - TRAILER;
+    let digest = seal(Checksum::Sha256, &bytes[..body], &|_| {});
+    bytes[body..].copy_from_slice(&digest);
+    bytes
+}
+
+#[test]
+fn a_version_05_snapshot_is_read_and_checked_with_its_own_checksum() {
+    let old = as_version_05(sample_bytes());
+    let read = Snapshot::decode(old.clone()).unwrap();
+    assert_eq!((read.size(), read.len()), (42, 500));
+    assert_eq!(read.get(b"k00123"), Some(&123u32.to_be_bytes()[..]));
+    read.verify().unwrap();
+    for at in [9, HEADER + 3, old.len() / 2, old.len() - 1] {
+        let mut damaged = old.clone();
+        damaged[at] ^= 1;
+        assert!(Snapshot::decode(damaged).is_err(), "a flipped bit at {at} was accepted");
+    }
+    let mut unsealed = sample_bytes();
+    unsealed[..8].copy_from_slice(MAGIC_SHA256);
+    assert!(Snapshot::decode(unsealed).is_err(), "06's checksum under 05's magic");
+    let mut older = sample_bytes();
+    older[..8].copy_from_slice(b"KRSNAP04");
+    let refused = Snapshot::decode(older).unwrap_err().to_string();
+    assert!(refused.contains("another version"), "{refused}");
 }
 
 #[test]
