@@ -123,6 +123,7 @@ impl Machine for RegistryMachine {
         let started = std::time::Instant::now();
         let mut buckets = crate::map::MapBuckets::load(store)?;
         tracing::info!(seconds = started.elapsed().as_secs_f64(), "map buckets loaded");
+        buckets.decode_in_background();
         // One copy of the buckets serves the replay and then the writer.
         crate::projection::catch_up(store.as_ref(), self.cache.clone(), &mut buckets, size)
             .map_err(|e| match e {

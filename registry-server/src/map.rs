@@ -28,10 +28,13 @@
 //! buckets are never changed between starts. The store's record of an unchanged bucket is the
 //! one loaded, because only the writer writes bucket records, and only of buckets it holds
 //! decoded; a reader that finds the record changed (the writer wrote a newer version before
-//! the reader's publication caught up) asks again.
+//! the reader's publication caught up) asks again. Once the server runs, a thread of its own
+//! decodes the buckets the load only hashed ([`MapBuckets::decode_in_background`]), so that
+//! the writer's first change of each does not wait on the store: at ten million keys that
+//! first read was a third of a registration's time in the first seconds after a start.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use registry_core::event::Identifier;
 use registry_core::map::{self, Bucket, MapTree};
@@ -193,6 +196,8 @@ impl Source {
 pub struct MapBuckets {
     slots: Vec<Slot>,
     source: Source,
+    /// Stored buckets decoded in the background, for the writer to take.
+    decoded: Arc<Decoded>,
     /// Changed since the last [`MapBuckets::take_changed`] (the writer's batch).
     changed: BTreeSet<u16>,
     /// Changed since their records were last written ([`MapBuckets::write_unwritten`]).
@@ -210,6 +215,7 @@ impl MapBuckets {
             // One empty bucket shared by all: the first change to each copies it.
             slots: std::iter::repeat_n(Slot::Held(Arc::new(Bucket::new())), map::BUCKETS).collect(),
             source: Source::default(),
+            decoded: Arc::default(),
             changed: BTreeSet::new(),
             unwritten: BTreeSet::new(),
         }
@@ -238,6 +244,11 @@ impl MapBuckets {
     pub fn latest(&self, identifier: &Identifier) -> Result<Option<u64>, StoreError> {
         let key = map::key(identifier);
         let index = map::bucket_of(&key);
+        if let Slot::Stored(_) = self.slots[usize::from(index)]
+            && let Some(found) = self.decoded.with(index, |leaves| position_in(leaves, &key))
+        {
+            return Ok(found);
+        }
         let leaves = self.slots[usize::from(index)]
             .leaves(index, &self.source)?
             .ok_or_else(|| changed_under_the_writer(index))?;
@@ -250,8 +261,12 @@ impl MapBuckets {
         let index = map::bucket_of(&key);
         let slot = &mut self.slots[usize::from(index)];
         if let Slot::Stored(hash) = slot {
-            let leaves =
-                self.source.read(index, hash)?.ok_or_else(|| changed_under_the_writer(index))?;
+            let leaves = match self.decoded.take(index) {
+                Some(leaves) => leaves,
+                None => {
+                    self.source.read(index, hash)?.ok_or_else(|| changed_under_the_writer(index))?
+                }
+            };
             *slot = Slot::Held(Arc::new(leaves));
         }
         let Slot::Held(slot) = slot else {
@@ -320,6 +335,32 @@ impl MapBuckets {
         self.slots.iter().filter(|s| matches!(s, Slot::Held(b) if !b.is_empty())).count()
     }
 
+    /// Decodes every stored bucket on a thread of its own, each checked against the hash the
+    /// load found (a record the writer has rewritten since is left to the store), for the
+    /// writer to take when it first changes it. The thread stops once these buckets are
+    /// dropped, and holds the store only while it walks.
+    pub fn decode_in_background(&self) {
+        let Some(store) = self.source.0.clone() else { return };
+        let hashes: Vec<Option<Hash>> = self
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Stored(hash) => Some(*hash),
+                Slot::Held(_) => None,
+            })
+            .collect();
+        if hashes.iter().all(Option::is_none) {
+            return;
+        }
+        let decoded = Arc::downgrade(&self.decoded);
+        let spawned = std::thread::Builder::new()
+            .name("map-decode".into())
+            .spawn(move || decode_stored(store.as_ref(), &hashes, &decoded));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to decode the map's buckets; read when changed");
+        }
+    }
+
     /// The tree over every bucket's hash, the decoded buckets hashed on every core (a new
     /// log's, or after a long replay, they may hold over a gigabyte).
     pub fn tree(&self) -> MapTree {
@@ -378,6 +419,72 @@ impl LoadChunk {
         Ok(())
     }
 }
+
+/// Stored buckets decoded in the background ([`MapBuckets::decode_in_background`]).
+#[derive(Debug, Default)]
+struct Decoded(Mutex<Vec<Option<Bucket>>>);
+
+impl Decoded {
+    fn put(&self, batch: &mut Vec<(u16, Bucket)>) {
+        if let Ok(mut decoded) = self.0.lock() {
+            if decoded.is_empty() {
+                decoded.resize(map::BUCKETS, None);
+            }
+            for (index, leaves) in batch.drain(..) {
+                decoded[usize::from(index)] = Some(leaves);
+            }
+        }
+    }
+
+    fn take(&self, index: u16) -> Option<Bucket> {
+        self.0.lock().ok()?.get_mut(usize::from(index))?.take()
+    }
+
+    fn with<R>(&self, index: u16, f: impl FnOnce(&Bucket) -> R) -> Option<R> {
+        self.0.lock().ok()?.get(usize::from(index))?.as_ref().map(f)
+    }
+}
+
+/// The background decoding: every bucket record of `store` whose slot was stored with the hash
+/// in `hashes`, handed to `decoded` a few hundred at a time while it lives.
+fn decode_stored(store: &dyn LogStore, hashes: &[Option<Hash>], decoded: &Weak<Decoded>) {
+    let started = std::time::Instant::now();
+    let mut batch = Vec::new();
+    let mut count = 0usize;
+    let walked = store.for_each(MAP, &mut |k, v| {
+        let index = <[u8; 2]>::try_from(k).map(u16::from_be_bytes).ok();
+        let Some((index, hash)) = index.and_then(|i| Some((i, hashes.get(usize::from(i))?))) else {
+            return Ok(());
+        };
+        if let (Some(hash), Ok(leaves)) = (hash, decode_bucket(v))
+            && map::bucket_hash(index, &leaves) == *hash
+        {
+            batch.push((index, leaves));
+        }
+        if batch.len() >= 256 {
+            let Some(decoded) = decoded.upgrade() else { return Err(StoreError::Io(STOP.into())) };
+            count += batch.len();
+            decoded.put(&mut batch);
+        }
+        Ok(())
+    });
+    if let Some(decoded) = decoded.upgrade() {
+        count += batch.len();
+        decoded.put(&mut batch);
+    }
+    match walked {
+        Ok(()) => tracing::info!(
+            buckets = count,
+            seconds = started.elapsed().as_secs_f64(),
+            "map buckets decoded in the background"
+        ),
+        Err(StoreError::Io(e)) if e == STOP => {}
+        Err(e) => tracing::warn!(error = %e, "decoding the map's buckets in the background"),
+    }
+}
+
+/// Why [`decode_stored`] ends its walk early: nobody is left to take the buckets.
+const STOP: &str = "the map's buckets are no longer in use";
 
 fn changed_under_the_writer(index: u16) -> StoreError {
     StoreError::Corrupt(format!(
@@ -776,6 +883,61 @@ mod tests {
         let error = loaded.set_latest(&evse(1), 9).unwrap_err();
         assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
         assert!(loaded.latest(&evse(1)).is_err(), "not answered from a record it cannot trust");
+    }
+
+    /// Rewrites bucket `index`'s record in `store` to hold one unrelated leaf.
+    fn rewrite_behind(store: &Arc<dyn LogStore>, index: u16) {
+        let other: Bucket = vec![([1; 32], 1)];
+        let record =
+            crate::store::ProjectionWrite::put((MAP, index.to_be_bytes().to_vec(), encode(&other)));
+        let batch = crate::store::WriteBatch { projections: vec![record], ..Default::default() };
+        store.write(batch).unwrap();
+    }
+
+    fn until_decoded(buckets: &MapBuckets, index: u16) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if buckets.decoded.with(index, |_| ()).is_some() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        false
+    }
+
+    #[test]
+    fn buckets_decoded_in_the_background_spare_the_writer_its_reads_of_the_store() {
+        let (store, _) = stored_map(3_000);
+        let mut loaded = MapBuckets::load(&store).unwrap();
+        let first = map::bucket_of(&map::key(&evse(1)));
+        let second = map::bucket_of(&map::key(&evse(2)));
+        assert_ne!(first, second);
+        // Rewritten before the thread reads it: its hash is not the load's, so it is not used.
+        rewrite_behind(&store, second);
+        loaded.decode_in_background();
+        assert!(until_decoded(&loaded, first), "decoded within 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(loaded.decoded.with(second, |_| ()).is_none(), "a record changed since the load");
+        // From here the store's record of `first` is wrong too: the writer must not read it.
+        rewrite_behind(&store, first);
+        assert_eq!(loaded.latest(&evse(1)).unwrap(), Some(1), "answered from the decoded bucket");
+        loaded.set_latest(&evse(1), 10).unwrap();
+        assert_eq!(loaded.latest(&evse(1)).unwrap(), Some(10));
+        assert!(loaded.decoded.with(first, |_| ()).is_none(), "taken, not kept twice");
+        assert!(loaded.set_latest(&evse(2), 20).is_err(), "the rewritten record is refused");
+    }
+
+    #[test]
+    fn the_background_decoding_lets_go_of_the_store() {
+        let (store, _) = stored_map(300);
+        let loaded = MapBuckets::load(&store).unwrap();
+        loaded.decode_in_background();
+        drop(loaded);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(Arc::strong_count(&store), 1, "the thread let go of the store");
     }
 
     #[test]
