@@ -340,7 +340,27 @@ impl MapBuckets {
     /// writer to take when it first changes it. The thread stops once these buckets are
     /// dropped, and holds the store only while it walks.
     pub fn decode_in_background(&self) {
-        let Some(store) = self.source.0.clone() else { return };
+        let Some((store, hashes)) = self.stored() else { return };
+        let decoded = Arc::downgrade(&self.decoded);
+        let spawned = std::thread::Builder::new()
+            .name("map-decode".into())
+            .spawn(move || decode_stored(store.as_ref(), &hashes, &decoded));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to decode the map's buckets; read when changed");
+        }
+    }
+
+    /// [`MapBuckets::decode_in_background`], on this thread (what `registry-server usage`
+    /// measures).
+    pub fn decode_now(&self) {
+        if let Some((store, hashes)) = self.stored() {
+            decode_stored(store.as_ref(), &hashes, &Arc::downgrade(&self.decoded));
+        }
+    }
+
+    /// The store and the hash of each stored bucket, if any is.
+    fn stored(&self) -> Option<(Arc<dyn LogStore>, Vec<Option<Hash>>)> {
+        let store = self.source.0.clone()?;
         let hashes: Vec<Option<Hash>> = self
             .slots
             .iter()
@@ -349,16 +369,7 @@ impl MapBuckets {
                 Slot::Held(_) => None,
             })
             .collect();
-        if hashes.iter().all(Option::is_none) {
-            return;
-        }
-        let decoded = Arc::downgrade(&self.decoded);
-        let spawned = std::thread::Builder::new()
-            .name("map-decode".into())
-            .spawn(move || decode_stored(store.as_ref(), &hashes, &decoded));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "no thread to decode the map's buckets; read when changed");
-        }
+        hashes.iter().any(Option::is_some).then_some((store, hashes))
     }
 
     /// The tree over every bucket's hash, the decoded buckets hashed on every core (a new
