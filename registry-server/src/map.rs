@@ -359,7 +359,7 @@ impl MapBuckets {
     }
 
     /// The store and the hash of each stored bucket, if any is.
-    fn stored(&self) -> Option<(Arc<dyn LogStore>, Vec<Option<Hash>>)> {
+    fn stored(&self) -> Option<StoredHashes> {
         let store = self.source.0.clone()?;
         let hashes: Vec<Option<Hash>> = self
             .slots
@@ -430,6 +430,9 @@ impl LoadChunk {
         Ok(())
     }
 }
+
+/// A store, and the hash of each bucket stored in it at the load (`None` for held ones).
+type StoredHashes = (Arc<dyn LogStore>, Vec<Option<Hash>>);
 
 /// Stored buckets decoded in the background ([`MapBuckets::decode_in_background`]).
 #[derive(Debug, Default)]
