@@ -21,17 +21,16 @@
 //! Bucket hashes are not stored: at start the tree is rebuilt from the buckets, which costs one
 //! pass over them and saves a second key per bucket.
 //!
-//! A bucket is decoded only once the writer changes it. Until then the map holds the hash it
-//! had when loaded and reads its record from the store when asked (a proof, a history, the
-//! writer's first change), checking the record against that hash: decoding every bucket at
-//! start took 2.3 s of a ten-million-key start (1.1 GB of leaves in fresh memory), and most
-//! buckets are never changed between starts. The store's record of an unchanged bucket is the
-//! one loaded, because only the writer writes bucket records, and only of buckets it holds
-//! decoded; a reader that finds the record changed (the writer wrote a newer version before
-//! the reader's publication caught up) asks again. Once the server runs, a thread of its own
-//! decodes the buckets the load only hashed ([`MapBuckets::decode_in_background`]), so that
-//! the writer's first change of each does not wait on the store: at ten million keys that
-//! first read was a third of a registration's time in the first seconds after a start.
+//! A start only hashes the bucket records: decoding every bucket before serving took 2.3-4.8 s
+//! of a ten-million-key start (1.1 GB of leaves in fresh memory). Until the writer first
+//! changes a bucket, the map holds the hash it had when loaded and reads its record from the
+//! store when asked (a proof, a history), checking the record against that hash. The store's
+//! record of an unchanged bucket is the one loaded, because only the writer writes bucket
+//! records, and only of buckets it has changed; a reader that finds the record changed (the
+//! writer wrote a newer version before the reader's publication caught up) asks again. Once
+//! the server runs, a thread of its own decodes the buckets the load only hashed
+//! ([`MapBuckets::decode_in_background`]) for the writer to take: reading each from the store
+//! at its first change cost the first registrations after a start a fifth of their time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -436,26 +435,52 @@ type StoredHashes = (Arc<dyn LogStore>, Vec<Option<Hash>>);
 
 /// Stored buckets decoded in the background ([`MapBuckets::decode_in_background`]).
 #[derive(Debug, Default)]
-struct Decoded(Mutex<Vec<Option<Bucket>>>);
+struct Decoded(Mutex<Vec<Decoding>>);
+
+/// One bucket's place in [`Decoded`].
+#[derive(Debug, Clone, Default)]
+enum Decoding {
+    /// Not decoded yet.
+    #[default]
+    Pending,
+    Ready(Bucket),
+    /// The writer has it (taken, or read from the store first): a later decoding is dropped,
+    /// not kept beside the writer's copy.
+    Taken,
+}
 
 impl Decoded {
     fn put(&self, batch: &mut Vec<(u16, Bucket)>) {
         if let Ok(mut decoded) = self.0.lock() {
             if decoded.is_empty() {
-                decoded.resize(map::BUCKETS, None);
+                decoded.resize(map::BUCKETS, Decoding::Pending);
             }
             for (index, leaves) in batch.drain(..) {
-                decoded[usize::from(index)] = Some(leaves);
+                let slot = &mut decoded[usize::from(index)];
+                if let Decoding::Pending = slot {
+                    *slot = Decoding::Ready(leaves);
+                }
             }
         }
     }
 
+    /// Bucket `index` if it is decoded; either way it is the writer's from now on.
     fn take(&self, index: u16) -> Option<Bucket> {
-        self.0.lock().ok()?.get_mut(usize::from(index))?.take()
+        let mut decoded = self.0.lock().ok()?;
+        if decoded.is_empty() {
+            decoded.resize(map::BUCKETS, Decoding::Pending);
+        }
+        match std::mem::replace(decoded.get_mut(usize::from(index))?, Decoding::Taken) {
+            Decoding::Ready(leaves) => Some(leaves),
+            Decoding::Pending | Decoding::Taken => None,
+        }
     }
 
     fn with<R>(&self, index: u16, f: impl FnOnce(&Bucket) -> R) -> Option<R> {
-        self.0.lock().ok()?.get(usize::from(index))?.as_ref().map(f)
+        match self.0.lock().ok()?.get(usize::from(index))? {
+            Decoding::Ready(leaves) => Some(f(leaves)),
+            Decoding::Pending | Decoding::Taken => None,
+        }
     }
 }
 
@@ -928,10 +953,20 @@ mod tests {
         assert_ne!(first, second);
         // Rewritten before the thread reads it: its hash is not the load's, so it is not used.
         rewrite_behind(&store, second);
+        // Read from the store by the writer before the thread got to it: not decoded twice.
+        let early = (3..).map(evse).find(|id| {
+            let b = map::bucket_of(&map::key(id));
+            b != first && b != second
+        });
+        let early = early.unwrap();
+        loaded.set_latest(&early, 3_333).unwrap();
         loaded.decode_in_background();
         assert!(until_decoded(&loaded, first), "decoded within 20 s");
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(loaded.decoded.with(second, |_| ()).is_none(), "a record changed since the load");
+        let early_bucket = map::bucket_of(&map::key(&early));
+        assert!(loaded.decoded.with(early_bucket, |_| ()).is_none(), "the writer has it already");
+        assert_eq!(loaded.latest(&early).unwrap(), Some(3_333));
         // From here the store's record of `first` is wrong too: the writer must not read it.
         rewrite_behind(&store, first);
         assert_eq!(loaded.latest(&evse(1)).unwrap(), Some(1), "answered from the decoded bucket");
