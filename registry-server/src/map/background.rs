@@ -12,7 +12,7 @@ use crate::store::{LogStore, StoreError};
 /// A store, and the hash of each bucket stored in it at the load (`None` for held ones).
 pub(super) type StoredHashes = (Arc<dyn LogStore>, Vec<Option<Hash>>);
 
-/// Stored buckets decoded in the background ([`MapBuckets::decode_in_background`]).
+/// Stored buckets decoded in the background ([`super::MapBuckets::decode_in_background`]).
 #[derive(Debug, Default)]
 pub(super) struct Decoded(Mutex<Vec<Decoding>>);
 

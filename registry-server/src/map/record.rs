@@ -105,7 +105,7 @@ pub(super) fn encode(leaves: &Bucket) -> Vec<u8> {
 }
 
 /// The bucket records holding exactly `latest` (a rebuild's result), in key order, as
-/// [`MapBuckets::write_unwritten`] writes them: each bucket sorted once instead of one
+/// [`super::MapBuckets::write_unwritten`] writes them: each bucket sorted once instead of one
 /// insertion per update.
 pub fn records_of(
     latest: impl IntoIterator<Item = (Identifier, u64)>,
