@@ -52,14 +52,37 @@ pub type Bucket = Vec<(Hash, u64)>;
 
 /// The hash of a bucket's sorted leaves.
 pub fn bucket_hash(index: u16, leaves: &[(Hash, u64)]) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0x02]);
-    h.update(index.to_be_bytes());
-    for (k, p) in leaves {
-        h.update(k);
-        h.update(p.to_be_bytes());
+    let mut h = BucketHasher::new(index);
+    for (key, position) in leaves {
+        h.leaf(key, *position);
     }
-    h.finalize().into()
+    h.finish()
+}
+
+/// [`bucket_hash`] fed one leaf at a time, for leaves read from an encoding without being
+/// collected first (a server hashes every stored bucket at start).
+#[derive(Debug, Clone)]
+pub struct BucketHasher(Sha256);
+
+impl BucketHasher {
+    /// Starts the hash of bucket `index`.
+    pub fn new(index: u16) -> Self {
+        let mut h = Sha256::new();
+        h.update([0x02]);
+        h.update(index.to_be_bytes());
+        Self(h)
+    }
+
+    /// Adds the next leaf (in key order).
+    pub fn leaf(&mut self, key: &Hash, position: u64) {
+        self.0.update(key);
+        self.0.update(position.to_be_bytes());
+    }
+
+    /// The bucket's hash.
+    pub fn finish(self) -> Hash {
+        self.0.finalize().into()
+    }
 }
 
 fn interior(left: &Hash, right: &Hash) -> Hash {

@@ -241,7 +241,8 @@ impl MapBuckets {
     }
 
     /// How many buckets are decoded in memory (the others are read from the store when asked).
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.slots.iter().filter(|s| matches!(s, Slot::Held(b) if !b.is_empty())).count()
     }
 

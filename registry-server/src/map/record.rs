@@ -4,7 +4,6 @@
 use registry_core::event::Identifier;
 use registry_core::map::{self, Bucket};
 use registry_core::merkle::Hash;
-use sha2::{Digest, Sha256};
 
 use super::Slot;
 use crate::store::StoreError;
@@ -31,19 +30,9 @@ pub fn decode_bucket(record: &[u8]) -> Result<Bucket, &'static str> {
 /// The hash of bucket `index` from its record, without decoding it into memory: equal to
 /// [`map::bucket_hash`] of [`decode_bucket`]'s leaves.
 pub fn record_hash(index: u16, record: &[u8]) -> Result<Hash, &'static str> {
-    let mut h = Sha256::new();
-    h.update([0x02]);
-    h.update(index.to_be_bytes());
-    for_each_leaf(
-        record,
-        &mut h,
-        |_, _| {},
-        |h, key, position| {
-            h.update(key);
-            h.update(position.to_be_bytes());
-        },
-    )?;
-    Ok(h.finalize().into())
+    let mut h = map::BucketHasher::new(index);
+    for_each_leaf(record, &mut h, |_, _| {}, |h, key, position| h.leaf(key, position))?;
+    Ok(h.finish())
 }
 
 /// Calls `count` with the number of leaves a bucket record says it holds, then `leaf` with

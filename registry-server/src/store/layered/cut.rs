@@ -162,7 +162,13 @@ impl Shared {
                         Ok(()) => *backoff = Backoff::default(),
                         Err(e) => {
                             let wait = backoff.failed();
-                            tracing::error!(error = %e, size, retry_in_secs = wait.as_secs(), "writing the projection snapshot failed; its records stay in memory");
+                            tracing::error!(
+                                error = %e,
+                                size,
+                                retry_in_secs = wait.as_secs(),
+                                "writing the projection snapshot failed; its records stay in \
+                                 memory"
+                            );
                         }
                     }
                 })
