@@ -20,8 +20,8 @@
 //! million keys a snapshot is 7 GB, and a start reads and checks all of it before it answers.
 //! BLAKE3 rather than SHA-256 because it runs SIMD over its own internal tree (the same 7 GB
 //! checked in about half the time on two cores), and the check was most of a large start; it
-//! is as strong a checksum. Version 05 files (SHA-256, otherwise the same) are still read, so an upgrade
-//! starts from its snapshot; the next cut writes version 06.
+//! is as strong a checksum. Version 05 files (SHA-256, otherwise the same) are still read, so
+//! an upgrade starts from its snapshot; the next cut writes version 06.
 //!
 //! A snapshot in use is the file itself, mapped into memory, not a copy of it: the key records
 //! and indexes it holds are decoded once into the key cache, so a second, undecoded copy on the
@@ -90,7 +90,9 @@ impl Checksum {
         match self {
             Checksum::Sha256 => {
                 let mut outer = Sha256::new();
-                pieces.iter().for_each(|p| outer.update(p));
+                for p in pieces {
+                    outer.update(p);
+                }
                 outer.finalize().into()
             }
             Checksum::Blake3 => {
